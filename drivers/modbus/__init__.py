@@ -1,0 +1,24 @@
+"""Modbus TCP driver plug-in: registers, coils and discrete inputs read in coalesced blocks.
+
+Public API: `ModbusDriver` (the entry point object), its models `ModbusConnection` and `ModbusPoint`, the pure
+`plan_reads` planner with `ModbusPlan` / `ReadRequest`, and `decode` / `encode` for single values.
+"""
+
+from drivers.modbus.config import ModbusConnection, ModbusPoint
+from drivers.modbus.decode import decode, decoder_for, encode
+from drivers.modbus.driver import ModbusDriver, ModbusSession
+from drivers.modbus.planner import ModbusPlan, ReadRequest, Slot, plan_reads
+
+__all__ = [
+    "ModbusConnection",
+    "ModbusDriver",
+    "ModbusPlan",
+    "ModbusPoint",
+    "ModbusSession",
+    "ReadRequest",
+    "Slot",
+    "decode",
+    "decoder_for",
+    "encode",
+    "plan_reads",
+]

@@ -1,0 +1,255 @@
+"""The gateway's own Mosquitto: a supervised child process serving the local bus on loopback.
+
+The broker is deliberately not a durability point (``persistence false``): the SQLite outbox is, and it
+replays whatever a broker restart loses. The config is written on every start, so edits to it are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Final
+
+from edge.errors import EdgeError
+
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker"]
+
+log = logging.getLogger(__name__)
+
+_INSTALL_HINT: Final = "install it with: sudo apt-get install -y mosquitto (Debian/Ubuntu)"
+_DEBIAN_PATH: Final = "/usr/sbin/mosquitto"  # Debian installs it here, often not on a non-root PATH
+_START_TIMEOUT: Final = 10.0
+_STOP_GRACE: Final = 5.0
+_RESTART_MIN: Final = 0.5
+_RESTART_MAX: Final = 10.0
+_STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
+_LOG_ROTATE_BYTES: Final = 1024 * 1024
+_TAIL_BYTES: Final = 2048
+
+
+class BrokerError(EdgeError):
+    """The embedded broker could not be started."""
+
+
+class BrokerMissing(BrokerError):
+    """No mosquitto binary was found."""
+
+    def __init__(self, looked_at: str) -> None:
+        self.looked_at = looked_at
+        super().__init__(f"mosquitto not found on PATH ({looked_at}); {_INSTALL_HINT}")
+
+
+class EmbeddedBroker:
+    """Starts Mosquitto on ``host:port`` and restarts it (0.5 s -> 10 s backoff) if it dies."""
+
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        max_queued_messages: int = 100_000,
+        message_size_limit: int = 256 * 1024,
+        binary: str | None = None,
+    ) -> None:
+        if not _is_loopback(host):
+            # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
+            raise ValueError(f"the embedded broker listens on loopback only (no auth yet), got host {host!r}")
+        self.port = port
+        self.host = host
+        self.data_dir = data_dir
+        self.max_queued_messages = max_queued_messages
+        self.message_size_limit = message_size_limit
+        self.binary = binary
+        self.restarts = 0
+        self.conf_path = data_dir / "mosquitto.conf"
+        self.log_path = data_dir / "mosquitto.log"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_offset = 0
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    async def start(self) -> None:
+        """Write the config, spawn mosquitto and wait (≤ 10 s) until it accepts connections."""
+        if self._supervisor is not None:
+            raise RuntimeError("EmbeddedBroker.start() called twice")
+        binary = self._find_binary()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self._config())
+        if await _accepts(self.host, self.port):
+            raise BrokerError(
+                f"cannot start mosquitto: something already listens on {self.host}:{self.port}"
+                " (a mosquitto left over from an earlier run?)"
+            )
+        self._stopping = False
+        await self._spawn(binary)
+        self._supervisor = asyncio.create_task(self._supervise(binary), name=f"mosquitto:{self.port}")
+        log.info("mosquitto started on %s:%d (pid %s)", self.host, self.port, self.pid)
+
+    async def stop(self) -> None:
+        """Terminate mosquitto (SIGTERM, then SIGKILL after 5 s) and stop supervising it."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        await self._terminate()
+
+    # ----------------------------------------------------------------------------------- internals
+
+    def _config(self) -> str:
+        # Names checked against Mosquitto 2.0.11. message_size_limit is still accepted (2.0 prints a note
+        # recommending max_packet_size); it is kept because it drops an oversize PUBLISH and keeps the
+        # client connected, where max_packet_size disconnects the client.
+        return (
+            "# Written by the edge gateway on every start: edits are overwritten.\n"
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            f"max_queued_messages {self.max_queued_messages}\n"
+            "max_inflight_messages 1000\n"
+            f"message_size_limit {self.message_size_limit}\n"
+            "set_tcp_nodelay true\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n"
+        )
+
+    def _find_binary(self) -> str:
+        if self.binary is not None:
+            if os.access(self.binary, os.X_OK) and Path(self.binary).is_file():
+                return self.binary
+            raise BrokerMissing(self.binary)
+        found = shutil.which("mosquitto")
+        if found:
+            return found
+        if os.access(_DEBIAN_PATH, os.X_OK):
+            return _DEBIAN_PATH
+        raise BrokerMissing(f"PATH and {_DEBIAN_PATH}")
+
+    async def _spawn(self, binary: str) -> None:
+        """Start one mosquitto process and wait until it accepts; raise BrokerError if it does not."""
+        self._rotate_log()
+        # stderr goes to a file, never to a pipe that could fill up and block mosquitto.
+        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - a local append, microseconds
+            self._log_offset = log_file.seek(0, os.SEEK_END)
+            proc = await asyncio.create_subprocess_exec(
+                binary,
+                "-c",
+                str(self.conf_path),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
+            )
+        self._proc = proc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT
+        while True:
+            if proc.returncode is not None:
+                raise BrokerError(
+                    f"mosquitto exited with code {proc.returncode} at start: {self._stderr_tail()}"
+                )
+            if await _accepts(self.host, self.port):
+                return
+            if loop.time() >= deadline:
+                await self._terminate()
+                raise BrokerError(
+                    f"mosquitto did not accept connections on {self.host}:{self.port} within"
+                    f" {_START_TIMEOUT:g} s: {self._stderr_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def _supervise(self, binary: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = _RESTART_MIN
+        while True:
+            proc = self._proc
+            assert proc is not None
+            code = await proc.wait()
+            if self._stopping:
+                return
+            if loop.time() - started >= _STABLE_AFTER:
+                delay = _RESTART_MIN
+            log.warning(
+                "mosquitto (pid %d) exited unexpectedly with code %d; restarting: %s",
+                proc.pid,
+                code,
+                self._stderr_tail() or "no output",
+            )
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(_RESTART_MAX, delay * 2)
+                try:
+                    await self._spawn(binary)
+                except (BrokerError, OSError) as exc:
+                    log.debug("mosquitto restart failed: %s; next try in %.1f s", exc, delay)
+                    continue
+                break
+            self.restarts += 1
+            started = loop.time()
+            log.info("mosquitto restarted on %s:%d (pid %s)", self.host, self.port, self.pid)
+
+    async def _terminate(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), _STOP_GRACE)
+        except TimeoutError:
+            log.warning("mosquitto (pid %d) ignored SIGTERM for %g s; killing it", proc.pid, _STOP_GRACE)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    def _rotate_log(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.log_path.stat().st_size >= _LOG_ROTATE_BYTES:
+                self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+
+    def _stderr_tail(self) -> str:
+        """What this mosquitto run wrote to stderr, last 2 KB, on one line."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(self._log_offset, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        # Skip 2.0's start-up note about message_size_limit: it is noise next to a real error.
+        lines = (line.strip() for line in text.splitlines())
+        return " | ".join(line for line in lines if line and ": Note: " not in line)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

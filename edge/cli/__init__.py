@@ -1,0 +1,21 @@
+"""The `edge` command: a thin typer face over the kernel's API, one sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from edge.cli import config_cmd, demo_cmd, device_cmd, events_cmd, run_cmd, simulate_cmd
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Edge gateway for buildings and industrial sites."
+)
+app.command("run")(run_cmd.run)
+app.command("demo")(demo_cmd.demo)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(device_cmd.app, name="device")
+app.add_typer(simulate_cmd.app, name="simulate")
+app.add_typer(events_cmd.app, name="events")
+
+
+def main() -> None:
+    app()

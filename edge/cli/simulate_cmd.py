@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Run protocol simulators (real servers on loopback).")
+
+
+@app.command("modbus")
+def modbus(
+    port: int = typer.Option(5020, help="TCP port on 127.0.0.1."),
+    devices: int = typer.Option(10, min=1, max=247, help="Number of inverters (unit ids 1..N)."),
+    update_interval: float = typer.Option(1.0, help="Seconds between value updates."),
+) -> None:
+    """Serve N SunSpec solar inverters over Modbus TCP until Ctrl-C."""
+    from simulators.modbus_inverter import main as serve
+
+    typer.echo(
+        f"Modbus simulator: {devices} inverters on 127.0.0.1:{port} (unit ids 1..{devices}); Ctrl-C stops"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(port=port, devices=devices, update_interval=update_interval))

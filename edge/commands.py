@@ -1,0 +1,155 @@
+"""Write requests from local systems, over MQTT.
+
+A request is published on `{prefix}/{tenant}/cmd/{site}/{device}/{point}/set` with a JSON payload: either
+`{"value": 42, "id": "req-1"}` or a bare JSON value. Anything malformed, too large, for an unknown target
+or a read-only point is refused with a logged reason, counted, and answered on the `.../result` topic; the
+gateway carries on. Every outcome is also an `org.edgegw.command.result` event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.errors import DeviceError, UnknownTarget
+from edge.events import COMMAND_RESULT, make_event
+from edge.points import Scalar
+from edge.polling import DevicePoller
+from edge.stats import GatewayStats
+from edge.storage.sqlite import SqliteOutbox
+from edge.tenancy import tenant_scope
+from edge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT = 10.0
+
+
+class CommandRejected(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    tenant: str
+    site: str
+    device: str
+    point: str
+    value: Scalar
+    request_id: str | None
+
+
+def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequest:
+    """Validate one inbound message; raises CommandRejected with the reason."""
+    target = topics.parse_command(topic)
+    if target is None:
+        raise CommandRejected(f"not a command topic: {topic!r}")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise CommandRejected(f"payload is not JSON: {exc}") from None
+    request_id = None
+    if isinstance(body, dict):
+        if "value" not in body:
+            raise CommandRejected("JSON object without a 'value' field")
+        request_id = body.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise CommandRejected("'id' must be a string")
+        body = body["value"]
+    if not isinstance(body, bool | int | float | str):
+        raise CommandRejected(f"value must be a number, boolean or string, not {type(body).__name__}")
+    return WriteRequest(*target, value=body, request_id=request_id)
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        bus: MqttBus,
+        topics: Topics,
+        pollers: Mapping[tuple[str, str, str], DevicePoller],
+        outbox: SqliteOutbox,
+        stats: GatewayStats,
+        gateway_id: str,
+    ) -> None:
+        self._bus = bus
+        self._topics = topics
+        self._pollers = pollers
+        self._outbox = outbox
+        self._stats = stats
+        self._source = f"/{gateway_id}/commands"
+        self._running: set[asyncio.Task[None]] = set()
+        bus.subscribe(topics.command_filter(), qos=1)
+
+    async def run(self) -> None:
+        async for message in self._bus.messages():
+            self._accept(message)
+
+    def _accept(self, message: InboundMessage) -> None:
+        try:
+            request = parse_write_request(self._topics, message.topic, message.payload)
+            poller = self._pollers.get((request.tenant, request.site, request.device))
+            if poller is None:
+                raise UnknownTarget(
+                    f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"
+                )
+        except (CommandRejected, UnknownTarget) as exc:
+            self._stats.commands_rejected += 1
+            log.warning("command on %s rejected: %s", message.topic, exc)
+            target = self._topics.parse_command(message.topic)
+            if target is not None and target[0] in {k[0] for k in self._pollers}:
+                self._reply_later(*target, value=None, ok=False, reason=str(exc), request_id=None)
+            return
+        task = asyncio.create_task(self._execute(poller, request))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _execute(self, poller: DevicePoller, request: WriteRequest) -> None:
+        with tenant_scope(poller.tenant):
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await poller.write(request.point, request.value)
+            except (DeviceError, TimeoutError) as exc:
+                reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
+                self._stats.commands_rejected += 1
+                log.warning("write %s/%s.%s failed: %s", request.site, request.device, request.point, reason)
+                await self._reply(request, ok=False, reason=reason)
+                return
+            self._stats.commands_accepted += 1
+            log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
+            await self._reply(request, ok=True, reason=None)
+
+    def _reply_later(self, tenant: str, site: str, device: str, point: str, **result: Any) -> None:
+        request = WriteRequest(tenant, site, device, point, result.pop("value"), result.pop("request_id"))
+        task = asyncio.create_task(self._reply(request, **result))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _reply(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+        data = {
+            "device": request.device,
+            "site": request.site,
+            "point": request.point,
+            "value": request.value,
+            "ok": ok,
+            "reason": reason,
+            "request_id": request.request_id,
+        }
+        topic = self._topics.command_result(request.tenant, request.site, request.device, request.point)
+        future = await self._bus.publish(topic, orjson.dumps(data), qos=1)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        event = make_event(
+            type=COMMAND_RESULT,
+            source=self._source,
+            subject=f"{request.site}/{request.device}",
+            tenant=request.tenant,
+            time=time.time(),
+            data=data,
+        )
+        await self._outbox.append(event)

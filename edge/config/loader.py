@@ -1,0 +1,221 @@
+"""Reads a gateway configuration file and the device profiles it names, and validates all of it.
+
+Every problem becomes a `ConfigIssue(file, field path, reason)`; all are collected before `ConfigError` is
+raised, so one run of `edge config check` lists everything to fix.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
+from edge.drivers import DeviceSpec, Driver
+from edge.errors import ConfigError, ConfigIssue, PluginError
+from edge.plugins import PluginRegistry
+from edge.points import PointConfig
+from edge.tenancy import TenantContext
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    config: GatewayConfig
+    devices: tuple[DeviceSpec, ...]
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.path.parent / self.config.gateway.data_dir).resolve()
+
+    def tenant_contexts(self) -> dict[str, TenantContext]:
+        return {t.id: TenantContext(t.id, t.locale, frozenset(t.entitlements)) for t in self.config.tenants}
+
+    def device(self, name: str) -> DeviceSpec | None:
+        return next((d for d in self.devices if d.name == name), None)
+
+
+def format_location(loc: Sequence[int | str], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _issues_from(exc: ValidationError, file: str, prefix: str = "") -> list[ConfigIssue]:
+    return [ConfigIssue(file, format_location(err["loc"], prefix), err["msg"]) for err in exc.errors()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), "", "file not found")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", f"not valid TOML: {exc}")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
+
+
+def load_config(path: Path | str, registry: PluginRegistry) -> LoadedConfig:
+    path = Path(path)
+    raw = _read_toml(path)
+    file = str(path)
+    try:
+        config = GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_issues_from(exc, file)) from None
+
+    issues = _check_references(config, file)
+    profiles = _ProfileCache(path.parent, registry)
+    devices: list[DeviceSpec] = []
+    for index, device in enumerate(config.devices):
+        where = f"devices[{index}] ({device.name})"
+        spec = _device_spec(device, where, file, registry, profiles, issues)
+        if spec is not None:
+            devices.append(spec)
+    if issues:
+        raise ConfigError(issues)
+    return LoadedConfig(path=path, config=config, devices=tuple(devices))
+
+
+def _duplicates(names: Iterable[str]) -> set[str]:
+    seen: set[str] = set()
+    return {n for n in names if n in seen or seen.add(n)}  # type: ignore[func-returns-value]
+
+
+def _check_references(config: GatewayConfig, file: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for section, names in (
+        ("tenants", [t.id for t in config.tenants]),
+        ("sites", [s.id for s in config.sites]),
+        ("devices", [d.name for d in config.devices]),
+        ("modules", [m.name for m in config.modules]),
+    ):
+        issues += [ConfigIssue(file, section, f"{name!r} is defined twice") for name in _duplicates(names)]
+    tenants = {t.id for t in config.tenants}
+    sites = {s.id for s in config.sites}
+    for index, device in enumerate(config.devices):
+        where = f"devices[{index}] ({device.name})"
+        if device.tenant not in tenants:
+            issues.append(ConfigIssue(file, f"{where}.tenant", f"unknown tenant {device.tenant!r}"))
+        if device.site not in sites:
+            issues.append(ConfigIssue(file, f"{where}.site", f"unknown site {device.site!r}"))
+    return issues
+
+
+def _device_spec(
+    device: DeviceConfig,
+    where: str,
+    file: str,
+    registry: PluginRegistry,
+    profiles: _ProfileCache,
+    issues: list[ConfigIssue],
+) -> DeviceSpec | None:
+    try:
+        driver = registry.driver(device.driver)
+    except PluginError as exc:
+        issues.append(ConfigIssue(file, f"{where}.driver", exc.reason))
+        return None
+    connection = _validate(driver.connection_model, device.connection, file, f"{where}.connection", issues)
+    points = profiles.points(device.profile, driver, device.driver, file, f"{where}.profile", issues)
+    if connection is None or points is None:
+        return None
+    spec = DeviceSpec(
+        name=device.name,
+        tenant=device.tenant,
+        site=device.site,
+        driver=device.driver,
+        connection=connection,
+        points=points,
+        poll_interval=device.poll_interval,
+        timeout=device.timeout,
+        profile=device.profile,
+    )
+    try:
+        driver.compile(spec)  # validate once, at load: a plan that cannot be built is a config error
+    except ValueError as exc:
+        issues.append(ConfigIssue(file, where, f"cannot plan reads: {exc}"))
+        return None
+    return spec
+
+
+def _validate(
+    model: type[BaseModel], data: Any, file: str, where: str, issues: list[ConfigIssue]
+) -> BaseModel | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_issues_from(exc, file, where))
+        return None
+
+
+class _ProfileCache:
+    """Loads each profile file once; a profile is a driver's name or a path relative to the config file."""
+
+    def __init__(self, base: Path, registry: PluginRegistry) -> None:
+        self._base = base
+        self._registry = registry
+        self._loaded: dict[tuple[str, str], tuple[PointConfig, ...] | None] = {}
+
+    def resolve(self, ref: str, driver: Driver) -> Path:
+        candidate = Path(ref)
+        if candidate.suffix == ".toml" or "/" in ref:
+            return candidate if candidate.is_absolute() else self._base / candidate
+        shipped: Path | None = getattr(driver, "profiles_dir", None)
+        return (shipped or self._base) / f"{ref}.toml"
+
+    def points(
+        self, ref: str, driver: Driver, driver_name: str, file: str, where: str, issues: list[ConfigIssue]
+    ) -> tuple[PointConfig, ...] | None:
+        key = (driver_name, ref)
+        if key not in self._loaded:
+            self._loaded[key] = self._load(ref, driver, driver_name, file, where, issues)
+        return self._loaded[key]
+
+    def _load(
+        self, ref: str, driver: Driver, driver_name: str, file: str, where: str, issues: list[ConfigIssue]
+    ) -> tuple[PointConfig, ...] | None:
+        path = self.resolve(ref, driver)
+        try:
+            raw = _read_toml(path)
+        except ConfigError as exc:
+            issues.append(ConfigIssue(file, where, f"profile {ref!r}: {exc.issues[0].reason} ({path})"))
+            return None
+        return parse_profile(raw, str(path), driver, driver_name, issues)
+
+
+def parse_profile(
+    raw: Mapping[str, Any], file: str, driver: Driver, driver_name: str, issues: list[ConfigIssue]
+) -> tuple[PointConfig, ...] | None:
+    before = len(issues)
+    header = _validate(ProfileHeader, raw.get("profile", {}), file, "profile", issues)
+    if isinstance(header, ProfileHeader) and header.driver != driver_name:
+        issues.append(
+            ConfigIssue(file, "profile.driver", f"is {header.driver!r}, the device uses {driver_name!r}")
+        )
+    defaults = raw.get("defaults", {})
+    raw_points = raw.get("points")
+    if not isinstance(raw_points, list) or not raw_points:
+        issues.append(ConfigIssue(file, "points", "a profile needs at least one [[points]] entry"))
+        return None
+    indexed: list[tuple[int, PointConfig]] = []
+    for index, item in enumerate(raw_points):
+        name = item.get("name", "?") if isinstance(item, dict) else "?"
+        merged = {**defaults, **item} if isinstance(item, dict) else item
+        point = _validate(driver.point_model, merged, file, f"points[{index}] ({name})", issues)
+        if isinstance(point, PointConfig):
+            indexed.append((index, point))
+    points = [p for _, p in indexed]
+    names = [p.name for p in points]
+    issues.extend(ConfigIssue(file, "points", f"point {n!r} is defined twice") for n in _duplicates(names))
+    for index, point in indexed:
+        if point.scale_factor is not None and point.scale_factor not in names:
+            where = f"points[{index}] ({point.name}).scale_factor"
+            issues.append(ConfigIssue(file, where, f"no point named {point.scale_factor!r}"))
+    return tuple(points) if len(issues) == before else None

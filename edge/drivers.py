@@ -1,0 +1,75 @@
+"""The small interface every driver plug-in implements.
+
+A driver does raw I/O only. The kernel validates a device's connection and points with the driver's models,
+asks the driver to compile them once into a read plan (a pure function), then polls through a session:
+`connect`, `read(plan)`, `write`, `close`. Scaling, units and quality are applied afterwards by
+`edge.normalize`, the same way for every protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from edge.points import PointConfig, PointFault, Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A device as the kernel hands it to its driver, fully validated."""
+
+    name: str
+    tenant: str
+    site: str
+    driver: str
+    connection: BaseModel
+    points: tuple[PointConfig, ...]
+    poll_interval: float
+    timeout: float
+    profile: str
+
+
+@runtime_checkable
+class ReadPlan(Protocol):
+    """A compiled plan; `points` gives the order of the values `DeviceSession.read` returns."""
+
+    @property
+    def points(self) -> Sequence[PointConfig]: ...
+
+
+RawValue = Scalar | PointFault | None
+
+
+@runtime_checkable
+class DeviceSession(Protocol):
+    """One device's connection. Errors are raised as `edge.errors.DeviceError` subclasses."""
+
+    async def connect(self) -> None:
+        """Open the connection; raises `DeviceUnreachable`."""
+
+    async def read(self, plan: Any) -> Sequence[RawValue]:
+        """Read every point of the plan, in `plan.points` order; a failed point is a `PointFault`.
+
+        Raises `DeviceUnreachable` when nothing at all could be read."""
+
+    async def write(self, point: PointConfig, raw_value: Scalar) -> None:
+        """Write a raw (already de-scaled) value; raises `WriteRejected` or `DeviceUnreachable`."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """The plug-in object registered under the `edge.drivers` entry point."""
+
+    connection_model: ClassVar[type[BaseModel]]
+    point_model: ClassVar[type[PointConfig]]
+
+    def compile(self, device: DeviceSpec) -> ReadPlan:
+        """Turn the device's points into a read plan. Pure: no I/O."""
+
+    def session(self, device: DeviceSpec) -> DeviceSession:
+        """Create (not connect) a session for one device."""

@@ -1,0 +1,146 @@
+"""CloudEvents 1.0 (structured JSON mode) as the gateway writes them, and the schemas of their data.
+
+An event is serialised exactly once, when it is created: the same bytes are stored in the outbox, published
+on MQTT and sent to the cloud. Hot-path construction uses plain dicts and orjson; the pydantic models below
+define and export the data schemas (see `edge events schema`) and validate events coming *into* the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.points import Quality, Scalar
+
+SPECVERSION = "1.0"
+
+# The documented event types (docs/events.md). Each has a data schema and a MAJOR.MINOR data version.
+TELEMETRY = "org.edgegw.telemetry"
+DEVICE_STATUS = "org.edgegw.device.status"
+COMMAND_RESULT = "org.edgegw.command.result"
+
+DATA_VERSIONS: dict[str, str] = {TELEMETRY: "1.0", DEVICE_STATUS: "1.0", COMMAND_RESULT: "1.0"}
+
+SEQUENCE_DIGITS = 16  # the CloudEvents sequence extension is a lexicographically ordered string
+
+
+class PointSample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: Scalar | None
+    unit: str | None = None
+    quality: Quality
+    raw: Scalar | None = Field(
+        default=None, description="The value read before scaling, when scaling applied."
+    )
+    reason: str | None = Field(default=None, description="Why the quality is not good.")
+
+
+class TelemetryData(BaseModel):
+    """One poll of one device: every published point with value, unit and quality."""
+
+    model_config = ConfigDict(extra="forbid")
+    device: str
+    site: str
+    points: dict[str, PointSample]
+
+
+class DeviceStatusData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: str
+    site: str
+    status: str = Field(description="'up' or 'down'")
+    reason: str | None = None
+
+
+class CommandResultData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: str
+    site: str
+    point: str
+    value: Scalar | None
+    ok: bool
+    reason: str | None = None
+    request_id: str | None = None
+
+
+DATA_SCHEMAS: dict[str, type[BaseModel]] = {
+    TELEMETRY: TelemetryData,
+    DEVICE_STATUS: DeviceStatusData,
+    COMMAND_RESULT: CommandResultData,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A serialised event on its way to the outbox, with the routing facts kept beside the bytes."""
+
+    id: str
+    tenant: str
+    type: str
+    subject: str
+    device: str | None
+    sequence: int | None
+    time: float
+    body: bytes
+    data: dict[str, Any] | None = None  # the unserialised data, for in-process consumers; never stored
+
+
+def new_event_id() -> str:
+    """A UUIDv7: unique and ordered by creation time."""
+    return str(uuid_utils.uuid7())
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_event(
+    *,
+    type: str,
+    source: str,
+    subject: str,
+    tenant: str,
+    time: float,
+    data: dict[str, Any],
+    device: str | None = None,
+    sequence: int | None = None,
+) -> Event:
+    event_id = new_event_id()
+    envelope: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": event_id,
+        "source": source,
+        "type": type,
+        "subject": subject,
+        "time": rfc3339(time),
+        "datacontenttype": "application/json",
+        "tenantid": tenant,
+        "dataversion": DATA_VERSIONS.get(type, "1.0"),
+    }
+    if sequence is not None:
+        envelope["sequence"] = f"{sequence:0{SEQUENCE_DIGITS}d}"
+    envelope["data"] = data
+    return Event(event_id, tenant, type, subject, device, sequence, time, orjson.dumps(envelope), data)
+
+
+class CloudEventEnvelope(BaseModel):
+    """Validation of an event that arrives from outside (a module, a local system)."""
+
+    model_config = ConfigDict(extra="allow")
+    specversion: str = Field(pattern=r"^1\.0$")
+    id: str = Field(min_length=1, max_length=128)
+    source: str = Field(min_length=1, max_length=512)
+    type: str = Field(min_length=1, max_length=256)
+    subject: str | None = None
+    time: datetime | None = None
+    datacontenttype: str | None = None
+    data: Any = None
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {event_type: model.model_json_schema() for event_type, model in DATA_SCHEMAS.items()}

@@ -1,0 +1,206 @@
+"""The gateway process: wires configuration, outbox, bus, pollers, publishers, commands and modules together.
+
+Data flows one way (docs/architecture.md):
+    DevicePoller (driver raw I/O -> DeviceNormalizer -> telemetry event)
+      -> SqliteOutbox (group commit, durable)
+        -> OutboxPublisher (MQTT events, acked before its cursor moves)
+        -> LastValuePublisher (retained per-point topics)
+        -> ModuleHost (durable per-module consumers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from edge.bus.broker import EmbeddedBroker
+from edge.bus.mqtt import MqttBus, Will
+from edge.commands import CommandHandler
+from edge.config import LoadedConfig
+from edge.modules import ModuleHost
+from edge.plugins import PluginRegistry
+from edge.polling import DevicePoller
+from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
+from edge.stats import GatewayStats
+from edge.storage.sqlite import SqliteOutbox
+from edge.tenancy import tenant_scope
+from edge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    uptime: float
+    devices: int
+    devices_up: int
+    points_read: int
+    events_stored: int
+    events_published: int
+    point_updates_published: int
+    backlog: int
+    bus_connected: bool
+
+
+class Gateway:
+    def __init__(self, loaded: LoadedConfig, registry: PluginRegistry) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.registry = registry
+        self.stats = GatewayStats()
+        self.tenants = loaded.tenant_contexts()
+        self.topics = Topics(self.config.bus.topic_prefix)
+        storage = self.config.storage
+        self.outbox = SqliteOutbox(
+            loaded.data_dir / storage.path,
+            commit_interval=storage.commit_interval_ms / 1000,
+            commit_max_events=storage.commit_max_events,
+            synchronous=storage.synchronous,
+        )
+        bus = self.config.bus
+        gateway_id = self.config.gateway.id
+        self.broker: EmbeddedBroker | None = None
+        if bus.mode == "embedded":
+            self.broker = EmbeddedBroker(
+                bus.port,
+                loaded.data_dir / "broker",
+                host=bus.host,
+                max_queued_messages=bus.max_queued_messages,
+                message_size_limit=bus.max_payload,
+            )
+        status_topic = self.topics.gateway_status(gateway_id)
+        self.bus = MqttBus(
+            bus.host,
+            bus.port,
+            client_id=f"edge-gateway-{gateway_id}",
+            username=bus.username,
+            password=bus.password,
+            max_inflight=bus.max_inflight,
+            will=Will(status_topic, b"offline"),
+            birth=(status_topic, b"online"),
+            max_inbound_payload=bus.max_payload,
+            max_outbound_payload=bus.max_payload,
+            reconnect_max=5.0,  # a local broker: come back within seconds of it
+        )
+        self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
+        self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.loaded.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.outbox.open()
+        if self.broker is not None:
+            await self.broker.start()
+        await self.bus.start()
+        last_values = LastValuePublisher(
+            self.bus,
+            self.topics,
+            self.stats,
+            qos=self.config.bus.qos,
+            min_interval=self.config.bus.point_min_interval,
+        )
+        if self.config.bus.point_topics:
+            self.outbox.add_commit_listener(last_values.on_commit)
+        publisher = OutboxPublisher(
+            self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
+        )
+        sequences = await self.outbox.last_sequences()
+        disabled = {d.name for d in self.config.devices if not d.enabled}
+        for spec in self.loaded.devices:
+            if spec.name in disabled:
+                continue
+            poller = DevicePoller(
+                spec,
+                self.registry.driver(spec.driver),
+                self.tenants[spec.tenant],
+                self.outbox,
+                gateway_id=self.config.gateway.id,
+                last_sequence=sequences.get((spec.tenant, spec.name), 0),
+                stats=self.stats.device(spec.name),
+                on_status=last_values.on_status,
+            )
+            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
+        commands = CommandHandler(
+            self.bus, self.topics, self.pollers, self.outbox, self.stats, self.config.gateway.id
+        )
+        for module in self.config.modules:
+            if not module.enabled:
+                continue
+            plugin = self.registry.modules.get(module.name)
+            if plugin is None:
+                log.error(
+                    "module %s is configured but not installed (%s)",
+                    module.name,
+                    self.registry.failures.get(module.name, "no such plug-in"),
+                )
+                continue
+            await self.modules.start(module.name, plugin, module.config)
+        self._spawn(publisher.run(), "publisher")
+        self._spawn(last_values.run(), "last-values")
+        self._spawn(commands.run(), "commands")
+        for (_, _, name), poller in self.pollers.items():
+            self._spawn(poller.run(), f"poll-{name}")
+        log.info(
+            "gateway %s started: %d devices, %d tenants, bus %s:%d",
+            self.config.gateway.id,
+            len(self.pollers),
+            len(self.tenants),
+            self.config.bus.host,
+            self.config.bus.port,
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("gateway task %s stopped: %r", task.get_name(), task.exception())
+
+    async def stop(self) -> None:
+        """Stop polling, commit what was read, then close the bus and the broker."""
+        pollers = [t for t in self._tasks if t.get_name().startswith("poll-")]
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
+        await self.modules.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.outbox.close()
+        await self.bus.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+        log.info("gateway %s stopped", self.config.gateway.id)
+
+    async def _publish_backlog_drained(self) -> None:
+        while self.bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)
+            await asyncio.sleep(0.05)
+
+    async def backlog(self) -> int:
+        total = 0
+        for ctx in self.tenants.values():
+            with tenant_scope(ctx):
+                total += await self.outbox.backlog(MQTT_CONSUMER)
+        return total
+
+    async def status(self) -> StatusSnapshot:
+        return StatusSnapshot(
+            uptime=time.monotonic() - self.stats.started,
+            devices=len(self.pollers),
+            devices_up=self.stats.devices_up,
+            points_read=self.stats.points_read,
+            events_stored=self.outbox.committed_events,
+            events_published=self.stats.events_published,
+            point_updates_published=self.stats.point_updates_published,
+            backlog=await self.backlog(),
+            bus_connected=self.bus.connected,
+        )

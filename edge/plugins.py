@@ -1,0 +1,142 @@
+"""Plug-in registry: finds drivers and modules through entry points and checks each on load.
+
+A plug-in is a package with a `manifest.toml` beside its code. Loading checks the manifest (its name must be
+the entry point's name, its kind must match the group, its `kernel_api` range must admit this kernel) and the
+object against its protocol. A plug-in that fails is recorded in `failures` by name; the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from edge.drivers import Driver
+from edge.errors import PluginError
+
+KERNEL_API_VERSION = "1.0"
+DRIVER_GROUP = "edge.drivers"
+MODULE_GROUP = "edge.modules"
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["driver", "module"]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    name: str
+    kind: Kind
+    version: str
+    kernel_api: str
+    description: str = ""
+    entitlement: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(package: str) -> Manifest:
+    """Read and check `<package>/manifest.toml`."""
+    try:
+        text = importlib.resources.files(package).joinpath("manifest.toml").read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (FileNotFoundError, ModuleNotFoundError) as exc:
+        raise PluginError(package, f"no manifest.toml: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PluginError(package, f"manifest.toml: {exc}") from exc
+    try:
+        manifest = Manifest(
+            name=str(raw.pop("name")),
+            kind=raw.pop("kind"),
+            version=str(raw.pop("version")),
+            kernel_api=str(raw.pop("kernel_api")),
+            description=str(raw.pop("description", "")),
+            entitlement=raw.pop("entitlement", None),
+            extra=raw,
+        )
+    except KeyError as exc:
+        raise PluginError(package, f"manifest.toml lacks {exc.args[0]!r}") from exc
+    if manifest.kind not in ("driver", "module"):
+        raise PluginError(package, f"manifest kind {manifest.kind!r} is neither 'driver' nor 'module'")
+    try:
+        if KERNEL_API_VERSION not in SpecifierSet(manifest.kernel_api):
+            raise PluginError(
+                manifest.name, f"needs kernel API {manifest.kernel_api}, this kernel is {KERNEL_API_VERSION}"
+            )
+    except InvalidSpecifier as exc:
+        raise PluginError(
+            manifest.name, f"kernel_api {manifest.kernel_api!r} is not a version range"
+        ) from exc
+    return manifest
+
+
+@dataclass
+class LoadedPlugin:
+    manifest: Manifest
+    obj: Any
+
+
+class PluginRegistry:
+    """Drivers and modules by name. `from_entry_points()` for the gateway; `add_*` is the seam for tests."""
+
+    def __init__(self) -> None:
+        self.drivers: dict[str, LoadedPlugin] = {}
+        self.modules: dict[str, LoadedPlugin] = {}
+        self.failures: dict[str, str] = {}
+
+    @classmethod
+    def from_entry_points(cls) -> PluginRegistry:
+        registry = cls()
+        for ep in entry_points(group=DRIVER_GROUP):
+            registry._load(ep, "driver")
+        for ep in entry_points(group=MODULE_GROUP):
+            registry._load(ep, "module")
+        return registry
+
+    def _load(self, ep: EntryPoint, kind: Kind) -> None:
+        try:
+            obj = ep.load()
+            manifest = read_manifest(ep.module)  # the plug-in's package, where manifest.toml sits
+            if manifest.name != ep.name:
+                raise PluginError(ep.name, f"manifest name {manifest.name!r} differs from entry point")
+            if manifest.kind != kind:
+                raise PluginError(ep.name, f"manifest says {manifest.kind}, registered as {kind}")
+            self._add(kind, manifest, obj)
+        except PluginError as exc:
+            self._fail(ep.name, exc.reason)
+        except Exception as exc:  # a broken plug-in must never stop the others: report it by name
+            self._fail(ep.name, f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, name: str, reason: str) -> None:
+        self.failures[name] = reason
+        log.error("plug-in %s failed to load: %s", name, reason)
+
+    def _add(self, kind: Kind, manifest: Manifest, obj: Any) -> None:
+        if kind == "driver":
+            driver = obj() if isinstance(obj, type) else obj
+            if not isinstance(driver, Driver):
+                raise PluginError(manifest.name, "does not implement the edge.drivers.Driver protocol")
+            self.drivers[manifest.name] = LoadedPlugin(manifest, driver)
+        else:
+            self.modules[manifest.name] = LoadedPlugin(manifest, obj)
+
+    def add_driver(self, manifest: Manifest, driver: Any) -> None:
+        self._add("driver", manifest, driver)
+
+    def add_module(self, manifest: Manifest, factory: Any) -> None:
+        self._add("module", manifest, factory)
+
+    def driver(self, name: str) -> Driver:
+        plugin = self.drivers.get(name)
+        if plugin is None:
+            reason = self.failures.get(name)
+            known = ", ".join(sorted(self.drivers)) or "none"
+            raise PluginError(
+                name, f"failed to load: {reason}" if reason else f"no such driver (known: {known})"
+            )
+        driver: Driver = plugin.obj
+        return driver

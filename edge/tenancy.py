@@ -1,0 +1,58 @@
+"""Tenant context: who the current work is for.
+
+The kernel sets the context (`tenant_scope`) around every poll, event, storage call and request; code below
+reads it with `current_tenant()`. Tenant-owned data cannot be read or written without one: the storage layer
+calls `current_tenant()` in exactly one place (`edge.storage.sqlite._tenant_filter`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from edge.errors import NoTenantContext
+
+
+@dataclass(frozen=True, slots=True)
+class TenantContext:
+    tenant_id: str
+    locale: str = "en"
+    entitlements: frozenset[str] = field(default_factory=frozenset)
+
+    def entitled(self, flag: str | None) -> bool:
+        return flag is None or flag in self.entitlements
+
+
+_current: ContextVar[TenantContext | None] = ContextVar("edge_tenant", default=None)
+
+
+def current_tenant() -> TenantContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise NoTenantContext("tenant data accessed outside a tenant context")
+    return ctx
+
+
+def maybe_tenant() -> TenantContext | None:
+    return _current.get()
+
+
+@contextmanager
+def tenant_scope(ctx: TenantContext) -> Iterator[TenantContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+
+
+class TenantLogFilter(logging.Filter):
+    """Binds the current tenant into every log record as `record.tenant` ('-' outside a tenant)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _current.get()
+        record.tenant = ctx.tenant_id if ctx else "-"
+        return True

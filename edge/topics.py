@@ -1,0 +1,45 @@
+"""The MQTT topic scheme, in one place (documented in docs/topics.md).
+
+    {prefix}/{tenant}/events/{site}/{device}               CloudEvents about a device (telemetry, status), QoS 1
+    {prefix}/{tenant}/points/{site}/{device}/{point}       latest value of one point, retained
+    {prefix}/{tenant}/status/{site}/{device}               device up/down, retained
+    {prefix}/{tenant}/cmd/{site}/{device}/{point}/set      write request in
+    {prefix}/{tenant}/cmd/{site}/{device}/{point}/result   write result out
+    {prefix}/_gateway/{gateway}/status                     'online' / 'offline' (last will), retained
+
+The tenant is always the second level, so one ACL pattern (`{prefix}/{tenant}/#`) scopes a local system.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    prefix: str
+
+    def events(self, tenant: str, subject: str) -> str:
+        return f"{self.prefix}/{tenant}/events/{subject}"
+
+    def point(self, tenant: str, site: str, device: str, point: str) -> str:
+        return f"{self.prefix}/{tenant}/points/{site}/{device}/{point}"
+
+    def device_status(self, tenant: str, site: str, device: str) -> str:
+        return f"{self.prefix}/{tenant}/status/{site}/{device}"
+
+    def command_filter(self) -> str:
+        return f"{self.prefix}/+/cmd/+/+/+/set"
+
+    def command_result(self, tenant: str, site: str, device: str, point: str) -> str:
+        return f"{self.prefix}/{tenant}/cmd/{site}/{device}/{point}/result"
+
+    def gateway_status(self, gateway: str) -> str:
+        return f"{self.prefix}/_gateway/{gateway}/status"
+
+    def parse_command(self, topic: str) -> tuple[str, str, str, str] | None:
+        """(tenant, site, device, point) of a write-request topic, or None if it is not one."""
+        parts = topic.split("/")
+        if len(parts) != 7 or parts[0] != self.prefix or parts[2] != "cmd" or parts[6] != "set":
+            return None
+        return parts[1], parts[3], parts[4], parts[5]

@@ -1,0 +1,56 @@
+"""Building blocks of the end-to-end tests: a gateway configuration on real ports, and an in-process gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.config import LoadedConfig, load_config
+from edge.plugins import PluginRegistry
+
+
+def write_config(
+    path: Path,
+    *,
+    mqtt_port: int,
+    modbus_port: int,
+    devices: int,
+    mode: str = "external",
+    poll_interval: float = 0.2,
+    tenants: tuple[str, ...] = ("acme", "globex"),
+    prefix: str = "edge",
+) -> Path:
+    lines = [
+        "[gateway]",
+        'id = "gw-test"',
+        'data_dir = "data"',
+        "[bus]",
+        f'mode = "{mode}"',
+        f"port = {mqtt_port}",
+        "point_min_interval = 0.0",
+        f'topic_prefix = "{prefix}"',
+        "[storage]",
+        "commit_interval_ms = 5",
+    ]
+    for tenant in tenants:
+        lines += ["[[tenants]]", f'id = "{tenant}"', 'entitlements = ["solar"]']
+    lines += ["[[sites]]", 'id = "roof"']
+    for unit in range(1, devices + 1):
+        tenant = tenants[(unit - 1) % len(tenants)]
+        lines += [
+            "[[devices]]",
+            f'name = "inv-{unit:02d}"',
+            'driver = "modbus"',
+            f'tenant = "{tenant}"',
+            'site = "roof"',
+            'profile = "sunspec-inverter"',
+            f"poll_interval = {poll_interval}",
+            "timeout = 0.5",
+            f'connection = {{ host = "127.0.0.1", port = {modbus_port}, unit_id = {unit} }}',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def load(path: Path) -> tuple[LoadedConfig, PluginRegistry]:
+    registry = PluginRegistry.from_entry_points()
+    return load_config(path, registry), registry
