@@ -24,7 +24,7 @@ from edge.points import Scalar
 from edge.polling import DevicePoller
 from edge.stats import GatewayStats
 from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import tenant_scope
+from edge.tenancy import TenantContext, tenant_scope
 from edge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class CommandHandler:
         bus: MqttBus,
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
+        tenants: Mapping[str, TenantContext],
         outbox: SqliteOutbox,
         stats: GatewayStats,
         gateway_id: str,
@@ -81,6 +82,7 @@ class CommandHandler:
         self._bus = bus
         self._topics = topics
         self._pollers = pollers
+        self._tenants = tenants
         self._outbox = outbox
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
@@ -103,7 +105,7 @@ class CommandHandler:
             self._stats.commands_rejected += 1
             log.warning("command on %s rejected: %s", message.topic, exc)
             target = self._topics.parse_command(message.topic)
-            if target is not None and target[0] in {k[0] for k in self._pollers}:
+            if target is not None and target[0] in self._tenants:  # answer only tenants this gateway serves
                 self._reply_later(*target, value=None, ok=False, reason=str(exc), request_id=None)
             return
         task = asyncio.create_task(self._execute(poller, request))
@@ -132,6 +134,10 @@ class CommandHandler:
         task.add_done_callback(self._running.discard)
 
     async def _reply(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+        with tenant_scope(self._tenants[request.tenant]):
+            await self._record(request, ok=ok, reason=reason)
+
+    async def _record(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
         data = {
             "device": request.device,
             "site": request.site,

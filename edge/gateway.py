@@ -126,7 +126,7 @@ class Gateway:
             )
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         commands = CommandHandler(
-            self.bus, self.topics, self.pollers, self.outbox, self.stats, self.config.gateway.id
+            self.bus, self.topics, self.pollers, self.tenants, self.outbox, self.stats, self.config.gateway.id
         )
         for module in self.config.modules:
             if not module.enabled:

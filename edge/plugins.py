@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
@@ -44,8 +45,8 @@ def read_manifest(package: str) -> Manifest:
     try:
         text = importlib.resources.files(package).joinpath("manifest.toml").read_text(encoding="utf-8")
         raw = tomllib.loads(text)
-    except (FileNotFoundError, ModuleNotFoundError) as exc:
-        raise PluginError(package, f"no manifest.toml: {exc}") from exc
+    except (FileNotFoundError, ModuleNotFoundError, TypeError) as exc:  # TypeError: a module, not a package
+        raise PluginError(package, f"no manifest.toml in the plug-in's package: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PluginError(package, f"manifest.toml: {exc}") from exc
     try:
@@ -89,12 +90,11 @@ class PluginRegistry:
         self.failures: dict[str, str] = {}
 
     @classmethod
-    def from_entry_points(cls) -> PluginRegistry:
+    def from_entry_points(cls, extra: Iterable[EntryPoint] = ()) -> PluginRegistry:
+        """Load every installed plug-in (plus `extra` entry points, the seam for tests)."""
         registry = cls()
-        for ep in entry_points(group=DRIVER_GROUP):
-            registry._load(ep, "driver")
-        for ep in entry_points(group=MODULE_GROUP):
-            registry._load(ep, "module")
+        for ep in [*entry_points(group=DRIVER_GROUP), *entry_points(group=MODULE_GROUP), *extra]:
+            registry._load(ep, "driver" if ep.group == DRIVER_GROUP else "module")
         return registry
 
     def _load(self, ep: EntryPoint, kind: Kind) -> None:

@@ -138,3 +138,19 @@ def test_config_check_cli_exits_nonzero_with_the_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "1 device(s)" in result.stdout
+
+
+def test_shipped_example_config_is_valid(registry: PluginRegistry) -> None:
+    loaded = load_config(Path(__file__).resolve().parent.parent / "examples" / "edge.toml", registry)
+    assert [d.name for d in loaded.devices] == ["inv-roof-1", "inv-roof-2"]
+
+
+def test_exported_event_schemas_are_current() -> None:
+    import json
+
+    from edge.events import json_schemas
+
+    folder = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    for event_type, schema in json_schemas().items():
+        committed = json.loads((folder / f"{event_type}.schema.json").read_text())
+        assert committed == schema, f"run `edge events schema --out docs/schemas` ({event_type} changed)"

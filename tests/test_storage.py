@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from edge.errors import NoTenantContext
-from edge.events import TELEMETRY, make_event
+from edge.events import TELEMETRY, Event, make_event
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import TenantContext, tenant_scope
 
@@ -18,7 +18,18 @@ ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
 
 
-def _event(tenant: str, device: str, sequence: int) -> object:
+TENANTS = {"acme": ACME, "globex": GLOBEX}
+
+
+async def _append(outbox: SqliteOutbox, event: Event, durable: bool = False) -> int:
+    with tenant_scope(TENANTS[event.tenant]):  # writes happen inside the owning tenant's context
+        if durable:
+            return await outbox.append_durable(event)
+        await outbox.append(event)
+        return 0
+
+
+def _event(tenant: str, device: str, sequence: int) -> Event:
     return make_event(
         type=TELEMETRY,
         source=f"/gw/modbus/{device}",
@@ -39,7 +50,7 @@ async def test_committed_events_survive_reopen_in_order(tmp_path: Path) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
     for i in range(1, 101):
-        await outbox.append(_event("acme", "inv-1", i))
+        await _append(outbox, _event("acme", "inv-1", i))
     await outbox.close()  # close commits everything appended
 
     again = SqliteOutbox(tmp_path / "o.db")
@@ -56,7 +67,7 @@ async def test_committed_events_survive_reopen_in_order(tmp_path: Path) -> None:
 async def test_durable_append_returns_after_commit(tmp_path: Path) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
-    position = await outbox.append_durable(_event("acme", "inv-1", 1))
+    position = await _append(outbox, durable=True, event=_event("acme", "inv-1", 1))
     # Another connection sees the row at once: it was committed before append_durable returned.
     with sqlite3.connect(tmp_path / "o.db") as db:
         assert db.execute("SELECT COUNT(*) FROM outbox WHERE position = ?", (position,)).fetchone()[0] == 1
@@ -68,9 +79,9 @@ async def test_one_tenant_cannot_read_another_tenants_rows(tmp_path: Path) -> No
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
     for i in range(1, 6):
-        await outbox.append(_event("acme", "a", i))
-        await outbox.append(_event("globex", "g", i))
-    await outbox.append_durable(_event("globex", "g", 6))
+        await _append(outbox, _event("acme", "a", i))
+        await _append(outbox, _event("globex", "g", i))
+    await _append(outbox, durable=True, event=_event("globex", "g", 6))
     with tenant_scope(ACME):
         acme_rows = await outbox.read_after(0, 100)
         assert await outbox.count() == 5
@@ -88,8 +99,8 @@ async def test_cursors_are_per_tenant_and_persist(tmp_path: Path) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
     for i in range(1, 11):
-        await outbox.append(_event("acme", "a", i))
-    last = await outbox.append_durable(_event("acme", "a", 11))
+        await _append(outbox, _event("acme", "a", i))
+    last = await _append(outbox, durable=True, event=_event("acme", "a", 11))
     with tenant_scope(ACME):
         outbox.set_cursor("mqtt", last - 3)
         assert await outbox.backlog("mqtt") == 3
@@ -110,8 +121,19 @@ async def test_group_commit_batches_many_events_per_transaction(tmp_path: Path) 
     outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.02, commit_max_events=500)
     await outbox.open()
     for i in range(1, 2001):
-        await outbox.append(_event("acme", "a", i))
-    await outbox.append_durable(_event("acme", "a", 2001))
+        await _append(outbox, _event("acme", "a", i))
+    await _append(outbox, durable=True, event=_event("acme", "a", 2001))
     assert outbox.committed_events == 2001
     assert outbox.commits <= 20  # not one fsync per event
     await outbox.close()
+
+
+async def test_writing_outside_or_across_tenant_contexts_is_refused(tmp_path: Path) -> None:
+    outbox = SqliteOutbox(tmp_path / "o.db")
+    await outbox.open()
+    with pytest.raises(NoTenantContext):
+        await outbox.append(_event("acme", "a", 1))
+    with tenant_scope(GLOBEX), pytest.raises(NoTenantContext, match="written in the context of 'globex'"):
+        await outbox.append(_event("acme", "a", 1))
+    await outbox.close()
+    assert outbox.committed_events == 0

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import typer
 
 from edge.bus.broker import BrokerMissing
@@ -16,6 +19,7 @@ from edge.gateway import Gateway, StatusSnapshot
 from edge.plugins import PluginRegistry
 
 EXIT_BROKER = 3
+STATUS_FILE = "status.json"  # in the data directory, rewritten every second while the gateway runs
 
 
 def run(
@@ -49,17 +53,28 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(loaded, registry)
     await gateway.start()
+    status_file = loaded.data_dir / STATUS_FILE
     try:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
+                snapshot = await gateway.status()
+                write_status(status_file, snapshot)
                 if on_status is not None:
-                    on_status(await gateway.status())
+                    on_status(snapshot)
     finally:
         await gateway.stop()
         if on_status is not None:
             sys.stderr.write("\n")
+
+
+def write_status(path: Path, snapshot: StatusSnapshot) -> None:
+    """Replace the status file atomically: scripts and `edge bench` read it while the gateway runs."""
+    body = {"pid": os.getpid(), "time": time.time(), **dataclasses.asdict(snapshot)}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(body))
+    tmp.replace(path)
 
 
 class StatusPrinter:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from edge.errors import NoTenantContext
 from edge.events import Event
 from edge.storage import CommitListener, StoredEvent
 from edge.tenancy import current_tenant
@@ -73,6 +74,13 @@ _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, body"
 def _tenant_filter() -> tuple[str, str]:
     """The only tenant filter of the outbox: raises NoTenantContext outside a tenant scope."""
     return "tenant = ?", current_tenant().tenant_id
+
+
+def _check_owner(event: Event) -> None:
+    """Tenant data is written only inside its own tenant's context."""
+    tenant = current_tenant().tenant_id
+    if event.tenant != tenant:
+        raise NoTenantContext(f"event for tenant {event.tenant!r} written in the context of {tenant!r}")
 
 
 class SqliteOutbox:
@@ -135,9 +143,11 @@ class SqliteOutbox:
     # ---- writing ---------------------------------------------------------------------------------------
 
     async def append(self, event: Event) -> None:
+        _check_owner(event)
         await self._queue.put((event, None))
 
     async def append_durable(self, event: Event) -> int:
+        _check_owner(event)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         await self._queue.put((event, done))
         return await done

@@ -1,0 +1,139 @@
+"""The `edge` command as a technician uses it: run (with its embedded broker), device list/test, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.e2e import write_config
+from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port
+
+EDGE = [sys.executable, "-m", "edge.cli"]
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[SimulatorProcess]:
+    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, simulator: SimulatorProcess
+) -> None:
+    mqtt_port = free_port()
+    config = write_config(
+        tmp_path / "edge.toml", mqtt_port=mqtt_port, modbus_port=simulator.port, devices=2, mode="embedded"
+    )
+    gateway = subprocess.Popen([*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(mqtt_port, 20)
+        recorder = MqttRecorder(mqtt_port, "edge/+/events/#")
+        got = recorder.wait_for(lambda m: len(m) >= 4)
+        recorder.close()
+        assert {orjson.loads(p)["type"] for _, p, _ in got} >= {"org.edgegw.telemetry"}
+        status_file = tmp_path / "data" / "status.json"
+        deadline = time.monotonic() + 10
+        while not status_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = json.loads(status_file.read_text())
+        assert status["devices"] == 2 and status["events_stored"] > 0 and status["bus_connected"]
+        gateway.send_signal(signal.SIGTERM)
+        _, stderr = gateway.communicate(timeout=20)
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+    assert gateway.returncode == 0, stderr
+    assert "gateway gw-test stopped" in stderr
+    with pytest.raises(OSError):  # the embedded broker went with it
+        wait_port(mqtt_port, 0.5)
+
+
+def test_device_list_and_test_read_every_point(tmp_path: Path, simulator: SimulatorProcess) -> None:
+    config = write_config(
+        tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=simulator.port, devices=2
+    )
+    listing = subprocess.run(
+        [*EDGE, "device", "list", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0 and "inv-01" in listing.stdout and "sunspec-inverter" in listing.stdout
+    test = subprocess.run(
+        [*EDGE, "device", "test", "inv-02", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert test.returncode == 0, test.stdout + test.stderr
+    for point in ("ac_power", "lifetime_energy", "dc_voltage", "operating_state", "cabinet_temperature"):
+        assert point in test.stdout
+    assert "good" in test.stdout and "bad" not in test.stdout
+    unknown = subprocess.run(
+        [*EDGE, "device", "test", "inv-09", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert unknown.returncode == 1 and "no device named 'inv-09'" in unknown.stderr
+
+
+def test_device_test_of_an_unreachable_device_shows_bad_quality_and_fails(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=free_port(), devices=1)
+    result = subprocess.run(
+        [*EDGE, "device", "test", "inv-01", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1
+    assert "bad" in result.stdout and "cannot connect" in result.stdout
+
+
+def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: Path) -> None:
+    mqtt_port, modbus_port = free_port(), free_port()
+    demo = subprocess.Popen(
+        [
+            *EDGE,
+            "demo",
+            "--devices",
+            "3",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--mqtt-port",
+            str(mqtt_port),
+            "--modbus-port",
+            str(modbus_port),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_port(mqtt_port, 30)
+        recorder = MqttRecorder(mqtt_port, "edge/#")
+        got = recorder.wait_for(
+            lambda m: (
+                {t for t, _, _ in m if "/events/" in t}
+                >= {"edge/acme/events/acme-hq/inv-01", "edge/globex/events/globex-plant/inv-03"}
+            )
+        )
+        recorder.close()
+        assert any(t == "edge/acme/points/acme-hq/inv-01/ac_power" for t, _, _ in got)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+        _, stderr = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert demo.returncode == 0, stderr
+    assert f"mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'" in stderr
+    assert "devices up 3/3" in stderr
+    with pytest.raises(OSError):
+        wait_port(modbus_port, 0.5)
