@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from edge.backoff import Backoff
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
@@ -45,6 +46,10 @@ class StatusSnapshot:
     point_updates_published: int
     backlog: int
     bus_connected: bool
+    commands_accepted: int
+    commands_rejected: int
+    inbound_oversize_rejected: int
+    task_restarts: int
 
 
 class Gateway:
@@ -140,11 +145,11 @@ class Gateway:
                 )
                 continue
             await self.modules.start(module.name, plugin, module.config)
-        self._spawn(publisher.run(), "publisher")
-        self._spawn(last_values.run(), "last-values")
-        self._spawn(commands.run(), "commands")
+        self._spawn(publisher.run, "publisher")
+        self._spawn(last_values.run, "last-values")
+        self._spawn(commands.run, "commands")
         for (_, _, name), poller in self.pollers.items():
-            self._spawn(poller.run(), f"poll-{name}")
+            self._spawn(poller.run, f"poll-{name}")
         log.info(
             "gateway %s started: %d devices, %d tenants, bus %s:%d",
             self.config.gateway.id,
@@ -154,14 +159,23 @@ class Gateway:
             self.config.bus.port,
         )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
+    def _spawn(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(run, name), name=name))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("gateway task %s stopped: %r", task.get_name(), task.exception())
+    async def _supervise(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """The kernel owns its tasks: one that dies of a bug is logged and restarted with backoff."""
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                return
+            except Exception:
+                self.stats.task_restarts[name] = self.stats.task_restarts.get(name, 0) + 1
+                log.exception("%s crashed; restarting it", name)
+            if time.monotonic() - started > 60:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
 
     async def stop(self) -> None:
         """Stop polling, commit what was read, then close the bus and the broker."""
@@ -203,4 +217,8 @@ class Gateway:
             point_updates_published=self.stats.point_updates_published,
             backlog=await self.backlog(),
             bus_connected=self.bus.connected,
+            commands_accepted=self.stats.commands_accepted,
+            commands_rejected=self.stats.commands_rejected,
+            inbound_oversize_rejected=self.bus.stats.inbound_rejected_oversize,
+            task_restarts=sum(self.stats.task_restarts.values()),
         )

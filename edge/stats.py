@@ -26,7 +26,7 @@ class GatewayStats:
     point_updates_published: int = 0
     commands_accepted: int = 0
     commands_rejected: int = 0
-    inbound_rejected: int = 0
+    task_restarts: dict[str, int] = field(default_factory=dict)
 
     def device(self, name: str) -> DeviceStats:
         return self.devices.setdefault(name, DeviceStats())

@@ -19,7 +19,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.backoff import Backoff
 from edge.errors import EdgeError
 
 __all__ = [
@@ -123,23 +123,6 @@ class _Session:
         self.lost: asyncio.Future[str] = loop.create_future()  # result: why the connection ended
         self.refused: str | None = None  # CONNACK reason when the broker refused us
         self.suback_mid: int | None = None
-
-
-class _Backoff:
-    """Capped exponential backoff with full jitter: uniform(0, min(max, min * 2**n))."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self._low = low
-        self._high = high
-        self._ceiling = low
-
-    def next(self) -> float:
-        delay = random.uniform(0.0, self._ceiling)
-        self._ceiling = min(self._high, self._ceiling * 2)
-        return delay
-
-    def reset(self) -> None:
-        self._ceiling = self._low
 
 
 class _PahoErrorTap(logging.Filter):
@@ -352,7 +335,7 @@ class MqttBus:
 
     async def _supervise(self) -> None:
         assert self._loop is not None
-        backoff = _Backoff(self._reconnect_min, self._reconnect_max)
+        backoff = Backoff(self._reconnect_min, self._reconnect_max)
         where = f"{self._host}:{self._port}"
         failures = 0
         outage_reported = False  # "unavailable" or "connection lost" was logged for the current outage
@@ -361,7 +344,7 @@ class MqttBus:
                 session = await self._open_session()
             except (OSError, _HandshakeFailed) as exc:
                 failures += 1
-                delay = backoff.next()
+                delay = backoff.next_delay()
                 if not outage_reported:
                     outage_reported = True
                     log.warning("MQTT broker %s unavailable: %s; retrying in the background", where, exc)
@@ -381,7 +364,7 @@ class MqttBus:
             outage_reported = True
             if self._loop.time() - connected_at >= _STABLE_AFTER:
                 backoff.reset()
-            delay = backoff.next()
+            delay = backoff.next_delay()
             log.debug("MQTT reconnect to %s in %.2f s", where, delay)
             await self._sleep(delay)
 
