@@ -23,6 +23,7 @@ from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
 from edge.config import LoadedConfig
+from edge.instance import InstanceLock
 from edge.modules import ModuleHost
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
@@ -95,9 +96,17 @@ class Gateway:
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
         self._tasks: list[asyncio.Task[None]] = []
+        self._instance = InstanceLock(loaded.data_dir)
 
     async def start(self) -> None:
-        self.loaded.data_dir.mkdir(parents=True, exist_ok=True)
+        self._instance.acquire()
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         await self.outbox.open()
         if self.broker is not None:
             await self.broker.start()
@@ -179,20 +188,18 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop polling, commit what was read, then close the bus and the broker."""
-        pollers = [t for t in self._tasks if t.get_name().startswith("poll-")]
-        for task in pollers:
-            task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        for poller in self.pollers.values():
+            poller.request_stop()
+        await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])
         await self.modules.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_and_wait(self._tasks)
         await self.outbox.close()
         await self.bus.stop()
         if self.broker is not None:
             await self.broker.stop()
+        self._instance.release()
         log.info("gateway %s stopped", self.config.gateway.id)
 
     async def _publish_backlog_drained(self) -> None:
@@ -222,3 +229,13 @@ class Gateway:
             inbound_oversize_rejected=self.bus.stats.inbound_rejected_oversize,
             task_restarts=sum(self.stats.task_restarts.values()),
         )
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]], grace: float = 5.0) -> None:
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    for task in pending:
+        log.error("task %s did not stop within %.0f s of being cancelled", task.get_name(), grace)

@@ -62,6 +62,11 @@ class DevicePoller:
         self._read_guard = spec.timeout * (len(self._plan.points) + 2) + spec.poll_interval
         self.stats = stats or DeviceStats()
         self._on_status = on_status
+        self._stopping = False
+
+    def request_stop(self) -> None:
+        """Stop after the current poll. Cancellation alone is not enough: a driver library may swallow it."""
+        self._stopping = True
 
     # ---- the poll loop ---------------------------------------------------------------------------------
 
@@ -71,7 +76,7 @@ class DevicePoller:
             interval = self.spec.poll_interval
             due = loop.time()
             try:
-                while True:
+                while not self._stopping:
                     await self.poll_once()
                     due += interval
                     now = loop.time()

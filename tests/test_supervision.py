@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,3 +95,41 @@ async def test_a_crashing_poller_is_restarted_and_keeps_its_sequence(
             )
         ]
     assert sequences == list(range(1, len(sequences) + 1))
+
+
+class SwallowingSession(CounterSession):
+    """A driver library that swallows cancellation, as some do: the gateway must still stop."""
+
+    async def read(self, plan: Any) -> Sequence[RawValue]:
+        with contextlib.suppress(asyncio.CancelledError):  # the bug under test
+            await asyncio.sleep(0.02)
+        return [1] * len(plan.points)
+
+
+class SwallowingDriver(CounterDriver):
+    def session(self, device: DeviceSpec) -> CounterSession:
+        return SwallowingSession(0)
+
+
+async def test_gateway_stops_promptly_even_if_a_driver_swallows_cancellation(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    (tmp_path / "counter.toml").write_text(
+        '[profile]\nname = "counter"\ndriver = "counter"\n[[points]]\nname = "count"\n'
+    )
+    devices = "".join(
+        f'[[devices]]\nname = "d{i}"\ndriver = "counter"\ntenant = "acme"\nsite = "lab"\nprofile = "counter.toml"\npoll_interval = 0.01\n'
+        for i in range(20)
+    )
+    (tmp_path / "edge.toml").write_text(
+        f'[gateway]\nid = "gw"\ndata_dir = "data"\n[bus]\nmode = "external"\nport = {mosquitto.port}\ntopic_prefix = "swallow"\n'
+        '[[tenants]]\nid = "acme"\n[[sites]]\nid = "lab"\n' + devices
+    )
+    registry = PluginRegistry()
+    registry.add_driver(Manifest("counter", "driver", "1.0.0", ">=1,<2"), SwallowingDriver())
+    gateway = Gateway(load_config(tmp_path / "edge.toml", registry), registry)
+    await gateway.start()
+    await asyncio.sleep(0.5)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(gateway.stop(), 5)
+    assert asyncio.get_running_loop().time() - started < 2

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import typer
@@ -16,9 +18,15 @@ from edge.bus.broker import BrokerMissing
 from edge.cli.common import load_or_exit, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway, StatusSnapshot
+from edge.instance import AlreadyRunning
 from edge.plugins import PluginRegistry
 
+log = logging.getLogger(__name__)
+
 EXIT_BROKER = 3
+EXIT_RUNNING = 4
+EXIT_SHUTDOWN_TIMEOUT = 5
+SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
 STATUS_FILE = "status.json"  # in the data directory, rewritten every second while the gateway runs
 
 
@@ -42,6 +50,9 @@ def run_gateway(
     except BrokerMissing as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
+    except AlreadyRunning as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_RUNNING) from None
 
 
 async def _serve(
@@ -64,9 +75,34 @@ async def _serve(
                 if on_status is not None:
                     on_status(snapshot)
     finally:
-        await gateway.stop()
+        await _stop_within(gateway, SHUTDOWN_GRACE)
         if on_status is not None:
             sys.stderr.write("\n")
+
+
+async def _stop_within(gateway: Gateway, grace: float) -> None:
+    """Stop the gateway; if that hangs, say exactly where (every task's stack) instead of hanging silently."""
+    stopping = asyncio.create_task(gateway.stop(), name="gateway-stop")
+    done, _ = await asyncio.wait({stopping}, timeout=grace)
+    if done:
+        stopping.result()
+        return
+    log.error("shutdown did not finish within %.0f s; pending tasks:", grace)
+    for task in asyncio.all_tasks():
+        log.error("task %s is waiting in: %s", task.get_name(), " -> ".join(_await_chain(task)))
+    raise SystemExit(EXIT_SHUTDOWN_TIMEOUT)
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """file:line of every coroutine the task is awaiting through, outermost first."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(chain) < 30:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 def write_status(path: Path, snapshot: StatusSnapshot) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import aiosqlite
 
+from edge.backoff import Backoff
 from edge.errors import NoTenantContext
 from edge.events import Event
 from edge.storage import CommitListener, StoredEvent
@@ -106,6 +108,7 @@ class SqliteOutbox:
         self._next_position = 1
         self.committed_events = 0
         self.commits = 0
+        self.commit_failures = 0
         self.last_position = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -180,19 +183,29 @@ class SqliteOutbox:
                         break
                 else:
                     batch.append(self._queue.get_nowait())
+            await self._commit_until_done(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit_until_done(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
+        """Commit a batch, retrying for as long as the disk refuses it: appended events are never dropped.
+
+        Meanwhile the bounded queue fills up and `append` blocks, which slows the producers down."""
+        backoff = Backoff(0.1, 5.0)
+        while True:
             try:
                 await self._commit(batch)
-            except Exception as exc:
-                # Nothing was acknowledged: fail the waiters; events appended without waiting are lost
-                # only if the disk refuses them, and that is logged loudly.
-                log.error("outbox commit of %d events failed: %s", len(batch), exc)
-                for _, waiter in batch:
-                    if waiter is not None and not waiter.done():
-                        waiter.set_exception(exc)
-                await asyncio.sleep(0.5)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            except Exception as exc:  # disk full, I/O error, locked file: keep the batch and try again
+                self.commit_failures += 1
+                if backoff.attempts == 0:
+                    log.error(
+                        "outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc
+                    )
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            if backoff.attempts:
+                log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
+            return
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
         assert self._writer is not None
@@ -217,8 +230,7 @@ class SqliteOutbox:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._writer.execute("ROLLBACK")
-            for key, position in cursors.items():  # keep them for the next commit
-                self._pending_cursors[key] = max(position, self._pending_cursors.get(key, 0))
+            self._restore_cursors(cursors)
             raise
         self._next_position = first + len(batch)
         self.last_position = self._next_position - 1
@@ -230,6 +242,10 @@ class SqliteOutbox:
         events = [e for e, _ in batch]
         for listener in self._listeners:
             listener(events, self.last_position)
+
+    def _restore_cursors(self, cursors: dict[tuple[str, str], int]) -> None:
+        for key, position in cursors.items():  # keep them for the next commit
+            self._pending_cursors[key] = max(position, self._pending_cursors.get(key, 0))
 
     # ---- cursors and sequences -------------------------------------------------------------------------
 
@@ -243,9 +259,15 @@ class SqliteOutbox:
         if not self._pending_cursors or self._writer is None:
             return
         cursors, self._pending_cursors = self._pending_cursors, {}
-        await self._writer.execute("BEGIN")
-        await self._writer.executemany(_UPSERT_CURSOR, [(c, t, p) for (c, t), p in cursors.items()])
-        await self._writer.execute("COMMIT")
+        try:
+            await self._writer.execute("BEGIN")
+            await self._writer.executemany(_UPSERT_CURSOR, [(c, t, p) for (c, t), p in cursors.items()])
+            await self._writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("ROLLBACK")
+            self._restore_cursors(cursors)
+            log.warning("saving consumer cursors failed (%s); will retry", exc)
 
     async def cursor(self, consumer: str) -> int:
         clause, tenant = _tenant_filter()
