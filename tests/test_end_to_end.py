@@ -230,3 +230,23 @@ async def test_write_request_over_mqtt_reaches_the_device_and_bad_ones_are_refus
     reasons = " | ".join(r["reason"] for r in replies if not r["ok"])
     assert "not JSON" in reasons and "not writable" in reasons and "unknown device" in reasons
     assert gateway.stats.commands_rejected == 3 and gateway.stats.commands_accepted == 1
+
+
+async def test_a_second_gateway_on_the_same_data_directory_is_refused(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    from edge.instance import AlreadyRunning
+
+    path = write_config(
+        tmp_path / "edge.toml", mqtt_port=mosquitto.port, modbus_port=free_port(), devices=1, prefix="twice"
+    )
+    first = Gateway(*load(path))
+    await first.start()
+    try:
+        with pytest.raises(AlreadyRunning, match="another gateway"):
+            await Gateway(*load(path)).start()
+    finally:
+        await first.stop()
+    second = Gateway(*load(path))  # once the first has stopped, the directory is free again
+    await second.start()
+    await second.stop()

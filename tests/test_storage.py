@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -137,3 +138,20 @@ async def test_writing_outside_or_across_tenant_contexts_is_refused(tmp_path: Pa
         await outbox.append(_event("acme", "a", 1))
     await outbox.close()
     assert outbox.committed_events == 0
+
+
+async def test_a_refused_commit_is_retried_and_nothing_appended_is_dropped(tmp_path: Path) -> None:
+    outbox = SqliteOutbox(tmp_path / "o.db", busy_timeout=0.05)
+    await outbox.open()
+    blocker = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file: every commit attempt fails meanwhile
+    for i in range(1, 101):
+        await _append(outbox, _event("acme", "a", i))
+    await asyncio.sleep(1.0)
+    assert outbox.commit_failures > 0 and outbox.committed_events == 0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    await _append(outbox, _event("acme", "a", 101), durable=True)
+    with tenant_scope(ACME):
+        assert [r.sequence for r in await outbox.read_after(0, 1000)] == list(range(1, 102))
+    await outbox.close()

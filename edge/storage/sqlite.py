@@ -94,11 +94,13 @@ class SqliteOutbox:
         commit_max_events: int = 1000,
         synchronous: str = "full",
         queue_size: int = 20_000,
+        busy_timeout: float = 5.0,
     ) -> None:
         self.path = path
         self._commit_interval = commit_interval
         self._commit_max = commit_max_events
         self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int] | None]] = asyncio.Queue(queue_size)
         self._listeners: list[CommitListener] = []
         self._pending_cursors: dict[tuple[str, str], int] = {}
@@ -115,7 +117,7 @@ class SqliteOutbox:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
         await self._writer.executescript(_SCHEMA)
