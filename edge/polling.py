@@ -92,10 +92,10 @@ class DevicePoller:
         async with self._lock:
             raw, error = await self._read()
         sample_time = time.time()
-        status_change = self._account(raw, error)
+        points = self._normalizer.normalize(raw)
+        status_change = self._account(points, error)
         if status_change is not None:
             await self._sink.append(self.status_event(*status_change))
-        points = self._normalizer.normalize(raw)
         self._sequence += 1
         event = make_event(
             type=TELEMETRY,
@@ -149,13 +149,15 @@ class DevicePoller:
     def _schedule_reconnect(self) -> None:
         self._reconnect_at = asyncio.get_running_loop().time() + self._backoff.next_delay()
 
-    def _account(self, raw: list[RawValue], error: str | None) -> tuple[bool, str | None] | None:
+    def _account(
+        self, points: dict[str, dict[str, Any]], error: str | None
+    ) -> tuple[bool, str | None] | None:
         """Update counters; returns (up, reason) when the device's status changed."""
         stats = self.stats
         stats.polls += 1
         if error is None:
-            bad = sum(1 for v in raw if type(v) is PointFault)
-            stats.points_read += len(raw) - bad
+            bad = sum(1 for sample in points.values() if sample["quality"] == "bad")
+            stats.points_read += len(points) - bad
             stats.bad_points += bad
             if stats.up is not True:
                 stats.last_error = None
@@ -163,7 +165,7 @@ class DevicePoller:
                 return True, None
             return None
         stats.failed_polls += 1
-        stats.bad_points += len(raw)
+        stats.bad_points += len(points)
         stats.last_error = error
         if stats.up is not False:
             self._set_status(False, error)

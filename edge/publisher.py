@@ -118,76 +118,86 @@ class LastValuePublisher:
         self._qos = qos
         self._min_interval = min_interval
         self._refresh = max(refresh, min_interval)
-        self._pending: dict[str, tuple[Any, Any, bytes]] = {}  # topic -> (value, quality, payload)
-        self._published: dict[
-            str, tuple[float, Any, Any, bytes]
-        ] = {}  # topic -> (when, value, quality, payload)
+        # Newest telemetry per device since the last flush; only this is examined, so a fast poll costs one
+        # dict assignment per event here, whatever the number of points.
+        self._latest: dict[tuple[str, str, str], Event] = {}
+        self._resend: dict[str, bytes] = {}  # topic -> payload to send as it is (device status, republishing)
+        # topic -> (when, value, quality, payload) of what was last sent
+        self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
         self._wake = asyncio.Event()
         bus.on_connect_hooks.append(self._republish_all)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
-        point_topic = self._topics.point
-        dumps = orjson.dumps
+        latest = self._latest
         for event in events:
-            if event.type != TELEMETRY or event.data is None:
-                continue
-            site, device, when = event.data["site"], event.data["device"], rfc3339(event.time)
-            for name, sample in event.data["points"].items():
-                payload = dumps({**sample, "time": when, "sequence": event.sequence})
-                self._pending[point_topic(event.tenant, site, device, name)] = (
-                    sample["value"],
-                    sample["quality"],
-                    payload,
-                )
+            if event.type == TELEMETRY and event.data is not None:
+                latest[(event.tenant, event.data["site"], event.data["device"])] = event
         self._wake.set()
 
     def on_status(self, spec: DeviceSpec, up: bool, reason: str | None) -> None:
         topic = self._topics.device_status(spec.tenant, spec.site, spec.name)
-        payload = orjson.dumps(
+        self._resend[topic] = orjson.dumps(
             {"status": "up" if up else "down", "reason": reason, "time": rfc3339(time.time())}
         )
-        self._pending[topic] = (up, reason, payload)
         self._wake.set()
 
     def _republish_all(self) -> None:
-        for topic, (_, value, quality, payload) in self._published.items():
-            self._pending.setdefault(topic, (value, quality, payload))
-        self._published.clear()
+        # Called after every (re)connect: a broker without persistence forgot its retained messages.
+        for topic, (_, _, _, payload) in self._published.items():
+            self._resend.setdefault(topic, payload)
         self._wake.set()
 
     async def run(self) -> None:
         while True:
-            next_due = await self._drain()
+            await self._wake.wait()
             self._wake.clear()
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self._flush()
+            # Coalesce: whatever arrives during the next interval is examined once, at its end.
+            await asyncio.sleep(self._min_interval)
 
-    async def _drain(self) -> float | None:
-        """Publish what is due; returns when the earliest deferred update becomes due, if any."""
+    async def _flush(self) -> None:
+        resend, self._resend = self._resend, {}
+        for topic, payload in resend.items():
+            if not await self._send(topic, payload):
+                self._resend.update(resend)
+                return
+            previous = self._published.get(topic)
+            self._published[topic] = (
+                time.monotonic(),
+                *(previous[1:3] if previous else (None, None)),
+                payload,
+            )
+        latest, self._latest = self._latest, {}
         now = time.monotonic()
-        next_due: float | None = None
-        for topic, (value, quality, payload) in list(self._pending.items()):
-            last = self._published.get(topic)
-            if last is not None:
-                changed = last[1] != value or last[2] != quality
-                if not changed and now - last[0] < self._refresh:
-                    del self._pending[topic]
+        point_topic = self._topics.point
+        for (tenant, site, device), event in latest.items():
+            assert event.data is not None
+            when = rfc3339(event.time)
+            for name, sample in event.data["points"].items():
+                topic = point_topic(tenant, site, device, name)
+                value, quality = sample["value"], sample["quality"]
+                last = self._published.get(topic)
+                if (
+                    last is not None
+                    and last[1] == value
+                    and last[2] == quality
+                    and now - last[0] < self._refresh
+                ):
                     continue
-                if now - last[0] < self._min_interval:
-                    due = last[0] + self._min_interval
-                    next_due = due if next_due is None else min(next_due, due)
-                    continue
-            del self._pending[topic]
-            try:
-                future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
-            except BusDisconnected:
-                self._pending.setdefault(topic, (value, quality, payload))
-                return now + 1.0
-            future.add_done_callback(_ignore_outcome)
-            self._published[topic] = (now, value, quality, payload)
-            self._stats.point_updates_published += 1
-        return next_due
+                payload = orjson.dumps({**sample, "time": when, "sequence": event.sequence})
+                if not await self._send(topic, payload):
+                    self._latest.setdefault((tenant, site, device), event)
+                    return
+                self._published[topic] = (now, value, quality, payload)
+
+    async def _send(self, topic: str, payload: bytes) -> bool:
+        try:
+            future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
+        except BusDisconnected:
+            return False  # the reconnect hook republishes everything
+        future.add_done_callback(_ignore_outcome)
+        self._stats.point_updates_published += 1
+        return True
 
 
 def _ignore_outcome(future: asyncio.Future[None]) -> None:

@@ -12,7 +12,7 @@ class DeviceStats:
     since: float = field(default_factory=time.monotonic)
     polls: int = 0
     failed_polls: int = 0
-    points_read: int = 0
+    points_read: int = 0  # published points read with a usable value
     bad_points: int = 0
     overruns: int = 0
     last_error: str | None = None

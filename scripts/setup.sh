@@ -32,4 +32,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
-echo "setup: done ($(.venv/bin/python --version), $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 || mosquitto -h | head -1))"
+mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+echo "setup: done ($(.venv/bin/python --version), $("$mosquitto_bin" -h 2>&1 | head -1))"
