@@ -8,8 +8,8 @@ asks the driver to compile them once into a read plan (a pure function), then po
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
@@ -73,3 +73,24 @@ class Driver(Protocol):
 
     def session(self, device: DeviceSpec) -> DeviceSession:
         """Create (not connect) a session for one device."""
+
+
+@dataclass(frozen=True)
+class DiscoveredDevice:
+    """A device found on the network, with what it takes to commission it."""
+
+    address: str  # how the driver reaches it, for people: "127.0.0.1:47808", "opc.tcp://host:4840/"
+    identity: dict[str, str]  # vendor, model, serial, device instance...: whatever the protocol tells
+    connection: dict[str, Any]  # ready to become the device's [devices.connection] table
+    points: list[dict[str, Any]] = field(default_factory=list)  # a proposed point map (profile [[points]])
+    profile_name: str = ""  # a suggested name for the proposed profile
+
+
+@runtime_checkable
+class SupportsDiscovery(Protocol):
+    """Optional: a driver that can find devices (`edge device discover <driver>`)."""
+
+    async def discover(
+        self, target: dict[str, Any], progress: Callable[[str], None]
+    ) -> list[DiscoveredDevice]:
+        """Search `target` (driver-specific keys, e.g. network, url, port range); report progress lines."""
