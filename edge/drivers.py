@@ -8,13 +8,13 @@ asks the driver to compile them once into a read plan (a pure function), then po
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from edge.points import PointConfig, PointFault, Scalar
+from edge.points import PointConfig, PointFault, Qualified, Scalar
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,9 @@ class DeviceSpec:
     poll_interval: float
     timeout: float
     profile: str
+    mode: str = (
+        "auto"  # "auto": take pushed changes when the driver offers them (SupportsPush); "poll": always poll
+    )
 
 
 @runtime_checkable
@@ -40,7 +43,7 @@ class ReadPlan(Protocol):
     def points(self) -> Sequence[PointConfig]: ...
 
 
-RawValue = Scalar | PointFault | None
+RawValue = Scalar | PointFault | Qualified | None
 
 
 @runtime_checkable
@@ -94,3 +97,23 @@ class SupportsDiscovery(Protocol):
         self, target: dict[str, Any], progress: Callable[[str], None]
     ) -> list[DiscoveredDevice]:
         """Search `target` (driver-specific keys, e.g. network, url, port range); report progress lines."""
+
+
+class PushReceiver(Protocol):
+    """What the kernel gives a pushing driver: where to deliver changes, and how to say the feed is gone."""
+
+    def values(self, changes: Mapping[int, RawValue], sample_time: float | None = None) -> None:
+        """Changed points by their index in `plan.points`; `sample_time` defaults to now."""
+
+    def lost(self, reason: str) -> None:
+        """The subscription or connection is gone; the kernel reconnects and subscribes again."""
+
+
+@runtime_checkable
+class SupportsPush(Protocol):
+    """Optional, on a session: deliver changes as the device reports them (COV, OPC UA subscriptions)."""
+
+    async def subscribe(self, plan: Any, receiver: PushReceiver) -> None:
+        """Called after `connect()`. Deliver every point's current value first, then changes, until `close()`.
+
+        Raise `SubscriptionUnsupported` to have the kernel poll this device instead."""

@@ -59,6 +59,10 @@ class DeviceUnreachable(DeviceError):
     """The device did not answer (connection refused, timeout, gateway path unavailable)."""
 
 
+class SubscriptionUnsupported(DeviceError):
+    """The device cannot push changes; the kernel polls it instead."""
+
+
 class WriteRejected(DeviceError):
     """A write was refused before or by the device."""
 

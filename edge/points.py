@@ -27,6 +27,15 @@ class PointFault:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Qualified:
+    """A value the device itself qualifies (OPC UA status, BACnet status flags): uncertain or bad, and why."""
+
+    value: Scalar | None
+    quality: Quality
+    reason: str
+
+
 class PointConfig(BaseModel):
     """Protocol-independent part of a point; each driver's point model extends it with addressing fields."""
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from edge.backoff import Backoff
-from edge.drivers import DeviceSession, DeviceSpec, Driver, RawValue
-from edge.errors import DeviceError, DeviceUnreachable, WriteRejected
+from edge.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush
+from edge.errors import DeviceError, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
 from edge.events import DEVICE_STATUS, TELEMETRY, Event, make_event
 from edge.normalize import DeviceNormalizer
 from edge.points import PointFault, Scalar
@@ -25,11 +25,42 @@ from edge.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
 
+PUSH_COALESCE_WINDOW = 0.02  # seconds: pushed changes arriving together travel as one event
+
 StatusListener = Callable[[DeviceSpec, bool, str | None], None]
 
 
 class EventSink(Protocol):
     async def append(self, event: Event) -> None: ...
+
+
+class _PushFeed:
+    """Receives a pushing driver's changes between two events (the `PushReceiver` the driver sees)."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.lost_reason: str | None = None
+        self._changes: dict[int, RawValue] = {}
+        self._time: float | None = None
+
+    def reset(self) -> None:
+        self.lost_reason, self._changes, self._time = None, {}, None
+        self.changed.clear()
+
+    def values(self, changes: Mapping[int, RawValue], sample_time: float | None = None) -> None:
+        self._changes.update(changes)
+        self._time = max(self._time or 0.0, sample_time or time.time())
+        self.changed.set()
+
+    def lost(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.changed.set()
+
+    def take(self) -> tuple[dict[int, RawValue], float]:
+        changes, when = self._changes, self._time or time.time()
+        self._changes, self._time = {}, None
+        self.changed.clear()
+        return changes, when
 
 
 class DevicePoller:
@@ -72,27 +103,35 @@ class DevicePoller:
 
     async def run(self) -> None:
         with tenant_scope(self.tenant):
-            loop = asyncio.get_running_loop()
-            interval = self.spec.poll_interval
-            due = loop.time()
             try:
-                while not self._stopping:
-                    await self.poll_once()
-                    due += interval
-                    now = loop.time()
-                    if due < now:  # the poll took longer than its interval: skip the missed ticks
-                        missed = int((now - due) // interval) + 1
-                        self.stats.overruns += missed
-                        due += missed * interval
-                    await asyncio.sleep(due - now)
+                if self.spec.mode != "poll" and isinstance(self._session, SupportsPush):
+                    await self._run_push(self._session)
+                await self._run_polling()
             finally:
                 await self._close()
+
+    async def _run_polling(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.spec.poll_interval
+        due = loop.time()
+        while not self._stopping:
+            await self.poll_once()
+            due += interval
+            now = loop.time()
+            if due < now:  # the poll took longer than its interval: skip the missed ticks
+                missed = int((now - due) // interval) + 1
+                self.stats.overruns += missed
+                due += missed * interval
+            await asyncio.sleep(due - now)
 
     async def poll_once(self) -> None:
         async with self._lock:
             raw, error = await self._read()
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
+        await self._emit(points, sample_time, error)
+
+    async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
         status_change = self._account(points, error)
         if status_change is not None:
             await self._sink.append(self.status_event(*status_change))
@@ -145,6 +184,45 @@ class DevicePoller:
             raise
         self._connected = True
         self._backoff.reset()
+
+    # ---- pushed changes (COV, OPC UA subscriptions) -----------------------------------------------------
+
+    async def _run_push(self, session: SupportsPush) -> None:
+        """Subscribe and turn pushed changes into events until stopped; return to fall back to polling."""
+        feed = _PushFeed()
+        loop = asyncio.get_running_loop()
+        window = min(PUSH_COALESCE_WINDOW, self.spec.poll_interval)
+        while not self._stopping:
+            try:
+                async with self._lock:
+                    if not self._connected:
+                        await self._connect()
+                    feed.reset()
+                    await session.subscribe(self._plan, feed)
+            except SubscriptionUnsupported as exc:
+                log.info("device %s cannot push changes (%s); polling it", self.spec.name, exc.reason)
+                return
+            except DeviceError as exc:
+                await self._push_down(exc.reason)
+                await asyncio.sleep(max(0.0, self._reconnect_at - loop.time()))
+                continue
+            while not self._stopping and feed.lost_reason is None:
+                await feed.changed.wait()
+                await asyncio.sleep(window)  # coalesce a burst of changes into one event
+                changes, sample_time = feed.take()
+                if changes:
+                    await self._emit(self._normalizer.normalize_changes(changes), sample_time, None)
+            if feed.lost_reason is not None:
+                await self._push_down(feed.lost_reason)
+                await asyncio.sleep(max(0.0, self._reconnect_at - loop.time()))
+
+    async def _push_down(self, reason: str) -> None:
+        self._connected = False
+        await self._session.close()
+        if self._reconnect_at <= asyncio.get_running_loop().time():
+            self._schedule_reconnect()
+        points = self._normalizer.normalize([PointFault(reason)] * len(self._plan.points))
+        await self._emit(points, time.time(), reason)
 
     def _schedule_reconnect(self) -> None:
         self._reconnect_at = asyncio.get_running_loop().time() + self._backoff.next_delay()

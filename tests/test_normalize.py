@@ -6,7 +6,7 @@ import pytest
 
 from edge.errors import WriteRejected
 from edge.normalize import DeviceNormalizer
-from edge.points import PointConfig, PointFault
+from edge.points import PointConfig, PointFault, Qualified, Quality
 
 POINTS = [
     PointConfig(name="w", unit="W", scale_factor="w_sf", writable=True),
@@ -52,3 +52,37 @@ def test_to_raw_inverts_scaling_for_writes() -> None:
     normalizer.normalize([1234, -1, 2297, 130, 4, True])
     assert normalizer.to_raw("w", 123.4) == 1234
     assert normalizer.to_raw("temp", 25.0) == 130
+
+
+def test_values_the_device_qualifies_keep_their_quality_and_reason() -> None:
+    out = DeviceNormalizer("ahu", POINTS).normalize(
+        [
+            Qualified(1234, Quality.UNCERTAIN, "overridden"),
+            -1,
+            Qualified(None, Quality.BAD, "fault"),
+            1,
+            1,
+            True,
+        ]
+    )
+    assert out["w"] == {
+        "value": 123.4,
+        "unit": "W",
+        "quality": "uncertain",
+        "raw": 1234,
+        "reason": "overridden",
+    }
+    assert out["volts"] == {"value": None, "unit": "V", "quality": "bad", "reason": "fault"}
+
+
+def test_pushed_changes_recompute_only_the_points_they_affect() -> None:
+    normalizer = DeviceNormalizer("inv", POINTS)
+    normalizer.normalize([1234, -1, 2297, 130, 4, True])
+    assert normalizer.normalize_changes({2: 2300}) == {
+        "volts": {"value": 230.0, "unit": "V", "quality": "good", "raw": 2300}
+    }
+    # a new scale factor changes the point that depends on it, though its own raw value did not change
+    assert normalizer.normalize_changes({1: -2}) == {
+        "w": {"value": 12.34, "unit": "W", "quality": "good", "raw": 1234}
+    }
+    assert normalizer.normalize_changes({4: 5}) == {"state": {"value": 5, "unit": None, "quality": "good"}}

@@ -136,6 +136,7 @@ def _device_spec(
         poll_interval=device.poll_interval,
         timeout=device.timeout,
         profile=device.profile,
+        mode=device.mode,
     )
     try:
         driver.compile(spec)  # validate once, at load: a plan that cannot be built is a config error

@@ -45,6 +45,10 @@ class DeviceConfig(_Strict):
     poll_interval: float = Field(default=1.0, gt=0.0, le=86_400.0)
     timeout: float = Field(default=1.0, gt=0.0, le=60.0)
     enabled: bool = True
+    mode: Literal["auto", "poll"] = Field(
+        default="auto",
+        description="'auto': use the driver's pushed changes (COV, subscriptions) where it offers them.",
+    )
     connection: dict[str, Any] = Field(default_factory=dict)
 
 
