@@ -42,7 +42,7 @@ class WriteRequest:
     site: str
     device: str
     point: str
-    value: Scalar
+    value: Scalar | None  # None releases the point (BACnet relinquish)
     request_id: str | None
 
 
@@ -63,8 +63,8 @@ def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequ
         if request_id is not None and not isinstance(request_id, str):
             raise CommandRejected("'id' must be a string")
         body = body["value"]
-    if not isinstance(body, bool | int | float | str):
-        raise CommandRejected(f"value must be a number, boolean or string, not {type(body).__name__}")
+    if body is not None and not isinstance(body, bool | int | float | str):
+        raise CommandRejected(f"value must be a number, boolean, string or null, not {type(body).__name__}")
     return WriteRequest(*target, value=body, request_id=request_id)
 
 

@@ -58,8 +58,10 @@ class DeviceSession(Protocol):
 
         Raises `DeviceUnreachable` when nothing at all could be read."""
 
-    async def write(self, point: PointConfig, raw_value: Scalar) -> None:
-        """Write a raw (already de-scaled) value; raises `WriteRejected` or `DeviceUnreachable`."""
+    async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
+        """Write a raw (already de-scaled) value; raises `WriteRejected` or `DeviceUnreachable`.
+
+        `None` releases the point (BACnet relinquish); a driver without such a notion raises WriteRejected."""
 
     async def close(self) -> None: ...
 

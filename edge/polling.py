@@ -285,14 +285,16 @@ class DevicePoller:
 
     # ---- commands --------------------------------------------------------------------------------------
 
-    async def write(self, point_name: str, value: Scalar) -> Scalar:
-        """Write an engineering value to a point; returns the raw value sent. Raises WriteRejected."""
+    async def write(self, point_name: str, value: Scalar | None) -> Scalar | None:
+        """Write an engineering value to a point (None releases it); returns the raw value sent.
+
+        Raises WriteRejected or DeviceUnreachable."""
         point = next((p for p in self.spec.points if p.name == point_name), None)
         if point is None:
             raise WriteRejected(self.spec.name, "no such point", point=point_name)
         if not point.writable:
             raise WriteRejected(self.spec.name, "point is not writable", point=point_name)
-        raw = self._normalizer.to_raw(point_name, value)
+        raw = None if value is None else self._normalizer.to_raw(point_name, value)
         async with self._lock:
             if not self._connected:
                 await self._connect()

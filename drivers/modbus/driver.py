@@ -158,8 +158,10 @@ class ModbusSession:
             raise DeviceUnreachable(self._device, f"no request answered (last: {last_failure})")
         return out
 
-    async def write(self, point: PointConfig, raw_value: Scalar) -> None:
+    async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
         """fc5 for a coil, fc6 for a 16-bit register, fc16 for a 32-bit one."""
+        if raw_value is None:
+            raise WriteRejected(self._device, "Modbus has no release: write a value", point=point.name)
         if not isinstance(point, ModbusPoint):
             raise WriteRejected(self._device, "not a Modbus point", point=point.name)
         if point.table not in WRITABLE_TABLES:
