@@ -28,6 +28,9 @@ class Topics:
     def device_status(self, tenant: str, site: str, device: str) -> str:
         return f"{self.prefix}/{tenant}/status/{site}/{device}"
 
+    def command(self, tenant: str, site: str, device: str, point: str) -> str:
+        return f"{self.prefix}/{tenant}/cmd/{site}/{device}/{point}/set"
+
     def command_filter(self) -> str:
         return f"{self.prefix}/+/cmd/+/+/+/set"
 

@@ -136,3 +136,70 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
     assert "devices up 3/3" in stderr
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
+
+
+def test_device_add_writes_a_valid_device_and_keeps_comments(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=5020, devices=1)
+    config.write_text("# site notes: keep me\n" + config.read_text())
+    added = subprocess.run(
+        [*EDGE, "device", "add", "inv-09", "--driver", "modbus", "--tenant", "acme", "--site", "roof",
+         "--profile", "sunspec-inverter", "--connection", "host=10.0.0.9", "--connection", "unit_id=9", "-c", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    text = config.read_text()
+    assert text.startswith("# site notes: keep me")
+    listing = subprocess.run(
+        [*EDGE, "device", "list", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert "inv-09" in listing.stdout
+    before = config.read_text()
+    refused = subprocess.run(
+        [*EDGE, "device", "add", "inv-10", "--driver", "modbus", "--tenant", "nobody", "--site", "roof",
+         "--profile", "sunspec-inverter", "--connection", "port=99999", "-c", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "unknown tenant 'nobody'" in refused.stderr and "connection.port" in refused.stderr
+    assert str(config) in refused.stderr and ".edge-" not in refused.stderr
+    assert config.read_text() == before  # an invalid addition leaves the file untouched
+
+
+def test_discover_with_a_driver_that_cannot_discover_says_so() -> None:
+    result = subprocess.run(
+        [*EDGE, "device", "discover", "modbus"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and "cannot discover" in result.stderr
+
+
+def test_point_write_goes_through_the_running_gateway(tmp_path: Path, mosquitto: object) -> None:
+    sim = SimulatorProcess(free_port(), 1, ["--sim-time", "12:00"])
+    sim.start()
+    port = mosquitto.port  # type: ignore[attr-defined]
+    config = write_config(
+        tmp_path / "edge.toml", mqtt_port=port, modbus_port=sim.port, devices=1, prefix="pw"
+    )
+    gateway = subprocess.Popen([*EDGE, "run", "-c", str(config)], stderr=subprocess.DEVNULL)
+    try:
+        recorder = MqttRecorder(port, "pw/acme/points/roof/inv-01/power_limit")
+        recorder.wait_for(lambda m: len(m) > 0)
+        recorder.close()
+        ok = subprocess.run(
+            [*EDGE, "point", "write", "inv-01", "power_limit", "55", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert "inv-01.power_limit = 55: written" in ok.stdout
+        refused = subprocess.run(
+            [*EDGE, "point", "write", "inv-01", "ac_power", "1", "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1 and "not writable" in refused.stderr
+    finally:
+        gateway.terminate()
+        gateway.wait(20)
+        sim.stop()

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
+import tomlkit
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edge.cli.common import load_or_exit, setup_logging
+from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
+from edge.cli.options import parse_pairs
+from edge.config import load_config
+from edge.drivers import DiscoveredDevice, SupportsDiscovery
+from edge.errors import ConfigError, PluginError
+from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
 
-app = typer.Typer(no_args_is_help=True, help="List and test configured devices.")
+app = typer.Typer(no_args_is_help=True, help="List, test, discover and add devices.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 
 
@@ -57,6 +66,120 @@ def test_device(name: str = typer.Argument(..., help="Device name."), config: Pa
     Console().print(table)
     if any(s["quality"] == "bad" for s in samples.values()):
         raise typer.Exit(1)
+
+
+@app.command("discover")
+def discover(
+    driver: str = typer.Argument(..., help="Driver to search with, e.g. bacnet or opcua."),
+    target: list[str] = typer.Option(None, "--target", "-t", help="Driver-specific key=value, repeatable."),
+    save_profiles: Path = typer.Option(None, help="Write each proposed point map to this folder."),
+) -> None:
+    """Find devices on the network and propose a point map for each (see the driver's README for targets)."""
+    setup_logging("WARNING")
+    registry = PluginRegistry.from_entry_points()
+    try:
+        plugin = registry.driver(driver)
+    except PluginError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if not isinstance(plugin, SupportsDiscovery):
+        typer.echo(f"driver {driver!r} cannot discover devices", err=True)
+        raise typer.Exit(1)
+    found = asyncio.run(
+        plugin.discover(parse_pairs(target, "--target"), lambda line: typer.echo(line, err=True))
+    )
+    table = Table("address", "identity", "points", "proposed profile", "connection")
+    for device in found:
+        identity = ", ".join(f"{k}={v}" for k, v in device.identity.items())
+        connection = ", ".join(f"{k}={v}" for k, v in device.connection.items())
+        table.add_row(device.address, identity, str(len(device.points)), device.profile_name, connection)
+    Console().print(table)
+    if save_profiles is not None:
+        for device in found:
+            if device.points:
+                path = write_profile(save_profiles, driver, device)
+                typer.echo(f"proposed point map: {path}", err=True)
+    if not found:
+        raise typer.Exit(1)
+
+
+def write_profile(folder: Path, driver: str, device: DiscoveredDevice) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = device.profile_name or device.address.replace(":", "-").replace("/", "-")
+    doc = tomlkit.document()
+    doc.add(
+        tomlkit.comment(
+            f"Proposed by `edge device discover {driver}` from {device.address}. Review before use."
+        )
+    )
+    header = tomlkit.table()
+    header.update(
+        {
+            "name": name,
+            "driver": driver,
+            "description": ", ".join(f"{k}={v}" for k, v in device.identity.items()),
+        }
+    )
+    doc["profile"] = header
+    points = tomlkit.aot()
+    for point in device.points:
+        points.append(tomlkit.item({k: v for k, v in point.items() if v is not None}))
+    doc["points"] = points
+    path = folder / f"{name}.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+@app.command("add")
+def add_device(
+    name: str = typer.Argument(..., help="New device name (a topic level: letters, digits, _ . -)."),
+    driver: str = typer.Option(..., help="Driver, e.g. modbus."),
+    tenant: str = typer.Option(..., help="Tenant id the device belongs to."),
+    site: str = typer.Option(..., help="Site id."),
+    profile: str = typer.Option(..., help="Shipped profile name or a path to a profile file."),
+    connection: list[str] = typer.Option(
+        None, "--connection", help="key=value of the connection, repeatable."
+    ),
+    poll_interval: float = typer.Option(1.0, help="Seconds between polls."),
+    timeout: float = typer.Option(1.0, help="Seconds per request."),
+    config: Path = CONFIG,
+) -> None:
+    """Add a device to the configuration file, keeping its comments; refused if the result would be invalid."""
+    document = tomlkit.parse(config.read_text())
+    devices = document.setdefault("devices", tomlkit.aot())
+    entry: dict[str, Any] = {
+        "name": name,
+        "driver": driver,
+        "tenant": tenant,
+        "site": site,
+        "profile": profile,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+    }
+    table = tomlkit.table()
+    table.update(entry)
+    inline = tomlkit.inline_table()
+    inline.update(parse_pairs(connection, "--connection"))
+    table["connection"] = inline
+    devices.append(table)
+    _replace_if_valid(config, tomlkit.dumps(document))
+    typer.echo(f"added device {name!r} to {config}")
+
+
+def _replace_if_valid(config: Path, text: str) -> None:
+    """Validate the new text with the full loader (drivers, profiles) before it replaces the file."""
+    handle, temp = tempfile.mkstemp(prefix=".edge-", suffix=".toml", dir=config.parent)
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    try:
+        load_config(Path(temp), PluginRegistry.from_entry_points())
+    except ConfigError as exc:
+        os.unlink(temp)
+        typer.echo(f"not added: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True)
+        for issue in exc.issues:
+            typer.echo(f"  {str(issue).replace(temp, str(config))}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    os.replace(temp, config)
 
 
 def _fmt(value: object) -> str:
