@@ -115,7 +115,7 @@ class Gateway:
             self.bus,
             self.topics,
             self.stats,
-            qos=self.config.bus.qos,
+            qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
         )
         if self.config.bus.point_topics:

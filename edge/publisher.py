@@ -170,8 +170,10 @@ class LastValuePublisher:
         latest, self._latest = self._latest, {}
         now = time.monotonic()
         point_topic = self._topics.point
-        for (tenant, site, device), event in latest.items():
+        for count, ((tenant, site, device), event) in enumerate(latest.items()):
             assert event.data is not None
+            if count % 16 == 15:
+                await asyncio.sleep(0)  # let events and polls through between devices' updates
             when = rfc3339(event.time)
             for name, sample in event.data["points"].items():
                 topic = point_topic(tenant, site, device, name)

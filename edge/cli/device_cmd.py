@@ -15,7 +15,7 @@ from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
 from edge.config import load_config
 from edge.drivers import DiscoveredDevice, SupportsDiscovery
-from edge.errors import ConfigError, PluginError
+from edge.errors import ConfigError, DeviceError, PluginError
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
 
@@ -85,9 +85,13 @@ def discover(
     if not isinstance(plugin, SupportsDiscovery):
         typer.echo(f"driver {driver!r} cannot discover devices", err=True)
         raise typer.Exit(1)
-    found = asyncio.run(
-        plugin.discover(parse_pairs(target, "--target"), lambda line: typer.echo(line, err=True))
-    )
+    try:
+        found = asyncio.run(
+            plugin.discover(parse_pairs(target, "--target"), lambda line: typer.echo(line, err=True))
+        )
+    except (ValueError, DeviceError) as exc:
+        typer.echo(f"discovery failed: {exc}", err=True)
+        raise typer.Exit(1) from None
     table = Table("address", "identity", "points", "proposed profile", "connection")
     for device in found:
         identity = ", ".join(f"{k}={v}" for k, v in device.identity.items())

@@ -22,3 +22,18 @@ def modbus(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(port=port, devices=devices, update_interval=update_interval))
+
+
+@app.command("bacnet")
+def bacnet(
+    vav: int = typer.Option(2, min=0, help="VAV boxes besides the air-handling unit."),
+    address: str = typer.Option("127.0.0.2", help="Address of the first device."),
+    port: int = typer.Option(47808, help="UDP port."),
+    layout: str = typer.Option("ips", help="'ips': one loopback address per device; 'ports': one port each."),
+    instance: int = typer.Option(1000, help="Device instance of the AHU (VAVs follow)."),
+) -> None:
+    """Serve an air-handling unit and VAV boxes over BACnet/IP until Ctrl-C (see simulators/README.md)."""
+    from simulators.bacnet_hvac import main as serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(vav=vav, address=address, port=port, layout=layout, instance=instance))

@@ -59,7 +59,11 @@ class BusConfig(_Strict):
     username: str | None = None
     password: str | None = None
     topic_prefix: Name = "edge"
-    qos: Literal[0, 1] = 1
+    qos: Literal[0, 1] = Field(default=1, description="QoS of events (telemetry, status, results).")
+    point_qos: Literal[0, 1] = Field(
+        default=0,
+        description="QoS of the retained per-point topics: state, not history; republished after every reconnect.",
+    )
     max_inflight: int = Field(default=1000, ge=1, le=20_000)
     point_topics: bool = Field(
         default=True, description="Publish each point's latest value on its own retained topic."

@@ -1,0 +1,223 @@
+"""The gateway's own BACnet/IP application (one per local address), shared by the sessions that use it.
+
+A BACnet client is itself a device on the network with one UDP socket, so every session configured with the
+same `local_address` shares one bacpypes3 `Application` (created on first use, closed with its last user).
+Each request runs under the calling device's own timeout and retry count (`Stack.call`): bacpypes3's own
+retries are switched off (`numberOfApduRetries = 0`), so a silent device costs exactly its own
+`timeout x (retries + 1)` and never delays requests to other devices, which run concurrently.
+
+This module also turns bacpypes3's raised `ErrorRejectAbortNack` (a `BaseException`, so `except Exception`
+misses it) into `BacnetFailure`, dispatches COV notifications by subscriber process identifier, and hands
+I-Am messages to discovery listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from bacpypes3.apdu import (
+    AbortPDU,
+    AbortReason,
+    ErrorPDU,
+    ErrorRejectAbortNack,
+    RejectPDU,
+    RejectReason,
+    SimpleAckPDU,
+)
+from bacpypes3.app import Application
+from bacpypes3.errors import ExecutionError, ServicesError
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
+
+from drivers.bacnet.config import parse_address
+from drivers.bacnet.values import error_reason
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+VENDOR_ID = 999  # bacpypes3's identifier for samples and tests; the gateway has no ASHRAE vendor id
+NotificationHandler = Callable[[Any], None]
+IAmListener = Callable[[Any], None]
+
+
+class BacnetFailure(Exception):
+    """A request failed: an error, reject or abort response, or no answer at all (`timeout`)."""
+
+    def __init__(self, reason: str, *, timeout: bool = False, response: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timeout = timeout
+        self.response = response
+
+    @classmethod
+    def from_response(cls, response: ErrorRejectAbortNack) -> BacnetFailure:
+        return cls(error_reason(response), response=response)
+
+    @property
+    def service_unsupported(self) -> bool:
+        """The device does not implement the service (reject unrecognized-service, or an error of class services)."""
+        response = self.response
+        if isinstance(response, ErrorPDU):
+            return str(response.errorClass) == "services"
+        return self.rejected_service
+
+    @property
+    def rejected_service(self) -> bool:
+        """Reject unrecognized-service: the device does not implement the service at all."""
+        response = self.response
+        return isinstance(response, RejectPDU) and (
+            int(response.apduAbortRejectReason) == RejectReason.unrecognizedService
+        )
+
+    @property
+    def about_an_object(self) -> bool:
+        """An error of class object or property: one of the request's objects or properties is the problem."""
+        response = self.response
+        return isinstance(response, ErrorPDU) and str(response.errorClass) in ("object", "property")
+
+    @property
+    def too_long(self) -> bool:
+        """The answer does not fit the device's APDU (abort segmentation-not-supported or buffer-overflow)."""
+        response = self.response
+        return isinstance(response, AbortPDU) and int(response.apduAbortRejectReason) in (
+            AbortReason.segmentationNotSupported,
+            AbortReason.bufferOverflow,
+            AbortReason.apduTooLong,
+        )
+
+
+class _GatewayApp(Application):  # type: ignore[misc]  # bacpypes3 ships no type information
+    """bacpypes3's Application, with COV notifications and I-Ams routed to the driver's callbacks."""
+
+    cov_handlers: dict[int, NotificationHandler]
+    iam_listeners: list[IAmListener]
+
+    async def do_IAmRequest(self, apdu: Any) -> None:
+        for listener in list(self.iam_listeners):
+            listener(apdu)
+        await super().do_IAmRequest(apdu)
+
+    async def do_UnconfirmedCOVNotificationRequest(self, apdu: Any) -> None:
+        handler = self.cov_handlers.get(int(apdu.subscriberProcessIdentifier))
+        if handler is not None:
+            handler(apdu)
+
+    async def do_ConfirmedCOVNotificationRequest(self, apdu: Any) -> None:
+        handler = self.cov_handlers.get(int(apdu.subscriberProcessIdentifier))
+        if handler is None:
+            raise ServicesError(errorCode="unknownSubscription")
+        handler(apdu)
+        await self.response(SimpleAckPDU(context=apdu))
+
+
+class Stack:
+    """One local BACnet/IP application, bound to `local_address`."""
+
+    def __init__(self, local_address: str, device_instance: int) -> None:
+        self.local_address = local_address
+        self.device_instance = device_instance
+        self.users = 0
+        self._next_process_id = 0
+        self._apdu_timeout_ms = 1000
+        self.app = self._open()
+
+    def _open(self) -> _GatewayApp:
+        ip, _, port = parse_address(self.local_address, allow_mask=True)
+        _check_bind(ip, port)  # bacpypes3 retries a failed bind forever, silently; fail loudly instead
+        device = DeviceObject(
+            objectIdentifier=("device", self.device_instance),
+            objectName=f"edge-gateway-{self.device_instance}",
+            vendorIdentifier=VENDOR_ID,
+            vendorName="edge-gateway",
+            modelName="edge-gateway",
+            apduTimeout=self._apdu_timeout_ms,
+            numberOfApduRetries=0,  # Stack.call retries, under each device's own timeout
+        )
+        port_object = NetworkPortObject(
+            self.local_address, objectIdentifier=("network-port", 1), objectName="NetworkPort-1"
+        )
+        app: _GatewayApp = _GatewayApp.from_object_list([device, port_object])
+        app.cov_handlers = {}
+        app.iam_listeners = []
+        return app
+
+    def fit_timeout(self, seconds: float) -> None:
+        """Keep bacpypes3's own transaction timer above the longest per-device timeout using this stack."""
+        wanted = int(seconds * 1000) + 500
+        if wanted > self._apdu_timeout_ms and self.app.device_object is not None:
+            self._apdu_timeout_ms = wanted
+            self.app.device_object.apduTimeout = wanted
+
+    def close(self) -> None:
+        self.app.close()
+
+    def next_process_id(self) -> int:
+        self._next_process_id = self._next_process_id % 4_194_303 + 1
+        return self._next_process_id
+
+    async def call(self, make: Callable[[], Awaitable[T]], per_try: float, retries: int) -> T:
+        """Run one confirmed request; resend it up to `retries` times when no answer comes within `per_try` s.
+
+        Raises `BacnetFailure` (with `timeout=True` when nothing answered)."""
+        for _ in range(retries + 1):
+            try:
+                async with asyncio.timeout(per_try):
+                    return await make()
+            except TimeoutError:
+                continue
+            except ErrorRejectAbortNack as response:  # a BaseException: must be named
+                if (
+                    isinstance(response, AbortPDU)
+                    and int(response.apduAbortRejectReason) == AbortReason.noResponse
+                ):
+                    continue
+                raise BacnetFailure.from_response(response) from None
+            except (ValueError, TypeError, ExecutionError) as exc:  # bacpypes3 encoding/decoding/casting
+                raise BacnetFailure(f"cannot encode or decode: {exc}") from None
+        tries = f" ({retries + 1} tries)" if retries else ""
+        raise BacnetFailure(f"no answer within {per_try:g} s{tries}", timeout=True)
+
+
+class StackPool:
+    """The driver's stacks by local address, and what it learned about devices (ReadPropertyMultiple support)."""
+
+    def __init__(self) -> None:
+        self._stacks: dict[str, Stack] = {}
+        self.without_rpm: set[str] = set()  # device addresses that refused ReadPropertyMultiple
+
+    def acquire(self, local_address: str, device_instance: int, timeout: float) -> Stack:
+        """The stack for `local_address`, created on first use. Raises OSError if it cannot be bound."""
+        stack = self._stacks.get(local_address)
+        if stack is None:
+            stack = Stack(local_address, device_instance)
+            self._stacks[local_address] = stack
+            log.info("BACnet/IP stack on %s (device %d)", local_address, device_instance)
+        elif stack.device_instance != device_instance:
+            log.warning(
+                "BACnet stack on %s is device %d; a connection asked for %d (first one wins)",
+                local_address,
+                stack.device_instance,
+                device_instance,
+            )
+        stack.users += 1
+        stack.fit_timeout(timeout)
+        return stack
+
+    def release(self, stack: Stack) -> None:
+        stack.users -= 1
+        if stack.users <= 0 and self._stacks.get(stack.local_address) is stack:
+            del self._stacks[stack.local_address]
+            stack.close()
+            log.info("BACnet/IP stack on %s closed", stack.local_address)
+
+
+def _check_bind(ip: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((ip, port))
