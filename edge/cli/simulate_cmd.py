@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import typer
 
@@ -37,3 +38,33 @@ def bacnet(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(vav=vav, address=address, port=port, layout=layout, instance=instance))
+
+
+@app.command("opcua")
+def opcua(
+    port: int = typer.Option(4840, help="TCP port on 127.0.0.1."),
+    lifts: int = typer.Option(4, min=1, max=200, help="Number of lifts (Lift1..LiftN)."),
+    floors: int = typer.Option(10, min=2, max=200, help="Floors served."),
+    security: list[str] = typer.Option(
+        ["None"],
+        help="Policy to offer, repeatable: None, Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss.",
+    ),
+    pki_dir: Path | None = typer.Option(None, help="Keep the server certificate here across runs."),
+    trusted_clients: Path | None = typer.Option(
+        None, help="Directory of trusted client certificates (default: any)."
+    ),
+) -> None:
+    """Serve N lift controllers over OPC UA until Ctrl-C."""
+    from simulators.opcua_lift import main as serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                port,
+                lifts,
+                floors=floors,
+                security=security,
+                pki_dir=pki_dir,
+                trusted_clients=trusted_clients,
+            )
+        )

@@ -1,0 +1,3 @@
+from simulators.opcua_lift.cli import run
+
+run()
