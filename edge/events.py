@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import uuid_utils
@@ -23,8 +23,14 @@ SPECVERSION = "1.0"
 TELEMETRY = "org.edgegw.telemetry"
 DEVICE_STATUS = "org.edgegw.device.status"
 COMMAND_RESULT = "org.edgegw.command.result"
+OUTBOX_DROPPED = "org.edgegw.outbox.dropped"
 
-DATA_VERSIONS: dict[str, str] = {TELEMETRY: "1.0", DEVICE_STATUS: "1.0", COMMAND_RESULT: "1.0"}
+DATA_VERSIONS: dict[str, str] = {
+    TELEMETRY: "1.0",
+    DEVICE_STATUS: "1.0",
+    COMMAND_RESULT: "1.0",
+    OUTBOX_DROPPED: "1.0",
+}
 
 SEQUENCE_DIGITS = 16  # the CloudEvents sequence extension is a lexicographically ordered string
 
@@ -68,10 +74,30 @@ class CommandResultData(BaseModel):
     request_id: str | None = None
 
 
+class OutboxDroppedData(BaseModel):
+    """Events of this tenant that a retention limit removed before every consumer had them, or refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    limit: Literal["max_age", "max_bytes"] = Field(description="The tenant's limit that was exceeded.")
+    action: Literal["dropped", "refused"] = Field(
+        description="'dropped': deleted from the outbox before every consumer had them (oldest first); "
+        "'refused': never stored (policy refuse_newest)."
+    )
+    events: int = Field(ge=0, description="Events affected since the previous report.")
+    bytes: int = Field(ge=0, description="Their size (event bytes).")
+    first_time: str | None = Field(default=None, description="Sample time of the oldest affected event.")
+    last_time: str | None = Field(default=None, description="Sample time of the newest affected event.")
+    total_events: int = Field(ge=0, description="Events affected this way since the outbox was created.")
+    consumers: list[str] = Field(
+        default_factory=list, description="Consumers that had not received the dropped events."
+    )
+
+
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     TELEMETRY: TelemetryData,
     DEVICE_STATUS: DeviceStatusData,
     COMMAND_RESULT: CommandResultData,
+    OUTBOX_DROPPED: OutboxDroppedData,
 }
 
 

@@ -29,6 +29,7 @@ from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
 from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.stats import GatewayStats
+from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import tenant_scope
 from edge.topics import Topics
@@ -67,6 +68,7 @@ class Gateway:
             commit_interval=storage.commit_interval_ms / 1000,
             commit_max_events=storage.commit_max_events,
             synchronous=storage.synchronous,
+            retention={t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
         )
         bus = self.config.bus
         gateway_id = self.config.gateway.id
@@ -154,6 +156,14 @@ class Gateway:
                 )
                 continue
             await self.modules.start(module.name, plugin, module.config)
+        self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
+        retention = Retention(
+            self.outbox,
+            self.tenants.values(),
+            self.config.gateway.id,
+            interval=self.config.storage.retention_interval,
+        )
+        self._spawn(retention.run, "retention")
         self._spawn(publisher.run, "publisher")
         self._spawn(last_values.run, "last-values")
         self._spawn(commands.run, "commands")

@@ -2,9 +2,26 @@
 
 A module implements four hooks (`on_init`, `on_enable`, `on_disable`, `on_health_check`) and sees only its
 `ModuleContext`: its config, the tenants entitled to it, and a handle to subscribe to and publish events.
-Its subscription is a durable outbox consumer (`module:<name>` cursor, per tenant), so a module that was down
-resumes where it stopped. A tenant without the module's entitlement flag gets none of its events routed
-there. The host owns each module's state; a module that raises is reported by name and the others go on.
+A tenant without the module's entitlement flag gets none of its events routed there. The host owns each
+module's state; a module that raises is reported by name and the others go on.
+
+Two kinds of subscription, each a durable outbox consumer per entitled tenant, so a module that was down
+resumes where it stopped, and each holding the tenant's rows in the outbox until it has passed them:
+
+- `subscribe(types, handler)`: one event at a time (`module:<name>:<n>` cursor). A handler that raises is
+  logged and counted; the event is not offered again.
+- `subscribe_batches(types, handler, ...)`: a list of events of one tenant in outbox order
+  (`module:<name>:<subscription name>` cursor), for store-and-forward uplinks. The handler's outcome decides
+  the cursor: it returns normally (all acknowledged), returns `Rejected({position: reason})` (those go to the
+  dead-letter table with the reason, the rest are acknowledged), or raises `RetryLater(after)` (nothing is
+  acknowledged; the same events are offered again after `after` seconds, or after the kernel's capped
+  exponential backoff when `after` is None). Any other exception is treated like `RetryLater(None)` and
+  logged: a bug never loses events. Dead letters an operator asked to replay are offered to the handler again.
+
+Concurrency and fairness: the host runs one batch consumer task per tenant, concurrently, and never has more
+than one batch of a tenant in the handler, so per-device order holds across retries and restarts. Sharing
+an uplink fairly between tenants is the module's business (cloud_sync gates its uploads with a weighted-fair
+scheduler and token buckets); the kernel only guarantees one tenant never waits on another's handler call.
 """
 
 from __future__ import annotations
@@ -13,11 +30,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from edge.backoff import Backoff
 from edge.events import make_event
 from edge.plugins import LoadedPlugin
 from edge.storage import StoredEvent
@@ -27,6 +45,29 @@ from edge.tenancy import TenantContext, current_tenant, tenant_scope
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[StoredEvent], Awaitable[None]]
+
+RETRY_BASE = 1.0  # seconds: the kernel's backoff for RetryLater(None), capped (reliability T04)
+RETRY_CAP = 60.0
+_REPLAY_CHECK = 2.0  # seconds between looks for dead letters an operator asked to replay
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A batch handler's verdict: these events (by outbox position) are bad; the others are delivered."""
+
+    reasons: Mapping[int, str]
+
+
+class RetryLater(Exception):
+    """Nothing of the batch was delivered: offer the same events again after `after` seconds (or backoff)."""
+
+    def __init__(self, after: float | None = None, reason: str = "") -> None:
+        self.after = after
+        self.reason = reason
+        super().__init__(reason or "retry later")
+
+
+BatchHandler = Callable[[Sequence[StoredEvent]], Awaitable[Rejected | None]]
 
 
 class ModuleState(StrEnum):
@@ -56,6 +97,17 @@ class _Subscription:
     handler: EventHandler
 
 
+@dataclass
+class _BatchSubscription:
+    name: str
+    types: tuple[str, ...]
+    handler: BatchHandler
+    max_batch: int
+    max_wait: float
+    max_bytes: int | None
+    tenants: frozenset[str] | None
+
+
 class ModuleContext:
     """Everything a module may touch: the kernel's public API for plug-ins."""
 
@@ -70,17 +122,56 @@ class ModuleContext:
         self.name = name
         self.config = config
         self.tenants = tuple(tenants)
+        self.gateway_id = gateway_id
         self.log = logging.getLogger(f"edge.module.{name}")
         self._outbox = outbox
         self._source = f"/{gateway_id}/modules/{name}"
         self.subscriptions: list[_Subscription] = []
+        self.batch_subscriptions: list[_BatchSubscription] = []
 
     def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:
         """Receive committed events of these types, per entitled tenant, in outbox order, at least once."""
         self.subscriptions.append(_Subscription(tuple(types), handler))
 
+    def subscribe_batches(
+        self,
+        types: Sequence[str] | None,
+        handler: BatchHandler,
+        *,
+        max_batch: int = 1000,
+        max_wait: float = 0.5,
+        max_bytes: int | None = None,
+        name: str = "batches",
+        tenants: Sequence[str] | None = None,
+    ) -> None:
+        """Receive committed events (of these types, or all when None) in batches of one tenant, in outbox
+        order, at least once; the handler's outcome decides what is acknowledged (see the module docs).
+
+        A batch is offered once it holds `max_batch` events (or `max_bytes` of bodies), or `max_wait`
+        seconds after its first event was seen. `tenants` limits the subscription to some of the entitled
+        tenants. The cursor is `module:<module>:<name>`, so keep `name` stable.
+        """
+        if max_batch < 1 or max_wait < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait >= 0")
+        self.batch_subscriptions.append(
+            _BatchSubscription(
+                name,
+                tuple(types or ()),
+                handler,
+                max_batch,
+                max_wait,
+                max_bytes,
+                frozenset(tenants) if tenants is not None else None,
+            )
+        )
+
+    def consumer_name(self, subscription: str) -> str:
+        """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
+        return f"module:{self.name}:{subscription}"
+
     async def publish(self, type: str, subject: str, data: dict[str, Any]) -> None:
-        """Publish an event for the current tenant (the one whose event is being handled)."""
+        """Publish an event for the current tenant (the one whose event is being handled). Raises
+        `edge.storage.OutboxFull` when the tenant's quota is full under the `refuse_newest` policy."""
         event = make_event(
             type=type,
             source=self._source,
@@ -102,6 +193,8 @@ class HostedModule:
     error: str | None = None
     handled: int = 0
     handler_errors: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -136,13 +229,25 @@ class ModuleHost:
             log.error("module %s failed to start: %s", name, hosted.error)
             return hosted
         hosted.module, hosted.context, hosted.state = module, context, ModuleState.ENABLED
-        for tenant in entitled:
-            for index, subscription in enumerate(context.subscriptions):
-                wake = self._wake.setdefault((f"{name}:{index}", tenant.tenant_id), asyncio.Event())
+        for index, subscription in enumerate(context.subscriptions):
+            consumer = f"module:{name}:{index}"
+            self._outbox.hold(consumer, [t.tenant_id for t in entitled])
+            for tenant in entitled:
+                wake = self._wake.setdefault((consumer, tenant.tenant_id), asyncio.Event())
                 hosted.tasks.append(
                     asyncio.create_task(
-                        self._consume(hosted, tenant, index, subscription, wake), name=f"module-{name}"
+                        self._consume(hosted, tenant, consumer, subscription, wake), name=f"module-{name}"
                     )
+                )
+        for batches in context.batch_subscriptions:
+            consumer = context.consumer_name(batches.name)
+            chosen = [t for t in entitled if batches.tenants is None or t.tenant_id in batches.tenants]
+            self._outbox.hold(consumer, [t.tenant_id for t in chosen])
+            for tenant in chosen:
+                wake = self._wake.setdefault((consumer, tenant.tenant_id), asyncio.Event())
+                consumer_task = _BatchConsumer(self._outbox, hosted, tenant, consumer, batches, wake)
+                hosted.tasks.append(
+                    asyncio.create_task(consumer_task.run(), name=f"module-{name}-{tenant.tenant_id}")
                 )
         log.info(
             "module %s %s enabled for tenants %s",
@@ -153,14 +258,27 @@ class ModuleHost:
         return hosted
 
     async def _consume(
-        self, hosted: HostedModule, tenant: TenantContext, index: int, sub: _Subscription, wake: asyncio.Event
+        self,
+        hosted: HostedModule,
+        tenant: TenantContext,
+        consumer: str,
+        sub: _Subscription,
+        wake: asyncio.Event,
     ) -> None:
-        consumer = f"module:{hosted.name}:{index}"
         with tenant_scope(tenant):
             position = await self._outbox.cursor(consumer)
             while True:
+                scanned = self._outbox.last_position  # committed before the read: the read sees it all
                 rows = await self._outbox.read_after(position, 200, sub.types)
+                if len(rows) < 200 and scanned > position and (not rows or rows[-1].position < scanned):
+                    # nothing else of our types up to `scanned`: pass the rest, so retention can free it
+                    tail = scanned
+                else:
+                    tail = 0
                 if not rows:
+                    if tail:
+                        position = tail
+                        self._outbox.set_cursor(consumer, position)
                     wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), 1.0)
@@ -173,6 +291,7 @@ class ModuleHost:
                         hosted.handler_errors += 1
                         log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
                     position = row.position
+                position = max(position, tail)
                 self._outbox.set_cursor(consumer, position)
 
     async def health(self) -> dict[str, Health]:
@@ -200,3 +319,186 @@ class ModuleHost:
                 except Exception as exc:
                     log.error("module %s failed to disable: %s", hosted.name, exc)
                 hosted.state = ModuleState.DISABLED
+
+
+class _BatchConsumer:
+    """One tenant's batch subscription: fill a batch, offer it, act on the outcome, repeat."""
+
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        hosted: HostedModule,
+        tenant: TenantContext,
+        consumer: str,
+        sub: _BatchSubscription,
+        wake: asyncio.Event,
+    ) -> None:
+        self._outbox = outbox
+        self._hosted = hosted
+        self._tenant = tenant
+        self._consumer = consumer
+        self._sub = sub
+        self._wake = wake
+        self._backoff = Backoff(RETRY_BASE, RETRY_CAP)
+        self._failing = False
+        self._retries = 0
+        self._next_replay_check = 0.0
+
+    async def run(self) -> None:
+        ahead: asyncio.Task[tuple[list[StoredEvent], int]] | None = None
+        with tenant_scope(self._tenant):
+            position = await self._outbox.cursor(self._consumer)
+            try:
+                while True:
+                    await self._replay_dead_letters()
+                    if ahead is not None:
+                        batch, passed = await ahead
+                        ahead = None
+                    else:
+                        batch, passed = await self._fill(position)
+                    if not batch:
+                        if passed > position:  # nothing for us up to `passed`: move on, retention may free it
+                            position = passed
+                            self._outbox.set_cursor(self._consumer, position)
+                        await self._sleep_until_woken(1.0)
+                        continue
+                    if len(batch) >= self._sub.max_batch:  # a backlog: read the next batch during this one
+                        ahead = asyncio.create_task(self._fill(batch[-1].position))
+                    retries = self._retries
+                    position = max(await self._deliver(batch, position), passed)
+                    self._outbox.set_cursor(self._consumer, position)
+                    if ahead is not None and self._retries != retries:
+                        ahead.cancel()  # read before a long wait: retention may have removed rows since
+                        ahead = None
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+
+    async def _fill(self, position: int) -> tuple[list[StoredEvent], int]:
+        """Read up to `max_batch` events after `position`, lingering up to `max_wait` for a full batch.
+
+        Returns the batch and the position up to which every row was examined (rows of other types passed)."""
+        sub, outbox = self._sub, self._outbox
+        batch: list[StoredEvent] = []
+        size, passed, after = 0, position, position
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            scanned = outbox.last_position  # committed before the read, so the read sees all of it
+            want = sub.max_batch - len(batch)
+            rows = await outbox.read_after(after, want, sub.types)
+            for row in rows:
+                if batch and sub.max_bytes is not None and size + len(row.body) > sub.max_bytes:
+                    return batch, batch[-1].position  # full by bytes: the rest waits for the next batch
+                batch.append(row)
+                size += len(row.body)
+            if rows:
+                after = rows[-1].position
+            passed = max(after, scanned) if len(rows) < want else after
+            if len(batch) >= sub.max_batch or not batch:
+                return batch, passed
+            if deadline is None:
+                deadline = loop.time() + sub.max_wait
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return batch, passed
+            await self._sleep_until_woken(remaining)
+
+    async def _sleep_until_woken(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _deliver(self, batch: list[StoredEvent], position: int) -> int:
+        """Offer the batch until the handler accepts it (wholly or with rejections); returns the new cursor."""
+        while True:
+            outcome = await self._offer(batch)
+            if not isinstance(outcome, _Retry):
+                rejected = outcome.reasons if isinstance(outcome, Rejected) else {}
+                await self._settle(batch, rejected)
+                return batch[-1].position
+            # the same events again, minus any that retention removed meanwhile
+            last = batch[-1].position
+            rows = await self._outbox.read_after(position, len(batch), self._sub.types)
+            batch = [r for r in rows if r.position <= last]
+            if not batch:
+                return last
+
+    async def _offer(self, batch: Sequence[StoredEvent]) -> Rejected | _Retry | None:
+        """One handler call; returns its verdict, or `_RETRY` after waiting as it (or the backoff) asked."""
+        hosted = self._hosted
+        try:
+            outcome = await self._sub.handler(batch)
+        except RetryLater as retry:
+            delay = retry.after if retry.after is not None else self._backoff.next_delay()
+            reason = retry.reason or "retry later"
+        except Exception as exc:  # a bug in the handler: log it, keep the events, try again later
+            hosted.handler_errors += 1
+            delay, reason = self._backoff.next_delay(), f"handler error: {type(exc).__name__}: {exc}"
+            if not self._failing:
+                log.exception("module %s failed on a batch of %d events", hosted.name, len(batch))
+        else:
+            if self._failing:
+                log.info("module %s delivers again (%s)", hosted.name, self._consumer)
+            self._failing = False
+            self._backoff.reset()
+            return outcome
+        hosted.retries += 1
+        self._retries += 1
+        self._outbox.record_failure(self._consumer, reason)
+        if not self._failing:
+            log.warning(
+                "module %s: batch of %d not delivered (%s); retrying", hosted.name, len(batch), reason
+            )
+        self._failing = True
+        await asyncio.sleep(max(0.0, delay))
+        return _RETRY
+
+    async def _settle(self, batch: Sequence[StoredEvent], rejected: Mapping[int, str]) -> None:
+        by_position = {row.position: row for row in batch}
+        dead = [(by_position[p], why) for p, why in rejected.items() if p in by_position]
+        if len(dead) < len(rejected):
+            log.warning("module %s rejected positions outside its batch; ignored", self._hosted.name)
+        if dead:
+            await self._outbox.dead_letter(self._consumer, dead)
+            self._hosted.dead_lettered += len(dead)
+            log.warning(
+                "module %s refused %d events (first: %s: %s); kept as dead letters",
+                self._hosted.name,
+                len(dead),
+                dead[0][0].id,
+                dead[0][1],
+            )
+        self._hosted.handled += len(batch) - len(dead)
+        self._outbox.record_success(self._consumer, len(batch) - len(dead))
+
+    async def _replay_dead_letters(self) -> None:
+        """Offer again what an operator asked to replay (`edge sync replay-dead-letters`)."""
+        now = time.monotonic()
+        if now < self._next_replay_check:
+            return
+        self._next_replay_check = now + _REPLAY_CHECK
+        letters = await self._outbox.dead_letters(self._consumer, self._sub.max_batch, replay_only=True)
+        if not letters:
+            return
+        batch = [letter.event for letter in letters]
+        log.info("module %s: replaying %d dead letters", self._hosted.name, len(batch))
+        while True:
+            outcome = await self._offer(batch)
+            if not isinstance(outcome, _Retry):
+                break
+        rejected = outcome.reasons if isinstance(outcome, Rejected) else {}
+        still_bad = [(row, rejected[row.position]) for row in batch if row.position in rejected]
+        if still_bad:
+            await self._outbox.dead_letter(self._consumer, still_bad)
+        accepted = [row.position for row in batch if row.position not in rejected]
+        await self._outbox.resolve_dead_letters(self._consumer, accepted)
+        self._outbox.record_success(self._consumer, len(accepted))
+        self._next_replay_check = 0.0  # there may be more
+
+
+class _Retry:
+    """The handler asked for (or needs) another try; the wait is already done."""
+
+
+_RETRY = _Retry()

@@ -44,14 +44,20 @@ class NotAModule:
     pass
 
 
-@pytest.mark.parametrize(
-    "folder", sorted(p.parent for p in ROOT.glob("*/*/manifest.toml")), ids=lambda p: p.name
-)
+def _plugin_folders() -> list[Path]:
+    """drivers/<name>/ and modules/<name>/, and top-level plug-ins such as cloud_sync/."""
+    found = [*ROOT.glob("*/*/manifest.toml"), *ROOT.glob("*/manifest.toml")]
+    return sorted(p.parent for p in found if not p.relative_to(ROOT).parts[0].startswith("."))
+
+
+@pytest.mark.parametrize("folder", _plugin_folders(), ids=lambda p: p.name)
 def test_every_plugin_folder_has_a_valid_manifest_named_after_it(folder: Path) -> None:
-    package = f"{folder.parent.name}.{folder.name}"
+    top_level = folder.parent == ROOT
+    package = folder.name if top_level else f"{folder.parent.name}.{folder.name}"
     manifest = read_manifest(package)
     assert manifest.name == folder.name
-    assert manifest.kind == {"drivers": "driver", "modules": "module"}[folder.parent.name]
+    if not top_level:
+        assert manifest.kind == {"drivers": "driver", "modules": "module"}[folder.parent.name]
     assert (folder / "README.md").is_file(), "a plug-in documents itself with a sample config"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     group = DRIVER_GROUP if manifest.kind == "driver" else MODULE_GROUP
@@ -84,4 +90,4 @@ def test_modules_never_import_each_other_and_simulators_stay_independent() -> No
         others = {n.split(".")[1] for n in _imports(path) if n.startswith("modules.") and n.count(".") >= 1}
         assert others <= {own}, path
     for path in (ROOT / "simulators").rglob("*.py"):
-        assert not _top(_imports(path)) & {"edge", "drivers", "modules"}, path
+        assert not _top(_imports(path)) & {"edge", "drivers", "modules", "cloud_sync"}, path

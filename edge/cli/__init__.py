@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from edge.cli import certs_cmd, config_cmd, demo_cmd, device_cmd, events_cmd, point_cmd, run_cmd, simulate_cmd
+from edge.cli import (
+    certs_cmd,
+    config_cmd,
+    demo_cmd,
+    device_cmd,
+    events_cmd,
+    point_cmd,
+    run_cmd,
+    simulate_cmd,
+    sync_cmd,
+)
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Edge gateway for buildings and industrial sites."
@@ -17,6 +27,7 @@ app.add_typer(point_cmd.app, name="point")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
+app.add_typer(sync_cmd.app, name="sync")
 
 
 def main() -> None:

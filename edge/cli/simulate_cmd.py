@@ -68,3 +68,16 @@ def opcua(
                 trusted_clients=trusted_clients,
             )
         )
+
+
+@app.command("cloud")
+def cloud(
+    port: int = typer.Option(8443, help="TCP port on 127.0.0.1."),
+    tenants: str = typer.Option("acme", help="Comma-separated tenant ids; demo credentials are printed."),
+    token_ttl: float = typer.Option(300.0, help="Seconds an access token lives."),
+) -> None:
+    """A cloud ingestion endpoint (OAuth2, HMAC, dedupe, fault injection) until Ctrl-C."""
+    from simulators.cloud import main as serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(port=port, tenants=[t for t in tenants.split(",") if t], token_ttl=token_ttl))

@@ -6,11 +6,13 @@ driver each device names (see `edge.config.loader`), so an error always points a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from edge.points import Name
+from edge.storage import RetentionPolicy
 
 
 class _Strict(BaseModel):
@@ -23,11 +25,59 @@ class GatewaySection(_Strict):
     data_dir: str = Field(default="var", description="Outbox, broker state and logs; relative to the file.")
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _quantity(units: dict[str, int]) -> Any:
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if match is None or match.group(2).lower() not in units:
+            raise ValueError(f"expected a number with one of the units {sorted(u for u in units if u)}")
+        return float(match.group(1)) * units[match.group(2).lower()]
+
+    return BeforeValidator(parse)
+
+
+Bytes = Annotated[int, _quantity(_SIZE_UNITS)]  # 1073741824, or "1GiB", "500MB"
+Seconds = Annotated[float, _quantity(_TIME_UNITS)]  # 3600, or "1h", "7d", "90s"
+
+
+class RetentionConfig(_Strict):
+    """How much of one tenant the outbox keeps, and what happens beyond it (see edge/storage/retention.py)."""
+
+    max_age: Seconds = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="Events some consumer has not received are dropped after this.",
+    )
+    max_bytes: Bytes = Field(default=1 << 30, ge=1 << 20, description="The tenant's quota of event bytes.")
+    policy: Literal["drop_oldest", "refuse_newest"] = Field(
+        default="drop_oldest",
+        description="When the quota is full: drop the oldest events or refuse new ones.",
+    )
+    keep_delivered: Seconds = Field(
+        default=600.0, ge=0, description="Seconds of history kept after every consumer received an event."
+    )
+
+
+class RetentionOverride(_Strict):
+    """Per-tenant changes to `[storage.retention]`; unset fields keep the gateway's default."""
+
+    max_age: Seconds | None = Field(default=None, gt=0)
+    max_bytes: Bytes | None = Field(default=None, ge=1 << 20)
+    policy: Literal["drop_oldest", "refuse_newest"] | None = None
+    keep_delivered: Seconds | None = Field(default=None, ge=0)
+
+
 class TenantConfig(_Strict):
     id: Name
     name: str = ""
     locale: str = "en"
     entitlements: tuple[str, ...] = ()
+    retention: RetentionOverride = RetentionOverride()
 
 
 class SiteConfig(_Strict):
@@ -80,6 +130,10 @@ class StorageConfig(_Strict):
     commit_interval_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
     commit_max_events: int = Field(default=1000, ge=1, le=100_000)
     synchronous: Literal["full", "normal"] = "full"
+    retention: RetentionConfig = RetentionConfig()
+    retention_interval: Seconds = Field(
+        default=5.0, gt=0, le=3600, description="Seconds between retention sweeps."
+    )
 
 
 class ModuleConfig(_Strict):
@@ -96,6 +150,14 @@ class GatewayConfig(_Strict):
     modules: tuple[ModuleConfig, ...] = ()
     bus: BusConfig = BusConfig()
     storage: StorageConfig = StorageConfig()
+
+    def retention_policy(self, tenant: str) -> RetentionPolicy:
+        """The storage defaults with the tenant's own overrides applied."""
+        merged = self.storage.retention.model_dump()
+        for config in self.tenants:
+            if config.id == tenant:
+                merged.update(config.retention.model_dump(exclude_none=True))
+        return RetentionPolicy(**merged)
 
 
 class ProfileHeader(_Strict):
