@@ -47,6 +47,7 @@ class StatusSnapshot:
     events_published: int
     point_updates_published: int
     backlog: int
+    module_backlogs: dict[str, int]
     bus_connected: bool
     commands_accepted: int
     commands_rejected: int
@@ -223,6 +224,15 @@ class Gateway:
                 total += await self.outbox.backlog(MQTT_CONSUMER)
         return total
 
+    async def module_backlogs(self) -> dict[str, int]:
+        """Events not yet taken by each module consumer (cloud uploads among them), all tenants together."""
+        totals: dict[str, int] = {}
+        for ctx in self.tenants.values():
+            with tenant_scope(ctx):
+                for consumer in sorted(self.outbox.holders() - {MQTT_CONSUMER}):
+                    totals[consumer] = totals.get(consumer, 0) + await self.outbox.backlog(consumer)
+        return totals
+
     async def status(self) -> StatusSnapshot:
         return StatusSnapshot(
             uptime=time.monotonic() - self.stats.started,
@@ -233,6 +243,7 @@ class Gateway:
             events_published=self.stats.events_published,
             point_updates_published=self.stats.point_updates_published,
             backlog=await self.backlog(),
+            module_backlogs=await self.module_backlogs(),
             bus_connected=self.bus.connected,
             commands_accepted=self.stats.commands_accepted,
             commands_rejected=self.stats.commands_rejected,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -98,19 +99,25 @@ def test_device_test_of_an_unreachable_device_shows_bad_quality_and_fails(tmp_pa
 
 
 def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: Path) -> None:
-    mqtt_port, modbus_port = free_port(), free_port()
+    mqtt_port, modbus_port, cloud_port = free_port(), free_port(), free_port()
     demo = subprocess.Popen(
         [
             *EDGE,
             "demo",
             "--devices",
             "3",
+            "--vavs",
+            "1",
+            "--lifts",
+            "1",
             "--data-dir",
             str(tmp_path / "demo"),
             "--mqtt-port",
             str(mqtt_port),
             "--modbus-port",
             str(modbus_port),
+            "--cloud-port",
+            str(cloud_port),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -123,9 +130,18 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
             "edge/acme/events/acme-hq/inv-01",
             "edge/globex/events/globex-plant/inv-03",
             "edge/acme/points/acme-hq/inv-01/ac_power",
+            "edge/acme/events/acme-hq/ahu-1",  # BACnet
+            "edge/globex/events/globex-plant/lift-1",  # OPC UA
         }
-        recorder.wait_for(lambda m: {t for t, _, _ in m} >= expected)
+        recorder.wait_for(lambda m: {t for t, _, _ in m} >= expected, 40)
         recorder.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # both tenants' events reach their cloud
+            stats = httpx.get(f"http://127.0.0.1:{cloud_port}/_sim/stats", timeout=5).json()["tenants"]
+            if all(stats.get(t, {}).get("unique", 0) > 0 for t in ("acme", "globex")):
+                break
+            time.sleep(0.5)
+        assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)
     finally:
@@ -133,7 +149,7 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
             os.killpg(demo.pid, signal.SIGKILL)
     assert demo.returncode == 0, stderr
     assert f"mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'" in stderr
-    assert "devices up 3/3" in stderr
+    assert "devices up 6/6" in stderr
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
 
@@ -156,20 +172,27 @@ def test_device_add_writes_a_valid_device_and_keeps_comments(tmp_path: Path) -> 
     before = config.read_text()
     refused = subprocess.run(
         [*EDGE, "device", "add", "inv-10", "--driver", "modbus", "--tenant", "nobody", "--site", "roof",
-         "--profile", "sunspec-inverter", "--connection", "port=99999", "-c", str(config)],
+         "--profile", "sunspec-inverter", "--connection", "host=10.0.0.10", "--connection", "port=99999", "-c", str(config)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2
-    assert "unknown tenant 'nobody'" in refused.stderr and "connection.port" in refused.stderr
+    assert "unknown tenant 'nobody'" in refused.stderr and "devices[2] (inv-10).connection" in refused.stderr
     assert str(config) in refused.stderr and ".edge-" not in refused.stderr
     assert config.read_text() == before  # an invalid addition leaves the file untouched
 
 
-def test_discover_with_a_driver_that_cannot_discover_says_so() -> None:
+def test_discover_with_an_unknown_driver_or_bad_target_says_why() -> None:
     result = subprocess.run(
-        [*EDGE, "device", "discover", "modbus"], capture_output=True, text=True, timeout=60
+        [*EDGE, "device", "discover", "canbus"], capture_output=True, text=True, timeout=60
     )
-    assert result.returncode == 1 and "cannot discover" in result.stderr
+    assert result.returncode == 1 and "no such driver" in result.stderr
+    result = subprocess.run(
+        [*EDGE, "device", "discover", "bacnet", "-t", "colour=blue"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "discovery failed" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_point_write_goes_through_the_running_gateway(tmp_path: Path, mosquitto: object) -> None:

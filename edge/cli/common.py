@@ -25,6 +25,7 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # pymodbus logs every failed request with a frame dump; the gateway logs device down/up once instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upload otherwise
 
 
 def load_or_exit(path: Path) -> tuple[LoadedConfig, PluginRegistry]:

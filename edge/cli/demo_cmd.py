@@ -1,9 +1,18 @@
+"""`edge demo`: the gateway's main job on embedded defaults, with nothing to set up.
+
+Simulators in their own processes (SunSpec inverters on Modbus TCP, an air-handling unit and VAV boxes on
+BACnet/IP, lifts on OPC UA, and a cloud ingestion endpoint), the gateway with its embedded Mosquitto, and
+cloud sync uploading each tenant's events to the cloud simulator.
+"""
+
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -11,55 +20,88 @@ import typer
 from edge.cli.common import load_or_exit, setup_logging
 from edge.cli.run_cmd import StatusPrinter, run_gateway
 
+TENANTS = ("acme", "globex")
+
+
+@dataclass(frozen=True)
+class DemoPorts:
+    mqtt: int
+    modbus: int
+    bacnet: int  # the AHU; VAV k listens on bacnet + k
+    bacnet_gateway: int
+    opcua: int
+    cloud: int
+
 
 def demo(
     devices: int = typer.Option(10, min=1, max=247, help="Simulated inverters."),
+    vavs: int = typer.Option(2, min=0, max=20, help="Simulated VAV boxes beside the air-handling unit."),
+    lifts: int = typer.Option(2, min=0, max=20, help="Simulated lifts."),
     data_dir: Path = typer.Option(Path("var/demo"), help="Where the demo's config, outbox and broker live."),
     mqtt_port: int = typer.Option(0, help="Port of the gateway's embedded broker (0: 1883, or a free one)."),
     modbus_port: int = typer.Option(0, help="Port of the Modbus simulator (0: 5020, or a free one)."),
+    cloud_port: int = typer.Option(0, help="Port of the cloud endpoint simulator (0: 8443, or a free one)."),
 ) -> None:
-    """Start a Modbus inverter simulator and the gateway on a demo configuration, with a live status line."""
+    """Run simulators, a cloud endpoint and the gateway on a demo configuration, with a live status line."""
     setup_logging("INFO")
-    mqtt_port = mqtt_port or _port_or_free(1883)
-    modbus_port = modbus_port or _port_or_free(5020)
+    ports = DemoPorts(
+        mqtt=mqtt_port or _port_or_free(1883),
+        modbus=modbus_port or _port_or_free(5020),
+        bacnet=(bacnet := _free_udp_run(vavs + 1)),
+        bacnet_gateway=_free_udp_run(1, start=bacnet + vavs + 1),
+        opcua=_port_or_free(4840),
+        cloud=cloud_port or _port_or_free(8443),
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "edge.toml"
-    config_path.write_text(demo_config(devices, mqtt_port, modbus_port))
+    config_path.write_text(demo_config(devices, vavs, lifts, ports))
+    for tenant in TENANTS:  # the cloud simulator's demo credentials, passed as secret references
+        os.environ[f"EDGE_DEMO_{tenant.upper()}_SECRET"] = f"{tenant}-client-secret"
+        os.environ[f"EDGE_DEMO_{tenant.upper()}_HMAC"] = f"{tenant}-hmac-key"
     loaded, registry = load_or_exit(config_path)
-    simulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulators.modbus_inverter",
-            "--port",
-            str(modbus_port),
-            "--devices",
-            str(devices),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    py = sys.executable
+    simulators = [
+        ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices)], ("tcp", ports.modbus)),
+        ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS)], ("tcp", ports.cloud)),
+        ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports"], None),
+    ]  # fmt: skip
+    if lifts:
+        simulators.append(("OPC UA lifts", [py, "-m", "simulators.opcua_lift", "--port", str(ports.opcua), "--lifts", str(lifts)], ("tcp", ports.opcua)))  # fmt: skip
+    processes = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _, cmd, _ in simulators]
     try:
-        _wait_port(modbus_port, 15.0)
+        for (name, _, endpoint), process in zip(simulators, processes, strict=True):
+            if endpoint is not None:
+                _wait_port(name, process, endpoint[1], 30.0)
         typer.echo(
-            f"\nDemo: {devices} simulated inverters (Modbus TCP 127.0.0.1:{modbus_port}) -> gateway -> MQTT 127.0.0.1:{mqtt_port}\n"
-            f"  config:  {config_path}\n"
-            f"  outbox:  {loaded.data_dir / loaded.config.storage.path}\n"
-            f"  watch:   mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'\n"
-            f"  one point: mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/acme/points/acme-hq/inv-01/ac_power'\n"
-            "  Ctrl-C stops everything.\n",
+            _banner(devices, vavs, lifts, ports, config_path, loaded.data_dir / loaded.config.storage.path),
             err=True,
         )
         run_gateway(loaded, registry, StatusPrinter())
     finally:
-        simulator.terminate()
-        try:
-            simulator.wait(5)
-        except subprocess.TimeoutExpired:
-            simulator.kill()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def demo_config(devices: int, mqtt_port: int, modbus_port: int) -> str:
-    """Two tenants sharing one gateway: the first half of the inverters is ACME's, the rest Globex's."""
+def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path, outbox: Path) -> str:
+    return (
+        f"\nDemo: {devices} inverters (Modbus TCP :{ports.modbus}), 1 AHU + {vavs} VAV (BACnet/IP :{ports.bacnet}),"
+        f" {lifts} lifts (OPC UA :{ports.opcua}) -> gateway -> MQTT 127.0.0.1:{ports.mqtt} and the cloud (:{ports.cloud})\n"
+        f"  config:  {config}\n"
+        f"  outbox:  {outbox}\n"
+        f"  watch:   mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/#'\n"
+        f"  one point: mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/acme/points/acme-hq/inv-01/ac_power'\n"
+        f"  the cloud: curl -s http://127.0.0.1:{ports.cloud}/_sim/stats\n"
+        "  Ctrl-C stops everything.\n"
+    )
+
+
+def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
+    """Two tenants share the gateway: ACME owns half the inverters and the HVAC, Globex the rest and the lifts."""
     lines = [
         "# Demo configuration written by `edge demo`.",
         "[gateway]",
@@ -69,19 +111,19 @@ def demo_config(devices: int, mqtt_port: int, modbus_port: int) -> str:
         "",
         "[bus]",
         'mode = "embedded"',
-        f"port = {mqtt_port}",
+        f"port = {ports.mqtt}",
         "",
         "[[tenants]]",
         'id = "acme"',
         'name = "ACME Property"',
         'locale = "en-GB"',
-        'entitlements = ["solar", "billing"]',
+        'entitlements = ["solar", "billing", "hvac"]',
         "",
         "[[tenants]]",
         'id = "globex"',
         'name = "Globex Manufacturing"',
         'locale = "de-DE"',
-        'entitlements = ["solar"]',
+        'entitlements = ["solar", "lifts"]',
         "",
         "[[sites]]",
         'id = "acme-hq"',
@@ -94,18 +136,47 @@ def demo_config(devices: int, mqtt_port: int, modbus_port: int) -> str:
     half = (devices + 1) // 2
     for unit in range(1, devices + 1):
         tenant, site = ("acme", "acme-hq") if unit <= half else ("globex", "globex-plant")
+        lines += _device(f"inv-{unit:02d}", "modbus", tenant, site, "sunspec-inverter", 1.0,
+                         f'{{ host = "127.0.0.1", port = {ports.modbus}, unit_id = {unit} }}')  # fmt: skip
+    bacnet_local = f'local_address = "127.0.0.1/8:{ports.bacnet_gateway}"'
+    for k in range(vavs + 1):
+        name, profile = ("ahu-1", "ahu") if k == 0 else (f"vav-{k}", "vav")
+        lines += _device(name, "bacnet", "acme", "acme-hq", profile, 5.0,
+                         f'{{ address = "127.0.0.1:{ports.bacnet + k}", device_instance = {1000 + k}, {bacnet_local} }}')  # fmt: skip
+    for k in range(1, lifts + 1):
+        lines += _device(f"lift-{k}", "opcua", "globex", "globex-plant", "lift", 5.0,
+                         f'{{ url = "opc.tcp://127.0.0.1:{ports.opcua}/lift", security = "None", node_variables = {{ lift = "Lift{k}" }} }}')  # fmt: skip
+    lines += ["", "[[modules]]", 'name = "cloud_sync"', "", "[modules.config]"]
+    lines += [
+        f'endpoint = "http://127.0.0.1:{ports.cloud}/v1/events"',
+        f'token_url = "http://127.0.0.1:{ports.cloud}/oauth2/token"',
+    ]
+    for tenant in TENANTS:
         lines += [
             "",
-            "[[devices]]",
-            f'name = "inv-{unit:02d}"',
-            'driver = "modbus"',
-            f'tenant = "{tenant}"',
-            f'site = "{site}"',
-            'profile = "sunspec-inverter"',
-            "poll_interval = 1.0",
-            f'connection = {{ host = "127.0.0.1", port = {modbus_port}, unit_id = {unit} }}',
+            f"[modules.config.tenants.{tenant}]",
+            f'client_id = "{tenant}"',
+            f'client_secret = "env:EDGE_DEMO_{tenant.upper()}_SECRET"',
+            f'hmac_key = "env:EDGE_DEMO_{tenant.upper()}_HMAC"',
+            'hmac_key_id = "k1"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _device(
+    name: str, driver: str, tenant: str, site: str, profile: str, poll: float, connection: str
+) -> list[str]:
+    return [
+        "",
+        "[[devices]]",
+        f'name = "{name}"',
+        f'driver = "{driver}"',
+        f'tenant = "{tenant}"',
+        f'site = "{site}"',
+        f'profile = "{profile}"',
+        f"poll_interval = {poll}",
+        f"connection = {connection}",
+    ]
 
 
 def _port_or_free(preferred: int) -> int:
@@ -119,13 +190,31 @@ def _port_or_free(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
-def _wait_port(port: int, timeout: float) -> None:
+def _free_udp_run(count: int, start: int = 47820) -> int:
+    """The first of `count` consecutive free UDP ports on 127.0.0.1 from `start` (BACnet peers, one port each)."""
+    for base in range(start, start + 1000, 10):
+        sockets = []
+        try:
+            for offset in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free UDP ports for the BACnet simulator")
+
+
+def _wait_port(name: str, process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.1)
-    typer.echo(f"the Modbus simulator did not start listening on port {port} within {timeout:g} s", err=True)
+    typer.echo(f"the {name} simulator did not start listening on port {port}", err=True)
     raise typer.Exit(1)

@@ -128,9 +128,10 @@ class StatusPrinter:
             rate = (s.points_read - self._last[1]) / (now - self._last[0])
         self._last = (now, s.points_read)
         bus = "connected" if s.bus_connected else "DISCONNECTED"
+        modules = "".join(f", {name.removeprefix('module:')} {n}" for name, n in s.module_backlogs.items())
         sys.stderr.write(
             f"\r[{s.uptime:6.0f}s] devices up {s.devices_up}/{s.devices} | {rate:8.0f} points/s | "
             f"events stored {s.events_stored} published {s.events_published} | "
-            f"point updates {s.point_updates_published} | backlog {s.backlog} | bus {bus}   "
+            f"point updates {s.point_updates_published} | backlog {s.backlog}{modules} | bus {bus}   "
         )
         sys.stderr.flush()
