@@ -1,4 +1,5 @@
-"""Modbus TCP solar-inverter simulator: N SunSpec inverters (unit ids 1..N) on one TCP port.
+"""Modbus solar-inverter simulator: N SunSpec inverters (unit ids 1..N) on one TCP port, or on one RTU
+serial line (`rtu="/path/to/tty"`, e.g. one end of a socat pty pair).
 
 An independent device: it imports nothing from `edge`, `drivers` or the gateway's decoders and
 encodes every register itself (SunSpec common model 1 + three-phase inverter model 103, base 40000,
@@ -27,9 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
@@ -312,7 +314,7 @@ def _sim_device(unit: int, image: list[int], action: SimAction) -> SimDevice:
     )
 
 
-def _live_registers(server: ModbusTcpServer, unit: int) -> list[int]:
+def _live_registers(server: ModbusTcpServer | ModbusSerialServer, unit: int) -> list[int]:
     """The holding-register list pymodbus 3.16 serves from (SimRuntime.block["h"]), updated in place."""
     context = server.context
     if not isinstance(context, SimCore):
@@ -328,6 +330,12 @@ class InverterSimulator:
 
     `sim_time="12:00"` freezes the simulated time of day (energy still accumulates in real time);
     add `time_scale=60` to run that clock 60x faster. With no `sim_time`, the local wall clock is used.
+    With `rtu` (a serial device path), it serves Modbus RTU on that line at `baudrate` and `parity` ("N" by
+    default: a pty refuses parity settings) instead of TCP.
+
+    Fault injection: `set_offline`, `set_garbage`, `set_latency` (seconds added before a unit answers),
+    `set_exception_rate` (a share of requests answered with exception 6, server busy, from a seeded random
+    generator), and `drop_connections()` (TCP: closes every client connection, as a device reboot would).
     """
 
     def __init__(
@@ -340,10 +348,17 @@ class InverterSimulator:
         sim_time: str | None = None,
         seed: int = 0,
         time_scale: float | None = None,
+        rtu: str | None = None,
+        baudrate: int = 19200,
+        parity: str = "N",
     ) -> None:
         if not 1 <= devices <= 247:
             raise ValueError("devices must be 1..247 (Modbus unit ids)")
         self.host, self.port, self.devices = host, port, devices
+        self.rtu, self.baudrate, self.parity = rtu, baudrate, parity
+        self._latency: dict[int, float] = {}
+        self._exception_rate: dict[int, float] = {}
+        self._rng = random.Random(seed)
         self.update_interval = update_interval
         self.clock = _SimClock(sim_time, time_scale)
         self._inverters = {u: _Inverter(u, seed) for u in range(1, devices + 1)}
@@ -351,7 +366,7 @@ class InverterSimulator:
         self._regs: dict[int, list[int]] = {}
         self._offline: set[int] = set()
         self._garbage: set[int] = set()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_tick = 0.0
 
@@ -362,11 +377,21 @@ class InverterSimulator:
             images[unit] = _static_image(unit)
             self._write(images[unit], self._step(unit, 0.0, 100, first=True))
         devices = [_sim_device(u, images[u], functools.partial(self._action, u)) for u in images]
-        self._server = ModbusTcpServer(
-            devices,
-            address=(self.host, self.port),
-            trace_pdu=self._trace_pdu,  # type: ignore[arg-type]  # None is how a request is dropped
-        )
+        if self.rtu is not None:
+            self._server = ModbusSerialServer(
+                devices,
+                framer=FramerType.RTU,
+                port=self.rtu,
+                baudrate=self.baudrate,
+                parity=self.parity,
+                trace_pdu=self._trace_pdu,  # type: ignore[arg-type]  # None is how a request is dropped
+            )
+        else:
+            self._server = ModbusTcpServer(
+                devices,
+                address=(self.host, self.port),
+                trace_pdu=self._trace_pdu,  # type: ignore[arg-type]
+            )
         self._regs = {u: _live_registers(self._server, u) for u in images}
         await self._server.serve_forever(background=True)
         self._last_tick = time.monotonic()
@@ -399,6 +424,25 @@ class InverterSimulator:
     def set_garbage(self, unit: int, enabled: bool) -> None:
         """A garbage unit answers every request with exception 4 (SERVER DEVICE FAILURE)."""
         (self._garbage.add if enabled else self._garbage.discard)(self._check(unit))
+
+    def set_latency(self, unit: int, seconds: float) -> None:
+        """Delay every answer of `unit` by `seconds` (0 removes it). The server answers one request at a time."""
+        self._latency[self._check(unit)] = max(0.0, seconds)
+
+    def set_exception_rate(self, unit: int, rate: float) -> None:
+        """Answer this share (0..1) of the unit's requests with exception 6 (SERVER DEVICE BUSY)."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be 0..1")
+        self._exception_rate[self._check(unit)] = rate
+
+    def drop_connections(self) -> int:
+        """Close every client TCP connection (clients see the connection lost); returns how many."""
+        if self._server is None or self.rtu is not None:
+            return 0
+        connections = list(self._server.active_connections.values())
+        for connection in connections:
+            connection.close()
+        return len(connections)
 
     def set_sim_time(self, sim_time: str, time_scale: float | None = None) -> None:
         """Jump the simulated clock (e.g. from noon to night) without restarting; applies next update."""
@@ -453,6 +497,12 @@ class InverterSimulator:
     ) -> ExcCodes | None:
         if unit in self._garbage:
             return ExcCodes.DEVICE_FAILURE
+        latency = self._latency.get(unit, 0.0)
+        if latency:
+            await asyncio.sleep(latency)
+        rate = self._exception_rate.get(unit, 0.0)
+        if rate and self._rng.random() < rate:
+            return ExcCodes.DEVICE_BUSY
         writes_limit = (
             values and function_code in _HR_WRITE_FCS and address <= W_MAX_LIM_PCT < address + count
         )
@@ -469,13 +519,25 @@ async def main(
     *,
     sim_time: str | None = None,
     time_scale: float | None = None,
+    rtu: str | None = None,
+    baudrate: int = 19200,
+    parity: str = "N",
 ) -> None:
     """Serve until cancelled (used by `edge simulate modbus`)."""
     sim = InverterSimulator(
-        devices, port, host, update_interval=update_interval, sim_time=sim_time, time_scale=time_scale
+        devices,
+        port,
+        host,
+        update_interval=update_interval,
+        sim_time=sim_time,
+        time_scale=time_scale,
+        rtu=rtu,
+        baudrate=baudrate,
+        parity=parity,
     )
     await sim.start()
-    print(f"Modbus simulator: {devices} inverters on {host}:{port} (unit ids 1..{devices})", flush=True)
+    where = f"RTU {rtu} at {baudrate} baud 8{parity}1" if rtu else f"{host}:{port}"
+    print(f"Modbus simulator: {devices} inverters on {where} (unit ids 1..{devices})", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -496,12 +558,16 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
             args.update_interval,
             sim_time=args.sim_time,
             time_scale=args.time_scale,
+            rtu=args.rtu,
+            baudrate=args.baudrate,
+            parity=args.parity,
         )
 
 
 def _cli(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
-        prog="python -m simulators.modbus_inverter", description="Modbus TCP SunSpec solar-inverter simulator"
+        prog="python -m simulators.modbus_inverter",
+        description="Modbus TCP/RTU SunSpec solar-inverter simulator",
     )
     p.add_argument("--port", type=int, default=5020)
     p.add_argument("--devices", type=int, default=1, help="number of inverters, unit ids 1..N")
@@ -509,6 +575,11 @@ def _cli(argv: list[str] | None = None) -> None:
     p.add_argument("--update-interval", type=float, default=1.0, help="seconds between value updates")
     p.add_argument("--sim-time", default=None, help="fixed time of day HH:MM (default: local clock)")
     p.add_argument("--time-scale", type=float, default=None, help="sim clock speed, e.g. 60")
+    p.add_argument(
+        "--rtu", default=None, metavar="PATH", help="serve Modbus RTU on this serial device instead"
+    )
+    p.add_argument("--baudrate", type=int, default=19200, help="RTU line speed")
+    p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="RTU parity (8 data bits, 1 stop)")
     asyncio.run(_serve_until_signal(p.parse_args(argv)))
 
 

@@ -25,6 +25,7 @@ from edge.points import PointConfig, PointFault
 from tests.helpers import free_port
 
 UNIT = 1
+_EXC2 = PointFault("modbus exception 2 (illegal data address)")
 # holding registers 0..19 and 100..109 exist; 20..99 and 110.. are illegal addresses
 HOLDING = [
     0x1234,  # 0 uint16 4660
@@ -49,7 +50,11 @@ class _Server:
         self.silent = False  # drop every response
         self.silent_addresses: set[int] = set()  # drop responses to requests starting there
         self.gateway_failure = False  # answer every request with exception 0x0B
+        self.clamp_writes: int | None = None  # store at most this value, as a device limiting a setpoint does
+        # exception 2 for reads including both this address and the one before it
+        self.refuse_spanning: int | None = None
         self._last_address: int | None = None
+        self.requests: list[tuple[int, int, int]] = []  # (function code, address, count) received
         self.server: ModbusTcpServer | None = None
 
     async def start(self) -> None:
@@ -87,12 +92,20 @@ class _Server:
         assert self.server is not None
         return bool((await self.server.async_getValues(UNIT, 1, address, 1))[0])
 
-    async def _action(self, *_args: Any) -> ExcCodes | None:
+    async def _action(
+        self, _fc: int, _start: int, address: int, count: int, _registers: Any, values: Any
+    ) -> ExcCodes | None:
+        if values and self.clamp_writes is not None and not isinstance(values[0], bool):
+            values[:] = [min(v, self.clamp_writes) for v in values]
+        cut = self.refuse_spanning
+        if cut is not None and address < cut < address + count:
+            return ExcCodes.ILLEGAL_ADDRESS
         return ExcCodes.GATEWAY_NO_RESPONSE if self.gateway_failure else None
 
     def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
             self._last_address = getattr(pdu, "address", None)
+            self.requests.append((pdu.function_code, getattr(pdu, "address", -1), getattr(pdu, "count", -1)))
         return pdu
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
@@ -196,14 +209,17 @@ async def test_illegal_address_faults_only_its_block(server: _Server, sessions: 
     assert await session.read(plan) == [0x1234, fault, 101, fault]
 
 
-async def test_a_block_bridging_an_illegal_hole_fails_whole(
+async def test_a_block_bridging_an_illegal_hole_is_split_and_remembered(
     server: _Server, sessions: list[ModbusSession]
 ) -> None:
     # 19 and 100 are valid, 20..99 are not: bridging the gap reads illegal addresses
     device = spec(server.port, [p("a", 19), p("b", 100)], max_gap=124)
     session = await open_session(device, sessions)
-    values = await session.read(ModbusDriver().compile(device))
-    assert values == [PointFault("modbus exception 2 (illegal data address)")] * 2
+    plan = ModbusDriver().compile(device)
+    assert await session.read(plan) == [0, 100]
+    server.requests.clear()
+    assert await session.read(plan) == [0, 100]
+    assert server.requests == [(3, 19, 1), (3, 100, 1)]  # read around the hole, no exception any more
 
 
 async def test_gateway_exceptions_on_every_request_mean_unreachable(
@@ -304,6 +320,37 @@ async def test_writes_land_in_the_server(server: _Server, sessions: list[ModbusS
     assert await session.read(ModbusDriver().compile(device)) == [4321, -5, -123456, 2.5, 4_000_000_000, True]
 
 
+async def test_wide_types_and_strings_are_written_and_read_back(
+    server: _Server, sessions: list[ModbusSession]
+) -> None:
+    points = [
+        p("u64", 10, "uint64", writable=True, byte_order="little"),
+        p("name", 14, "string", length=4, writable=True),
+        p("mode", 18, labels={0: "auto", 3: "manual"}, writable=True),
+    ]
+    device = spec(server.port, points)
+    session = await open_session(device, sessions)
+    await session.write(points[0], 0x0102_0304_0506_0708)
+    await session.write(points[1], "PV-7")
+    await session.write(points[2], "manual")
+    assert await server.registers(10, 9) == [0x0201, 0x0403, 0x0605, 0x0807, 0x5056, 0x2D37, 0, 0, 3]
+    assert await session.read(ModbusDriver().compile(device)) == [0x0102_0304_0506_0708, "PV-7", "manual"]
+
+
+async def test_a_write_the_device_does_not_keep_is_rejected(
+    server: _Server, sessions: list[ModbusSession]
+) -> None:
+    server.clamp_writes = 100
+    session = await open_session(spec(server.port, []), sessions)
+    await session.write(p("limit", 10, writable=True), 80)
+    with pytest.raises(WriteRejected, match=r"read back \[100\], expected \[4321\]") as info:
+        await session.write(p("limit", 10, writable=True), 4321)
+    assert info.value.point == "limit"
+    unverified = await open_session(spec(server.port, [], verify_writes=False), sessions)
+    await unverified.write(p("limit", 11, writable=True), 4321)  # accepted: no read-back asked
+    assert await server.registers(10, 2) == [100, 100]
+
+
 async def test_writes_refused(server: _Server, sessions: list[ModbusSession]) -> None:
     session = await open_session(spec(server.port, []), sessions)
     with pytest.raises(WriteRejected, match="input table is read-only") as info:
@@ -371,3 +418,40 @@ def test_compile_refuses_foreign_models() -> None:
         ModbusDriver().compile(dataclasses.replace(device, points=(PointConfig(name="x"),)))
     with pytest.raises(TypeError, match="not a ModbusConnection"):
         ModbusDriver().session(dataclasses.replace(device, connection=PointConfig(name="x")))
+
+
+# --- adaptive planning: the server has holding 0..19 and 100..109 only ---------------------------------
+
+
+async def test_session_learns_a_hole_and_reads_around_it(
+    server: _Server, sessions: list[ModbusSession]
+) -> None:
+    points = [p("a", 0), p("b", 10), p("c", 19), p("gone", 50), p("d", 100), p("e", 105), p("gone2", 120)]
+    device = spec(server.port, points, max_gap=124)
+    plan = ModbusDriver().compile(device)
+    assert [(r.table, r.start, r.count) for r in plan.requests] == [("holding", 0, 121)]
+    session = await open_session(device, sessions)
+    expected = [0x1234, 0, 0, _EXC2, 100, 105, _EXC2]
+    assert await session.read(plan) == expected
+    first_cycle = len(server.requests)
+    assert first_cycle <= 2 * len(points)  # bounded: at most one request per node of the split tree
+    server.requests.clear()
+    assert await session.read(plan) == expected
+    assert server.requests == [(3, 0, 20), (3, 100, 6)]  # nothing refused any more
+    assert ("holding", 50) in session.learned.bad and ("holding", 5) not in session.learned.bad
+
+
+async def test_session_learns_a_cut_when_the_halves_answer(
+    server: _Server, sessions: list[ModbusSession]
+) -> None:
+    # Real devices sometimes refuse reads that cross an internal block boundary; emulate one at 10.
+    points = [p("a", 8), p("b", 9), p("c", 10), p("d", 11)]
+    device = spec(server.port, points)
+    plan = ModbusDriver().compile(device)
+    server.refuse_spanning = 10
+    session = await open_session(device, sessions)
+    assert await session.read(plan) == [0, 0xC148, 0, 0]
+    assert session.learned.cuts == {("holding", 10)}
+    server.requests.clear()
+    await session.read(plan)
+    assert server.requests == [(3, 8, 2), (3, 10, 2)]

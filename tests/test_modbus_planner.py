@@ -268,6 +268,19 @@ def test_connection_defaults_and_bounds() -> None:
             ModbusConnection(host="h", **bad)
     with pytest.raises(ValidationError, match="Extra inputs"):
         ModbusConnection(host="h", slave=1)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="needs a host"):
+        ModbusConnection()
+    with pytest.raises(ValidationError, match="serial device path"):
+        ModbusConnection(transport="rtu", port=502)
+    assert ModbusConnection.model_validate({"host": "h", "port": "5020"}).port == 5020
+
+
+def test_rtu_connection() -> None:
+    c = ModbusConnection(
+        transport="rtu", port="/dev/ttyUSB0", unit_id=3, baudrate=9600, parity="N", stopbits=2
+    )
+    assert c.line == ("/dev/ttyUSB0", 9600, "N", 2, 8)
+    assert (ModbusConnection(transport="rtu", port="/dev/x").parity, c.byte_order) == ("E", "big")
 
 
 @pytest.mark.parametrize(
@@ -280,7 +293,15 @@ def test_connection_defaults_and_bounds() -> None:
         ({"address": 65536}, "less than or equal to 65535"),
         ({"address": -1}, "greater than or equal to 0"),
         ({"table": "input", "writable": True}, "input table is read-only"),
-        ({"type": "float64"}, "float32"),
+        ({"type": "float128"}, "float64"),
+        ({"type": "string"}, "a string needs `length`"),
+        ({"type": "uint16", "length": 2}, "only a string has one"),
+        ({"type": "int32", "bit": 3}, "`bit` selects bits of a 16-bit register"),
+        ({"bit": 12, "bits": 5}, "bits 12..16 run past bit 15"),
+        ({"bit": 1, "writable": True}, "cannot be written alone"),
+        ({"type": "float32", "labels": {1: "on"}}, "needs an integer type"),
+        ({"address": 65530, "type": "string", "length": 8}, "runs past the last address"),
+        ({"address": 65533, "type": "float64"}, "runs past the last address"),
         ({"register": 3}, "Extra inputs"),
     ],
 )
@@ -315,10 +336,11 @@ def test_sunspec_profile_is_valid_and_reads_model_103_in_one_request() -> None:
     for point in points:
         if point.scale_factor is not None:
             sf = by_name[point.scale_factor]
-            assert sf.type == "int16" and not sf.publish
+            assert sf.type == "sunssf" and not sf.publish
             assert point.unit
+    assert all(point.sunspec for point in points)  # the profile's default
     assert by_name["ac_power"].address == 40083 and by_name["w_sf"].address == 40084
-    assert by_name["lifetime_energy"].type == "uint32" and by_name["wh_sf"].address == 40095
+    assert by_name["lifetime_energy"].type == "acc32" and by_name["wh_sf"].address == 40095
     assert by_name["cabinet_temperature"].unit == "Cel" and by_name["tmp_sf"].address == 40106
     assert by_name["operating_state"].address == 40107 and by_name["operating_state"].unit is None
     plan = plan_reads(points)

@@ -235,6 +235,43 @@ async def test_garbage_unit_answers_device_failure(
     assert _text(await _hr(client, 40000, 2, unit=3)) == "SunS"
 
 
+async def test_latency_delays_only_its_unit(sim: InverterSimulator, client: AsyncModbusTcpClient) -> None:
+    sim.set_latency(2, 0.15)
+    start = time.monotonic()
+    await _hr(client, 40000, 2, unit=2)
+    assert 0.14 < time.monotonic() - start < 1.0
+    start = time.monotonic()
+    await _hr(client, 40000, 2, unit=1)
+    assert time.monotonic() - start < 0.1
+    sim.set_latency(2, 0)
+
+
+async def test_exception_rate(sim: InverterSimulator, client: AsyncModbusTcpClient) -> None:
+    sim.set_exception_rate(1, 0.5)
+    codes = []
+    for _ in range(60):
+        rr = await client.read_holding_registers(40000, count=2, device_id=1)
+        codes.append(rr.exception_code if rr.isError() else 0)
+    assert set(codes) == {0, 6} and 10 < codes.count(6) < 50  # seeded: about half are "server busy"
+    sim.set_exception_rate(1, 1.0)
+    assert (await client.read_holding_registers(40000, count=2, device_id=1)).exception_code == 6
+    assert _text(await _hr(client, 40000, 2, unit=2)) == "SunS"
+    with pytest.raises(ValueError, match=r"0\.\.1"):
+        sim.set_exception_rate(1, 1.5)
+
+
+async def test_dropped_connections(sim: InverterSimulator, client: AsyncModbusTcpClient) -> None:
+    assert _text(await _hr(client, 40000, 2)) == "SunS"
+    assert sim.drop_connections() == 1
+    for _ in range(100):  # bounded: the client notices the closed socket within a few loop turns
+        if not client.connected:
+            break
+        await asyncio.sleep(0.01)
+    assert not client.connected
+    assert await client.connect()
+    assert _text(await _hr(client, 40000, 2)) == "SunS"
+
+
 async def test_w_max_lim_pct_caps_power(sim: InverterSimulator, client: AsyncModbusTcpClient) -> None:
     assert await _hr(client, 40300, 1) == [100]
     rr = await client.write_register(40300, 10, device_id=1)

@@ -1,4 +1,4 @@
-"""Configuration models of the Modbus driver: one device connection and one point.
+"""Configuration models of the Modbus driver: one device connection (TCP or RTU) and one point.
 
 Both are validated once, when the gateway starts; nothing here runs while polling.
 """
@@ -7,18 +7,28 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from edge.points import PointConfig
 
 Table = Literal["holding", "input", "coil", "discrete"]
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "bool"]
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64",
+    "acc16", "acc32", "acc64", "sunssf", "string", "bool",
+]  # fmt: skip
 WordOrder = Literal["big", "little"]
+ByteOrder = Literal["big", "little"]
+Transport = Literal["tcp", "rtu"]
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"holding", "coil"})
-# How many registers (or bits, for the bit tables) each type occupies.
-WIDTH: dict[str, int] = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "bool": 1}
+# How many registers (or bits, for the bit tables) each type occupies; a string says its own `length`.
+WIDTH: dict[str, int] = {
+    "int16": 1, "uint16": 1, "acc16": 1, "sunssf": 1, "bool": 1,
+    "int32": 2, "uint32": 2, "acc32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "acc64": 4, "float64": 4,
+}  # fmt: skip
+INTEGER_TYPES: frozenset[str] = frozenset(WIDTH) - {"bool", "float32", "float64"}
 
 MAX_ADDRESS = 65535
 MAX_READ_REGISTERS = 125  # Modbus limit for fc3/fc4
@@ -26,17 +36,31 @@ MAX_READ_BITS = 2000  # Modbus limit for fc1/fc2
 
 
 class ModbusConnection(BaseModel):
-    """How to reach one Modbus TCP device and how big its read requests may be."""
+    """How to reach one Modbus device (TCP, or RTU on a serial line) and how big its read requests may be.
+
+    TCP: `host` and a numeric `port`. RTU: `transport = "rtu"`, `port` is the serial device path, plus the line
+    settings; devices with the same `port` share one serial client and take turns on the line.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
+    transport: Transport = "tcp"
+    host: str = Field(default="", description="TCP only.")
+    port: int | str = Field(default=502, description="TCP port 1..65535, or (RTU) the serial device path.")
     unit_id: int = Field(default=1, ge=0, le=247, description="Modbus unit (slave) id; 0 is broadcast.")
+    baudrate: int = Field(default=19200, ge=300, le=4_000_000, description="RTU only.")
+    parity: Literal["N", "E", "O"] = Field(default="E", description="RTU only; Modbus' default is even.")
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
     word_order: WordOrder = Field(
         default="big",
-        description="Order of the two registers of 32-bit values, unless a point says otherwise.",
+        description="Order of the registers of 32/64-bit values, unless a point says otherwise.",
     )
+    byte_order: ByteOrder = Field(
+        default="big",
+        description="Order of the two bytes inside each register, unless a point says otherwise.",
+    )
+    verify_writes: bool = Field(default=True, description="Read a written value back and compare.")
     max_registers: int = Field(default=MAX_READ_REGISTERS, ge=1, le=MAX_READ_REGISTERS)
     max_bits: int = Field(default=MAX_READ_BITS, ge=1, le=MAX_READ_BITS)
     max_gap: int = Field(
@@ -46,6 +70,29 @@ class ModbusConnection(BaseModel):
         description="Unused registers (or bits) read and discarded to merge two ranges.",
     )
 
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, port: int | str, info: ValidationInfo) -> int | str:
+        if info.data.get("transport", "tcp") == "tcp":
+            if isinstance(port, str) and port.isdigit():
+                port = int(port)
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"a TCP port is an integer 1..65535, not {port!r}")
+        elif not isinstance(port, str) or not port:
+            raise ValueError(f"an RTU port is a serial device path such as /dev/ttyUSB0, not {port!r}")
+        return port
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.transport == "tcp" and not self.host:
+            raise ValueError("a Modbus TCP connection needs a host")
+        return self
+
+    @property
+    def line(self) -> tuple[str, int, str, int, int]:
+        """The serial line settings (RTU): devices sharing a port must agree on them."""
+        return (str(self.port), self.baudrate, self.parity, self.stopbits, self.bytesize)
+
 
 class ModbusPoint(PointConfig):
     """A point at one address of one Modbus table."""
@@ -54,11 +101,21 @@ class ModbusPoint(PointConfig):
     address: int = Field(ge=0, le=MAX_ADDRESS, description="0-based protocol address (register 40001 is 0).")
     type: DataType = "uint16"
     word_order: WordOrder | None = Field(default=None, description="None: the device's word order.")
+    byte_order: ByteOrder | None = Field(default=None, description="None: the device's byte order.")
+    length: int | None = Field(
+        default=None, ge=1, le=MAX_READ_REGISTERS, description="Registers of a string."
+    )
+    bit: int | None = Field(
+        default=None, ge=0, le=15, description="Lowest bit of a bit (field) in a register."
+    )
+    bits: int = Field(default=1, ge=1, le=16, description="Width of the bit field at `bit`; 1 reads a bool.")
+    labels: dict[int, str] | None = Field(default=None, description="Enumeration: raw value -> label.")
+    sunspec: bool = Field(default=False, description="Report SunSpec 'not implemented' markers as faults.")
 
     @property
     def width(self) -> int:
         """Registers (or bits) the point occupies."""
-        return WIDTH[self.type]
+        return (self.length or 0) if self.type == "string" else WIDTH[self.type]
 
     @property
     def is_bit(self) -> bool:
@@ -72,9 +129,20 @@ class ModbusPoint(PointConfig):
             )
         if self.type == "bool" and self.table not in BIT_TABLES:
             raise ValueError(
-                f"type 'bool' is for the 'coil' and 'discrete' tables; a {self.table} register is "
-                "int16/uint16/int32/uint32/float32"
+                f"type 'bool' is for the 'coil' and 'discrete' tables; a {self.table} register is a number "
+                "or a string (use `bit = 0..15` for one bit of a register)"
             )
+        if (self.type == "string") != (self.length is not None):
+            raise ValueError("a string needs `length` (registers), and only a string has one")
+        if self.bit is not None:
+            if self.type not in ("uint16", "int16", "acc16"):
+                raise ValueError(f"`bit` selects bits of a 16-bit register, not of a {self.type}")
+            if self.bit + self.bits > 16:
+                raise ValueError(f"bits {self.bit}..{self.bit + self.bits - 1} run past bit 15")
+            if self.writable:
+                raise ValueError("bits inside a register cannot be written alone")
+        if self.labels is not None and self.type not in INTEGER_TYPES:
+            raise ValueError(f"`labels` (an enumeration) needs an integer type, not {self.type!r}")
         last = self.address + self.width - 1
         if last > MAX_ADDRESS:
             raise ValueError(

@@ -1,66 +1,63 @@
-"""The Modbus TCP driver plug-in and its per-device session (the only module here that does I/O).
+"""The Modbus driver plug-in (TCP and RTU) and its per-device session (the only module here that does I/O).
 
 The session sends one request at a time on its connection (pymodbus 3.16's server answers one request per
-TCP read, so pipelining loses requests) and turns pymodbus' *returned* errors into typed ones:
-exception responses and timeouts become a `PointFault` for the points of that request; a lost connection,
-or a device that answered no request at all, raises `DeviceUnreachable`. pymodbus' own reconnect and retries
-are off: the kernel's poller owns reconnecting with backoff and calls `connect()` again.
+TCP read, so pipelining loses requests; on a serial line every device shares the line's lock) and turns
+pymodbus' *returned* errors into typed ones: exception responses and timeouts become a `PointFault` for the
+points of that request; a lost connection, or a device that answered no request at all, raises
+`DeviceUnreachable`. pymodbus' own reconnect and retries are off: the kernel's poller owns reconnecting with
+backoff and calls `connect()` again.
+
+A coalesced block answered with exception 2 (illegal data address) is split in halves until the refused
+addresses are found; the session remembers them (`adaptive.Learned`) and later cycles read around them.
+A successful write is read back and compared (`verify_writes`, on by default).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
+from drivers.modbus.adaptive import AdjustedPlan, Learned, adjust_requests, split_request
 from drivers.modbus.config import WRITABLE_TABLES, ModbusConnection, ModbusPoint, Table
-from drivers.modbus.decode import encode
-from drivers.modbus.planner import ModbusPlan, plan_reads
-from edge.drivers import DeviceSpec, RawValue
+from drivers.modbus.discovery import discover
+from drivers.modbus.encode import encode
+from drivers.modbus.errors import (
+    FAULTS,
+    GATEWAY_CODES,
+    NO_ANSWER_CODES,
+    TIMEOUT,
+    exception_reason,
+    fault_for,
+    quiet_pymodbus_logging,
+)
+from drivers.modbus.lines import Line, LineError, LineRegistry
+from drivers.modbus.planner import ModbusPlan, ReadRequest, plan_reads
+from edge.drivers import DeviceSpec, DiscoveredDevice, RawValue
 from edge.errors import DeviceUnreachable, WriteRejected
 from edge.points import PointConfig, PointFault, Scalar
-
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-# Exception codes meaning "the device itself did not answer": a gateway reporting no path or no response, and
-# device failure, which pymodbus' simulator (and some gateways) send for an absent unit id.
-_NO_ANSWER_CODES = frozenset({4, 10, 11})
-_GATEWAY_CODES = frozenset({10, 11})
-_TIMEOUT = PointFault("timeout")
 
 Reader = Callable[..., Awaitable[ModbusPDU]]
 
 
-def exception_reason(code: int) -> str:
-    """'modbus exception 2 (illegal data address)'."""
-    return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
-
-
-_FAULTS: dict[int, PointFault] = {code: PointFault(exception_reason(code)) for code in EXCEPTION_NAMES}
-
-
 class ModbusDriver:
-    """The object registered under the `edge.drivers` entry point `modbus`."""
+    """The object registered under the `edge.drivers` entry point `modbus`.
+
+    It owns the registry of serial lines, so RTU devices on one port share one client and one lock."""
 
     connection_model: ClassVar[type[BaseModel]] = ModbusConnection
     point_model: ClassVar[type[PointConfig]] = ModbusPoint
     profiles_dir: ClassVar[Path] = Path(__file__).parent / "profiles"
+
+    def __init__(self) -> None:
+        self.lines = LineRegistry()
 
     def compile(self, device: DeviceSpec) -> ModbusPlan:
         """The device's read plan (pure). Raises `TypeError` if the kernel did not validate with our models."""
@@ -73,44 +70,70 @@ class ModbusDriver:
         return plan_reads(
             points,
             default_word_order=connection.word_order,
+            default_byte_order=connection.byte_order,
             max_registers=connection.max_registers,
             max_bits=connection.max_bits,
             max_gap=connection.max_gap,
         )
 
     def session(self, device: DeviceSpec) -> ModbusSession:
-        return ModbusSession(device)
+        return ModbusSession(device, self.lines)
+
+    async def discover(
+        self, target: dict[str, Any], progress: Callable[[str], None]
+    ) -> list[DiscoveredDevice]:
+        """Scan unit ids of a Modbus TCP host for SunSpec devices (see `drivers.modbus.discovery`)."""
+        return await discover(target, progress)
+
+
+_RELEARN_EVERY = 1000  # reads: then refused addresses are tried again (a device may have been reconfigured)
 
 
 class ModbusSession:
-    """One Modbus TCP connection to one device (one unit id)."""
+    """One device (one unit id): its own TCP connection, or its turn on a shared serial line."""
 
-    def __init__(self, device: DeviceSpec) -> None:
+    def __init__(self, device: DeviceSpec, lines: LineRegistry | None = None) -> None:
         self._device = device.name
         self._connection = _connection(device)
         self._timeout = device.timeout
-        self._client: AsyncModbusTcpClient | None = None
+        self._lines = lines if lines is not None else LineRegistry()
+        self._line: Line | None = None
+        self._client: ModbusBaseClient | None = None
+        self._lock = asyncio.Lock()
+        self._gap = 0.0
         self._readers: dict[Table, Reader] = {}
-        _quiet_pymodbus_logging()
+        self.learned = Learned()
+        self._adjusted: tuple[ModbusPlan, Learned, AdjustedPlan] | None = None
+        self._reads = 0
+        quiet_pymodbus_logging()
 
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
-        """(Re)open the connection; raises `DeviceUnreachable`."""
+        """(Re)open the connection, or join the serial line; raises `DeviceUnreachable`."""
         await self.close()
         conn = self._connection
-        client = AsyncModbusTcpClient(
-            conn.host, port=conn.port, timeout=self._timeout, retries=0, reconnect_delay=0
-        )
-        if not await client.connect():  # pymodbus catches OSError and timeouts and returns False
-            client.close()
-            raise DeviceUnreachable(
-                self._device,
-                f"cannot connect to {conn.host}:{conn.port} (refused, unreachable or no answer "
-                f"within {self._timeout:g} s)",
+        client: ModbusBaseClient
+        if conn.transport == "rtu":
+            try:
+                line = await self._lines.acquire(conn, self._timeout)
+            except LineError as exc:
+                raise DeviceUnreachable(self._device, str(exc)) from exc
+            self._line, client, self._lock, self._gap = line, line.client, line.lock, line.gap
+        else:
+            client = AsyncModbusTcpClient(
+                str(conn.host), port=int(conn.port), timeout=self._timeout, retries=0, reconnect_delay=0
             )
+            if not await client.connect():  # pymodbus catches OSError and timeouts and returns False
+                client.close()
+                raise DeviceUnreachable(
+                    self._device,
+                    f"cannot connect to {conn.host}:{conn.port} (refused, unreachable or no answer "
+                    f"within {self._timeout:g} s)",
+                )
+            self._lock, self._gap = asyncio.Lock(), 0.0
         self._client = client
         self._readers = {
             "holding": client.read_holding_registers,
@@ -121,64 +144,126 @@ class ModbusSession:
 
     async def read(self, plan: ModbusPlan) -> list[RawValue]:
         """Values aligned with `plan.points`; raises `DeviceUnreachable` if nothing answered."""
-        client = self._client_or_raise()
+        self._client_or_raise()
         out: list[RawValue] = [None] * len(plan.points)
-        unit = self._connection.unit_id
-        readers = self._readers
+        adjusted = self._adjust(plan)
+        for index in adjusted.unreadable:
+            out[index] = FAULTS[2]
         answered = False
         last_failure = ""
-        for request in plan.requests:
-            try:
-                response = await readers[request.table](request.start, count=request.count, device_id=unit)
-            except ModbusIOException as exc:
-                if not client.connected:  # pymodbus closes the socket after repeated timeouts
-                    raise DeviceUnreachable(self._device, "connection lost") from exc
-                fault = _TIMEOUT if "No response" in exc.string else PointFault(f"bad response: {exc.string}")
-                request.fault_into(out, fault)
-                last_failure = fault.reason
-                continue
-            except ConnectionException as exc:
-                raise DeviceUnreachable(self._device, "connection lost") from exc
-            if response.isError():
+        for request in adjusted.requests:
+            response = await self._transact(request)
+            if isinstance(response, PointFault):
+                request.fault_into(out, response)
+                last_failure = response.reason
+            elif response.isError():
                 code = response.exception_code
-                fault = _FAULTS.get(code) or PointFault(exception_reason(code))
+                if code == 2:
+                    await self._bisect(plan.points, request, out)
+                    answered = True
+                    continue
+                fault = fault_for(code)
                 request.fault_into(out, fault)
-                if code in _NO_ANSWER_CODES:
+                if code in NO_ANSWER_CODES:
                     last_failure = fault.reason
                 else:
                     answered = True
-                continue
-            block = response.bits if request.is_bit else response.registers
-            if len(block) < request.count:
-                request.fault_into(out, PointFault(f"short response: {len(block)} of {request.count} values"))
             else:
-                request.decode_into(block, out)
-            answered = True
-        if plan.requests and not answered:
+                _decode_into(request, response, out)
+                answered = True
+        if adjusted.requests and not answered:
             raise DeviceUnreachable(self._device, f"no request answered (last: {last_failure})")
         return out
 
+    def _adjust(self, plan: ModbusPlan) -> AdjustedPlan:
+        self._reads += 1
+        if self._reads % _RELEARN_EVERY == 0:
+            self.learned = Learned()
+        cached = self._adjusted
+        if cached is not None and cached[0] is plan and cached[1] is self.learned:
+            return cached[2]
+        adjusted = adjust_requests(plan, self.learned)
+        self._adjusted = (plan, self.learned, adjusted)
+        return adjusted
+
+    async def _bisect(self, points: Sequence[ModbusPoint], request: ReadRequest, out: list[RawValue]) -> bool:
+        """Read a block refused with exception 2 in halves, learning which addresses fail.
+
+        Returns True if a refused point (or another failure) explains the refusal. Depth is log2(slots)."""
+        halves = split_request(request, points)
+        if halves is None:
+            self.learned = self.learned.with_bad(request.table, request.start, request.end)
+            request.fault_into(out, FAULTS[2])
+            return True
+        explained = False
+        for half in halves:
+            response = await self._transact(half)
+            if isinstance(response, PointFault):
+                half.fault_into(out, response)
+                explained = True
+            elif response.isError() and response.exception_code == 2:
+                explained = await self._bisect(points, half, out) or explained
+            elif response.isError():
+                code = response.exception_code
+                half.fault_into(out, fault_for(code))
+                explained = True
+            else:
+                _decode_into(half, response, out)
+        left, right = halves
+        if explained:  # a refused point inside explains it; a refused gap too would show up next cycle
+            return True
+        if left.end < right.start:  # both halves answer: the bridged gap is refused; never read it again
+            self.learned = self.learned.with_bad(request.table, left.end, right.start)
+        elif left.end == right.start:  # adjacent halves answer: the device refuses to span them
+            self.learned = self.learned.with_cut(request.table, right.start)
+        return False
+
+    async def _transact(self, request: ReadRequest) -> ModbusPDU | PointFault:
+        """One read request under the line's lock; a timeout or garbled answer comes back as a fault."""
+        client = self._client_or_raise()
+        try:
+            async with self._lock:
+                try:
+                    return await self._readers[request.table](
+                        request.start, count=request.count, device_id=self._connection.unit_id
+                    )
+                finally:
+                    if self._gap:
+                        await asyncio.sleep(self._gap)
+        except ModbusIOException as exc:
+            if not client.connected:  # pymodbus closes the socket after repeated timeouts
+                raise DeviceUnreachable(self._device, "connection lost") from exc
+            return TIMEOUT if "No response" in exc.string else PointFault(f"bad response: {exc.string}")
+        except ConnectionException as exc:
+            raise DeviceUnreachable(self._device, "connection lost") from exc
+
     async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
-        """fc5 for a coil, fc6 for a 16-bit register, fc16 for a 32-bit one."""
+        """fc5 for a coil, fc6 for a 16-bit register, fc16 for wider ones; then read back and compare."""
         if raw_value is None:
             raise WriteRejected(self._device, "Modbus has no release: write a value", point=point.name)
         if not isinstance(point, ModbusPoint):
             raise WriteRejected(self._device, "not a Modbus point", point=point.name)
         if point.table not in WRITABLE_TABLES:
             raise WriteRejected(self._device, f"{point.table} table is read-only", point=point.name)
+        conn = self._connection
         try:
-            payload = encode(point, raw_value, self._connection.word_order)
+            payload = encode(point, raw_value, conn.word_order, conn.byte_order)
         except ValueError as exc:
             raise WriteRejected(self._device, str(exc), point=point.name) from exc
         client = self._client_or_raise()
-        unit = self._connection.unit_id
+        unit = conn.unit_id
         try:
-            if isinstance(payload, bool):
-                response = await client.write_coil(point.address, payload, device_id=unit)
-            elif len(payload) == 1:
-                response = await client.write_register(point.address, payload[0], device_id=unit)
-            else:
-                response = await client.write_registers(point.address, payload, device_id=unit)
+            async with self._lock:
+                try:
+                    if isinstance(payload, bool):
+                        response = await client.write_coil(point.address, payload, device_id=unit)
+                    elif len(payload) == 1:
+                        response = await client.write_register(point.address, payload[0], device_id=unit)
+                    else:
+                        response = await client.write_registers(point.address, payload, device_id=unit)
+                finally:
+                    if self._gap:
+                        await asyncio.sleep(self._gap)
         except ModbusIOException as exc:
             reason = (
                 "connection lost" if not client.connected else "no answer to the write (it may have applied)"
@@ -188,20 +273,48 @@ class ModbusSession:
             raise DeviceUnreachable(self._device, "connection lost", point=point.name) from exc
         if response.isError():
             code = response.exception_code
-            error = DeviceUnreachable if code in _GATEWAY_CODES else WriteRejected
+            error = DeviceUnreachable if code in GATEWAY_CODES else WriteRejected
             raise error(self._device, exception_reason(code), point=point.name)
+        if conn.verify_writes:
+            await self._read_back(point, payload)
+
+    async def _read_back(self, point: ModbusPoint, payload: list[int] | bool) -> None:
+        """Raise `WriteRejected` if the device holds something else than what was written.
+
+        A read-back that fails (write-only register, timeout) proves nothing either way and is ignored."""
+        width = 1 if isinstance(payload, bool) else len(payload)
+        request = ReadRequest(point.table, point.address, width, ())
+        response = await self._transact(request)
+        if isinstance(response, PointFault) or response.isError():
+            return
+        got: list[int] | bool = (
+            bool(response.bits[0]) if isinstance(payload, bool) else list(response.registers[:width])
+        )
+        if got != payload:
+            raise WriteRejected(self._device, f"read back {got}, expected {payload}", point=point.name)
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        line, self._line = self._line, None
         self._readers = {}
-        if client is not None:
+        if line is not None:
+            self._lines.release(line)
+        elif client is not None:
             client.close()
 
-    def _client_or_raise(self) -> AsyncModbusTcpClient:
+    def _client_or_raise(self) -> ModbusBaseClient:
         client = self._client
         if client is None or not client.connected:
             raise DeviceUnreachable(self._device, "not connected")
         return client
+
+
+def _decode_into(request: ReadRequest, response: ModbusPDU, out: list[RawValue]) -> None:
+    block = response.bits if request.is_bit else response.registers
+    if len(block) < request.count:
+        request.fault_into(out, PointFault(f"short response: {len(block)} of {request.count} values"))
+    else:
+        request.decode_into(block, out)
 
 
 def _connection(device: DeviceSpec) -> ModbusConnection:
@@ -209,16 +322,3 @@ def _connection(device: DeviceSpec) -> ModbusConnection:
     if not isinstance(connection, ModbusConnection):
         raise TypeError(f"device {device.name!r}: connection is not a ModbusConnection")
     return connection
-
-
-def _quiet_pymodbus_logging() -> None:
-    """Raise the `pymodbus` logger to CRITICAL unless the operator configured it.
-
-    pymodbus logs an ERROR with a hex dump of the last 20 frames on every timeout, and a WARNING on every
-    failed connect: a silent device polled each second would fill the log. This driver reports each of those
-    as a `PointFault` or a typed error instead, which the kernel logs once when a device goes down and once
-    when it recovers. Configure the `pymodbus` logger explicitly (any level) to see its own messages again.
-    """
-    logger = logging.getLogger("pymodbus")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.CRITICAL)

@@ -18,11 +18,12 @@ from drivers.modbus.config import (
     BIT_TABLES,
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
+    ByteOrder,
     ModbusPoint,
     Table,
     WordOrder,
 )
-from drivers.modbus.decode import Decoder, decoder_for
+from drivers.modbus.decode import Decoder, point_decoder
 from edge.points import PointFault
 
 _TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
@@ -77,6 +78,7 @@ def plan_reads(
     points: Sequence[ModbusPoint],
     *,
     default_word_order: WordOrder = "big",
+    default_byte_order: ByteOrder = "big",
     max_registers: int = MAX_READ_REGISTERS,
     max_bits: int = MAX_READ_BITS,
     max_gap: int = 8,
@@ -106,7 +108,11 @@ def plan_reads(
             limit = max_bits if table in BIT_TABLES else max_registers
             for start, end, members in _coalesce(sorted(ranges), limit, max_gap):
                 slots = tuple(
-                    Slot(index, address - start, _decoder(points[index], default_word_order))
+                    Slot(
+                        index,
+                        address - start,
+                        point_decoder(points[index], default_word_order, default_byte_order),
+                    )
                     for address, _width, index in members
                 )
                 requests.append(ReadRequest(table, start, end - start, slots))
@@ -135,7 +141,3 @@ def _coalesce(
             start, end, members = address, address + width, [item]
     blocks.append((start, end, members))
     return blocks
-
-
-def _decoder(point: ModbusPoint, default_word_order: WordOrder) -> Decoder:
-    return decoder_for(point.type, point.word_order or default_word_order)

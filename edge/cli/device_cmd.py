@@ -19,7 +19,7 @@ from edge.errors import ConfigError, DeviceError, PluginError
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
 
-app = typer.Typer(no_args_is_help=True, help="List, test, discover and add devices.")
+app = typer.Typer(no_args_is_help=True, help="List, test, discover, add and remove devices.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 
 
@@ -170,7 +170,25 @@ def add_device(
     typer.echo(f"added device {name!r} to {config}")
 
 
-def _replace_if_valid(config: Path, text: str) -> None:
+@app.command("remove")
+def remove_device(name: str = typer.Argument(..., help="Device name."), config: Path = CONFIG) -> None:
+    """Remove a device's table from the configuration file, keeping comments and the order of the rest."""
+    document = tomlkit.parse(config.read_text())
+    devices = document.get("devices")
+    names = [str(d.get("name")) for d in devices] if isinstance(devices, list) else []
+    if name not in names:
+        known = ", ".join(names) or "none"
+        typer.echo(f"no device named {name!r} in {config} (devices: {known})", err=True)
+        raise typer.Exit(1)
+    assert isinstance(devices, list)
+    del devices[names.index(name)]
+    if not devices:
+        del document["devices"]
+    _replace_if_valid(config, tomlkit.dumps(document), action="removed")
+    typer.echo(f"removed device {name!r} from {config}")
+
+
+def _replace_if_valid(config: Path, text: str, action: str = "added") -> None:
     """Validate the new text with the full loader (drivers, profiles) before it replaces the file."""
     handle, temp = tempfile.mkstemp(prefix=".edge-", suffix=".toml", dir=config.parent)
     with os.fdopen(handle, "w") as out:
@@ -179,7 +197,9 @@ def _replace_if_valid(config: Path, text: str) -> None:
         load_config(Path(temp), PluginRegistry.from_entry_points())
     except ConfigError as exc:
         os.unlink(temp)
-        typer.echo(f"not added: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True)
+        typer.echo(
+            f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True
+        )
         for issue in exc.issues:
             typer.echo(f"  {str(issue).replace(temp, str(config))}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
