@@ -1,7 +1,8 @@
 """`edge sync`: the state of store-and-forward uplinks (cloud sync), read from the outbox.
 
 A thin face over `edge.storage.inspect.OutboxInspector`: `status` opens the outbox read-only (it works while
-the gateway runs, or after it stopped); `replay-dead-letters` marks a tenant's dead letters so that their
+the gateway runs, or after it stopped); `flush` (read-only too) waits until the running gateway has uploaded
+what was buffered when it started; `replay-dead-letters` marks a tenant's dead letters so that their
 consumer offers them again (within seconds if the gateway runs, else at its next start).
 """
 
@@ -15,12 +16,19 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
+from edge.config import LoadedConfig
 from edge.storage.inspect import ConsumerSummary, OutboxInspector, age
+from edge.storage.sqlite import _tenant_filter
 from edge.tenancy import TenantContext, tenant_scope
 
 app = typer.Typer(no_args_is_help=True, help="Store-and-forward uplinks: backlog, dead letters, replay.")
 
+EXIT_FLUSH_TIMEOUT = 1
+EXIT_USAGE = 2
 EXIT_NO_OUTBOX = 3
+CLOUD_MODULE = "cloud_sync"
+CLOUD_CONSUMER = "module:cloud_sync:uplink"
+STATUS_FILE = "status.json"  # rewritten every second by a running gateway (edge.cli.run_cmd)
 
 
 def _open(config: Path, writable: bool = False) -> tuple[OutboxInspector, dict[str, TenantContext]]:
@@ -123,6 +131,167 @@ def status(
             f"{(f'{oldest:.0f} s' if oldest is not None else '-'):>12} {_ago(row['last_success_age_s']):>14}"
             f" {row['dead_letters']:>6} {dropped:>8}  {error or ''}"
         )
+
+
+class _FlushInspector(OutboxInspector):
+    """The two reads `flush` needs besides `summary`, through the outbox's tenant filter."""
+
+    def last_position(self) -> int:
+        """Position of the current tenant's newest stored event (0 when it has none)."""
+        clause, tenant = _tenant_filter()
+        rows = self._rows(f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,))
+        return int(rows[0][0]) if rows else 0
+
+    def remaining(self, consumer: str, upto: int) -> tuple[int, int]:
+        """(events of the tenant after the consumer's cursor up to `upto`, the cursor)."""
+        clause, tenant = _tenant_filter()
+        cursor = self._rows(
+            f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
+        )
+        position = int(cursor[0][0]) if cursor else 0
+        rows = self._rows(
+            f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ? AND position <= ?",
+            (tenant, position, upto),
+        )
+        return (int(rows[0][0]) if rows else 0), position
+
+
+def _cloud_tenants(loaded: LoadedConfig, config: Path, only: str | None) -> list[str]:
+    """Tenants of the gateway that cloud_sync uploads (configured under the enabled module's `tenants`)."""
+    modules = [m for m in loaded.config.modules if m.name == CLOUD_MODULE and m.enabled]
+    if not modules:
+        typer.echo(f"no enabled {CLOUD_MODULE} module in {config}: nothing is uploaded to a cloud", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    configured = modules[0].config.get("tenants")
+    gateway_tenants = set(loaded.tenant_contexts())
+    chosen = sorted(gateway_tenants & set(configured if isinstance(configured, dict) else ()))
+    if only is not None:
+        if only not in chosen:
+            typer.echo(
+                f"tenant {only!r} has no cloud uplink (uploaded: {', '.join(chosen) or 'none'})", err=True
+            )
+            raise typer.Exit(EXIT_USAGE)
+        chosen = [only]
+    if not chosen:
+        typer.echo(f"no tenant of the gateway has a cloud uplink in {config}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return chosen
+
+
+def _gateway_running(data_dir: Path, now: float) -> bool:
+    """A gateway rewrote its status file within the last few seconds."""
+    try:
+        return now - (data_dir / STATUS_FILE).stat().st_mtime < 5.0
+    except OSError:
+        return False
+
+
+@app.command("flush")
+def flush(
+    config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
+    timeout: float = typer.Option(300.0, "--timeout", min=0.0, help="Give up after this many seconds."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant."),
+    interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between progress lines."),
+) -> None:
+    """Wait until the running gateway has uploaded, to every tenant's cloud, what is buffered now.
+
+    Read-only: the gateway does the uploading. Exit 0 once the cloud backlog that existed at the start is
+    delivered (events stored later are not waited for); exit 1 after --timeout, with what remains per tenant
+    and the last upload error.
+    """
+    loaded, _ = load_or_exit(config)
+    tenants = _cloud_tenants(loaded, config, tenant)
+    contexts = loaded.tenant_contexts()
+    path = loaded.data_dir / loaded.config.storage.path
+    try:
+        inspector = _FlushInspector(path)
+    except FileNotFoundError:
+        typer.echo(f"no outbox at {path} (has the gateway run yet?)", err=True)
+        raise typer.Exit(EXIT_NO_OUTBOX) from None
+    started = time.monotonic()
+    with inspector:
+        targets: dict[str, int] = {}
+        dead_at_start: dict[str, int] = {}
+        for tenant_id in tenants:
+            with tenant_scope(contexts[tenant_id]):
+                targets[tenant_id] = inspector.last_position()
+                dead_at_start[tenant_id] = inspector.summary(CLOUD_CONSUMER).dead_letters
+
+        def progress() -> dict[str, int]:
+            left = {}
+            for tenant_id in tenants:
+                with tenant_scope(contexts[tenant_id]):
+                    left[tenant_id] = inspector.remaining(CLOUD_CONSUMER, targets[tenant_id])[0]
+            return left
+
+        left = progress()
+        total = sum(left.values())
+        typer.echo(
+            f"flushing {total} events to the cloud: "
+            + ", ".join(f"{t} {n}" for t, n in left.items())
+            + f" (timeout {timeout:g} s)"
+        )
+        if total and not _gateway_running(loaded.data_dir, time.time()):
+            typer.echo(
+                f"warning: no running gateway updates {loaded.data_dir / STATUS_FILE}; "
+                "nothing is uploaded until it runs",
+                err=True,
+            )
+        while sum(left.values()) > 0:
+            elapsed = time.monotonic() - started
+            if elapsed >= timeout:
+                break
+            time.sleep(min(interval, max(0.0, timeout - elapsed)))
+            left = progress()
+            elapsed = time.monotonic() - started
+            errors = _current_errors(inspector, contexts, tenants)
+            typer.echo(
+                f"[{elapsed:5.0f} s] "
+                + ", ".join(
+                    f"{t} {n} left" + (f" (failing: {errors[t]})" if errors.get(t) else "")
+                    for t, n in left.items()
+                )
+            )
+        elapsed = time.monotonic() - started
+        new_dead = {}
+        for tenant_id in tenants:
+            with tenant_scope(contexts[tenant_id]):
+                summary = inspector.summary(CLOUD_CONSUMER)
+            if summary.dead_letters > dead_at_start[tenant_id]:
+                new_dead[tenant_id] = summary.dead_letters - dead_at_start[tenant_id]
+        dead_note = "".join(
+            f"; {n} of {t}'s events became dead letters (edge sync status)" for t, n in new_dead.items()
+        )
+        if sum(left.values()) == 0:
+            typer.echo(f"flushed: {total} events delivered in {elapsed:.1f} s{dead_note}")
+            return
+        typer.echo(
+            f"timed out after {elapsed:.0f} s with {sum(left.values())} events not yet uploaded{dead_note}:"
+        )
+        now = time.time()
+        for tenant_id in tenants:
+            with tenant_scope(contexts[tenant_id]):
+                summary = inspector.summary(CLOUD_CONSUMER)
+            row = _row(tenant_id, summary, now)
+            error = row["last_error"] or "none recorded"
+            when = "" if row["last_failure_age_s"] is None else f", {_ago(row['last_failure_age_s'])}"
+            state = "failing" if _failing_now(row) else "last success " + _ago(row["last_success_age_s"])
+            typer.echo(f"  {tenant_id}: {left[tenant_id]} left ({state}); last error{when}: {error}")
+    raise typer.Exit(EXIT_FLUSH_TIMEOUT)
+
+
+def _current_errors(
+    inspector: OutboxInspector, contexts: dict[str, TenantContext], tenants: list[str]
+) -> dict[str, str]:
+    """Tenant -> last error, for tenants whose last upload attempt failed."""
+    now = time.time()
+    errors = {}
+    for tenant_id in tenants:
+        with tenant_scope(contexts[tenant_id]):
+            row = _row(tenant_id, inspector.summary(CLOUD_CONSUMER), now)
+        if _failing_now(row):
+            errors[tenant_id] = str(row["last_error"])
+    return errors
 
 
 @app.command("replay-dead-letters")
