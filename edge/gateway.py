@@ -148,7 +148,7 @@ class Gateway:
         for module in self.config.modules:
             if not module.enabled:
                 continue
-            plugin = self.registry.modules.get(module.name)
+            plugin = self.registry.module(module.name)
             if plugin is None:
                 log.error(
                     "module %s is configured but not installed (%s)",

@@ -82,20 +82,35 @@ class LoadedPlugin:
 
 
 class PluginRegistry:
-    """Drivers and modules by name. `from_entry_points()` for the gateway; `add_*` is the seam for tests."""
+    """Drivers and modules by name. `from_entry_points()` for the gateway; `add_*` is the seam for tests.
+
+    Plug-ins are imported when first asked for, so a gateway that only speaks Modbus never imports the OPC UA
+    or BACnet stacks (time and tens of MB of memory); `load_all()` imports every one, for listings and checks.
+    """
 
     def __init__(self) -> None:
         self.drivers: dict[str, LoadedPlugin] = {}
         self.modules: dict[str, LoadedPlugin] = {}
         self.failures: dict[str, str] = {}
+        self._pending: dict[tuple[Kind, str], EntryPoint] = {}
 
     @classmethod
     def from_entry_points(cls, extra: Iterable[EntryPoint] = ()) -> PluginRegistry:
-        """Load every installed plug-in (plus `extra` entry points, the seam for tests)."""
+        """Every installed plug-in (plus `extra` entry points, the seam for tests), loaded on first use."""
         registry = cls()
         for ep in [*entry_points(group=DRIVER_GROUP), *entry_points(group=MODULE_GROUP), *extra]:
-            registry._load(ep, "driver" if ep.group == DRIVER_GROUP else "module")
+            registry._pending[("driver" if ep.group == DRIVER_GROUP else "module", ep.name)] = ep
         return registry
+
+    def load_all(self) -> PluginRegistry:
+        for kind, name in list(self._pending):
+            self._load_pending(kind, name)
+        return self
+
+    def _load_pending(self, kind: Kind, name: str) -> None:
+        ep = self._pending.pop((kind, name), None)
+        if ep is not None:
+            self._load(ep, kind)
 
     def _load(self, ep: EntryPoint, kind: Kind) -> None:
         try:
@@ -130,11 +145,17 @@ class PluginRegistry:
     def add_module(self, manifest: Manifest, factory: Any) -> None:
         self._add("module", manifest, factory)
 
+    def module(self, name: str) -> LoadedPlugin | None:
+        self._load_pending("module", name)
+        return self.modules.get(name)
+
     def driver(self, name: str) -> Driver:
+        self._load_pending("driver", name)
         plugin = self.drivers.get(name)
         if plugin is None:
             reason = self.failures.get(name)
-            known = ", ".join(sorted(self.drivers)) or "none"
+            pending = {n for kind, n in self._pending if kind == "driver"}
+            known = ", ".join(sorted(set(self.drivers) | pending)) or "none"
             raise PluginError(
                 name, f"failed to load: {reason}" if reason else f"no such driver (known: {known})"
             )

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_installed_drivers_load_through_entry_points() -> None:
-    registry = PluginRegistry.from_entry_points()
+    registry = PluginRegistry.from_entry_points().load_all()
     assert "modbus" in registry.drivers
     assert isinstance(registry.driver("modbus"), Driver)
     assert registry.drivers["modbus"].manifest.kind == "driver"
@@ -31,7 +31,7 @@ def test_a_broken_plugin_is_reported_by_name_and_the_others_still_load() -> None
         ),  # manifest says 'modbus'
         EntryPoint(name="billing", value="tests.test_plugins:NotAModule", group=MODULE_GROUP),  # no manifest
     ]
-    registry = PluginRegistry.from_entry_points(broken)
+    registry = PluginRegistry.from_entry_points(broken).load_all()
     assert "modbus" in registry.drivers
     assert "No module named 'no_such_package'" in registry.failures["canbus"]
     assert "differs from entry point" in registry.failures["modbus2"]
