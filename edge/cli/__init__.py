@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edge.cli import (
+    bench_cmd,
     certs_cmd,
     config_cmd,
     demo_cmd,
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
+app.command("bench")(bench_cmd.bench)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")

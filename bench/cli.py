@@ -1,0 +1,83 @@
+"""`edge bench` without typer: pick scenarios, run them in one bench environment, write the three outputs."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import scenarios as sc_mod
+from bench.harness import BenchEnv, run_scenario
+from bench.procs import BenchBroker, Children
+from bench.report import machine_info, plot, table, targets, write_json
+
+__all__ = ["run_bench"]
+
+
+def _sigterm_to_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so every `finally` stops its children, as with Ctrl-C
+
+
+def run_bench(
+    scenario: str = "all",
+    *,
+    duration: float | None = None,
+    out: Path | None = None,
+    peer: bool = True,
+    repeat: int = 1,
+    say: Any = print,
+) -> dict[str, Any]:
+    """Run the named scenario(s); returns the results dict also written to `out/results.json`."""
+    chosen = [s.with_options(duration=duration, peer=peer) for s in sc_mod.scenario(scenario)]
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    out = (out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    results: dict[str, Any] = {"machine": machine_info(), "repeat": repeat, "scenarios": []}
+    try:
+        with Children() as children:
+            broker = BenchBroker(out / "broker", children)
+            broker.start()
+            env = BenchEnv(out=out, children=children, broker=broker, repeat=repeat, say=say)
+            for s in chosen:
+                results["scenarios"].append(run_scenario(s, env))
+                write_json(out / "results.json", results)  # partial results survive a later failure
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    results["machine"]["git_commit_end"] = machine_info()["git_commit"]  # differs if the tree moved mid-run
+    _summarise_ramp(results)
+    results["targets"] = targets(results)["checks"]
+    write_json(out / "results.json", results)
+    png = plot(results, out / "bench.png")
+    results["outputs"] = {
+        "json": str(out / "results.json"),
+        "png": str(png) if png else "not written: matplotlib is not installed (pip install -e '.[dev]')",
+    }
+    write_json(out / "results.json", results)
+    say("")
+    say(table(results))
+    say("")
+    say(f"results: {out / 'results.json'}; plot: {results['outputs']['png']}")
+    return results
+
+
+def _summarise_ramp(results: dict[str, Any]) -> None:
+    for s in results["scenarios"]:
+        if s["scenario"] != "stress":
+            continue
+        best = next((r for r in s["loads"] if r["load"] == s.get("highest_sustained")), None)
+        stop = s.get("stopped_at")
+        text = (
+            f"highest sustained step {best['load']}: {best['delivered_points_per_s']:,.0f} points/s delivered, "
+            f"p99 {best['p99_latency_ms']:.0f} ms, no loss"
+            if best
+            else "no step sustained"
+        )
+        if stop:
+            text += f"; stopped at {stop['load']}: {'; '.join(stop['reasons'])}"
+        else:
+            text += "; every step kept up (raise the ramp to find the limit)"
+        s["ramp_summary"] = text

@@ -1,0 +1,265 @@
+"""What a benchmark runs: device groups per protocol, loads, and the named scenarios of `edge bench`.
+
+A `Load` is one gateway configuration measured once: groups of simulated devices, each with a protocol, a
+simulator, a count, points per device and a poll interval. A `Scenario` is a list of loads plus what to do
+around them (an outage after the window, a ramp that stops at saturation, a peer comparison).
+
+Protocols are pluggable: `PROTOCOLS` says which ones the bench can drive today (a simulator it can start and
+a gateway driver it can configure). A group of any other protocol is kept in the scenario and reported as
+pending, with the reason, so the building scenario says what it could not measure instead of hiding it.
+Adding BACnet means: a driver (entry point `bacnet`), a simulator, and a `ProtocolBench` entry here.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+__all__ = [
+    "PROTOCOLS",
+    "DeviceGroup",
+    "Load",
+    "ProtocolBench",
+    "Scenario",
+    "building",
+    "compare",
+    "pending_reason",
+    "scenario",
+    "smoke",
+    "stress",
+]
+
+Simulator = Literal["sunspec", "bank", "none"]
+
+
+@dataclass(frozen=True)
+class ProtocolBench:
+    """What the bench needs to drive one protocol: the gateway driver's entry point and its simulators."""
+
+    driver: str
+    simulators: tuple[Simulator, ...]
+
+
+# Protocols the bench can run today. BACnet/IP and OPC UA join when their drivers and simulators exist.
+PROTOCOLS: dict[str, ProtocolBench] = {
+    "modbus": ProtocolBench(driver="modbus", simulators=("sunspec", "bank")),
+}
+
+
+@dataclass(frozen=True)
+class DeviceGroup:
+    """`count` simulated devices of one kind, `points` published points each, polled every `poll_interval`."""
+
+    name: str  # e.g. "inverters"
+    protocol: str  # "modbus", "bacnet", "opcua"
+    simulator: Simulator
+    count: int
+    points: int
+    poll_interval: float
+    prefix: str  # device names are f"{prefix}-{i:03d}"
+    per_process: int = 20  # devices per simulator process (pymodbus: ~8k requests/s per process)
+
+    @property
+    def offered_points_per_s(self) -> float:
+        return self.count * self.points / self.poll_interval
+
+
+def _installed_drivers() -> set[str]:
+    return {ep.name for ep in importlib.metadata.entry_points(group="edge.drivers")}
+
+
+def pending_reason(group: DeviceGroup) -> str | None:
+    """None if the bench can run this group now, else why not (shown in the report)."""
+    bench = PROTOCOLS.get(group.protocol)
+    if bench is None:
+        if group.protocol in _installed_drivers():
+            return (
+                f"pending: the {group.protocol} driver exists, the bench cannot start its simulators yet "
+                "(no ProtocolBench entry)"
+            )
+        return f"pending: no {group.protocol} driver yet"
+    if group.simulator not in bench.simulators:
+        return f"pending: no {group.simulator!r} simulator for {group.protocol}"
+    if bench.driver not in _installed_drivers():
+        return f"pending: the {bench.driver!r} driver is not installed"
+    return None
+
+
+@dataclass(frozen=True)
+class Load:
+    """One gateway configuration, measured once (or `--repeat` times)."""
+
+    label: str
+    groups: tuple[DeviceGroup, ...]
+    point_topics: bool = True  # like production: each point's latest value on its own retained topic
+    tenants: tuple[str, ...] = ("acme", "globex")
+
+    @property
+    def runnable(self) -> tuple[DeviceGroup, ...]:
+        return tuple(g for g in self.groups if pending_reason(g) is None)
+
+    @property
+    def pending(self) -> dict[str, str]:
+        return {g.name: r for g in self.groups if (r := pending_reason(g)) is not None}
+
+    @property
+    def offered_points_per_s(self) -> float:
+        """What the runnable groups ask of the gateway: devices x points / poll interval."""
+        return sum(g.offered_points_per_s for g in self.runnable)
+
+    @property
+    def devices(self) -> int:
+        return sum(g.count for g in self.runnable)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    loads: tuple[Load, ...]
+    warmup: float = 5.0
+    duration: float = 20.0
+    outage: float = 0.0  # seconds the broker is down after the window (0: no outage test)
+    ramp: bool = False  # stop at the first load the gateway does not keep up with
+    peer: bool = False  # also run ThingsBoard IoT Gateway on each load (modbus bank groups only)
+    peer_storage: tuple[Literal["memory", "sqlite"], ...] = ("memory",)
+    cloud_endpoint: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def with_options(self, *, duration: float | None = None, peer: bool | None = None) -> Scenario:
+        changed = self
+        if duration is not None:
+            changed = replace(changed, duration=duration)
+        if peer is not None and self.peer:
+            changed = replace(changed, peer=peer)
+        return changed
+
+
+def _cloud_note() -> str:
+    modules = {ep.name for ep in importlib.metadata.entry_points(group="edge.modules")}
+    if "cloud_sync" in modules:
+        return "cloud sync: not measured (the bench does not configure cloud sync yet)"
+    return "cloud sync: not measured (the cloud_sync plug-in does not exist yet)"
+
+
+def building() -> Scenario:
+    """A realistic building: 50 inverters x 40, 20 air handlers x 30, 10 lifts x 20 points, 1 s polls."""
+    groups = (
+        DeviceGroup("inverters", "modbus", "sunspec", 50, 40, 1.0, "inv", per_process=25),
+        DeviceGroup("air handlers", "bacnet", "none", 20, 30, 1.0, "ahu"),
+        DeviceGroup("lifts", "opcua", "none", 10, 20, 1.0, "lift"),
+    )
+    return Scenario(
+        name="building",
+        description="50 SunSpec inverters x 40 points (Modbus TCP), 20 air handlers x 30 (BACnet/IP), "
+        "10 lifts x 20 (OPC UA), 1 s polls; then a broker outage and the backlog drain",
+        loads=(Load("building", groups),),
+        outage=10.0,
+        cloud_endpoint="https://cloud.invalid/ingest",
+        notes=(_cloud_note(),),
+    )
+
+
+STRESS_STEPS: tuple[int, ...] = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000)
+STRESS_DEVICES = 100
+STRESS_REGISTERS = 50
+
+
+def stress(steps: tuple[int, ...] = STRESS_STEPS, point_topics: bool = True) -> Scenario:
+    """100 bank devices x 50 registers; the poll interval shrinks until the gateway stops keeping up.
+
+    With `point_topics=False` (scenario `stress-no-point-topics`) the gateway publishes events only, no
+    retained per-point topics: the cost of the event pipeline alone.
+    """
+    loads = []
+    for target in steps:
+        interval = round(STRESS_DEVICES * STRESS_REGISTERS / target, 4)
+        group = DeviceGroup(
+            "bank", "modbus", "bank", STRESS_DEVICES, STRESS_REGISTERS, interval, "dev", per_process=20
+        )
+        loads.append(Load(f"{target // 1000}k", (group,), point_topics=point_topics))
+    return Scenario(
+        name="stress" if point_topics else "stress-no-point-topics",
+        description=("" if point_topics else "[bus] point_topics = false: ")
+        + f"{STRESS_DEVICES} Modbus devices x {STRESS_REGISTERS} registers, poll interval "
+        "shrinking step by step until the gateway no longer keeps up (delivered < 95 % of offered, "
+        "p99 >= 1 s, or loss)",
+        loads=tuple(loads),
+        warmup=3.0,
+        duration=10.0,
+        ramp=True,
+    )
+
+
+COMPARE_DEVICES = 20
+COMPARE_REGISTERS = 50
+COMPARE_INTERVALS: tuple[float, ...] = (1.0, 0.1, 0.05)
+
+
+def compare(intervals: tuple[float, ...] = COMPARE_INTERVALS) -> Scenario:
+    """The same 20 devices x 50 registers through this gateway and ThingsBoard IoT Gateway."""
+    loads = tuple(
+        Load(
+            f"{COMPARE_DEVICES}x{COMPARE_REGISTERS}@{interval:g}s",
+            (
+                DeviceGroup(
+                    "bank",
+                    "modbus",
+                    "bank",
+                    COMPARE_DEVICES,
+                    COMPARE_REGISTERS,
+                    interval,
+                    "dev",
+                    per_process=10,
+                ),
+            ),
+        )
+        for interval in intervals
+    )
+    return Scenario(
+        name="compare",
+        description=f"{COMPARE_DEVICES} Modbus devices x {COMPARE_REGISTERS} registers at poll intervals "
+        f"{', '.join(f'{i:g} s' for i in intervals)}: this gateway vs ThingsBoard IoT Gateway",
+        loads=loads,
+        warmup=5.0,
+        duration=20.0,
+        peer=True,
+    )
+
+
+def smoke() -> Scenario:
+    """A few seconds end to end: 4 bank devices x 20 registers at 0.2 s, plus a short outage."""
+    group = DeviceGroup("bank", "modbus", "bank", 4, 20, 0.2, "dev", per_process=2)
+    return Scenario(
+        name="smoke",
+        description="4 Modbus devices x 20 registers at 0.2 s, a 2 s broker outage",
+        loads=(Load("smoke", (group,)),),
+        warmup=1.0,
+        duration=3.0,
+        outage=2.0,
+    )
+
+
+def _stress_no_point_topics() -> Scenario:
+    return stress(point_topics=False)
+
+
+_SCENARIOS = {
+    "building": building,
+    "stress": stress,
+    "compare": compare,
+    "smoke": smoke,
+    "stress-no-point-topics": _stress_no_point_topics,
+}
+NAMES: tuple[str, ...] = (*_SCENARIOS, "all")
+
+
+def scenario(name: str) -> list[Scenario]:
+    """The scenarios a CLI name stands for; `all` is building + stress + compare (the issue's set)."""
+    if name == "all":
+        return [building(), stress(), compare()]
+    try:
+        return [_SCENARIOS[name]()]
+    except KeyError:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(NAMES)}") from None

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def bench(
+    scenario: str = typer.Argument(
+        "all",
+        help="building, stress, compare, smoke, stress-no-point-topics, or all (building + stress + compare).",
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output directory (default: bench-results/<timestamp>/)."
+    ),
+    peer: bool = typer.Option(
+        True, "--peer/--no-peer", help="Also run ThingsBoard IoT Gateway in the compare scenario."
+    ),
+    repeat: int = typer.Option(
+        1, "--repeat", min=1, max=20, help="Runs per measurement; medians are reported."
+    ),
+) -> None:
+    """Benchmark the real gateway process: throughput, latency, CPU per point, memory, backlog drain."""
+    from bench import run_bench  # the bench package is a development tool: imported only when used
+
+    try:
+        run_bench(scenario, duration=duration, out=out, peer=peer, repeat=repeat, say=typer.echo)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted; every child process was stopped", err=True)
+        raise typer.Exit(130) from None
