@@ -269,6 +269,7 @@ class ModuleHost:
             position = await self._outbox.cursor(consumer)
             while True:
                 scanned = self._outbox.last_position  # committed before the read: the read sees it all
+                wake.clear()  # before the read: a commit landing during it must wake the next wait
                 rows = await self._outbox.read_after(position, 200, sub.types)
                 if len(rows) < 200 and scanned > position and (not rows or rows[-1].position < scanned):
                     # nothing else of our types up to `scanned`: pass the rest, so retention can free it
@@ -279,7 +280,6 @@ class ModuleHost:
                     if tail:
                         position = tail
                         self._outbox.set_cursor(consumer, position)
-                    wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), 1.0)
                     continue
@@ -386,6 +386,7 @@ class _BatchConsumer:
         while True:
             scanned = outbox.last_position  # committed before the read, so the read sees all of it
             want = sub.max_batch - len(batch)
+            self._wake.clear()  # before the read: a commit landing during it must wake the next wait
             rows = await outbox.read_after(after, want, sub.types)
             for row in rows:
                 if batch and sub.max_bytes is not None and size + len(row.body) > sub.max_bytes:
@@ -405,7 +406,7 @@ class _BatchConsumer:
             await self._sleep_until_woken(remaining)
 
     async def _sleep_until_woken(self, seconds: float) -> None:
-        self._wake.clear()
+        """Wait for a commit; the flag was cleared before the last read, so none is missed."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 

@@ -73,9 +73,9 @@ class OutboxPublisher:
             position = await self._outbox.cursor(MQTT_CONSUMER)
             while True:
                 await self._bus.wait_connected()
+                wake.clear()  # before the read: a commit landing during it must wake the next wait
                 rows = await self._outbox.read_after(position, self._batch)
                 if not rows:
-                    wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), 1.0)
                     continue
