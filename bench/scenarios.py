@@ -225,6 +225,7 @@ def compare(intervals: tuple[float, ...] = COMPARE_INTERVALS) -> Scenario:
         warmup=5.0,
         duration=20.0,
         peer=True,
+        peer_storage=("memory", "sqlite"),  # ThingsBoard with both of its storages, as the issue asks
     )
 
 
