@@ -19,7 +19,7 @@ import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -27,7 +27,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from pydantic import ValidationError
 
-from drivers.opcua.config import OpcuaConnection, parse_node_id
+from drivers.opcua.config import OpcuaConnection, WriteType, parse_node_id
 from drivers.opcua.connect import close_client, open_client, quiet_asyncua_logging
 from drivers.opcua.plan import make_node_id
 from drivers.opcua.values import is_good, scalar
@@ -74,22 +74,7 @@ UNECE_UNITS: dict[str, str] = {
     "RPM": "rpm",
 }
 _BUILTIN_NAMES = {vt.value: vt.name for vt in ua.VariantType if 1 <= vt.value <= 25}
-_WRITABLE_TYPES = frozenset(
-    [
-        "Boolean",
-        "SByte",
-        "Byte",
-        "Int16",
-        "UInt16",
-        "Int32",
-        "UInt32",
-        "Int64",
-        "UInt64",
-        "Float",
-        "Double",
-        "String",
-    ]
-)
+_WRITABLE_TYPES = frozenset(get_args(WriteType))  # the types a point can be written as
 _HAS_PROPERTY = make_node_id(ObjectIds.HasProperty, 0)
 _NAME_PART = re.compile(r"[^A-Za-z0-9_-]+")
 
