@@ -66,16 +66,19 @@ def run_bench(
 
 def _summarise_ramp(results: dict[str, Any]) -> None:
     for s in results["scenarios"]:
-        if s["scenario"] != "stress":
+        if "highest_sustained" not in s:  # not a ramp
             continue
         best = next((r for r in s["loads"] if r["load"] == s.get("highest_sustained")), None)
         stop = s.get("stopped_at")
         text = (
             f"highest sustained step {best['load']}: {best['delivered_points_per_s']:,.0f} points/s delivered, "
-            f"p99 {best['p99_latency_ms']:.0f} ms, no loss"
+            f"p99 {best['p99_latency_ms']:.0f} ms, {best['cpu_us_per_point'] or 0:.1f} µs CPU/point, "
+            f"{best.get('requests_per_device_poll') or 0:.0f} Modbus requests/device/poll, no loss"
             if best
             else "no step sustained"
         )
+        if not best and s["loads"] and s["loads"][0].get("requests_per_device_poll"):
+            text += f" ({s['loads'][0]['requests_per_device_poll']:.0f} Modbus requests/device/poll)"
         if stop:
             text += f"; stopped at {stop['load']}: {'; '.join(stop['reasons'])}"
         else:

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.procs import Children, free_port, wait_port
 from bench.scenarios import DeviceGroup, Load
 
-__all__ = ["Device", "Fleet", "write_gateway_config"]
+__all__ = ["Device", "Fleet", "requests_per_poll", "write_gateway_config"]
 
 SUNSPEC_UPDATE_INTERVAL = 1.0
 
@@ -191,10 +191,23 @@ def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_
             f'profile = "{device.profile}"',
             f"poll_interval = {device.group.poll_interval}",
             "timeout = 1.0",
-            f'connection = {{ host = "127.0.0.1", port = {device.port}, unit_id = {device.unit} }}',
+            f'connection = {{ host = "127.0.0.1", port = {device.port}, unit_id = {device.unit}'
+            + ("" if load.coalesce else ", coalesce = false")
+            + " }",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
     for name, text in fleet.profiles.items():
         (path.parent / name).write_text(text)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def requests_per_poll(config: Path) -> float:
+    """Mean read requests per device per poll in the plans the gateway compiles from `config`."""
+    from edge.config import load_config
+    from edge.plugins import PluginRegistry
+
+    registry = PluginRegistry.from_entry_points()
+    loaded = load_config(config, registry)
+    counts = [len(registry.driver(spec.driver).compile(spec).requests) for spec in loaded.devices]
+    return sum(counts) / len(counts) if counts else 0.0

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from bench.analysis import aggregate, check_loss, drain, keeps_up, window
-from bench.fleet import Fleet, write_gateway_config
+from bench.fleet import Fleet, requests_per_poll, write_gateway_config
 from bench.procs import BenchBroker, Children, ProcessCpu
 from bench.runners import GatewayProcess, SubscriberProcess, read_outbox
 from bench.scenarios import Load, Scenario, pending_reason
@@ -66,9 +66,8 @@ def measure(
     own_fleet = fleet is None
     fleet = fleet or Fleet(load, run_dir / "sims", env.children).start()
     sub = SubscriberProcess(run_dir, env.broker.port, env.children)
-    gw = GatewayProcess(
-        write_gateway_config(run_dir / "edge.toml", fleet, broker_port=env.broker.port), env.children
-    )
+    config = write_gateway_config(run_dir / "edge.toml", fleet, broker_port=env.broker.port)
+    gw = GatewayProcess(config, env.children)
     try:
         sub.start()
         gw.start()
@@ -110,6 +109,7 @@ def measure(
         "devices": load.devices,
         "groups": _groups(load),
         "offered_points_per_s": load.offered_points_per_s,
+        "requests_per_device_poll": requests_per_poll(config),
         **stats,
         "points_read_per_s": _rate(s0, s1, "points_read"),
         "point_updates_per_s": _rate(s0, s1, "point_updates_published"),

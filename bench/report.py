@@ -187,7 +187,7 @@ def table(results: dict[str, Any]) -> str:
             extra.append(f"{sc['scenario']}: {name}: {reason}")
         extra += [f"{sc['scenario']}: {n}" for n in sc.get("notes", [])]
         if sc.get("ramp_summary"):
-            extra.append(f"stress: {sc['ramp_summary']}")
+            extra.append(f"{sc['scenario']}: {sc['ramp_summary']}")
     lines += ["", *extra, "", *targets(results)["lines"]]
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ __all__ = [
     "ProtocolBench",
     "Scenario",
     "building",
+    "coalescing",
     "compare",
     "pending_reason",
     "scenario",
@@ -93,6 +94,7 @@ class Load:
     label: str
     groups: tuple[DeviceGroup, ...]
     point_topics: bool = True  # like production: each point's latest value on its own retained topic
+    coalesce: bool = True  # Modbus reads merged into blocks; False: one request per point
     tenants: tuple[str, ...] = ("acme", "globex")
 
     @property
@@ -246,6 +248,36 @@ def _stress_no_point_topics() -> Scenario:
     return stress(point_topics=False)
 
 
+COALESCING_INVERTERS = 100
+COALESCING_STEPS: tuple[int, ...] = (2_000, 4_000, 8_000, 16_000, 32_000, 48_000, 64_000)
+
+
+def coalescing(coalesce: bool, steps: tuple[int, ...] = COALESCING_STEPS) -> Scenario:
+    """100 SunSpec inverters x 40 points, ramped, with the Modbus planner's coalescing on or off."""
+    mode = "on" if coalesce else "off"
+    loads = []
+    for target in steps:
+        interval = round(COALESCING_INVERTERS * 40 / target, 4)
+        group = DeviceGroup(
+            "inverters", "modbus", "sunspec", COALESCING_INVERTERS, 40, interval, "inv", per_process=25
+        )
+        loads.append(Load(f"{target // 1000}k", (group,), coalesce=coalesce))
+    return Scenario(
+        name=f"coalescing-{mode}",
+        description=f"{COALESCING_INVERTERS} SunSpec inverters x 40 points, Modbus read coalescing {mode} "
+        + ("(blocks of up to 125 registers, gaps of 8 bridged)" if coalesce else "(one request per point)")
+        + ", poll interval shrinking until the gateway no longer keeps up",
+        loads=tuple(loads),
+        warmup=3.0,
+        duration=10.0,
+        ramp=True,
+    )
+
+
+def _coalescing_pair() -> list[Scenario]:
+    return [coalescing(True), coalescing(False)]
+
+
 _SCENARIOS = {
     "building": building,
     "stress": stress,
@@ -253,13 +285,15 @@ _SCENARIOS = {
     "smoke": smoke,
     "stress-no-point-topics": _stress_no_point_topics,
 }
-NAMES: tuple[str, ...] = (*_SCENARIOS, "all")
+NAMES: tuple[str, ...] = (*_SCENARIOS, "coalescing", "all")
 
 
 def scenario(name: str) -> list[Scenario]:
     """The scenarios a CLI name stands for; `all` is building + stress + compare (the issue's set)."""
     if name == "all":
         return [building(), stress(), compare()]
+    if name == "coalescing":
+        return _coalescing_pair()
     try:
         return [_SCENARIOS[name]()]
     except KeyError:

@@ -35,6 +35,12 @@ def test_adjacent_registers_make_one_request() -> None:
     assert [(s.point_index, s.offset) for s in plan.requests[0].slots] == [(0, 0), (1, 1), (2, 2)]
 
 
+def test_without_coalescing_every_point_is_its_own_request() -> None:
+    plan = plan_reads([pt(12, "int32"), pt(10), pt(11), pt(3, "bool", "coil")], coalesce=False)
+    assert spans(plan) == [("holding", 10, 1), ("holding", 11, 1), ("holding", 12, 2), ("coil", 3, 1)]
+    assert [r.slots[0].point_index for r in plan.requests] == [1, 2, 0, 3]
+
+
 @pytest.mark.parametrize("max_gap", [0, 1, 8, 123])
 def test_gap_equal_to_max_gap_is_bridged(max_gap: int) -> None:
     # the second point starts max_gap registers after the first one ends

@@ -69,6 +69,10 @@ class ModbusConnection(BaseModel):
         le=124,
         description="Unused registers (or bits) read and discarded to merge two ranges.",
     )
+    coalesce: bool = Field(
+        default=True,
+        description="False: one request per point, for devices that refuse reads spanning several points.",
+    )
 
     @field_validator("port")
     @classmethod

@@ -74,6 +74,7 @@ class ModbusDriver:
             max_registers=connection.max_registers,
             max_bits=connection.max_bits,
             max_gap=connection.max_gap,
+            coalesce=connection.coalesce,
         )
 
     def session(self, device: DeviceSpec) -> ModbusSession:

@@ -82,9 +82,11 @@ def plan_reads(
     max_registers: int = MAX_READ_REGISTERS,
     max_bits: int = MAX_READ_BITS,
     max_gap: int = 8,
+    coalesce: bool = True,
 ) -> ModbusPlan:
     """Compile points into as few read requests as the limits allow.
 
+    With `coalesce=False` every point is its own request (devices that refuse multi-point reads).
     Raises `ValueError` for limits outside what Modbus allows, or a point wider than `max_registers`.
     """
     if not 1 <= max_registers <= MAX_READ_REGISTERS:
@@ -106,7 +108,12 @@ def plan_reads(
         ranges = by_table.get(table)
         if ranges:
             limit = max_bits if table in BIT_TABLES else max_registers
-            for start, end, members in _coalesce(sorted(ranges), limit, max_gap):
+            blocks = (
+                _coalesce(sorted(ranges), limit, max_gap)
+                if coalesce
+                else [(a, a + w, [(a, w, i)]) for a, w, i in sorted(ranges)]
+            )
+            for start, end, members in blocks:
                 slots = tuple(
                     Slot(
                         index,

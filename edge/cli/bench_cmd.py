@@ -8,7 +8,8 @@ import typer
 def bench(
     scenario: str = typer.Argument(
         "all",
-        help="building, stress, compare, smoke, stress-no-point-topics, or all (building + stress + compare).",
+        help="building, stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
+        "vs off), or all (building + stress + compare).",
     ),
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."
