@@ -68,7 +68,9 @@ def _tenant() -> str:
 class ModuleStore:
     """Tenant-scoped key-value storage of one module (see the module docstring)."""
 
-    def __init__(self, path: Path, module: str, *, readonly: bool = False, once_ttl: float = ONCE_TTL) -> None:
+    def __init__(
+        self, path: Path, module: str, *, readonly: bool = False, once_ttl: float = ONCE_TTL
+    ) -> None:
         self.path = path
         self.module = module
         self._readonly = readonly

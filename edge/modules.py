@@ -47,9 +47,9 @@ from edge.tenancy import TenantContext, current_tenant, tenant_scope
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[StoredEvent], Awaitable[None]]
-# (site, device, point, value) -> None for the current tenant, through the kernel's command path; raises
-# edge.errors.DeviceError (or UnknownTarget) with the reason when the write is refused or fails
-PointWriter = Callable[[str, str, str, Any], Awaitable[None]]
+# (module, site, device, point, value) -> None for the current tenant, through the kernel's command path;
+# raises edge.errors.DeviceError (or UnknownTarget) with the reason when the write is refused or fails
+PointWriter = Callable[[str, str, str, str, Any], Awaitable[None]]
 
 RETRY_BASE = 1.0  # seconds: the kernel's backoff for RetryLater(None), capped (reliability T04)
 RETRY_CAP = 60.0
@@ -184,7 +184,7 @@ class ModuleContext:
         and result events as an MQTT write request). Raises DeviceError/UnknownTarget with the reason."""
         if self._point_writer is None:
             raise RuntimeError(f"module {self.name}: this host has no write path to devices")
-        await self._point_writer(site, device, point, value)
+        await self._point_writer(self.name, site, device, point, value)
 
     async def publish(self, type: str, subject: str, data: dict[str, Any]) -> None:
         """Publish an event for the current tenant (the one whose event is being handled). Raises
@@ -323,6 +323,15 @@ class ModuleHost:
                     position = row.position
                 position = max(position, tail)
                 self._outbox.set_cursor(consumer, position)
+
+    def serves(self, tenant: str, module: str) -> str | None:
+        """None when `module` runs for `tenant` (for module commands), else the reason it does not."""
+        hosted = self.modules.get(module)
+        if hosted is None or hosted.context is None or hosted.state is not ModuleState.ENABLED:
+            return f"module {module!r} is not running on this gateway"
+        if tenant not in {t.tenant_id for t in hosted.context.tenants}:
+            return f"tenant is not entitled to module {module!r}"
+        return None
 
     async def health(self) -> dict[str, Health]:
         out: dict[str, Health] = {}
