@@ -7,7 +7,8 @@
 - `Ticker`: a module's periodic work per entitled tenant (time-based conditions: "for longer than", stale
   data), run inside that tenant's context so publishing and storage are scoped as for events.
 - `AlertBook`: raise and clear `org.edgegw.asset.failed` alerts once each, remembered in the module's store.
-- `as_bool`: binary point values across protocols (True/False, BACnet "active"/"inactive", 0/1, on/off).
+- `as_bool`: binary point values across protocols (True/False, BACnet "active"/"inactive" or state texts
+  such as "normal"/"alarm", 0/1, on/off).
 """
 
 from __future__ import annotations
@@ -102,9 +103,9 @@ def as_bool(value: Any) -> bool | None:
         return value != 0
     if isinstance(value, str):
         lowered = value.strip().lower()
-        if lowered in ("active", "on", "true", "1", "running", "open"):
+        if lowered in ("active", "on", "true", "1", "running", "open", "alarm", "fault"):
             return True
-        if lowered in ("inactive", "off", "false", "0", "stopped", "closed"):
+        if lowered in ("inactive", "off", "false", "0", "stopped", "closed", "normal", "ok"):
             return False
     return None
 

@@ -109,7 +109,8 @@ class Hvac:
                 puts[key] = cycle.to_json()
             for point in c.filter_points:
                 sample = telemetry.points.get(point)
-                alarm = as_bool(sample.value) if sample is not None and sample.good else None
+                # a device flags its own alarm point 'in alarm' (BACnet status flags: quality uncertain)
+                alarm = as_bool(sample.value) if sample is not None and sample.quality != "bad" else None
                 if alarm is not None:
                     await self._filter(site, device, point, alarm, at)
             if puts:
