@@ -81,7 +81,7 @@ def _config(broker: MosquittoProcess, modbus: int, lifts: LiftSimulator, hvac: H
     lines.append("""
 [[modules]]
 name = "solar"
-config = { interval = 2.0, max_gap = 1.0, offline_after = 0.5, underperformance = { after = 0.5, min_peers = 2 } }
+config = { interval = 1.0, max_gap = 1.0, offline_after = 0.5, underperformance = { after = 0.5, min_peers = 2 } }
 
 [[modules]]
 name = "billing"
@@ -89,7 +89,7 @@ config = { price_per_kwh = 0.25, currency = "EUR", tenants = { acme = { site_pri
 
 [[modules]]
 name = "lifts"
-config = { stuck_after = 0.5, door_open_max = 1.0, check_interval = 0.2, report_interval = 2.0 }
+config = { stuck_after = 0.5, door_open_max = 1.0, check_interval = 0.2, report_interval = 1.0 }
 
 [[modules]]
 name = "hvac"
@@ -152,9 +152,7 @@ async def rig(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProc
     inverters = InverterSimulator(5, free_port(), update_interval=0.1, sim_time="12:00")
     lifts = LiftSimulator(free_port(), 3, speed=9.0, door_time=0.1, dwell_time=0.2, auto=False)
     hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.3, time_scale=60.0)
-    await inverters.start()
-    await lifts.start()
-    await hvac.start()
+    await asyncio.gather(inverters.start(), lifts.start(), hvac.start())
     path = tmp_path_factory.mktemp("domain") / "edge.toml"
     path.write_text(_config(mosquitto, inverters.port, lifts, hvac))
     registry = PluginRegistry.from_entry_points()
@@ -201,12 +199,12 @@ async def test_an_offline_inverter_is_flagged_alarmed_bridged_by_its_counter_and
     assert offline["state"] == "raised" and offline["severity"] == "major" and "ac_power" in offline["cause"]
     alarm_id = "inverter-offline:roof/inv-02:bad_quality"
     await rig.until("acme", ALARM, lambda e: e["alarm_id"] == alarm_id and e["state"] == "raised")
-    await asyncio.sleep(1.5)  # longer than max_gap: only the energy counter can say what was produced
+    await asyncio.sleep(1.2)  # longer than max_gap: only the energy counter can say what was produced
     rig.inverters.set_offline(2, False)
     await rig.until("acme", ASSET, lambda e: e["asset"] == "inv-02" and e["state"] == "cleared")
     await rig.until("acme", ALARM, lambda e: e["alarm_id"] == alarm_id and e["state"] == "cleared")
     bridged = await rig.until("acme", ENERGY, lambda e: e["device"] == "inv-02" and "counter" in e["methods"])
-    assert bridged["recovered_wh"] > 0 or bridged["coverage"] > 0
+    assert bridged["recovered_wh"] > 0  # produced while unreachable, in intervals already reported
 
     code, out = await rig.cli("alarm", "ack", alarm_id, "--tenant", "acme", "--by", "operator")
     assert code == 0 and f"{alarm_id}: acknowledged" in out, out
@@ -214,12 +212,8 @@ async def test_an_offline_inverter_is_flagged_alarmed_bridged_by_its_counter_and
         "acme", ALARM, lambda e: e["alarm_id"] == alarm_id and e["state"] == "acknowledged"
     )
     assert acked["acknowledged_by"] == "operator"
-    code, out = await rig.cli("alarm", "list", "--tenant", "acme")
-    assert code == 0 and alarm_id not in out  # cleared and acknowledged: resolved
     code, out = await rig.cli("alarm", "ack", "no-such:roof/x:high", "--tenant", "acme")
     assert code == 1 and "no unresolved alarm" in out
-    code, out = await rig.cli("alarm", "ack", alarm_id, "--tenant", "globex")
-    assert code == 1 and "not entitled" in out
 
 
 async def test_an_inverter_far_below_its_peers_is_flagged_until_it_recovers(rig: Rig) -> None:
@@ -238,6 +232,9 @@ async def test_an_inverter_far_below_its_peers_is_flagged_until_it_recovers(rig:
 
 async def test_lift_trips_a_stuck_car_and_a_door_that_stays_open(rig: Rig) -> None:
     rig.lifts.command(1, 4)
+    rig.lifts.door_fault(2)
+    door = await rig.until("acme", ASSET, lambda e: e["asset"] == "lift-2" and e["kind"] == "door")
+    assert door["state"] == "raised" and "failed to close" in door["cause"]
     usage = await rig.until("acme", USAGE, lambda e: e["device"] == "lift-1" and e["total_trips"] >= 1)
     assert usage["total_door_cycles"] >= 1
     rig.lifts.stick(1)
@@ -247,9 +244,6 @@ async def test_lift_trips_a_stuck_car_and_a_door_that_stays_open(rig: Rig) -> No
     )
     code = await rig.until("acme", ASSET, lambda e: e["asset"] == "lift-1" and e["kind"] == "fault_code")
     assert "fault code 31 (stuck between floors)" in code["cause"]
-    rig.lifts.door_fault(2)
-    door = await rig.until("acme", ASSET, lambda e: e["asset"] == "lift-2" and e["kind"] == "door")
-    assert "failed to close" in door["cause"]
     rig.lifts.clear(1)
     rig.lifts.clear(2)
     for lift, kind in (
