@@ -164,6 +164,7 @@ class AlertBook:
         self._module = module
         self._store = store
         self._publish = publish
+        self._log = logging.getLogger(f"edge.module.{module}")
 
     def alert_id(self, kind: str, site: str, asset: str) -> str:
         return f"{self._module}:{kind}:{site}/{asset}"
@@ -195,7 +196,7 @@ class AlertBook:
             ASSET_FAILED, f"{site}/{asset}", data
         )  # before the store: a crash repeats, never loses
         await self._store.put(self.PREFIX + alert_id, data)
-        log.warning("%s: %s %s/%s raised (%s): %s", self._module, kind, site, asset, severity, cause)
+        self._log.warning("%s %s/%s raised (%s): %s", kind, site, asset, severity, cause)
         return True
 
     async def clear_alert(self, *, kind: str, site: str, asset: str, cause: str, since: float) -> bool:
@@ -207,5 +208,5 @@ class AlertBook:
         data = {**raised, "state": "cleared", "cause": cause, "since": rfc3339(since)}
         await self._publish(ASSET_FAILED, f"{site}/{asset}", data)
         await self._store.delete(self.PREFIX + alert_id)
-        log.info("%s: %s %s/%s cleared: %s", self._module, kind, site, asset, cause)
+        self._log.info("%s %s/%s cleared: %s", kind, site, asset, cause)
         return True

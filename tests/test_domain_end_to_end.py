@@ -29,7 +29,7 @@ from edge.tenancy import tenant_scope
 from simulators.bacnet_hvac import HvacSimulator
 from simulators.modbus_inverter import InverterSimulator
 from simulators.opcua_lift import LiftSimulator
-from tests.helpers import MosquittoProcess, free_port
+from tests.helpers import MosquittoProcess, MqttRecorder, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -292,3 +292,35 @@ async def test_a_tenant_without_the_entitlements_gets_nothing_from_the_modules(r
     request = await rig.gateway.submit_module_command("acme", "alarms", "list")
     answer = await rig.until("acme", "org.edgegw.module.command.result", lambda e: e["request_id"] == request)
     assert answer["ok"] and isinstance(answer["result"]["alarms"], list)
+
+
+async def test_malformed_or_misaddressed_module_commands_are_refused_with_a_reason(
+    rig: Rig, mosquitto: MosquittoProcess
+) -> None:
+    prefix = rig.gateway.topics.prefix
+    recorder = MqttRecorder(mosquitto.port, f"{prefix}/+/cmd/module/#")
+    try:
+        for topic, payload in (
+            (f"{prefix}/acme/cmd/module/alarms/ack", b"{not json"),
+            (f"{prefix}/acme/cmd/module/alarms/ack", b'{"args": [1], "id": "r-args"}'),
+            (f"{prefix}/acme/cmd/module/nosuch/run", b'{"id": "r-module"}'),
+            (
+                f"{prefix}/acme/cmd/module/alarms/ack",
+                b'{"id": "r-big", "args": {"x": "' + b"y" * 20_000 + b'"}}',
+            ),
+        ):
+            await asyncio.to_thread(recorder.publish, topic, payload)
+        got = await asyncio.to_thread(
+            recorder.wait_for, lambda m: len([t for t, _, _ in m if t.endswith("/result")]) >= 4, 10.0
+        )
+    finally:
+        recorder.close()
+    reasons = {
+        orjson.loads(p)["request_id"]: orjson.loads(p)["reason"] for t, p, _ in got if t.endswith("/result")
+    }
+    assert "payload is not JSON" in reasons[""]
+    assert reasons["r-args"] == "'args' must be a JSON object"
+    assert reasons["r-module"] == "module 'nosuch' is not running on this gateway"
+    assert "exceeds 16384" in reasons["r-big"]
+    refusals = await rig.events("acme", "org.edgegw.module.command.result")
+    assert {r["request_id"] for r in refusals if not r["ok"]} >= {"", "r-args", "r-module", "r-big"}
