@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from edge.config import load_config
+from edge.errors import ConfigError
 from edge.plugins import PluginRegistry
 
 MODULES = ("solar", "billing", "lifts", "hvac", "alarms")
@@ -36,3 +38,21 @@ def test_modules_talk_only_through_events_never_by_import() -> None:
             for node in ast.walk(ast.parse(source.read_text())):
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("modules."):
                     assert node.module.split(".")[1] == name, f"{source} imports {node.module}"
+
+
+def test_a_module_config_error_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        '[gateway]\nid = "gw"\n[[tenants]]\nid = "acme"\n[[sites]]\nid = "roof"\n'
+        '[[modules]]\nname = "billing"\nconfig = { timezone = "Mars/Olympus" }\n'
+        '[[modules]]\nname = "hvac"\nconfig = { schedules = [{ tenant = "acme", site = "roof", device = "v", '
+        'entries = [{ at = "25:00", value = 21.0 }] }] }\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, PluginRegistry.from_entry_points())
+    issues = [str(i) for i in info.value.issues]
+    assert (
+        f"{path}: modules[0] (billing).config.timezone: Value error, unknown time zone 'Mars/Olympus'"
+        in issues
+    )
+    assert any(i.startswith(f"{path}: modules[1] (hvac).config.schedules[0].entries[0].at:") for i in issues)

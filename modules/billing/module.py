@@ -24,6 +24,8 @@ log = logging.getLogger("edge.module.billing")
 
 
 class Billing:
+    config_model = BillingConfig  # checked by the config loader too: errors name file and field
+
     def __init__(self) -> None:
         self._booked = 0
         self._duplicates = 0

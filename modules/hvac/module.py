@@ -38,6 +38,8 @@ log = logging.getLogger("edge.module.hvac")
 
 
 class Hvac:
+    config_model = HvacConfig  # checked by the config loader too: errors name file and field
+
     def __init__(self) -> None:
         self._zones: dict[str, dict[str, ZoneTrack]] = {}
         self._cycles: dict[str, dict[str, CycleTrack]] = {}

@@ -26,6 +26,8 @@ log = logging.getLogger("edge.module.lifts")
 
 
 class Lifts:
+    config_model = LiftsConfig  # checked by the config loader too: errors name file and field
+
     def __init__(self) -> None:
         self._tracks: dict[str, dict[str, LiftTrack]] = {}
         self._locks: dict[str, asyncio.Lock] = {}

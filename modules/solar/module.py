@@ -30,6 +30,8 @@ log = logging.getLogger("edge.module.solar")
 
 
 class Solar:
+    config_model = SolarConfig  # checked by the config loader too: errors name file and field
+
     def __init__(self) -> None:
         self._tracks: dict[str, dict[str, Track]] = {}  # tenant -> key -> track (cache of the store)
         self._locks: dict[str, asyncio.Lock] = {}
