@@ -14,6 +14,7 @@ seconds (pruned when the store opens), far longer than any redelivery window of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -147,31 +148,53 @@ class ModuleStore:
             raise ModuleStoreError(self.module, f"value is not JSON: {exc}") from exc
         db = self._conn()
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
+            # A started transaction always finishes, even when the caller is cancelled (a module stopping):
+            # aiosqlite runs each statement in its own thread, so a cancelled await could otherwise leave the
+            # connection inside a transaction, or a half-known outcome. The cancellation is re-raised after.
+            job = asyncio.ensure_future(self._transaction(db, tenant, encoded, deletes, once, now))
             try:
-                if once is not None:
-                    cursor = await db.execute(
-                        "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
-                        (tenant, once, now),
-                    )
-                    if cursor.rowcount == 0:
-                        await db.execute("ROLLBACK")
-                        return False
-                if encoded:
-                    await db.executemany(
-                        "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, "
-                        "updated = excluded.updated",
-                        encoded,
-                    )
-                if deletes:
-                    await db.executemany(
-                        "DELETE FROM kv WHERE tenant = ? AND key = ?", [(tenant, key) for key in deletes]
-                    )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                while not job.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([job])
                 raise
+
+    async def _transaction(
+        self,
+        db: aiosqlite.Connection,
+        tenant: str,
+        encoded: list[tuple[str, str, bytes, float]],
+        deletes: Sequence[str],
+        once: str | None,
+        now: float,
+    ) -> bool:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if once is not None:
+                cursor = await db.execute(
+                    "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
+                    (tenant, once, now),
+                )
+                if cursor.rowcount == 0:
+                    await db.execute("ROLLBACK")
+                    return False
+            if encoded:
+                await db.executemany(
+                    "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                    encoded,
+                )
+            if deletes:
+                await db.executemany(
+                    "DELETE FROM kv WHERE tenant = ? AND key = ?", [(tenant, key) for key in deletes]
+                )
+            await db.execute("COMMIT")
+        except Exception:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # never hide the original error
+                    await db.execute("ROLLBACK")
+            raise
         return True
 
     async def applied(self, once: str) -> bool:

@@ -97,6 +97,8 @@ name = "hvac"
 tolerance_k = 1.5
 off_setpoint_after = 0.5
 check_interval = 0.2
+max_starts = 2
+cycling_window = 60
 schedules = [
   { tenant = "acme", site = "roof", device = "vav-1", entries = [{ at = "00:00", value = 22.0 }] },
   { tenant = "globex", site = "roof", device = "vav-1", entries = [{ at = "00:00", value = 30.0 }] },
@@ -327,3 +329,20 @@ async def test_malformed_or_misaddressed_module_commands_are_refused_with_a_reas
             "acme", "org.edgegw.module.command.result", lambda e, r=request: e["request_id"] == r
         )
         assert refusal["ok"] is False and refusal["reason"] == reasons[request]
+
+
+@pytest.mark.slow
+async def test_a_fan_that_keeps_starting_is_short_cycling(rig: Rig) -> None:
+    """Slow (about 10 s): the AHU fan is switched off and on through its enable point, as a faulty control
+    loop would; more than two starts within a minute (the test's limit) raise the alert. Clearing needs the
+    starts to age out of the window, which the unit tests cover."""
+    ahu = rig.hvac.ahu
+    for _ in range(3):
+        for state in ("inactive", "active"):
+            rig.hvac.set_value("ahu-1", "supply-fan-enable", state)
+            deadline = time.monotonic() + 10
+            while ahu.value("supply-fan-status") != state and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.8)  # long enough for the change to reach the gateway (COV) and the module
+    alert = await rig.until("acme", ASSET, lambda e: e["kind"] == "short_cycling")
+    assert alert["asset"] == "ahu-1.supply-fan-status" and "starts within 60 s" in alert["cause"]

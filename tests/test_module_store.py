@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,22 @@ async def test_rows_survive_reopening_and_a_reader_sees_them_while_the_writer_is
         with tenant_scope(ACME):
             assert await again.get("state/hq/inv-1") == {"wh": 1234.5}
             assert await again.apply({"x": 1}, once="e1") is False
+
+
+async def test_a_write_cancelled_mid_transaction_stays_cancelled_and_leaves_the_store_usable(
+    tmp_path: Path,
+) -> None:
+    async with ModuleStore(tmp_path / "m.sqlite", "alarms") as store:
+        with tenant_scope(ACME):
+            for i in range(40):  # cancel at ever later moments: before, inside and after the transaction
+                task = asyncio.create_task(store.apply({f"k{i}": i, "big": "x" * 10_000}, once=f"e{i}"))
+                await asyncio.sleep(i * 0.0001)
+                task.cancel()
+                try:
+                    assert await task is True
+                except (
+                    asyncio.CancelledError
+                ):  # a cancelled write is cancelled, never turned into another error
+                    pass
+                assert (await store.get(f"k{i}") == i) == await store.applied(f"e{i}")  # all or nothing
+            assert await store.apply({"after": 1}, once="after") is True
