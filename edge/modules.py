@@ -131,7 +131,7 @@ class ModuleContext:
         self.tenants = tuple(tenants)
         self.gateway_id = gateway_id
         # the module's own tenant-scoped storage (edge.module_store), opened and closed by the host
-        self.store = store or ModuleStore(outbox.path.parent / "modules" / f"{name}.sqlite", name)
+        self.store = store or ModuleStore(module_store_path(outbox.path.parent, name), name)
         self._point_writer = point_writer
         self.log = logging.getLogger(f"edge.module.{name}")
         self._outbox = outbox

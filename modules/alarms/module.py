@@ -2,7 +2,8 @@
 
 Per tenant, the module remembers each watched point (`track/<rule>/<site>/<device>`, see `rules.Track`) and
 each alarm not yet resolved (`alarm/<alarm id>`: active, or cleared but not acknowledged) in its store, so a
-restart neither forgets an active alarm nor raises it twice. Samples are evaluated as they arrive; a ticker
+restart neither forgets an active alarm nor raises it twice. Tracks are stored once per batch of events
+(`EventBatches`); alarms as they change. Samples are evaluated as they arrive; a ticker
 evaluates the time-based parts (delay, stale data, bad quality for too long) every `check_interval`.
 
 Commands (`org.edgegw.module.command` for module "alarms"): `ack` with args `{"alarm_id": ..., "by": ...,
@@ -18,7 +19,7 @@ from typing import Any
 
 from edge.events import MODULE_COMMAND, MODULE_COMMAND_RESULT, TELEMETRY, rfc3339
 from edge.module_commands import ModuleCommand, command_of, result_data
-from edge.module_kit import Telemetry, Ticker, parse_config
+from edge.module_kit import EventBatches, Telemetry, Ticker, parse_config
 from edge.modules import Health, ModuleContext
 from edge.storage import StoredEvent
 from edge.tenancy import current_tenant
@@ -42,7 +43,7 @@ class Alarms:
         self._context = context
         self._config = parse_config(AlarmsConfig, context.config, context.name)
         self._rules = {rule.id: rule for rule in self._config.rules}
-        context.subscribe([TELEMETRY, MODULE_COMMAND], self._handle)
+        self._batches = EventBatches(context, [TELEMETRY, MODULE_COMMAND], self._handle, self._lock)
         self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
 
     async def on_enable(self) -> None:
@@ -58,29 +59,25 @@ class Alarms:
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    async def _handle(self, event: StoredEvent) -> None:
-        async with self._lock():
-            command = command_of(event, self._context.name)
-            if command is not None:
-                await self._command(command)
-                return
-            telemetry = Telemetry.from_event(event)
-            if telemetry is None:
-                return
-            tracks = await self._tenant_tracks()
-            changed: dict[str, Any] = {}
-            for rule in self._rules.values():
-                sample = telemetry.points.get(rule.point)
-                if sample is None or not _matches(rule, telemetry.site, telemetry.device):
-                    continue
-                key = f"track/{rule.id}/{telemetry.site}/{telemetry.device}"
-                track = tracks.setdefault(key, Track())
-                observe(track, sample.value, sample.quality, telemetry.time)
-                for transition in evaluate(rule, track, telemetry.time):
-                    await self._publish(rule, telemetry.site, telemetry.device, transition)
-                changed[key] = track.to_json()
-            if changed:
-                await self._context.store.apply(changed)
+    async def _handle(self, event: StoredEvent, changed: dict[str, Any]) -> None:
+        command = command_of(event, self._context.name)
+        if command is not None:
+            await self._command(command)
+            return
+        telemetry = Telemetry.from_event(event)
+        if telemetry is None:
+            return
+        tracks = await self._tenant_tracks()
+        for rule in self._rules.values():
+            sample = telemetry.points.get(rule.point)
+            if sample is None or not _matches(rule, telemetry.site, telemetry.device):
+                continue
+            key = f"track/{rule.id}/{telemetry.site}/{telemetry.device}"
+            track = tracks.setdefault(key, Track())
+            observe(track, sample.value, sample.quality, telemetry.time)
+            for transition in evaluate(rule, track, telemetry.time):
+                await self._publish(rule, telemetry.site, telemetry.device, transition)
+            changed[key] = track.to_json()
 
     async def _tick(self, now: float) -> None:
         async with self._lock():

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from edge.errors import EdgeError
 from edge.events import TELEMETRY
-from edge.module_kit import AlertBook, Telemetry, Ticker, as_bool, parse_config
+from edge.module_kit import AlertBook, EventBatches, Telemetry, Ticker, as_bool, parse_config
 from edge.modules import Health, ModuleContext
 from edge.storage import StoredEvent
 from edge.tenancy import current_tenant
@@ -64,7 +64,7 @@ class Hvac:
                     index,
                     schedule.tenant,
                 )
-        context.subscribe([TELEMETRY], self._handle)
+        self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
         self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
 
     async def on_enable(self) -> None:
@@ -81,42 +81,38 @@ class Hvac:
 
     # ---- events ------------------------------------------------------------------------------------------
 
-    async def _handle(self, event: StoredEvent) -> None:
+    async def _handle(self, event: StoredEvent, changed: dict[str, Any]) -> None:
         telemetry = Telemetry.from_event(event)
         if telemetry is None:
             return
         c = self._config
-        async with self._lock():
-            await self._load()
-            tenant = current_tenant().tenant_id
-            site, device, at = telemetry.site, telemetry.device, telemetry.time
-            puts: dict[str, Any] = {}
-            temperature = _number(telemetry, c.zone_temp_point)
-            setpoint = _number(telemetry, c.zone_setpoint_point)
-            key = f"zone/{site}/{device}"
-            if (temperature is not None or setpoint is not None) and fnmatchcase(device, c.zones):
-                zone = self._zones[tenant].setdefault(key, ZoneTrack())
-                zone_observe(zone, temperature, setpoint, at, c.tolerance_k)
-                await self._check_zone(key, zone, at)
-                puts[key] = zone.to_json()
-            for point in c.cycling_points:
-                sample = telemetry.points.get(point)
-                running = as_bool(sample.value) if sample is not None and sample.good else None
-                if running is None:
-                    continue
-                key = f"cycle/{site}/{device}/{point}"
-                cycle = self._cycles[tenant].setdefault(key, CycleTrack())
-                cycle_observe(cycle, running, at, c.cycling_window)
-                await self._check_cycling(key, cycle, at)
-                puts[key] = cycle.to_json()
-            for point in c.filter_points:
-                sample = telemetry.points.get(point)
-                # a device flags its own alarm point 'in alarm' (BACnet status flags: quality uncertain)
-                alarm = as_bool(sample.value) if sample is not None and sample.quality != "bad" else None
-                if alarm is not None:
-                    await self._filter(site, device, point, alarm, at)
-            if puts:
-                await self._context.store.apply(puts)
+        await self._load()
+        tenant = current_tenant().tenant_id
+        site, device, at = telemetry.site, telemetry.device, telemetry.time
+        temperature = _number(telemetry, c.zone_temp_point)
+        setpoint = _number(telemetry, c.zone_setpoint_point)
+        key = f"zone/{site}/{device}"
+        if (temperature is not None or setpoint is not None) and fnmatchcase(device, c.zones):
+            zone = self._zones[tenant].setdefault(key, ZoneTrack())
+            zone_observe(zone, temperature, setpoint, at, c.tolerance_k)
+            await self._check_zone(key, zone, at)
+            changed[key] = zone.to_json()
+        for point in c.cycling_points:
+            sample = telemetry.points.get(point)
+            running = as_bool(sample.value) if sample is not None and sample.good else None
+            if running is None:
+                continue
+            key = f"cycle/{site}/{device}/{point}"
+            cycle = self._cycles[tenant].setdefault(key, CycleTrack())
+            cycle_observe(cycle, running, at, c.cycling_window)
+            await self._check_cycling(key, cycle, at)
+            changed[key] = cycle.to_json()
+        for point in c.filter_points:
+            sample = telemetry.points.get(point)
+            # a device flags its own alarm point 'in alarm' (BACnet status flags: quality uncertain)
+            alarm = as_bool(sample.value) if sample is not None and sample.quality != "bad" else None
+            if alarm is not None:
+                await self._filter(site, device, point, alarm, at)
 
     async def _tick(self, now: float) -> None:
         async with self._lock():

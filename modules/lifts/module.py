@@ -1,8 +1,8 @@
 """The lifts module: trips and door cycles per lift, and `org.edgegw.asset.failed` for stuck cars, doors that
 fail to close and controller fault codes (raised once, cleared when resolved).
 
-Per tenant, each lift's track (`lift/<site>/<device>`, see `watch.LiftTrack`) is kept in the module's store.
-Events update it; a ticker re-checks the time-based faults (a stuck car pushes no more changes) every
+Per tenant, each lift's track (`lift/<site>/<device>`, see `watch.LiftTrack`) is kept in the module's store,
+written once per batch of events (`EventBatches`). Events update it; a ticker re-checks the time-based faults (a stuck car pushes no more changes) every
 `check_interval` and publishes `org.edgegw.lift.usage` once per `report_interval` for every lift seen.
 """
 
@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from edge.events import TELEMETRY, rfc3339
-from edge.module_kit import AlertBook, Telemetry, Ticker, as_bool, parse_config
+from edge.module_kit import AlertBook, EventBatches, Telemetry, Ticker, as_bool, parse_config
 from edge.modules import Health, ModuleContext
 from edge.storage import StoredEvent
 from edge.tenancy import current_tenant
@@ -37,7 +37,7 @@ class Lifts:
         self._context = context
         self._config = parse_config(LiftsConfig, context.config, context.name)
         self._alerts = AlertBook(context.name, context.store, context.publish)
-        context.subscribe([TELEMETRY], self._handle)
+        self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
         self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
 
     async def on_enable(self) -> None:
@@ -52,20 +52,19 @@ class Lifts:
         lifts = sum(len(tracks) for tracks in self._tracks.values())
         return Health(True, f"{lifts} lifts watched")
 
-    async def _handle(self, event: StoredEvent) -> None:
+    async def _handle(self, event: StoredEvent, changed: dict[str, Any]) -> None:
         telemetry = Telemetry.from_event(event)
         if telemetry is None or not fnmatchcase(telemetry.device, self._config.devices):
             return
         values = _good_values(telemetry, self._config)
         if not values:
             return
-        async with self._lock():
-            tracks = await self._tenant_tracks()
-            key = f"lift/{telemetry.site}/{telemetry.device}"
-            track = tracks.setdefault(key, LiftTrack(period_start=telemetry.time))
-            observe(track, values, telemetry.time, self._config)
-            await self._check(key, track, telemetry.time)
-            await self._context.store.put(key, track.to_json())
+        tracks = await self._tenant_tracks()
+        key = f"lift/{telemetry.site}/{telemetry.device}"
+        track = tracks.setdefault(key, LiftTrack(period_start=telemetry.time))
+        observe(track, values, telemetry.time, self._config)
+        await self._check(key, track, telemetry.time)
+        changed[key] = track.to_json()
 
     async def _tick(self, now: float) -> None:
         async with self._lock():

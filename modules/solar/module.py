@@ -1,7 +1,8 @@
 """The solar module: `org.edgegw.energy.produced` per inverter and interval, offline and weak inverters.
 
 Per tenant, each inverter's accounting state (`inv/<site>/<device>`, see `energy.Track`) is kept in the
-module's store and updated with every telemetry event, so a restart resumes the open interval. An interval is
+module's store, written once per batch of telemetry events (`EventBatches`), so a restart resumes the open
+interval; a batch offered again after a crash changes nothing (samples not newer than the last are ignored). An interval is
 published before the state that closed it is stored: a crash in between publishes the same interval again
 (same site, device and start), which billing counts once; the opposite order could lose it.
 
@@ -18,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from edge.events import TELEMETRY, rfc3339
-from edge.module_kit import AlertBook, Sample, Telemetry, parse_config
+from edge.module_kit import AlertBook, EventBatches, Sample, Telemetry, parse_config
 from edge.modules import Health, ModuleContext
 from edge.storage import StoredEvent
 from edge.tenancy import current_tenant
@@ -43,7 +44,7 @@ class Solar:
         c = self._config
         self._settings = Settings(c.interval, c.max_gap, c.source, c.max_power_w)
         self._alerts = AlertBook(context.name, context.store, context.publish)
-        context.subscribe([TELEMETRY], self._handle)
+        self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
 
     async def on_enable(self) -> None: ...
 
@@ -52,7 +53,10 @@ class Solar:
     async def on_health_check(self) -> Health:
         return Health(True, f"{self._published} intervals published since start")
 
-    async def _handle(self, event: StoredEvent) -> None:
+    def _lock(self) -> asyncio.Lock:
+        return self._locks.setdefault(current_tenant().tenant_id, asyncio.Lock())
+
+    async def _handle(self, event: StoredEvent, changed: dict[str, Any]) -> None:
         telemetry = Telemetry.from_event(event)
         c = self._config
         if telemetry is None or not fnmatchcase(telemetry.device, c.devices):
@@ -61,22 +65,21 @@ class Solar:
         counter = telemetry.points.get(c.energy_point) if c.energy_point else None
         if power is None and counter is None:
             return  # not an inverter (or not a point we follow changed)
-        async with self._locks.setdefault(current_tenant().tenant_id, asyncio.Lock()):
-            tracks = await self._tenant_tracks()
-            key = f"inv/{telemetry.site}/{telemetry.device}"
-            track = tracks.setdefault(key, Track())
-            watts, wh = _number(power), _number(counter)
-            if watts is None and wh is None:
-                closed = close_until(track, telemetry.time, self._settings)
-                await self._offline(track, telemetry, power)
-            else:
-                closed = add_sample(track, telemetry.time, watts, wh, self._settings)
-                await self._online(track, telemetry)
-                if watts is not None:
-                    await self._compare_with_peers(tracks, track, telemetry, watts)
-            for interval in closed:
-                await self._publish(telemetry.site, telemetry.device, interval)
-            await self._context.store.put(key, track.to_json())
+        tracks = await self._tenant_tracks()
+        key = f"inv/{telemetry.site}/{telemetry.device}"
+        track = tracks.setdefault(key, Track())
+        watts, wh = _number(power), _number(counter)
+        if watts is None and wh is None:
+            closed = close_until(track, telemetry.time, self._settings)
+            await self._offline(track, telemetry, power)
+        else:
+            closed = add_sample(track, telemetry.time, watts, wh, self._settings)
+            await self._online(track, telemetry)
+            if watts is not None:
+                await self._compare_with_peers(tracks, track, telemetry, watts)
+        for interval in closed:
+            await self._publish(telemetry.site, telemetry.device, interval)
+        changed[key] = track.to_json()
 
     async def _tenant_tracks(self) -> dict[str, Track]:
         tenant = current_tenant().tenant_id
