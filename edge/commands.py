@@ -20,6 +20,7 @@ import orjson
 from edge.bus.mqtt import InboundMessage, MqttBus
 from edge.errors import DeviceError, UnknownTarget
 from edge.events import COMMAND_RESULT, make_event
+from edge.module_commands import ModuleCommands
 from edge.points import Scalar
 from edge.polling import DevicePoller
 from edge.stats import GatewayStats
@@ -78,8 +79,10 @@ class CommandHandler:
         outbox: SqliteOutbox,
         stats: GatewayStats,
         gateway_id: str,
+        module_commands: ModuleCommands | None = None,
     ) -> None:
         self._bus = bus
+        self._module_commands = module_commands
         self._topics = topics
         self._pollers = pollers
         self._tenants = tenants
@@ -94,6 +97,11 @@ class CommandHandler:
             self._accept(message)
 
     def _accept(self, message: InboundMessage) -> None:
+        if self._module_commands is not None and self._topics.parse_module_command(message.topic):
+            task = asyncio.create_task(self._module_commands.accept(message))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return
         try:
             request = parse_write_request(self._topics, message.topic, message.payload)
             poller = self._pollers.get((request.tenant, request.site, request.device))
@@ -126,6 +134,28 @@ class CommandHandler:
             self._stats.commands_accepted += 1
             log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
             await self._reply(request, ok=True, reason=None)
+
+    async def write_for_module(
+        self, module: str, tenant: str, site: str, device: str, point: str, value: Scalar | None
+    ) -> None:
+        """A module's write (an HVAC schedule): the same checks, timeout and result event as an MQTT
+        request, answered by raising DeviceError/UnknownTarget with the reason instead of on a topic."""
+        poller = self._pollers.get((tenant, site, device))
+        if poller is None:
+            raise UnknownTarget(f"unknown device {site}/{device} for tenant {tenant!r}")
+        request = WriteRequest(tenant, site, device, point, value, f"module:{module}")
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await poller.write(point, value)
+        except (DeviceError, TimeoutError) as exc:
+            reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
+            self._stats.commands_rejected += 1
+            log.warning("module %s: write %s/%s.%s failed: %s", module, site, device, point, reason)
+            await self._reply(request, ok=False, reason=reason)
+            raise DeviceError(device, reason, point) from None
+        self._stats.commands_accepted += 1
+        log.info("module %s wrote %s to %s/%s.%s", module, value, site, device, point)
+        await self._reply(request, ok=True, reason=None)
 
     def _reply_later(self, tenant: str, site: str, device: str, point: str, **result: Any) -> None:
         request = WriteRequest(tenant, site, device, point, result.pop("value"), result.pop("request_id"))

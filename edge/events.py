@@ -24,12 +24,18 @@ TELEMETRY = "org.edgegw.telemetry"
 DEVICE_STATUS = "org.edgegw.device.status"
 COMMAND_RESULT = "org.edgegw.command.result"
 OUTBOX_DROPPED = "org.edgegw.outbox.dropped"
+ASSET_FAILED = "org.edgegw.asset.failed"  # ASSET_FAILED_ALERT: raised and cleared by domain modules
+MODULE_COMMAND = "org.edgegw.module.command"  # a request for a module (alarm acknowledgement, ...)
+MODULE_COMMAND_RESULT = "org.edgegw.module.command.result"  # the module's (or the kernel's refusal) answer
 
 DATA_VERSIONS: dict[str, str] = {
     TELEMETRY: "1.0",
     DEVICE_STATUS: "1.0",
     COMMAND_RESULT: "1.0",
     OUTBOX_DROPPED: "1.0",
+    MODULE_COMMAND: "1.0",
+    MODULE_COMMAND_RESULT: "1.0",
+    ASSET_FAILED: "1.0",
 }
 
 SEQUENCE_DIGITS = 16  # the CloudEvents sequence extension is a lexicographically ordered string
@@ -93,11 +99,49 @@ class OutboxDroppedData(BaseModel):
     )
 
 
+class ModuleCommandData(BaseModel):
+    """A command for one module of the tenant, from MQTT (`{prefix}/{tenant}/cmd/module/{module}/{action}`),
+    the CLI or the API; the module answers with an `org.edgegw.module.command.result` event."""
+
+    model_config = ConfigDict(extra="forbid")
+    module: str
+    action: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    request_id: str
+
+
+class ModuleCommandResultData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    module: str
+    action: str
+    request_id: str
+    ok: bool
+    reason: str | None = Field(default=None, description="Why the command was refused or failed.")
+    result: dict[str, Any] = Field(default_factory=dict, description="What the module did, when ok.")
+
+
+class AssetFailedData(BaseModel):
+    """An asset (inverter, lift, fan, zone) failed or recovered: one event when raised, one when cleared."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["raised", "cleared"]
+    alert_id: str = Field(description="Stable id of this alert: module, kind, site and asset.")
+    site: str
+    asset: str = Field(description="The device (or zone) that failed.")
+    kind: str = Field(description="What failed, e.g. 'stuck', 'door', 'fault_code', 'offline'.")
+    severity: Literal["critical", "major", "minor", "warning"]
+    cause: str = Field(description="Readable cause, with the values that triggered it.")
+    since: str = Field(description="When the condition began (RFC 3339).")
+
+
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     TELEMETRY: TelemetryData,
     DEVICE_STATUS: DeviceStatusData,
     COMMAND_RESULT: CommandResultData,
     OUTBOX_DROPPED: OutboxDroppedData,
+    MODULE_COMMAND: ModuleCommandData,
+    MODULE_COMMAND_RESULT: ModuleCommandResultData,
+    ASSET_FAILED: AssetFailedData,
 }
 
 

@@ -24,6 +24,7 @@ from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
 from edge.config import LoadedConfig
 from edge.instance import InstanceLock
+from edge.module_commands import ModuleCommands
 from edge.modules import ModuleHost
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
@@ -31,7 +32,7 @@ from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.stats import GatewayStats
 from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import tenant_scope
+from edge.tenancy import current_tenant, tenant_scope
 from edge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
-        self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
+        self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id, loaded.data_dir)
+        self.module_commands: ModuleCommands | None = None
+        self.commands: CommandHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
 
@@ -142,9 +145,27 @@ class Gateway:
                 on_status=last_values.on_status,
             )
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
-        commands = CommandHandler(
-            self.bus, self.topics, self.pollers, self.tenants, self.outbox, self.stats, self.config.gateway.id
+        self.module_commands = ModuleCommands(
+            self.bus,
+            self.topics,
+            self.tenants,
+            self.outbox,
+            self.modules.serves,
+            self.stats,
+            self.config.gateway.id,
         )
+        commands = CommandHandler(
+            self.bus,
+            self.topics,
+            self.pollers,
+            self.tenants,
+            self.outbox,
+            self.stats,
+            self.config.gateway.id,
+            self.module_commands,
+        )
+        self.commands = commands
+        self.modules.point_writer = self._module_write
         for module in self.config.modules:
             if not module.enabled:
                 continue
@@ -178,6 +199,21 @@ class Gateway:
             self.config.bus.host,
             self.config.bus.port,
         )
+
+    async def submit_module_command(
+        self, tenant: str, module: str, action: str, args: dict[str, Any] | None = None
+    ) -> str:
+        """Queue a command for a module on behalf of a tenant (the REST API's entry); returns the request id
+        to match the module's `org.edgegw.module.command.result` event. Raises ModuleCommandRejected."""
+        if self.module_commands is None:
+            raise RuntimeError("the gateway is not started")
+        return await self.module_commands.submit(tenant, module, action, args)
+
+    async def _module_write(self, module: str, site: str, device: str, point: str, value: Any) -> None:
+        if self.commands is None:
+            raise RuntimeError("the gateway is not started")
+        tenant = current_tenant().tenant_id
+        await self.commands.write_for_module(module, tenant, site, device, point, value)
 
     def _spawn(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(run, name), name=name))

@@ -33,10 +33,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from edge.backoff import Backoff
 from edge.events import make_event
+from edge.module_store import ModuleStore, module_store_path
 from edge.plugins import LoadedPlugin
 from edge.storage import StoredEvent
 from edge.storage.sqlite import SqliteOutbox
@@ -45,6 +47,9 @@ from edge.tenancy import TenantContext, current_tenant, tenant_scope
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[StoredEvent], Awaitable[None]]
+# (module, site, device, point, value) -> None for the current tenant, through the kernel's command path;
+# raises edge.errors.DeviceError (or UnknownTarget) with the reason when the write is refused or fails
+PointWriter = Callable[[str, str, str, str, Any], Awaitable[None]]
 
 RETRY_BASE = 1.0  # seconds: the kernel's backoff for RetryLater(None), capped (reliability T04)
 RETRY_CAP = 60.0
@@ -118,11 +123,16 @@ class ModuleContext:
         tenants: Sequence[TenantContext],
         outbox: SqliteOutbox,
         gateway_id: str,
+        store: ModuleStore | None = None,
+        point_writer: PointWriter | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.tenants = tuple(tenants)
         self.gateway_id = gateway_id
+        # the module's own tenant-scoped storage (edge.module_store), opened and closed by the host
+        self.store = store or ModuleStore(module_store_path(outbox.path.parent, name), name)
+        self._point_writer = point_writer
         self.log = logging.getLogger(f"edge.module.{name}")
         self._outbox = outbox
         self._source = f"/{gateway_id}/modules/{name}"
@@ -169,6 +179,13 @@ class ModuleContext:
         """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
         return f"module:{self.name}:{subscription}"
 
+    async def write_point(self, site: str, device: str, point: str, value: Any) -> None:
+        """Write a point of the current tenant's device through the kernel's command path (the same checks
+        and result events as an MQTT write request). Raises DeviceError/UnknownTarget with the reason."""
+        if self._point_writer is None:
+            raise RuntimeError(f"module {self.name}: this host has no write path to devices")
+        await self._point_writer(self.name, site, device, point, value)
+
     async def publish(self, type: str, subject: str, data: dict[str, Any]) -> None:
         """Publish an event for the current tenant (the one whose event is being handled). Raises
         `edge.storage.OutboxFull` when the tenant's quota is full under the `refuse_newest` policy."""
@@ -199,10 +216,18 @@ class HostedModule:
 
 
 class ModuleHost:
-    def __init__(self, outbox: SqliteOutbox, tenants: Sequence[TenantContext], gateway_id: str) -> None:
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        tenants: Sequence[TenantContext],
+        gateway_id: str,
+        data_dir: Path | None = None,
+    ) -> None:
         self._outbox = outbox
         self._tenants = tuple(tenants)
         self._gateway_id = gateway_id
+        self._data_dir = data_dir or outbox.path.parent
+        self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         outbox.add_commit_listener(self._on_commit)
@@ -217,15 +242,20 @@ class ModuleHost:
         hosted = HostedModule(name, plugin)
         self.modules[name] = hosted
         entitled = [t for t in self._tenants if t.entitled(plugin.manifest.entitlement)]
+        store = ModuleStore(module_store_path(self._data_dir, name), name)
         try:
             module = plugin.obj()
             if not isinstance(module, Module):
                 raise TypeError("does not implement on_init/on_enable/on_disable/on_health_check")
-            context = ModuleContext(name, config, entitled, self._outbox, self._gateway_id)
+            context = ModuleContext(
+                name, config, entitled, self._outbox, self._gateway_id, store, self.point_writer
+            )
+            await store.open()
             await module.on_init(context)
             await module.on_enable()
         except Exception as exc:  # a module's failure is its own: report it by name, keep the gateway up
             hosted.state, hosted.error = ModuleState.FAILED, f"{type(exc).__name__}: {exc}"
+            await store.close()
             log.error("module %s failed to start: %s", name, hosted.error)
             return hosted
         hosted.module, hosted.context, hosted.state = module, context, ModuleState.ENABLED
@@ -294,6 +324,15 @@ class ModuleHost:
                 position = max(position, tail)
                 self._outbox.set_cursor(consumer, position)
 
+    def serves(self, tenant: str, module: str) -> str | None:
+        """None when `module` runs for `tenant` (for module commands), else the reason it does not."""
+        hosted = self.modules.get(module)
+        if hosted is None or hosted.context is None or hosted.state is not ModuleState.ENABLED:
+            return f"module {module!r} is not running on this gateway"
+        if tenant not in {t.tenant_id for t in hosted.context.tenants}:
+            return f"tenant is not entitled to module {module!r}"
+        return None
+
     async def health(self) -> dict[str, Health]:
         out: dict[str, Health] = {}
         for name, hosted in self.modules.items():
@@ -319,6 +358,8 @@ class ModuleHost:
                 except Exception as exc:
                     log.error("module %s failed to disable: %s", hosted.name, exc)
                 hosted.state = ModuleState.DISABLED
+            if hosted.context is not None:
+                await hosted.context.store.close()
 
 
 class _BatchConsumer:

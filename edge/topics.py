@@ -5,6 +5,9 @@
     {prefix}/{tenant}/status/{site}/{device}               device up/down, retained
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/set      write request in
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/result   write result out
+    {prefix}/{tenant}/cmd/module/{module}/{action}         module command in (e.g. alarms/ack)
+    {prefix}/{tenant}/cmd/module/{module}/{action}/result  the kernel's refusal of one; modules answer with
+                                                           an event on {prefix}/{tenant}/events/module/{module}
     {prefix}/_gateway/{gateway}/status                     'online' / 'offline' (last will), retained
 
 The tenant is always the second level, so one ACL pattern (`{prefix}/{tenant}/#`) scopes a local system.
@@ -36,6 +39,26 @@ class Topics:
 
     def command_result(self, tenant: str, site: str, device: str, point: str) -> str:
         return f"{self.prefix}/{tenant}/cmd/{site}/{device}/{point}/result"
+
+    def module_command(self, tenant: str, module: str, action: str) -> str:
+        return f"{self.prefix}/{tenant}/cmd/module/{module}/{action}"
+
+    def module_command_filter(self) -> str:
+        return f"{self.prefix}/+/cmd/module/+/+"
+
+    def module_command_result(self, tenant: str, module: str, action: str) -> str:
+        return f"{self.prefix}/{tenant}/cmd/module/{module}/{action}/result"
+
+    def module_events(self, tenant: str, module: str) -> str:
+        """Where a module's events (its command results among them) are published: subject module/<name>."""
+        return self.events(tenant, f"module/{module}")
+
+    def parse_module_command(self, topic: str) -> tuple[str, str, str] | None:
+        """(tenant, module, action) of a module-command topic, or None if it is not one."""
+        parts = topic.split("/")
+        if len(parts) != 6 or parts[0] != self.prefix or parts[2] != "cmd" or parts[3] != "module":
+            return None
+        return parts[1], parts[4], parts[5]
 
     def gateway_status(self, gateway: str) -> str:
         return f"{self.prefix}/_gateway/{gateway}/status"

@@ -32,7 +32,9 @@ Fault injection (per device): `silent` (drops every datagram in and out, as a po
 `error` (answers every confirmed request with Error device/operational-problem), `delay` (answers slowly),
 `rpm=False` (rejects ReadPropertyMultiple as unrecognized-service, as small devices do), `cov=False` (rejects
 SubscribeCOV the same way). Per object:
-`set_status` sets Status_Flags, Reliability and Out_Of_Service.
+`set_status` sets Status_Flags, Reliability and Out_Of_Service. Per zone: `set_drift(vav, kelvin)` makes the
+zone settle `kelvin` away from its setpoint while the fan runs (a stuck damper, a failed reheat valve), and
+`--drift vav-2=3` does the same from the command line.
 
 bacpypes3 internals relied on, checked at start so an upgrade fails loudly: each link layer's
 `IPv4DatagramServer` is reached as `app.link_layers[...].server`, and its `confirmation` (datagrams in) and
@@ -488,6 +490,7 @@ class HvacSimulator:
         self.update_interval, self.time_scale = update_interval, time_scale
         self.devices: list[SimDevice] = []
         self.paused = False
+        self.drift: dict[str, float] = {}  # VAV name -> kelvin its zone settles away from the setpoint
         self._rng = random.Random(seed)
         self._t = 0.0
         self._energy = 12500.0
@@ -589,6 +592,14 @@ class HvacSimulator:
             faults.rpm = rpm
         if cov is not None:
             faults.cov = cov
+
+    def set_drift(self, device: int | str, kelvin: float) -> None:
+        """The zone of this VAV box settles `kelvin` off its setpoint while the fan runs (0 ends it)."""
+        name = self.device(device).name
+        if kelvin:
+            self.drift[name] = kelvin
+        else:
+            self.drift.pop(name, None)
 
     def clear_faults(self) -> None:
         """Every device answers normally again."""
@@ -703,7 +714,7 @@ class HvacSimulator:
         reheat = min(100.0, max(0.0, 60.0 * (setpoint - 0.5 - zone))) if running else 0.0
         self._set(vav, "damper-position", round(damper, 1))
         self._set(vav, "reheat-valve", round(reheat, 1))
-        target = setpoint if running else 26.0
+        target = setpoint + self.drift.get(vav.name, 0.0) if running else 26.0
         zone = _approach(zone, target, dt, 120.0 if running else 900.0) + self._rng.gauss(0, 0.01)
         airflow = get("damper-position") * 8.0 * fan
         self._set(vav, "zone-temp", round(zone, 2))
@@ -769,6 +780,7 @@ async def main(
     instance: int = 1000,
     update_interval: float = 1.0,
     time_scale: float = 1.0,
+    drift: dict[str, float] | None = None,
 ) -> None:
     """Serve until cancelled (used by `edge simulate bacnet`)."""
     sim = HvacSimulator(
@@ -781,6 +793,8 @@ async def main(
         time_scale=time_scale,
     )
     await sim.start()
+    for name, kelvin in (drift or {}).items():
+        sim.set_drift(name, kelvin)
     print(describe(sim), flush=True)
     try:
         await asyncio.Event().wait()
@@ -803,7 +817,16 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
             instance=args.instance,
             update_interval=args.update_interval,
             time_scale=args.time_scale,
+            drift=dict(args.drift),
         )
+
+
+def _drift(text: str) -> tuple[str, float]:
+    name, sep, kelvin = text.partition("=")
+    try:
+        return name, float(kelvin) if sep else 0.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=KELVIN (e.g. vav-2=3.0), got {text!r}") from None
 
 
 def _cli(argv: list[str] | None = None) -> None:
@@ -821,6 +844,9 @@ def _cli(argv: list[str] | None = None) -> None:
     p.add_argument("--instance", type=int, default=1000, help="AHU device instance; VAV k is instance + k")
     p.add_argument("--update-interval", type=float, default=1.0, help="seconds between value updates")
     p.add_argument("--time-scale", type=float, default=1.0, help="physics speed-up, e.g. 60")
+    p.add_argument(
+        "--drift", type=_drift, action="append", default=[], help="zone fault: NAME=KELVIN, e.g. vav-2=3.0"
+    )
     asyncio.run(_serve_until_signal(p.parse_args(argv)))
 
 

@@ -435,6 +435,12 @@ class InverterSimulator:
             raise ValueError("rate must be 0..1")
         self._exception_rate[self._check(unit)] = rate
 
+    def set_power_limit(self, unit: int, percent: int) -> None:
+        """Derate a unit as its own controller would (WMaxLimPct, 0..100): it then produces far below its peers."""
+        if not 0 <= percent <= 100:
+            raise ValueError("percent must be 0..100")
+        self._regs[self._check(unit)][W_MAX_LIM_PCT - BASE] = percent
+
     def drop_connections(self) -> int:
         """Close every client TCP connection (clients see the connection lost); returns how many."""
         if self._server is None or self.rtu is not None:

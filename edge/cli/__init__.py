@@ -5,12 +5,15 @@ from __future__ import annotations
 import typer
 
 from edge.cli import (
+    alarm_cmd,
     bench_cmd,
+    billing_cmd,
     certs_cmd,
     config_cmd,
     demo_cmd,
     device_cmd,
     events_cmd,
+    module_cmd,
     point_cmd,
     run_cmd,
     simulate_cmd,
@@ -30,6 +33,9 @@ app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(module_cmd.app, name="module")
+app.add_typer(alarm_cmd.app, name="alarm")
+app.add_typer(billing_cmd.app, name="billing")
 
 
 def main() -> None:

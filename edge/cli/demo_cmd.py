@@ -63,7 +63,7 @@ def demo(
     simulators = [
         ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices)], ("tcp", ports.modbus)),
         ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS)], ("tcp", ports.cloud)),
-        ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports"], None),
+        ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports", *(["--drift", f"vav-{min(2, vavs)}=4.0"] if vavs else [])], None),
     ]  # fmt: skip
     if lifts:
         simulators.append(("OPC UA lifts", [py, "-m", "simulators.opcua_lift", "--port", str(ports.opcua), "--lifts", str(lifts)], ("tcp", ports.opcua)))  # fmt: skip
@@ -96,7 +96,18 @@ def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path,
         f"  watch:   mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/#'\n"
         f"  one point: mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/acme/points/acme-hq/inv-01/ac_power'\n"
         f"  the cloud: curl -s http://127.0.0.1:{ports.cloud}/_sim/stats\n"
-        "  Ctrl-C stops everything.\n"
+        + _module_hints(vavs, ports, config)
+        + "  Ctrl-C stops everything.\n"
+    )
+
+
+def _module_hints(vavs: int, ports: DemoPorts, config: Path) -> str:
+    drifting = f"   (the drifting zone vav-{min(2, vavs)} raises one within a minute or two)" if vavs else ""
+    period = time.strftime("%Y-%m", time.gmtime())  # billing periods are UTC months in the demo
+    return (
+        f"  alerts:  mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/+/events/#' | grep -E 'asset.failed|org.edgegw.alarm'\n"
+        f"           edge alarm list --tenant acme -c {config}{drifting}\n"
+        f"  ledger:  edge billing report --tenant acme --period {period} -c {config}   (fills every minute)\n"
     )
 
 
@@ -117,13 +128,13 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
         'id = "acme"',
         'name = "ACME Property"',
         'locale = "en-GB"',
-        'entitlements = ["solar", "billing", "hvac"]',
+        'entitlements = ["solar", "billing", "hvac", "alarms"]',
         "",
         "[[tenants]]",
         'id = "globex"',
         'name = "Globex Manufacturing"',
         'locale = "de-DE"',
-        'entitlements = ["solar", "lifts"]',
+        'entitlements = ["solar", "lifts", "alarms"]',
         "",
         "[[sites]]",
         'id = "acme-hq"',
@@ -146,6 +157,7 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
     for k in range(1, lifts + 1):
         lines += _device(f"lift-{k}", "opcua", "globex", "globex-plant", "lift", 5.0,
                          f'{{ url = "opc.tcp://127.0.0.1:{ports.opcua}/lift", security = "None", node_variables = {{ lift = "Lift{k}" }} }}')  # fmt: skip
+    lines += _domain_modules()
     lines += ["", "[[modules]]", 'name = "cloud_sync"', "", "[modules.config]"]
     lines += [
         f'endpoint = "http://127.0.0.1:{ports.cloud}/v1/events"',
@@ -161,6 +173,38 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
             'hmac_key_id = "k1"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _domain_modules() -> list[str]:
+    """The domain modules on demo settings: one-minute energy intervals (the ledger fills while you watch) and
+    alert delays of seconds (the simulated zone vav-2 drifts off its setpoint: an alert within about a minute)."""
+    return [
+        "",
+        "[[modules]]",
+        'name = "solar"',
+        "config = { interval = 60, max_gap = 10, offline_after = 10, underperformance = { after = 60 } }",
+        "",
+        "[[modules]]",
+        'name = "billing"',
+        'config = { price_per_kwh = 0.25, currency = "EUR", tenants = { globex = { price_per_kwh = 0.21 } } }',
+        "",
+        "[[modules]]",
+        'name = "lifts"',
+        "config = { stuck_after = 10, door_open_max = 30, report_interval = 300 }",
+        "",
+        "[[modules]]",
+        'name = "hvac"',
+        "config = { tolerance_k = 1.5, off_setpoint_after = 20, check_interval = 2 }",
+        "",
+        "[[modules]]",
+        'name = "alarms"',
+        "[modules.config]",
+        "rules = [",
+        '  { id = "zone-warm", point = "zone-temp", devices = "vav-*", high = 23.5, hysteresis = 0.3, delay = 10 },',
+        '  { id = "inverter-offline", point = "ac_power", devices = "inv-*", bad_quality_after = 15, severity = "critical" },',
+        '  { id = "lift-motor-hot", point = "motor_temperature", devices = "lift-*", high = 50.0, hysteresis = 2.0, delay = 30 },',
+        "]",
+    ]
 
 
 def _device(

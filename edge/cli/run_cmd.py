@@ -128,7 +128,9 @@ class StatusPrinter:
             rate = (s.points_read - self._last[1]) / (now - self._last[0])
         self._last = (now, s.points_read)
         bus = "connected" if s.bus_connected else "DISCONNECTED"
-        modules = "".join(f", {name.removeprefix('module:')} {n}" for name, n in s.module_backlogs.items())
+        # only modules that are behind: six idle modules would push the line off the screen
+        behind = {name.removeprefix("module:"): n for name, n in s.module_backlogs.items() if n}
+        modules = "".join(f", {name} {n}" for name, n in behind.items())
         sys.stderr.write(
             f"\r[{s.uptime:6.0f}s] devices up {s.devices_up}/{s.devices} | {rate:8.0f} points/s | "
             f"events stored {s.events_stored} published {s.events_published} | "

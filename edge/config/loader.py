@@ -79,9 +79,22 @@ def load_config(path: Path | str, registry: PluginRegistry) -> LoadedConfig:
         spec = _device_spec(device, where, file, registry, profiles, issues)
         if spec is not None:
             devices.append(spec)
+    _check_module_configs(config, file, registry, issues)
     if issues:
         raise ConfigError(issues)
     return LoadedConfig(path=path, config=config, devices=tuple(devices))
+
+
+def _check_module_configs(
+    config: GatewayConfig, file: str, registry: PluginRegistry, issues: list[ConfigIssue]
+) -> None:
+    """A module whose class names its pydantic `config_model` has its `[modules.config]` checked at load, so
+    `edge config check` reports its errors with file and field path (a missing module is the host's report)."""
+    for index, module in enumerate(config.modules):
+        plugin = registry.module(module.name) if module.enabled else None
+        model = getattr(plugin.obj, "config_model", None) if plugin is not None else None
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            _validate(model, module.config, file, f"modules[{index}] ({module.name}).config", issues)
 
 
 def _duplicates(names: Iterable[str]) -> set[str]:

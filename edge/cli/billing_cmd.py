@@ -1,0 +1,78 @@
+"""`edge billing report`: a tenant's energy ledger for one billing period, read from the billing module's
+own store (works while the gateway runs: the store is SQLite in WAL mode, opened read-only here).
+
+The ledger's layout is the billing module's business: the command finds the module through its entry point
+and calls its `report(store, period)`, so the kernel names no plug-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edge.cli.common import load_or_exit
+from edge.module_store import ModuleStore, module_store_path
+from edge.tenancy import TenantContext, tenant_scope
+
+app = typer.Typer(no_args_is_help=True, help="Billing ledgers of the billing module.")
+CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
+
+
+@app.command("report")
+def report(
+    tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant whose ledger to print."),
+    period: str = typer.Option(..., "--period", "-p", help="Billing period, YYYY-MM."),
+    config: Path = CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Energy and amount per site of one tenant in one billing period."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        raise typer.BadParameter("expected YYYY-MM, e.g. 2026-11", param_hint="--period")
+    loaded, registry = load_or_exit(config)
+    if tenant not in {t.id for t in loaded.config.tenants}:
+        typer.echo(f"no tenant {tenant!r} in {config}", err=True)
+        raise typer.Exit(1)
+    plugin = registry.module("billing")
+    if plugin is None or not hasattr(plugin.obj, "report"):
+        typer.echo(f"the billing module is not installed: {registry.failures.get('billing', '')}", err=True)
+        raise typer.Exit(1)
+    path = module_store_path(loaded.data_dir, "billing")
+    if not path.exists():
+        typer.echo(f"no ledger yet ({path} does not exist: has the billing module run?)", err=True)
+        raise typer.Exit(1)
+    rows = asyncio.run(_read(path, tenant, period, plugin.obj.report))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    typer.echo(_table(tenant, period, rows))
+
+
+async def _read(path: Path, tenant: str, period: str, reader: Any) -> list[dict[str, Any]]:
+    async with ModuleStore(path, "billing", readonly=True) as store:
+        with tenant_scope(TenantContext(tenant)):
+            rows: list[dict[str, Any]] = await reader(store, period)
+            return rows
+
+
+def _table(tenant: str, period: str, rows: list[dict[str, Any]]) -> str:
+    lines = [f"Energy ledger of {tenant}, {period}"]
+    if not rows:
+        return lines[0] + ": no energy booked"
+    lines.append(f"{'site':<20} {'kWh':>12} {'price/kWh':>10} {'amount':>12} {'intervals':>9}  devices")
+    total_kwh = 0.0
+    totals: dict[str, float] = {}
+    for row in rows:
+        kwh = row["energy_wh"] / 1000.0
+        total_kwh += kwh
+        totals[row["currency"]] = totals.get(row["currency"], 0.0) + row["amount"]
+        lines.append(
+            f"{row['site']:<20} {kwh:>12.3f} {row.get('price_per_kwh', 0):>10.4f} "
+            f"{row['amount']:>8.2f} {row['currency']:<3} {row['intervals']:>9}  {len(row['devices'])}"
+        )
+    amounts = ", ".join(f"{amount:.2f} {currency}" for currency, amount in sorted(totals.items()))
+    lines.append(f"{'total':<20} {total_kwh:>12.3f} {'':>10} {amounts:>12}")
+    return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""Lift monitoring (see module.py, watch.py, README.md)."""
+
+from modules.lifts.module import Lifts
+
+__all__ = ["Lifts"]
