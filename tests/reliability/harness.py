@@ -61,7 +61,8 @@ class ProxyFaults:
 
     latency: float = 0.0  # seconds added before each forwarded chunk
     jitter: float = 0.0  # plus up to this much, uniformly
-    reset_rate: float = 0.0  # share of connections reset (RST) after a random number of bytes upstream
+    reset_rate: float = 0.0  # share of requests (chunks upstream) met with a reset (RST) instead
+    reset_answer_rate: float = 0.0  # share of answers (chunks downstream) dropped with a reset: duplicates
     slice_bytes: int = 0  # forward in chunks of at most this many bytes (0: as read)
     limit_bytes: int = 0  # close each connection after this many bytes downstream (0: no limit)
     stall_rate: float = 0.0  # share of connections that stop forwarding (a timeout for the client)
@@ -120,15 +121,15 @@ class FaultProxy:
         except (OSError, TimeoutError):
             _reset(client_w)
             return
-        f = self.faults
-        reset_at = self.random.randint(0, 4096) if self.random.random() < f.reset_rate else None
-        stall = self.random.random() < f.stall_rate
+        stall = self.random.random() < self.faults.stall_rate
         self._open.update((client_w, up_w))
         try:
             await asyncio.gather(
-                self._pump(client_r, up_w, client_w, reset_at, stall),
-                self._pump(up_r, client_w, up_w, None, stall, downstream=True),
+                self._pump(client_r, up_w, client_w, stall),
+                self._pump(up_r, client_w, up_w, stall, downstream=True),
             )
+        except asyncio.CancelledError:  # the proxy stopped under an open connection
+            pass
         finally:
             for w in (client_w, up_w):
                 self._open.discard(w)
@@ -139,7 +140,6 @@ class FaultProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         other: asyncio.StreamWriter,
-        reset_at: int | None,
         stall: bool,
         downstream: bool = False,
     ) -> None:
@@ -154,7 +154,7 @@ class FaultProxy:
                     self.stalls += 1
                     await asyncio.sleep(self.idle)  # hold the connection silent until the client gives up
                     break
-                if reset_at is not None and sent + len(chunk) >= reset_at:
+                if self.random.random() < (f.reset_answer_rate if downstream else f.reset_rate):
                     self.resets += 1
                     _reset(writer)
                     _reset(other)
@@ -247,6 +247,8 @@ class Report:
     order_violations: int
     gaps: int
     cross_tenant: int
+    pending: int = 0
+    dead_lettered: int = 0
     delivered_mqtt: int = 0
     lost_mqtt: int = 0
     duplicates_mqtt: int = 0
@@ -254,7 +256,8 @@ class Report:
 
     def line(self) -> str:
         return (
-            f"acked {self.acked}, cloud {self.delivered_cloud} (lost {self.lost_cloud}, dup"
+            f"acked {self.acked}, cloud {self.delivered_cloud} (lost {self.lost_cloud}, pending {self.pending},"
+            f" dead-lettered {self.dead_lettered}, dup"
             f" {self.duplicates_cloud}, order {self.order_violations}, gaps {self.gaps}), mqtt"
             f" {self.delivered_mqtt} (lost {self.lost_mqtt}, dup {self.duplicates_mqtt})"
         )
@@ -262,32 +265,69 @@ class Report:
 
 class Ledger:
     """Every event the gateway acked (committed to its outbox), keyed by id with (tenant, device, sequence,
-    body hash); collected from the outbox file as often as `sample()` runs, so rows retention later deletes
-    still count."""
+    body hash, enqueue time); collected from the outbox file as often as `sample()` runs, so rows retention
+    later deletes still count. `report()` sorts them into delivered, pending (after the uplink's durable
+    cursor: it will still go), dead-lettered (refused by the cloud, kept with a reason) and lost (none of
+    these: the one outcome that must never happen)."""
 
     def __init__(self, db: Path) -> None:
         self.db = db
-        self.acked: dict[str, tuple[str, str | None, int | None, str]] = {}
+        self.acked: dict[str, tuple[str, str | None, int | None, str, float, int]] = {}
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10.0)
 
     def sample(self) -> int:
         if not self.db.exists():
             return 0
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10.0)
+        conn = self._connect()
         try:
-            rows = conn.execute("SELECT id, tenant, device, sequence, body FROM outbox").fetchall()
+            rows = conn.execute(
+                "SELECT id, tenant, device, sequence, body, enqueued, position FROM outbox"
+            ).fetchall()
         finally:
             conn.close()
-        for i, tenant, device, seq, body in rows:
-            self.acked.setdefault(str(i), (str(tenant), device, seq, hashlib.sha256(bytes(body)).hexdigest()))
+        for i, tenant, device, seq, body, enqueued, position in rows:
+            digest = hashlib.sha256(bytes(body)).hexdigest()
+            self.acked.setdefault(str(i), (str(tenant), device, seq, digest, float(enqueued), int(position)))
         return len(rows)
 
-    def report(self, cloud: RecordingCloud, mqtt: list[tuple[str, bytes, bool]] | None = None) -> Report:
-        self.sample()
+    def _pending_and_dead(self, consumer: str) -> tuple[set[str], set[str]]:
+        conn = self._connect()
+        try:
+            cursors = dict(
+                conn.execute("SELECT tenant, position FROM cursors WHERE consumer = ?", (consumer,))
+            )
+            dead = {
+                str(r[0]) for r in conn.execute("SELECT id FROM dead_letters WHERE consumer = ?", (consumer,))
+            }
+        finally:
+            conn.close()
+        pending = {i for i, row in self.acked.items() if row[5] > cursors.get(row[0], 0)}
+        return pending, dead
+
+    def max_gap(self) -> float:
+        """The longest time between two consecutive events of one device (outbox clock): a stalled poll."""
+        by_device: dict[str | None, list[float]] = {}
+        for _, device, _, _, enqueued, _ in self.acked.values():
+            by_device.setdefault(device, []).append(enqueued)
+        gaps = [
+            b - a
+            for times in by_device.values()
+            for a, b in zip(sorted(times), sorted(times)[1:], strict=False)
+        ]
+        return max(gaps, default=0.0)
+
+    def report(
+        self, cloud: RecordingCloud, mqtt: list[tuple[str, bytes, bool]] | None = None, consumer: str = ""
+    ) -> Report:
+        """Sort the acked events as of the last `sample()` (the gateway may have committed more since)."""
         at_cloud: dict[str, str] = {}
         for tenant in cloud.tenants:
             for _, event_id, _, _ in cloud.received(tenant):
                 at_cloud[event_id] = tenant
-        lost = sorted(set(self.acked) - set(at_cloud))
+        pending, dead = self._pending_and_dead(consumer or CLOUD_CONSUMER)
+        lost = sorted(set(self.acked) - set(at_cloud) - pending - dead)
         wrong_tenant = sum(1 for i, t in at_cloud.items() if i in self.acked and self.acked[i][0] != t)
         records = cloud.tenants.values()
         report = Report(
@@ -299,6 +339,8 @@ class Ledger:
             order_violations=sum(r.order_violations for r in records),
             gaps=sum(r.gaps for r in records),
             cross_tenant=cloud.cross_tenant + wrong_tenant,
+            pending=len(pending - set(at_cloud)),
+            dead_lettered=len(dead),
             lost_ids=lost[:10],
         )
         if mqtt is not None:

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.helpers import MosquittoProcess, free_port
-from tests.reliability.harness import LIBFAKETIME, Rig, integrity_ok, until
+from tests.reliability.harness import LIBFAKETIME, GatewayProcess, Rig, integrity_ok, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -128,21 +128,22 @@ async def test_t03_t04_outage_then_flaky_uplink(tmp_path: Path, mosquitto: Mosqu
         await asyncio.sleep(3)
         backlog = rig.cloud_backlog() or 0
         assert backlog > 20
-        await rig.proxy.set_down(False)
         # T04: resets (mid-request and mid-answer), latency with jitter, 512-byte slices
         rig.proxy.faults.reset_rate = 0.3
+        rig.proxy.faults.reset_answer_rate = 0.1
         rig.proxy.faults.latency, rig.proxy.faults.jitter = 0.02, 0.03
         rig.proxy.faults.slice_bytes = 512
+        await rig.proxy.set_down(False)
         await asyncio.sleep(4)
         rig.proxy.faults = type(rig.proxy.faults)()
         t0 = time.monotonic()
-        await until(lambda: (rig.cloud_backlog() or 1) == 0, 30, "cloud backlog 0", step=0.2)
+        await rig.drained(30)
         print(
             f"T03/T04: backlog {backlog} after 3 s outage; resets {rig.proxy.resets}; "
             f"drained {time.monotonic() - t0:.1f} s after the faults"
         )
         assert rig.proxy.resets > 0
-        await rig.drained(30)
+        assert rig.cloud.unique() > 0
     assert_clean(rig, "T03/T04")
 
 
@@ -176,7 +177,7 @@ async def test_t07_broker_killed_while_the_gateway_publishes(tmp_path: Path) -> 
         assert max(reconnects) <= 5.0
         gaps = _sequence_gaps(messages)
         assert rig.ledger is not None
-        acked_after = {i for i, (_, d, _, _) in rig.ledger.acked.items() if d}
+        acked_after = {i for i, row in rig.ledger.acked.items() if row[1]}
         seen = {orjson.loads(p)["id"] for _, p, _ in messages}
         missing = len(acked_after - seen)
         print(f"T07: subscriber missed {missing} events, detected as {gaps} sequence gaps")
@@ -209,18 +210,31 @@ async def test_t10_wall_clock_steps_lose_nothing_and_stall_nothing(
     async with Rig(tmp_path, mosquitto.port, devices=2, poll_interval=0.2) as rig:
         rig.start_gateway(faketime=True)
         await rig.wait_running()
+        assert rig.ledger is not None and rig.gateway is not None
+        gw = rig.gateway
         rates = []
-        for offset in (0, -3600, 3600, 0):
+        for offset in (0, -3600, 3600, 0):  # true time, back an hour, forward an hour, true time again
             rig.set_clock(offset)
-            await asyncio.sleep(1.5)  # faketime re-reads its file each second
-            before = rig.outbox_total()
+            await asyncio.sleep(1.2)  # faketime re-reads its file each second
+            before, t0 = _points_read(gw), time.monotonic()
             await asyncio.sleep(3.0)
-            rates.append((offset, (rig.outbox_total() - before) / 3.0))
+            rates.append((_points_read(gw) - before) / (time.monotonic() - t0))
+            rig.ledger.sample()
         await rig.drained(40)
-        status = rig.gateway.status() if rig.gateway else None
-        assert status is not None
-    print(f"T10: events/s per wall-clock offset {rates}")
-    expected = 2 / 0.2  # two devices every 0.2 s
-    for _offset, rate in rates:
-        assert rate >= 0.5 * expected  # no poll timer stalled on a step (monotonic timers)
+        assert gw.alive(), gw.output()
+        gap = rig.ledger.max_gap()
+        print(gw.output()[-2000:])
+    # a wall-clock timer would stall for the hour (or fire in a burst); monotonic ones keep their pace
+    print(
+        f"T10: points read/s at offsets 0, -1 h, +1 h, 0: {[round(r) for r in rates]};"
+        f" longest gap between two events of a device {gap:.2f} s (poll 0.2 s)"
+    )
+    # the box is shared: rates swing 2-3x with load; a stalled timer reads nothing for the whole phase
+    assert min(rates) >= 0.2 * max(rates) > 0
     assert_clean(rig, "T10")
+
+
+def _points_read(gw: GatewayProcess) -> int:
+    status = gw.status()
+    assert status is not None, gw.output()
+    return int(status["points_read"])
