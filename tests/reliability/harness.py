@@ -219,12 +219,11 @@ class DiskFull:
     def fill(self) -> int:
         """Write a ballast file until the filesystem refuses more; returns its size."""
         written = 0
-        with self.ballast.open("ab") as f:
+        with self.ballast.open("ab", buffering=0) as f:
             for block in (1 << 16, 4096, 512, 1):
                 while True:
                     try:
                         f.write(b"\0" * block)
-                        f.flush()
                         written += block
                     except OSError:
                         break
