@@ -44,7 +44,7 @@ async def _write(db: Path, acks: Path, producers: int, start: int) -> None:
                 event = telemetry("acme", f"dev-{n}", seq)
                 await outbox.append_durable(event)
                 # one write() per line: a kill leaves whole lines (page cache survives the process)
-                os.write(fd, f"{event.id} {wal.stat().st_size}\n".encode())
+                os.write(fd, f"{event.id} {os.stat(wal).st_size}\n".encode())
 
     await asyncio.wait_for(asyncio.gather(*(produce(n) for n in range(producers))), 10)
 
