@@ -144,10 +144,10 @@ class FaultProxy:
         downstream: bool = False,
     ) -> None:
         sent = 0
-        f = self.faults
         try:
             while True:
                 chunk = await asyncio.wait_for(reader.read(65536), self.idle)
+                f = self.faults  # read per chunk: a fault change reaches kept-alive connections too
                 if not chunk:
                     break
                 if stall:
