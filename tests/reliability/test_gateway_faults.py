@@ -45,6 +45,7 @@ async def kill_loop(rig: Rig, kills: int, every: float) -> list[float]:
     return restarts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kills, every", [pytest.param(3, 1.5, id="fast")])
 async def test_t01_kill_9_loop_loses_no_acked_event(
     tmp_path: Path, mosquitto: MosquittoProcess, kills: int, every: float
@@ -119,6 +120,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 async def test_t03_t04_outage_then_flaky_uplink(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
     async with Rig(tmp_path, mosquitto.port, sync={"batch_size": 50}) as rig:
         assert rig.proxy is not None
@@ -147,6 +149,7 @@ async def test_t03_t04_outage_then_flaky_uplink(tmp_path: Path, mosquitto: Mosqu
     assert_clean(rig, "T03/T04")
 
 
+@pytest.mark.slow
 async def test_t07_broker_killed_while_the_gateway_publishes(tmp_path: Path) -> None:
     """kill -9 of the local broker: the gateway reconnects within 5 s of its return, the cloud (which reads
     the outbox, not the broker) loses nothing, and an MQTT subscriber can detect what it missed by the
@@ -201,6 +204,7 @@ def _sequence_gaps(messages: list[tuple[str, bytes, bool]]) -> int:
     return gaps
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not LIBFAKETIME.exists(), reason="libfaketime not installed (apt-get install libfaketime)"
 )
