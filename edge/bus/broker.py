@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -70,6 +75,7 @@ class EmbeddedBroker:
         self.restarts = 0
         self.conf_path = data_dir / "mosquitto.conf"
         self.log_path = data_dir / "mosquitto.log"
+        self.pid_path = data_dir / "mosquitto.pid"
         self._proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
@@ -87,6 +93,7 @@ class EmbeddedBroker:
         binary = self._find_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self._config())
+        _kill_orphan(self.pid_path, self.conf_path)
         if await _accepts(self.host, self.port):
             raise BrokerError(
                 f"cannot start mosquitto: something already listens on {self.host}:{self.port}"
@@ -153,8 +160,10 @@ class EmbeddedBroker:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
+                preexec_fn=_die_with_parent(),
             )
         self._proc = proc
+        self.pid_path.write_text(f"{proc.pid}\n")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _START_TIMEOUT
         while True:
@@ -216,6 +225,7 @@ class EmbeddedBroker:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+        self.pid_path.unlink(missing_ok=True)
 
     def _rotate_log(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -233,6 +243,45 @@ class EmbeddedBroker:
         # Skip 2.0's start-up note about message_size_limit: it is noise next to a real error.
         lines = (line.strip() for line in text.splitlines())
         return " | ".join(line for line in lines if line and ": Note: " not in line)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook giving mosquitto SIGTERM when the gateway dies, even by SIGKILL (Linux
+    PR_SET_PDEATHSIG); its own session keeps it from Ctrl-C, so nothing else would stop it (reliability T01)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the gateway died between fork and prctl
+            os._exit(1)
+
+    return hook
+
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
+    """Stop a mosquitto an earlier run of this gateway left behind (the pid file names it; the command line
+    must still name our config, so a recycled pid is left alone). Where PDEATHSIG is missing, this frees the
+    port for the restart."""
+    try:
+        pid = int(pid_path.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        pid_path.unlink(missing_ok=True)
+        return
+    if str(conf_path).encode() in cmdline:
+        log.warning("stopping mosquitto pid %d left over from an earlier run", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + _STOP_GRACE
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # until the port is free
+            time.sleep(0.02)
+    pid_path.unlink(missing_ok=True)
 
 
 def _is_loopback(host: str) -> bool:
