@@ -6,6 +6,7 @@ Data flows one way (docs/architecture.md):
         -> OutboxPublisher (MQTT events, acked before its cursor moves)
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
+        -> WebhookDispatcher (durable per-subscription consumers, signed HTTP deliveries)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import tenant_scope
 from edge.topics import Topics
+from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ class Gateway:
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
+        self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
 
     async def start(self) -> None:
         self._instance.acquire()
@@ -158,6 +161,17 @@ class Gateway:
                 continue
             await self.modules.start(module.name, plugin, module.config)
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
+        self.webhooks = open_store(self.loaded)
+        webhooks = WebhookDispatcher(
+            self.outbox,
+            self.webhooks,
+            self.tenants.values(),
+            destination_policy(self.loaded),
+            delivery_policy(self.loaded),
+            reload_interval=self.config.webhooks.reload_interval,
+        )
+        await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
+        self._spawn(webhooks.run, "webhooks")
         retention = Retention(
             self.outbox,
             self.tenants.values(),
@@ -206,6 +220,8 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
         await _cancel_and_wait(self._tasks)
+        if self.webhooks is not None:
+            self.webhooks.close()
         await self.outbox.close()
         await self.bus.stop()
         if self.broker is not None:
