@@ -15,6 +15,7 @@ from edge.cli import (
     run_cmd,
     simulate_cmd,
     sync_cmd,
+    webhook_cmd,
 )
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(webhook_cmd.app, name="webhook")
 
 
 def main() -> None:
