@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.backoff import Backoff
+from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
@@ -76,21 +77,26 @@ class Gateway:
         bus = self.config.bus
         gateway_id = self.config.gateway.id
         self.broker: EmbeddedBroker | None = None
+        username, password = bus.username, bus.password
         if bus.mode == "embedded":
+            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix)
             self.broker = EmbeddedBroker(
                 bus.port,
                 loaded.data_dir / "broker",
                 host=bus.host,
                 max_queued_messages=bus.max_queued_messages,
                 message_size_limit=bus.max_payload,
+                access=access,
             )
+            if username is None:  # the gateway's own broker user (edge tenant credentials)
+                username, password = GATEWAY_USER, access.gateway_password()
         status_topic = self.topics.gateway_status(gateway_id)
         self.bus = MqttBus(
             bus.host,
             bus.port,
             client_id=f"edge-gateway-{gateway_id}",
-            username=bus.username,
-            password=bus.password,
+            username=username,
+            password=password,
             max_inflight=bus.max_inflight,
             will=Will(status_topic, b"offline"),
             birth=(status_topic, b"online"),

@@ -11,14 +11,17 @@ import contextlib
 import ipaddress
 import logging
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Final
 
+from edge.bus.access import AccessStore
 from edge.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ _RESTART_MAX: Final = 10.0
 _STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
 _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
+_PID_FILE: Final = "mosquitto.pid"
 
 
 class BrokerError(EdgeError):
@@ -57,6 +61,7 @@ class EmbeddedBroker:
         max_queued_messages: int = 100_000,
         message_size_limit: int = 256 * 1024,
         binary: str | None = None,
+        access: AccessStore | None = None,
     ) -> None:
         if not _is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
@@ -67,6 +72,7 @@ class EmbeddedBroker:
         self.max_queued_messages = max_queued_messages
         self.message_size_limit = message_size_limit
         self.binary = binary
+        self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
         self.restarts = 0
         self.conf_path = data_dir / "mosquitto.conf"
         self.log_path = data_dir / "mosquitto.log"
@@ -86,6 +92,8 @@ class EmbeddedBroker:
             raise RuntimeError("EmbeddedBroker.start() called twice")
         binary = self._find_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.access is not None:
+            self.access.apply()
         self.conf_path.write_text(self._config())
         if await _accepts(self.host, self.port):
             raise BrokerError(
@@ -116,7 +124,6 @@ class EmbeddedBroker:
         return (
             "# Written by the edge gateway on every start: edits are overwritten.\n"
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
             "persistence false\n"
             f"max_queued_messages {self.max_queued_messages}\n"
             "max_inflight_messages 1000\n"
@@ -125,6 +132,12 @@ class EmbeddedBroker:
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
+            + (
+                f"include_dir {self.access.conf_dir}\n"
+                if self.access is not None
+                else "allow_anonymous true\n"
+            )
+            + _same_user()
         )
 
     def _find_binary(self) -> str:
@@ -155,6 +168,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
             )
         self._proc = proc
+        (self.data_dir / _PID_FILE).write_text(f"{proc.pid}\n")  # for `edge tenant credentials` (reload)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _START_TIMEOUT
         while True:
@@ -233,6 +247,32 @@ class EmbeddedBroker:
         # Skip 2.0's start-up note about message_size_limit: it is noise next to a real error.
         lines = (line.strip() for line in text.splitlines())
         return " | ".join(line for line in lines if line and ": Note: " not in line)
+
+
+def _same_user() -> str:
+    """Started as root, Mosquitto switches to the `mosquitto` user, which cannot read the 0600 password and
+    ACL files the gateway writes: keep it under the gateway's own user instead."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+
+
+def reload_broker(data_dir: Path) -> int | None:
+    """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
+    connected clients stay connected). Returns its pid, or None when none runs. Works from another process
+    (the CLI): the pid file is trusted only if that process runs mosquitto with this directory's config."""
+    try:
+        pid = int((data_dir / _PID_FILE).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if str(data_dir / "mosquitto.conf").encode() not in cmdline:
+        return None  # a stale pid file: the number now belongs to another process
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return None
+    return pid
 
 
 def _is_loopback(host: str) -> bool:
