@@ -251,7 +251,7 @@ async def test_410_gone_pauses_the_subscription(tmp_path: Path, receiver: object
 
 
 async def test_changes_are_picked_up_by_the_running_dispatcher(tmp_path: Path, receiver: object) -> None:
-    async with rig(tmp_path, reload=1.0) as r:
+    async with rig(tmp_path, reload=0.5) as r:
         other = WebhookStore(tmp_path / "outbox.db", DestinationPolicy(["127.0.0.1/32"]))  # as the CLI does
         with tenant_scope(ACME):
             created = other.add(receiver.url)  # type: ignore[attr-defined]
@@ -261,7 +261,7 @@ async def test_changes_are_picked_up_by_the_running_dispatcher(tmp_path: Path, r
         assert took < 2.0 and receiver.accepted()[0].headers["webhook-id"] == before  # type: ignore[attr-defined]
         with tenant_scope(ACME):
             other.remove(created.subscription.id)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(0.8)
         with tenant_scope(ACME):
             assert created.subscription.consumer not in r.outbox.holders()
         await r.emit("acme")

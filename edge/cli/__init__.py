@@ -15,6 +15,7 @@ from edge.cli import (
     run_cmd,
     simulate_cmd,
     sync_cmd,
+    tenant_cmd,
     webhook_cmd,
 )
 
@@ -32,6 +33,7 @@ app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(webhook_cmd.app, name="webhook")
+app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:
