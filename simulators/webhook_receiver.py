@@ -8,7 +8,7 @@ Faults, changeable while it runs (`faults`): answer with a fixed `status` (e.g. 
 `location`), fail the first `fail_first` requests of every message id, `delay` seconds before answering, or
 `stall` (never answer). Every request is recorded with its headers, body and whether the signature verified.
 
-    python -m simulators.webhook_receiver --port 9000 --secret whsec_...
+    python -m simulators.webhook_receiver --port 9000 --secret whsec_... [--stall | --status 500]
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ async def _read(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11
             return None
 
 
-async def _main(port: int, secret: str | None) -> None:
-    receiver = WebhookReceiver(secret, port=port)
+async def _main(port: int, secret: str | None, faults: Faults) -> None:
+    receiver = WebhookReceiver(secret, port=port, faults=faults)
     await receiver.start()
     print(f"webhook receiver on {receiver.url}", flush=True)
     count = 0
@@ -189,9 +189,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--secret", help="The subscription's whsec_ secret, to verify signatures.")
+    parser.add_argument("--stall", action="store_true", help="Accept connections, never answer.")
+    parser.add_argument("--status", type=int, help="Answer every request with this status.")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(args.port, args.secret))
+        asyncio.run(_main(args.port, args.secret, Faults(status=args.status, stall=args.stall)))
 
 
 if __name__ == "__main__":
