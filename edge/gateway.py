@@ -88,8 +88,9 @@ class Gateway:
                 message_size_limit=bus.max_payload,
                 access=access,
             )
-            if username is None:  # the gateway's own broker user (edge tenant credentials)
-                username, password = GATEWAY_USER, access.gateway_password()
+            # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
+            # password are for an external broker.
+            username, password = GATEWAY_USER, access.gateway_password()
         status_topic = self.topics.gateway_status(gateway_id)
         self.bus = MqttBus(
             bus.host,
