@@ -279,12 +279,36 @@ def test_store_is_tenant_scoped(tmp_path: Path) -> None:
                 store.add("http://127.0.0.1:9/z")
         with tenant_scope(GLOBEX):
             assert store.list() == []
-            for action in (store.get, store.remove, store.dead_letters, store.signing_secret):
+            for action in (
+                store.get,
+                store.remove,
+                store.dead_letters,
+                store.signing_secrets,
+                store.rotate_secret,
+            ):
                 with pytest.raises(SubscriptionNotFound):
                     action(created.subscription.id)
         with tenant_scope(ACME):
             assert [s.url for s in store.list()] == ["http://127.0.0.1:9/x", "http://127.0.0.1:9/y"]
             assert "whsec_" not in repr(store.list())
-            assert store.signing_secret(created.subscription.id) == created.secret
+            assert store.signing_secrets(created.subscription.id) == [created.secret]
             store.remove(created.subscription.id)
             assert len(store.list()) == 1
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one_during_the_grace_period(
+    tmp_path: Path, receiver: object
+) -> None:
+    async with rig(tmp_path) as r:
+        sub_id, old = r.add("acme", receiver.url)  # type: ignore[attr-defined]
+        with tenant_scope(ACME):
+            new = r.store.rotate_secret(sub_id, grace=3600).secret
+            expired = r.store.signing_secrets(sub_id, now=time.time() + 3601)
+        await asyncio.sleep(0.3)  # the dispatcher restarts the subscription with both secrets
+        await r.emit("acme")
+        await wait_until(lambda: len(receiver.received) == 1)  # type: ignore[attr-defined]
+    (got,) = receiver.received  # type: ignore[attr-defined]
+    assert len(got.headers["webhook-signature"].split()) == 2
+    Webhook(old).verify(got.body, got.headers)  # a receiver not yet switched still verifies
+    Webhook(new).verify(got.body, got.headers)
+    assert expired == [new]  # after the grace period only the new secret signs

@@ -84,6 +84,8 @@ def test_manage_subscriptions_with_the_gateway_stopped(tmp_path: Path) -> None:
     assert other.exit_code == 3 and "has no webhook subscription" in other.output
     assert "paused" in _edge("webhook", "pause", sub_id, "-t", "acme", "-c", config).output
     assert "active" in _edge("webhook", "resume", sub_id, "-t", "acme", "-c", config).output
+    rotated = _edge("webhook", "rotate-secret", sub_id, "-t", "acme", "--grace", "60", "-c", config)
+    assert rotated.exit_code == 0 and "secret: whsec_" in rotated.output and secret not in rotated.output
     assert "no dead letters" in _edge("webhook", "dead-letters", sub_id, "-t", "acme", "-c", config).output
     assert "0 dead letters" in _edge("webhook", "replay", sub_id, "-t", "acme", "-c", config).output
     assert _edge("webhook", "remove", sub_id, "-t", "acme", "-c", config).exit_code == 0

@@ -126,6 +126,24 @@ def resume(subscription: str = typer.Argument(...), tenant: str = _TENANT, confi
         typer.echo(_describe(store.set_state(subscription, "active")))
 
 
+@app.command("rotate-secret")
+def rotate_secret(
+    subscription: str = typer.Argument(...),
+    tenant: str = _TENANT,
+    grace: float = typer.Option(
+        86_400.0, "--grace", min=0.0, help="Seconds the old secret keeps signing beside the new one."
+    ),
+    config: Path = _CONFIG,
+) -> None:
+    """A new signing secret, printed once; deliveries carry both signatures during the grace period."""
+    with _store(config, tenant) as store:
+        created = store.rotate_secret(subscription, grace)
+    typer.echo(f"secret: {created.secret}")
+    typer.echo(
+        f"the old secret keeps signing too for {grace:g} s: switch the receiver to the new one meanwhile"
+    )
+
+
 @app.command("dead-letters")
 def dead_letters(
     subscription: str = typer.Argument(...),

@@ -14,7 +14,8 @@ events go out one at a time, in outbox order. For each event:
 Deliveries are CloudEvents in structured mode: the body is the event exactly as the outbox stores it
 (`application/cloudevents+json`), narrowed to the subscribed points when a point filter is set. Every attempt
 carries the Standard Webhooks headers: `webhook-id` (the event id: the same on every retry and replay),
-`webhook-timestamp` (fresh per attempt) and `webhook-signature`.
+`webhook-timestamp` (fresh per attempt) and `webhook-signature` (two signatures while a rotated-out secret
+is still in its grace period).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from edge.backoff import Backoff
 from edge.modules import Rejected, RetryLater
 from edge.storage import StoredEvent
 from edge.webhooks.guard import DestinationRefused
-from edge.webhooks.signing import sign
+from edge.webhooks.signing import sign_all
 from edge.webhooks.store import Subscription
 
 __all__ = ["Deliverer", "DeliveryPolicy", "DeliveryStats"]
@@ -80,14 +81,14 @@ class Deliverer:
     def __init__(
         self,
         subscription: Subscription,
-        secret: str,
+        secrets: Callable[[], list[str]],
         client: httpx.AsyncClient,
         policy: DeliveryPolicy,
         stats: DeliveryStats,
         on_gone: PauseCallback,
     ) -> None:
         self._sub = subscription
-        self._secret = secret
+        self._secrets = secrets  # newest first; two during a rotation's grace period
         self._client = client
         self._policy = policy
         self._stats = stats
@@ -163,7 +164,7 @@ class Deliverer:
             "user-agent": USER_AGENT,
             "webhook-id": message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._secret, message_id, timestamp, body),
+            "webhook-signature": sign_all(self._secrets(), message_id, timestamp, body),
         }
         try:
             async with asyncio.timeout(self._policy.timeout):

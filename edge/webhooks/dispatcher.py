@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ __all__ = ["WebhookDispatcher"]
 log = logging.getLogger(__name__)
 
 _BATCH = 100  # events read per outbox query; each still goes out as its own request
+_SECRET_RECHECK = 60.0  # seconds between looks at whether a rotated-out secret has expired
 
 
 @dataclass
@@ -110,7 +112,17 @@ class WebhookDispatcher:
     async def _start(self, sub: Subscription) -> None:
         ctx = self._tenants[sub.tenant]
         with tenant_scope(ctx):
-            secret = await asyncio.to_thread(self._store.signing_secret, sub.id)
+            secrets = await asyncio.to_thread(self._store.signing_secrets, sub.id)
+        expires = time.monotonic() + _SECRET_RECHECK
+
+        def current() -> list[str]:
+            nonlocal secrets, expires
+            if len(secrets) > 1 and time.monotonic() > expires:  # a rotation's grace period may be over
+                with tenant_scope(ctx):
+                    secrets = self._store.signing_secrets(sub.id)
+                expires = time.monotonic() + _SECRET_RECHECK
+            return secrets
+
         client = httpx.AsyncClient(
             transport=GuardedTransport(self._destinations),
             follow_redirects=False,
@@ -118,7 +130,7 @@ class WebhookDispatcher:
         )
         stats = self.stats.setdefault(sub.id, DeliveryStats(f"webhook {sub.id}"))
         wake = self._wake.setdefault(sub.id, asyncio.Event())
-        deliverer = Deliverer(sub, secret, client, self._policy, stats, self._pauser(ctx, sub.id))
+        deliverer = Deliverer(sub, current, client, self._policy, stats, self._pauser(ctx, sub.id))
         task = asyncio.create_task(
             run_batch_consumer(
                 self._outbox, stats, ctx, sub.consumer, sub.types or None, deliverer, wake, max_batch=_BATCH

@@ -36,8 +36,13 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+def sign_all(secrets: list[str], message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header under several secrets (during a rotation): space-separated."""
+    return " ".join(sign(secret, message_id, timestamp, body) for secret in secrets)
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` header value for one delivery attempt."""
+    """One `v1,<signature>` of a delivery attempt under one secret."""
     signed = f"{message_id}.{timestamp}.".encode() + body
     digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
     return f"{SIGNATURE_VERSION},{base64.b64encode(digest).decode()}"

@@ -8,7 +8,9 @@ changes its own subscriptions and their dead letters.
 Each subscription is a durable outbox consumer named `webhook:<id>`. Creating one starts its cursor at the
 tenant's newest event (it receives what happens from then on, not the history); removing one deletes its
 cursor, status and dead letters. The signing secret is generated here, returned once by `add`, and read back
-only by the gateway's deliverer (`signing_secret`): `Subscription` never carries it.
+only by the gateway's deliverer (`signing_secrets`): `Subscription` never carries it. `rotate_secret` makes a
+new one and keeps signing with the old one too for a grace period (two signatures in `webhook-signature`, as
+the Standard Webhooks spec provides), so the receiver can switch without losing a delivery.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS webhook_subscriptions (
     devices       TEXT NOT NULL,
     points        TEXT NOT NULL,
     secret        TEXT NOT NULL,
+    old_secret    TEXT,             -- after a rotation: still signed with until old_until
+    old_until     REAL,
     state         TEXT NOT NULL,
     state_reason  TEXT,
     created       REAL NOT NULL,
@@ -199,15 +203,32 @@ class WebhookStore:
             raise SubscriptionNotFound(tenant, subscription_id)
         return _subscription(rows[0])
 
-    def signing_secret(self, subscription_id: str) -> str:
-        """The secret deliveries are signed with (the gateway's deliverer only)."""
+    def signing_secrets(self, subscription_id: str, now: float | None = None) -> builtins.list[str]:
+        """The secrets deliveries are signed with, newest first (the gateway's deliverer only)."""
         clause, tenant = _tenant_filter()
         rows = self._rows(
-            f"SELECT secret FROM webhook_subscriptions WHERE {clause} AND id = ?", (tenant, subscription_id)
+            f"SELECT secret, old_secret, old_until FROM webhook_subscriptions WHERE {clause} AND id = ?",
+            (tenant, subscription_id),
         )
         if not rows:
             raise SubscriptionNotFound(tenant, subscription_id)
-        return str(rows[0][0])
+        secret, old, until = rows[0]
+        keep_old = old is not None and until is not None and (now or time.time()) < float(until)
+        return [str(secret), str(old)] if keep_old else [str(secret)]
+
+    def rotate_secret(self, subscription_id: str, grace: float = 86_400.0) -> CreatedSubscription:
+        """A new signing secret (returned once); the old one keeps signing too for `grace` seconds."""
+        clause, tenant = _tenant_filter()
+        secret, now = new_secret(), time.time()
+        with self._transaction():
+            changed = self._db.execute(
+                "UPDATE webhook_subscriptions SET old_secret = secret, old_until = ?, secret = ?, updated = ?"
+                f" WHERE {clause} AND id = ?",
+                (now + grace, secret, now, tenant, subscription_id),
+            ).rowcount
+        if not changed:
+            raise SubscriptionNotFound(tenant, subscription_id)
+        return CreatedSubscription(self.get(subscription_id), secret)
 
     def set_state(self, subscription_id: str, state: State, reason: str | None = None) -> Subscription:
         """Pause (deliveries stop, events accumulate for it) or resume a subscription."""
