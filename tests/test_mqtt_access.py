@@ -253,6 +253,9 @@ def test_a_running_gateway_serves_tenant_users_and_their_commands(
         ):
             time.sleep(0.05)
         acme.close()
+        # anonymous access is off now; `edge point write` logs in as the gateway
+        written = CliRunner().invoke(app, ["point", "write", "inv-02", "power_limit", "30", "-c", config])
+        assert written.exit_code == 0 and "written" in written.output, written.output
     finally:
         gateway.terminate()
         _, stderr = gateway.communicate(timeout=30)

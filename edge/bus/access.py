@@ -33,6 +33,7 @@ from pathlib import Path
 
 import orjson
 
+from edge.config.models import BusConfig
 from edge.errors import EdgeError
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "AccessError",
     "AccessStore",
     "MqttUser",
+    "local_login",
     "mosquitto_hash",
     "verify_mosquitto_hash",
 ]
@@ -69,6 +71,14 @@ class MqttUser:
     @property
     def username(self) -> str:
         return f"{self.name}@{self.tenant}"
+
+
+def local_login(data_dir: Path, bus: BusConfig) -> tuple[str | None, str | None]:
+    """The login of a tool on this machine (`edge point write`) to the gateway's bus: the gateway's own user
+    on the embedded broker (anonymous access ends with the first tenant user), else `[bus]`'s."""
+    if bus.mode == "embedded":
+        return GATEWAY_USER, AccessStore(data_dir / "broker", bus.topic_prefix).gateway_password()
+    return bus.username, bus.password
 
 
 def mosquitto_hash(password: str, *, iterations: int = _ITERATIONS, salt: bytes | None = None) -> str:
