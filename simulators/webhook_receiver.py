@@ -35,6 +35,7 @@ class Faults:
     fail_first: int = 0  # answer 503 to the first n attempts of each message id
     delay: float = 0.0  # seconds before answering
     stall: bool = False  # never answer
+    retry_after: float | None = None  # sent with every non-2xx answer
 
 
 @dataclass
@@ -144,6 +145,8 @@ class WebhookReceiver:
         verified = self.verify(headers, body)
         if status == 204 and self.secret is not None and not verified:
             status = 401
+        if status >= 300 and faults.retry_after is not None:
+            extra.append((b"retry-after", f"{faults.retry_after:g}".encode()))
         self.received.append(
             Received(head.target.decode(), headers, body, status, verified, time.monotonic())
         )

@@ -14,6 +14,8 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from edge.storage import RetentionPolicy
+from edge.storage.retention import Retention
 from edge.tenancy import tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, SubscriptionNotFound, WebhookStore
 from edge.webhooks.signing import new_secret, sign
@@ -312,3 +314,38 @@ async def test_a_rotated_secret_signs_beside_the_old_one_during_the_grace_period
     Webhook(old).verify(got.body, got.headers)  # a receiver not yet switched still verifies
     Webhook(new).verify(got.body, got.headers)
     assert expired == [new]  # after the grace period only the new secret signs
+
+
+async def test_retry_after_is_honoured(tmp_path: Path, receiver: object) -> None:
+    receiver.faults.fail_first = 1  # type: ignore[attr-defined]
+    receiver.faults.retry_after = 0.6  # type: ignore[attr-defined]
+    policy = DeliveryPolicy(timeout=2.0, max_attempts=3, retry_initial=0.01, retry_cap=5.0)
+    async with rig(tmp_path, policy) as r:
+        _, receiver.secret = r.add("acme", receiver.url)  # type: ignore[attr-defined]
+        await r.emit("acme")
+        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+    first, second = receiver.received  # type: ignore[attr-defined]
+    assert first.status == 503 and 0.6 <= second.at - first.at < 1.5
+
+
+async def test_the_outbox_keeps_rows_until_every_subscription_passed_them(
+    tmp_path: Path, receiver: object
+) -> None:
+    retention = {"acme": RetentionPolicy(keep_delivered=0.0)}
+    async with rig(tmp_path, retention=retention) as r:
+        sub_id, receiver.secret = r.add("acme", receiver.url)  # type: ignore[attr-defined]
+        with tenant_scope(ACME):
+            r.store.set_state(sub_id, "paused", "maintenance")
+        await asyncio.sleep(0.3)
+        for _ in range(3):
+            await r.emit("acme")
+        sweeper = Retention(r.outbox, [ACME, GLOBEX], "gw-test")
+        await sweeper.sweep()
+        with tenant_scope(ACME):
+            assert await r.outbox.count() == 3  # the paused subscription has not had them
+            r.store.set_state(sub_id, "active")
+        await wait_until(lambda: len(receiver.accepted()) == 3)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.4)  # the cursor is persisted with the next commit or idle flush
+        await sweeper.sweep()
+        with tenant_scope(ACME):
+            assert await r.outbox.count() == 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.events import TELEMETRY, make_event
+from edge.storage import RetentionPolicy
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import TenantContext, tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, WebhookDispatcher, WebhookStore
@@ -56,9 +57,13 @@ class Rig:
 
 @asynccontextmanager
 async def rig(
-    path: Path, policy: DeliveryPolicy = FAST, reload: float = 0.1, allow: Sequence[str] = ("127.0.0.1/32",)
+    path: Path,
+    policy: DeliveryPolicy = FAST,
+    reload: float = 0.1,
+    allow: Sequence[str] = ("127.0.0.1/32",),
+    retention: dict[str, RetentionPolicy] | None = None,
 ) -> AsyncIterator[Rig]:
-    outbox = SqliteOutbox(path / "outbox.db", commit_interval=0.002)
+    outbox = SqliteOutbox(path / "outbox.db", commit_interval=0.002, retention=retention)
     await outbox.open()
     store = WebhookStore(path / "outbox.db", DestinationPolicy(allow))
     dispatcher = WebhookDispatcher(

@@ -7,7 +7,7 @@ events go out one at a time, in outbox order. For each event:
 - filtered out (site, device or point): passed without a request;
 - answered 2xx: delivered;
 - anything else (connection error, timeout, 3xx — redirects are never followed —, 4xx, 5xx): retried after
-  a capped exponential backoff with jitter; events already delivered in the batch are not sent again. After
+  a capped exponential backoff with jitter, or after the receiver's `Retry-After` if longer (up to the cap); events already delivered in the batch are not sent again. After
   `max_attempts` attempts the event becomes a dead letter with the last reason and the next event goes out;
 - 410 Gone: the receiver says the endpoint is gone for good: the subscription is paused, with the reason.
 
@@ -97,6 +97,7 @@ class Deliverer:
         self._attempts: dict[int, int] = {}  # position -> failed attempts of the event being retried
         self._passed: set[int] = set()  # positions of the current batch already delivered or settled
         self._dead: dict[int, str] = {}  # of the current batch: kept across its retries until returned
+        self._retry_after = 0.0  # seconds the receiver asked for in its last answer (429, 503)
 
     async def __call__(self, batch: Sequence[StoredEvent]) -> Rejected | None:
         dead = self._dead
@@ -118,7 +119,8 @@ class Deliverer:
             else:
                 failed = self._attempts[row.position] = self._attempts.get(row.position, 0) + 1
                 if failed < self._policy.max_attempts:
-                    raise RetryLater(self._backoff.next_delay(), f"{self._sub.url}: {error}")
+                    delay = max(self._backoff.next_delay(), min(self._retry_after, self._policy.retry_cap))
+                    raise RetryLater(delay, f"{self._sub.url}: {error}")
                 dead[row.position] = f"gave up after {failed} attempts; last: {error}"
                 log.warning(
                     "webhook %s (tenant %s): event %s dead-lettered: %s",
@@ -158,6 +160,7 @@ class Deliverer:
     async def _attempt(self, message_id: str, body: bytes) -> str | None:
         """One signed POST; None when the receiver accepted it, else the reason (never the secret)."""
         self._stats.attempts += 1
+        self._retry_after = 0.0
         timestamp = int(time.time())
         headers = {
             "content-type": CONTENT_TYPE,
@@ -181,4 +184,13 @@ class Deliverer:
         if 300 <= status < 400:
             where = response.headers.get("location", "?")
             return f"HTTP {status} redirect to {where[:200]} (redirects are not followed)"
+        self._retry_after = _retry_after(response.headers.get("retry-after"))
         return f"HTTP {status} {response.reason_phrase}".rstrip()
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds of a `Retry-After: <seconds>` answer (an HTTP date is rare here and read as none)."""
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
