@@ -272,6 +272,10 @@ def reload_broker(data_dir: Path) -> int | None:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return None
+    except PermissionError:
+        raise BrokerError(
+            f"the broker (pid {pid}) runs as another user: run this as the gateway's user, or send it SIGHUP"
+        ) from None
     return pid
 
 

@@ -16,7 +16,7 @@ import orjson
 import typer
 
 from edge.bus.access import AccessError, AccessStore, MqttUser
-from edge.bus.broker import reload_broker
+from edge.bus.broker import BrokerError, reload_broker
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
 
@@ -53,7 +53,11 @@ def _apply(store: AccessStore, loaded: LoadedConfig) -> None:
             f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
         )
         return
-    pid = reload_broker(loaded.data_dir / "broker")
+    try:
+        pid = reload_broker(loaded.data_dir / "broker")
+    except BrokerError as exc:
+        typer.echo(f"saved, but not applied yet: {exc}", err=True)
+        raise typer.Exit(1) from None
     if pid is None:
         typer.echo("the gateway is not running: its broker applies this when it starts")
     else:
