@@ -122,6 +122,7 @@ async def test_tenant_users_read_and_command_only_their_own_tenant(
         assert gateway.connected and acme.connected and viewer.connected and globex.connected
         gateway.subscribe("edge/+/cmd/+/+/+/set")
         for client in (acme, viewer, globex):
+            # Mosquitto grants these filters and checks the ACL on every message it would deliver
             client.subscribe("#", "edge/globex/#", "edge/acme/#", "edge/+/events/#")
         for tenant in ("acme", "globex"):
             gateway.publish(f"edge/{tenant}/events/roof/inv-01", b"{}")

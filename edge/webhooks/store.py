@@ -117,7 +117,9 @@ def consumer_name(subscription_id: str) -> str:
 
 
 class WebhookStore:
-    """Subscriptions of the current tenant (see the module docs). Thread-safe; each call is one transaction."""
+    """Subscriptions of the current tenant (see the module docs). Thread-safe; each call is one short
+    transaction on its own SQLite connection. The calls block: from async code, run them through
+    `asyncio.to_thread` (the tenant context goes along), as the dispatcher does."""
 
     def __init__(self, path: Path, policy: DestinationPolicy, *, max_per_tenant: int = 50) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
