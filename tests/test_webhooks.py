@@ -14,6 +14,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from edge.events import DEVICE_STATUS, make_event
 from edge.storage import RetentionPolicy
 from edge.storage.retention import Retention
 from edge.tenancy import tenant_scope
@@ -349,3 +350,23 @@ async def test_the_outbox_keeps_rows_until_every_subscription_passed_them(
         await sweeper.sweep()
         with tenant_scope(ACME):
             assert await r.outbox.count() == 0
+
+
+async def test_filters_by_event_type(tmp_path: Path, receiver: object) -> None:
+    async with rig(tmp_path) as r:
+        _, receiver.secret = r.add("acme", receiver.url, types=[DEVICE_STATUS])  # type: ignore[attr-defined]
+        await r.emit("acme")  # telemetry: not subscribed
+        status = make_event(
+            type=DEVICE_STATUS,
+            source="/gw-test/test",
+            subject="roof/inv-01",
+            tenant="acme",
+            time=time.time(),
+            data={"site": "roof", "device": "inv-01", "status": "down", "reason": "timeout"},
+        )
+        with tenant_scope(ACME):
+            await r.outbox.append_durable(status)
+        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.2)
+    (got,) = receiver.received  # type: ignore[attr-defined]
+    assert got.headers["webhook-id"] == status.id and orjson.loads(got.body)["type"] == DEVICE_STATUS
