@@ -6,6 +6,7 @@ Data flows one way (docs/architecture.md):
         -> OutboxPublisher (MQTT events, acked before its cursor moves)
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
+        -> WebhookDispatcher (durable per-subscription consumers, signed HTTP deliveries)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.backoff import Backoff
+from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
@@ -34,6 +36,7 @@ from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import current_tenant, tenant_scope
 from edge.topics import Topics
+from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +78,27 @@ class Gateway:
         bus = self.config.bus
         gateway_id = self.config.gateway.id
         self.broker: EmbeddedBroker | None = None
+        username, password = bus.username, bus.password
         if bus.mode == "embedded":
+            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix)
             self.broker = EmbeddedBroker(
                 bus.port,
                 loaded.data_dir / "broker",
                 host=bus.host,
                 max_queued_messages=bus.max_queued_messages,
                 message_size_limit=bus.max_payload,
+                access=access,
             )
+            # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
+            # password are for an external broker.
+            username, password = GATEWAY_USER, access.gateway_password()
         status_topic = self.topics.gateway_status(gateway_id)
         self.bus = MqttBus(
             bus.host,
             bus.port,
             client_id=f"edge-gateway-{gateway_id}",
-            username=bus.username,
-            password=bus.password,
+            username=username,
+            password=password,
             max_inflight=bus.max_inflight,
             will=Will(status_topic, b"offline"),
             birth=(status_topic, b"online"),
@@ -103,6 +112,7 @@ class Gateway:
         self.commands: CommandHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
+        self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
 
     async def start(self) -> None:
         self._instance.acquire()
@@ -179,6 +189,17 @@ class Gateway:
                 continue
             await self.modules.start(module.name, plugin, module.config)
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
+        self.webhooks = open_store(self.loaded)
+        webhooks = WebhookDispatcher(
+            self.outbox,
+            self.webhooks,
+            self.tenants.values(),
+            destination_policy(self.loaded),
+            delivery_policy(self.loaded),
+            reload_interval=self.config.webhooks.reload_interval,
+        )
+        await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
+        self._spawn(webhooks.run, "webhooks")
         retention = Retention(
             self.outbox,
             self.tenants.values(),
@@ -242,6 +263,8 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
         await _cancel_and_wait(self._tasks)
+        if self.webhooks is not None:
+            self.webhooks.close()
         await self.outbox.close()
         await self.bus.stop()
         if self.broker is not None:

@@ -362,13 +362,42 @@ class ModuleHost:
                 await hosted.context.store.close()
 
 
+class ConsumerCounters(Protocol):
+    """What a batch consumer counts as it goes (a `HostedModule`, or a webhook subscription's stats)."""
+
+    name: str
+    handled: int
+    handler_errors: int
+    retries: int
+    dead_lettered: int
+
+
+async def run_batch_consumer(
+    outbox: SqliteOutbox,
+    counters: ConsumerCounters,
+    tenant: TenantContext,
+    consumer: str,
+    types: Sequence[str] | None,
+    handler: BatchHandler,
+    wake: asyncio.Event,
+    *,
+    max_batch: int = 100,
+    max_wait: float = 0.0,
+) -> None:
+    """Run one durable batch consumer outside a module (kernel services such as webhooks), with the same
+    cursor, retry, dead-letter and replay rules as `ModuleContext.subscribe_batches`. `wake` must be set
+    whenever the tenant commits events. Runs until cancelled."""
+    sub = _BatchSubscription(consumer, tuple(types or ()), handler, max_batch, max_wait, None, None)
+    await _BatchConsumer(outbox, counters, tenant, consumer, sub, wake).run()
+
+
 class _BatchConsumer:
     """One tenant's batch subscription: fill a batch, offer it, act on the outcome, repeat."""
 
     def __init__(
         self,
         outbox: SqliteOutbox,
-        hosted: HostedModule,
+        hosted: ConsumerCounters,
         tenant: TenantContext,
         consumer: str,
         sub: _BatchSubscription,

@@ -12,6 +12,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -21,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from edge.bus.access import AccessStore
 from edge.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ _RESTART_MAX: Final = 10.0
 _STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
 _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
+_PID_FILE: Final = "mosquitto.pid"
 
 
 class BrokerError(EdgeError):
@@ -62,6 +65,7 @@ class EmbeddedBroker:
         max_queued_messages: int = 100_000,
         message_size_limit: int = 256 * 1024,
         binary: str | None = None,
+        access: AccessStore | None = None,
     ) -> None:
         if not _is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
@@ -72,6 +76,7 @@ class EmbeddedBroker:
         self.max_queued_messages = max_queued_messages
         self.message_size_limit = message_size_limit
         self.binary = binary
+        self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
         self.restarts = 0
         self.conf_path = data_dir / "mosquitto.conf"
         self.log_path = data_dir / "mosquitto.log"
@@ -92,6 +97,8 @@ class EmbeddedBroker:
             raise RuntimeError("EmbeddedBroker.start() called twice")
         binary = self._find_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.access is not None:
+            self.access.apply()
         self.conf_path.write_text(self._config())
         _kill_orphan(self.pid_path, self.conf_path)
         if await _accepts(self.host, self.port):
@@ -123,7 +130,6 @@ class EmbeddedBroker:
         return (
             "# Written by the edge gateway on every start: edits are overwritten.\n"
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
             "persistence false\n"
             f"max_queued_messages {self.max_queued_messages}\n"
             "max_inflight_messages 1000\n"
@@ -132,6 +138,12 @@ class EmbeddedBroker:
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"
+            + (
+                f"include_dir {self.access.conf_dir}\n"
+                if self.access is not None
+                else "allow_anonymous true\n"
+            )
+            + _same_user()
         )
 
     def _find_binary(self) -> str:
@@ -282,6 +294,34 @@ def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # until the port is free
             time.sleep(0.02)
     pid_path.unlink(missing_ok=True)
+def _same_user() -> str:
+    """Started as root, Mosquitto switches to the `mosquitto` user, which cannot read the 0600 password and
+    ACL files the gateway writes: keep it under the gateway's own user instead."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+
+
+def reload_broker(data_dir: Path) -> int | None:
+    """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
+    connected clients stay connected). Returns its pid, or None when none runs. Works from another process
+    (the CLI): the pid file is trusted only if that process runs mosquitto with this directory's config."""
+    try:
+        pid = int((data_dir / _PID_FILE).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if str(data_dir / "mosquitto.conf").encode() not in cmdline:
+        return None  # a stale pid file: the number now belongs to another process
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        raise BrokerError(
+            f"the broker (pid {pid}) runs as another user: run this as the gateway's user, or send it SIGHUP"
+        ) from None
+    return pid
 
 
 def _is_loopback(host: str) -> bool:

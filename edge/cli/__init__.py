@@ -18,6 +18,8 @@ from edge.cli import (
     run_cmd,
     simulate_cmd,
     sync_cmd,
+    tenant_cmd,
+    webhook_cmd,
 )
 
 app = typer.Typer(
@@ -36,6 +38,8 @@ app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(module_cmd.app, name="module")
 app.add_typer(alarm_cmd.app, name="alarm")
 app.add_typer(billing_cmd.app, name="billing")
+app.add_typer(webhook_cmd.app, name="webhook")
+app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:

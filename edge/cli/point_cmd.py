@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import typer
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from edge.bus.access import local_login
 from edge.cli.common import load_or_exit
 from edge.topics import Topics
 
@@ -43,6 +44,7 @@ def write(
         payload=orjson.dumps(request),
         request_id=request_id,
         timeout=timeout,
+        login=local_login(loaded.data_dir, loaded.config.bus),
     )
     if result is None:
         typer.echo(
@@ -72,6 +74,7 @@ def _request(
     payload: bytes,
     request_id: str,
     timeout: float,
+    login: tuple[str | None, str | None] = (None, None),
 ) -> dict[str, Any] | None:
     answered = threading.Event()
     subscribed = threading.Event()
@@ -91,6 +94,8 @@ def _request(
         client_id=f"edge-cli-{request_id[:8]}",
         protocol=MQTTProtocolVersion.MQTTv5,
     )
+    if login[0] is not None:
+        client.username_pw_set(*login)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
     client.connect(host, port)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork
 
 from edge.points import Name
 from edge.storage import RetentionPolicy
@@ -136,6 +136,23 @@ class StorageConfig(_Strict):
     )
 
 
+class WebhooksConfig(_Strict):
+    """Outbound webhooks (edge/webhooks, docs/webhooks.md): retry policy and the SSRF allow-list."""
+
+    timeout: Seconds = Field(default=15.0, gt=0, le=120, description="Per attempt: connect, send, answer.")
+    max_attempts: int = Field(default=8, ge=1, le=100, description="Attempts before a dead letter.")
+    retry_initial: Seconds = Field(default=1.0, gt=0, le=3600, description="First retry delay.")
+    retry_cap: Seconds = Field(default=300.0, gt=0, le=86_400, description="Longest retry delay.")
+    max_subscriptions: int = Field(default=50, ge=1, le=1000, description="Per tenant.")
+    allow_networks: tuple[IPvAnyNetwork, ...] = Field(
+        default=(),
+        description="CIDRs webhooks may reach although loopback/private/link-local, e.g. '127.0.0.1/32'.",
+    )
+    reload_interval: Seconds = Field(
+        default=1.0, gt=0, le=60, description="How often the gateway looks for changed subscriptions."
+    )
+
+
 class ModuleConfig(_Strict):
     name: Name
     enabled: bool = True
@@ -150,6 +167,7 @@ class GatewayConfig(_Strict):
     modules: tuple[ModuleConfig, ...] = ()
     bus: BusConfig = BusConfig()
     storage: StorageConfig = StorageConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:
         """The storage defaults with the tenant's own overrides applied."""

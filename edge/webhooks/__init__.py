@@ -1,0 +1,55 @@
+"""Outbound webhooks: tenant-scoped subscriptions, delivered as signed CloudEvents (docs/webhooks.md).
+
+Public API: `WebhookStore` (add, list, get, set_state, remove, dead_letters, replay: what the CLI and the
+REST API call), `Subscription`, `CreatedSubscription`, `DeadDelivery`, `SubscriptionNotFound`,
+`WebhookDispatcher` (the gateway's delivery service), `DestinationPolicy` (the SSRF guard) and `open_store`,
+which opens the store of a loaded configuration.
+"""
+
+from __future__ import annotations
+
+from edge.config import LoadedConfig
+from edge.webhooks.delivery import DeliveryPolicy, DeliveryStats
+from edge.webhooks.dispatcher import WebhookDispatcher
+from edge.webhooks.guard import DestinationPolicy, DestinationRefused
+from edge.webhooks.store import (
+    CreatedSubscription,
+    DeadDelivery,
+    Subscription,
+    SubscriptionNotFound,
+    WebhookStore,
+)
+
+__all__ = [
+    "CreatedSubscription",
+    "DeadDelivery",
+    "DeliveryPolicy",
+    "DeliveryStats",
+    "DestinationPolicy",
+    "DestinationRefused",
+    "Subscription",
+    "SubscriptionNotFound",
+    "WebhookDispatcher",
+    "WebhookStore",
+    "delivery_policy",
+    "destination_policy",
+    "open_store",
+]
+
+
+def destination_policy(loaded: LoadedConfig) -> DestinationPolicy:
+    return DestinationPolicy(str(n) for n in loaded.config.webhooks.allow_networks)
+
+
+def delivery_policy(loaded: LoadedConfig) -> DeliveryPolicy:
+    hooks = loaded.config.webhooks
+    return DeliveryPolicy(hooks.timeout, hooks.max_attempts, hooks.retry_initial, hooks.retry_cap)
+
+
+def open_store(loaded: LoadedConfig) -> WebhookStore:
+    """The subscriptions of this gateway, in its SQLite file (created if the gateway never ran)."""
+    return WebhookStore(
+        loaded.data_dir / loaded.config.storage.path,
+        destination_policy(loaded),
+        max_per_tenant=loaded.config.webhooks.max_subscriptions,
+    )

@@ -1,0 +1,333 @@
+"""Webhook subscriptions, kept in the gateway's SQLite file beside the outbox.
+
+`WebhookStore` is the typed, tenant-scoped API over them, used by `edge webhook ...` (whether the gateway runs
+or not), by the running gateway (which reloads them every second) and by the REST API. Every read and write
+goes through the outbox's tenant filter (`edge.storage.sqlite._tenant_filter`), so a tenant only ever sees and
+changes its own subscriptions and their dead letters.
+
+Each subscription is a durable outbox consumer named `webhook:<id>`. Creating one starts its cursor at the
+tenant's newest event (it receives what happens from then on, not the history); removing one deletes its
+cursor, status and dead letters. The signing secret is generated here, returned once by `add`, and read back
+only by the gateway's deliverer (`signing_secrets`): `Subscription` never carries it. `rotate_secret` makes a
+new one and keeps signing with the old one too for a grace period (two signatures in `webhook-signature`, as
+the Standard Webhooks spec provides), so the receiver can switch without losing a delivery.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from edge.errors import EdgeError
+from edge.storage import _sql as outbox_sql
+from edge.storage.sqlite import _tenant_filter
+from edge.webhooks.guard import DestinationPolicy
+from edge.webhooks.signing import new_secret
+
+__all__ = [
+    "CreatedSubscription",
+    "DeadDelivery",
+    "Subscription",
+    "SubscriptionNotFound",
+    "WebhookStore",
+    "consumer_name",
+]
+
+State = Literal["active", "paused"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhook_subscriptions (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    types         TEXT NOT NULL,
+    sites         TEXT NOT NULL,
+    devices       TEXT NOT NULL,
+    points        TEXT NOT NULL,
+    secret        TEXT NOT NULL,
+    old_secret    TEXT,             -- after a rotation: still signed with until old_until
+    old_until     REAL,
+    state         TEXT NOT NULL,
+    state_reason  TEXT,
+    created       REAL NOT NULL,
+    updated       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_subscriptions_tenant ON webhook_subscriptions(tenant);
+"""
+_COLUMNS = "id, tenant, url, types, sites, devices, points, state, state_reason, created, updated"
+
+
+class SubscriptionNotFound(EdgeError):
+    def __init__(self, tenant: str, subscription_id: str) -> None:
+        self.tenant = tenant
+        self.subscription_id = subscription_id
+        super().__init__(f"tenant {tenant!r} has no webhook subscription {subscription_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    tenant: str
+    url: str
+    types: tuple[str, ...]  # empty: every event type
+    sites: tuple[str, ...]  # empty: every site (likewise devices and points)
+    devices: tuple[str, ...]
+    points: tuple[str, ...]
+    state: State
+    state_reason: str | None  # why it was paused (by an operator, or the receiver answered 410 Gone)
+    created: float
+    updated: float
+
+    @property
+    def consumer(self) -> str:
+        return consumer_name(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSubscription:
+    subscription: Subscription
+    secret: str  # shown once: the receiver verifies signatures with it
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    """An event the subscription gave up on, with the reason of the last attempt."""
+
+    position: int
+    event_id: str
+    type: str
+    subject: str
+    reason: str
+    dead_at: float
+    attempts: int  # how many times it was dead-lettered (replays included)
+    replay: bool
+
+
+def consumer_name(subscription_id: str) -> str:
+    return f"webhook:{subscription_id}"
+
+
+class WebhookStore:
+    """Subscriptions of the current tenant (see the module docs). Thread-safe; each call is one short
+    transaction on its own SQLite connection. The calls block: from async code, run them through
+    `asyncio.to_thread` (the tenant context goes along), as the dispatcher does."""
+
+    def __init__(self, path: Path, policy: DestinationPolicy, *, max_per_tenant: int = 50) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._policy = policy
+        self._max = max_per_tenant
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(outbox_sql.SCHEMA + _SCHEMA)  # the CLI may run before the gateway ever did
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> WebhookStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(
+        self,
+        url: str,
+        *,
+        types: Sequence[str] = (),
+        sites: Sequence[str] = (),
+        devices: Sequence[str] = (),
+        points: Sequence[str] = (),
+        paused: bool = False,
+    ) -> CreatedSubscription:
+        """Create a subscription for the current tenant; raises ValueError for a refused URL or a full quota."""
+        clause, tenant = _tenant_filter()
+        self._policy.check_url(url)
+        for name, values in (("types", types), ("sites", sites), ("devices", devices), ("points", points)):
+            if any(not v or v != v.strip() for v in values):
+                raise ValueError(f"webhook {name} filter: empty or padded value in {list(values)!r}")
+        sub_id, secret, now = f"wh_{secrets.token_hex(8)}", new_secret(), time.time()
+        with self._transaction():
+            (count,) = self._db.execute(
+                f"SELECT COUNT(*) FROM webhook_subscriptions WHERE {clause}", (tenant,)
+            ).fetchone()
+            if count >= self._max:
+                raise ValueError(f"tenant {tenant!r} has {count} webhook subscriptions, the most allowed")
+            self._db.execute(
+                f"INSERT INTO webhook_subscriptions ({_COLUMNS}, secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    sub_id,
+                    tenant,
+                    url,
+                    *(orjson.dumps(sorted(set(v))).decode() for v in (types, sites, devices, points)),
+                    "paused" if paused else "active",
+                    "created paused" if paused else None,
+                    now,
+                    now,
+                    secret,
+                ),
+            )
+            # Start at the tenant's newest event: a new subscription gets what happens from now on.
+            self._start_cursor(sub_id, clause, tenant)
+        return CreatedSubscription(self.get(sub_id), secret)
+
+    def _start_cursor(self, sub_id: str, clause: str, tenant: str) -> None:
+        (newest,) = self._db.execute(
+            f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,)
+        ).fetchone()
+        self._db.execute(outbox_sql.UPSERT_CURSOR, (consumer_name(sub_id), tenant, int(newest)))
+
+    def list(self) -> builtins.list[Subscription]:
+        clause, tenant = _tenant_filter()
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} ORDER BY created, id", (tenant,)
+        )
+        return [_subscription(row) for row in rows]
+
+    def get(self, subscription_id: str) -> Subscription:
+        clause, tenant = _tenant_filter()
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} AND id = ?",
+            (tenant, subscription_id),
+        )
+        if not rows:
+            raise SubscriptionNotFound(tenant, subscription_id)
+        return _subscription(rows[0])
+
+    def signing_secrets(self, subscription_id: str, now: float | None = None) -> builtins.list[str]:
+        """The secrets deliveries are signed with, newest first (the gateway's deliverer only)."""
+        clause, tenant = _tenant_filter()
+        rows = self._rows(
+            f"SELECT secret, old_secret, old_until FROM webhook_subscriptions WHERE {clause} AND id = ?",
+            (tenant, subscription_id),
+        )
+        if not rows:
+            raise SubscriptionNotFound(tenant, subscription_id)
+        secret, old, until = rows[0]
+        keep_old = old is not None and until is not None and (now or time.time()) < float(until)
+        return [str(secret), str(old)] if keep_old else [str(secret)]
+
+    def rotate_secret(self, subscription_id: str, grace: float = 86_400.0) -> CreatedSubscription:
+        """A new signing secret (returned once); the old one keeps signing too for `grace` seconds."""
+        clause, tenant = _tenant_filter()
+        secret, now = new_secret(), time.time()
+        with self._transaction():
+            changed = self._db.execute(
+                "UPDATE webhook_subscriptions SET old_secret = secret, old_until = ?, secret = ?, updated = ?"
+                f" WHERE {clause} AND id = ?",
+                (now + grace, secret, now, tenant, subscription_id),
+            ).rowcount
+        if not changed:
+            raise SubscriptionNotFound(tenant, subscription_id)
+        return CreatedSubscription(self.get(subscription_id), secret)
+
+    def set_state(self, subscription_id: str, state: State, reason: str | None = None) -> Subscription:
+        """Pause (deliveries stop, events accumulate for it) or resume a subscription."""
+        clause, tenant = _tenant_filter()
+        with self._transaction():
+            changed = self._db.execute(
+                f"UPDATE webhook_subscriptions SET state = ?, state_reason = ?, updated = ?"
+                f" WHERE {clause} AND id = ?",
+                (state, reason, time.time(), tenant, subscription_id),
+            ).rowcount
+        if not changed:
+            raise SubscriptionNotFound(tenant, subscription_id)
+        return self.get(subscription_id)
+
+    def remove(self, subscription_id: str) -> None:
+        """Delete the subscription with its cursor, delivery status and dead letters."""
+        clause, tenant = _tenant_filter()
+        consumer = consumer_name(subscription_id)
+        with self._transaction():
+            changed = self._db.execute(
+                f"DELETE FROM webhook_subscriptions WHERE {clause} AND id = ?", (tenant, subscription_id)
+            ).rowcount
+            if not changed:
+                raise SubscriptionNotFound(tenant, subscription_id)
+            for table in ("cursors", "consumer_status", "dead_letters"):
+                self._db.execute(f"DELETE FROM {table} WHERE {clause} AND consumer = ?", (tenant, consumer))
+
+    def dead_letters(self, subscription_id: str, limit: int = 100) -> builtins.list[DeadDelivery]:
+        clause, tenant = _tenant_filter()
+        self.get(subscription_id)
+        rows = self._rows(
+            "SELECT position, id, type, subject, reason, dead_at, attempts, replay FROM dead_letters"
+            f" WHERE {clause} AND consumer = ? ORDER BY position LIMIT ?",
+            (tenant, consumer_name(subscription_id), limit),
+        )
+        return [
+            DeadDelivery(int(p), str(i), str(t), str(s), str(r), float(d), int(a), bool(rp))
+            for p, i, t, s, r, d, a, rp in rows
+        ]
+
+    def replay(self, subscription_id: str) -> int:
+        """Offer the subscription's dead letters again (the running gateway within seconds, else at its
+        next start); returns how many."""
+        clause, tenant = _tenant_filter()
+        self.get(subscription_id)
+        with self._transaction():
+            return int(
+                self._db.execute(
+                    f"UPDATE dead_letters SET replay = 1 WHERE {clause} AND consumer = ?",
+                    (tenant, consumer_name(subscription_id)),
+                ).rowcount
+            )
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+
+    def _rows(self, query: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(query, params).fetchall()]
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error) under the store's lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            self._db.execute("ROLLBACK" if exc is not None else "COMMIT")
+        finally:
+            self._lock.release()
+
+
+def _subscription(row: tuple[Any, ...]) -> Subscription:
+    sub_id, tenant, url, types, sites, devices, points, state, reason, created, updated = row
+    return Subscription(
+        str(sub_id),
+        str(tenant),
+        str(url),
+        tuple(orjson.loads(types)),
+        tuple(orjson.loads(sites)),
+        tuple(orjson.loads(devices)),
+        tuple(orjson.loads(points)),
+        "paused" if state == "paused" else "active",
+        reason,
+        float(created),
+        float(updated),
+    )
