@@ -23,6 +23,7 @@ from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
 from edge.config import LoadedConfig
+from edge.health import HealthMonitor
 from edge.instance import InstanceLock
 from edge.modules import ModuleHost
 from edge.plugins import PluginRegistry
@@ -100,6 +101,7 @@ class Gateway:
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
+        self.health = HealthMonitor(self)  # liveness and readiness: `await gateway.health.check()`
 
     async def start(self) -> None:
         self._instance.acquire()
@@ -164,6 +166,7 @@ class Gateway:
             self.config.gateway.id,
             interval=self.config.storage.retention_interval,
         )
+        self._spawn(self.health.lag.run, "loop-lag")
         self._spawn(retention.run, "retention")
         self._spawn(publisher.run, "publisher")
         self._spawn(last_values.run, "last-values")

@@ -14,6 +14,7 @@ from edge.cli import (
     point_cmd,
     run_cmd,
     simulate_cmd,
+    status_cmd,
     sync_cmd,
 )
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
+app.command("status")(status_cmd.status)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
 
 from edge.config import LoadedConfig, load_config
 from edge.errors import ConfigError
+from edge.logs import LogFormat, configure
 from edge.plugins import PluginRegistry
-from edge.tenancy import TenantLogFilter
 
 EXIT_CONFIG = 2
 
 
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(TenantLogFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(tenant)s] %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # pymodbus logs every failed request with a frame dump; the gateway logs device down/up once instead.
+def setup_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
+    configure(
+        level, fmt
+    )  # edge.logs: tenant and device bound, secrets redacted    # pymodbus logs every failed request with a frame dump; the gateway logs device down/up once instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upload otherwise
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -11,15 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import typer
 
 from edge.bus.broker import BrokerMissing
 from edge.cli.common import load_or_exit, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway, StatusSnapshot
+from edge.health import HealthReport, write_status_file
 from edge.instance import AlreadyRunning
+from edge.logs import install_level_signals
 from edge.plugins import PluginRegistry
+from edge.sdnotify import notify
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,16 @@ STATUS_FILE = "status.json"  # in the data directory, rewritten every second whi
 
 def run(
     config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
-    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
+    log_level: str = typer.Option(
+        "INFO", help="DEBUG, INFO, WARNING or ERROR (SIGUSR1: DEBUG, SIGUSR2: back)."
+    ),
+    log_format: str = typer.Option("text", help="text, kv (key=value) or json."),
     status: bool = typer.Option(False, "--status", help="Print a live status line every second."),
 ) -> None:
     """Run the gateway until Ctrl-C or SIGTERM."""
-    setup_logging(log_level)
+    if log_format not in ("text", "kv", "json"):
+        raise typer.BadParameter("text, kv or json", param_hint="--log-format")
+    setup_logging(log_level, fmt=log_format)  # type: ignore[arg-type]
     loaded, registry = load_or_exit(config)
     printer = StatusPrinter() if status else None
     run_gateway(loaded, registry, printer)
@@ -62,8 +68,10 @@ async def _serve(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    install_level_signals(loop)
     gateway = Gateway(loaded, registry)
     await gateway.start()
+    notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
     status_file = loaded.data_dir / STATUS_FILE
     try:
         while not stop.is_set():
@@ -71,10 +79,14 @@ async def _serve(
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 snapshot = await gateway.status()
-                write_status(status_file, snapshot)
+                health = await gateway.health.check()
+                write_status(status_file, snapshot, health)
+                if health.live:  # systemd restarts a gateway that stops feeding its watchdog
+                    notify("WATCHDOG=1", f"STATUS={health.state}")
                 if on_status is not None:
                     on_status(snapshot)
     finally:
+        notify("STOPPING=1")
         await _stop_within(gateway, SHUTDOWN_GRACE)
         if on_status is not None:
             sys.stderr.write("\n")
@@ -107,12 +119,13 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
     return chain
 
 
-def write_status(path: Path, snapshot: StatusSnapshot) -> None:
-    """Replace the status file atomically: scripts and `edge bench` read it while the gateway runs."""
-    body = {"pid": os.getpid(), "time": time.time(), **dataclasses.asdict(snapshot)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(body))
-    tmp.replace(path)
+def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
+    """Replace the status file atomically: `edge status`, scripts and `edge bench` read it while the gateway runs."""
+    body = dataclasses.asdict(snapshot)
+    if health is not None:
+        body["health"] = health.as_dict()
+    body["log_level"] = logging.getLevelName(logging.getLogger().level)
+    write_status_file(path, body)
 
 
 class StatusPrinter:
