@@ -21,12 +21,14 @@ from edge.instance import AlreadyRunning
 from edge.logs import install_level_signals
 from edge.plugins import PluginRegistry
 from edge.sdnotify import notify
+from edge.storage.migrations import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
 EXIT_BROKER = 3
 EXIT_RUNNING = 4
 EXIT_SHUTDOWN_TIMEOUT = 5
+EXIT_SCHEMA = 6  # the outbox was written by a newer release (edge.storage.migrations)
 SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
 STATUS_FILE = "status.json"  # in the data directory, rewritten every second while the gateway runs
 
@@ -59,6 +61,9 @@ def run_gateway(
     except AlreadyRunning as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_RUNNING) from None
+    except SchemaTooNew as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_SCHEMA) from None
 
 
 async def _serve(

@@ -43,7 +43,9 @@ from edge.storage import (
     StoredEvent,
 )
 from edge.storage import _sql as sql
+from edge.storage.migrations import migrate
 from edge.tenancy import current_tenant
+from edge.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +125,10 @@ class SqliteOutbox:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
         self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
-        await self._writer.executescript(sql.SCHEMA)
         row = await self._one("SELECT COALESCE(MAX(position), 0), MAX(enqueued) FROM outbox")
         self.last_position = int(row[0])
         self._next_position = self.last_position + 1
