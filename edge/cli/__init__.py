@@ -11,6 +11,7 @@ from edge.cli import (
     demo_cmd,
     device_cmd,
     events_cmd,
+    init_cmd,
     point_cmd,
     run_cmd,
     simulate_cmd,
@@ -25,6 +26,7 @@ app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
 app.command("status")(status_cmd.status)
+app.command("init")(init_cmd.init)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")

@@ -89,7 +89,8 @@ def _create(db: sqlite3.Connection, release: str) -> None:
         for statement in _statements(sql.SCHEMA + "".join(STEPS.values())):
             db.execute(statement)
         db.execute(
-            "INSERT OR REPLACE INTO schema_history VALUES (?, strftime('%s','now'), ?)", (SCHEMA_VERSION, release)
+            "INSERT OR REPLACE INTO schema_history VALUES (?, strftime('%s','now'), ?)",
+            (SCHEMA_VERSION, release),
         )
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -104,7 +105,8 @@ def _step(db: sqlite3.Connection, version: int, release: str) -> None:
         for statement in _statements(STEPS[version]):
             db.execute(statement)
         db.execute(
-            "INSERT OR REPLACE INTO schema_history VALUES (?, strftime('%s','now'), ?)", (version + 1, release)
+            "INSERT OR REPLACE INTO schema_history VALUES (?, strftime('%s','now'), ?)",
+            (version + 1, release),
         )
         db.execute(f"PRAGMA user_version = {version + 1}")
         db.execute("COMMIT")
