@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edge.cli import (
+    backup_cmd,
     bench_cmd,
     certs_cmd,
     config_cmd,
@@ -27,6 +28,8 @@ app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
 app.command("status")(status_cmd.status)
 app.command("init")(init_cmd.init)
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")
