@@ -60,9 +60,13 @@ def init_gateway(
     tenant: str = "default",
     site: str = "site",
     data_dir: str = "var",
+    data_path: Path | None = None,
     force: bool = False,
 ) -> InitResult:
-    """Write the starter configuration, secrets and identity. Raises FileExistsError for an existing config."""
+    """Write the starter configuration, secrets and identity. Raises FileExistsError for an existing config.
+
+    `data_dir` is written into the configuration; `data_path` is where the data directory is now, if that
+    differs (an install into a root directory, see edge.service)."""
     if config.exists() and not force:
         raise FileExistsError(f"{config} exists: refusing to replace it (use --force)")
     gateway_id = gateway_id or _default_id()
@@ -78,7 +82,7 @@ def init_gateway(
         path = config.parent / SECRETS_DIR / name
         if write_private(path, value.encode() + b"\n"):
             created.append(path)
-    data = Path(data_dir) if Path(data_dir).is_absolute() else config.parent / data_dir
+    data = data_path or (Path(data_dir) if Path(data_dir).is_absolute() else config.parent / data_dir)
     data.mkdir(mode=0o750, parents=True, exist_ok=True)
     identity = None
     if not (data / IDENTITY_DIR / "private_key.pem").exists():

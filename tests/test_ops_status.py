@@ -3,9 +3,12 @@ level switched by signal, and a secret canary that never reaches the logs, the o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +36,14 @@ def _status(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EDGE, "status", "-c", str(config)], capture_output=True, text=True, timeout=30)
 
 
+def _datagrams(sock: socket.socket) -> list[str]:
+    out = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            out.append(sock.recv(4096).decode())
+    return out
+
+
 def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -52,8 +63,14 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
     config.write_text(text)
     assert _status(config).returncode == 4  # nothing runs yet
     log_file = tmp_path / "gateway.log"
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for systemd's notify socket
+    systemd.bind(str(tmp_path / "notify"))
+    systemd.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
     with log_file.open("w") as log:
-        gateway = subprocess.Popen([*EDGE, "run", "-c", str(config), "--log-format", "kv"], stderr=log)
+        gateway = subprocess.Popen(
+            [*EDGE, "run", "-c", str(config), "--log-format", "kv"], stderr=log, env=env
+        )
     status_file = tmp_path / "data" / "status.json"
     try:
         _until(lambda: _status(config).returncode == 0)
@@ -61,6 +78,8 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
         for check in ("loop", "storage", "broker", "driver:modbus"):
             assert f"\n{check} " in shown and "FAIL" not in shown, shown
         assert "2/2 devices up" in shown
+        notes = _datagrams(systemd)
+        assert notes[0].startswith("READY=1") and any(n.startswith("WATCHDOG=1\nSTATUS=ok") for n in notes)
 
         gateway.send_signal(signal.SIGUSR1)
         _until(lambda: json.loads(status_file.read_text())["log_level"] == "DEBUG")
@@ -70,6 +89,9 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
 
         private_mosquitto.kill()
         _until(lambda: _status(config).returncode == 3)
+        _datagrams(systemd)
+        time.sleep(1.5)
+        assert all(n.startswith("WATCHDOG=1\nSTATUS=not ready") for n in _datagrams(systemd))  # still live
         assert re.search(r"\nbroker +FAIL +ready +cannot reach 127.0.0.1", _status(config).stdout)
 
         gateway.kill()

@@ -15,6 +15,7 @@ from edge.cli import (
     init_cmd,
     point_cmd,
     run_cmd,
+    service_cmd,
     simulate_cmd,
     status_cmd,
     sync_cmd,
@@ -37,6 +38,7 @@ app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(service_cmd.app, name="service")
 
 
 def main() -> None:
