@@ -32,6 +32,7 @@ from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.stats import GatewayStats
 from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
+from edge.storage.tiers import TieredOutbox, dedicated_path
 from edge.tenancy import tenant_scope
 from edge.topics import Topics
 
@@ -65,12 +66,22 @@ class Gateway:
         self.tenants = loaded.tenant_contexts()
         self.topics = Topics(self.config.bus.topic_prefix)
         storage = self.config.storage
-        self.outbox = SqliteOutbox(
-            loaded.data_dir / storage.path,
-            commit_interval=storage.commit_interval_ms / 1000,
-            commit_max_events=storage.commit_max_events,
-            synchronous=storage.synchronous,
-            retention={t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
+        options: dict[str, Any] = {
+            "commit_interval": storage.commit_interval_ms / 1000,
+            "commit_max_events": storage.commit_max_events,
+            "synchronous": storage.synchronous,
+            "retention": {t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
+        }
+        dedicated = {
+            t.id: dedicated_path(loaded.data_dir, t.id)
+            for t in self.config.tenants
+            if t.storage == "dedicated"
+        }
+        # Only tenants with their own database pay for the routing layer (edge.storage.tiers).
+        self.outbox = (
+            TieredOutbox(loaded.data_dir / storage.path, dedicated, **options)
+            if dedicated
+            else SqliteOutbox(loaded.data_dir / storage.path, **options)
         )
         bus = self.config.bus
         gateway_id = self.config.gateway.id

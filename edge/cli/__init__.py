@@ -19,6 +19,7 @@ from edge.cli import (
     simulate_cmd,
     status_cmd,
     sync_cmd,
+    tenant_cmd,
 )
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(service_cmd.app, name="service")
+app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:

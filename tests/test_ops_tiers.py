@@ -1,0 +1,154 @@
+"""Storage tiers per tenant against a real gateway: a dedicated tenant's events live in its own file, tenants
+move between tiers without losing or repeating an event, and one tenant is exported or erased alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from edge.cli import app
+from edge.events import make_event
+from edge.gateway import Gateway
+from edge.storage.sqlite import SqliteOutbox
+from edge.tenancy import TenantContext, tenant_scope
+from tests.e2e import load, write_config
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+
+DEVICES = 4  # inv-01, inv-03 for acme; inv-02, inv-04 for globex
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[SimulatorProcess]:
+    sim = SimulatorProcess(free_port(), DEVICES, ["--sim-time", "12:00"])
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def _rows(db: Path) -> list[tuple[str, str, str | None, int | None]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT id, tenant, device, sequence FROM outbox ORDER BY position").fetchall()
+
+
+async def _run(config: Path, events: int) -> None:
+    loaded, registry = load(config)
+    gateway = Gateway(loaded, registry)
+    await gateway.start()
+    try:
+        target = gateway.outbox.committed_events + events
+        for _ in range(400):
+            if gateway.outbox.committed_events >= target and await gateway.backlog() == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the gateway did not store and publish in time")
+    finally:
+        await gateway.stop()
+
+
+async def _mqtt_backlog(db: Path, tenant: str) -> int:
+    outbox = SqliteOutbox(db)
+    await outbox.open()
+    try:
+        with tenant_scope(TenantContext(tenant)):
+            return await outbox.backlog("mqtt")
+    finally:
+        await outbox.close()
+
+
+def _cli(*args: str, input: str | None = None) -> str:
+    result = CliRunner().invoke(app, list(args), input=input)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _assert_sequences(rows: list[tuple[str, str, str | None, int | None]], tenant: str) -> None:
+    per_device: dict[str, list[int]] = defaultdict(list)
+    for _, owner, device, sequence in rows:
+        if owner == tenant and device is not None and sequence is not None:
+            per_device[device].append(sequence)
+    assert len(per_device) == DEVICES // 2
+    for device, sequences in per_device.items():
+        assert sorted(sequences) == list(range(1, len(sequences) + 1)), device  # no gap, no repeat
+
+
+async def test_dedicated_tier_move_both_ways_export_and_erase(
+    tmp_path: Path, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+) -> None:
+    config = write_config(
+        tmp_path / "edge.toml",
+        mqtt_port=mosquitto.port,
+        modbus_port=simulator.port,
+        devices=DEVICES,
+        poll_interval=0.05,
+        prefix="tiers",
+    )
+    text = config.read_text().replace('id = "acme"\n', 'id = "acme"\nstorage = "dedicated"\n')
+    config.write_text("# operator's comment, kept by moves\n" + text)
+    shared, acme_db = tmp_path / "data" / "outbox.db", tmp_path / "data" / "tenants" / "acme.db"
+
+    await _run(config, 150)
+    assert {t for _, t, _, _ in _rows(acme_db)} == {"acme"}
+    assert {t for _, t, _, _ in _rows(shared)} == {"globex"}
+    acme_before = _rows(acme_db)
+
+    out = await asyncio.to_thread(_cli, "tenant", "move", "acme", "--to", "shared", "-c", str(config))
+    assert f"{len(acme_before)} events moved" in out
+    assert not acme_db.exists() and 'storage = "dedicated"' not in config.read_text()
+    assert config.read_text().startswith("# operator's comment")
+    moved = [r for r in _rows(shared) if r[1] == "acme"]
+    assert [r[0] for r in moved] == [r[0] for r in acme_before]  # every event, in order
+    assert await _mqtt_backlog(shared, "acme") == 0  # cursors renumbered: nothing is sent twice
+
+    await asyncio.to_thread(_cli, "tenant", "move", "globex", "--to", "dedicated", "-c", str(config))
+    globex_db = tmp_path / "data" / "tenants" / "globex.db"
+    await _run(config, 150)
+    _assert_sequences(_rows(shared), "acme")
+    _assert_sequences(_rows(globex_db), "globex")
+    assert {t for _, t, _, _ in _rows(shared)} == {"acme"}
+
+    export = tmp_path / "acme.jsonl"
+    await asyncio.to_thread(_cli, "tenant", "export", "acme", "-o", str(export), "-c", str(config))
+    lines = [orjson.loads(line) for line in export.read_bytes().splitlines()]
+    assert len(lines) == len([r for r in _rows(shared) if r[1] == "acme"])
+    assert {e["tenantid"] for e in lines} == {"acme"} and lines[0]["specversion"] == "1.0"
+
+    refused = CliRunner().invoke(app, ["tenant", "erase", "acme", "-c", str(config)], input="globex\n")
+    assert refused.exit_code == 1 and _rows(shared)
+    some_id = _rows(shared)[0][0].encode()
+    await asyncio.to_thread(_cli, "tenant", "erase", "acme", "-c", str(config), input="acme\n")
+    assert _rows(shared) == []
+    assert all(some_id not in p.read_bytes() for p in shared.parent.glob("outbox.db*"))  # gone from the file
+    await asyncio.to_thread(_cli, "tenant", "erase", "globex", "-c", str(config), "--yes")
+    assert not globex_db.exists()
+
+
+async def test_positions_never_go_back_after_retention_emptied_the_outbox(tmp_path: Path) -> None:
+    def event() -> object:
+        return make_event(
+            type="org.edgegw.telemetry", source="/gw", subject="s", tenant="acme", time=1.0, data={}
+        )
+
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.open()
+    with tenant_scope(TenantContext("acme")):
+        for _ in range(5):
+            await outbox.append_durable(event())  # type: ignore[arg-type]
+        outbox.set_cursor("mqtt", 5)
+        await outbox.delete_through(5, 5, None)  # retention: everything was delivered
+    await outbox.close()
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.open()
+    try:
+        with tenant_scope(TenantContext("acme")):
+            assert await outbox.append_durable(event()) == 6  # type: ignore[arg-type]
+            assert await outbox.backlog("mqtt") == 1  # the new event is not hidden behind the cursor
+    finally:
+        await outbox.close()
