@@ -65,7 +65,7 @@ async def test_backup_during_load_restores_on_a_fresh_machine_with_every_event_a
         mqtt_port=mosquitto.port,
         modbus_port=simulator.port,
         devices=DEVICES,
-        poll_interval=0.05,
+        poll_interval=0.02,
     )
     (old / "secrets").mkdir(mode=0o700)
     (old / "secrets" / "webhook.secret").write_text("whsec_c2VjcmV0\n")
@@ -81,15 +81,15 @@ async def test_backup_during_load_restores_on_a_fresh_machine_with_every_event_a
     await gateway.start()
     archive = tmp_path / "backup.tar.gz"
     try:
-        await _run_until(gateway, 200)
+        await _run_until(gateway, 120)
         manifest = await asyncio.to_thread(
             create_backup, config, loaded.data_dir, "outbox.db", "gw-test", archive
         )
-        await _run_until(gateway, 100)  # still writing after the snapshot
+        await _run_until(gateway, 60)  # still writing after the snapshot
     finally:
         await gateway.stop()
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
-    assert manifest.files["data/outbox.db"]["events"] > 200
+    assert manifest.files["data/outbox.db"]["events"] >= 120
     assert {
         "config/edge.toml",
         "config/secrets/webhook.secret",
@@ -116,7 +116,7 @@ async def test_backup_during_load_restores_on_a_fresh_machine_with_every_event_a
     gateway = Gateway(loaded, registry)
     await gateway.start()
     try:
-        await _run_until(gateway, 100)
+        await _run_until(gateway, 60)
     finally:
         await gateway.stop()
     after = _events(restored_db)

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from edge.certs import application_uri, load_certificate
+from edge.cli import app
 from tests.helpers import free_port
 
 EDGE = [sys.executable, "-m", "edge.cli"]
@@ -21,13 +24,8 @@ def _mode(path: Path) -> int:
 
 def test_init_then_check_then_run_serves_with_an_embedded_broker(tmp_path: Path) -> None:
     config = tmp_path / "etc" / "edge.toml"
-    out = subprocess.run(
-        [*EDGE, "init", "-c", str(config), "--id", "plant-1", "--tenant", "acme"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = CliRunner().invoke(app, ["init", "-c", str(config), "--id", "plant-1", "--tenant", "acme"])
+    assert out.exit_code == 0, out.output
     identity = tmp_path / "etc" / "var" / "identity"
     secrets = tmp_path / "etc" / "secrets"
     assert _mode(identity / "private_key.pem") == 0o600 and _mode(identity) == 0o700
@@ -42,24 +40,17 @@ def test_init_then_check_then_run_serves_with_an_embedded_broker(tmp_path: Path)
     )
     assert text.count("\n#") > 10  # commented for the person who edits it
 
-    again = subprocess.run([*EDGE, "init", "-c", str(config)], capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and "refusing to replace" in again.stderr
+    again = CliRunner().invoke(app, ["init", "-c", str(config)])
+    assert again.exit_code == 1 and "refusing to replace" in again.output
     key = (identity / "private_key.pem").read_bytes()
-    forced = subprocess.run(
-        [*EDGE, "init", "-c", str(config), "--id", "plant-1", "--force"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert forced.returncode == 0 and "kept the existing one" in forced.stdout
+    forced = CliRunner().invoke(app, ["init", "-c", str(config), "--id", "plant-1", "--force"])
+    assert forced.exit_code == 0 and "kept the existing one" in forced.output
     assert (
         identity / "private_key.pem"
     ).read_bytes() == key  # --force rewrites the config, never the identity
 
-    check = subprocess.run(
-        [*EDGE, "config", "check", str(config)], capture_output=True, text=True, timeout=60
-    )
-    assert check.returncode == 0 and "OK" in check.stdout, check.stderr
+    check = CliRunner().invoke(app, ["config", "check", str(config)])
+    assert check.exit_code == 0 and "OK" in check.output, check.output
 
     port = free_port()
     config.write_text(config.read_text().replace("port = 1883", f"port = {port}"))
@@ -67,10 +58,10 @@ def test_init_then_check_then_run_serves_with_an_embedded_broker(tmp_path: Path)
     try:
         deadline = time.monotonic() + 30
         while True:
-            status = subprocess.run([*EDGE, "status", "-c", str(config)], capture_output=True, text=True)
-            if status.returncode == 0:
+            status = CliRunner().invoke(app, ["status", "-c", str(config)])
+            if status.exit_code == 0:
                 break
-            assert time.monotonic() < deadline and gateway.poll() is None, status.stdout
+            assert time.monotonic() < deadline and gateway.poll() is None, status.output
             time.sleep(0.3)
         gateway.send_signal(signal.SIGTERM)
         _, stderr = gateway.communicate(timeout=30)

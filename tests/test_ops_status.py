@@ -13,10 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edge.cli import app
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
 
@@ -32,8 +35,16 @@ def simulator() -> Iterator[SimulatorProcess]:
     sim.stop()
 
 
-def _status(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*EDGE, "status", "-c", str(config)], capture_output=True, text=True, timeout=30)
+@dataclass
+class _Status:
+    returncode: int
+    stdout: str
+
+
+def _status(config: Path) -> _Status:
+    """`edge status` in-process: it only reads the status file, like a monitoring agent would."""
+    result = CliRunner().invoke(app, ["status", "-c", str(config)])
+    return _Status(result.exit_code, result.output)
 
 
 def _datagrams(sock: socket.socket) -> list[str]:

@@ -17,6 +17,7 @@ from edge.cli import app
 from edge.events import make_event
 from edge.gateway import Gateway
 from edge.storage.sqlite import SqliteOutbox
+from edge.storage.tenant_ops import has_rows, move_tenant
 from edge.tenancy import TenantContext, tenant_scope
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
@@ -87,17 +88,18 @@ async def test_dedicated_tier_move_both_ways_export_and_erase(
         mqtt_port=mosquitto.port,
         modbus_port=simulator.port,
         devices=DEVICES,
-        poll_interval=0.05,
+        poll_interval=0.02,
         prefix="tiers",
     )
     text = config.read_text().replace('id = "acme"\n', 'id = "acme"\nstorage = "dedicated"\n')
     config.write_text("# operator's comment, kept by moves\n" + text)
     shared, acme_db = tmp_path / "data" / "outbox.db", tmp_path / "data" / "tenants" / "acme.db"
 
-    await _run(config, 150)
+    await _run(config, 80)
     assert {t for _, t, _, _ in _rows(acme_db)} == {"acme"}
     assert {t for _, t, _, _ in _rows(shared)} == {"globex"}
     acme_before = _rows(acme_db)
+    backlog_before = await _mqtt_backlog(acme_db, "acme")
 
     out = await asyncio.to_thread(_cli, "tenant", "move", "acme", "--to", "shared", "-c", str(config))
     assert f"{len(acme_before)} events moved" in out
@@ -105,11 +107,12 @@ async def test_dedicated_tier_move_both_ways_export_and_erase(
     assert config.read_text().startswith("# operator's comment")
     moved = [r for r in _rows(shared) if r[1] == "acme"]
     assert [r[0] for r in moved] == [r[0] for r in acme_before]  # every event, in order
-    assert await _mqtt_backlog(shared, "acme") == 0  # cursors renumbered: nothing is sent twice
+    # cursors renumbered with the rows: the publisher resumes exactly where it stopped, nothing sent twice
+    assert await _mqtt_backlog(shared, "acme") == backlog_before <= 2
 
     await asyncio.to_thread(_cli, "tenant", "move", "globex", "--to", "dedicated", "-c", str(config))
     globex_db = tmp_path / "data" / "tenants" / "globex.db"
-    await _run(config, 150)
+    await _run(config, 80)
     _assert_sequences(_rows(shared), "acme")
     _assert_sequences(_rows(globex_db), "globex")
     assert {t for _, t, _, _ in _rows(shared)} == {"acme"}
@@ -152,3 +155,51 @@ async def test_positions_never_go_back_after_retention_emptied_the_outbox(tmp_pa
             assert await outbox.backlog("mqtt") == 1  # the new event is not hidden behind the cursor
     finally:
         await outbox.close()
+
+
+async def test_moving_into_the_shared_database_renumbers_rows_cursors_and_dead_letters_together(
+    tmp_path: Path,
+) -> None:
+    def event(tenant: str, sequence: int) -> object:
+        return make_event(
+            type="org.edgegw.telemetry",
+            source="/gw",
+            subject="s/d",
+            tenant=tenant,
+            time=1.0,
+            data={"n": sequence},
+            device="d",
+            sequence=sequence,
+        )
+
+    shared, own = SqliteOutbox(tmp_path / "outbox.db"), SqliteOutbox(tmp_path / "acme.db")
+    await shared.open()
+    await own.open()
+    with tenant_scope(TenantContext("globex")):
+        for n in range(1, 21):
+            await shared.append_durable(event("globex", n))  # type: ignore[arg-type]
+    with tenant_scope(TenantContext("acme")):
+        for n in range(1, 11):
+            await own.append_durable(event("acme", n))  # type: ignore[arg-type]
+        own.set_cursor("mqtt", 6)
+        third = (await own.read_after(2, 1))[0]
+        await own.dead_letter("module:x:0", [(third, "refused by the receiver")])
+    await shared.close()
+    await own.close()
+
+    move_tenant("acme", tmp_path / "acme.db", tmp_path / "outbox.db", renumber=True)
+
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.open()
+    try:
+        with tenant_scope(TenantContext("acme")):
+            assert await outbox.backlog("mqtt") == 4
+            pending = await outbox.read_after(await outbox.cursor("mqtt"), 100)
+            assert [orjson.loads(r.body)["data"]["n"] for r in pending] == [7, 8, 9, 10]
+            (dead,) = await outbox.dead_letters()
+            assert dead.event.id == third.id and dead.event.position > 20
+        with tenant_scope(TenantContext("globex")):
+            assert await outbox.count() == 20
+    finally:
+        await outbox.close()
+    assert not has_rows(tmp_path / "acme.db", "acme")
