@@ -2,9 +2,9 @@
 
 A configuration value may be a reference instead of plain text: `env:NAME` (an environment variable) or
 `file:PATH` (the file's content without its trailing newline; a relative PATH is relative to the config file).
-`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`) at load and checks
-every reference under `modules[*].config` (modules resolve their own at start, e.g. cloud sync), so
-`edge config check` names a missing variable or file with the config file and the field path.
+`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`) at load;
+`check_module_references` checks every reference under `modules[*].config` (modules resolve their own at
+start, e.g. cloud sync) for `edge config check` and `edge run`. Errors name the config file and field path.
 
 Every secret the gateway learns (resolved references, and plain values under secret-looking keys) is
 registered here; `edge.logs.RedactingFilter` replaces each with `***` in every log line.
@@ -23,6 +23,7 @@ from edge.errors import ConfigIssue
 
 __all__ = [
     "SecretError",
+    "check_module_references",
     "is_reference",
     "known_secrets",
     "register_secret",
@@ -96,14 +97,23 @@ def resolve_references(raw: dict[str, Any], file: Path) -> tuple[dict[str, Any],
                 out[section] = {**table, key: resolve(table[key], base)}
             except SecretError as exc:
                 issues.append(ConfigIssue(str(file), f"{section}.{key}", str(exc)))
-    modules = out.get("modules")
+    _register_plain(out)
+    return out, issues
+
+
+def check_module_references(raw: dict[str, Any], file: Path) -> list[ConfigIssue]:
+    """Resolve every reference under `modules[*].config` (registering the values for redaction) and report
+    those that fail. Not part of loading: commands that never start a module (status, sync, backup) must
+    work from a shell that lacks the service's environment. `edge config check` and `edge run` call it."""
+    issues: list[ConfigIssue] = []
+    modules = raw.get("modules")
     if isinstance(modules, list):
         for index, module in enumerate(modules):
             if isinstance(module, dict):
                 name = module.get("name", "?")
-                _check_tree(module.get("config"), f"modules[{index}] ({name}).config", file, base, issues)
-    _register_plain(out)
-    return out, issues
+                where = f"modules[{index}] ({name}).config"
+                _check_tree(module.get("config"), where, file, file.parent, issues)
+    return issues
 
 
 def _check_tree(node: object, where: str, file: Path, base: Path, issues: list[ConfigIssue]) -> None:

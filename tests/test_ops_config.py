@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edge.cli import app
 from edge.config.versions import Deprecation, upgrade
 from edge.errors import ConfigError
 from edge.secrets import known_secrets
@@ -58,6 +60,10 @@ def test_unresolvable_references_name_the_file_the_field_and_the_reference(tmp_p
     with pytest.raises(ConfigError) as err:
         load(path)
     text = [str(i) for i in err.value.issues]
+    assert not any("modules[0]" in t for t in text)  # loading needs no module secret (edge sync, status...)
+    checked = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert checked.exit_code == 2
+    text = [line.strip() for line in checked.output.splitlines()]
     assert any(
         t.startswith(f"{path}: bus.username:") and "EDGE_TEST_NOT_SET_ANYWHERE is not set" in t for t in text
     )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import tomllib
 from pathlib import Path
 
 import typer
 
 from edge.config import LoadedConfig, load_config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, ConfigIssue
 from edge.logs import LogFormat, configure
 from edge.plugins import PluginRegistry
+from edge.secrets import check_module_references
 
 EXIT_CONFIG = 2
 
@@ -23,12 +25,30 @@ def setup_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upload otherwise
 
 
-def load_or_exit(path: Path) -> tuple[LoadedConfig, PluginRegistry]:
+def load_or_exit(path: Path, *, module_secrets: bool = False) -> tuple[LoadedConfig, PluginRegistry]:
+    """Load or exit 2 listing every problem; `module_secrets`: also resolve the modules' secret references
+    (for commands that start or validate modules)."""
     registry = PluginRegistry.from_entry_points()
+    issues: list[ConfigIssue] = []
     try:
-        return load_config(path, registry), registry
+        loaded = load_config(path, registry)
     except ConfigError as exc:
-        typer.echo(f"configuration is invalid ({len(exc.issues)} problem(s)):", err=True)
-        for issue in exc.issues:
+        issues = exc.issues
+    if module_secrets and path.is_file():
+        issues += module_secret_issues(path)
+    if issues:
+        typer.echo(f"configuration is invalid ({len(issues)} problem(s)):", err=True)
+        for issue in issues:
             typer.echo(f"  {issue}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        raise typer.Exit(EXIT_CONFIG)
+    return loaded, registry
+
+
+def module_secret_issues(path: Path) -> list[ConfigIssue]:
+    """Problems with the modules' secret references (edge.secrets); resolving registers them for redaction."""
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []  # load_config reports those
+    return check_module_references(raw, path)

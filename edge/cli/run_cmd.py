@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from edge.bus.broker import BrokerMissing
-from edge.cli.common import load_or_exit, setup_logging
+from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway, StatusSnapshot
 from edge.health import HealthReport, write_status_file
@@ -46,6 +46,8 @@ def run(
         raise typer.BadParameter("text, kv or json", param_hint="--log-format")
     setup_logging(log_level, fmt=log_format)  # type: ignore[arg-type]
     loaded, registry = load_or_exit(config)
+    for issue in module_secret_issues(config):  # the module will not start; the gateway still collects data
+        log.error("%s", issue)
     printer = StatusPrinter() if status else None
     run_gateway(loaded, registry, printer)
 
