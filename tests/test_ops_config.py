@@ -119,3 +119,10 @@ def test_a_deprecated_key_warns_and_moves_for_two_minor_releases_then_is_refused
     assert "refused from 0.4.0" in caplog.text
     _, issues = upgrade(raw, "f.toml", deprecations=[dep], release="0.4.0")
     assert issues[0].location == "bus.broker_port" and "removed in 0.4.0" in issues[0].reason
+
+
+def test_commands_that_connect_to_nothing_work_without_the_services_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[bus]\npassword = "env:EDGE_TEST_ONLY_IN_THE_SERVICE"\n')
+    assert CliRunner().invoke(app, ["config", "check", str(path)]).exit_code == 2
+    status = CliRunner().invoke(app, ["status", "-c", str(path)])
+    assert status.exit_code == 4 and "not live" in status.output  # not "configuration is invalid"

@@ -15,7 +15,7 @@ def backup(
     config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
 ) -> None:
     """Back up configuration, identity, secrets, outbox and module state; safe while the gateway runs."""
-    loaded, _ = load_or_exit(config)
+    loaded, _ = load_or_exit(config, secrets=False)
     try:
         manifest = create_backup(
             loaded.path, loaded.data_dir, loaded.config.storage.path, loaded.config.gateway.id, file

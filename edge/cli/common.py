@@ -25,13 +25,16 @@ def setup_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upload otherwise
 
 
-def load_or_exit(path: Path, *, module_secrets: bool = False) -> tuple[LoadedConfig, PluginRegistry]:
+def load_or_exit(
+    path: Path, *, module_secrets: bool = False, secrets: bool = True
+) -> tuple[LoadedConfig, PluginRegistry]:
     """Load or exit 2 listing every problem; `module_secrets`: also resolve the modules' secret references
-    (for commands that start or validate modules)."""
+    (for commands that start or validate modules); `secrets=False`: leave every reference unresolved (for
+    commands that connect to nothing)."""
     registry = PluginRegistry.from_entry_points()
     issues: list[ConfigIssue] = []
     try:
-        loaded = load_config(path, registry)
+        loaded = load_config(path, registry, resolve_secrets=secrets)
     except ConfigError as exc:
         issues = exc.issues
     if module_secrets and path.is_file():

@@ -31,7 +31,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status file's health as JSON."),
 ) -> None:
     """Show liveness, readiness and each check of the running gateway; the exit code says the state."""
-    loaded, _ = load_or_exit(config)
+    loaded, _ = load_or_exit(config, secrets=False)
     path = loaded.data_dir / STATUS_FILE
     body, problem = _read(path)
     if body is None:

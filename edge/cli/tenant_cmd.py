@@ -53,7 +53,7 @@ def export(
     config: Path = CONFIG,
 ) -> None:
     """Export every stored event of one tenant (works while the gateway runs)."""
-    loaded, _ = load_or_exit(config)
+    loaded, _ = load_or_exit(config, secrets=False)
     database = _database(loaded, tenant)
     if not database.exists():
         typer.echo(f"{database} does not exist: nothing stored yet", err=True)
@@ -69,7 +69,7 @@ def erase(
     yes: bool = typer.Option(False, "--yes", help="Do not ask (scripts); the gateway must still be stopped."),
 ) -> None:
     """Erase everything the gateway stores for one tenant. Cannot be undone; the gateway must be stopped."""
-    loaded, _ = load_or_exit(config)
+    loaded, _ = load_or_exit(config, secrets=False)
     tier = _tier(loaded, tenant)
     database = _database(loaded, tenant)
     if (
@@ -97,7 +97,7 @@ def move(
     """Move one tenant's stored data to the other tier and record it in the config; the gateway must be stopped."""
     if to not in ("shared", "dedicated"):
         raise typer.BadParameter("shared or dedicated", param_hint="--to")
-    loaded, _ = load_or_exit(config)
+    loaded, _ = load_or_exit(config, secrets=False)
     current = _tier(loaded, tenant)
     shared = loaded.data_dir / loaded.config.storage.path
     own = dedicated_path(loaded.data_dir, tenant)

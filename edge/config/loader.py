@@ -64,11 +64,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
 
 
-def load_config(path: Path | str, registry: PluginRegistry) -> LoadedConfig:
+def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: bool = True) -> LoadedConfig:
+    """`resolve_secrets=False` leaves `env:`/`file:` references unresolved, for commands that never use them
+    (status, backup, tenant data) and must work without the service's environment."""
     path = Path(path)
     file = str(path)
     raw, issues = upgrade(_read_toml(path), file)
-    if not issues:
+    if not issues and resolve_secrets:
         raw, issues = resolve_references(raw, path)
     if issues:
         raise ConfigError(issues)
