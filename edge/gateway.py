@@ -32,7 +32,7 @@ from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.stats import GatewayStats
 from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
-from edge.storage.tiers import TieredOutbox, dedicated_path
+from edge.storage.tiers import TieredOutbox, dedicated_path, misplaced_tenants
 from edge.tenancy import tenant_scope
 from edge.topics import Topics
 
@@ -124,6 +124,9 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.outbox.open()
+        tiers = {t.id: t.storage for t in self.config.tenants}
+        for problem in misplaced_tenants(self.loaded.data_dir, self.outbox.path, tiers):
+            log.error("%s", problem)
         if self.broker is not None:
             await self.broker.start()
         await self.bus.start()

@@ -18,6 +18,7 @@ from edge.events import make_event
 from edge.gateway import Gateway
 from edge.storage.sqlite import SqliteOutbox
 from edge.storage.tenant_ops import has_rows, move_tenant
+from edge.storage.tiers import misplaced_tenants
 from edge.tenancy import TenantContext, tenant_scope
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
@@ -203,3 +204,22 @@ async def test_moving_into_the_shared_database_renumbers_rows_cursors_and_dead_l
     finally:
         await outbox.close()
     assert not has_rows(tmp_path / "acme.db", "acme")
+
+
+async def test_a_tier_changed_in_the_config_without_a_move_is_reported_at_start(tmp_path: Path) -> None:
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    await outbox.open()
+    with tenant_scope(TenantContext("acme")):
+        await outbox.append_durable(
+            make_event(
+                type="org.edgegw.telemetry", source="/gw", subject="s", tenant="acme", time=1.0, data={}
+            )
+        )
+    await outbox.close()
+    tiers = {"acme": "dedicated", "globex": "shared"}
+    (problem,) = misplaced_tenants(tmp_path, tmp_path / "outbox.db", tiers)
+    assert (
+        "tenant 'acme' is configured 'dedicated'" in problem
+        and "edge tenant move acme --to dedicated" in problem
+    )
+    assert misplaced_tenants(tmp_path, tmp_path / "outbox.db", {"acme": "shared"}) == []

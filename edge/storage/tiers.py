@@ -14,16 +14,17 @@ Moving a tenant between tiers is `edge.storage.tenant_ops.move_tenant`, with the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge.events import Event
 from edge.storage import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy, StoredEvent
 from edge.storage.sqlite import SqliteOutbox
+from edge.storage.tenant_ops import has_rows
 from edge.tenancy import maybe_tenant
 
-__all__ = ["TENANTS_DIR", "TieredOutbox", "dedicated_path"]
+__all__ = ["TENANTS_DIR", "TieredOutbox", "dedicated_path", "misplaced_tenants"]
 
 TENANTS_DIR = "tenants"
 
@@ -252,3 +253,17 @@ class TieredOutbox(SqliteOutbox):
     def database_of(self, tenant: str) -> Path:
         routed = self._dedicated.get(tenant)
         return routed.path if routed is not None else self.path
+
+
+def misplaced_tenants(data_dir: Path, shared: Path, tiers: Mapping[str, str]) -> list[str]:
+    """Tenants whose stored data sits in the other tier than their config says (a setting changed without
+    `edge tenant move`): their events are not lost, but the gateway would not see them. One line each."""
+    problems = []
+    for tenant, tier in sorted(tiers.items()):
+        other = shared if tier == "dedicated" else dedicated_path(data_dir, tenant)
+        if has_rows(other, tenant):
+            problems.append(
+                f"tenant {tenant!r} is configured {tier!r} but has stored data in {other}; "
+                f"run `edge tenant move {tenant} --to {tier}` with the gateway stopped"
+            )
+    return problems
