@@ -7,8 +7,8 @@
 - ready: live, and events flow: the broker is reachable.
 - degraded: ready, but some device is down or some module reports a problem (shown, not restarted for).
 
-`HealthMonitor.check()` is the one function the REST API and `edge status` use (the latter through the
-status file the gateway rewrites every second, see `write_status_file`).
+`gateway_health(gateway)` is the one function the REST API calls; `edge status` reads the same report from
+the status file the gateway rewrites every second (`write_status_file`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "HealthMonitor",
     "HealthReport",
     "LoopLag",
+    "gateway_health",
     "write_status_file",
 ]
 
@@ -161,6 +162,11 @@ class HealthMonitor:
             f"{'connected to' if gw.bus.connected else 'cannot reach'} {where}",
             "ready",
         )
+
+
+async def gateway_health(gateway: Gateway) -> HealthReport:
+    """Liveness, readiness and every check of a running gateway (HTTP: 200 if ready, 503 otherwise)."""
+    return await gateway.health.check()
 
 
 def _drivers(gw: Gateway) -> list[Check]:
