@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import sqlite3
 import tarfile
@@ -69,7 +70,14 @@ def create_backup(
     """Write the archive to `dest` (atomically: a partial archive never has the final name)."""
     files: dict[str, dict[str, Any]] = {}
     tmp_dest = dest.with_name(dest.name + ".partial")
-    with tempfile.TemporaryDirectory(prefix="edge-backup-") as scratch, tarfile.open(tmp_dest, "w:gz") as tar:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # database copies go next to the archive, not to /tmp (often a small tmpfs)
+    fd = os.open(tmp_dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds identity and secrets
+    with (
+        tempfile.TemporaryDirectory(prefix=".edge-backup-", dir=dest.parent) as scratch,
+        os.fdopen(fd, "wb") as raw,
+        tarfile.open(fileobj=raw, mode="w:gz") as tar,
+    ):
         for name, path in _plain_members(config_path, data_dir):
             files[name] = _add(tar, name, path)
         for db in database_files(data_dir, outbox):
@@ -79,6 +87,7 @@ def create_backup(
             source.close()
             name = "data/" + db.relative_to(data_dir).as_posix()
             files[name] = {**_add(tar, name, copy), "events": _count_events(copy)}
+            copy.unlink()  # one copy at a time: the scratch space never holds more than the largest database
         manifest = BackupManifest(gateway_id, __version__, time.time(), files)
         body = orjson.dumps(
             {"format": FORMAT, "schema_version": SCHEMA_VERSION, **manifest.__dict__},
@@ -87,8 +96,6 @@ def create_backup(
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mtime, info.mode = len(body), int(time.time()), 0o600
         tar.addfile(info, io.BytesIO(body))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dest.chmod(0o600)  # it holds the identity and secrets
     tmp_dest.replace(dest)
     return manifest
 
@@ -118,12 +125,21 @@ def _profile_paths(config_path: Path) -> list[str]:
 
 
 def _add(tar: tarfile.TarFile, name: str, path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
+    """Stream one file into the archive (an outbox may hold gigabytes: never read whole into memory)."""
     info = tar.gettarinfo(str(path), arcname=name)
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    with path.open("rb") as fh:
+        tar.addfile(info, fh)
+    return {"size": info.size, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _count_events(path: Path) -> int:
@@ -209,7 +225,7 @@ def _verify(root: Path, manifest: BackupManifest, archive: Path) -> None:
         path = root / name
         if not path.is_file():
             raise BackupError(f"{archive}: {name} is listed in the manifest but missing")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+        if _sha256(path) != entry["sha256"]:
             raise BackupError(f"{archive}: {name} is damaged (SHA-256 differs from the manifest)")
 
 
