@@ -1,4 +1,5 @@
-"""Structured log lines: tenant and device bound, secrets redacted everywhere, level switched by signals."""
+"""Structured log lines (tenant and device bound, secrets redacted everywhere, level switched by signals), and
+the event-loop lag behind the liveness check."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from edge.health import LoopLag
 from edge.logs import configure, device_scope, install_level_signals
 from edge.secrets import register_secret
 from edge.tenancy import TenantContext, tenant_scope
@@ -76,3 +79,17 @@ async def test_sigusr1_switches_to_debug_and_sigusr2_back(capsys: pytest.Capture
         loop.remove_signal_handler(signal.SIGUSR1)
         loop.remove_signal_handler(signal.SIGUSR2)
     assert "log level is now DEBUG" in capsys.readouterr().err
+
+
+async def test_loop_lag_sees_a_blocked_event_loop() -> None:
+    lag = LoopLag(interval=0.02)
+    task = asyncio.create_task(lag.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert lag.take_worst() < 0.3
+        time.sleep(0.6)  # noqa: ASYNC251 (on purpose: a stuck driver library blocks the loop like this)
+        assert lag.current() >= 0.5  # seen even before the monitor gets to run again
+        await asyncio.sleep(0.1)
+        assert lag.take_worst() >= 0.5 and lag.take_worst() < 0.3  # reported once, then reset
+    finally:
+        task.cancel()
