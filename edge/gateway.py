@@ -25,6 +25,7 @@ from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
 from edge.config import LoadedConfig
+from edge.health import HealthMonitor
 from edge.instance import InstanceLock
 from edge.module_commands import ModuleCommands
 from edge.modules import ModuleHost
@@ -34,6 +35,7 @@ from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.stats import GatewayStats
 from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
+from edge.storage.tiers import TieredOutbox, dedicated_path, misplaced_tenants
 from edge.tenancy import current_tenant, tenant_scope
 from edge.topics import Topics
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
@@ -68,12 +70,22 @@ class Gateway:
         self.tenants = loaded.tenant_contexts()
         self.topics = Topics(self.config.bus.topic_prefix)
         storage = self.config.storage
-        self.outbox = SqliteOutbox(
-            loaded.data_dir / storage.path,
-            commit_interval=storage.commit_interval_ms / 1000,
-            commit_max_events=storage.commit_max_events,
-            synchronous=storage.synchronous,
-            retention={t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
+        options: dict[str, Any] = {
+            "commit_interval": storage.commit_interval_ms / 1000,
+            "commit_max_events": storage.commit_max_events,
+            "synchronous": storage.synchronous,
+            "retention": {t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
+        }
+        dedicated = {
+            t.id: dedicated_path(loaded.data_dir, t.id)
+            for t in self.config.tenants
+            if t.storage == "dedicated"
+        }
+        # Only tenants with their own database pay for the routing layer (edge.storage.tiers).
+        self.outbox = (
+            TieredOutbox(loaded.data_dir / storage.path, dedicated, **options)
+            if dedicated
+            else SqliteOutbox(loaded.data_dir / storage.path, **options)
         )
         bus = self.config.bus
         gateway_id = self.config.gateway.id
@@ -113,6 +125,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
+        self.health = HealthMonitor(self)  # liveness and readiness: `await gateway.health.check()`
 
     async def start(self) -> None:
         self._instance.acquire()
@@ -124,6 +137,9 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.outbox.open()
+        tiers = {t.id: t.storage for t in self.config.tenants}
+        for problem in misplaced_tenants(self.loaded.data_dir, self.outbox.path, tiers):
+            log.error("%s", problem)
         if self.broker is not None:
             await self.broker.start()
         await self.bus.start()
@@ -206,6 +222,7 @@ class Gateway:
             self.config.gateway.id,
             interval=self.config.storage.retention_interval,
         )
+        self._spawn(self.health.lag.run, "loop-lag")
         self._spawn(retention.run, "retention")
         self._spawn(publisher.run, "publisher")
         self._spawn(last_values.run, "last-values")

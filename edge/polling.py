@@ -18,6 +18,7 @@ from edge.backoff import Backoff
 from edge.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush
 from edge.errors import DeviceError, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
 from edge.events import DEVICE_STATUS, TELEMETRY, Event, make_event
+from edge.logs import device_scope
 from edge.normalize import DeviceNormalizer
 from edge.points import PointFault, Scalar
 from edge.stats import DeviceStats
@@ -102,7 +103,7 @@ class DevicePoller:
     # ---- the poll loop ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        with tenant_scope(self.tenant):
+        with tenant_scope(self.tenant), device_scope(self.spec.name):  # bound into every log line
             try:
                 if self.spec.mode != "poll" and isinstance(self._session, SupportsPush):
                     await self._run_push(self._session)

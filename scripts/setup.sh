@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway and its tests need on a Debian/Ubuntu machine:
-# Mosquitto (the local bus), socat (virtual serial lines for RTU tests), a Python virtual environment in .venv
+# Mosquitto (the local bus), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
 # with this package and its development tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# systemd-analyze checks the service unit (tests/test_ops_service.py); optional: the test skips without it.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "setup: installing systemd (for systemd-analyze verify; it does not start in a container)"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd >/dev/null \
+        || echo "setup: could not install systemd; the unit verification test will be skipped"
 fi
 
 python3 - <<'PY'

@@ -6,6 +6,7 @@ import typer
 
 from edge.cli import (
     alarm_cmd,
+    backup_cmd,
     bench_cmd,
     billing_cmd,
     certs_cmd,
@@ -14,9 +15,12 @@ from edge.cli import (
     device_cmd,
     events_cmd,
     module_cmd,
+    init_cmd,
     point_cmd,
     run_cmd,
+    service_cmd,
     simulate_cmd,
+    status_cmd,
     sync_cmd,
     tenant_cmd,
     webhook_cmd,
@@ -28,6 +32,10 @@ app = typer.Typer(
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
+app.command("status")(status_cmd.status)
+app.command("init")(init_cmd.init)
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")
@@ -39,6 +47,7 @@ app.add_typer(module_cmd.app, name="module")
 app.add_typer(alarm_cmd.app, name="alarm")
 app.add_typer(billing_cmd.app, name="billing")
 app.add_typer(webhook_cmd.app, name="webhook")
+app.add_typer(service_cmd.app, name="service")
 app.add_typer(tenant_cmd.app, name="tenant")
 
 

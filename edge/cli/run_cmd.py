@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import sys
 import time
@@ -11,33 +10,44 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import typer
 
 from edge.bus.broker import BrokerMissing
-from edge.cli.common import load_or_exit, setup_logging
+from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway, StatusSnapshot
+from edge.health import HealthReport, write_status_file
 from edge.instance import AlreadyRunning
+from edge.logs import install_level_signals
 from edge.plugins import PluginRegistry
+from edge.sdnotify import notify
+from edge.storage.migrations import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
 EXIT_BROKER = 3
 EXIT_RUNNING = 4
 EXIT_SHUTDOWN_TIMEOUT = 5
+EXIT_SCHEMA = 6  # the outbox was written by a newer release (edge.storage.migrations)
 SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
 STATUS_FILE = "status.json"  # in the data directory, rewritten every second while the gateway runs
 
 
 def run(
     config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
-    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING or ERROR."),
+    log_level: str = typer.Option(
+        "INFO", help="DEBUG, INFO, WARNING or ERROR (SIGUSR1: DEBUG, SIGUSR2: back)."
+    ),
+    log_format: str = typer.Option("text", help="text, kv (key=value) or json."),
     status: bool = typer.Option(False, "--status", help="Print a live status line every second."),
 ) -> None:
     """Run the gateway until Ctrl-C or SIGTERM."""
-    setup_logging(log_level)
+    if log_format not in ("text", "kv", "json"):
+        raise typer.BadParameter("text, kv or json", param_hint="--log-format")
+    setup_logging(log_level, fmt=log_format)  # type: ignore[arg-type]
     loaded, registry = load_or_exit(config)
+    for issue in module_secret_issues(config):  # the module will not start; the gateway still collects data
+        log.error("%s", issue)
     printer = StatusPrinter() if status else None
     run_gateway(loaded, registry, printer)
 
@@ -53,6 +63,9 @@ def run_gateway(
     except AlreadyRunning as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_RUNNING) from None
+    except SchemaTooNew as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_SCHEMA) from None
 
 
 async def _serve(
@@ -62,8 +75,10 @@ async def _serve(
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    install_level_signals(loop)
     gateway = Gateway(loaded, registry)
     await gateway.start()
+    notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
     status_file = loaded.data_dir / STATUS_FILE
     try:
         while not stop.is_set():
@@ -71,10 +86,14 @@ async def _serve(
                 await asyncio.wait_for(stop.wait(), 1.0)
             except TimeoutError:
                 snapshot = await gateway.status()
-                write_status(status_file, snapshot)
+                health = await gateway.health.check()
+                write_status(status_file, snapshot, health)
+                if health.live:  # systemd restarts a gateway that stops feeding its watchdog
+                    notify("WATCHDOG=1", f"STATUS={health.state}")
                 if on_status is not None:
                     on_status(snapshot)
     finally:
+        notify("STOPPING=1")
         await _stop_within(gateway, SHUTDOWN_GRACE)
         if on_status is not None:
             sys.stderr.write("\n")
@@ -107,12 +126,13 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
     return chain
 
 
-def write_status(path: Path, snapshot: StatusSnapshot) -> None:
-    """Replace the status file atomically: scripts and `edge bench` read it while the gateway runs."""
-    body = {"pid": os.getpid(), "time": time.time(), **dataclasses.asdict(snapshot)}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(body))
-    tmp.replace(path)
+def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
+    """Replace the status file atomically: `edge status`, scripts and `edge bench` read it while the gateway runs."""
+    body = dataclasses.asdict(snapshot)
+    if health is not None:
+        body["health"] = health.as_dict()
+    body["log_level"] = logging.getLevelName(logging.getLogger().level)
+    write_status_file(path, body)
 
 
 class StatusPrinter:

@@ -1,128 +1,137 @@
-"""`edge tenant credentials`: MQTT users of a tenant, a thin face over `edge.bus.access.AccessStore`.
-
-Changes are written to the broker's password and ACL files and applied at once to a running embedded broker
-(SIGHUP: connected clients stay connected). With an external broker, the same files are written and the
-command says which files to point Mosquitto at (docs/mqtt-access.md).
-"""
+"""`edge tenant`: one tenant's stored data (export, erase, move between storage tiers: edge.storage.tiers) and,
+through `credentials_cmd`, its MQTT users."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
-import orjson
+import tomlkit
 import typer
 
-from edge.bus.access import AccessError, AccessStore, MqttUser
-from edge.bus.broker import BrokerError, reload_broker
+from edge.cli import credentials_cmd
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
+from edge.instance import AlreadyRunning, InstanceLock
+from edge.storage.tenant_ops import erase_tenant, export_tenant, has_rows, move_tenant
+from edge.storage.tiers import dedicated_path
 
-app = typer.Typer(no_args_is_help=True, help="Tenants: access for local systems.")
-credentials = typer.Typer(
-    no_args_is_help=True, help="MQTT users of a tenant: read its topics, write its command topics."
+app = typer.Typer(
+    no_args_is_help=True,
+    help="One tenant: its data (export, erase, move between storage tiers) and its MQTT credentials.",
 )
-app.add_typer(credentials, name="credentials")
+app.add_typer(credentials_cmd.app, name="credentials")
 
-EXIT_USAGE = 2
-
-_CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
+CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 
 
-@contextmanager
-def _access(config: Path, tenant: str) -> Iterator[tuple[AccessStore, LoadedConfig]]:
-    loaded, _ = load_or_exit(config)
-    if tenant not in loaded.tenant_contexts():
-        known = ", ".join(sorted(loaded.tenant_contexts()))
-        typer.echo(f"unknown tenant {tenant!r} (known: {known})", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    store = AccessStore(loaded.data_dir / "broker", loaded.config.bus.topic_prefix)
+def _tier(loaded: LoadedConfig, tenant: str) -> Literal["shared", "dedicated"]:
+    for config in loaded.config.tenants:
+        if config.id == tenant:
+            return config.storage
+    typer.echo(f"no tenant {tenant!r} in {loaded.path}", err=True)
+    raise typer.Exit(2)
+
+
+def _database(loaded: LoadedConfig, tenant: str) -> Path:
+    if _tier(loaded, tenant) == "dedicated":
+        return dedicated_path(loaded.data_dir, tenant)
+    return loaded.data_dir / loaded.config.storage.path
+
+
+def _locked(loaded: LoadedConfig) -> InstanceLock:
+    lock = InstanceLock(loaded.data_dir)
     try:
-        yield store, loaded
-    except AccessError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        lock.acquire()
+    except AlreadyRunning as exc:
+        typer.echo(f"{exc}: this needs the gateway stopped", err=True)
+        raise typer.Exit(4) from None
+    return lock
 
 
-def _apply(store: AccessStore, loaded: LoadedConfig) -> None:
-    if loaded.config.bus.mode == "external":
-        typer.echo(
-            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
-            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
-        )
+@app.command("export")
+def export(
+    tenant: str = typer.Argument(..., help="Tenant id."),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write: JSON Lines, one CloudEvent per line."),
+    config: Path = CONFIG,
+) -> None:
+    """Export every stored event of one tenant (works while the gateway runs)."""
+    loaded, _ = load_or_exit(config, secrets=False)
+    database = _database(loaded, tenant)
+    if not database.exists():
+        typer.echo(f"{database} does not exist: nothing stored yet", err=True)
+        raise typer.Exit(1)
+    count = export_tenant(database, tenant, out)
+    typer.echo(f"{out}: {count} events of tenant {tenant} (from {database})")
+
+
+@app.command("erase")
+def erase(
+    tenant: str = typer.Argument(..., help="Tenant id."),
+    config: Path = CONFIG,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask (scripts); the gateway must still be stopped."),
+) -> None:
+    """Erase everything the gateway stores for one tenant. Cannot be undone; the gateway must be stopped."""
+    loaded, _ = load_or_exit(config, secrets=False)
+    tier = _tier(loaded, tenant)
+    database = _database(loaded, tenant)
+    if (
+        not yes
+        and typer.prompt(f"erase all stored data of tenant {tenant!r}? type its id to confirm") != tenant
+    ):
+        typer.echo("not confirmed; nothing erased", err=True)
+        raise typer.Exit(1)
+    lock = _locked(loaded)
+    try:
+        events = erase_tenant(database, tenant, whole_file=tier == "dedicated")
+    finally:
+        lock.release()
+    typer.echo(
+        f"erased tenant {tenant}: {events} events ({'deleted ' + str(database) if tier == 'dedicated' else database})"
+    )
+
+
+@app.command("move")
+def move(
+    tenant: str = typer.Argument(..., help="Tenant id."),
+    to: str = typer.Option(..., "--to", help="shared or dedicated."),
+    config: Path = CONFIG,
+) -> None:
+    """Move one tenant's stored data to the other tier and record it in the config; the gateway must be stopped."""
+    if to not in ("shared", "dedicated"):
+        raise typer.BadParameter("shared or dedicated", param_hint="--to")
+    loaded, _ = load_or_exit(config, secrets=False)
+    current = _tier(loaded, tenant)
+    shared = loaded.data_dir / loaded.config.storage.path
+    own = dedicated_path(loaded.data_dir, tenant)
+    source, target = (shared, own) if to == "dedicated" else (own, shared)
+    if current == to and not has_rows(source, tenant):
+        typer.echo(f"tenant {tenant} is already {to}")
         return
+    lock = _locked(loaded)
     try:
-        pid = reload_broker(loaded.data_dir / "broker")
-    except BrokerError as exc:
-        typer.echo(f"saved, but not applied yet: {exc}", err=True)
-        raise typer.Exit(1) from None
-    if pid is None:
-        typer.echo("the gateway is not running: its broker applies this when it starts")
-    else:
-        typer.echo(f"applied to the running broker (pid {pid}); connected clients stay connected")
+        result = move_tenant(tenant, source, target, renumber=to == "shared")
+        _set_tier(loaded.path, tenant, to)
+        if to == "shared":
+            own.unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(str(own) + suffix).unlink(missing_ok=True)
+    finally:
+        lock.release()
+    typer.echo(
+        f"tenant {tenant}: {result.events} events moved from {source} to {target}; {loaded.path} updated"
+    )
 
 
-def _describe(user: MqttUser, prefix: str) -> str:
-    rights = "read" if user.read_only else "read, write commands"
-    return f"{user.username}  {rights} on {prefix}/{user.tenant}/#"
-
-
-@credentials.command("add")
-def add(
-    tenant: str = typer.Argument(...),
-    name: str = typer.Argument(..., help="The local system's name; it logs in as NAME@TENANT."),
-    read_only: bool = typer.Option(False, "--read-only", help="May not publish write requests."),
-    config: Path = _CONFIG,
-) -> None:
-    """Create an MQTT user for TENANT; prints its password, which is not shown again."""
-    with _access(config, tenant) as (store, loaded):
-        user, password = store.add(tenant, name, read_only=read_only)
-        typer.echo(_describe(user, loaded.config.bus.topic_prefix))
-        typer.echo(f"username: {user.username}\npassword: {password}")
-        typer.echo("keep the password: it is stored only as a hash and not shown again")
-        _apply(store, loaded)
-
-
-@credentials.command("list")
-def list_(
-    tenant: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-    config: Path = _CONFIG,
-) -> None:
-    """The tenant's MQTT users (never their passwords)."""
-    with _access(config, tenant) as (store, loaded):
-        users = store.users(tenant)
-    for user in users:
-        if as_json:
-            row = {"username": user.username, "tenant": user.tenant, "name": user.name}
-            extra = {"read_only": user.read_only, "created": user.created, "rotated": user.rotated}
-            typer.echo(orjson.dumps({**row, **extra}).decode())
-        else:
-            age = (time.time() - (user.rotated or user.created)) / 86_400
-            typer.echo(f"{_describe(user, loaded.config.bus.topic_prefix)}  (password {age:.0f} days old)")
-    if not users and not as_json:
-        typer.echo(f"tenant {tenant} has no MQTT users")
-
-
-@credentials.command("remove")
-def remove(
-    tenant: str = typer.Argument(...), name: str = typer.Argument(...), config: Path = _CONFIG
-) -> None:
-    """Delete the user; the broker refuses its next login and its subscriptions receive nothing more."""
-    with _access(config, tenant) as (store, loaded):
-        store.remove(tenant, name)
-        typer.echo(f"removed {name}@{tenant}")
-        _apply(store, loaded)
-
-
-@credentials.command("rotate")
-def rotate(
-    tenant: str = typer.Argument(...), name: str = typer.Argument(...), config: Path = _CONFIG
-) -> None:
-    """A new password for the user (the old one stops working); prints it once."""
-    with _access(config, tenant) as (store, loaded):
-        user, password = store.rotate(tenant, name)
-        typer.echo(f"username: {user.username}\npassword: {password}")
-        _apply(store, loaded)
+def _set_tier(path: Path, tenant: str, tier: str) -> None:
+    """Record the tier in the config file, keeping its comments (written atomically)."""
+    document = tomlkit.parse(path.read_text())
+    for entry in document.get("tenants", []):
+        if entry.get("id") == tenant:
+            if tier == "shared":
+                entry.pop("storage", None)
+            else:
+                entry["storage"] = tier
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(tomlkit.dumps(document))
+    tmp.replace(path)

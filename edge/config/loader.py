@@ -15,10 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
+from edge.config.versions import upgrade
 from edge.drivers import DeviceSpec, Driver
 from edge.errors import ConfigError, ConfigIssue, PluginError
 from edge.plugins import PluginRegistry
 from edge.points import PointConfig
+from edge.secrets import resolve_references
 from edge.tenancy import TenantContext
 
 
@@ -62,10 +64,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([ConfigIssue(str(path), "", f"cannot read: {exc.strerror}")]) from None
 
 
-def load_config(path: Path | str, registry: PluginRegistry) -> LoadedConfig:
+def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: bool = True) -> LoadedConfig:
+    """`resolve_secrets=False` leaves `env:`/`file:` references unresolved, for commands that never use them
+    (status, backup, tenant data) and must work without the service's environment."""
     path = Path(path)
-    raw = _read_toml(path)
     file = str(path)
+    raw, issues = upgrade(_read_toml(path), file)
+    if not issues and resolve_secrets:
+        raw, issues = resolve_references(raw, path)
+    if issues:
+        raise ConfigError(issues)
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:

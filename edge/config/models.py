@@ -78,6 +78,10 @@ class TenantConfig(_Strict):
     locale: str = "en"
     entitlements: tuple[str, ...] = ()
     retention: RetentionOverride = RetentionOverride()
+    storage: Literal["shared", "dedicated"] = Field(
+        default="shared",
+        description="'dedicated': this tenant's events in their own database file (edge.storage.tiers).",
+    )
 
 
 class SiteConfig(_Strict):

@@ -43,7 +43,9 @@ from edge.storage import (
     StoredEvent,
 )
 from edge.storage import _sql as sql
+from edge.storage.migrations import migrate
 from edge.tenancy import current_tenant
+from edge.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +125,18 @@ class SqliteOutbox:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
         self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
-        await self._writer.executescript(sql.SCHEMA)
         row = await self._one("SELECT COALESCE(MAX(position), 0), MAX(enqueued) FROM outbox")
-        self.last_position = int(row[0])
+        # Positions never go back, even when retention emptied the outbox: a consumer's cursor (or a dead letter)
+        # past the newest row would otherwise hide every new event from it.
+        (floor,) = await self._one(
+            "SELECT MAX(COALESCE((SELECT MAX(position) FROM cursors), 0),"
+            " COALESCE((SELECT MAX(position) FROM dead_letters), 0))"
+        )
+        self.last_position = max(int(row[0]), int(floor))
         self._next_position = self.last_position + 1
         if isinstance(self._clock, OutboxClock) and row[1] is not None:
             self._clock.not_before(float(row[1]))
