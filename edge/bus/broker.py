@@ -294,6 +294,8 @@ def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # until the port is free
             time.sleep(0.02)
     pid_path.unlink(missing_ok=True)
+
+
 def _same_user() -> str:
     """Started as root, Mosquitto switches to the `mosquitto` user, which cannot read the 0600 password and
     ACL files the gateway writes: keep it under the gateway's own user instead."""
