@@ -289,10 +289,10 @@ async def test_w_max_lim_pct_caps_power(sim: InverterSimulator, client: AsyncMod
 
 async def test_update_of_50_units_is_cheap() -> None:
     async with InverterSimulator(50, free_port(), update_interval=3600, sim_time="12:00") as s:
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: other jobs on a shared machine don't count
         for _ in range(20):
             s.update_now()
-        assert (time.perf_counter() - start) / 20 < 0.010
+        assert (time.process_time() - start) / 20 < 0.010
 
 
 async def test_main_serves_until_cancelled(capsys: pytest.CaptureFixture[str]) -> None:
