@@ -6,6 +6,7 @@ Data flows one way (docs/architecture.md):
         -> OutboxPublisher (MQTT events, acked before its cursor moves)
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
+        -> ApiServer (latest-value cache and live WebSocket streams; REST reads, history and writes)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from edge.api import ApiServer
 from edge.backoff import Backoff
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
@@ -98,6 +100,8 @@ class Gateway:
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
+        self.commands: CommandHandler | None = None
+        self.api = ApiServer(self, self.config.api) if self.config.api.enabled else None
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
 
@@ -142,7 +146,7 @@ class Gateway:
                 on_status=last_values.on_status,
             )
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
-        commands = CommandHandler(
+        self.commands = commands = CommandHandler(
             self.bus, self.topics, self.pollers, self.tenants, self.outbox, self.stats, self.config.gateway.id
         )
         for module in self.config.modules:
@@ -170,6 +174,9 @@ class Gateway:
         self._spawn(commands.run, "commands")
         for (_, _, name), poller in self.pollers.items():
             self._spawn(poller.run, f"poll-{name}")
+        if self.api is not None:
+            await self.api.start()
+            self._spawn(self.api.serve, "api")
         log.info(
             "gateway %s started: %d devices, %d tenants, bus %s:%d",
             self.config.gateway.id,
@@ -199,6 +206,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop polling, commit what was read, then close the bus and the broker."""
+        if self.api is not None:
+            await self.api.stop()  # no new requests or writes while the rest stops
         for poller in self.pollers.values():
             poller.request_stop()
         await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])

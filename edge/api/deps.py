@@ -1,0 +1,107 @@
+"""The request's context as FastAPI dependencies: the API's state, the caller and the tenant it acts for.
+
+`caller` authenticates the bearer token and resolves the tenant: the token's own, or for an admin the one
+named by `?tenant=`. A non-admin naming another tenant is refused (403), so no route can be asked for another
+tenant's data. Routes read tenant data inside `tenant_scope(caller.context)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Query, Request
+
+from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
+from edge.api.live import LatestValues, LiveFeed
+from edge.api.problems import Problem
+from edge.tenancy import TenantContext
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+
+
+@dataclass
+class ApiState:
+    gateway: Gateway
+    verifier: OidcVerifier
+    latest: LatestValues
+    feed: LiveFeed
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: Principal
+    context: TenantContext
+
+    @property
+    def tenant(self) -> str:
+        return self.context.tenant_id
+
+
+def api_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+State = Annotated[ApiState, Depends(api_state)]
+
+
+def bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise unauthorized("no bearer token: send 'Authorization: Bearer <access token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("the Authorization header must be 'Bearer <access token>'")
+    return token.strip()
+
+
+async def principal(request: Request, state: State) -> Principal:
+    return await state.verifier.authenticate(bearer(request.headers.get("authorization")))
+
+
+def resolve_tenant(state: ApiState, who: Principal, tenant: str | None) -> TenantContext:
+    """The tenant a request acts for; raises Problem when the caller may not act for it."""
+    wanted = tenant or who.tenant
+    if wanted is None:
+        raise Problem(400, "this admin token names no tenant: add ?tenant=<id>")
+    if wanted != who.tenant and who.role != "admin":
+        raise Problem(
+            403, f"a {who.role} of tenant {who.tenant!r} cannot act for tenant {wanted!r}", tenant=wanted
+        )
+    context = state.gateway.tenants.get(wanted)
+    if context is None:
+        raise Problem(
+            403 if wanted == who.tenant else 404, f"tenant {wanted!r} is not served by this gateway"
+        )
+    return context
+
+
+TenantQuery = Annotated[
+    str | None, Query(description="Admins only: the tenant to act for (default: the token's tenant).")
+]
+
+
+def role(needed: Role) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(
+        state: State, who: Annotated[Principal, Depends(principal)], tenant: TenantQuery = None
+    ) -> Caller:
+        if not who.has(needed):
+            raise Problem(403, f"this needs the {needed} role; the token's role is {who.role}", role=who.role)
+        return Caller(who, resolve_tenant(state, who, tenant))
+
+    return dependency
+
+
+Viewer = Annotated[Caller, Depends(role("viewer"))]
+Operator = Annotated[Caller, Depends(role("operator"))]
+
+
+async def _admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    if who.role != "admin":
+        raise Problem(403, f"this needs the admin role; the token's role is {who.role}", role=who.role)
+    return who
+
+
+Admin = Annotated[Principal, Depends(_admin)]

@@ -1,0 +1,90 @@
+"""Live events over a WebSocket, in the caller's tenant only, filtered by type, site, device and point.
+
+`GET /v1/events/stream?type=org.edgegw.telemetry&device=inv-01&point=ac_power` (each filter repeatable or
+comma-separated). The token comes in the `Authorization` header, or for browsers in `?access_token=`.
+Each message is one CloudEvent (JSON text) as stored in the outbox. A client that falls `ws_queue` events
+behind is closed with code 1013 and the reason; it can fetch what it missed from the history endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from edge.api.deps import ApiState, bearer, resolve_tenant
+from edge.api.live import EventFilter, Subscriber
+from edge.api.problems import Problem
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["events"])
+
+CLOSE_UNAUTHORIZED = 4401  # 4000-4999: application codes; mirrors HTTP 401/403
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_SLOW = 1013  # "try again later"
+
+
+def _set(websocket: WebSocket, name: str) -> frozenset[str]:
+    return frozenset(
+        v.strip() for raw in websocket.query_params.getlist(name) for v in raw.split(",") if v.strip()
+    )
+
+
+@router.websocket("/v1/events/stream")
+async def stream(websocket: WebSocket) -> None:
+    state: ApiState = websocket.app.state.api
+    await websocket.accept()
+    params = websocket.query_params
+    try:
+        token = params.get("access_token") or bearer(websocket.headers.get("authorization"))
+        who = await state.verifier.authenticate(token)
+        context = resolve_tenant(state, who, params.get("tenant"))
+    except Problem as exc:
+        code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_FORBIDDEN
+        await websocket.close(code, exc.detail[:120])
+        return
+    wanted = EventFilter(
+        _set(websocket, "type"), _set(websocket, "site"), _set(websocket, "device"), _set(websocket, "point")
+    )
+    subscriber = state.feed.subscribe(context.tenant_id, wanted)
+    try:
+        await _pump(websocket, subscriber)
+    finally:
+        state.feed.unsubscribe(subscriber)
+
+
+async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Send queued events until the client leaves or falls too far behind."""
+    sender = asyncio.create_task(_send(websocket, subscriber), name="ws-send")
+    reader = asyncio.create_task(_read_until_closed(websocket), name="ws-read")
+    overflow = asyncio.create_task(subscriber.overflowed.wait(), name="ws-overflow")
+    try:
+        done, _ = await asyncio.wait({sender, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, reader, overflow):
+            task.cancel()
+        await asyncio.gather(sender, reader, overflow, return_exceptions=True)
+    if overflow in done:
+        reason = (
+            f"too slow: {subscriber.queue.maxsize} events unread; reconnect and read the gap from history"
+        )
+        log.warning("live stream of tenant %s closed: %s", subscriber.tenant, reason)
+        with contextlib.suppress(Exception):  # the peer may already be gone
+            async with asyncio.timeout(2.0):
+                await websocket.close(CLOSE_TOO_SLOW, reason[:120])
+
+
+async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
+    while True:
+        event = await subscriber.queue.get()
+        await websocket.send_text(subscriber.filter.render(event).decode())
+        subscriber.delivered += 1
+
+
+async def _read_until_closed(websocket: WebSocket) -> None:
+    while True:  # clients have nothing to say; reading notices their close
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
