@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from edge.api.deps import State, Viewer
+from edge.api.auth import Principal
+from edge.api.deps import Caller, State, TenantQuery, principal, resolve_tenant
 
 router = APIRouter(tags=["health"])
 
@@ -35,14 +36,17 @@ class TenantStatus(BaseModel):
 
 @router.get(
     "/v1/status",
-    summary="Gateway status: the whole gateway for admins, the caller's tenant for others",
+    summary="Gateway status: the whole gateway for admins (without ?tenant=), else the tenant's part",
     response_model=dict[str, Any],
 )
-async def status(state: State, caller: Viewer) -> dict[str, Any]:
+async def status(
+    state: State, who: Annotated[Principal, Depends(principal)], tenant: TenantQuery = None
+) -> dict[str, Any]:
     gateway = state.gateway
     snapshot = await gateway.status()
-    if caller.principal.role == "admin":
+    if who.role == "admin" and tenant is None:
         return {**dataclasses.asdict(snapshot), "live_clients": state.feed.clients()}
+    caller = Caller(who, resolve_tenant(state, who, tenant))
     mine = [
         s for s in gateway.loaded.devices if s.tenant == caller.tenant and s.name in gateway.stats.devices
     ]
