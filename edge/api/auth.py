@@ -140,9 +140,10 @@ class OidcVerifier:
         return keys
 
     async def _refresh(self, *, force: bool) -> KeySet:
+        seen = self._fetched
         async with self._lock:
-            if self._keys is not None and time.monotonic() - self._fetched < 1.0:
-                return self._keys  # another request refreshed them just now
+            if self._keys is not None and self._fetched != seen:
+                return self._keys  # another request refreshed them while this one waited
             self._tried = time.monotonic()
             try:
                 keys = await self._fetch()

@@ -1,0 +1,135 @@
+"""Bearer tokens against the real issuer and a real gateway API: every bad token is refused with a reason."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from edge.api.auth import OidcVerifier
+from edge.api.problems import Problem
+from edge.config.models import OidcConfig
+from tests.api_harness import ApiGateway, api_gateway
+from tests.helpers import MosquittoProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[ApiGateway]:
+    yield from api_gateway(tmp_path_factory.mktemp("auth"), mosquitto.port, free_port(), devices=0)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(api: ApiGateway, **over: object) -> dict[str, object]:
+    now = int(time.time())
+    claims = {"iss": api.issuer.issuer, "aud": "edge-gateway", "sub": "mallory", "iat": now, "exp": now + 300}
+    return claims | {"tenant": "acme", "roles": ["admin"]} | over
+
+
+def _unsigned(api: ApiGateway) -> str:
+    header = {"alg": "none", "typ": "JWT", "kid": api.issuer.signing_key.kid}
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(_claims(api)).encode())}."
+
+
+def _hmac_with_public_key(api: ApiGateway) -> str:
+    """The classic confusion attack: HS256 keyed with the issuer's public key, which anyone can download."""
+    header = {"alg": "HS256", "typ": "JWT", "kid": api.issuer.signing_key.kid}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(_claims(api)).encode())}"
+    secret = api.issuer.signing_key.as_pem(private=False)
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _signed_by_stranger(api: ApiGateway) -> str:
+    stranger = RSAKey.generate_key(2048, parameters={"kid": api.issuer.signing_key.kid}, private=True)
+    return jwt.encode({"alg": "RS256", "kid": stranger.kid}, _claims(api), stranger)
+
+
+def _with_header(api: ApiGateway, name: str) -> str:
+    header = {"alg": "RS256", "kid": api.issuer.signing_key.kid, name: "https://evil.example/keys"}
+    return jwt.encode(header, _claims(api), api.issuer.signing_key)
+
+
+BAD_TOKENS = {
+    "alg none": (lambda api: _unsigned(api), 401, "algorithm 'none'"),
+    "HS256 keyed with the public key": (lambda api: _hmac_with_public_key(api), 401, "algorithm 'HS256'"),
+    "signed by another key with the issuer's kid": (lambda api: _signed_by_stranger(api), 401, "signature"),
+    "jku header": (lambda api: _with_header(api, "jku"), 401, "'jku' refused"),
+    "x5u header": (lambda api: _with_header(api, "x5u"), 401, "'x5u' refused"),
+    "expired beyond the leeway": (lambda api: api.token("acme", ttl=-120), 401, "expired"),
+    "not valid before in the future": (lambda api: api.token("acme", nbf_in=600), 401, "not yet valid"),
+    "wrong audience": (lambda api: api.token("acme", aud="another-gateway"), 401, "aud"),
+    "wrong issuer": (lambda api: api.token("acme", iss="https://evil.example"), 401, "iss"),
+    "unknown key id": (lambda api: api.token("acme", kid="no-such-key"), 401, "unknown key id"),
+    "not a JWT": (lambda api: "not-a-token", 401, "malformed"),
+    "unknown role": (lambda api: api.token("acme", "superuser"), 403, "no gateway role"),
+    "tenant not served here": (lambda api: api.token("initech", "viewer"), 403, "not served"),
+    "viewer without a tenant": (lambda api: api.token(None, "viewer"), 403, "names no tenant"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENS))
+def test_bad_tokens_are_refused_with_the_reason(api: ApiGateway, case: str) -> None:
+    make, status, reason = BAD_TOKENS[case]
+    with api.client(make(api)) as http:
+        answer = http.get("/v1/devices")
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert reason in answer.json()["detail"]
+
+
+def test_good_tokens_pass_with_a_small_clock_skew(api: ApiGateway) -> None:
+    for token in (api.token("acme"), api.token("acme", ttl=-10), api.token("acme", nbf_in=10)):  # leeway 30 s
+        with api.client(token) as http:
+            assert http.get("/v1/devices").status_code == 200
+
+
+def test_a_rotated_key_is_fetched_once_and_unknown_kids_are_rate_limited(api: ApiGateway) -> None:
+    old = api.token("acme")
+    with api.client(old) as http:
+        assert http.get("/v1/devices").status_code == 200
+    fetched = api.issuer.stats.jwks
+    time.sleep(0.6)  # past jwks_refresh_min
+    api.issuer.rotate()  # the old key stays published
+    with api.client(api.token("acme")) as http:
+        assert http.get("/v1/devices").status_code == 200
+    assert api.issuer.stats.jwks == fetched + 1
+    junk = api.token("acme", kid="junk")
+    with api.client(
+        junk
+    ) as http:  # junk kids right after a refresh do not make the gateway hammer the issuer
+        assert [http.get("/v1/devices").status_code for _ in range(5)] == [401] * 5
+    assert api.issuer.stats.jwks == fetched + 1
+    with api.client(old) as http:
+        assert http.get("/v1/devices").status_code == 200
+
+
+def test_keys_are_not_trusted_past_their_cache_time_when_the_issuer_is_down(api: ApiGateway) -> None:
+    config = OidcConfig(issuer=api.issuer.issuer, audience="edge-gateway", allow_http=True, jwks_cache=0.5)
+    verifier = OidcVerifier(config)
+    token = api.token("acme")
+
+    async def verify() -> dict[str, object]:
+        return await verifier.verify(token)
+
+    try:
+        assert api.loop.run(verify())["tenant"] == "acme"
+        api.issuer.down = True
+        assert api.loop.run(verify())["tenant"] == "acme"  # within the cache time: cached keys
+        time.sleep(0.6)
+        with pytest.raises(Problem) as refused:
+            api.loop.run(verify())
+        assert refused.value.status == 503 and "cannot be reached" in refused.value.detail
+    finally:
+        api.issuer.down = False
+        api.loop.run(verifier.aclose())
+    assert api.loop.run(OidcVerifier(config).verify(token))["tenant"] == "acme"  # back once it answers
