@@ -232,7 +232,9 @@ async def running(
     port: int = 0, tenants: tuple[str, ...] = ("acme", "globex"), **options: Any
 ) -> AsyncIterator[OidcIssuer]:
     """Serve an issuer on 127.0.0.1:port (0: a free one) for the duration of the block."""
-    sock = socket.socket()
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # so asyncio sets TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(128)

@@ -30,7 +30,7 @@ API_SECTION = """
 [api]
 enabled = true
 host = "127.0.0.1"
-port = 0
+port = {port}
 ws_queue = {ws_queue}
 
 [api.oidc]
@@ -98,15 +98,28 @@ class ApiGateway:
 
 
 def api_gateway(
-    tmp_path: Path, mqtt_port: int, modbus_port: int, devices: int = 4, ws_queue: int = 200
+    tmp_path: Path,
+    mqtt_port: int,
+    modbus_port: int,
+    devices: int = 4,
+    ws_queue: int = 200,
+    tenants: tuple[str, ...] = ("acme", "globex"),
+    poll_interval: float = 0.2,
 ) -> Iterator[ApiGateway]:
     """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures)."""
     loop = LoopThread()
     issuer_cm: AbstractAsyncContextManager[OidcIssuer] = running(0, ("acme", "globex"))
     issuer = loop.run(issuer_cm.__aenter__())
-    path = write_config(tmp_path / "edge.toml", mqtt_port=mqtt_port, modbus_port=modbus_port, devices=devices)
+    path = write_config(
+        tmp_path / "edge.toml",
+        mqtt_port=mqtt_port,
+        modbus_port=modbus_port,
+        devices=devices,
+        tenants=tenants,
+        poll_interval=poll_interval,
+    )
     with path.open("a") as f:
-        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=ws_queue))
+        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=ws_queue, port=0))
 
     async def make() -> Gateway:
         return Gateway(*load(path))

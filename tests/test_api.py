@@ -5,10 +5,13 @@ Tenants: inv-01 and inv-03 belong to acme, inv-02 and inv-04 to globex (tests.e2
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from edge.api import openapi_document
 from tests.api_harness import ApiGateway, api_gateway
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
 
@@ -162,3 +165,35 @@ def test_sync_status_and_modules_are_the_callers_tenants(api: ApiGateway) -> Non
         rows = http.get("/v1/sync").json()
         assert rows and {r["tenant"] for r in rows} == {"globex"}
         assert http.get("/v1/modules").json() == []  # no module serves globex in this configuration
+
+
+def test_the_served_openapi_document_is_the_committed_one(api: ApiGateway) -> None:
+    committed = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
+    assert committed == openapi_document(), "regenerate: python -m edge.api.openapi > docs/openapi.json"
+    with api.client() as http:
+        assert http.get("/openapi.json").json() == committed
+
+
+def test_no_documented_route_shows_acme_anything_of_globex(api: ApiGateway) -> None:
+    """Every GET of the OpenAPI document, with path parameters naming globex's things, for each acme role."""
+    paths = [p for p, ops in openapi_document()["paths"].items() if "get" in ops]
+    assert len(paths) >= 10
+    foreign = {"device": "inv-02", "point": "ac_power", "tenant": "globex"}
+    _values(api, api.token("globex"))  # globex has data to leak
+    for role in ("viewer", "operator"):
+        with api.client(api.token("acme", role)) as http:
+            for path in paths:
+                for query in ({}, {"tenant": "globex"}):
+                    answer = http.get(path.format(**foreign), params=query)
+                    assert answer.status_code < 500, (path, answer.text)
+                    if answer.status_code == 200:
+                        text = answer.text
+                        assert "globex" not in text and "inv-02" not in text and "inv-04" not in text, (
+                            path,
+                            text,
+                        )
+                    else:
+                        assert answer.status_code in (403, 404), (path, query, answer.status_code)
+    with api.client(api.token("globex", "operator")) as http:
+        refused = http.put("/v1/devices/inv-01/points/power_limit/value", json=10)
+        assert refused.status_code == 404
