@@ -133,3 +133,47 @@ def test_keys_are_not_trusted_past_their_cache_time_when_the_issuer_is_down(api:
         api.issuer.down = False
         api.loop.run(verifier.aclose())
     assert api.loop.run(OidcVerifier(config).verify(token))["tenant"] == "acme"  # back once it answers
+
+
+@pytest.mark.parametrize(
+    ("settings", "claims", "expected"),
+    [
+        (  # Keycloak: realm roles nested under realm_access, IdP role names mapped
+            {"tenant_claim": "tenant", "role_claim": "realm_access.roles",
+             "role_map": {"edge-operator": "operator", "edge-viewer": "viewer"}},
+            {"tenant": "acme", "realm_access": {"roles": ["offline_access", "edge-viewer", "edge-operator"]}},
+            ("acme", "operator"),
+        ),
+        (  # Auth0: namespaced custom claims whose names contain dots
+            {"tenant_claim": "https://edge.example.com/tenant", "role_claim": "https://edge.example.com/roles"},
+            {"https://edge.example.com/tenant": "globex", "https://edge.example.com/roles": ["admin"]},
+            ("globex", "admin"),
+        ),
+        (  # Entra ID: app roles in `roles`, the tenant in a directory extension claim
+            {"tenant_claim": "extn.edgeTenant", "role_claim": "roles", "role_map": {"Edge.Viewer": "viewer"}},
+            {"extn.edgeTenant": "acme", "roles": ["Edge.Viewer"]},
+            ("acme", "viewer"),
+        ),
+    ],
+)  # fmt: skip
+def test_claims_map_to_tenant_and_role_per_identity_provider(
+    settings: dict[str, object], claims: dict[str, object], expected: tuple[str, str]
+) -> None:
+    config = OidcConfig.model_validate({"issuer": "https://idp.example", "audience": "edge"} | settings)
+    who = OidcVerifier(config).principal(claims | {"sub": "svc"})
+    assert (who.tenant, who.role, who.subject) == (*expected, "svc")
+
+
+def test_an_enabled_api_needs_an_https_issuer_unless_told_otherwise() -> None:
+    from pydantic import ValidationError
+
+    from edge.config.models import ApiConfig
+
+    with pytest.raises(ValidationError, match="names no token issuer"):
+        ApiConfig(enabled=True)
+    with pytest.raises(ValidationError, match="must be an https:// URL"):
+        OidcConfig(issuer="http://idp.example", audience="edge")
+    with pytest.raises(ValidationError, match="algorithms"):
+        OidcConfig.model_validate(
+            {"issuer": "https://idp.example", "audience": "edge", "algorithms": ["HS256"]}
+        )

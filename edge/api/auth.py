@@ -183,7 +183,10 @@ def _has_kid(keys: KeySet, kid: Any) -> bool:
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
-    """A claim by dotted path: 'realm_access.roles' reaches Keycloak's nested roles."""
+    """A claim by name, else by dotted path: 'realm_access.roles' reaches Keycloak's nested roles, while
+    Auth0's namespaced 'https://edge.example.com/tenant' (dots in the name) is found as it is."""
+    if path in claims:
+        return claims[path]
     value: Any = claims
     for part in path.split("."):
         if not isinstance(value, dict):
