@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from edge.bus.mqtt import InboundMessage, MqttBus
-from edge.errors import DeviceError, UnknownTarget
+from edge.errors import DeviceError, DeviceUnreachable, UnknownTarget
 from edge.events import COMMAND_RESULT, make_event
 from edge.points import Scalar
 from edge.polling import DevicePoller
@@ -78,6 +78,7 @@ def parse_write_payload(payload: bytes) -> tuple[Scalar | None, str | None]:
 class WriteOutcome:
     ok: bool
     reason: str | None
+    failure: Literal["refused", "unreachable", "timeout"] | None = None  # why not ok
 
 
 class CommandHandler:
@@ -146,7 +147,11 @@ class CommandHandler:
                 self._stats.commands_rejected += 1
                 log.warning("write %s/%s.%s failed: %s", request.site, request.device, request.point, reason)
                 await self._reply(request, ok=False, reason=reason)
-                return WriteOutcome(False, reason)
+                if isinstance(exc, TimeoutError):
+                    return WriteOutcome(False, reason, "timeout")
+                return WriteOutcome(
+                    False, reason, "unreachable" if isinstance(exc, DeviceUnreachable) else "refused"
+                )
             self._stats.commands_accepted += 1
             log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
             await self._reply(request, ok=True, reason=None)

@@ -265,7 +265,10 @@ _WRITE_BODY = {
     "/devices/{device}/points/{point}/value",
     summary="Write a point (operator): the same checks, result topic and event as an MQTT write request",
     openapi_extra=_WRITE_BODY,
-    responses={504: PROBLEM_RESPONSES[503] | {"description": "The device did not answer in time"}},
+    responses={
+        502: PROBLEM_RESPONSES[503] | {"description": "The device cannot be reached"},
+        504: PROBLEM_RESPONSES[503] | {"description": "The device did not answer in time"},
+    },
 )
 async def write_point(
     state: State, caller: Operator, device: DeviceName, point: PointName, request: Request
@@ -285,6 +288,6 @@ async def write_point(
     except UnknownTarget as exc:
         raise Problem(409, f"{exc} (the device is disabled)", device=device) from None
     if not outcome.ok:
-        status = 504 if (outcome.reason or "").startswith("no answer") else 422
+        status = {"timeout": 504, "unreachable": 502}.get(outcome.failure or "", 422)
         raise Problem(status, f"write refused: {outcome.reason}", device=device, point=point, value=value)
     return WriteResult(device=device, point=point, value=value, ok=True, request_id=request_id)
