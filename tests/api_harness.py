@@ -32,6 +32,7 @@ enabled = true
 host = "127.0.0.1"
 port = {port}
 ws_queue = {ws_queue}
+max_auth_failures = {max_auth_failures}
 
 [api.oidc]
 issuer = "{issuer}"
@@ -105,6 +106,7 @@ def api_gateway(
     ws_queue: int = 200,
     tenants: tuple[str, ...] = ("acme", "globex"),
     poll_interval: float = 0.2,
+    max_auth_failures: int = 1000,  # the token matrices fail on purpose, from one address
 ) -> Iterator[ApiGateway]:
     """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures)."""
     loop = LoopThread()
@@ -119,7 +121,11 @@ def api_gateway(
         poll_interval=poll_interval,
     )
     with path.open("a") as f:
-        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=ws_queue, port=0))
+        f.write(
+            API_SECTION.format(
+                issuer=issuer.issuer, ws_queue=ws_queue, port=0, max_auth_failures=max_auth_failures
+            )
+        )
 
     async def make() -> Gateway:
         return Gateway(*load(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from tests.helpers import MosquittoProcess, free_port
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[ApiGateway]:
     # one device on a port where nothing listens: it stays down
-    yield from api_gateway(tmp_path_factory.mktemp("down"), mosquitto.port, free_port(), devices=1)
+    yield from api_gateway(
+        tmp_path_factory.mktemp("down"), mosquitto.port, free_port(), devices=1, max_auth_failures=20
+    )
 
 
 def test_a_write_to_a_device_that_is_down_is_502_with_the_reason(api: ApiGateway) -> None:
@@ -31,6 +34,18 @@ def test_a_write_to_a_device_that_is_down_is_502_with_the_reason(api: ApiGateway
     assert answer.status_code == 502, answer.text
     body = answer.json()
     assert body["detail"].startswith("write refused: ") and body["device"] == "inv-01" and body["value"] == 50
+
+
+def test_a_client_failing_authentication_20_times_a_second_gets_429(api: ApiGateway) -> None:
+    with api.client("garbage") as http:
+        answers = [http.get("/v1/devices") for _ in range(25)]
+        statuses = [a.status_code for a in answers]
+        assert statuses[:20] == [401] * 20 and 429 in statuses[20:], statuses
+        limited = next(a for a in answers if a.status_code == 429)
+        assert limited.headers["retry-after"] == "1" and "too many failed" in limited.json()["detail"]
+    time.sleep(1.1)
+    with api.client(api.token("acme")) as http:
+        assert http.get("/v1/devices").status_code == 200
 
 
 def test_an_enabled_api_without_an_issuer_is_a_config_error_naming_the_field(tmp_path: Path) -> None:

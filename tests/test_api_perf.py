@@ -59,7 +59,7 @@ def gateway_process(
     # its own gateway id: the WebSocket test's in-process gateway shares the broker (one MQTT client id each)
     path.write_text(path.read_text().replace('id = "gw-test"', 'id = "gw-perf"'))
     with path.open("a") as f:
-        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=1000, port=port))
+        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=1000, port=port, max_auth_failures=20))
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "-c", str(path), "--log-level", "WARNING"]
     )

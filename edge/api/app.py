@@ -69,6 +69,7 @@ class ApiServer:
         self.latest = LatestValues()
         self.feed = LiveFeed(config.ws_queue)
         self.verifier = OidcVerifier(config.oidc)
+        self.verifier.limiter.limit = config.max_auth_failures
         self.state = ApiState(gateway, self.verifier, self.latest, self.feed)
         self.app = build_app(self.state)
         self._gateway = gateway

@@ -49,6 +49,41 @@ def unauthorized(reason: str) -> Problem:
     return Problem(401, reason, headers={"WWW-Authenticate": header})
 
 
+class FailureLimiter:
+    """Refuses (429) a client that failed authentication `limit` times within `window` seconds.
+
+    Cheap refusals before any signature work: a client guessing or replaying tokens cannot make the gateway
+    spend its CPU verifying them, nor hide among good requests (which never count)."""
+
+    def __init__(self, limit: int = 20, window: float = 1.0, max_clients: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self._max_clients = max_clients
+        self._failures: dict[str, list[float]] = {}
+
+    def check(self, client: str) -> None:
+        recent = self._recent(client, time.monotonic())
+        if len(recent) >= self.limit:
+            raise Problem(
+                429,
+                f"too many failed authentications from {client} ({len(recent)} in {self.window:g} s)",
+                headers={"Retry-After": str(max(1, round(self.window)))},
+            )
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        if client not in self._failures and len(self._failures) >= self._max_clients:
+            self._failures = {
+                c: t for c, t in self._failures.items() if self._recent(c, now)
+            }  # bounded memory
+        self._recent(client, now).append(now)
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(client, ()) if now - t < self.window]
+        self._failures[client] = times
+        return times
+
+
 class OidcVerifier:
     def __init__(self, config: OidcConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
@@ -58,13 +93,22 @@ class OidcVerifier:
         self._tried = -1e9  # monotonic time of the last refresh attempt (rate limit)
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.limiter = FailureLimiter()
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def authenticate(self, token: str) -> Principal:
-        claims = await self.verify(token)
-        return self.principal(claims)
+    async def authenticate(self, token: str | None, client: str = "-") -> Principal:
+        """The caller of a request from `client` (its address); raises Problem 401/403/429/503."""
+        self.limiter.check(client)
+        try:
+            if not token:
+                raise unauthorized("no bearer token: send 'Authorization: Bearer <access token>'")
+            return self.principal(await self.verify(token))
+        except Problem as exc:
+            if exc.status in (401, 403):
+                self.limiter.failed(client)
+            raise
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims once signature, algorithm, issuer, audience and times check out; else Problem."""

@@ -48,9 +48,10 @@ def api_state(request: Request) -> ApiState:
 State = Annotated[ApiState, Depends(api_state)]
 
 
-def bearer(authorization: str | None) -> str:
+def bearer(authorization: str | None) -> str | None:
+    """The token of an Authorization header; None without one; Problem 401 for another scheme."""
     if not authorization:
-        raise unauthorized("no bearer token: send 'Authorization: Bearer <access token>'")
+        return None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("the Authorization header must be 'Bearer <access token>'")
@@ -58,7 +59,13 @@ def bearer(authorization: str | None) -> str:
 
 
 async def principal(request: Request, state: State) -> Principal:
-    return await state.verifier.authenticate(bearer(request.headers.get("authorization")))
+    client = request.client.host if request.client else "-"
+    try:
+        token = bearer(request.headers.get("authorization"))
+    except Problem:
+        state.verifier.limiter.failed(client)
+        raise
+    return await state.verifier.authenticate(token, client)
 
 
 def resolve_tenant(state: ApiState, who: Principal, tenant: str | None) -> TenantContext:

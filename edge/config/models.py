@@ -192,6 +192,9 @@ class ApiConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port (tests).")
     oidc: OidcConfig | None = Field(default=None, description="Required when the API is enabled.")
     ws_queue: int = Field(default=1000, ge=10, le=100_000, description="Events queued per WebSocket client.")
+    max_auth_failures: int = Field(
+        default=20, ge=1, description="Failed authentications per client address and second before 429."
+    )
 
     @model_validator(mode="after")
     def _needs_issuer(self) -> ApiConfig:

@@ -23,7 +23,9 @@ router = APIRouter(tags=["events"])
 
 CLOSE_UNAUTHORIZED = 4401  # 4000-4999: application codes; mirrors HTTP 401/403
 CLOSE_FORBIDDEN = 4403
-CLOSE_TOO_SLOW = 1013  # "try again later"
+CLOSE_TOO_MANY_FAILURES = 4429
+CLOSE_TRY_LATER = 1013  # "try again later": too slow a reader, or the token issuer is unreachable
+CLOSE_TOO_SLOW = CLOSE_TRY_LATER
 
 
 def _set(websocket: WebSocket, name: str) -> frozenset[str]:
@@ -38,11 +40,14 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     params = websocket.query_params
     try:
+        client = websocket.client.host if websocket.client else "-"
         token = params.get("access_token") or bearer(websocket.headers.get("authorization"))
-        who = await state.verifier.authenticate(token)
+        who = await state.verifier.authenticate(token, client)
         context = resolve_tenant(state, who, params.get("tenant"))
     except Problem as exc:
-        code = CLOSE_UNAUTHORIZED if exc.status == 401 else CLOSE_FORBIDDEN
+        code = {401: CLOSE_UNAUTHORIZED, 429: CLOSE_TOO_MANY_FAILURES, 503: CLOSE_TRY_LATER}.get(
+            exc.status, CLOSE_FORBIDDEN
+        )
         await websocket.close(code, exc.detail[:120])
         return
     wanted = EventFilter(
