@@ -74,6 +74,7 @@ class ApiServer:
         self.app = build_app(self.state)
         self._gateway = gateway
         self._socket: socket.socket | None = None
+        self._port: int | None = None  # the bound port (config port 0 picks one; kept across restarts)
         self._server: _Server | None = None
         self._done = asyncio.Event()
         gateway.outbox.add_commit_listener(self.latest.on_commit)
@@ -81,28 +82,30 @@ class ApiServer:
 
     @property
     def port(self) -> int:
-        assert self._socket is not None, "the API is not started"
-        return int(self._socket.getsockname()[1])
+        assert self._port is not None, "the API is not started"
+        return self._port
 
     async def start(self) -> None:
         """Seed the latest values from the outbox and bind the listening socket."""
         await self._seed()
-        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._bind()
+        log.info("API on http://%s:%d (issuer %s)", self.config.host, self.port, self.verifier.config.issuer)
+
+    def _bind(self) -> None:
+        host, port = self.config.host, self._port if self._port is not None else self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
         # keep-alive response waits ~40 ms for the client's delayed ACK (Nagle)
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.config.host, self.config.port))
+            sock.bind((host, port))
         except OSError as exc:
             sock.close()
-            raise ApiError(
-                f"[api]: cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}"
-            ) from None
+            raise ApiError(f"[api]: cannot listen on {host}:{port}: {exc.strerror}") from None
         sock.listen(1024)
         sock.setblocking(False)
-        self._socket = sock
-        log.info("API on http://%s:%d (issuer %s)", self.config.host, self.port, self.verifier.config.issuer)
+        self._socket, self._port = sock, int(sock.getsockname()[1])
 
     async def _seed(self) -> None:
         gateway = self._gateway
@@ -115,7 +118,9 @@ class ApiServer:
                 self.latest.seed(spec.tenant, row.body)
 
     async def serve(self) -> None:
-        assert self._socket is not None, "start() first"
+        if self._socket is None or self._socket.fileno() < 0:
+            self._bind()  # uvicorn closes its sockets when it stops: a restart after a crash binds again
+        assert self._socket is not None
         self._done.clear()
         config = uvicorn.Config(
             self.app,

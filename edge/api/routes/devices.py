@@ -225,7 +225,9 @@ async def point_history(
                 position = row.position
                 sample = orjson.loads(row.body)["data"]["points"].get(point)
                 if sample is not None:
-                    samples.append(Sample(time=rfc3339(row.time), position=row.position, **sample))
+                    samples.append(
+                        Sample(time=rfc3339(row.time), sequence=row.sequence, position=row.position, **sample)
+                    )
                     if len(samples) == limit:
                         break
             if len(samples) == limit:
