@@ -30,10 +30,13 @@ class PointValue:
 
 
 class LatestValues:
-    """(tenant, device) -> point -> its newest sample; a device's pushed events may carry a subset of points."""
+    """(tenant, device) -> point -> its newest sample; a device's pushed events may carry a subset of points.
+
+    On commit only a (sample, time, sequence) tuple is stored per point (the hot path); `device` builds the
+    `PointValue`s when asked."""
 
     def __init__(self) -> None:
-        self._devices: dict[tuple[str, str], dict[str, PointValue]] = {}
+        self._devices: dict[tuple[str, str], dict[str, tuple[dict[str, Any], float, int | None]]] = {}
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
         for event in events:
@@ -50,9 +53,15 @@ class LatestValues:
             self._store(tenant, data, time, int(sequence) if sequence else None)
 
     def _store(self, tenant: str, data: dict[str, Any], time: float, sequence: int | None) -> None:
-        points = self._devices.setdefault((tenant, data["device"]), {})
+        points = self._devices.get((tenant, data["device"]))
+        if points is None:
+            points = self._devices[(tenant, data["device"])] = {}
         for name, sample in data["points"].items():
-            points[name] = PointValue(
+            points[name] = (sample, time, sequence)
+
+    def device(self, tenant: str, device: str) -> dict[str, PointValue]:
+        return {
+            name: PointValue(
                 sample.get("value"),
                 sample.get("quality", "bad"),
                 sample.get("unit"),
@@ -60,9 +69,8 @@ class LatestValues:
                 time,
                 sequence,
             )
-
-    def device(self, tenant: str, device: str) -> dict[str, PointValue]:
-        return self._devices.get((tenant, device), {})
+            for name, (sample, time, sequence) in self._devices.get((tenant, device), {}).items()
+        }
 
 
 def _seconds(stamp: Any) -> float:
