@@ -125,25 +125,39 @@ def _info(state: ApiState, spec: DeviceSpec) -> dict[str, Any]:
     }
 
 
-def _state(spec: DeviceSpec, point: PointConfig, latest: PointValue | None) -> dict[str, Any]:
-    """A PointState as a plain dict: the latest-values routes skip per-point model validation (hot path)."""
+def _state(
+    spec: DeviceSpec, point: PointConfig, latest: PointValue | None, stamps: dict[float, str]
+) -> dict[str, Any]:
+    """A PointState as a plain dict: the latest-values routes skip per-point model validation (hot path).
+
+    `stamps` memoises formatted sample times: the points of one event share theirs."""
+    if latest is None:
+        return {
+            "device": spec.name, "site": spec.site, "point": point.name, "unit": point.unit,
+            "writable": point.writable, "value": None, "quality": None, "reason": None, "time": None,
+            "sequence": None,
+        }  # fmt: skip
+    stamp = stamps.get(latest.time)
+    if stamp is None:
+        stamp = stamps[latest.time] = rfc3339(latest.time)
     return {
         "device": spec.name,
         "site": spec.site,
         "point": point.name,
         "unit": point.unit,
         "writable": point.writable,
-        "value": latest.value if latest else None,
-        "quality": latest.quality if latest else None,
-        "reason": latest.reason if latest else None,
-        "time": rfc3339(latest.time) if latest else None,
-        "sequence": latest.sequence if latest else None,
+        "value": latest.value,
+        "quality": latest.quality,
+        "reason": latest.reason,
+        "time": stamp,
+        "sequence": latest.sequence,
     }
 
 
 def _values(state: ApiState, spec: DeviceSpec) -> list[dict[str, Any]]:
     latest = state.latest.device(spec.tenant, spec.name)
-    return [_state(spec, p, latest.get(p.name)) for p in spec.points if p.publish]
+    stamps: dict[float, str] = {}
+    return [_state(spec, p, latest.get(p.name), stamps) for p in spec.points if p.publish]
 
 
 def _json(body: Any) -> Response:
@@ -185,7 +199,7 @@ async def latest_values(
 async def get_point(state: State, caller: Viewer, device: DeviceName, point: PointName) -> Response:
     spec = _device(state, caller, device)
     config = _point(spec, point)
-    return _json(_state(spec, config, state.latest.device(spec.tenant, spec.name).get(point)))
+    return _json(_state(spec, config, state.latest.device(spec.tenant, spec.name).get(point), {}))
 
 
 @router.get(
