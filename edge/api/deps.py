@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
 from edge.api.live import LatestValues, LiveFeed
@@ -58,7 +59,15 @@ def bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-async def principal(request: Request, state: State) -> Principal:
+# Declares the bearer scheme in the OpenAPI document; the header itself is read below, for clearer errors.
+_BEARER = HTTPBearer(
+    auto_error=False, bearerFormat="JWT", description="An access token from the configured OIDC issuer."
+)
+
+
+async def principal(
+    request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+) -> Principal:
     client = request.client.host if request.client else "-"
     try:
         token = bearer(request.headers.get("authorization"))

@@ -74,5 +74,5 @@ def install(app: FastAPI) -> None:
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}, "description": HTTPStatus(status).phrase}
-    for status in (401, 403, 404, 422, 503)
+    for status in (400, 401, 403, 404, 422, 429, 503)
 }
