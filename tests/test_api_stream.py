@@ -131,6 +131,16 @@ def test_bad_tokens_and_foreign_tenants_are_closed_with_a_reason(api: ApiGateway
         assert _drain(ws, 1)[0]["data"]["device"] == "q-1"
 
 
+def test_a_stream_ends_when_its_token_expires(api: ApiGateway) -> None:
+    # expired 29 s ago: still inside the 30 s leeway, so accepted, and closed about a second later
+    started = time.monotonic()
+    with _open(api, api.token("acme", ttl=-29)) as ws, pytest.raises(ConnectionClosed) as closed:
+        while time.monotonic() - started < 10:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert "token expired" in closed.value.rcvd.reason and time.monotonic() - started < 4
+
+
 def _stalled_client(api: ApiGateway, token: str) -> socket.socket:
     """A WebSocket client that completes the handshake and then never reads (tiny receive buffer)."""
     sock = socket.socket()

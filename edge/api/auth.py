@@ -39,6 +39,7 @@ class Principal:
     tenant: str | None
     role: Role
     subject: str
+    valid_until: float | None = None  # wall time the token stops being accepted (exp + leeway)
 
     def has(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -155,7 +156,9 @@ class OidcVerifier:
             )
         if tenant is None and role != "admin":
             raise Problem(403, f"token names no tenant in claim {self.config.tenant_claim!r}")
-        return Principal(tenant, role, str(claims.get("sub", "")))
+        exp = claims.get("exp")
+        until = float(exp) + self.config.leeway if isinstance(exp, int | float) else None
+        return Principal(tenant, role, str(claims.get("sub", "")), until)
 
     def _role(self, value: Any) -> Role | None:
         names = value if isinstance(value, list) else [value] if isinstance(value, str) else []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 
 from fastapi import APIRouter, WebSocket
 
@@ -55,30 +57,39 @@ async def stream(websocket: WebSocket) -> None:
     )
     subscriber = state.feed.subscribe(context.tenant_id, wanted)
     try:
-        await _pump(websocket, subscriber)
+        await _pump(websocket, subscriber, who.valid_until)
     finally:
         state.feed.unsubscribe(subscriber)
 
 
-async def _pump(websocket: WebSocket, subscriber: Subscriber) -> None:
-    """Send queued events until the client leaves or falls too far behind."""
+async def _pump(websocket: WebSocket, subscriber: Subscriber, valid_until: float | None) -> None:
+    """Send queued events until the client leaves, falls too far behind or its token expires."""
     sender = asyncio.create_task(_send(websocket, subscriber), name="ws-send")
     reader = asyncio.create_task(_read_until_closed(websocket), name="ws-read")
     overflow = asyncio.create_task(subscriber.overflowed.wait(), name="ws-overflow")
+    # a stream lives no longer than its token: a revoked tenant or role ends at the token's expiry
+    expiry = asyncio.create_task(asyncio.sleep(max(0.0, (valid_until or math.inf) - time.time())))
+    tasks = {sender, reader, overflow, expiry}
     try:
-        done, _ = await asyncio.wait({sender, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (sender, reader, overflow):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(sender, reader, overflow, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
     if overflow in done:
         reason = (
             f"too slow: {subscriber.queue.maxsize} events unread; reconnect and read the gap from history"
         )
         log.warning("live stream of tenant %s closed: %s", subscriber.tenant, reason)
-        with contextlib.suppress(Exception):  # the peer may already be gone
-            async with asyncio.timeout(2.0):
-                await websocket.close(CLOSE_TOO_SLOW, reason[:120])
+        await _close(websocket, CLOSE_TOO_SLOW, reason)
+    elif expiry in done:
+        await _close(websocket, CLOSE_UNAUTHORIZED, "token expired: reconnect with a fresh token")
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # the peer may already be gone
+        async with asyncio.timeout(2.0):
+            await websocket.close(code, reason[:120])
 
 
 async def _send(websocket: WebSocket, subscriber: Subscriber) -> None:
