@@ -12,9 +12,11 @@ from collections.abc import Iterator
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+from typer.testing import CliRunner
 
 from edge.api.auth import OidcVerifier
 from edge.api.problems import Problem
+from edge.cli import app
 from edge.config.models import OidcConfig
 from tests.api_harness import ApiGateway, api_gateway
 from tests.helpers import MosquittoProcess, free_port
@@ -177,3 +179,15 @@ def test_an_enabled_api_needs_an_https_issuer_unless_told_otherwise() -> None:
         OidcConfig.model_validate(
             {"issuer": "https://idp.example", "audience": "edge", "algorithms": ["HS256"]}
         )
+
+
+def test_the_cli_prints_a_token_from_the_test_issuer_that_the_api_accepts(api: ApiGateway) -> None:
+    # typer's runner calls the real command in this process (a subprocess costs seconds of imports)
+    edge = ["simulate", "oidc", "token", "--issuer", api.issuer.issuer]
+    printed = CliRunner().invoke(app, [*edge, "--tenant", "acme", "--role", "operator"])
+    assert printed.exit_code == 0, printed.output
+    with api.client(printed.stdout.strip()) as http:
+        assert http.get("/v1/devices").status_code == 200
+        assert http.get("/v1/tenants").status_code == 403  # an operator, not an admin
+    refused = CliRunner().invoke(app, [*edge, "--tenant", "initech"])
+    assert refused.exit_code == 1 and "refused client 'initech-viewer'" in refused.output
