@@ -17,9 +17,8 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.api import ApiServer
 from edge.backoff import Backoff
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
@@ -35,6 +34,9 @@ from edge.storage.retention import Retention
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import tenant_scope
 from edge.topics import Topics
+
+if TYPE_CHECKING:
+    from edge.api import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,11 @@ class Gateway:
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
         self.commands: CommandHandler | None = None
-        self.api = ApiServer(self, self.config.api) if self.config.api.enabled else None
+        self.api: ApiServer | None = None
+        if self.config.api.enabled:
+            from edge.api import ApiServer  # FastAPI and uvicorn load only for a gateway that serves the API
+
+            self.api = ApiServer(self, self.config.api)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
 
