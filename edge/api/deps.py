@@ -1,13 +1,13 @@
 """The request's context as FastAPI dependencies: the API's state, the caller and the tenant it acts for.
 
-`caller` authenticates the bearer token and resolves the tenant: the token's own, or for an admin the one
+`role(...)` (`Viewer`, `Operator`) authenticates the bearer token and resolves the tenant: the token's own, or for an admin the one
 named by `?tenant=`. A non-admin naming another tenant is refused (403), so no route can be asked for another
-tenant's data. Routes read tenant data inside `tenant_scope(caller.context)`.
+tenant's data. The rest of the request runs inside `tenant_scope(caller.context)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.problems import Problem
-from edge.tenancy import TenantContext
+from edge.tenancy import TenantContext, tenant_scope
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway
@@ -99,13 +99,18 @@ TenantQuery = Annotated[
 ]
 
 
-def role(needed: Role) -> Callable[..., Awaitable[Caller]]:
+def role(needed: Role) -> Callable[..., AsyncIterator[Caller]]:
+    """A dependency: the caller, if its role suffices; the rest of the request runs in its tenant's scope
+    (storage reads are filtered by it, log lines carry it)."""
+
     async def dependency(
         state: State, who: Annotated[Principal, Depends(principal)], tenant: TenantQuery = None
-    ) -> Caller:
+    ) -> AsyncIterator[Caller]:
         if not who.has(needed):
             raise Problem(403, f"this needs the {needed} role; the token's role is {who.role}", role=who.role)
-        return Caller(who, resolve_tenant(state, who, tenant))
+        caller = Caller(who, resolve_tenant(state, who, tenant))
+        with tenant_scope(caller.context):
+            yield caller
 
     return dependency
 

@@ -21,7 +21,6 @@ from edge.drivers import DeviceSpec
 from edge.errors import UnknownTarget
 from edge.events import TELEMETRY, rfc3339
 from edge.points import PointConfig, Scalar
-from edge.tenancy import tenant_scope
 
 router = APIRouter(prefix="/v1", tags=["devices"], responses=PROBLEM_RESPONSES)
 
@@ -223,33 +222,30 @@ async def point_history(
         raise Problem(422, "'until' must be later than 'since'")
     samples: list[Sample] = []
     position, exhausted = cursor, False
-    with tenant_scope(caller.context):
-        for _ in range(
-            _HISTORY_SCAN
-        ):  # a point missing from many events (pushed subsets) costs bounded reads
-            rows = await state.gateway.outbox.read_device(
-                spec.name,
-                [TELEMETRY],
-                after=position,
-                since=since.timestamp() if since else None,
-                until=until.timestamp() if until else None,
-                limit=limit,
-            )
-            for row in rows:
-                position = row.position
-                sample = orjson.loads(row.body)["data"]["points"].get(point)
-                if sample is not None:
-                    samples.append(
-                        Sample(time=rfc3339(row.time), sequence=row.sequence, position=row.position, **sample)
-                    )
-                    if len(samples) == limit:
-                        break
-            if len(samples) == limit:
-                break
-            if len(rows) < limit:
-                exhausted = True
-                break
-        more = not exhausted
+    for _ in range(_HISTORY_SCAN):  # a point missing from many events (pushed subsets) costs bounded reads
+        rows = await state.gateway.outbox.read_device(  # in the caller's tenant scope (deps.role)
+            spec.name,
+            [TELEMETRY],
+            after=position,
+            since=since.timestamp() if since else None,
+            until=until.timestamp() if until else None,
+            limit=limit,
+        )
+        for row in rows:
+            position = row.position
+            sample = orjson.loads(row.body)["data"]["points"].get(point)
+            if sample is not None:
+                samples.append(
+                    Sample(time=rfc3339(row.time), sequence=row.sequence, position=row.position, **sample)
+                )
+                if len(samples) == limit:
+                    break
+        if len(samples) == limit:
+            break
+        if len(rows) < limit:
+            exhausted = True
+            break
+    more = not exhausted
     return HistoryPage(device=device, point=point, samples=samples, next_cursor=position if more else None)
 
 
