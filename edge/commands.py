@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from edge.bus.mqtt import InboundMessage, MqttBus
-from edge.errors import DeviceError, UnknownTarget
+from edge.errors import DeviceError, DeviceUnreachable, UnknownTarget
 from edge.events import COMMAND_RESULT, make_event
 from edge.module_commands import ModuleCommands
 from edge.points import Scalar
@@ -52,6 +52,12 @@ def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequ
     target = topics.parse_command(topic)
     if target is None:
         raise CommandRejected(f"not a command topic: {topic!r}")
+    value, request_id = parse_write_payload(payload)
+    return WriteRequest(*target, value=value, request_id=request_id)
+
+
+def parse_write_payload(payload: bytes) -> tuple[Scalar | None, str | None]:
+    """(value, request id) of a write request body, whatever face it came through; raises CommandRejected."""
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -66,7 +72,14 @@ def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequ
         body = body["value"]
     if body is not None and not isinstance(body, bool | int | float | str):
         raise CommandRejected(f"value must be a number, boolean, string or null, not {type(body).__name__}")
-    return WriteRequest(*target, value=body, request_id=request_id)
+    return body, request_id
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    ok: bool
+    reason: str | None
+    failure: Literal["refused", "unreachable", "timeout"] | None = None  # why not ok
 
 
 class CommandHandler:
@@ -89,7 +102,7 @@ class CommandHandler:
         self._outbox = outbox
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
         bus.subscribe(topics.command_filter(), qos=1)
 
     async def run(self) -> None:
@@ -120,7 +133,19 @@ class CommandHandler:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _execute(self, poller: DevicePoller, request: WriteRequest) -> None:
+    async def write(self, request: WriteRequest) -> WriteOutcome:
+        """One write from another face (the REST API): the MQTT path's checks, result topic and event.
+
+        Raises UnknownTarget for a device the tenant does not have (nothing is recorded, as over MQTT)."""
+        poller = self._pollers.get((request.tenant, request.site, request.device))
+        if poller is None:
+            self._stats.commands_rejected += 1
+            raise UnknownTarget(
+                f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"
+            )
+        return await self._execute(poller, request)
+
+    async def _execute(self, poller: DevicePoller, request: WriteRequest) -> WriteOutcome:
         with tenant_scope(poller.tenant):
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
@@ -130,10 +155,15 @@ class CommandHandler:
                 self._stats.commands_rejected += 1
                 log.warning("write %s/%s.%s failed: %s", request.site, request.device, request.point, reason)
                 await self._reply(request, ok=False, reason=reason)
-                return
+                if isinstance(exc, TimeoutError):
+                    return WriteOutcome(False, reason, "timeout")
+                return WriteOutcome(
+                    False, reason, "unreachable" if isinstance(exc, DeviceUnreachable) else "refused"
+                )
             self._stats.commands_accepted += 1
             log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
             await self._reply(request, ok=True, reason=None)
+            return WriteOutcome(True, None)
 
     async def write_for_module(
         self, module: str, tenant: str, site: str, device: str, point: str, value: Scalar | None

@@ -7,6 +7,7 @@ Data flows one way (docs/architecture.md):
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
         -> WebhookDispatcher (durable per-subscription consumers, signed HTTP deliveries)
+        -> ApiServer (latest-value cache and live WebSocket streams; REST reads, history and writes)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.backoff import Backoff
 from edge.bus.access import GATEWAY_USER, AccessStore
@@ -39,6 +40,9 @@ from edge.storage.tiers import TieredOutbox, dedicated_path, misplaced_tenants
 from edge.tenancy import current_tenant, tenant_scope
 from edge.topics import Topics
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
+
+if TYPE_CHECKING:
+    from edge.api import ApiServer
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,11 @@ class Gateway:
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id, loaded.data_dir)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
+        self.api: ApiServer | None = None
+        if self.config.api.enabled:
+            from edge.api import ApiServer  # FastAPI and uvicorn load only for a gateway that serves the API
+
+            self.api = ApiServer(self, self.config.api)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
@@ -229,6 +238,9 @@ class Gateway:
         self._spawn(commands.run, "commands")
         for (_, _, name), poller in self.pollers.items():
             self._spawn(poller.run, f"poll-{name}")
+        if self.api is not None:
+            await self.api.start()
+            self._spawn(self.api.serve, "api")
         log.info(
             "gateway %s started: %d devices, %d tenants, bus %s:%d",
             self.config.gateway.id,
@@ -273,6 +285,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop polling, commit what was read, then close the bus and the broker."""
+        if self.api is not None:
+            await self.api.stop()  # no new requests or writes while the rest stops
         for poller in self.pollers.values():
             poller.request_stop()
         await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])

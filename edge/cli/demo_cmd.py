@@ -1,8 +1,8 @@
 """`edge demo`: the gateway's main job on embedded defaults, with nothing to set up.
 
 Simulators in their own processes (SunSpec inverters on Modbus TCP, an air-handling unit and VAV boxes on
-BACnet/IP, lifts on OPC UA, and a cloud ingestion endpoint), the gateway with its embedded Mosquitto, and
-cloud sync uploading each tenant's events to the cloud simulator.
+BACnet/IP, lifts on OPC UA, a cloud ingestion endpoint and an OIDC issuer), the gateway with its embedded
+Mosquitto and its REST API, and cloud sync uploading each tenant's events to the cloud simulator.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class DemoPorts:
     bacnet_gateway: int
     opcua: int
     cloud: int
+    oidc: int = 9400  # the test identity provider the API trusts
+    api: int = 8080
 
 
 def demo(
@@ -41,6 +43,7 @@ def demo(
     mqtt_port: int = typer.Option(0, help="Port of the gateway's embedded broker (0: 1883, or a free one)."),
     modbus_port: int = typer.Option(0, help="Port of the Modbus simulator (0: 5020, or a free one)."),
     cloud_port: int = typer.Option(0, help="Port of the cloud endpoint simulator (0: 8443, or a free one)."),
+    api_port: int = typer.Option(0, help="Port of the gateway's REST API (0: 8080, or a free one)."),
 ) -> None:
     """Run simulators, a cloud endpoint and the gateway on a demo configuration, with a live status line."""
     setup_logging("INFO")
@@ -51,6 +54,8 @@ def demo(
         bacnet_gateway=_free_udp_run(1, start=bacnet + vavs + 1),
         opcua=_port_or_free(4840),
         cloud=cloud_port or _port_or_free(8443),
+        oidc=_port_or_free(9400),
+        api=api_port or _port_or_free(8080),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "edge.toml"
@@ -63,6 +68,7 @@ def demo(
     simulators = [
         ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices)], ("tcp", ports.modbus)),
         ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS)], ("tcp", ports.cloud)),
+        ("OIDC issuer", [py, "-m", "simulators.oidc", "--port", str(ports.oidc), "--tenants", ",".join(TENANTS)], ("tcp", ports.oidc)),
         ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports", *(["--drift", f"vav-{min(2, vavs)}=4.0"] if vavs else [])], None),
     ]  # fmt: skip
     if lifts:
@@ -96,6 +102,9 @@ def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path,
         f"  watch:   mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/#'\n"
         f"  one point: mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'edge/acme/points/acme-hq/inv-01/ac_power'\n"
         f"  the cloud: curl -s http://127.0.0.1:{ports.cloud}/_sim/stats\n"
+        f'  the API:   curl -s -H "Authorization: Bearer $(edge simulate oidc token --issuer http://127.0.0.1:{ports.oidc}'
+        f' --tenant acme --role viewer)" http://127.0.0.1:{ports.api}/v1/points\n'
+        f"  live:      ws://127.0.0.1:{ports.api}/v1/events/stream?access_token=<token> (docs/api.md)\n"
         + _module_hints(vavs, ports, config)
         + "  Ctrl-C stops everything.\n"
     )
@@ -161,6 +170,17 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
         lines += _device(f"lift-{k}", "opcua", "globex", "globex-plant", "lift", 5.0,
                          f'{{ url = "opc.tcp://127.0.0.1:{ports.opcua}/lift", security = "None", node_variables = {{ lift = "Lift{k}" }} }}')  # fmt: skip
     lines += _domain_modules()
+    lines += [
+        "",
+        "[api]",
+        "enabled = true",
+        f"port = {ports.api}",
+        "",
+        "[api.oidc]",
+        f'issuer = "http://127.0.0.1:{ports.oidc}"',
+        'audience = "edge-gateway"',
+        "allow_http = true  # the demo's issuer is on loopback",
+    ]
     lines += ["", "[[modules]]", 'name = "cloud_sync"', "", "[modules.config]"]
     lines += [
         f'endpoint = "http://127.0.0.1:{ports.cloud}/v1/events"',

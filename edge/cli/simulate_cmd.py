@@ -81,3 +81,54 @@ def cloud(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(port=port, tenants=[t for t in tenants.split(",") if t], token_ttl=token_ttl))
+
+
+oidc_app = typer.Typer(help="A test OpenID Connect issuer for the API (tokens with tenant and role claims).")
+app.add_typer(oidc_app, name="oidc")
+
+
+@oidc_app.callback(invoke_without_command=True)
+def oidc(
+    ctx: typer.Context,
+    port: int = typer.Option(9400, help="TCP port on 127.0.0.1."),
+    tenants: str = typer.Option(
+        "acme,globex", help="Comma-separated tenants; clients <tenant>-<role> exist."
+    ),
+    audience: str = typer.Option("edge-gateway", help="The `aud` of issued tokens."),
+    token_ttl: float = typer.Option(300.0, help="Seconds an access token lives."),
+) -> None:
+    """Serve discovery, a rotating JWKS and a client-credentials token endpoint until Ctrl-C."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from simulators.oidc import main as serve
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(port, tuple(t for t in tenants.split(",") if t), audience, token_ttl))
+
+
+@oidc_app.command("token")
+def oidc_token(
+    tenant: str | None = typer.Option(
+        None, help="Tenant of the token (omit with --role admin: every tenant)."
+    ),
+    role: str = typer.Option("viewer", help="viewer, operator or admin."),
+    issuer: str = typer.Option("http://127.0.0.1:9400", help="URL of a running `edge simulate oidc`."),
+) -> None:
+    """Print an access token from a running test issuer (client credentials), for curl's Authorization header."""
+    import httpx
+
+    client = f"{tenant}-{role}" if tenant else role
+    try:
+        response = httpx.post(
+            f"{issuer.rstrip('/')}/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client, f"{client}-secret"),
+            timeout=10.0,
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the issuer at {issuer}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if response.status_code != 200:
+        typer.echo(f"the issuer refused client {client!r}: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(response.json()["access_token"])

@@ -17,7 +17,8 @@ import typer
 
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
-from edge.storage.inspect import ConsumerSummary, OutboxInspector, age
+from edge.storage.inspect import OutboxInspector, uplink_status
+from edge.storage.inspect import summary_row as _row
 from edge.storage.sqlite import _tenant_filter
 from edge.tenancy import TenantContext, tenant_scope
 
@@ -51,21 +52,6 @@ def _ago(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def _row(tenant: str, s: ConsumerSummary, now: float) -> dict[str, Any]:
-    return {
-        "tenant": tenant,
-        "consumer": s.status.consumer,
-        "backlog": s.backlog,
-        "oldest_pending_age_s": age(s.oldest_pending, now),
-        "last_success_age_s": age(s.status.last_success, now),
-        "last_failure_age_s": age(s.status.last_failure, now),
-        "last_error": s.status.last_error,
-        "delivered": s.status.delivered,
-        "dead_letters": s.dead_letters,
-        "dead_letters_to_replay": s.dead_letters_to_replay,
-    }
-
-
 def _failing_now(row: dict[str, Any]) -> bool:
     """The last attempt failed: a failure more recent than the last success."""
     failed, ok = row["last_failure_age_s"], row["last_success_age_s"]
@@ -84,28 +70,8 @@ def status(
     """Per tenant and uplink: backlog, age of the oldest pending event, last success, dead letters, drops."""
     inspector, tenants = _open(config)
     now = time.time()
-    rows: list[dict[str, Any]] = []
     with inspector:
-        for tenant_id, ctx in tenants.items():
-            if tenant is not None and tenant_id != tenant:
-                continue
-            with tenant_scope(ctx):
-                names = [consumer] if consumer else inspector.consumers()
-                drops = inspector.drops()
-                usage = inspector.usage()
-                for name in names:
-                    row = _row(tenant_id, inspector.summary(name), now)
-                    row["dropped"] = {reason: n for reason, (n, _) in drops.items()}
-                    row["outbox_events"], row["outbox_bytes"] = usage
-                    rows.append(row)
-                if not names:
-                    rows.append(
-                        {
-                            "tenant": tenant_id,
-                            "consumer": None,
-                            "dropped": {r: n for r, (n, _) in drops.items()},
-                        }
-                    )
+        rows = uplink_status(inspector, tenants, tenant=tenant, consumer=consumer, now=now)
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row).decode())

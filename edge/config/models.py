@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, model_validator
 
 from edge.points import Name
 from edge.storage import RetentionPolicy
@@ -163,6 +163,69 @@ class ModuleConfig(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class OidcConfig(_Strict):
+    """The OpenID Connect issuer whose bearer tokens the API accepts (docs/api.md: claim mapping per IdP)."""
+
+    issuer: str = Field(description="Issuer URL; its /.well-known/openid-configuration names the JWKS.")
+    audience: str = Field(description="The `aud` a token must carry for this gateway.")
+    algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"], ...] = Field(
+        default=("RS256", "ES256"),
+        min_length=1,
+        description="Accepted signature algorithms (never none/HMAC).",
+    )
+    leeway: float = Field(default=30.0, ge=0.0, le=60.0, description="Seconds of clock skew for exp/nbf/iat.")
+    tenant_claim: str = Field(
+        default="tenant", description="Claim naming the tenant; dots reach nested claims."
+    )
+    role_claim: str = Field(default="roles", description="Claim with the role (a string or a list of them).")
+    role_map: dict[str, Literal["viewer", "operator", "admin"]] = Field(
+        default_factory=dict,
+        description="IdP role names to gateway roles; unmapped names are used as they are.",
+    )
+    jwks_cache: float = Field(
+        default=300.0, gt=0, description="Seconds the issuer's keys are trusted without refetch."
+    )
+    jwks_refresh_min: float = Field(
+        default=30.0, ge=0, description="Least seconds between refetches on unknown kids."
+    )
+    http_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds for a discovery or JWKS request."
+    )
+    allow_http: bool = Field(
+        default=False, description="Accept a plain-http issuer (tests, the demo, loopback)."
+    )
+
+    @model_validator(mode="after")
+    def _https_issuer(self) -> OidcConfig:
+        # Keys fetched over plain http can be swapped by anyone on the path: refuse unless asked for.
+        if not self.issuer.startswith("https://") and not (
+            self.allow_http and self.issuer.startswith("http://")
+        ):
+            raise ValueError(f"issuer {self.issuer!r} must be an https:// URL (or set allow_http = true)")
+        return self
+
+
+class ApiConfig(_Strict):
+    """The REST API and WebSocket served by the gateway process (docs/api.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port (tests).")
+    oidc: OidcConfig | None = Field(default=None, description="Required when the API is enabled.")
+    ws_queue: int = Field(default=1000, ge=10, le=100_000, description="Events queued per WebSocket client.")
+    max_auth_failures: int = Field(
+        default=20, ge=1, description="Failed authentications per client address and second before 429."
+    )
+
+    @model_validator(mode="after")
+    def _needs_issuer(self) -> ApiConfig:
+        if self.enabled and self.oidc is None:
+            raise ValueError(
+                "the API is enabled but [api.oidc] names no token issuer (it never runs unauthenticated)"
+            )
+        return self
+
+
 class GatewayConfig(_Strict):
     gateway: GatewaySection
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
@@ -172,6 +235,7 @@ class GatewayConfig(_Strict):
     bus: BusConfig = BusConfig()
     storage: StorageConfig = StorageConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    api: ApiConfig = ApiConfig()
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:
         """The storage defaults with the tenant's own overrides applied."""

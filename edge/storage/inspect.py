@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge.storage import ConsumerStatus
 from edge.storage.sqlite import _tenant_filter
+from edge.tenancy import TenantContext, tenant_scope
 
-__all__ = ["ConsumerSummary", "OutboxInspector"]
+__all__ = ["ConsumerSummary", "OutboxInspector", "summary_row", "uplink_status"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,49 @@ def age(outbox_time: float | None, now: float | None = None) -> float | None:
     if outbox_time is None:
         return None
     return max(0.0, (now or time.time()) - outbox_time)
+
+
+def summary_row(tenant: str, s: ConsumerSummary, now: float) -> dict[str, Any]:
+    """One uplink of one tenant as `edge sync status --json` and the API's /v1/sync show it."""
+    return {
+        "tenant": tenant,
+        "consumer": s.status.consumer,
+        "backlog": s.backlog,
+        "oldest_pending_age_s": age(s.oldest_pending, now),
+        "last_success_age_s": age(s.status.last_success, now),
+        "last_failure_age_s": age(s.status.last_failure, now),
+        "last_error": s.status.last_error,
+        "delivered": s.status.delivered,
+        "dead_letters": s.dead_letters,
+        "dead_letters_to_replay": s.dead_letters_to_replay,
+    }
+
+
+def uplink_status(
+    inspector: OutboxInspector,
+    tenants: Mapping[str, TenantContext],
+    *,
+    tenant: str | None = None,
+    consumer: str | None = None,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Per tenant and uplink: backlog, oldest pending, last success/failure, dead letters, drops, usage.
+
+    A tenant where no uplink has run yet gets one row with `consumer` None and its drop counts."""
+    now = time.time() if now is None else now
+    rows: list[dict[str, Any]] = []
+    for tenant_id, ctx in tenants.items():
+        if tenant is not None and tenant_id != tenant:
+            continue
+        with tenant_scope(ctx):
+            names = [consumer] if consumer else inspector.consumers()
+            drops = {reason: n for reason, (n, _) in inspector.drops().items()}
+            usage = inspector.usage()
+            for name in names:
+                row = summary_row(tenant_id, inspector.summary(name), now)
+                row["dropped"] = drops
+                row["outbox_events"], row["outbox_bytes"] = usage
+                rows.append(row)
+            if not names:
+                rows.append({"tenant": tenant_id, "consumer": None, "dropped": drops})
+    return rows

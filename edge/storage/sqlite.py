@@ -419,6 +419,35 @@ class SqliteOutbox:
         rows = await self._read(query, params)
         return [StoredEvent(*row) for row in rows]
 
+    async def read_device(
+        self,
+        device: str,
+        types: Sequence[str],
+        *,
+        after: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]:
+        """One device's events of these types (sample time in [since, until)), by position after `after`.
+
+        History reaches back as far as retention keeps rows (`[storage.retention]`)."""
+        clause, tenant = _tenant_filter()
+        query = f"SELECT {sql.EVENT_COLUMNS} FROM outbox WHERE {clause} AND device = ? AND position > ?"
+        params: list[object] = [tenant, device, after]
+        query += f" AND type IN ({','.join('?' * len(types))})"
+        params += list(types)
+        if since is not None:
+            query += " AND time >= ?"
+            params.append(since)
+        if until is not None:
+            query += " AND time < ?"
+            params.append(until)
+        query += f" ORDER BY position {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        params.append(limit)
+        return [StoredEvent(*row) for row in await self._read(query, params)]
+
     async def backlog(self, consumer: str) -> int:
         position = await self.cursor(consumer)
         clause, tenant = _tenant_filter()

@@ -1,0 +1,152 @@
+"""The REST API and WebSocket as one ASGI app, and the server the gateway runs it in.
+
+`build_app` includes one router per resource (`edge.api.routes.ROUTERS`); adding a resource is a router and
+one line there. `ApiServer` is created by the gateway when `[api] enabled`: it feeds the latest-value cache
+and the live feed from outbox commits, binds its socket in `start` (so a busy port fails the gateway's start
+with a clear error) and serves with uvicorn as a supervised task of the gateway's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from edge.api import problems
+from edge.api.auth import OidcVerifier
+from edge.api.deps import ApiState
+from edge.api.live import LatestValues, LiveFeed
+from edge.api.routes import ROUTERS
+from edge.config.models import ApiConfig
+from edge.errors import EdgeError
+from edge.events import TELEMETRY
+from edge.tenancy import tenant_scope
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+_SEED_EVENTS = 20  # newest stored telemetry events per device folded into the cache at start
+
+
+class ApiError(EdgeError):
+    """The API cannot serve (its address is taken or invalid)."""
+
+
+def build_app(state: ApiState | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Edge gateway API",
+        version=API_VERSION,
+        description="Devices, points, history, writes, modules, tenants, sync status and live events of one "
+        "gateway. Bearer tokens from the configured OpenID Connect issuer; errors are RFC 9457 problem+json.",
+    )
+    app.state.api = state
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The gateway's process owns SIGINT/SIGTERM (edge.cli.run_cmd) and stops us through `stop`.
+        yield
+
+
+class ApiServer:
+    def __init__(self, gateway: Gateway, config: ApiConfig) -> None:
+        assert config.oidc is not None  # ApiConfig refuses an enabled API without an issuer
+        self.config = config
+        self.latest = LatestValues()
+        self.feed = LiveFeed(config.ws_queue)
+        self.verifier = OidcVerifier(config.oidc)
+        self.verifier.limiter.limit = config.max_auth_failures
+        self.state = ApiState(gateway, self.verifier, self.latest, self.feed)
+        self.app = build_app(self.state)
+        self._gateway = gateway
+        self._socket: socket.socket | None = None
+        self._port: int | None = None  # the bound port (config port 0 picks one; kept across restarts)
+        self._server: _Server | None = None
+        self._done = asyncio.Event()
+        gateway.outbox.add_commit_listener(self.latest.on_commit)
+        gateway.outbox.add_commit_listener(self.feed.on_commit)
+
+    @property
+    def port(self) -> int:
+        assert self._port is not None, "the API is not started"
+        return self._port
+
+    async def start(self) -> None:
+        """Seed the latest values from the outbox and bind the listening socket."""
+        await self._seed()
+        self._bind()
+        log.info("API on http://%s:%d (issuer %s)", self.config.host, self.port, self.verifier.config.issuer)
+
+    def _bind(self) -> None:
+        host, port = self.config.host, self._port if self._port is not None else self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets, and without it every
+        # keep-alive response waits ~40 ms for the client's delayed ACK (Nagle)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ApiError(f"[api]: cannot listen on {host}:{port}: {exc.strerror}") from None
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._socket, self._port = sock, int(sock.getsockname()[1])
+
+    async def _seed(self) -> None:
+        gateway = self._gateway
+        for spec in gateway.loaded.devices:
+            with tenant_scope(gateway.tenants[spec.tenant]):
+                rows = await gateway.outbox.read_device(
+                    spec.name, [TELEMETRY], limit=_SEED_EVENTS, newest_first=True
+                )
+            for row in reversed(rows):
+                self.latest.seed(spec.tenant, row.body)
+
+    async def serve(self) -> None:
+        if self._socket is None or self._socket.fileno() < 0:
+            self._bind()  # uvicorn closes its sockets when it stops: a restart after a crash binds again
+        assert self._socket is not None
+        self._done.clear()
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,  # the gateway's logging
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+        )
+        self._server = _Server(config)
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self._done.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), grace)
+        await self.verifier.aclose()
+        if self._socket is not None:
+            self._socket.close()
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document, as served at /openapi.json and committed as docs/openapi.json."""
+    return build_app().openapi()

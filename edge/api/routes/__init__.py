@@ -1,0 +1,16 @@
+"""One router per resource; `edge.api.app.build_app` includes each of `ROUTERS`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from edge.api.routes import devices, health, modules, stream, sync, tenants
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    devices.router,
+    modules.router,
+    tenants.router,
+    sync.router,
+    stream.router,
+)

@@ -1,0 +1,47 @@
+"""Tenants served by the gateway and their entitlements (admin only)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel
+
+from edge.api.deps import Admin, State
+from edge.api.problems import PROBLEM_RESPONSES, Problem
+
+router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
+
+
+class TenantInfo(BaseModel):
+    id: str
+    name: str
+    locale: str
+    entitlements: list[str]
+    devices: int
+
+
+def _info(state: State, tenant: str) -> TenantInfo:
+    config = next(t for t in state.gateway.config.tenants if t.id == tenant)
+    context = state.gateway.tenants[tenant]
+    return TenantInfo(
+        id=tenant,
+        name=config.name,
+        locale=context.locale,
+        entitlements=sorted(context.entitlements),
+        devices=sum(1 for d in state.gateway.loaded.devices if d.tenant == tenant),
+    )
+
+
+@router.get("/tenants", summary="Every tenant of the gateway with its entitlements (admin)")
+async def list_tenants(state: State, admin: Admin) -> list[TenantInfo]:
+    return [_info(state, t) for t in state.gateway.tenants]
+
+
+@router.get("/tenants/{tenant}", summary="One tenant with its entitlements (admin)")
+async def get_tenant(
+    state: State, admin: Admin, tenant: Annotated[str, Path(description="Tenant id.")]
+) -> TenantInfo:
+    if tenant not in state.gateway.tenants:
+        raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
+    return _info(state, tenant)

@@ -1,0 +1,141 @@
+"""A real gateway with its API on a real port, a real OIDC issuer and the Modbus simulator, for API tests.
+
+The gateway and the issuer run in their own event loop on a background thread, as they would in their own
+process; tests talk to them over HTTP and WebSocket from the test thread, and reach into the loop only to
+append events (`inject`) when a test needs more traffic than the devices produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from edge.events import Event
+from edge.gateway import Gateway
+from edge.tenancy import tenant_scope
+from simulators.oidc import OidcIssuer, running
+from tests.e2e import load, write_config
+
+T = TypeVar("T")
+
+API_SECTION = """
+[api]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+ws_queue = {ws_queue}
+max_auth_failures = {max_auth_failures}
+
+[api.oidc]
+issuer = "{issuer}"
+audience = "edge-gateway"
+allow_http = true
+jwks_refresh_min = 0.2
+jwks_cache = 300
+"""
+
+
+class LoopThread:
+    """An asyncio loop on its own thread: the gateway's process, seen from the tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="gateway-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class ApiGateway:
+    loop: LoopThread
+    gateway: Gateway
+    issuer: OidcIssuer
+    base_url: str
+
+    def token(self, tenant: str | None, role: str = "viewer", **claims: Any) -> str:
+        return self.issuer.mint(tenant=tenant, role=role, **claims)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=15.0)
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/v1/events/stream"
+
+    def inject(self, events: list[Event]) -> None:
+        """Append events through the outbox, as a device or module would (each in its tenant's scope)."""
+
+        async def append() -> None:
+            for event in events:
+                with tenant_scope(self.gateway.tenants[event.tenant]):
+                    await self.gateway.outbox.append(event)
+
+        self.loop.run(append())
+
+    def wait_for(self, predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = predicate()
+            if got:
+                return got
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} not met within {timeout}s")
+
+
+def api_gateway(
+    tmp_path: Path,
+    mqtt_port: int,
+    modbus_port: int,
+    devices: int = 4,
+    ws_queue: int = 200,
+    tenants: tuple[str, ...] = ("acme", "globex"),
+    poll_interval: float = 0.2,
+    max_auth_failures: int = 1000,  # the token matrices fail on purpose, from one address
+) -> Iterator[ApiGateway]:
+    """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures)."""
+    loop = LoopThread()
+    issuer_cm: AbstractAsyncContextManager[OidcIssuer] = running(0, ("acme", "globex"))
+    issuer = loop.run(issuer_cm.__aenter__())
+    path = write_config(
+        tmp_path / "edge.toml",
+        mqtt_port=mqtt_port,
+        modbus_port=modbus_port,
+        devices=devices,
+        tenants=tenants,
+        poll_interval=poll_interval,
+    )
+    with path.open("a") as f:
+        f.write(
+            API_SECTION.format(
+                issuer=issuer.issuer, ws_queue=ws_queue, port=0, max_auth_failures=max_auth_failures
+            )
+        )
+
+    async def make() -> Gateway:
+        return Gateway(*load(path))
+
+    gateway = loop.run(make())
+    try:
+        loop.run(gateway.start())
+        assert gateway.api is not None
+        yield ApiGateway(loop, gateway, issuer, f"http://127.0.0.1:{gateway.api.port}")
+    finally:
+        loop.run(gateway.stop())
+        loop.run(issuer_cm.__aexit__(None, None, None))
+        loop.close()
