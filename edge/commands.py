@@ -129,9 +129,9 @@ class CommandHandler:
             if target is not None and target[0] in self._tenants:  # answer only tenants this gateway serves
                 self._reply_later(*target, value=None, ok=False, reason=str(exc), request_id=None)
             return
-        task = asyncio.create_task(self._execute(poller, request))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        write = asyncio.create_task(self._execute(poller, request))
+        self._running.add(write)
+        write.add_done_callback(self._running.discard)
 
     async def write(self, request: WriteRequest) -> WriteOutcome:
         """One write from another face (the REST API): the MQTT path's checks, result topic and event.
@@ -174,18 +174,9 @@ class CommandHandler:
         if poller is None:
             raise UnknownTarget(f"unknown device {site}/{device} for tenant {tenant!r}")
         request = WriteRequest(tenant, site, device, point, value, f"module:{module}")
-        try:
-            async with asyncio.timeout(WRITE_TIMEOUT):
-                await poller.write(point, value)
-        except (DeviceError, TimeoutError) as exc:
-            reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
-            self._stats.commands_rejected += 1
-            log.warning("module %s: write %s/%s.%s failed: %s", module, site, device, point, reason)
-            await self._reply(request, ok=False, reason=reason)
-            raise DeviceError(device, reason, point) from None
-        self._stats.commands_accepted += 1
-        log.info("module %s wrote %s to %s/%s.%s", module, value, site, device, point)
-        await self._reply(request, ok=True, reason=None)
+        outcome = await self._execute(poller, request)
+        if not outcome.ok:
+            raise DeviceError(device, outcome.reason or "write failed", point)
 
     def _reply_later(self, tenant: str, site: str, device: str, point: str, **result: Any) -> None:
         request = WriteRequest(tenant, site, device, point, result.pop("value"), result.pop("request_id"))

@@ -167,6 +167,23 @@ class TieredOutbox(SqliteOutbox):
             return await routed.read_after(position, limit, types)
         return await super().read_after(position, limit, types)
 
+    async def read_device(
+        self,
+        device: str,
+        types: Sequence[str],
+        *,
+        after: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]:
+        routed = self._route()
+        read = routed.read_device if routed is not None else super().read_device
+        return await read(
+            device, types, after=after, since=since, until=until, limit=limit, newest_first=newest_first
+        )
+
     async def backlog(self, consumer: str) -> int:
         routed = self._route()
         return await (routed.backlog(consumer) if routed is not None else super().backlog(consumer))
