@@ -257,6 +257,18 @@ async def test_lift_trips_a_stuck_car_and_a_door_that_stays_open(rig: Rig) -> No
         await rig.until(
             "acme", ASSET, lambda e, a=lift, k=kind: (e["asset"], e["kind"], e["state"]) == (a, k, "cleared")
         )
+    rig.lifts.fault(1, 17)  # a drive fault: the car stands level with its doors closed, only the code tells
+    drive = await rig.until("acme", ASSET, lambda e: e["asset"] == "lift-1" and "fault code 17" in e["cause"])
+    assert drive["state"] == "raised" and drive["kind"] == "fault_code" and "unknown fault" in drive["cause"]
+    rig.lifts.clear(1)
+    await rig.until(
+        "acme",
+        ASSET,
+        lambda e: (
+            (e["asset"], e["kind"], e["state"]) == ("lift-1", "fault_code", "cleared")
+            and e["since"] > drive["since"]
+        ),
+    )
 
 
 async def test_hvac_schedule_a_drifting_zone_and_a_filter_alarm(rig: Rig) -> None:
