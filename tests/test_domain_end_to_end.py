@@ -153,7 +153,7 @@ class Rig:
 async def rig(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> AsyncIterator[Rig]:
     inverters = InverterSimulator(5, free_port(), update_interval=0.1, sim_time="12:00")
     lifts = LiftSimulator(free_port(), 3, speed=9.0, door_time=0.1, dwell_time=0.2, auto=False)
-    hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.3, time_scale=60.0)
+    hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
     await asyncio.gather(inverters.start(), lifts.start(), hvac.start())
     path = tmp_path_factory.mktemp("domain") / "edge.toml"
     path.write_text(_config(mosquitto, inverters.port, lifts, hvac))
