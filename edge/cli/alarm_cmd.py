@@ -41,7 +41,8 @@ def list_alarms(
 ) -> None:
     """The tenant's unresolved alarms: active, or cleared and not yet acknowledged."""
     loaded, _ = load_or_exit(config)
-    alarms = send(loaded, tenant, "alarms", "list", {}, timeout).get("result", {}).get("alarms", [])
+    result = send(loaded, tenant, "alarms", "list", {}, timeout).get("result", {})
+    alarms = result.get("alarms", [])
     if not alarms:
         typer.echo("no unresolved alarms")
         return
@@ -51,3 +52,5 @@ def list_alarms(
             f"{alarm['alarm_id']}  {alarm['severity']:<8} {alarm['state']:<8} {acked:<14} "
             f"value {alarm.get('value')} limit {alarm.get('limit')}  since {alarm['since']}"
         )
+    if result.get("truncated"):
+        typer.echo(f"... {result['total'] - len(alarms)} more (of {result['total']} unresolved alarms)")

@@ -29,6 +29,8 @@ from modules.alarms.rules import Track, Transition, evaluate, observe
 
 log = logging.getLogger("edge.module.alarms")
 
+LIST_LIMIT = 200  # alarms in one `list` answer
+
 
 class Alarms:
     config_model = AlarmsConfig  # checked by the config loader too: errors name file and field
@@ -148,7 +150,13 @@ class Alarms:
     async def _command(self, command: ModuleCommand) -> None:
         if command.action == "list":
             alarms = [value for _, value in await self._context.store.items("alarm/")]
-            await self._answer(command, ok=True, result={"alarms": alarms})
+            # one answer stays well inside an MQTT payload; more than this many unresolved alarms is a flood
+            result = {
+                "alarms": alarms[:LIST_LIMIT],
+                "total": len(alarms),
+                "truncated": len(alarms) > LIST_LIMIT,
+            }
+            await self._answer(command, ok=True, result=result)
             return
         if command.action != "ack":
             await self._answer(command, ok=False, reason=f"unknown action {command.action!r} (ack, list)")

@@ -19,7 +19,7 @@ builds its address space from the OPC UA model written out here. Namespace `urn:
                                     BadInvalidState while faulted or out of service)
 
 Every variable's node id is "ns=<i>;s=Lift<n>.<Name>". Fault injection: `stick(n)` (stuck between floors),
-`door_fault(n)`, `clear(n)`, `set_quality(n, name, "BadSensorFailure")` (a sensor fault: the variable's
+`door_fault(n)`, `fault(n, code)` (any other fault code, the car stopped level), `clear(n)`, `set_quality(n, name, "BadSensorFailure")` (a sensor fault: the variable's
 status code), and `restart()` (the server goes away and comes back on the same port with a new
 address-space instance: sessions and subscriptions are lost, the lifts' state carries on).
 `max_subscriptions=0` makes the server refuse subscriptions (BadTooManySubscriptions), as a busy or minimal

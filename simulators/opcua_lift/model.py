@@ -149,6 +149,15 @@ class Lift:
         self.door_open = True
         self.fault, self.in_service = FAULT_DOOR, False
 
+    def fail(self, code: int) -> None:
+        """Any other controller fault (drive, overload, safety chain): the car stops where it can, level if
+        it was moving (it creeps to the nearest floor first), doors closed, out of service."""
+        if self.phase == "moving":
+            self.position = self.floor * FLOOR_HEIGHT_M
+        self.phase, self.speed, self.direction = "idle", 0.0, "idle"
+        self.door_open = False
+        self.fault, self.in_service = code, False
+
     def clear(self) -> None:
         """Technician reset: re-level to the nearest floor, close the doors, back in service."""
         self.floor = max(0, min(self.floors - 1, round(self.position / FLOOR_HEIGHT_M)))

@@ -348,6 +348,12 @@ class LiftSimulator:
         """The doors stay open: FaultCode 42, out of service."""
         self.lifts[lift - 1].jam_door()
 
+    def fault(self, lift: int, code: int) -> None:
+        """Any other fault code (e.g. 17, a drive fault): the car stops level, out of service."""
+        if not 0 < code < 65536:
+            raise ValueError("a fault code is 1..65535 (FaultCode is a UInt16; 0 means none)")
+        self.lifts[lift - 1].fail(code)
+
     def clear(self, lift: int) -> None:
         """What writing FaultCode = 0 does: re-level, close the doors, back in service."""
         self.lifts[lift - 1].clear()
