@@ -150,6 +150,40 @@ async def test_t03_t04_outage_then_flaky_uplink(tmp_path: Path, mosquitto: Mosqu
 
 
 @pytest.mark.slow
+async def test_t05_poison_events_are_dead_lettered_and_the_rest_flows(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    """The cloud refuses one event in ~20 (400 naming it): each becomes a dead letter with the reason, the
+    rest of its batch and every later batch still arrive, in order."""
+    async with Rig(tmp_path, mosquitto.port, sync={"batch_size": 20}) as rig:
+        rig.cloud.poison_when = lambda e: str(e.get("sequence", "")).endswith(("07", "27", "47", "67", "87"))
+        rig.start_gateway()
+        await rig.wait_running()
+        await asyncio.sleep(6)
+        assert rig.ledger is not None
+        rig.ledger.sample()
+        poisoned = {
+            i
+            for i, row in rig.ledger.acked.items()
+            if row[2] is not None and f"{row[2]:02d}"[-2:] in ("07", "27", "47", "67", "87")
+        }
+        await until(
+            lambda: _delivered_or_dead(rig, poisoned), 30, "every acked event delivered or dead", step=0.2
+        )
+    report = rig.ledger.report(rig.cloud)
+    print(f"T05: {len(poisoned)} poisoned events, {report.dead_lettered} dead letters; {report.line()}")
+    assert len(poisoned) > 0 and report.dead_lettered >= len(poisoned)
+    assert not poisoned & {e[1] for t in rig.cloud.tenants for e in rig.cloud.received(t)}
+    assert report.lost_cloud == 0 and report.order_violations == 0 and report.content_conflicts == 0
+
+
+def _delivered_or_dead(rig: Rig, poisoned: set[str]) -> bool:
+    assert rig.ledger is not None
+    report = rig.ledger.report(rig.cloud)
+    return report.lost_cloud == 0 and report.pending == 0 and report.dead_lettered >= len(poisoned)
+
+
+@pytest.mark.slow
 async def test_t07_broker_killed_while_the_gateway_publishes(tmp_path: Path) -> None:
     """kill -9 of the local broker: the gateway reconnects within 5 s of its return, the cloud (which reads
     the outbox, not the broker) loses nothing, and an MQTT subscriber can detect what it missed by the
