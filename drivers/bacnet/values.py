@@ -83,10 +83,10 @@ def scalar(value: Any) -> Scalar | PointFault | None:
         return None if choice in (None, "null") else scalar(getattr(value, choice))
     if value is None or isinstance(value, Null):
         return None
+    if isinstance(value, Double):  # before Real: bacpypes3's Double subclasses Real, and is 64-bit
+        return float(value)
     if isinstance(value, Real):
         return tidy_real(value)
-    if isinstance(value, Double):
-        return float(value)
     if isinstance(value, Boolean):
         return bool(value)
     if isinstance(value, BinaryPV):

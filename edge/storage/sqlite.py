@@ -691,9 +691,12 @@ class SqliteOutbox:
         return rows[0]
 
     async def _read(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """One query, executed and fetched in a single step on the reader's thread. A statement left open
+        between two steps would hold its read snapshot, and a read queued meanwhile by another task would
+        share that older snapshot: it would miss commits the caller knows of (`last_position`), and a
+        consumer would pass rows it never saw (reliability soak, tests/reliability/test_outbox_snapshot.py)."""
         assert self._reader is not None, "outbox is not open"
-        async with self._reader.execute(query, params) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+        return [tuple(r) for r in await self._reader.execute_fetchall(query, params)]
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

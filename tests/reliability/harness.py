@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import os
 import random
@@ -357,6 +358,18 @@ class RecordingCloud(CloudSimulator):
         super().__init__(*args, **kwargs)
         self.content: dict[tuple[str, str], bytes] = {}
         self.content_conflicts = 0
+        self.poison_when: Callable[[dict[str, Any]], bool] | None = None  # T05: refuse matching events (400)
+
+    def _ingest(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any], str | None, int]:
+        if self.poison_when is not None:
+            with contextlib.suppress(OSError, EOFError, ValueError, orjson.JSONDecodeError):
+                raw = gzip.decompress(body) if headers.get("content-encoding") == "gzip" else body
+                batch = orjson.loads(raw)
+                if isinstance(batch, list):
+                    self.faults.poison.update(
+                        str(e["id"]) for e in batch if isinstance(e, dict) and self.poison_when(e)
+                    )
+        return super()._ingest(headers, body)
 
     def _store(self, tenant: str, batch: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
         for event in batch:

@@ -134,6 +134,15 @@ def test_bacnet_value_mapping_returns_a_value_or_a_fault(value: Any) -> None:
     assert _is_result(bacnet_values.scalar(value))
 
 
+def test_bacnet_double_keeps_64_bit_precision_and_range() -> None:
+    """Found by the fuzzer: a Double (LREAL) was rounded as a 32-bit REAL, losing digits, and one beyond the
+    REAL range raised OverflowError out of the driver."""
+    from bacpypes3.primitivedata import Double
+
+    assert bacnet_values.scalar(Double(0.1234567890123)) == 0.1234567890123
+    assert bacnet_values.scalar(Double(1e300)) == 1e300
+
+
 def _opcua_values() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.none(),
