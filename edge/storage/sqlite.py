@@ -491,6 +491,11 @@ class SqliteOutbox:
         for tenant in tenants:
             self._holders.setdefault(tenant, set()).add(consumer)
 
+    def release(self, consumer: str, tenants: Iterable[str]) -> None:
+        """Rows of these tenants no longer wait for `consumer` (a module that lost the tenant's entitlement)."""
+        for tenant in tenants:
+            self._holders.get(tenant, set()).discard(consumer)
+
     def holders(self) -> frozenset[str]:
         return frozenset(self._holders.get(_tenant_filter()[1], ()))
 
