@@ -173,8 +173,8 @@ class ModuleContext:
         """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
         return f"module:{self.name}:{subscription}"
 
-    async def publish(self, type: str, subject: str, data: dict[str, Any]) -> None:
-        """Publish an event for the current tenant (the one whose event is being handled). Raises
+    async def publish(self, type: str, subject: str, data: dict[str, Any]) -> str:
+        """Publish an event for the current tenant (the one whose event is being handled); returns its id. Raises
         `edge.storage.OutboxFull` when the tenant's quota is full under the `refuse_newest` policy.
 
         A type the manifest declares under `[[produces]]` is stamped with its version and its data checked
@@ -197,6 +197,7 @@ class ModuleContext:
             dataversion=declared.version if declared is not None else None,
         )
         await self._outbox.append_durable(event)
+        return event.id
 
 
 @dataclass
