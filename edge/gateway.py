@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edge.backoff import Backoff
@@ -24,6 +24,7 @@ from edge.bus.mqtt import MqttBus, Will
 from edge.commands import CommandHandler
 from edge.config import LoadedConfig
 from edge.instance import InstanceLock
+from edge.module_control import ModuleControl
 from edge.modules import ModuleHost
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
@@ -98,6 +99,7 @@ class Gateway:
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
+        self.module_control = ModuleControl(loaded, registry, self.modules)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
 
@@ -145,18 +147,7 @@ class Gateway:
         commands = CommandHandler(
             self.bus, self.topics, self.pollers, self.tenants, self.outbox, self.stats, self.config.gateway.id
         )
-        for module in self.config.modules:
-            if not module.enabled:
-                continue
-            plugin = self.registry.module(module.name)
-            if plugin is None:
-                log.error(
-                    "module %s is configured but not installed (%s)",
-                    module.name,
-                    self.registry.failures.get(module.name, "no such plug-in"),
-                )
-                continue
-            await self.modules.start(module.name, plugin, module.config)
+        await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         retention = Retention(
             self.outbox,
@@ -168,6 +159,7 @@ class Gateway:
         self._spawn(publisher.run, "publisher")
         self._spawn(last_values.run, "last-values")
         self._spawn(commands.run, "commands")
+        self._spawn(self.module_control.run, "module-control")
         for (_, _, name), poller in self.pollers.items():
             self._spawn(poller.run, f"poll-{name}")
         log.info(
@@ -202,6 +194,7 @@ class Gateway:
         for poller in self.pollers.values():
             poller.request_stop()
         await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])
+        await self.module_control.stop()
         await self.modules.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
@@ -212,6 +205,15 @@ class Gateway:
             await self.broker.stop()
         self._instance.release()
         log.info("gateway %s stopped", self.config.gateway.id)
+
+    async def set_entitlements(self, tenant_id: str, flags: Iterable[str]) -> None:
+        """Change a tenant's entitlement flags live (modules gain or lose its events at once; logged).
+        Raises KeyError for a tenant this gateway does not serve."""
+        if tenant_id not in self.tenants:
+            raise KeyError(f"no tenant {tenant_id!r} on gateway {self.config.gateway.id}")
+        flags = frozenset(flags)
+        self.tenants[tenant_id] = replace(self.tenants[tenant_id], entitlements=flags)
+        await self.module_control.set_entitlements(tenant_id, flags)
 
     async def _publish_backlog_drained(self) -> None:
         while self.bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)

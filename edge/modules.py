@@ -226,7 +226,7 @@ class ModuleHost:
         self._gateway_id = gateway_id
         self.modules: dict[str, HostedModule] = {}
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
-        self._entitlement_listeners: list[Callable[[str], None]] = []
+        self._entitlement_listeners: list[Callable[[TenantContext, TenantContext], None]] = []
         outbox.add_commit_listener(self._on_commit)
 
     @property
@@ -251,8 +251,8 @@ class ModuleHost:
         """The tenants whose events a module needing `entitlement` may see, as of now."""
         return [t for t in self._tenants.values() if t.entitled(entitlement)]
 
-    def on_entitlements_changed(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(tenant_id)` after a tenant's entitlements change (isolated modules re-route)."""
+    def on_entitlements_changed(self, listener: Callable[[TenantContext, TenantContext], None]) -> None:
+        """Call `listener(old, new)` when a tenant's entitlements change (isolated modules re-route)."""
         self._entitlement_listeners.append(listener)
 
     async def start(self, name: str, plugin: LoadedPlugin, config: dict[str, Any]) -> HostedModule:
@@ -352,7 +352,7 @@ class ModuleHost:
                 await self._detach(hosted, tenant_id)
                 log.info("module %s no longer receives tenant %s's events", hosted.name, tenant_id)
         for listener in self._entitlement_listeners:
-            listener(tenant_id)
+            listener(old, new)
 
     def _consumers(self, hosted: HostedModule) -> list[str]:
         context = hosted.context

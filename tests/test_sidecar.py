@@ -41,12 +41,12 @@ def _echo_command(factory: str = "Echo") -> list[str]:
         "--factory",
         f"tests.sidecar_modules.echo:{factory}",
         "--manifest",
-        str(MODULES / "manifest.toml"),
+        str(MODULES / "echo.manifest.toml"),
     ]
 
 
 RAW_COMMAND = [sys.executable, str(MODULES / "raw_sidecar.py")]
-ECHO_MANIFEST = parse_manifest(tomllib.loads((MODULES / "manifest.toml").read_text()), "echo")
+ECHO_MANIFEST = parse_manifest(tomllib.loads((MODULES / "echo.manifest.toml").read_text()), "echo")
 
 
 @dataclass
@@ -104,7 +104,9 @@ async def _until(condition: Any, within: float = 20.0, every: float = 0.05) -> N
     ("command", "manifest", "echo_type"),
     [
         (_echo_command(), ECHO_MANIFEST, "org.example.echo"),  # a Python module, SDK runner
-        (RAW_COMMAND, None, "org.example.raw.seen"),  # a sidecar on the generated stubs only
+        pytest.param(  # a sidecar on the generated stubs only (end to end in test_module_gateway.py too)
+            RAW_COMMAND, None, "org.example.raw.seen", marks=pytest.mark.slow
+        ),
     ],
     ids=["sdk-runner", "raw-grpc-sidecar"],
 )

@@ -11,10 +11,12 @@ from edge.cli import (
     demo_cmd,
     device_cmd,
     events_cmd,
+    module_cmd,
     point_cmd,
     run_cmd,
     simulate_cmd,
     sync_cmd,
+    tenant_cmd,
 )
 
 app = typer.Typer(
@@ -30,6 +32,8 @@ app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
 app.add_typer(sync_cmd.app, name="sync")
+app.add_typer(module_cmd.app, name="module")
+app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:

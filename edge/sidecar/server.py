@@ -40,7 +40,7 @@ HEALTH_INTERVAL = 2.0  # seconds between the Health calls a module is asked to m
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
-@dataclass
+@dataclass(eq=False)  # one per module, compared and hashed by identity
 class RemoteModule:
     """The kernel's view of one isolated module or sidecar, across its launches."""
 
@@ -53,6 +53,7 @@ class RemoteModule:
     health: Health = field(default_factory=lambda: Health(False, "not registered"))
     health_at: float | None = None  # monotonic time of the last report of the current launch
     registered: int = 0
+    consumers: set[str] = field(default_factory=set)  # its subscriptions' cursors, as seen so far
     tenants_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -68,6 +69,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
         self._host = host
         self._data_dir = data_dir
         self._tokens: dict[str, RemoteModule] = {}
+        self._remotes: dict[str, RemoteModule] = {}
         self._server: grpc.aio.Server | None = None
         self.socket = _socket_path(data_dir / "modules.sock")
         host.on_entitlements_changed(self._entitlements_changed)
@@ -94,12 +96,19 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
     def expect(self, token: str, remote: RemoteModule) -> None:
         """Admit calls with `token` (one launch of `remote`)."""
         self._tokens[token] = remote
+        self._remotes[remote.name] = remote
 
     def forget(self, token: str) -> None:
         self._tokens.pop(token, None)
 
-    def _entitlements_changed(self, tenant_id: str) -> None:
-        for remote in set(self._tokens.values()):
+    def _entitlements_changed(self, old: TenantContext, new: TenantContext) -> None:
+        outbox = self._host.outbox
+        for remote in self._remotes.values():
+            flag = remote.hosted.plugin.manifest.entitlement
+            if new.entitled(flag) and not old.entitled(flag):
+                with tenant_scope(new):  # from now on, not the tenant's history
+                    for consumer in remote.consumers:
+                        outbox.set_cursor(consumer, outbox.last_position)
             remote.tenants_changed.set()
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> RemoteModule:
@@ -225,6 +234,7 @@ class _Stream:
         self._types = tuple(sub.types)
         self._max = int(sub.max_batch)
         self._consumer = f"module:{remote.name}:{sub.name}"
+        remote.consumers.add(self._consumer)
         self._tenants = tenants
         self._out: asyncio.Queue[pb.Delivery] = asyncio.Queue()
         self._acks: dict[str, asyncio.Future[pb.Ack]] = {}

@@ -121,7 +121,11 @@ class Supervisor:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            reason = await self._launch_and_watch()
+            try:
+                reason = await self._launch_and_watch()
+            except Exception as exc:  # a supervisor bug must not leave the module unsupervised
+                log.exception("module %s: supervising it failed", self.name)
+                reason = f"supervisor error: {type(exc).__name__}: {exc}"
             self.last_exit = reason
             if time.monotonic() - started >= self.limits.stable_after:
                 self.crashes = 0
@@ -185,7 +189,10 @@ class Supervisor:
     async def _watch(self, process: asyncio.subprocess.Process) -> str:
         limits, remote = self.limits, self.remote
         launched = time.monotonic()
-        probe = psutil.Process(process.pid)
+        try:
+            probe = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:  # gone already: its return code says why
+            return _exit_reason(await process.wait())
         cpu_samples: list[tuple[float, float]] = []
         while True:
             with contextlib.suppress(TimeoutError):
