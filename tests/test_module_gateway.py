@@ -25,7 +25,7 @@ ECHO = "org.example.raw.seen"
 
 
 def _config(path: Path, mqtt_port: int) -> Path:
-    command = [sys.executable, str(MODULES / "raw_sidecar.py")]  # not on the Python SDK: the stubs only
+    command = [sys.executable, str(ROOT / "examples" / "sidecar" / "raw_sidecar.py")]  # stubs only, no SDK
     path.write_text(
         f"""
 [gateway]

@@ -45,7 +45,7 @@ def _echo_command(factory: str = "Echo") -> list[str]:
     ]
 
 
-RAW_COMMAND = [sys.executable, str(MODULES / "raw_sidecar.py")]
+RAW_COMMAND = [sys.executable, str(ROOT / "examples" / "sidecar" / "raw_sidecar.py")]
 ECHO_MANIFEST = parse_manifest(tomllib.loads((MODULES / "echo.manifest.toml").read_text()), "echo")
 
 

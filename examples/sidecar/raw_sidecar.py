@@ -1,8 +1,16 @@
-"""A sidecar written against the published gRPC contract only (module.proto's generated stubs, grpc's
-blocking API, threads): no edge SDK, no asyncio. It proves the contract a partner in any language codes to.
+"""A sidecar written against the published gRPC contract only (edge/sidecar/module.proto's generated stubs,
+grpc's blocking API, threads): no edge SDK, no asyncio. It is the pattern a partner follows in any language
+with that .proto, and the tests use it to prove the contract.
 
 It registers with its own manifest, reports health from a thread, takes every telemetry Delivery, publishes
-one `org.example.raw.seen` event per event (with the sequence) and then acknowledges the Delivery.
+one `org.example.raw.seen` event per event (with the sequence) and then acknowledges the Delivery. With
+RAW_SIDECAR_PUBLISH=0 it only acknowledges (the module benchmark measures delivery alone that way).
+
+Run it by naming it in the gateway's configuration:
+
+    [[modules]]
+    name = "raw"
+    command = ["python", "examples/sidecar/raw_sidecar.py"]
 """
 
 from __future__ import annotations
@@ -52,8 +60,9 @@ def main() -> int:
             subscription=pb.Subscription(name="seen", types=["org.edgegw.telemetry"], max_batch=100)
         )
     )
+    publish = os.environ.get("RAW_SIDECAR_PUBLISH", "1") != "0"
     for delivery in stub.Subscribe(iter(outgoing.get, None), metadata=metadata):
-        for event in delivery.events:
+        for event in delivery.events if publish else ():
             body = json.loads(event.body)
             data = {"sequence": event.sequence, "device": body["data"]["device"]}
             stub.Publish(
