@@ -210,3 +210,32 @@ async def test_a_module_above_its_memory_limit_is_ended_and_restarted(kernel: Ke
             return len(await kernel.outbox.read_after(0, 10, [TELEMETRY])) == 1
 
     await _until(stored, within=2.0)
+
+
+async def test_a_module_above_its_cpu_limit_is_ended(kernel: Kernel) -> None:
+    limits = Limits(cpu_percent=25.0, cpu_window=1.0, max_crashes=1, start_timeout=20.0)
+    await kernel.isolation.start(
+        "echo", {}, _echo_command("Spin"), manifest=ECHO_MANIFEST, env=ENV, limits=limits
+    )
+    supervisor = kernel.isolation.supervisors["echo"]
+
+    async def circuit_open() -> bool:
+        return supervisor.state is RunState.CIRCUIT_OPEN
+
+    await _until(circuit_open, within=20.0)
+    assert (supervisor.last_exit or "").startswith("cpu limit:"), supervisor.last_exit
+    assert supervisor.remote.registered == 1  # ended for burning CPU once running, not for starting up
+
+
+@pytest.mark.slow
+async def test_a_quiet_module_is_not_held_to_its_start_up_cpu(kernel: Kernel) -> None:
+    limits = Limits(cpu_percent=25.0, cpu_window=1.0, max_crashes=1)
+    await kernel.isolation.start("echo", {}, _echo_command(), manifest=ECHO_MANIFEST, env=ENV, limits=limits)
+    supervisor = kernel.isolation.supervisors["echo"]
+
+    async def running() -> bool:
+        return supervisor.state is RunState.RUNNING
+
+    await _until(running)
+    await asyncio.sleep(2.0)
+    assert supervisor.state is RunState.RUNNING and supervisor.launches == 1

@@ -49,7 +49,7 @@ class RunState(StrEnum):
 @dataclass(frozen=True)
 class Limits:
     memory_bytes: int | None = 256 << 20  # RSS above this ends the process
-    cpu_percent: float | None = None  # of one core, averaged over `cpu_window`
+    cpu_percent: float | None = None  # of one core, averaged over `cpu_window` once registered
     cpu_window: float = 10.0
     health_timeout: float = 15.0  # no Health call for this long (after registering) ends the process
     start_timeout: float = 30.0  # not registered this long after launch ends the process
@@ -209,15 +209,8 @@ class Supervisor:
                 return await self._kill(
                     f"memory limit: RSS {memory >> 20} MiB > {limits.memory_bytes >> 20} MiB"
                 )
-            cpu_samples.append((now, cpu.user + cpu.system))
-            while cpu_samples and cpu_samples[0][0] < now - limits.cpu_window:
-                cpu_samples.pop(0)
-            if limits.cpu_percent is not None and now - launched > limits.cpu_window:
-                (t0, c0), (t1, c1) = cpu_samples[0], cpu_samples[-1]
-                share = 100.0 * (c1 - c0) / max(t1 - t0, 1e-3)
-                if t1 - t0 >= limits.cpu_window * 0.8 and share > limits.cpu_percent:
-                    return await self._kill(f"cpu limit: {share:.0f}% of a core > {limits.cpu_percent:.0f}%")
             if remote.health_at is None:
+                cpu_samples.clear()  # start-up (imports) is not held against the CPU limit
                 if now - launched > limits.start_timeout:
                     return await self._kill(f"did not register within {limits.start_timeout:.0f} s")
                 continue
@@ -225,6 +218,14 @@ class Supervisor:
                 self.state = RunState.RUNNING
             if now - remote.health_at > limits.health_timeout:
                 return await self._kill(f"no health report for {limits.health_timeout:.0f} s (hung?)")
+            cpu_samples.append((now, cpu.user + cpu.system))
+            while len(cpu_samples) > 1 and cpu_samples[1][0] <= now - limits.cpu_window:
+                cpu_samples.pop(0)  # keep one sample at or before the window's start: it spans the window
+            (t0, c0), (t1, c1) = cpu_samples[0], cpu_samples[-1]
+            if limits.cpu_percent is not None and t1 - t0 >= limits.cpu_window:
+                share = 100.0 * (c1 - c0) / (t1 - t0)
+                if share > limits.cpu_percent:
+                    return await self._kill(f"cpu limit: {share:.0f}% of a core > {limits.cpu_percent:.0f}%")
 
     async def _kill(self, reason: str) -> str:
         log.error("module %s: %s; ending it", self.name, reason)

@@ -1,4 +1,5 @@
-"""Isolated test modules run by the SDK runner: Echo republishes what it receives, Hog eats memory."""
+"""Isolated test modules run by the SDK runner: Echo republishes what it receives, Hog eats memory, Spin
+burns CPU."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ class Hog(Echo):
         while True:
             self.hoard.append(bytearray(16 << 20))
             await asyncio.sleep(0.05)
+
+
+class Spin(Echo):
+    """Burns a core in a thread (its event loop still answers health checks): the CPU limit must end it."""
+
+    async def on_enable(self) -> None:
+        import threading
+
+        def spin() -> None:
+            while True:
+                pass
+
+        threading.Thread(target=spin, daemon=True).start()
