@@ -171,6 +171,14 @@ async def test_a_module_that_keeps_crashing_opens_the_circuit_instead_of_a_resta
     limits = Limits(backoff_initial=0.05, backoff_cap=0.1, max_crashes=3)
     command = [sys.executable, "-c", "import sys; sys.exit(3)"]
     manifest = Manifest("crashy", "module", "1.0.0", ">=1,<2")
+    with tenant_scope(ACME):  # it ran before: a cursor of acme's events is stored
+        kernel.outbox.set_cursor("module:crashy:0", 1)
+    await _telemetry(kernel.outbox, ACME, 1)  # the cursor is stored with the next commit
+
+    async def cursor_stored() -> bool:
+        return await kernel.outbox.stored_cursors("module:crashy:") == [("module:crashy:0", "acme")]
+
+    await _until(cursor_stored, within=5.0)
     await kernel.isolation.start("crashy", {}, command, manifest=manifest, limits=limits)
     supervisor = kernel.isolation.supervisors["crashy"]
 
@@ -180,6 +188,8 @@ async def test_a_module_that_keeps_crashing_opens_the_circuit_instead_of_a_resta
     await _until(open_circuit, within=10.0)
     await asyncio.sleep(0.5)
     assert supervisor.launches == 3  # and no more
+    with tenant_scope(ACME):  # down for good, yet retention keeps what it has not passed
+        assert "module:crashy:0" in kernel.outbox.holders()
     health = (await kernel.host.health())["crashy"]
     assert not health.ok and "circuit open after 3 crashes (last: exit code 3)" in health.detail
     supervisor.start()  # an operator enabling it again re-arms it

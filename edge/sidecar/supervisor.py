@@ -310,6 +310,8 @@ class Isolation:
         data_dir.mkdir(parents=True, exist_ok=True)
         remote = RemoteModule(hosted, config, manifest, data_dir)
         supervisor = Supervisor(remote, self.server, command, env or {}, limits or Limits())
+        for consumer, tenant in await self._host.outbox.stored_cursors(f"module:{name}:"):
+            self._host.outbox.hold(consumer, [tenant])  # its rows wait for it while it starts or is down
         hosted.module = _RemoteModuleHandle(supervisor)
         hosted.state = ModuleState.ENABLED
         self._host.modules[name] = hosted
