@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from tests.test_modules import PeakPower, _plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ROOT / "tests" / "sidecar_modules"
-ACME = TenantContext("acme", entitlements=frozenset({"echo", "raw", "solar"}))
+ACME = TenantContext("acme", entitlements=frozenset({"echo", "raw", "node", "solar"}))
 GLOBEX = TenantContext("globex", entitlements=frozenset({"solar"}))  # entitled to neither sidecar
 ENV = {"PYTHONPATH": str(ROOT), "EDGE_LOG_LEVEL": "WARNING"}
 FAST = Limits(backoff_initial=0.1, backoff_cap=0.5, health_timeout=10.0, start_timeout=20.0)
@@ -46,6 +47,11 @@ def _echo_command(factory: str = "Echo") -> list[str]:
 
 
 RAW_COMMAND = [sys.executable, str(ROOT / "examples" / "sidecar" / "raw_sidecar.py")]
+NODE_SIDECAR = ROOT / "examples" / "sidecar-node"
+NODE_COMMAND = [shutil.which("node") or "node", str(NODE_SIDECAR / "sidecar.js")]
+NEEDS_NODE = pytest.mark.skipif(
+    shutil.which("node") is None, reason="Node.js is not installed (scripts/setup.sh installs its packages)"
+)
 ECHO_MANIFEST = parse_manifest(tomllib.loads((MODULES / "echo.manifest.toml").read_text()), "echo")
 
 
@@ -107,8 +113,9 @@ async def _until(condition: Any, within: float = 20.0, every: float = 0.05) -> N
         pytest.param(  # a sidecar on the generated stubs only (end to end in test_module_gateway.py too)
             RAW_COMMAND, None, "org.example.raw.seen", marks=pytest.mark.slow
         ),
+        pytest.param(NODE_COMMAND, None, "org.example.node.seen", marks=NEEDS_NODE),  # Node, @grpc/grpc-js
     ],
-    ids=["sdk-runner", "raw-grpc-sidecar"],
+    ids=["sdk-runner", "raw-grpc-sidecar", "node-sidecar"],
 )
 async def test_killing_an_isolated_module_under_load_loses_nothing_and_leaves_the_kernel_running(
     kernel: Kernel, command: list[str], manifest: Manifest | None, echo_type: str
@@ -116,7 +123,7 @@ async def test_killing_an_isolated_module_under_load_loses_nothing_and_leaves_th
     total = 400
     neighbour = PeakPower()  # an in-process module beside it must not notice
     await kernel.host.start("peak", _plugin("peak", lambda: neighbour), {})
-    name = manifest.name if manifest else "raw"  # a sidecar's manifest comes when it registers
+    name = manifest.name if manifest else echo_type.split(".")[2]  # a sidecar's comes when it registers
     await kernel.isolation.start(name, {}, command, manifest=manifest, env=ENV, limits=FAST)
     supervisor = kernel.isolation.supervisors[name]
 
