@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from edge.backoff import Backoff
@@ -99,7 +99,7 @@ class Gateway:
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id)
-        self.module_control = ModuleControl(loaded, registry, self.modules)
+        self.module_control = ModuleControl(loaded, registry, self.modules, self.tenants)
         self._tasks: list[asyncio.Task[None]] = []
         self._instance = InstanceLock(loaded.data_dir)
 
@@ -211,9 +211,7 @@ class Gateway:
         Raises KeyError for a tenant this gateway does not serve."""
         if tenant_id not in self.tenants:
             raise KeyError(f"no tenant {tenant_id!r} on gateway {self.config.gateway.id}")
-        flags = frozenset(flags)
-        self.tenants[tenant_id] = replace(self.tenants[tenant_id], entitlements=flags)
-        await self.module_control.set_entitlements(tenant_id, flags)
+        await self.module_control.set_entitlements(tenant_id, frozenset(flags))
 
     async def _publish_backlog_drained(self) -> None:
         while self.bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)

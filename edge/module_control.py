@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from edge.config import LoadedConfig, load_config
@@ -22,6 +22,7 @@ from edge.errors import ConfigError
 from edge.module_state import Desired, ModuleSnapshot, ModuleStateStore
 from edge.modules import HostedModule, ModuleHost, ModuleState
 from edge.plugins import PluginRegistry
+from edge.tenancy import TenantContext
 
 if TYPE_CHECKING:
     from edge.sidecar.supervisor import Isolation, Supervisor
@@ -38,8 +39,15 @@ class _Applied:
 
 
 class ModuleControl:
-    def __init__(self, loaded: LoadedConfig, registry: PluginRegistry, host: ModuleHost) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        registry: PluginRegistry,
+        host: ModuleHost,
+        tenants: dict[str, TenantContext] | None = None,
+    ) -> None:
         self._loaded = loaded
+        self._tenants = tenants if tenants is not None else {}  # the gateway's, kept in step
         self._registry = registry
         self._host = host
         self._configs = {m.name: m for m in loaded.config.modules}
@@ -170,8 +178,11 @@ class ModuleControl:
         )
 
     async def set_entitlements(self, tenant_id: str, flags: frozenset[str]) -> None:
+        """The one place entitlements change (API and config file): the host re-routes, then the rest follows."""
         await self._host.set_entitlements(tenant_id, flags)
         self._entitlements[tenant_id] = flags
+        if tenant_id in self._tenants:
+            self._tenants[tenant_id] = replace(self._tenants[tenant_id], entitlements=flags)
 
     async def _follow_config(self) -> None:
         mtime = _mtime(self._loaded)

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner, Result
 
 from edge.cli import app
+from edge.errors import ConfigError
 from edge.events import TELEMETRY, make_event
 from edge.gateway import Gateway
 from edge.tenancy import tenant_scope
@@ -137,6 +139,13 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
             return await _echoed(gateway, "acme") == [1, 2, 3]
 
         await _until(resumed)  # what came while it was disabled, from its durable cursor
+        await gateway.set_entitlements("globex", [])  # the kernel's entry point (for the REST API)
+        assert gateway.tenants["globex"].entitlements == frozenset()
+        await _telemetry(gateway, "globex", 4)
+        await asyncio.sleep(0.5)
+        assert await _echoed(gateway, "globex") == [3]  # revoked at once
+        with pytest.raises(KeyError, match="initech"):
+            await gateway.set_entitlements("initech", ["raw"])
         listing = await _cli("module", "list", "-c", c)
         assert listing.exit_code == 0 and "raw" in listing.output and "isolated" in listing.output
     finally:
@@ -147,3 +156,27 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
     assert result.exit_code == 0 and "not running: it applies this when it starts" in result.output
     unknown = await _cli("module", "enable", "solar", "-c", c)
     assert unknown.exit_code == 1 and "no module 'solar'" in unknown.output
+
+
+def test_module_config_errors_name_file_field_and_reason(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    head = (
+        '[gateway]\nid = "gw"\n[[tenants]]\nid = "acme"\n[[sites]]\nid = "roof"\n[[modules]]\nname = "raw"\n'
+    )
+    for body, where, reason in [
+        (
+            'command = ["node", "sidecar.js"]\nrun_mode = "in_process"\n',
+            "modules[0]",
+            "runs isolated, not in_process",
+        ),
+        (
+            '[modules.limits]\nmemory = "1KiB"\n',
+            "modules[0].limits.memory",
+            "greater than or equal to 16777216",
+        ),
+    ]:
+        path.write_text(head + body)
+        with pytest.raises(ConfigError) as info:
+            load(path)
+        issues = [str(issue) for issue in info.value.issues]
+        assert any(i.startswith(f"{path}: {where}") and reason in i for i in issues), issues

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge.points import Name
 from edge.storage import RetentionPolicy
@@ -165,6 +165,12 @@ class ModuleConfig(_Strict):
         default_factory=dict, description="Extra environment of the isolated process."
     )
     limits: ModuleLimits = ModuleLimits()
+
+    @model_validator(mode="after")
+    def _sidecars_run_isolated(self) -> ModuleConfig:
+        if self.command is not None and self.run_mode == "in_process":
+            raise ValueError("a module with a command is a sidecar: it runs isolated, not in_process")
+        return self
 
 
 class GatewayConfig(_Strict):
