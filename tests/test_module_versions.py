@@ -169,3 +169,13 @@ def test_manifest_checks_name_the_plugin_and_field() -> None:
         with pytest.raises(PluginError, match=reason) as info:
             parse_manifest({**base, **bad}, "solar")
         assert info.value.plugin == "solar"
+
+
+def test_nothing_deprecated_outlives_its_removal_version() -> None:
+    from packaging.version import Version
+
+    from edge.plugins import KERNEL_API_VERSION
+    from edge.versions import DEPRECATED_API
+
+    overdue = [d for d in DEPRECATED_API.values() if Version(d.removed_in) <= Version(KERNEL_API_VERSION)]
+    assert overdue == [], "remove these from the module API (their window has passed)"
