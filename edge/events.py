@@ -179,6 +179,7 @@ def make_event(
     data: dict[str, Any],
     device: str | None = None,
     sequence: int | None = None,
+    dataversion: str | None = None,
 ) -> Event:
     event_id = new_event_id()
     envelope: dict[str, Any] = {
@@ -190,7 +191,7 @@ def make_event(
         "time": rfc3339(time),
         "datacontenttype": "application/json",
         "tenantid": tenant,
-        "dataversion": DATA_VERSIONS.get(type, "1.0"),
+        "dataversion": dataversion or DATA_VERSIONS.get(type, "1.0"),
     }
     if sequence is not None:
         envelope["sequence"] = f"{sequence:0{SEQUENCE_DIGITS}d}"

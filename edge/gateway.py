@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from edge.config import LoadedConfig
 from edge.health import HealthMonitor
 from edge.instance import InstanceLock
 from edge.module_commands import ModuleCommands
+from edge.module_control import ModuleControl
 from edge.modules import ModuleHost
 from edge.plugins import PluginRegistry
 from edge.polling import DevicePoller
@@ -124,6 +125,7 @@ class Gateway:
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id, loaded.data_dir)
+        self.module_control = ModuleControl(loaded, registry, self.modules, self.tenants)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
@@ -201,18 +203,7 @@ class Gateway:
         )
         self.commands = commands
         self.modules.point_writer = self._module_write
-        for module in self.config.modules:
-            if not module.enabled:
-                continue
-            plugin = self.registry.module(module.name)
-            if plugin is None:
-                log.error(
-                    "module %s is configured but not installed (%s)",
-                    module.name,
-                    self.registry.failures.get(module.name, "no such plug-in"),
-                )
-                continue
-            await self.modules.start(module.name, plugin, module.config)
+        await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
         webhooks = WebhookDispatcher(
@@ -236,6 +227,7 @@ class Gateway:
         self._spawn(publisher.run, "publisher")
         self._spawn(last_values.run, "last-values")
         self._spawn(commands.run, "commands")
+        self._spawn(self.module_control.run, "module-control")
         for (_, _, name), poller in self.pollers.items():
             self._spawn(poller.run, f"poll-{name}")
         if self.api is not None:
@@ -290,6 +282,7 @@ class Gateway:
         for poller in self.pollers.values():
             poller.request_stop()
         await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])
+        await self.module_control.stop()
         await self.modules.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
@@ -302,6 +295,13 @@ class Gateway:
             await self.broker.stop()
         self._instance.release()
         log.info("gateway %s stopped", self.config.gateway.id)
+
+    async def set_entitlements(self, tenant_id: str, flags: Iterable[str]) -> None:
+        """Change a tenant's entitlement flags live (modules gain or lose its events at once; logged).
+        Raises KeyError for a tenant this gateway does not serve."""
+        if tenant_id not in self.tenants:
+            raise KeyError(f"no tenant {tenant_id!r} on gateway {self.config.gateway.id}")
+        await self.module_control.set_entitlements(tenant_id, frozenset(flags))
 
     async def _publish_backlog_drained(self) -> None:
         while self.bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)

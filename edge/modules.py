@@ -30,19 +30,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from edge.backoff import Backoff
+from edge.contracts import load_schema
 from edge.events import make_event
 from edge.module_store import ModuleStore, module_store_path
-from edge.plugins import LoadedPlugin
+from edge.plugins import LoadedPlugin, Produces
 from edge.storage import StoredEvent
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import TenantContext, current_tenant, tenant_scope
+from edge.versions import VersionGate
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,7 @@ class ModuleContext:
         gateway_id: str,
         store: ModuleStore | None = None,
         point_writer: PointWriter | None = None,
+        produces: Sequence[Produces] = (),
     ) -> None:
         self.name = name
         self.config = config
@@ -138,6 +141,7 @@ class ModuleContext:
         self._source = f"/{gateway_id}/modules/{name}"
         self.subscriptions: list[_Subscription] = []
         self.batch_subscriptions: list[_BatchSubscription] = []
+        self._produces = {p.type: p for p in produces}
 
     def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:
         """Receive committed events of these types, per entitled tenant, in outbox order, at least once."""
@@ -186,9 +190,20 @@ class ModuleContext:
             raise RuntimeError(f"module {self.name}: this host has no write path to devices")
         await self._point_writer(self.name, site, device, point, value)
 
-    async def publish(self, type: str, subject: str, data: dict[str, Any]) -> None:
-        """Publish an event for the current tenant (the one whose event is being handled). Raises
-        `edge.storage.OutboxFull` when the tenant's quota is full under the `refuse_newest` policy."""
+    async def publish(self, type: str, subject: str, data: dict[str, Any]) -> str:
+        """Publish an event for the current tenant (the one whose event is being handled); returns its id. Raises
+        `edge.storage.OutboxFull` when the tenant's quota is full under the `refuse_newest` policy.
+
+        A type the manifest declares under `[[produces]]` is stamped with its version and its data checked
+        against its schema (ValueError naming the module and type when it does not match)."""
+        declared = self._produces.get(type)
+        if declared is not None and declared.schema is not None:
+            try:
+                load_schema(declared.schema).model_validate(data)
+            except ValueError as exc:
+                raise ValueError(
+                    f"module {self.name}: {type} data does not match {declared.schema}: {exc}"
+                ) from exc
         event = make_event(
             type=type,
             source=self._source,
@@ -196,8 +211,10 @@ class ModuleContext:
             tenant=current_tenant().tenant_id,
             time=time.time(),
             data=data,
+            dataversion=declared.version if declared is not None else None,
         )
         await self._outbox.append_durable(event)
+        return event.id
 
 
 @dataclass
@@ -213,9 +230,13 @@ class HostedModule:
     retries: int = 0
     dead_lettered: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tenant_tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
+    gate: VersionGate | None = None
 
 
 class ModuleHost:
+    """Starts, routes to and stops in-process modules; isolated ones are attached by `edge.sidecar`."""
+
     def __init__(
         self,
         outbox: SqliteOutbox,
@@ -224,13 +245,22 @@ class ModuleHost:
         data_dir: Path | None = None,
     ) -> None:
         self._outbox = outbox
-        self._tenants = tuple(tenants)
+        self._tenants = {t.tenant_id: t for t in tenants}
         self._gateway_id = gateway_id
         self._data_dir = data_dir or outbox.path.parent
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._entitlement_listeners: list[Callable[[TenantContext, TenantContext], None]] = []
         outbox.add_commit_listener(self._on_commit)
+
+    @property
+    def outbox(self) -> SqliteOutbox:
+        return self._outbox
+
+    @property
+    def gateway_id(self) -> str:
+        return self._gateway_id
 
     def _on_commit(self, events: Sequence[Any], last_position: int) -> None:
         tenants = {e.tenant for e in events}
@@ -238,17 +268,36 @@ class ModuleHost:
             if tenant in tenants:
                 wake.set()
 
+    def wake(self, consumer: str, tenant: str) -> asyncio.Event:
+        """The flag a consumer of this tenant waits on; set by every commit of the tenant's events."""
+        return self._wake.setdefault((consumer, tenant), asyncio.Event())
+
+    def entitled(self, entitlement: str | None) -> list[TenantContext]:
+        """The tenants whose events a module needing `entitlement` may see, as of now."""
+        return [t for t in self._tenants.values() if t.entitled(entitlement)]
+
+    def on_entitlements_changed(self, listener: Callable[[TenantContext, TenantContext], None]) -> None:
+        """Call `listener(old, new)` when a tenant's entitlements change (isolated modules re-route)."""
+        self._entitlement_listeners.append(listener)
+
     async def start(self, name: str, plugin: LoadedPlugin, config: dict[str, Any]) -> HostedModule:
         hosted = HostedModule(name, plugin)
         self.modules[name] = hosted
-        entitled = [t for t in self._tenants if t.entitled(plugin.manifest.entitlement)]
+        entitled = self.entitled(plugin.manifest.entitlement)
         store = ModuleStore(module_store_path(self._data_dir, name), name)
         try:
             module = plugin.obj()
             if not isinstance(module, Module):
                 raise TypeError("does not implement on_init/on_enable/on_disable/on_health_check")
             context = ModuleContext(
-                name, config, entitled, self._outbox, self._gateway_id, store, self.point_writer
+                name,
+                config,
+                entitled,
+                self._outbox,
+                self._gateway_id,
+                store,
+                self.point_writer,
+                plugin.manifest.produces,
             )
             await store.open()
             await module.on_init(context)
@@ -259,26 +308,9 @@ class ModuleHost:
             log.error("module %s failed to start: %s", name, hosted.error)
             return hosted
         hosted.module, hosted.context, hosted.state = module, context, ModuleState.ENABLED
-        for index, subscription in enumerate(context.subscriptions):
-            consumer = f"module:{name}:{index}"
-            self._outbox.hold(consumer, [t.tenant_id for t in entitled])
-            for tenant in entitled:
-                wake = self._wake.setdefault((consumer, tenant.tenant_id), asyncio.Event())
-                hosted.tasks.append(
-                    asyncio.create_task(
-                        self._consume(hosted, tenant, consumer, subscription, wake), name=f"module-{name}"
-                    )
-                )
-        for batches in context.batch_subscriptions:
-            consumer = context.consumer_name(batches.name)
-            chosen = [t for t in entitled if batches.tenants is None or t.tenant_id in batches.tenants]
-            self._outbox.hold(consumer, [t.tenant_id for t in chosen])
-            for tenant in chosen:
-                wake = self._wake.setdefault((consumer, tenant.tenant_id), asyncio.Event())
-                consumer_task = _BatchConsumer(self._outbox, hosted, tenant, consumer, batches, wake)
-                hosted.tasks.append(
-                    asyncio.create_task(consumer_task.run(), name=f"module-{name}-{tenant.tenant_id}")
-                )
+        hosted.gate = VersionGate(name, plugin.manifest.consumes)
+        for tenant in entitled:
+            self._attach(hosted, tenant)
         log.info(
             "module %s %s enabled for tenants %s",
             name,
@@ -286,6 +318,82 @@ class ModuleHost:
             [t.tenant_id for t in entitled],
         )
         return hosted
+
+    def _attach(self, hosted: HostedModule, tenant: TenantContext) -> None:
+        """Start the module's consumers of one tenant (its durable cursors say where they resume)."""
+        context = hosted.context
+        assert context is not None
+        tasks = hosted.tenant_tasks.setdefault(tenant.tenant_id, [])
+        for index, subscription in enumerate(context.subscriptions):
+            consumer = f"module:{hosted.name}:{index}"
+            self._outbox.hold(consumer, [tenant.tenant_id])
+            wake = self.wake(consumer, tenant.tenant_id)
+            tasks.append(
+                asyncio.create_task(
+                    self._consume(hosted, tenant, consumer, subscription, wake), name=f"module-{hosted.name}"
+                )
+            )
+        for batches in context.batch_subscriptions:
+            if batches.tenants is not None and tenant.tenant_id not in batches.tenants:
+                continue
+            consumer = context.consumer_name(batches.name)
+            self._outbox.hold(consumer, [tenant.tenant_id])
+            wake = self.wake(consumer, tenant.tenant_id)
+            consumer_task = _BatchConsumer(self._outbox, hosted, tenant, consumer, batches, wake)
+            tasks.append(
+                asyncio.create_task(consumer_task.run(), name=f"module-{hosted.name}-{tenant.tenant_id}")
+            )
+        hosted.tasks.extend(tasks)
+        context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
+
+    async def _detach(self, hosted: HostedModule, tenant_id: str) -> None:
+        tasks = hosted.tenant_tasks.pop(tenant_id, [])
+        await _cancel(tasks)
+        hosted.tasks = [t for t in hosted.tasks if t not in tasks]
+        context = hosted.context
+        if context is not None:
+            consumers = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
+            consumers += [context.consumer_name(b.name) for b in context.batch_subscriptions]
+            for consumer in consumers:  # the revoked tenant's rows no longer wait for this module
+                self._outbox.release(consumer, [tenant_id])
+            context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
+
+    async def set_entitlements(self, tenant_id: str, flags: Iterable[str]) -> None:
+        """Change a tenant's entitlement flags live: modules it gains start receiving its events from now
+        on (not its history), modules it loses stop at once. Logged; raises KeyError for an unknown tenant."""
+        old = self._tenants[tenant_id]
+        new = replace(old, entitlements=frozenset(flags))
+        if new.entitlements == old.entitlements:
+            return
+        self._tenants[tenant_id] = new
+        log.info(
+            "tenant %s entitlements changed: %s -> %s",
+            tenant_id,
+            sorted(old.entitlements),
+            sorted(new.entitlements),
+        )
+        for hosted in self.modules.values():
+            flag = hosted.plugin.manifest.entitlement
+            was, now = old.entitled(flag), new.entitled(flag)
+            if was == now or hosted.state is not ModuleState.ENABLED or hosted.context is None:
+                continue
+            if now:
+                with tenant_scope(new):
+                    for consumer in self._consumers(hosted):  # from now on, not the tenant's history
+                        self._outbox.set_cursor(consumer, self._outbox.last_position)
+                self._attach(hosted, new)
+                log.info("module %s now receives tenant %s's events", hosted.name, tenant_id)
+            else:
+                await self._detach(hosted, tenant_id)
+                log.info("module %s no longer receives tenant %s's events", hosted.name, tenant_id)
+        for listener in self._entitlement_listeners:
+            listener(old, new)
+
+    def _consumers(self, hosted: HostedModule) -> list[str]:
+        context = hosted.context
+        assert context is not None
+        names = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
+        return names + [context.consumer_name(b.name) for b in context.batch_subscriptions]
 
     async def _consume(
         self,
@@ -295,6 +403,7 @@ class ModuleHost:
         sub: _Subscription,
         wake: asyncio.Event,
     ) -> None:
+        gate = hosted.gate or VersionGate(hosted.name, ())
         with tenant_scope(tenant):
             position = await self._outbox.cursor(consumer)
             while True:
@@ -314,13 +423,16 @@ class ModuleHost:
                         await asyncio.wait_for(wake.wait(), 1.0)
                     continue
                 for row in rows:
+                    position = row.position
+                    event = gate.admit(row)
+                    if event is None:  # a version the module does not handle: counted by the gate
+                        continue
                     try:
-                        await sub.handler(row)
+                        await sub.handler(event)
                         hosted.handled += 1
                     except Exception as exc:  # counted and logged; the event is not redelivered forever
                         hosted.handler_errors += 1
                         log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
-                    position = row.position
                 position = max(position, tail)
                 self._outbox.set_cursor(consumer, position)
 
@@ -345,21 +457,23 @@ class ModuleHost:
                 out[name] = Health(False, f"health check failed: {exc}")
         return out
 
+    async def stop_module(self, name: str) -> None:
+        """Stop one module's consumers and call its `on_disable`; its cursors stay where they are."""
+        hosted = self.modules.get(name)
+        if hosted is None:
+            return
+        await _cancel(hosted.tasks)
+        hosted.tasks, hosted.tenant_tasks = [], {}
+        if hosted.module is not None and hosted.state is ModuleState.ENABLED:
+            try:
+                await hosted.module.on_disable()
+            except Exception as exc:
+                log.error("module %s failed to disable: %s", hosted.name, exc)
+            hosted.state = ModuleState.DISABLED
+
     async def stop(self) -> None:
-        for hosted in self.modules.values():
-            for task in hosted.tasks:
-                task.cancel()
-            for task in hosted.tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if hosted.module is not None and hosted.state is ModuleState.ENABLED:
-                try:
-                    await hosted.module.on_disable()
-                except Exception as exc:
-                    log.error("module %s failed to disable: %s", hosted.name, exc)
-                hosted.state = ModuleState.DISABLED
-            if hosted.context is not None:
-                await hosted.context.store.close()
+        for name in list(self.modules):
+            await self.stop_module(name)
 
 
 class ConsumerCounters(Protocol):
@@ -389,6 +503,14 @@ async def run_batch_consumer(
     whenever the tenant commits events. Runs until cancelled."""
     sub = _BatchSubscription(consumer, tuple(types or ()), handler, max_batch, max_wait, None, None)
     await _BatchConsumer(outbox, counters, tenant, consumer, sub, wake).run()
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _BatchConsumer:
@@ -498,6 +620,12 @@ class _BatchConsumer:
     async def _offer(self, batch: Sequence[StoredEvent]) -> Rejected | _Retry | None:
         """One handler call; returns its verdict, or `_RETRY` after waiting as it (or the backoff) asked."""
         hosted = self._hosted
+        gate = hosted.gate
+        if gate is not None:
+            admitted = [e for e in (gate.admit(row) for row in batch) if e is not None]
+            if not admitted:
+                return None  # nothing of a version the module handles: passed, counted by the gate
+            batch = admitted
         try:
             outcome = await self._sub.handler(batch)
         except RetryLater as retry:

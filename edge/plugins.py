@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,26 @@ MODULE_GROUP = "edge.modules"
 log = logging.getLogger(__name__)
 
 Kind = Literal["driver", "module"]
+RunMode = Literal["in_process", "isolated"]
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+_DATA_VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Consumes:
+    """An event type a module handles, and the range of data versions (`dataversion`) it understands."""
+
+    type: str
+    versions: str = ">=1.0,<2"
+
+
+@dataclass(frozen=True, slots=True)
+class Produces:
+    """An event type a module publishes: its data version and the pydantic model of its `data`."""
+
+    type: str
+    version: str = "1.0"
+    schema: str | None = None  # "package.module:Model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +59,9 @@ class Manifest:
     description: str = ""
     entitlement: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    run_mode: RunMode = "in_process"
+    consumes: tuple[Consumes, ...] = ()
+    produces: tuple[Produces, ...] = ()
 
 
 def read_manifest(package: str) -> Manifest:
@@ -49,6 +73,14 @@ def read_manifest(package: str) -> Manifest:
         raise PluginError(package, f"no manifest.toml in the plug-in's package: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise PluginError(package, f"manifest.toml: {exc}") from exc
+    return parse_manifest(raw, package)
+
+
+def parse_manifest(raw: dict[str, Any], where: str) -> Manifest:
+    """Check a manifest's fields (from manifest.toml, or sent by a sidecar when it registers).
+
+    `where` names the plug-in in errors until the manifest's own name is known."""
+    raw = dict(raw)
     try:
         manifest = Manifest(
             name=str(raw.pop("name")),
@@ -57,12 +89,23 @@ def read_manifest(package: str) -> Manifest:
             kernel_api=str(raw.pop("kernel_api")),
             description=str(raw.pop("description", "")),
             entitlement=raw.pop("entitlement", None),
+            run_mode=raw.pop("run_mode", "in_process"),
+            consumes=tuple(_consumes(where, c) for c in raw.pop("consumes", [])),
+            produces=tuple(_produces(where, p) for p in raw.pop("produces", [])),
             extra=raw,
         )
     except KeyError as exc:
-        raise PluginError(package, f"manifest.toml lacks {exc.args[0]!r}") from exc
+        raise PluginError(where, f"manifest.toml lacks {exc.args[0]!r}") from exc
+    except (TypeError, AttributeError) as exc:
+        raise PluginError(where, f"manifest.toml: consumes/produces must be tables: {exc}") from exc
     if manifest.kind not in ("driver", "module"):
-        raise PluginError(package, f"manifest kind {manifest.kind!r} is neither 'driver' nor 'module'")
+        raise PluginError(where, f"manifest kind {manifest.kind!r} is neither 'driver' nor 'module'")
+    if manifest.run_mode not in ("in_process", "isolated"):
+        raise PluginError(manifest.name, f"run_mode {manifest.run_mode!r} is neither in_process nor isolated")
+    if manifest.entitlement is not None and not isinstance(manifest.entitlement, str):
+        raise PluginError(manifest.name, "entitlement must be a string (the tenant flag)")
+    if _SEMVER.fullmatch(manifest.version) is None:
+        raise PluginError(manifest.name, f"version {manifest.version!r} is not SemVer (MAJOR.MINOR.PATCH)")
     try:
         if KERNEL_API_VERSION not in SpecifierSet(manifest.kernel_api):
             raise PluginError(
@@ -73,6 +116,25 @@ def read_manifest(package: str) -> Manifest:
             manifest.name, f"kernel_api {manifest.kernel_api!r} is not a version range"
         ) from exc
     return manifest
+
+
+def _consumes(where: str, raw: dict[str, Any]) -> Consumes:
+    entry = Consumes(str(raw["type"]), str(raw.get("versions", ">=1.0,<2")))
+    try:
+        SpecifierSet(entry.versions)
+    except InvalidSpecifier as exc:
+        raise PluginError(where, f"consumes {entry.type}: {entry.versions!r} is not a version range") from exc
+    return entry
+
+
+def _produces(where: str, raw: dict[str, Any]) -> Produces:
+    schema = raw.get("schema")
+    entry = Produces(
+        str(raw["type"]), str(raw.get("version", "1.0")), None if schema is None else str(schema)
+    )
+    if _DATA_VERSION.fullmatch(entry.version) is None:
+        raise PluginError(where, f"produces {entry.type}: version {entry.version!r} is not MAJOR.MINOR")
+    return entry
 
 
 @dataclass

@@ -39,5 +39,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# The Node.js sidecar example proves the module gRPC contract outside Python (tests/test_sidecar.py).
+if command -v npm >/dev/null 2>&1 && [ ! -d examples/sidecar-node/node_modules ]; then
+    echo "setup: installing the Node.js sidecar example's packages"
+    (cd examples/sidecar-node && npm ci --no-audit --no-fund --silent)
+fi
 mosquitto_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 echo "setup: done ($(.venv/bin/python --version), $("$mosquitto_bin" -h 2>&1 | head -1))"

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from edge.cli.common import load_or_exit
-from edge.cli.module_cmd import send
+from edge.cli.module_command_cmd import send
 
 app = typer.Typer(no_args_is_help=True, help="Alarms of the alarms module (through the running gateway).")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")

@@ -1,127 +1,171 @@
-"""`edge module command`: send a command to a module of the running gateway over MQTT and print its answer.
+"""`edge module list | enable | disable | health | command`: modules of a gateway, running or not.
 
-The request goes where any local system would send it (`{prefix}/{tenant}/cmd/module/{module}/{action}`);
-the answer is the kernel's refusal (`.../result`) or the module's `org.edgegw.module.command.result` event
-(`{prefix}/{tenant}/events/module/{module}`), matched by request id.
+The desired state goes to `{data_dir}/modules.db`, where a running gateway picks it up within a second and a
+stopped one at its next start; health comes from the snapshots the running gateway writes every second, so an
+old snapshot shows the gateway is down.
+
+Exit codes: 0 done / all healthy; 1 no such module; 2 invalid configuration; 3 a module is unhealthy, or the
+running gateway did not apply the change within --wait seconds; 4 the gateway is not running (health only).
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import uuid
+import time
 from pathlib import Path
-from typing import Any
 
-import orjson
-import paho.mqtt.client as mqtt
 import typer
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from rich.console import Console
+from rich.table import Table
 
+from edge.cli import module_command_cmd
 from edge.cli.common import load_or_exit
-from edge.cli.options import parse_pairs
 from edge.config import LoadedConfig
-from edge.events import MODULE_COMMAND_RESULT
-from edge.topics import Topics
+from edge.module_state import ModuleSnapshot, ModuleStateStore
 
-app = typer.Typer(no_args_is_help=True, help="Commands for the gateway's modules.")
+EXIT_UNKNOWN = 1
+EXIT_UNHEALTHY = 3
+EXIT_NOT_RUNNING = 4
+
+app = typer.Typer(no_args_is_help=True, help=__doc__)
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
-EXIT_REFUSED, EXIT_NO_ANSWER = 1, 2
+app.command("command")(module_command_cmd.command)
+WAIT = typer.Option(10.0, "--wait", help="Seconds to wait for a running gateway to apply the change.")
 
 
-@app.command("command")
-def command(
-    module: str = typer.Argument(..., help="Module name, e.g. alarms."),
-    action: str = typer.Argument(..., help="Action, e.g. ack."),
-    args: list[str] | None = typer.Argument(None, help="Arguments as key=value."),
-    tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant the command is for."),
-    config: Path = CONFIG,
-    timeout: float = typer.Option(15.0, help="Seconds to wait for the answer."),
+@app.command("list")
+def list_modules(config: Path = CONFIG) -> None:
+    """Every configured and installed module: version, run mode, entitlement, wanted and live state."""
+    loaded, registry = load_or_exit(config)
+    store = ModuleStateStore(loaded.data_dir)
+    desired, snapshots = store.desired(), store.snapshots()
+    live = _live(snapshots)
+    registry.load_all()
+    table = Table("module", "version", "run mode", "entitlement", "wanted", "state", "handled", "detail")
+    configured = {m.name: m for m in loaded.config.modules}
+    for name in sorted(set(configured) | set(registry.modules)):
+        plugin, module = registry.modules.get(name), configured.get(name)
+        snapshot = snapshots.get(name)
+        wanted = "not configured"
+        if module is not None:
+            record = desired.get(name)
+            enabled = record.enabled if record else module.enabled
+            wanted = ("enabled" if enabled else "disabled") + (" (operator)" if record else "")
+        run_mode = module and (("isolated" if module.command else module.run_mode) or None)
+        table.add_row(
+            name,
+            plugin.manifest.version if plugin else (snapshot.version if snapshot else "sidecar"),
+            run_mode or (plugin.manifest.run_mode if plugin else "-"),
+            (plugin.manifest.entitlement if plugin else snapshot and snapshot.entitlement) or "-",
+            wanted,
+            _state(snapshot, live),
+            str(snapshot.handled) if snapshot and live else "",
+            snapshot.detail if snapshot and live else "",
+        )
+    Console().print(table)
+    if not live:
+        typer.echo(_down(snapshots))
+
+
+@app.command("enable")
+def enable(
+    name: str = typer.Argument(..., help="Module name."), config: Path = CONFIG, wait: float = WAIT
 ) -> None:
-    """Send a command to a module and print its result as JSON."""
+    """Enable a module (re-arms an open circuit breaker); applied live by a running gateway."""
+    _set(config, name, True, wait)
+
+
+@app.command("disable")
+def disable(
+    name: str = typer.Argument(..., help="Module name."), config: Path = CONFIG, wait: float = WAIT
+) -> None:
+    """Disable a module; its cursors stay, so enabling it again resumes where it stopped."""
+    _set(config, name, False, wait)
+
+
+@app.command("health")
+def health(
+    name: str = typer.Argument(None, help="One module (default: all)."), config: Path = CONFIG
+) -> None:
+    """Live health of the modules (exit 3: one is unhealthy; 4: the gateway is not running)."""
     loaded, _ = load_or_exit(config)
-    result = send(loaded, tenant, module, action, parse_pairs(args, "ARGS"), timeout)
-    typer.echo(json.dumps(result.get("result", {}), indent=2, sort_keys=True))
+    snapshots = ModuleStateStore(loaded.data_dir).snapshots()
+    if name is not None:
+        _known(loaded, name)
+        snapshots = {k: v for k, v in snapshots.items() if k == name}
+    live = _live(snapshots)
+    table = Table("module", "run mode", "state", "ok", "tenants", "handled", "refused", "restarts", "detail")
+    for snapshot in sorted(snapshots.values(), key=lambda s: s.name):
+        refused = sum(snapshot.refused.values())
+        table.add_row(
+            snapshot.name,
+            snapshot.run_mode,
+            snapshot.state,
+            "yes" if snapshot.ok else "NO",
+            ", ".join(snapshot.tenants) or "-",
+            str(snapshot.handled),
+            str(refused) if refused else "",
+            str(max(snapshot.launches - 1, 0)) if snapshot.run_mode == "isolated" else "",
+            snapshot.detail + (f" (last exit: {snapshot.last_exit})" if snapshot.last_exit else ""),
+        )
+    Console().print(table)
+    if not live:
+        typer.echo(_down(snapshots), err=True)
+        raise typer.Exit(EXIT_NOT_RUNNING)
+    if not all(s.ok for s in snapshots.values()):
+        raise typer.Exit(EXIT_UNHEALTHY)
 
 
-def send(
-    loaded: LoadedConfig, tenant: str, module: str, action: str, args: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    """Send one command and return the successful result's data; exits with a message otherwise."""
-    if tenant not in {t.id for t in loaded.config.tenants}:
-        typer.echo(f"no tenant {tenant!r} in the configuration", err=True)
-        raise typer.Exit(EXIT_REFUSED)
-    topics = Topics(loaded.config.bus.topic_prefix)
-    request_id = uuid.uuid4().hex
-    answer = _request(
-        loaded.config.bus.host,
-        loaded.config.bus.port,
-        topics,
-        tenant,
-        module,
-        action,
-        orjson.dumps({"args": args, "id": request_id}),
-        request_id,
-        timeout,
+def _set(config: Path, name: str, enabled: bool, wait: float) -> None:
+    loaded, _ = load_or_exit(config)
+    _known(loaded, name)
+    store = ModuleStateStore(loaded.data_dir)
+    desired = store.set_desired(name, enabled)
+    word = "enabled" if enabled else "disabled"
+    if not _live(store.snapshots()):
+        typer.echo(f"module {name} {word}; the gateway is not running: it applies this when it starts")
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        snapshot = store.snapshots().get(name)
+        if (
+            snapshot is not None
+            and snapshot.written > desired.changed
+            and (snapshot.state != "disabled") == enabled
+        ):
+            typer.echo(f"module {name} {word} in the running gateway (state {snapshot.state})")
+            return
+        time.sleep(0.2)
+    typer.echo(
+        f"module {name} {word} is recorded, but the gateway did not apply it within {wait:g} s", err=True
     )
-    if answer is None:
+    raise typer.Exit(EXIT_UNHEALTHY)
+
+
+def _known(loaded: LoadedConfig, name: str) -> None:
+    names = [m.name for m in loaded.config.modules]
+    if name not in names:
         typer.echo(
-            f"no answer from the gateway within {timeout:g} s (is it running, with module {module} enabled?)",
+            f"no module {name!r} in {loaded.path} (configured: {', '.join(names) or 'none'}; "
+            "add it under [[modules]] first)",
             err=True,
         )
-        raise typer.Exit(EXIT_NO_ANSWER)
-    if not answer.get("ok"):
-        typer.echo(f"refused: {answer.get('reason')}", err=True)
-        raise typer.Exit(EXIT_REFUSED)
-    return answer
+        raise typer.Exit(EXIT_UNKNOWN)
 
 
-def _request(
-    host: str,
-    port: int,
-    topics: Topics,
-    tenant: str,
-    module: str,
-    action: str,
-    payload: bytes,
-    request_id: str,
-    timeout: float,
-) -> dict[str, Any] | None:
-    answered = threading.Event()
-    subscribed = threading.Event()
-    result: dict[str, Any] = {}
+def _live(snapshots: dict[str, ModuleSnapshot]) -> bool:
+    return any(s.live for s in snapshots.values())
 
-    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            body = orjson.loads(message.payload)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(body, dict) and body.get("type") == MODULE_COMMAND_RESULT:
-            body = body.get("data")  # the module's answer, as a CloudEvent
-        if isinstance(body, dict) and body.get("request_id") == request_id:
-            result.update(body)
-            answered.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"edge-cli-{request_id[:8]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    client.on_message = on_message
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        client.subscribe(
-            [
-                (topics.module_command_result(tenant, module, action), 1),
-                (topics.module_events(tenant, module), 1),
-            ]
-        )
-        if not subscribed.wait(timeout):
-            return None
-        client.publish(topics.module_command(tenant, module, action), payload, qos=1)
-        return result if answered.wait(timeout) else None
-    finally:
-        client.loop_stop()
-        client.disconnect()
+def _state(snapshot: ModuleSnapshot | None, live: bool) -> str:
+    if snapshot is None:
+        return "-"
+    return snapshot.state if live else f"({snapshot.state} {snapshot.age():.0f} s ago)"
+
+
+def _down(snapshots: dict[str, ModuleSnapshot]) -> str:
+    if not snapshots:
+        return "the gateway is not running (no module health recorded yet)"
+    age = min(s.age() for s in snapshots.values())
+    if any(s.stopped for s in snapshots.values()):
+        return f"the gateway is not running: it stopped; its last module health is {age:.0f} s old"
+    return f"the gateway is not running: its last module health is {age:.0f} s old"

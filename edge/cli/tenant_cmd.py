@@ -1,5 +1,7 @@
-"""`edge tenant`: one tenant's stored data (export, erase, move between storage tiers: edge.storage.tiers) and,
-through `credentials_cmd`, its MQTT users."""
+"""`edge tenant`: tenants and their entitlement flags (applied live by a running gateway), one tenant's stored
+data (export, erase, move between storage tiers: edge.storage.tiers) and, through `credentials_cmd`, its MQTT
+users. Entitlements are edited in the configuration file with its comments kept and validated before it
+replaces the old one."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ from typing import Literal
 
 import tomlkit
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from edge.cli import credentials_cmd
 from edge.cli.common import load_or_exit
+from edge.cli.device_cmd import _replace_if_valid
 from edge.config import LoadedConfig
 from edge.instance import AlreadyRunning, InstanceLock
 from edge.storage.tenant_ops import erase_tenant, export_tenant, has_rows, move_tenant
@@ -18,11 +23,12 @@ from edge.storage.tiers import dedicated_path
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="One tenant: its data (export, erase, move between storage tiers) and its MQTT credentials.",
+    help="Tenants: entitlements (live), data (export, erase, move between tiers), MQTT credentials.",
 )
 app.add_typer(credentials_cmd.app, name="credentials")
 
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
+FLAGS = typer.Argument(..., help="Entitlement flags (a module's manifest names the one it needs).")
 
 
 def _tier(loaded: LoadedConfig, tenant: str) -> Literal["shared", "dedicated"]:
@@ -135,3 +141,52 @@ def _set_tier(path: Path, tenant: str, tier: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(tomlkit.dumps(document))
     tmp.replace(path)
+
+
+@app.command("list")
+def list_tenants(config: Path = CONFIG) -> None:
+    """Show every tenant with its entitlement flags."""
+    loaded, _ = load_or_exit(config, secrets=False)
+    table = Table("tenant", "name", "entitlements")
+    for tenant in loaded.config.tenants:
+        table.add_row(tenant.id, tenant.name, ", ".join(tenant.entitlements) or "-")
+    Console().print(table)
+
+
+@app.command("entitle")
+def entitle(
+    tenant: str = typer.Argument(..., help="Tenant id."), flags: list[str] = FLAGS, config: Path = CONFIG
+) -> None:
+    """Give a tenant entitlement flags (exit 1: no such tenant; 2: the result would be invalid)."""
+    _change(config, tenant, add=flags, remove=[])
+
+
+@app.command("revoke")
+def revoke(
+    tenant: str = typer.Argument(..., help="Tenant id."), flags: list[str] = FLAGS, config: Path = CONFIG
+) -> None:
+    """Take entitlement flags from a tenant (exit 1: no such tenant; 2: the result would be invalid)."""
+    _change(config, tenant, add=[], remove=flags)
+
+
+def _change(config: Path, tenant: str, add: list[str], remove: list[str]) -> None:
+    document = tomlkit.parse(config.read_text())
+    tenants = document.get("tenants")
+    entries = [t for t in tenants if str(t.get("id")) == tenant] if isinstance(tenants, list) else []
+    if not entries:
+        known = ", ".join(str(t.get("id")) for t in tenants or []) or "none"
+        typer.echo(f"no tenant {tenant!r} in {config} (tenants: {known})", err=True)
+        raise typer.Exit(1)
+    entry = entries[0]
+    old = [str(f) for f in entry.get("entitlements", [])]
+    new = [f for f in old if f not in remove] + [f for f in dict.fromkeys(add) if f not in old]
+    if new == old:
+        typer.echo(f"tenant {tenant!r} entitlements unchanged: {', '.join(new) or '-'}")
+        return
+    flags = tomlkit.array()
+    flags.extend(new)
+    entry["entitlements"] = flags
+    _replace_if_valid(config, tomlkit.dumps(document), action="changed")
+    typer.echo(
+        f"tenant {tenant!r} entitlements: {', '.join(new) or '-'} (a running gateway applies this within a second)"
+    )

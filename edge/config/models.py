@@ -157,10 +157,41 @@ class WebhooksConfig(_Strict):
     )
 
 
+class ModuleLimits(_Strict):
+    """What an isolated module's process may use before the kernel ends it (and restarts it with backoff)."""
+
+    memory: Bytes = Field(default=256 << 20, ge=16 << 20, description="Resident memory (RSS), e.g. '256MiB'.")
+    cpu_percent: float | None = Field(
+        default=None, gt=0, description="Share of one core averaged over 10 s; unset: no limit."
+    )
+    health_timeout: Seconds = Field(default=15.0, gt=0, description="Ended when it stops reporting health.")
+    max_crashes: int = Field(
+        default=5, ge=1, description="Short-lived runs in a row before the circuit opens."
+    )
+
+
 class ModuleConfig(_Strict):
     name: Name
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+    run_mode: Literal["in_process", "isolated"] | None = Field(
+        default=None, description="Overrides the manifest's run_mode for an installed module."
+    )
+    command: tuple[str, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="A sidecar in any language: launched with this command line and supervised (isolated).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment of the isolated process."
+    )
+    limits: ModuleLimits = ModuleLimits()
+
+    @model_validator(mode="after")
+    def _sidecars_run_isolated(self) -> ModuleConfig:
+        if self.command is not None and self.run_mode == "in_process":
+            raise ValueError("a module with a command is a sidecar: it runs isolated, not in_process")
+        return self
 
 
 class OidcConfig(_Strict):

@@ -398,6 +398,15 @@ class SqliteOutbox:
             delivered += pending[3]
         return ConsumerStatus(consumer, tenant, await self.cursor(consumer), ok, failed, error, delivered)
 
+    async def stored_cursors(self, prefix: str) -> list[tuple[str, str]]:
+        """Kernel-internal: (consumer, tenant) of every stored cursor whose consumer starts with `prefix`, so a
+        module that is not running yet (an isolated one) still holds the rows it has not passed."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = await self._read(
+            "SELECT consumer, tenant FROM cursors WHERE consumer LIKE ? ESCAPE '\\'", (pattern,)
+        )
+        return [(str(c), str(t)) for c, t in rows]
+
     async def last_sequences(self) -> dict[tuple[str, str], int]:
         """Kernel-internal: the last committed sequence of every device, to continue numbering after a restart."""
         rows = await self._read("SELECT tenant, device, last FROM device_sequences", ())
@@ -529,7 +538,7 @@ class SqliteOutbox:
             self._holders.setdefault(tenant, set()).add(consumer)
 
     def release(self, consumer: str, tenants: Iterable[str]) -> None:
-        """`consumer` is gone (a removed webhook subscription): it no longer holds these tenants' rows."""
+        """Rows of these tenants no longer wait for `consumer` (a module that lost the entitlement, a removed webhook)."""
         for tenant in tenants:
             self._holders.get(tenant, set()).discard(consumer)
 
