@@ -485,6 +485,11 @@ class ConsumerCounters(Protocol):
     retries: int
     dead_lettered: int
 
+    @property
+    def gate(self) -> VersionGate | None:
+        """The data versions the consumer takes (None: every version, as stored)."""
+        ...
+
 
 async def run_batch_consumer(
     outbox: SqliteOutbox,

@@ -178,8 +178,11 @@ def test_no_documented_route_shows_acme_anything_of_globex(api: ApiGateway) -> N
     """Every GET of the OpenAPI document, with path parameters naming globex's things, for each acme role."""
     paths = [p for p, ops in openapi_document()["paths"].items() if "get" in ops]
     assert len(paths) >= 10
-    foreign = {"device": "inv-02", "point": "ac_power", "tenant": "globex"}
     _values(api, api.token("globex"))  # globex has data to leak
+    with api.client(api.token("globex", "operator")) as http:
+        hook = http.post("/v1/webhooks", json={"url": "https://globex.example.com/hook", "paused": True})
+        assert hook.status_code == 201, hook.text
+    foreign = {"device": "inv-02", "point": "ac_power", "tenant": "globex", "subscription": hook.json()["id"]}
     for role in ("operator",):  # the highest tenant role; a viewer reads no more
         with api.client(api.token("acme", role)) as http:
             for path in paths:
@@ -197,3 +200,57 @@ def test_no_documented_route_shows_acme_anything_of_globex(api: ApiGateway) -> N
     with api.client(api.token("globex", "operator")) as http:
         refused = http.put("/v1/devices/inv-01/points/power_limit/value", json=10)
         assert refused.status_code == 404
+
+
+def test_webhook_subscriptions_are_managed_per_tenant(api: ApiGateway) -> None:
+    with api.client(api.token("acme", "viewer")) as http:
+        assert http.get("/v1/webhooks").json() == []
+        refused = http.post("/v1/webhooks", json={"url": "https://hooks.example.com/a"})
+        assert refused.status_code == 403 and "operator role" in refused.json()["detail"]
+    with api.client(api.token("acme", "operator")) as http:
+        private = http.post("/v1/webhooks", json={"url": "http://10.1.2.3/hook"})
+        assert private.status_code == 422 and private.headers["content-type"] == PROBLEM
+        assert "refused" in private.json()["detail"]
+        made = http.post(
+            "/v1/webhooks",
+            json={"url": "https://hooks.example.com/a", "types": ["org.edgegw.telemetry"], "paused": True},
+        )
+        assert made.status_code == 201, made.text
+        sub = made.json()
+        assert sub["secret"].startswith("whsec_") and sub["state"] == "paused"
+        listed = http.get("/v1/webhooks").json()
+        assert [s["id"] for s in listed] == [sub["id"]] and "secret" not in listed[0]
+        resumed = http.patch(f"/v1/webhooks/{sub['id']}", json={"state": "paused", "reason": "maintenance"})
+        assert resumed.json()["state_reason"] == "maintenance"
+        assert http.get(f"/v1/webhooks/{sub['id']}/dead-letters").json() == []
+        assert http.post(f"/v1/webhooks/{sub['id']}/replay").json() == {"replayed": 0}
+        rotated = http.post(f"/v1/webhooks/{sub['id']}/rotate-secret", params={"grace": 60}).json()
+        assert rotated["secret"] != sub["secret"]
+    with api.client(api.token("globex", "operator")) as http:
+        assert sub["id"] not in [s["id"] for s in http.get("/v1/webhooks").json()]
+        assert http.get(f"/v1/webhooks/{sub['id']}").status_code == 404
+        assert http.delete(f"/v1/webhooks/{sub['id']}").status_code == 404
+    with api.client(api.token("acme", "operator")) as http:
+        assert http.delete(f"/v1/webhooks/{sub['id']}").status_code == 204
+        assert http.get(f"/v1/webhooks/{sub['id']}").status_code == 404
+
+
+def test_an_admin_changes_entitlements_live_and_in_the_configuration(api: ApiGateway) -> None:
+    path = api.gateway.loaded.path
+    before = path.read_text()
+    with api.client(api.token("acme", "operator")) as http:
+        assert http.put("/v1/tenants/globex/entitlements", json={"entitlements": []}).status_code == 403
+    with api.client(api.token(None, "admin")) as http:
+        try:
+            changed = http.put("/v1/tenants/globex/entitlements", json={"entitlements": ["solar", "billing"]})
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["entitlements"] == ["billing", "solar"]
+            assert api.gateway.tenants["globex"].entitlements == {"solar", "billing"}
+            assert 'entitlements = ["solar", "billing"]' in path.read_text()
+            bad = http.put("/v1/tenants/globex/entitlements", json={"entitlements": ["no spaces allowed"]})
+            assert bad.status_code == 422 and "invalid" in bad.json()["detail"]
+            assert http.put("/v1/tenants/initech/entitlements", json={"entitlements": []}).status_code == 404
+        finally:
+            http.put("/v1/tenants/globex/entitlements", json={"entitlements": ["solar"]})
+    assert api.gateway.tenants["globex"].entitlements == {"solar"}
+    assert "billing" not in path.read_text() or "billing" in before

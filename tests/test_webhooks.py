@@ -86,7 +86,7 @@ def test_public_addresses_and_bad_urls() -> None:
     policy = DestinationPolicy()
     assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
     assert policy.refusal(ipaddress.ip_address("2606:4700::1111")) is None
-    for url, why in [("ftp://example.com/x", "scheme"), ("http:///x", "host"), ("https://u:p@example.com", "credentials")]:  # fmt: skip
+    for url, why in [("ftp://example.com/x", "scheme"), ("http:///x", "host"), ("https://u:p@example.com", "credentials"), ("https://ex\x19ample.com", "not a URL")]:  # fmt: skip
         with pytest.raises(ValueError, match=why):
             policy.check_url(url)
 

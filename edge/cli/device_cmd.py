@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ from rich.table import Table
 
 from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
-from edge.config import load_config
+from edge.config.edit import replace_if_valid
 from edge.drivers import DiscoveredDevice, SupportsDiscovery
 from edge.errors import ConfigError, DeviceError, PluginError
 from edge.plugins import PluginRegistry
@@ -190,20 +188,15 @@ def remove_device(name: str = typer.Argument(..., help="Device name."), config: 
 
 def _replace_if_valid(config: Path, text: str, action: str = "added") -> None:
     """Validate the new text with the full loader (drivers, profiles) before it replaces the file."""
-    handle, temp = tempfile.mkstemp(prefix=".edge-", suffix=".toml", dir=config.parent)
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
     try:
-        load_config(Path(temp), PluginRegistry.from_entry_points())
+        replace_if_valid(config, text)
     except ConfigError as exc:
-        os.unlink(temp)
         typer.echo(
             f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True
         )
         for issue in exc.issues:
-            typer.echo(f"  {str(issue).replace(temp, str(config))}", err=True)
+            typer.echo(f"  {issue}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
-    os.replace(temp, config)
 
 
 def _fmt(value: object) -> str:

@@ -15,8 +15,9 @@ from rich.table import Table
 
 from edge.cli import credentials_cmd
 from edge.cli.common import load_or_exit
-from edge.cli.device_cmd import _replace_if_valid
 from edge.config import LoadedConfig
+from edge.config.edit import UnknownTenant, change_entitlements
+from edge.errors import ConfigError
 from edge.instance import AlreadyRunning, InstanceLock
 from edge.storage.tenant_ops import erase_tenant, export_tenant, has_rows, move_tenant
 from edge.storage.tiers import dedicated_path
@@ -170,23 +171,21 @@ def revoke(
 
 
 def _change(config: Path, tenant: str, add: list[str], remove: list[str]) -> None:
-    document = tomlkit.parse(config.read_text())
-    tenants = document.get("tenants")
-    entries = [t for t in tenants if str(t.get("id")) == tenant] if isinstance(tenants, list) else []
-    if not entries:
-        known = ", ".join(str(t.get("id")) for t in tenants or []) or "none"
-        typer.echo(f"no tenant {tenant!r} in {config} (tenants: {known})", err=True)
-        raise typer.Exit(1)
-    entry = entries[0]
-    old = [str(f) for f in entry.get("entitlements", [])]
-    new = [f for f in old if f not in remove] + [f for f in dict.fromkeys(add) if f not in old]
+    try:
+        old, new = change_entitlements(config, tenant, add=add, remove=remove)
+    except UnknownTenant as exc:
+        typer.echo(str(exc.args[0]), err=True)
+        raise typer.Exit(1) from None
+    except ConfigError as exc:
+        typer.echo(
+            f"not changed: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True
+        )
+        for issue in exc.issues:
+            typer.echo(f"  {issue}", err=True)
+        raise typer.Exit(2) from None
     if new == old:
         typer.echo(f"tenant {tenant!r} entitlements unchanged: {', '.join(new) or '-'}")
         return
-    flags = tomlkit.array()
-    flags.extend(new)
-    entry["entitlements"] = flags
-    _replace_if_valid(config, tomlkit.dumps(document), action="changed")
     typer.echo(
         f"tenant {tenant!r} entitlements: {', '.join(new) or '-'} (a running gateway applies this within a second)"
     )

@@ -76,7 +76,7 @@ class TenantConfig(_Strict):
     id: Name
     name: str = ""
     locale: str = "en"
-    entitlements: tuple[str, ...] = ()
+    entitlements: tuple[Name, ...] = ()  # flags a module manifest names (identifiers)
     retention: RetentionOverride = RetentionOverride()
     storage: Literal["shared", "dedicated"] = Field(
         default="shared",

@@ -72,6 +72,7 @@ class DeliveryStats:
     delivered: int = 0
     attempts: int = 0
     filtered: int = 0
+    gate: None = None  # receivers get every data version as stored (no module-style version gate)
 
 
 PauseCallback = Callable[[str], Awaitable[None]]

@@ -55,7 +55,10 @@ class DestinationPolicy:
 
     def check_url(self, url: str) -> str:
         """Validate a destination URL; returns it, or raises ValueError with the reason."""
-        parsed = httpx.URL(url)
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"webhook URL {url!r} is not a URL: {exc}") from None
         if parsed.scheme not in ("http", "https"):
             raise ValueError(f"webhook URL {url!r}: the scheme must be http or https")
         if not parsed.host:

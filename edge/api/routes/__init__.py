@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edge.api.routes import devices, health, modules, stream, sync, tenants
+from edge.api.routes import devices, health, modules, stream, sync, tenants, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -12,5 +12,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     modules.router,
     tenants.router,
     sync.router,
+    webhooks.router,
     stream.router,
 )

@@ -1,7 +1,11 @@
-"""Tenants served by the gateway and their entitlements (admin only)."""
+"""Tenants served by the gateway and their entitlements (admin only).
+
+Changing entitlements edits the configuration file (comments kept, validated first: edge.config.edit), so the
+change outlives a restart, and applies it to the running gateway at once (Gateway.set_entitlements)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -9,8 +13,14 @@ from pydantic import BaseModel
 
 from edge.api.deps import Admin, State
 from edge.api.problems import PROBLEM_RESPONSES, Problem
+from edge.config.edit import change_entitlements
+from edge.errors import ConfigError
 
 router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
+
+
+class Entitlements(BaseModel):
+    entitlements: list[str]
 
 
 class TenantInfo(BaseModel):
@@ -44,4 +54,30 @@ async def get_tenant(
 ) -> TenantInfo:
     if tenant not in state.gateway.tenants:
         raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
+    return _info(state, tenant)
+
+
+@router.put(
+    "/tenants/{tenant}/entitlements",
+    summary="Set a tenant's entitlement flags, live and in the config (admin)",
+)
+async def set_entitlements(
+    state: State, admin: Admin, body: Entitlements, tenant: Annotated[str, Path(description="Tenant id.")]
+) -> TenantInfo:
+    gateway = state.gateway
+    if tenant not in gateway.tenants:
+        raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
+    wanted = list(dict.fromkeys(body.entitlements))
+    current = sorted(gateway.tenants[tenant].entitlements)
+    try:
+        await asyncio.to_thread(
+            change_entitlements,
+            gateway.loaded.path,
+            tenant,
+            add=wanted,
+            remove=[f for f in current if f not in wanted],
+        )
+    except ConfigError as exc:
+        raise Problem(422, f"the configuration would be invalid: {exc}", tenant=tenant) from None
+    await gateway.set_entitlements(tenant, wanted)
     return _info(state, tenant)
