@@ -90,16 +90,24 @@ def check_contracts(
     for manifest in manifests:
         found = problems.setdefault(manifest.name, [])
         for produced in manifest.produces:
-            if produced.type in kernel_versions:
-                found.append(f"produces {produced.type}, a kernel event type")
-            producers[produced.type] = (produced.version, manifest.name)
+            kernel_version = kernel_versions.get(produced.type)
+            if kernel_version is None:
+                producers[produced.type] = (produced.version, manifest.name)
+            elif produced.version != kernel_version:  # a kernel type modules share (alerts, command results)
+                found.append(
+                    f"produces {produced.type} {produced.version}; the kernel defines {kernel_version}"
+                )
             if produced.schema is None:
                 found.append(f"produces {produced.type} without a schema")
                 continue
             try:
-                load_schema(produced.schema).model_json_schema()
+                mine = load_schema(produced.schema).model_json_schema()
             except (ImportError, ValueError) as exc:
                 found.append(f"produces {produced.type}: {exc}")
+                continue
+            if kernel_version is not None and produced.type in kernel_schemas:
+                drift = breaking_changes(kernel_schemas[produced.type], mine)
+                found += [f"produces {produced.type} unlike the kernel's schema: {d}" for d in drift]
     for manifest in manifests:
         for consumed in manifest.consumes:
             if consumed.type in kernel_versions:

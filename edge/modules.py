@@ -470,6 +470,8 @@ class ModuleHost:
             except Exception as exc:
                 log.error("module %s failed to disable: %s", hosted.name, exc)
             hosted.state = ModuleState.DISABLED
+        if hosted.context is not None:
+            await hosted.context.store.close()  # an open aiosqlite thread would keep the process alive
 
     async def stop(self) -> None:
         for name in list(self.modules):

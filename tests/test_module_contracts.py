@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from edge.contracts import check_contracts
-from edge.events import DATA_VERSIONS, TELEMETRY, json_schemas
-from edge.plugins import Consumes, Manifest, PluginRegistry
+from edge.events import ASSET_FAILED, DATA_VERSIONS, TELEMETRY, json_schemas
+from edge.plugins import Consumes, Manifest, PluginRegistry, Produces
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "docs" / "schemas"
@@ -44,6 +44,30 @@ def test_a_module_that_handles_only_another_major_fails_the_contract_check() -> 
     assert problems["reader"] == [
         f"consumes {TELEMETRY} >=2.0,<3, but the kernel emits 1.0 and no adaptor reaches that range"
     ]
+
+
+class NarrowAlert(BaseModel):
+    asset: int  # the kernel's alert names the asset with a string
+
+
+def test_a_shared_kernel_type_is_produced_only_in_the_kernels_version_and_shape() -> None:
+    wrong_version = Manifest(
+        "alerts",
+        "module",
+        "1.0.0",
+        ">=1,<2",
+        produces=(Produces(ASSET_FAILED, "2.0", "edge.events:AssetFailedData"),),
+    )
+    wrong_shape = Manifest(
+        "shapes",
+        "module",
+        "1.0.0",
+        ">=1,<2",
+        produces=(Produces(ASSET_FAILED, "1.0", f"{__name__}:NarrowAlert"),),
+    )
+    problems = check_contracts([wrong_version, wrong_shape], DATA_VERSIONS, json_schemas(), PUBLISHED)
+    assert problems["alerts"] == [f"produces {ASSET_FAILED} 2.0; the kernel defines 1.0"]
+    assert problems["shapes"] and all("unlike the kernel's schema" in p for p in problems["shapes"])
 
 
 def _plugin_packages() -> dict[str, Path]:
