@@ -41,7 +41,10 @@ from tests.helpers import MqttRecorder, SimulatorProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_CONSUMER = "module:cloud_sync:uplink"
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+LIBFAKETIME = next(
+    iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
+    Path("/usr/lib/faketime/libfaketime.so.1"),
+)  # Debian's libfaketime, any architecture
 
 
 async def until(predicate: Callable[[], bool], within: float, what: str, step: float = 0.05) -> None:

@@ -51,7 +51,7 @@ async def test_a_read_sees_every_commit_made_before_it_despite_concurrent_reads(
             await outbox.append(telemetry("acme", "seed", seq + 1, points=1))
     readers = [noisy_reader() for _ in range(6)]
     tasks = [asyncio.create_task(t) for t in (produce(), produce(), *readers, consumer(), consumer())]
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(2.0)
     stop.set()
     await asyncio.gather(*tasks)
     await outbox.close()
