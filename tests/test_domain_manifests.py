@@ -23,10 +23,11 @@ def test_manifest_declares_entitlement_consumes_and_produces_with_real_schemas(n
     plugin = PluginRegistry.from_entry_points().module(name)
     assert plugin is not None, name
     manifest = plugin.manifest
-    assert manifest.entitlement == name and manifest.extra["run_mode"] == "in_process"
-    assert manifest.extra["consumes"] and all(c["versions"] == ">=1.0,<2" for c in manifest.extra["consumes"])
-    for produced in manifest.extra.get("produces", []):
-        module_name, _, model_name = produced["schema"].partition(":")
+    assert manifest.entitlement == name and manifest.run_mode == "in_process"
+    assert manifest.consumes and all(c.versions == ">=1.0,<2" for c in manifest.consumes)
+    for produced in manifest.produces:
+        assert produced.schema is not None, produced.type
+        module_name, _, model_name = produced.schema.partition(":")
         model = getattr(importlib.import_module(module_name), model_name)
         assert issubclass(model, BaseModel) and model.model_json_schema()["properties"]
     assert (ROOT / name / "README.md").read_text().count("[[modules]]") >= 1
