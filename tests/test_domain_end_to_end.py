@@ -4,11 +4,15 @@ gateway -> outbox -> solar, billing, lifts, hvac, alarms, with faults injected i
 One gateway and one set of simulators for the whole file (in this event loop), two tenants: acme is
 entitled to every module, globex to none (it has an inverter and a lift of its own and must get nothing from
 the modules). Module intervals and delays are shortened to seconds; the logic is the production logic.
+
+Every test runs twice, with the same expectations: the five modules in-process, then isolated (each in its
+own process through the SDK runner, over the kernel's gRPC socket): a module behaves the same either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +28,9 @@ from edge.cli import app as cli
 from edge.config import load_config
 from edge.gateway import Gateway
 from edge.module_commands import ModuleCommandRejected
+from edge.module_state import ModuleStateStore
 from edge.plugins import PluginRegistry
+from edge.sidecar.supervisor import RunState
 from edge.tenancy import tenant_scope
 from simulators.bacnet_hvac import HvacSimulator
 from simulators.modbus_inverter import InverterSimulator
@@ -40,6 +46,7 @@ ENERGY, ASSET, ALARM, USAGE = (
     "org.edgegw.lift.usage",
 )
 HVAC_IP = "127.0.7.10"
+MODULES = ("solar", "billing", "lifts", "hvac", "alarms")
 
 
 def _udp_port(host: str = "127.0.0.1") -> int:
@@ -48,7 +55,9 @@ def _udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _config(broker: MosquittoProcess, modbus: int, lifts: LiftSimulator, hvac: HvacSimulator) -> str:
+def _config(
+    broker: MosquittoProcess, modbus: int, lifts: LiftSimulator, hvac: HvacSimulator, run_mode: str
+) -> str:
     prefix = f"domain-{free_port()}"
     lines = [
         f'[gateway]\nid = "gw-domain"\ndata_dir = "data"\n[bus]\nmode = "external"\nport = {broker.port}',
@@ -102,6 +111,8 @@ cycling_window = 60
 schedules = [
   { tenant = "acme", site = "roof", device = "vav-1", entries = [{ at = "00:00", value = 22.0 }] },
   { tenant = "globex", site = "roof", device = "vav-1", entries = [{ at = "00:00", value = 30.0 }] },
+  { tenant = "acme", site = "roof", device = "vav-9", entries = [{ at = "00:00", value = 21.0 }] },
+  { tenant = "acme", site = "roof", device = "vav-1", point = "zone-temp", entries = [{ at = "00:00", value = 20.0 }] },
 ]
 
 [[modules]]
@@ -113,7 +124,8 @@ rules = [
   { id = "zone-warm", point = "zone-temp", devices = "vav-*", high = 24.0, hysteresis = 0.5, delay = 0.3 },
 ]
 """)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text.replace('[[modules]]\nname = "', f'[[modules]]\nrun_mode = "{run_mode}"\nname = "')
 
 
 class Rig:
@@ -124,8 +136,9 @@ class Rig:
         inverters: InverterSimulator,
         lifts: LiftSimulator,
         hvac: HvacSimulator,
+        run_mode: str,
     ) -> None:
-        self.gateway, self.config = gateway, config
+        self.gateway, self.config, self.run_mode = gateway, config, run_mode
         self.inverters, self.lifts, self.hvac = inverters, lifts, hvac
 
     async def events(self, tenant: str, event_type: str) -> list[dict[str, Any]]:
@@ -149,24 +162,46 @@ class Rig:
         return result.exit_code, result.output
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def rig(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> AsyncIterator[Rig]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["in_process", "isolated"])
+async def rig(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess
+) -> AsyncIterator[Rig]:
+    run_mode = str(request.param)
     inverters = InverterSimulator(5, free_port(), update_interval=0.1, sim_time="12:00")
     lifts = LiftSimulator(free_port(), 3, speed=9.0, door_time=0.1, dwell_time=0.2, auto=False)
     hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
     await asyncio.gather(inverters.start(), lifts.start(), hvac.start())
-    path = tmp_path_factory.mktemp("domain") / "edge.toml"
-    path.write_text(_config(mosquitto, inverters.port, lifts, hvac))
+    path = tmp_path_factory.mktemp(f"domain-{run_mode}") / "edge.toml"
+    path.write_text(_config(mosquitto, inverters.port, lifts, hvac, run_mode))
     registry = PluginRegistry.from_entry_points()
     gateway = Gateway(load_config(path, registry), registry)
     await gateway.start()
     try:
-        yield Rig(gateway, path, inverters, lifts, hvac)
+        yield Rig(gateway, path, inverters, lifts, hvac, run_mode)
     finally:
         await gateway.stop()
         await hvac.stop()
         await lifts.stop()
         await inverters.stop()
+
+
+async def test_the_modules_run_in_the_configured_mode(rig: Rig) -> None:
+    control = rig.gateway.module_control
+    snapshots: dict[str, Any] = {}
+    for _ in range(50):  # written every second by the running gateway
+        snapshots = await asyncio.to_thread(ModuleStateStore(rig.gateway.loaded.data_dir).snapshots)
+        if all(snapshots.get(m) and snapshots[m].state in ("enabled", "running") for m in MODULES):
+            break
+        await asyncio.sleep(0.1)
+    for name in MODULES:
+        supervisor = control.supervisor(name)
+        assert snapshots[name].run_mode == rig.run_mode
+        if rig.run_mode == "in_process":
+            assert supervisor is None and snapshots[name].pid == os.getpid()
+        else:  # its own process, launched once (no crash so far), which registered
+            assert supervisor is not None and supervisor.state is RunState.RUNNING, name
+            assert supervisor.pid not in (None, os.getpid()) and supervisor.launches == 1
+            assert snapshots[name].state == "running" and snapshots[name].pid == supervisor.pid
 
 
 async def test_solar_energy_is_booked_in_the_ledger_and_the_report_prints_it(rig: Rig) -> None:
@@ -278,6 +313,24 @@ async def test_hvac_schedule_a_drifting_zone_and_a_filter_alarm(rig: Rig) -> Non
     while vav.value("zone-temp-setpoint") != 22.0 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     assert vav.value("zone-temp-setpoint") == 22.0  # acme's schedule; globex's (not entitled) never ran
+    written = await rig.until(
+        "acme",
+        "org.edgegw.command.result",
+        lambda e: e["request_id"] == "module:hvac" and e["point"] == "zone-temp-setpoint",
+    )
+    assert written["ok"] and written["value"] == 22.0 and written["device"] == "vav-1"
+    # refused writes come back to the module with the reason, as in-process: its health says which and why
+    deadline = time.monotonic() + 10
+    detail = ""
+    while time.monotonic() < deadline:
+        health = (await rig.gateway.modules.health())["hvac"]
+        detail = health.detail
+        if "schedule 2" in detail and "schedule 3" in detail:
+            break
+        await asyncio.sleep(0.2)
+    assert not health.ok
+    assert "schedule 2: unknown device roof/vav-9 for tenant 'acme'" in detail, detail
+    assert "schedule 3: device 'vav-1' point 'zone-temp': point is not writable" in detail, detail
     rig.hvac.set_drift("vav-1", 3.5)
     off = await rig.until(
         "acme",

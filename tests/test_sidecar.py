@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import orjson
 import pytest
 
 from edge.events import TELEMETRY, make_event
-from edge.modules import ModuleHost
-from edge.plugins import Manifest, parse_manifest
+from edge.modules import HostedModule, ModuleHost
+from edge.plugins import LoadedPlugin, Manifest, parse_manifest
+from edge.sidecar import module_pb2 as pb
+from edge.sidecar import module_pb2_grpc as pb_grpc
+from edge.sidecar.server import TOKEN_HEADER, RemoteModule
 from edge.sidecar.supervisor import Isolation, Limits, RunState
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import TenantContext, tenant_scope
@@ -256,3 +260,54 @@ async def test_a_quiet_module_is_not_held_to_its_start_up_cpu(kernel: Kernel) ->
     await _until(running)
     await asyncio.sleep(2.0)
     assert supervisor.state is RunState.RUNNING and supervisor.launches == 1
+
+
+async def test_point_writes_are_refused_for_tenants_the_module_is_not_entitled_to(
+    kernel: Kernel, tmp_path: Path
+) -> None:
+    """WritePoint over the real socket, as a module process calls it (the writes that reach devices are in
+    test_domain_end_to_end.py, isolated): a tenant the module is not entitled to is refused before any
+    device is touched, a malformed value is refused, and a kernel without devices says so."""
+    server = kernel.isolation.server
+    await server.start()
+    try:
+        remote = RemoteModule(
+            HostedModule("echo", LoadedPlugin(ECHO_MANIFEST, None)), {}, ECHO_MANIFEST, ROOT
+        )
+        kernel.host.modules["echo"] = remote.hosted  # as Isolation.start attaches it
+        server.expect("launch-1", remote)
+        metadata = ((TOKEN_HEADER, "launch-1"),)
+        async with grpc.aio.insecure_channel(f"unix:{server.socket}") as channel:
+            stub = pb_grpc.ModuleHostStub(channel)  # type: ignore[no-untyped-call]
+            text = (MODULES / "echo.manifest.toml").read_text()
+            reply = await stub.Register(pb.RegisterRequest(manifest_toml=text), metadata=metadata)
+            assert [t.id for t in reply.tenants] == ["acme"]
+            assert reply.store_path == str(tmp_path / "modules" / "echo.sqlite")  # the in-process file
+
+            async def write(tenant: str, value_json: str = "21.5") -> pb.WritePointReply:
+                request = pb.WritePointRequest(
+                    tenant=tenant,
+                    site="roof",
+                    device="vav-1",
+                    point="zone-temp-setpoint",
+                    value_json=value_json,
+                )
+                return await stub.WritePoint(request, metadata=metadata)
+
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await write("globex")
+            assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "not entitled to 'globex'" in str(refused.value.details())
+            with pytest.raises(grpc.aio.AioRpcError) as malformed:
+                await write("acme", '{"a": 1}')
+            assert malformed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as no_devices:
+                await write("acme")
+            assert no_devices.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert "no write path to devices" in str(no_devices.value.details())
+            # entitled live: module commands for globex are admitted from now on, as for in-process modules
+            assert kernel.host.serves("globex", "echo") == "tenant is not entitled to module 'echo'"
+            await kernel.host.set_entitlements("globex", {"solar", "echo"})
+            assert kernel.host.serves("globex", "echo") is None
+    finally:
+        await server.stop()

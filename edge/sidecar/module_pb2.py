@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64ge/sidecar/module.proto\x12\x10\x65\x64gegw.module.v1\"(\n\x0fRegisterRequest\x12\x15\n\rmanifest_toml\x18\x01 \x01(\t\":\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x14\n\x0c\x65ntitlements\x18\x03 \x03(\t\"\x8e\x01\n\rRegisterReply\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12)\n\x07tenants\x18\x02 \x03(\x0b\x32\x18.edgegw.module.v1.Tenant\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x17\n\x0fhealth_interval\x18\x05 \x01(\x01\">\n\x0cSubscription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"\x8f\x01\n\x03\x41\x63k\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x35\n\x08rejected\x18\x03 \x03(\x0b\x32#.edgegw.module.v1.Ack.RejectedEntry\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x10SubscribeRequest\x12\x36\n\x0csubscription\x18\x01 \x01(\x0b\x32\x1e.edgegw.module.v1.SubscriptionH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.edgegw.module.v1.AckH\x00\x42\x06\n\x04kind\"\x82\x01\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12\x0c\n\x04time\x18\x07 \x01(\x01\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\"C\n\x08\x44\x65livery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x17.edgegw.module.v1.Event\"R\n\x0ePublishRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\x0c\"\x1a\n\x0cPublishReply\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x0cHealthReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"8\n\x0bHealthReply\x12)\n\x07tenants\x18\x01 \x03(\x0b\x32\x18.edgegw.module.v1.Tenant2\xc3\x02\n\nModuleHost\x12N\n\x08Register\x12!.edgegw.module.v1.RegisterRequest\x1a\x1f.edgegw.module.v1.RegisterReply\x12O\n\tSubscribe\x12\".edgegw.module.v1.SubscribeRequest\x1a\x1a.edgegw.module.v1.Delivery(\x01\x30\x01\x12K\n\x07Publish\x12 .edgegw.module.v1.PublishRequest\x1a\x1e.edgegw.module.v1.PublishReply\x12G\n\x06Health\x12\x1e.edgegw.module.v1.HealthReport\x1a\x1d.edgegw.module.v1.HealthReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64ge/sidecar/module.proto\x12\x10\x65\x64gegw.module.v1\"(\n\x0fRegisterRequest\x12\x15\n\rmanifest_toml\x18\x01 \x01(\t\":\n\x06Tenant\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06locale\x18\x02 \x01(\t\x12\x14\n\x0c\x65ntitlements\x18\x03 \x03(\t\"\xa2\x01\n\rRegisterReply\x12\x12\n\ngateway_id\x18\x01 \x01(\t\x12)\n\x07tenants\x18\x02 \x03(\x0b\x32\x18.edgegw.module.v1.Tenant\x12\x13\n\x0b\x63onfig_json\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x17\n\x0fhealth_interval\x18\x05 \x01(\x01\x12\x12\n\nstore_path\x18\x06 \x01(\t\">\n\x0cSubscription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\x11\n\tmax_batch\x18\x03 \x01(\r\"\x8f\x01\n\x03\x41\x63k\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x35\n\x08rejected\x18\x03 \x03(\x0b\x32#.edgegw.module.v1.Ack.RejectedEntry\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x10SubscribeRequest\x12\x36\n\x0csubscription\x18\x01 \x01(\x0b\x32\x1e.edgegw.module.v1.SubscriptionH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.edgegw.module.v1.AckH\x00\x42\x06\n\x04kind\"\x82\x01\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x03\x12\x0c\n\x04time\x18\x07 \x01(\x01\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\"C\n\x08\x44\x65livery\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x17.edgegw.module.v1.Event\"R\n\x0ePublishRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x11\n\tdata_json\x18\x04 \x01(\x0c\"\x1a\n\x0cPublishReply\x12\n\n\x02id\x18\x01 \x01(\t\"*\n\x0cHealthReport\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"8\n\x0bHealthReply\x12)\n\x07tenants\x18\x01 \x03(\x0b\x32\x18.edgegw.module.v1.Tenant\"d\n\x11WritePointRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\r\n\x05point\x18\x04 \x01(\t\x12\x12\n\nvalue_json\x18\x05 \x01(\t\"E\n\x0fWritePointReply\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0eunknown_target\x18\x03 \x01(\x08\x32\x99\x03\n\nModuleHost\x12N\n\x08Register\x12!.edgegw.module.v1.RegisterRequest\x1a\x1f.edgegw.module.v1.RegisterReply\x12O\n\tSubscribe\x12\".edgegw.module.v1.SubscribeRequest\x1a\x1a.edgegw.module.v1.Delivery(\x01\x30\x01\x12K\n\x07Publish\x12 .edgegw.module.v1.PublishRequest\x1a\x1e.edgegw.module.v1.PublishReply\x12G\n\x06Health\x12\x1e.edgegw.module.v1.HealthReport\x1a\x1d.edgegw.module.v1.HealthReply\x12T\n\nWritePoint\x12#.edgegw.module.v1.WritePointRequest\x1a!.edgegw.module.v1.WritePointReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT']._serialized_start=89
   _globals['_TENANT']._serialized_end=147
   _globals['_REGISTERREPLY']._serialized_start=150
-  _globals['_REGISTERREPLY']._serialized_end=292
-  _globals['_SUBSCRIPTION']._serialized_start=294
-  _globals['_SUBSCRIPTION']._serialized_end=356
-  _globals['_ACK']._serialized_start=359
-  _globals['_ACK']._serialized_end=502
-  _globals['_ACK_REJECTEDENTRY']._serialized_start=455
-  _globals['_ACK_REJECTEDENTRY']._serialized_end=502
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=504
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=624
-  _globals['_EVENT']._serialized_start=627
-  _globals['_EVENT']._serialized_end=757
-  _globals['_DELIVERY']._serialized_start=759
-  _globals['_DELIVERY']._serialized_end=826
-  _globals['_PUBLISHREQUEST']._serialized_start=828
-  _globals['_PUBLISHREQUEST']._serialized_end=910
-  _globals['_PUBLISHREPLY']._serialized_start=912
-  _globals['_PUBLISHREPLY']._serialized_end=938
-  _globals['_HEALTHREPORT']._serialized_start=940
-  _globals['_HEALTHREPORT']._serialized_end=982
-  _globals['_HEALTHREPLY']._serialized_start=984
-  _globals['_HEALTHREPLY']._serialized_end=1040
-  _globals['_MODULEHOST']._serialized_start=1043
-  _globals['_MODULEHOST']._serialized_end=1366
+  _globals['_REGISTERREPLY']._serialized_end=312
+  _globals['_SUBSCRIPTION']._serialized_start=314
+  _globals['_SUBSCRIPTION']._serialized_end=376
+  _globals['_ACK']._serialized_start=379
+  _globals['_ACK']._serialized_end=522
+  _globals['_ACK_REJECTEDENTRY']._serialized_start=475
+  _globals['_ACK_REJECTEDENTRY']._serialized_end=522
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=524
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=644
+  _globals['_EVENT']._serialized_start=647
+  _globals['_EVENT']._serialized_end=777
+  _globals['_DELIVERY']._serialized_start=779
+  _globals['_DELIVERY']._serialized_end=846
+  _globals['_PUBLISHREQUEST']._serialized_start=848
+  _globals['_PUBLISHREQUEST']._serialized_end=930
+  _globals['_PUBLISHREPLY']._serialized_start=932
+  _globals['_PUBLISHREPLY']._serialized_end=958
+  _globals['_HEALTHREPORT']._serialized_start=960
+  _globals['_HEALTHREPORT']._serialized_end=1002
+  _globals['_HEALTHREPLY']._serialized_start=1004
+  _globals['_HEALTHREPLY']._serialized_end=1060
+  _globals['_WRITEPOINTREQUEST']._serialized_start=1062
+  _globals['_WRITEPOINTREQUEST']._serialized_end=1162
+  _globals['_WRITEPOINTREPLY']._serialized_start=1164
+  _globals['_WRITEPOINTREPLY']._serialized_end=1233
+  _globals['_MODULEHOST']._serialized_start=1236
+  _globals['_MODULEHOST']._serialized_end=1645
 # @@protoc_insertion_point(module_scope)

@@ -23,18 +23,20 @@ class Tenant(_message.Message):
     def __init__(self, id: _Optional[str] = ..., locale: _Optional[str] = ..., entitlements: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterReply(_message.Message):
-    __slots__ = ("gateway_id", "tenants", "config_json", "data_dir", "health_interval")
+    __slots__ = ("gateway_id", "tenants", "config_json", "data_dir", "health_interval", "store_path")
     GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     DATA_DIR_FIELD_NUMBER: _ClassVar[int]
     HEALTH_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    STORE_PATH_FIELD_NUMBER: _ClassVar[int]
     gateway_id: str
     tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
     config_json: str
     data_dir: str
     health_interval: float
-    def __init__(self, gateway_id: _Optional[str] = ..., tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ..., config_json: _Optional[str] = ..., data_dir: _Optional[str] = ..., health_interval: _Optional[float] = ...) -> None: ...
+    store_path: str
+    def __init__(self, gateway_id: _Optional[str] = ..., tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ..., config_json: _Optional[str] = ..., data_dir: _Optional[str] = ..., health_interval: _Optional[float] = ..., store_path: _Optional[str] = ...) -> None: ...
 
 class Subscription(_message.Message):
     __slots__ = ("name", "types", "max_batch")
@@ -130,3 +132,27 @@ class HealthReply(_message.Message):
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
     def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
+
+class WritePointRequest(_message.Message):
+    __slots__ = ("tenant", "site", "device", "point", "value_json")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    VALUE_JSON_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    site: str
+    device: str
+    point: str
+    value_json: str
+    def __init__(self, tenant: _Optional[str] = ..., site: _Optional[str] = ..., device: _Optional[str] = ..., point: _Optional[str] = ..., value_json: _Optional[str] = ...) -> None: ...
+
+class WritePointReply(_message.Message):
+    __slots__ = ("ok", "reason", "unknown_target")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TARGET_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    reason: str
+    unknown_target: bool
+    def __init__(self, ok: _Optional[bool] = ..., reason: _Optional[str] = ..., unknown_target: _Optional[bool] = ...) -> None: ...

@@ -54,6 +54,11 @@ class ModuleHostStub:
                 request_serializer=edge_dot_sidecar_dot_module__pb2.HealthReport.SerializeToString,
                 response_deserializer=edge_dot_sidecar_dot_module__pb2.HealthReply.FromString,
                 _registered_method=True)
+        self.WritePoint = channel.unary_unary(
+                '/edgegw.module.v1.ModuleHost/WritePoint',
+                request_serializer=edge_dot_sidecar_dot_module__pb2.WritePointRequest.SerializeToString,
+                response_deserializer=edge_dot_sidecar_dot_module__pb2.WritePointReply.FromString,
+                _registered_method=True)
 
 
 class ModuleHostServicer:
@@ -91,6 +96,17 @@ class ModuleHostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WritePoint(self, request, context):
+        """Write a point of one of a tenant's devices (an HVAC setpoint schedule), for a tenant the module is
+        entitled to: the kernel's command path, with the same checks, timeout (10 s) and
+        `org.edgegw.command.result` event as an MQTT write request. A write the device or the kernel refuses is
+        not an RPC error: the reply says ok = false and why. A tenant the module is not entitled to is
+        PERMISSION_DENIED; a value that is not a JSON scalar or null is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModuleHostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +129,11 @@ def add_ModuleHostServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=edge_dot_sidecar_dot_module__pb2.HealthReport.FromString,
                     response_serializer=edge_dot_sidecar_dot_module__pb2.HealthReply.SerializeToString,
+            ),
+            'WritePoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.WritePoint,
+                    request_deserializer=edge_dot_sidecar_dot_module__pb2.WritePointRequest.FromString,
+                    response_serializer=edge_dot_sidecar_dot_module__pb2.WritePointReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +244,33 @@ class ModuleHost:
             '/edgegw.module.v1.ModuleHost/Health',
             edge_dot_sidecar_dot_module__pb2.HealthReport.SerializeToString,
             edge_dot_sidecar_dot_module__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WritePoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgegw.module.v1.ModuleHost/WritePoint',
+            edge_dot_sidecar_dot_module__pb2.WritePointRequest.SerializeToString,
+            edge_dot_sidecar_dot_module__pb2.WritePointReply.FromString,
             options,
             channel_credentials,
             insecure,

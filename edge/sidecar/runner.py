@@ -31,7 +31,8 @@ import orjson
 import tomlkit
 
 from edge.backoff import Backoff
-from edge.module_store import ModuleStore, module_store_path
+from edge.errors import DeviceError, UnknownTarget
+from edge.module_store import ModuleStore
 from edge.modules import (
     RETRY_BASE,
     RETRY_CAP,
@@ -50,6 +51,9 @@ from edge.tenancy import TenantContext, current_tenant, tenant_scope
 
 log = logging.getLogger("edge.sidecar.runner")
 
+# seconds a WritePoint call may take: the kernel's own write timeout (edge.commands, 10 s) plus its bookkeeping
+_WRITE_DEADLINE = 15.0
+
 
 class RemoteModuleContext:
     """The ModuleContext API of an isolated module: the same calls, carried over gRPC to the kernel."""
@@ -63,8 +67,9 @@ class RemoteModuleContext:
         self.tenants = _tenants(reply.tenants)
         self.subscriptions: list[tuple[str, tuple[str, ...], EventHandler]] = []
         self.batch_subscriptions: list[tuple[str, tuple[str, ...], BatchHandler, int, float]] = []
-        # the module's own tenant-scoped store: the same SQLite file as in-process (WAL: two processes are fine)
-        self.store = ModuleStore(module_store_path(self.data_dir, name), name)
+        # the module's own tenant-scoped store: the same SQLite file as in-process (WAL: readers such as
+        # `edge billing report` are fine), wherever the kernel keeps it
+        self.store = ModuleStore(Path(reply.store_path), name)
         self._stub = stub
         self._metadata = ((TOKEN_HEADER, token),)
 
@@ -102,6 +107,31 @@ class RemoteModuleContext:
                 raise ValueError(exc.details()) from None
             raise
         return str(reply.id)
+
+    async def write_point(self, site: str, device: str, point: str, value: Any) -> None:
+        """Write a point of the current tenant's device through the kernel's command path, as in-process:
+        raises UnknownTarget or DeviceError with the reason when the write is refused or fails."""
+        request = pb.WritePointRequest(
+            tenant=current_tenant().tenant_id,
+            site=site,
+            device=device,
+            point=point,
+            value_json=orjson.dumps(value).decode(),
+        )
+        try:
+            reply = await self._stub.WritePoint(request, metadata=self._metadata, timeout=_WRITE_DEADLINE)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:  # entitlement revoked meanwhile
+                raise DeviceError(device, str(exc.details()), point) from None
+            if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                raise RuntimeError(exc.details()) from None
+            raise
+        if reply.unknown_target:
+            raise UnknownTarget(reply.reason)
+        if not reply.ok:
+            raise DeviceError(device, reply.reason or "write failed", point)
 
 
 def _tenants(tenants: Sequence[pb.Tenant]) -> tuple[TenantContext, ...]:

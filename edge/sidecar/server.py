@@ -24,7 +24,8 @@ from typing import Any
 import grpc
 import orjson
 
-from edge.errors import PluginError
+from edge.errors import DeviceError, PluginError, UnknownTarget
+from edge.module_store import module_store_path
 from edge.modules import Health, HostedModule, ModuleContext, ModuleHost, ModuleState
 from edge.plugins import LoadedPlugin, Manifest, parse_manifest
 from edge.sidecar import module_pb2 as pb
@@ -150,6 +151,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
             tenants,
             self._host.outbox,
             self._host.gateway_id,
+            point_writer=self._host.point_writer,  # the gateway's command path (None: no devices to write)
             produces=manifest.produces,
         )
         remote.gate = remote.gate or VersionGate(remote.name, manifest.consumes)
@@ -169,6 +171,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
             config_json=orjson.dumps(remote.config).decode(),
             data_dir=str(remote.data_dir),
             health_interval=HEALTH_INTERVAL,
+            store_path=str(module_store_path(self._data_dir, remote.name)),  # the in-process module's file
         )
 
     async def Health(
@@ -183,14 +186,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
     ) -> pb.PublishReply:
         remote = await self._registered(context)
         assert remote.context is not None
-        tenant = next((t for t in self._tenants(remote) if t.tenant_id == request.tenant), None)
-        if tenant is None:
-            log.warning("module %s tried to publish for tenant %r: not entitled", remote.name, request.tenant)
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"module {remote.name} is not entitled to {request.tenant!r}",
-            )
-            raise AssertionError("abort raises")
+        tenant = await self._entitled_tenant(remote, request.tenant, "publish", context)
         try:
             data = orjson.loads(request.data_json)
         except orjson.JSONDecodeError as exc:
@@ -208,6 +204,46 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
             log.warning("module %s published an invalid event: %s", remote.name, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return pb.PublishReply(id=event_id)
+
+    async def WritePoint(
+        self, request: pb.WritePointRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.WritePointReply:
+        remote = await self._registered(context)
+        assert remote.context is not None
+        tenant = await self._entitled_tenant(remote, request.tenant, "write", context)
+        if not (request.site and request.device and request.point):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "site, device and point are required")
+        try:
+            value = orjson.loads(request.value_json)
+        except orjson.JSONDecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"value_json is not JSON: {exc}")
+        if value is not None and not isinstance(value, bool | int | float | str):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "value_json must be a number, boolean, string or null"
+            )
+        try:
+            with tenant_scope(tenant):
+                await remote.context.write_point(request.site, request.device, request.point, value)
+        except UnknownTarget as exc:
+            return pb.WritePointReply(ok=False, reason=str(exc), unknown_target=True)
+        except DeviceError as exc:  # refused, unreachable, timed out: the command path logged and recorded it
+            return pb.WritePointReply(ok=False, reason=exc.reason)
+        except RuntimeError as exc:  # a host without devices (no command path)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return pb.WritePointReply(ok=True)
+
+    async def _entitled_tenant(
+        self, remote: RemoteModule, tenant_id: str, action: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> TenantContext:
+        """The tenant a call acts for, if the module is entitled to it now; else the call is aborted."""
+        tenant = next((t for t in self._tenants(remote) if t.tenant_id == tenant_id), None)
+        if tenant is None:
+            log.warning("module %s tried to %s for tenant %r: not entitled", remote.name, action, tenant_id)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"module {remote.name} is not entitled to {tenant_id!r}"
+            )
+            raise AssertionError("abort raises")
+        return tenant
 
     async def Subscribe(
         self,
