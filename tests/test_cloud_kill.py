@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +21,7 @@ import tomlkit
 from simulators.cloud import CloudSimulator, Credentials
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.reliability.harness import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSUMER = "module:cloud_sync:uplink"
@@ -55,59 +54,6 @@ class RecordingCloud(CloudSimulator):
             if first != event:
                 self.content_conflicts += 1
         return super()._store(tenant, batch)
-
-
-class GatewayProcess:
-    """`edge run` as a child process, with the secrets in its own environment only."""
-
-    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
-        self.config, self.env, self.log = config, env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.status_file = config.parent / "data" / "status.json"
-
-    def start(self) -> None:
-        assert self.proc is None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "run", "-c", str(self.config), "--log-level", "WARNING"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def status(self) -> dict[str, Any] | None:
-        """The status file this process wrote (None before its first one)."""
-        try:
-            status: dict[str, Any] = orjson.loads(self.status_file.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
-        return status if self.proc is not None and status.get("pid") == self.proc.pid else None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                return proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 async def until(
