@@ -35,6 +35,10 @@ class DemoPorts:
     api: int = 8080
 
 
+# The inverters' clock starts at 10:00 and runs in real time, so a demo at night still produces energy.
+_DAYLIGHT = ("--sim-time", "10:00", "--time-scale", "1")
+
+
 def demo(
     devices: int = typer.Option(10, min=1, max=247, help="Simulated inverters."),
     vavs: int = typer.Option(2, min=0, max=20, help="Simulated VAV boxes beside the air-handling unit."),
@@ -66,7 +70,7 @@ def demo(
     loaded, registry = load_or_exit(config_path)
     py = sys.executable
     simulators = [
-        ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices)], ("tcp", ports.modbus)),
+        ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices), *_DAYLIGHT], ("tcp", ports.modbus)),
         ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS)], ("tcp", ports.cloud)),
         ("OIDC issuer", [py, "-m", "simulators.oidc", "--port", str(ports.oidc), "--tenants", ",".join(TENANTS)], ("tcp", ports.oidc)),
         ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports", *(["--drift", f"vav-{min(2, vavs)}=4.0"] if vavs else [])], None),
