@@ -10,7 +10,7 @@ import orjson
 
 from edge.events import TELEMETRY, make_event
 from edge.modules import Health, ModuleContext, ModuleHost, ModuleState
-from edge.plugins import LoadedPlugin, Manifest
+from edge.plugins import LoadedPlugin, Manifest, Produces
 from edge.storage import StoredEvent
 from edge.storage.sqlite import SqliteOutbox
 from edge.tenancy import TenantContext, tenant_scope
@@ -140,3 +140,40 @@ async def test_a_restarted_module_resumes_where_it_stopped(tmp_path: Path) -> No
     assert second.seen == [("acme", 3), ("acme", 4)]  # no repeats, no gap
     await host.stop()
     await outbox.close()
+
+
+async def test_a_module_publishing_a_declared_type_is_checked_against_its_schema_and_stamped(
+    tmp_path: Path,
+) -> None:
+    outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.001)
+    await outbox.open()
+    declared = Produces("org.example.alert", "1.2", "edge.events:AssetFailedData")
+    context = ModuleContext("alerts", {}, [ACME], outbox, "gw", produces=(declared,))
+    alert = {
+        "state": "raised",
+        "alert_id": "alerts:stuck:roof:lift-1",
+        "site": "roof",
+        "asset": "lift-1",
+        "kind": "stuck",
+        "severity": "major",
+        "cause": "between floors 3 and 4",
+        "since": "2026-11-25T10:00:00Z",
+    }
+    try:
+        with tenant_scope(ACME):
+            try:
+                await context.publish("org.example.alert", "roof/lift-1", {**alert, "severity": "huge"})
+            except ValueError as exc:
+                assert "module alerts" in str(exc) and "org.example.alert" in str(exc)
+            else:
+                raise AssertionError("data outside the declared schema was published")
+            event_id = await context.publish("org.example.alert", "roof/lift-1", alert)
+            for _ in range(100):  # bounded: the commit lands within a few ms
+                rows = await outbox.read_after(0, 10)
+                if rows:
+                    break
+                await asyncio.sleep(0.01)
+        assert [r.id for r in rows] == [event_id]  # the refused one never reached the outbox
+        assert orjson.loads(rows[0].body)["dataversion"] == "1.2"
+    finally:
+        await outbox.close()
