@@ -8,17 +8,14 @@ the answer is the kernel's refusal (`.../result`) or the module's `org.edgegw.mo
 from __future__ import annotations
 
 import json
-import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
 import typer
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge.cli.common import load_or_exit
+from edge.cli.mqtt_request import new_request_id, request
 from edge.cli.options import parse_pairs
 from edge.config import LoadedConfig
 from edge.events import MODULE_COMMAND_RESULT
@@ -50,17 +47,18 @@ def send(
         typer.echo(f"no tenant {tenant!r} in the configuration", err=True)
         raise typer.Exit(EXIT_REFUSED)
     topics = Topics(loaded.config.bus.topic_prefix)
-    request_id = uuid.uuid4().hex
-    answer = _request(
-        loaded.config.bus.host,
-        loaded.config.bus.port,
-        topics,
-        tenant,
-        module,
-        action,
-        orjson.dumps({"args": args, "id": request_id}),
-        request_id,
-        timeout,
+    request_id = new_request_id()
+    answer = request(
+        loaded,
+        publish_topic=topics.module_command(tenant, module, action),
+        answer_topics=[
+            topics.module_command_result(tenant, module, action),
+            topics.module_events(tenant, module),
+        ],
+        payload=orjson.dumps({"args": args, "id": request_id}),
+        request_id=request_id,
+        timeout=timeout,
+        event_type=MODULE_COMMAND_RESULT,
     )
     if answer is None:
         typer.echo(
@@ -72,54 +70,3 @@ def send(
         typer.echo(f"refused: {answer.get('reason')}", err=True)
         raise typer.Exit(EXIT_REFUSED)
     return answer
-
-
-def _request(
-    host: str,
-    port: int,
-    topics: Topics,
-    tenant: str,
-    module: str,
-    action: str,
-    payload: bytes,
-    request_id: str,
-    timeout: float,
-) -> dict[str, Any] | None:
-    answered = threading.Event()
-    subscribed = threading.Event()
-    result: dict[str, Any] = {}
-
-    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            body = orjson.loads(message.payload)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(body, dict) and body.get("type") == MODULE_COMMAND_RESULT:
-            body = body.get("data")  # the module's answer, as a CloudEvent
-        if isinstance(body, dict) and body.get("request_id") == request_id:
-            result.update(body)
-            answered.set()
-
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"edge-cli-{request_id[:8]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    client.on_message = on_message
-    client.on_subscribe = lambda *args: subscribed.set()
-    client.connect(host, port)
-    client.loop_start()
-    try:
-        client.subscribe(
-            [
-                (topics.module_command_result(tenant, module, action), 1),
-                (topics.module_events(tenant, module), 1),
-            ]
-        )
-        if not subscribed.wait(timeout):
-            return None
-        client.publish(topics.module_command(tenant, module, action), payload, qos=1)
-        return result if answered.wait(timeout) else None
-    finally:
-        client.loop_stop()
-        client.disconnect()
