@@ -213,7 +213,8 @@ async def test_solar_energy_is_booked_in_the_ledger_and_the_report_prints_it(rig
         # power integrated over the part of the interval the samples cover (a loaded machine polls late)
         expected = rated * interval["interval_s"] * interval["coverage"] / 3600
         assert interval["energy_wh"] == pytest.approx(expected, rel=0.1)
-        assert interval["methods"] == ["power"]
+        # integrated from AC power; a poll later than max_gap (a loaded machine) is bridged by the counter
+        assert "power" in interval["methods"]
     period = time.strftime("%Y-%m", time.gmtime())
     for _ in range(50):
         code, out = await rig.cli("billing", "report", "--tenant", "acme", "--period", period, "--json")
