@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.events import TELEMETRY, make_event
-from edge.modules import Health, HostedModule, ModuleContext, ModuleHost
+from edge.module_host.host import HostedModule, ModuleHost
+from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import Consumes, LoadedPlugin, Manifest
-from edge.storage import StoredEvent
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.sdk.events import TELEMETRY, StoredEvent, make_event
+from edge.sdk.modules import Health, ModuleContext
+from edge.sdk.tenancy import TenantContext, tenant_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 # ruff: noqa: ASYNC110 (bounded waits on the kernel's counters)
@@ -80,7 +80,7 @@ async def _fill(outbox: SqliteOutbox, events: int) -> None:
 
 
 async def _measure(mode: str, events: int, folder: Path) -> dict[str, Any]:
-    from edge.sidecar.supervisor import Isolation, Limits
+    from edge.module_host.supervisor import Isolation, Limits
 
     outbox = SqliteOutbox(folder / f"{mode}.db", synchronous="normal")
     await outbox.open()
@@ -103,7 +103,7 @@ async def _measure(mode: str, events: int, folder: Path) -> dict[str, Any]:
                 command = [
                     sys.executable,
                     "-m",
-                    "edge.sidecar.runner",
+                    "edge.sdk.runner",
                     "count",
                     "--factory",
                     "bench.modules:Count",

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from bench.procs import free_port, wait_port
-from edge.events import TELEMETRY, make_event
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.events import TELEMETRY, make_event
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, WebhookDispatcher, WebhookStore
 
 ACME = TenantContext("acme")

@@ -20,9 +20,7 @@ from cloud_sync._oauth import AsyncOAuth2Client
 from cloud_sync.config import CloudSyncConfig, SecretUnavailable, parse_config, resolve_secret
 from cloud_sync.scheduler import FairScheduler, TokenBucket
 from cloud_sync.uplink import Circuit, TenantUplink, UplinkStats
-from edge.modules import Health, ModuleContext, Rejected
-from edge.storage import StoredEvent
-from edge.tenancy import current_tenant
+from edge.sdk import Health, ModuleContext, Rejected, StoredEvent, current_tenant
 
 log = logging.getLogger("edge.module.cloud_sync")
 

@@ -29,8 +29,7 @@ import httpx
 
 from cloud_sync import wire
 from cloud_sync._oauth import AsyncOAuth2Client, OAuthError
-from edge.modules import Rejected, RetryLater
-from edge.storage import StoredEvent
+from edge.sdk import Rejected, RetryLater, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class TenantUplink:
 
     async def deliver(self, batch: Sequence[StoredEvent]) -> Rejected | None:
         """Upload a batch of this tenant's events; the return value and exceptions are the kernel's
-        batch outcome (`edge.modules`)."""
+        batch outcome (`edge.module_host.host`)."""
         foreign = [row.id for row in batch if row.tenant != self.tenant]
         if (
             foreign

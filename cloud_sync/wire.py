@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from edge.storage import StoredEvent
+from edge.sdk import StoredEvent
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
 SIGNATURE_HEADER = "X-Edge-Signature"

@@ -20,26 +20,26 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edge.backoff import Backoff
 from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker
 from edge.bus.mqtt import MqttBus, Will
-from edge.commands import CommandHandler
+from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
+from edge.bus.topics import Topics
 from edge.config import LoadedConfig
-from edge.health import HealthMonitor
-from edge.instance import InstanceLock
-from edge.module_commands import ModuleCommands
-from edge.module_control import ModuleControl
-from edge.modules import ModuleHost
+from edge.devices.commands import CommandHandler
+from edge.devices.polling import DevicePoller
+from edge.module_host.commands import ModuleCommands
+from edge.module_host.control import ModuleControl
+from edge.module_host.host import ModuleHost
+from edge.ops.health import HealthMonitor
+from edge.ops.instance import InstanceLock
+from edge.ops.stats import GatewayStats
+from edge.outbox.retention import Retention
+from edge.outbox.router import TieredOutbox, dedicated_path, misplaced_tenants
+from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import PluginRegistry
-from edge.polling import DevicePoller
-from edge.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
-from edge.stats import GatewayStats
-from edge.storage.retention import Retention
-from edge.storage.sqlite import SqliteOutbox
-from edge.storage.tiers import TieredOutbox, dedicated_path, misplaced_tenants
-from edge.tenancy import current_tenant, tenant_scope
-from edge.topics import Topics
+from edge.sdk.backoff import Backoff
+from edge.sdk.tenancy import current_tenant, tenant_scope
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Gateway:
             for t in self.config.tenants
             if t.storage == "dedicated"
         }
-        # Only tenants with their own database pay for the routing layer (edge.storage.tiers).
+        # Only tenants with their own database pay for the routing layer (edge.outbox.router).
         self.outbox = (
             TieredOutbox(loaded.data_dir / storage.path, dedicated, **options)
             if dedicated

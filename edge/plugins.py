@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from edge.drivers import Driver
-from edge.errors import PluginError
+from edge.sdk.drivers import Driver
+from edge.sdk.errors import PluginError
+from edge.sdk.version import KERNEL_API_VERSION
 
-KERNEL_API_VERSION = "1.0"
 DRIVER_GROUP = "edge.drivers"
 MODULE_GROUP = "edge.modules"
 
@@ -196,7 +196,7 @@ class PluginRegistry:
         if kind == "driver":
             driver = obj() if isinstance(obj, type) else obj
             if not isinstance(driver, Driver):
-                raise PluginError(manifest.name, "does not implement the edge.drivers.Driver protocol")
+                raise PluginError(manifest.name, "does not implement the edge.sdk.drivers.Driver protocol")
             self.drivers[manifest.name] = LoadedPlugin(manifest, driver)
         else:
             self.modules[manifest.name] = LoadedPlugin(manifest, obj)

@@ -21,7 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# systemd-analyze checks the service unit (tests/test_ops_service.py); optional: the test skips without it.
+# systemd-analyze checks the service unit (tests/ops/test_ops_service.py); optional: the test skips without it.
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     echo "setup: installing systemd (for systemd-analyze verify; it does not start in a container)"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd >/dev/null \
@@ -40,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
-# The Node.js sidecar example proves the module gRPC contract outside Python (tests/test_sidecar.py).
+# The Node.js sidecar example proves the module gRPC contract outside Python (tests/module_host/test_sidecar.py).
 if command -v npm >/dev/null 2>&1 && [ ! -d examples/sidecar-node/node_modules ]; then
     echo "setup: installing the Node.js sidecar example's packages"
     (cd examples/sidecar-node && npm ci --no-audit --no-fund --silent)

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from edge.events import Event
 from edge.gateway import Gateway
-from edge.tenancy import tenant_scope
+from edge.sdk.events import Event
+from edge.sdk.tenancy import tenant_scope
 from simulators.oidc import OidcIssuer, running
 from tests.e2e import load, write_config
 

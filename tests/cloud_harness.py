@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cloud_sync import CloudSync
-from edge.events import TELEMETRY, Event, make_event
-from edge.modules import HostedModule, ModuleHost
+from edge.module_host.host import HostedModule, ModuleHost
+from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin, read_manifest
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.sdk.events import TELEMETRY, Event, make_event
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from simulators.cloud import CloudSimulator, Credentials
 
 CONSUMER = "module:cloud_sync:uplink"

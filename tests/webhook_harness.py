@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.events import TELEMETRY, make_event
-from edge.storage import RetentionPolicy
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox import RetentionPolicy
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.events import TELEMETRY, make_event
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, WebhookDispatcher, WebhookStore
 
 ACME = TenantContext("acme")

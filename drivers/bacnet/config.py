@@ -14,7 +14,7 @@ from typing import Literal, Self
 from bacpypes3.primitivedata import ObjectType, PropertyIdentifier
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.points import PointConfig
+from edge.sdk import PointConfig
 
 MAX_INSTANCE = 4_194_302  # 4194303 is the "any device" wildcard
 DEFAULT_PORT = 47808

@@ -42,8 +42,7 @@ from drivers.bacnet.plan import key_of
 from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
 from drivers.bacnet.units import unit_for
 from drivers.bacnet.values import scalar
-from edge.drivers import DiscoveredDevice
-from edge.errors import DeviceUnreachable
+from edge.sdk import DeviceUnreachable, DiscoveredDevice
 
 _ASHRAE = get_vendor_info(0)
 _NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]+")

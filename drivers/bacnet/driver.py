@@ -13,12 +13,11 @@ from drivers.bacnet.discovery import discover
 from drivers.bacnet.plan import BacnetPlan, plan_reads
 from drivers.bacnet.session import BacnetSession
 from drivers.bacnet.stack import StackPool
-from edge.drivers import DeviceSpec, DiscoveredDevice
-from edge.points import PointConfig
+from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
 class BacnetDriver:
-    """The object registered under the `edge.drivers` entry point `bacnet`.
+    """The object registered under the `edge.sdk.drivers` entry point `bacnet`.
 
     One instance serves every BACnet device of a gateway: its sessions share one local BACnet/IP
     application per `local_address` (see `drivers.bacnet.stack`).

@@ -42,9 +42,17 @@ from drivers.bacnet.plan import (
 )
 from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
 from drivers.bacnet.values import decode, decode_notification, encode_write, qualify, scalar, status_flags
-from edge.drivers import DeviceSpec, PushReceiver, RawValue
-from edge.errors import DeviceUnreachable, SubscriptionUnsupported, WriteRejected
-from edge.points import PointConfig, PointFault, Scalar
+from edge.sdk import (
+    DeviceSpec,
+    DeviceUnreachable,
+    PointConfig,
+    PointFault,
+    PushReceiver,
+    RawValue,
+    Scalar,
+    SubscriptionUnsupported,
+    WriteRejected,
+)
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,7 @@ from bacpypes3.vendor import get_vendor_info
 
 from drivers.bacnet.config import BacnetPoint
 from drivers.bacnet.plan import Target
-from edge.drivers import RawValue
-from edge.points import PointFault, Qualified, Quality, Scalar
+from edge.sdk import PointFault, Qualified, Quality, RawValue, Scalar
 
 _NO_FAULT = "no-fault-detected"
 _ASHRAE = get_vendor_info(0)

@@ -9,7 +9,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from edge.points import PointConfig
+from edge.sdk import PointConfig
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from drivers.modbus.config import WIDTH, ByteOrder, DataType, ModbusPoint, WordOrder
-from edge.points import PointFault, Scalar
+from edge.sdk import PointFault, Scalar
 
 # A decoder reads one value at `offset` of a block of registers (ints) or bits (bools).
 Decoder = Callable[[Sequence[Any], int], Scalar | PointFault]

@@ -15,8 +15,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from edge.drivers import DiscoveredDevice
-from edge.errors import DeviceUnreachable
+from edge.sdk import DeviceUnreachable, DiscoveredDevice
 
 SUNS = (0x5375, 0x6E53)  # "SunS"
 BASES = (40000, 0, 50000)

@@ -40,15 +40,22 @@ from drivers.modbus.errors import (
 )
 from drivers.modbus.lines import Line, LineError, LineRegistry
 from drivers.modbus.planner import ModbusPlan, ReadRequest, plan_reads
-from edge.drivers import DeviceSpec, DiscoveredDevice, RawValue
-from edge.errors import DeviceUnreachable, WriteRejected
-from edge.points import PointConfig, PointFault, Scalar
+from edge.sdk import (
+    DeviceSpec,
+    DeviceUnreachable,
+    DiscoveredDevice,
+    PointConfig,
+    PointFault,
+    RawValue,
+    Scalar,
+    WriteRejected,
+)
 
 Reader = Callable[..., Awaitable[ModbusPDU]]
 
 
 class ModbusDriver:
-    """The object registered under the `edge.drivers` entry point `modbus`.
+    """The object registered under the `edge.sdk.drivers` entry point `modbus`.
 
     It owns the registry of serial lines, so RTU devices on one port share one client and one lock."""
 

@@ -7,7 +7,7 @@ import struct
 
 from drivers.modbus.config import BIT_TABLES, ByteOrder, ModbusPoint, WordOrder
 from drivers.modbus.decode import swap
-from edge.points import Scalar
+from edge.sdk import Scalar
 
 _F32 = struct.Struct(">f")
 _F64 = struct.Struct(">d")

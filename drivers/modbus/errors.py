@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from edge.points import PointFault
+from edge.sdk import PointFault
 
 EXCEPTION_NAMES: dict[int, str] = {
     1: "illegal function",

@@ -24,7 +24,7 @@ from drivers.modbus.config import (
     WordOrder,
 )
 from drivers.modbus.decode import Decoder, point_decoder
-from edge.points import PointFault
+from edge.sdk import PointFault
 
 _TABLE_ORDER: tuple[Table, ...] = ("holding", "input", "coil", "discrete")
 

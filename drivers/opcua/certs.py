@@ -1,4 +1,4 @@
-"""Certificates for OPC UA: the gateway's own (made by the kernel's `edge.certs`) and the server trust list.
+"""Certificates for OPC UA: the gateway's own (made by the kernel's `edge.sdk.certs`) and the server trust list.
 
 The trust list is explicit: a server certificate is accepted only if it is on the list (the same DER bytes) or
 was issued by a CA certificate on the list, and is within its validity period. Nothing is trusted on first use.
@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from edge.certs import (
+from edge.sdk.certs import (
     application_uri,
     create_application_certificate,
     load_certificate,

@@ -18,7 +18,7 @@ from asyncua.ua import NodeId, RelativePath
 from asyncua.ua.uaerrors import UaStringParsingError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
-from edge.points import PointConfig
+from edge.sdk import PointConfig
 
 SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 SecurityMode = Literal["Sign", "SignAndEncrypt"]

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from drivers.opcua.certs import TrustList, application_uri, describe, load_certificate, load_private_key
 from drivers.opcua.config import OpcuaConnection
 from drivers.opcua.values import status_name
-from edge.errors import DeviceUnreachable
+from edge.sdk import DeviceUnreachable
 
 APPLICATION_NAME = "Edge gateway"
 PRODUCT_URI = "urn:edge-gateway:opcua-driver"

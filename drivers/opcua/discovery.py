@@ -31,7 +31,7 @@ from drivers.opcua.config import OpcuaConnection, WriteType, parse_node_id
 from drivers.opcua.connect import close_client, open_client, quiet_asyncua_logging
 from drivers.opcua.plan import make_node_id
 from drivers.opcua.values import is_good, scalar
-from edge.drivers import DiscoveredDevice
+from edge.sdk import DiscoveredDevice
 
 CEFACT_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
 # UNECE Rec. 20 common codes → the gateway's unit symbols (UCUM-style, as the shipped profiles use them).

@@ -12,12 +12,11 @@ from drivers.opcua.config import OpcuaConnection, OpcuaPoint
 from drivers.opcua.discovery import discover
 from drivers.opcua.plan import OpcuaPlan, compile_plan
 from drivers.opcua.session import OpcuaSession
-from edge.drivers import DeviceSpec, DiscoveredDevice
-from edge.points import PointConfig
+from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
 class OpcuaDriver:
-    """The object registered under the `edge.drivers` entry point `opcua`."""
+    """The object registered under the `edge.sdk.drivers` entry point `opcua`."""
 
     connection_model: ClassVar[type[BaseModel]] = OpcuaConnection
     point_model: ClassVar[type[PointConfig]] = OpcuaPoint

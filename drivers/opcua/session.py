@@ -35,9 +35,17 @@ from drivers.opcua.config import OpcuaConnection, OpcuaPoint
 from drivers.opcua.connect import close_client, open_client, quiet_asyncua_logging
 from drivers.opcua.plan import OpcuaPlan, make_node_id
 from drivers.opcua.values import epoch, fault, is_good, status_name, to_raw, to_variant, variant_type
-from edge.drivers import DeviceSpec, PushReceiver, RawValue
-from edge.errors import DeviceUnreachable, SubscriptionUnsupported, WriteRejected
-from edge.points import PointConfig, PointFault, Scalar
+from edge.sdk import (
+    DeviceSpec,
+    DeviceUnreachable,
+    PointConfig,
+    PointFault,
+    PushReceiver,
+    RawValue,
+    Scalar,
+    SubscriptionUnsupported,
+    WriteRejected,
+)
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,7 @@ from typing import Any
 from asyncua.ua import DataValue, LocalizedText, NodeId, QualifiedName, Variant, VariantType
 from asyncua.ua.status_codes import get_name_and_doc
 
-from edge.drivers import RawValue
-from edge.points import PointFault, Qualified, Quality, Scalar
+from edge.sdk import PointFault, Qualified, Quality, RawValue, Scalar
 
 _SEVERITY = 0xC0000000
 _BAD = 0x80000000

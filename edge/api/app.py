@@ -24,9 +24,9 @@ from edge.api.deps import ApiState
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.routes import ROUTERS
 from edge.config.models import ApiConfig
-from edge.errors import EdgeError
-from edge.events import TELEMETRY
-from edge.tenancy import tenant_scope
+from edge.sdk.errors import EdgeError
+from edge.sdk.events import TELEMETRY
+from edge.sdk.tenancy import tenant_scope
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway

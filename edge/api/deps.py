@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.problems import Problem
-from edge.tenancy import TenantContext, tenant_scope
+from edge.sdk.tenancy import TenantContext, tenant_scope
 
 if TYPE_CHECKING:
     from edge.gateway import Gateway

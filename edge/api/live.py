@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from edge.events import COMMAND_RESULT, TELEMETRY, Event
+from edge.sdk.events import COMMAND_RESULT, TELEMETRY, Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import orjson
 
 from edge.config.models import BusConfig
-from edge.errors import EdgeError
+from edge.sdk.errors import EdgeError
 
 __all__ = [
     "GATEWAY_USER",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from edge.bus.access import AccessStore
-from edge.errors import EdgeError
+from edge.sdk.errors import EdgeError
 
 __all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
 

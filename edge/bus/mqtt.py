@@ -30,8 +30,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.backoff import Backoff
-from edge.errors import EdgeError
+from edge.sdk.backoff import Backoff
+from edge.sdk.errors import EdgeError
 
 __all__ = [
     "BusDisconnected",

@@ -1,4 +1,4 @@
-"""`edge backup FILE` and `edge restore FILE`: thin faces over edge.backup."""
+"""`edge backup FILE` and `edge restore FILE`: thin faces over edge.ops.backup."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from edge.backup import BackupError, create_backup, restore_backup
 from edge.cli.common import load_or_exit
+from edge.ops.backup import BackupError, create_backup, restore_backup
 
 
 def backup(

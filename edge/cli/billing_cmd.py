@@ -15,8 +15,8 @@ from typing import Any
 import typer
 
 from edge.cli.common import load_or_exit
-from edge.module_store import ModuleStore, module_store_path
-from edge.tenancy import TenantContext, tenant_scope
+from edge.sdk.store import ModuleStore, module_store_path
+from edge.sdk.tenancy import TenantContext, tenant_scope
 
 app = typer.Typer(no_args_is_help=True, help="Billing ledgers of the billing module.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edge.certs import default_dns_names, write_application_certificate
+from edge.sdk.certs import default_dns_names, write_application_certificate
 
 app = typer.Typer(no_args_is_help=True, help="Create the gateway's application instance certificate.")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 
 from edge.config import LoadedConfig, load_config
-from edge.errors import ConfigError, ConfigIssue
-from edge.logs import LogFormat, configure
+from edge.config.secrets import check_module_references
+from edge.ops.logs import LogFormat, configure
 from edge.plugins import PluginRegistry
-from edge.secrets import check_module_references
+from edge.sdk.errors import ConfigError, ConfigIssue
 
 EXIT_CONFIG = 2
 
@@ -20,7 +20,7 @@ EXIT_CONFIG = 2
 def setup_logging(level: str = "INFO", fmt: LogFormat = "text") -> None:
     configure(
         level, fmt
-    )  # edge.logs: tenant and device bound, secrets redacted    # pymodbus logs every failed request with a frame dump; the gateway logs device down/up once instead.
+    )  # edge.ops.logs: tenant and device bound, secrets redacted    # pymodbus logs every failed request with a frame dump; the gateway logs device down/up once instead.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upload otherwise
 
@@ -48,7 +48,7 @@ def load_or_exit(
 
 
 def module_secret_issues(path: Path) -> list[ConfigIssue]:
-    """Problems with the modules' secret references (edge.secrets); resolving registers them for redaction."""
+    """Problems with the modules' secret references (edge.config.secrets); resolving registers them for redaction."""
     try:
         with path.open("rb") as fh:
             raw = tomllib.load(fh)

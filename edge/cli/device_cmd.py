@@ -12,10 +12,10 @@ from rich.table import Table
 from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
 from edge.config.edit import replace_if_valid
-from edge.drivers import DiscoveredDevice, SupportsDiscovery
-from edge.errors import ConfigError, DeviceError, PluginError
+from edge.devices.polling import DevicePoller
 from edge.plugins import PluginRegistry
-from edge.polling import DevicePoller
+from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
+from edge.sdk.errors import ConfigError, DeviceError, PluginError
 
 app = typer.Typer(no_args_is_help=True, help="List, test, discover, add and remove devices.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")

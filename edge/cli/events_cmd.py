@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from edge.events import DATA_VERSIONS, json_schemas
+from edge.sdk.events import DATA_VERSIONS, json_schemas
 
 app = typer.Typer(no_args_is_help=True, help="Event types and their data schemas.")
 

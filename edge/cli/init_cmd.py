@@ -1,4 +1,4 @@
-"""`edge init`: first-run setup (edge.firstrun): starter configuration, identity and secrets."""
+"""`edge init`: first-run setup (edge.ops.firstrun): starter configuration, identity and secrets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edge.firstrun import init_gateway
+from edge.ops.firstrun import init_gateway
 
 
 def init(

@@ -20,7 +20,7 @@ from rich.table import Table
 from edge.cli import module_command_cmd
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
-from edge.module_state import ModuleSnapshot, ModuleStateStore
+from edge.module_host.state import ModuleSnapshot, ModuleStateStore
 
 EXIT_UNKNOWN = 1
 EXIT_UNHEALTHY = 3

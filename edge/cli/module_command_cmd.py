@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 import typer
 
+from edge.bus.topics import Topics
 from edge.cli.common import load_or_exit
 from edge.cli.mqtt_request import new_request_id, request
 from edge.cli.options import parse_pairs
 from edge.config import LoadedConfig
-from edge.events import MODULE_COMMAND_RESULT
-from edge.topics import Topics
+from edge.sdk.events import MODULE_COMMAND_RESULT
 
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 EXIT_REFUSED, EXIT_NO_ANSWER = 1, 2

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 import typer
 
+from edge.bus.topics import Topics
 from edge.cli.common import load_or_exit
 from edge.cli.mqtt_request import new_request_id, request
-from edge.topics import Topics
 
 app = typer.Typer(no_args_is_help=True, help="Read and write points through the running gateway.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")

@@ -1,4 +1,4 @@
-"""`edge service install|uninstall`: the systemd service (edge.service)."""
+"""`edge service install|uninstall`: the systemd service (edge.ops.service)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from edge.service import Report, ServiceLayout, install, uninstall
+from edge.ops.service import Report, ServiceLayout, install, uninstall
 
 app = typer.Typer(no_args_is_help=True, help="Install the gateway as a systemd service, or remove it.")
 

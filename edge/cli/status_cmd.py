@@ -20,7 +20,7 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
-from edge.health import STATUS_FILE, HealthReport
+from edge.ops.health import STATUS_FILE, HealthReport
 
 EXIT_OK, EXIT_DEGRADED, EXIT_NOT_READY, EXIT_NOT_LIVE = 0, 1, 3, 4
 STALE_AFTER = 10.0  # seconds; the gateway rewrites the file every second

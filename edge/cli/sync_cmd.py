@@ -1,6 +1,6 @@
 """`edge sync`: the state of store-and-forward uplinks (cloud sync), read from the outbox.
 
-A thin face over `edge.storage.inspect.OutboxInspector`: `status` opens the outbox read-only (it works while
+A thin face over `edge.outbox.inspect.OutboxInspector`: `status` opens the outbox read-only (it works while
 the gateway runs, or after it stopped); `flush` (read-only too) waits until the running gateway has uploaded
 what was buffered when it started; `replay-dead-letters` marks a tenant's dead letters so that their
 consumer offers them again (within seconds if the gateway runs, else at its next start).
@@ -17,10 +17,10 @@ import typer
 
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
-from edge.storage.inspect import OutboxInspector, uplink_status
-from edge.storage.inspect import summary_row as _row
-from edge.storage.sqlite import _tenant_filter
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox.inspect import OutboxInspector, uplink_status
+from edge.outbox.inspect import summary_row as _row
+from edge.outbox.sqlite import _tenant_filter
+from edge.sdk.tenancy import TenantContext, tenant_scope
 
 app = typer.Typer(no_args_is_help=True, help="Store-and-forward uplinks: backlog, dead letters, replay.")
 

@@ -1,5 +1,5 @@
 """`edge tenant`: tenants and their entitlement flags (applied live by a running gateway), one tenant's stored
-data (export, erase, move between storage tiers: edge.storage.tiers) and, through `credentials_cmd`, its MQTT
+data (export, erase, move between storage tiers: edge.outbox.router) and, through `credentials_cmd`, its MQTT
 users. Entitlements are edited in the configuration file with its comments kept and validated before it
 replaces the old one."""
 
@@ -17,10 +17,10 @@ from edge.cli import credentials_cmd
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
 from edge.config.edit import UnknownTenant, change_entitlements
-from edge.errors import ConfigError
-from edge.instance import AlreadyRunning, InstanceLock
-from edge.storage.tenant_ops import erase_tenant, export_tenant, has_rows, move_tenant
-from edge.storage.tiers import dedicated_path
+from edge.ops.instance import AlreadyRunning, InstanceLock
+from edge.outbox.router import dedicated_path
+from edge.outbox.tenant_ops import erase_tenant, export_tenant, has_rows, move_tenant
+from edge.sdk.errors import ConfigError
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -15,7 +15,7 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
-from edge.tenancy import tenant_scope
+from edge.sdk.tenancy import tenant_scope
 from edge.webhooks import Subscription, SubscriptionNotFound, WebhookStore, open_store
 
 app = typer.Typer(no_args_is_help=True, help="Webhook subscriptions: signed CloudEvents to HTTP endpoints.")

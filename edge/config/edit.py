@@ -11,8 +11,8 @@ from pathlib import Path
 import tomlkit
 
 from edge.config.loader import load_config
-from edge.errors import ConfigError, ConfigIssue
 from edge.plugins import PluginRegistry
+from edge.sdk.errors import ConfigError, ConfigIssue
 
 
 class UnknownTenant(KeyError):
@@ -41,7 +41,7 @@ def change_entitlements(
     config: Path, tenant: str, *, add: Iterable[str] = (), remove: Iterable[str] = ()
 ) -> tuple[list[str], list[str]]:
     """Add and remove a tenant's entitlement flags in the file; returns (old, new) flags. A running gateway
-    follows the file (edge.module_control). Raises UnknownTenant or ConfigError."""
+    follows the file (edge.module_host.control). Raises UnknownTenant or ConfigError."""
     document = tomlkit.parse(config.read_text())
     tenants = document.get("tenants")
     entries = [t for t in tenants if str(t.get("id")) == tenant] if isinstance(tenants, list) else []

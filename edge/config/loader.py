@@ -15,13 +15,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
+from edge.config.secrets import resolve_references
 from edge.config.versions import upgrade
-from edge.drivers import DeviceSpec, Driver
-from edge.errors import ConfigError, ConfigIssue, PluginError
 from edge.plugins import PluginRegistry
-from edge.points import PointConfig
-from edge.secrets import resolve_references
-from edge.tenancy import TenantContext
+from edge.sdk.drivers import DeviceSpec, Driver
+from edge.sdk.errors import ConfigError, ConfigIssue, PluginError
+from edge.sdk.points import PointConfig
+from edge.sdk.tenancy import TenantContext
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, model_validator
 
-from edge.points import Name
-from edge.storage import RetentionPolicy
+from edge.outbox import RetentionPolicy
+from edge.sdk.points import Name
 
 
 class _Strict(BaseModel):
@@ -46,7 +46,7 @@ Seconds = Annotated[float, _quantity(_TIME_UNITS)]  # 3600, or "1h", "7d", "90s"
 
 
 class RetentionConfig(_Strict):
-    """How much of one tenant the outbox keeps, and what happens beyond it (see edge/storage/retention.py)."""
+    """How much of one tenant the outbox keeps, and what happens beyond it (see edge/outbox/retention.py)."""
 
     max_age: Seconds = Field(
         default=7 * 86_400.0,
@@ -80,7 +80,7 @@ class TenantConfig(_Strict):
     retention: RetentionOverride = RetentionOverride()
     storage: Literal["shared", "dedicated"] = Field(
         default="shared",
-        description="'dedicated': this tenant's events in their own database file (edge.storage.tiers).",
+        description="'dedicated': this tenant's events in their own database file (edge.outbox.router).",
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from edge.errors import ConfigIssue
+from edge.sdk.errors import ConfigIssue
 from edge.version import __version__
 
 __all__ = ["CONFIG_VERSION", "DEPRECATIONS", "MIGRATIONS", "Deprecation", "upgrade"]

@@ -1,6 +1,6 @@
 """Delivering one subscription's events: filter, sign, POST, and decide what the outbox consumer does next.
 
-`Deliverer` is the batch handler of the subscription's durable outbox consumer (`edge.modules.
+`Deliverer` is the batch handler of the subscription's durable outbox consumer (`edge.module_host.host.
 run_batch_consumer`), so cursors, retries, dead letters and replays follow the kernel's rules. Within a batch,
 events go out one at a time, in outbox order. For each event:
 
@@ -31,9 +31,9 @@ import httpcore
 import httpx
 import orjson
 
-from edge.backoff import Backoff
-from edge.modules import Rejected, RetryLater
-from edge.storage import StoredEvent
+from edge.sdk.backoff import Backoff
+from edge.sdk.events import StoredEvent
+from edge.sdk.modules import Rejected, RetryLater
 from edge.webhooks.guard import DestinationRefused
 from edge.webhooks.signing import sign_all
 from edge.webhooks.store import Subscription

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from edge.events import Event
-from edge.modules import run_batch_consumer
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.module_host.batches import run_batch_consumer
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.events import Event
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
 from edge.webhooks.store import Subscription, WebhookStore

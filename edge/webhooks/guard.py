@@ -17,7 +17,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from edge.errors import EdgeError
+from edge.sdk.errors import EdgeError
 
 __all__ = ["DestinationPolicy", "DestinationRefused", "GuardedTransport"]
 

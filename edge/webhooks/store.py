@@ -2,7 +2,7 @@
 
 `WebhookStore` is the typed, tenant-scoped API over them, used by `edge webhook ...` (whether the gateway runs
 or not), by the running gateway (which reloads them every second) and by the REST API. Every read and write
-goes through the outbox's tenant filter (`edge.storage.sqlite._tenant_filter`), so a tenant only ever sees and
+goes through the outbox's tenant filter (`edge.outbox.sqlite._tenant_filter`), so a tenant only ever sees and
 changes its own subscriptions and their dead letters.
 
 Each subscription is a durable outbox consumer named `webhook:<id>`. Creating one starts its cursor at the
@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import orjson
 
-from edge.errors import EdgeError
-from edge.storage import _sql as outbox_sql
-from edge.storage.sqlite import _tenant_filter
+from edge.outbox import _sql as outbox_sql
+from edge.outbox.sqlite import _tenant_filter
+from edge.sdk.errors import EdgeError
 from edge.webhooks.guard import DestinationPolicy
 from edge.webhooks.signing import new_secret
 

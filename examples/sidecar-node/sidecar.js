@@ -1,5 +1,5 @@
 'use strict';
-// A gateway sidecar in Node.js: @grpc/grpc-js with edge/sidecar/module.proto loaded at run time, no Python
+// A gateway sidecar in Node.js: @grpc/grpc-js with edge/sdk/proto/module.proto loaded at run time, no Python
 // and no generated code. It registers, reports health, takes every telemetry Delivery, publishes one
 // `org.example.node.seen` event per event (with its sequence) and then acknowledges the Delivery, so events
 // a killed sidecar had not acknowledged come again when the kernel restarts it.
@@ -11,7 +11,7 @@ const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const loader = require('@grpc/proto-loader');
 
-const PROTO = path.join(__dirname, '..', '..', 'edge', 'sidecar', 'module.proto');
+const PROTO = path.join(__dirname, '..', '..', 'edge', 'sdk', 'proto', 'module.proto');
 const MANIFEST = `
 name = "node"
 kind = "module"

@@ -1,4 +1,4 @@
-"""A sidecar written against the published gRPC contract only (edge/sidecar/module.proto's generated stubs,
+"""A sidecar written against the published gRPC contract only (edge/sdk/proto/module.proto's generated stubs,
 grpc's blocking API, threads): no edge SDK, no asyncio. It is the pattern a partner follows in any language
 with that .proto, and the tests use it to prove the contract.
 
@@ -23,8 +23,8 @@ import threading
 
 import grpc
 
-from edge.sidecar import module_pb2 as pb
-from edge.sidecar import module_pb2_grpc as pb_grpc
+from edge.sdk.proto import module_pb2 as pb
+from edge.sdk.proto import module_pb2_grpc as pb_grpc
 
 MANIFEST = """
 name = "raw"

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.events import ModuleCommandResultData
+from edge.sdk import ModuleCommandResultData
 
 ALARM = "org.edgegw.alarm"
 

@@ -17,12 +17,23 @@ import logging
 from fnmatch import fnmatchcase
 from typing import Any
 
-from edge.events import MODULE_COMMAND, MODULE_COMMAND_RESULT, TELEMETRY, rfc3339
-from edge.module_commands import ModuleCommand, command_of, result_data
-from edge.module_kit import EventBatches, Telemetry, Ticker, parse_config
-from edge.modules import Health, ModuleContext
-from edge.storage import StoredEvent
-from edge.tenancy import current_tenant
+from edge.sdk import (
+    MODULE_COMMAND,
+    MODULE_COMMAND_RESULT,
+    TELEMETRY,
+    EventBatches,
+    Health,
+    ModuleCommand,
+    ModuleContext,
+    StoredEvent,
+    Telemetry,
+    Ticker,
+    command_of,
+    current_tenant,
+    parse_config,
+    result_data,
+    rfc3339,
+)
 from modules.alarms.config import AlarmsConfig, Rule
 from modules.alarms.events import ALARM
 from modules.alarms.rules import Track, Transition, evaluate, observe

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.module_store import ModuleStore
+from edge.sdk import ModuleStore
 from modules.billing.events import EnergyInterval
 
 

@@ -12,10 +12,7 @@ import logging
 import orjson
 from pydantic import ValidationError
 
-from edge.module_kit import parse_config
-from edge.module_store import ModuleStore
-from edge.modules import Health, ModuleContext
-from edge.storage import StoredEvent
+from edge.sdk import Health, ModuleContext, ModuleStore, StoredEvent, parse_config
 from modules.billing import ledger
 from modules.billing.config import BillingConfig
 from modules.billing.events import ENERGY_PRODUCED, EnergyInterval

@@ -4,6 +4,6 @@ Its schedule writes appear as the kernel's `org.edgegw.command.result` events (r
 
 from __future__ import annotations
 
-from edge.events import AssetFailedData
+from edge.sdk import AssetFailedData
 
 __all__ = ["AssetFailedData"]

@@ -17,12 +17,20 @@ from fnmatch import fnmatchcase
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.errors import EdgeError
-from edge.events import TELEMETRY
-from edge.module_kit import AlertBook, EventBatches, Telemetry, Ticker, as_bool, parse_config
-from edge.modules import Health, ModuleContext
-from edge.storage import StoredEvent
-from edge.tenancy import current_tenant
+from edge.sdk import (
+    TELEMETRY,
+    AlertBook,
+    EdgeError,
+    EventBatches,
+    Health,
+    ModuleContext,
+    StoredEvent,
+    Telemetry,
+    Ticker,
+    as_bool,
+    current_tenant,
+    parse_config,
+)
 from modules.hvac.config import HvacConfig, Schedule
 from modules.hvac.logic import (
     CycleTrack,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge.points import Name
+from edge.sdk import Name
 
 Severity = Literal["critical", "major", "minor", "warning"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.events import AssetFailedData
+from edge.sdk import AssetFailedData
 
 __all__ = ["LIFT_USAGE", "AssetFailedData", "LiftUsageData"]
 

@@ -13,11 +13,20 @@ import logging
 from fnmatch import fnmatchcase
 from typing import Any
 
-from edge.events import TELEMETRY, rfc3339
-from edge.module_kit import AlertBook, EventBatches, Telemetry, Ticker, as_bool, parse_config
-from edge.modules import Health, ModuleContext
-from edge.storage import StoredEvent
-from edge.tenancy import current_tenant
+from edge.sdk import (
+    TELEMETRY,
+    AlertBook,
+    EventBatches,
+    Health,
+    ModuleContext,
+    StoredEvent,
+    Telemetry,
+    Ticker,
+    as_bool,
+    current_tenant,
+    parse_config,
+    rfc3339,
+)
 from modules.lifts.config import LiftsConfig
 from modules.lifts.events import LIFT_USAGE
 from modules.lifts.watch import LiftTrack, conditions, observe

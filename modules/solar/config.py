@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.points import Name
+from edge.sdk import Name
 
 
 class Underperformance(BaseModel):

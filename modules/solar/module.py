@@ -18,11 +18,19 @@ import logging
 from fnmatch import fnmatchcase
 from typing import Any
 
-from edge.events import TELEMETRY, rfc3339
-from edge.module_kit import AlertBook, EventBatches, Sample, Telemetry, parse_config
-from edge.modules import Health, ModuleContext
-from edge.storage import StoredEvent
-from edge.tenancy import current_tenant
+from edge.sdk import (
+    TELEMETRY,
+    AlertBook,
+    EventBatches,
+    Health,
+    ModuleContext,
+    Sample,
+    StoredEvent,
+    Telemetry,
+    current_tenant,
+    parse_config,
+    rfc3339,
+)
 from modules.solar.config import SolarConfig
 from modules.solar.energy import Interval, Settings, Track, add_sample, close_until, peers_median
 from modules.solar.events import ENERGY_PRODUCED

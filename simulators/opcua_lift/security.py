@@ -1,6 +1,6 @@
 """Security of the simulated server: offered policies, user names, the client trust directory, its certificate.
 
-The certificate code is the simulator's own (it shares nothing with the gateway's `edge.certs`), so a mistake
+The certificate code is the simulator's own (it shares nothing with the gateway's `edge.sdk.certs`), so a mistake
 in one is not silently mirrored by the other.
 """
 

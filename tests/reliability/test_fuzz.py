@@ -28,13 +28,13 @@ from drivers.bacnet import values as bacnet_values
 from drivers.modbus.config import WIDTH, ModbusPoint
 from drivers.modbus.decode import decode
 from drivers.opcua import values as opcua_values
-from edge.commands import CommandRejected, WriteRequest, parse_write_request
+from edge.bus.topics import Topics
 from edge.config import load_config
-from edge.errors import ConfigError
-from edge.events import CloudEventEnvelope
+from edge.devices.commands import CommandRejected, WriteRequest, parse_write_request
 from edge.plugins import PluginRegistry
-from edge.points import PointFault, Qualified
-from edge.topics import Topics
+from edge.sdk.errors import ConfigError
+from edge.sdk.events import CloudEventEnvelope
+from edge.sdk.points import PointFault, Qualified
 
 EXAMPLES = int(os.environ.get("EDGE_FUZZ_EXAMPLES", "25"))
 FUZZ = settings(

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drivers.modbus import ModbusConnection, ModbusDriver, ModbusPoint
-from edge.drivers import DeviceSpec
-from edge.errors import DeviceUnreachable
-from edge.points import PointFault
+from edge.sdk.drivers import DeviceSpec
+from edge.sdk.errors import DeviceUnreachable
+from edge.sdk.points import PointFault
 from tests.helpers import free_port
 
 TIMEOUT = 0.3

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.cloud_harness import telemetry
 
 CONSUMER = "model"

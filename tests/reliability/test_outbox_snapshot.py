@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.cloud_harness import telemetry
 
 TENANT = TenantContext("acme")

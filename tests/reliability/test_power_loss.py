@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.storage.sqlite import SqliteOutbox
-from edge.tenancy import TenantContext, tenant_scope
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.cloud_harness import telemetry
 from tests.reliability.harness import integrity_ok
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edge.modules import Health
-from edge.storage import StoredEvent
+from edge.sdk.events import StoredEvent
+from edge.sdk.modules import Health
 
 ECHO = "org.example.echo"
 

@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 from edge.api.deps import ApiState, Caller, Operator, State, Viewer
 from edge.api.live import PointValue
 from edge.api.problems import PROBLEM_RESPONSES, Problem
-from edge.commands import CommandRejected, WriteRequest, parse_write_payload
-from edge.drivers import DeviceSpec
-from edge.errors import UnknownTarget
-from edge.events import TELEMETRY, rfc3339
-from edge.points import PointConfig, Scalar
+from edge.devices.commands import CommandRejected, WriteRequest, parse_write_payload
+from edge.sdk.drivers import DeviceSpec
+from edge.sdk.errors import UnknownTarget
+from edge.sdk.events import TELEMETRY, rfc3339
+from edge.sdk.points import PointConfig, Scalar
 
 router = APIRouter(prefix="/v1", tags=["devices"], responses=PROBLEM_RESPONSES)
 

@@ -21,7 +21,7 @@ class Health(BaseModel):
 
 @router.get("/health", summary="Is the gateway process serving (no token needed)")
 async def health(state: State) -> Health:
-    # Deliberately small and unauthenticated, for probes; edge/health.py may take it over.
+    # Deliberately small and unauthenticated, for probes; edge/ops/health.py may take it over.
     return Health(status="ok", bus_connected=state.gateway.bus.connected)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from edge.api.deps import State, Viewer
 from edge.api.problems import PROBLEM_RESPONSES
-from edge.storage.inspect import OutboxInspector, uplink_status
+from edge.outbox.inspect import OutboxInspector, uplink_status
 
 router = APIRouter(prefix="/v1", tags=["sync"], responses=PROBLEM_RESPONSES)
 

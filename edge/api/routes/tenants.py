@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from edge.api.deps import Admin, State
 from edge.api.problems import PROBLEM_RESPONSES, Problem
 from edge.config.edit import change_entitlements
-from edge.errors import ConfigError
+from edge.sdk.errors import ConfigError
 
 router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
 

@@ -1,0 +1,209 @@
+"""From the outbox to the local MQTT bus.
+
+`OutboxPublisher` is a durable outbox consumer: per tenant it reads committed events after its cursor, publishes
+them (QoS 1 by default), and moves the cursor only once the broker acknowledged the whole batch. A lost
+connection simply means reading again from the cursor, so a broker restart loses nothing that was stored.
+
+`LastValuePublisher` keeps each point's latest value on its own retained topic. It is state, not history: it
+coalesces updates per point, publishes a point at most every `min_interval` seconds and only when its value or
+quality changed (or `refresh` seconds passed), and republishes everything after a reconnect, because a broker
+without persistence forgets retained messages when it restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from edge.bus.mqtt import BusDisconnected, MqttBus
+from edge.bus.topics import Topics
+from edge.ops.stats import GatewayStats
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.drivers import DeviceSpec
+from edge.sdk.events import TELEMETRY, Event, rfc3339
+from edge.sdk.tenancy import TenantContext, tenant_scope
+
+log = logging.getLogger(__name__)
+
+MQTT_CONSUMER = "mqtt"
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        bus: MqttBus,
+        topics: Topics,
+        tenants: Iterable[TenantContext],
+        stats: GatewayStats,
+        *,
+        qos: int = 1,
+        batch: int = 500,
+    ) -> None:
+        self._outbox = outbox
+        self._bus = bus
+        self._topics = topics
+        self._tenants = {t.tenant_id: t for t in tenants}
+        self._stats = stats
+        self._qos = qos
+        self._batch = batch
+        self._wake = {tenant: asyncio.Event() for tenant in self._tenants}
+        outbox.add_commit_listener(self._on_commit)
+
+    def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
+        for tenant in {e.tenant for e in events}:
+            wake = self._wake.get(tenant)
+            if wake is not None:
+                wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for ctx in self._tenants.values():
+                group.create_task(self._run_tenant(ctx), name=f"publisher-{ctx.tenant_id}")
+
+    async def _run_tenant(self, ctx: TenantContext) -> None:
+        with tenant_scope(ctx):
+            wake = self._wake[ctx.tenant_id]
+            position = await self._outbox.cursor(MQTT_CONSUMER)
+            while True:
+                await self._bus.wait_connected()
+                wake.clear()  # before the read: a commit landing during it must wake the next wait
+                rows = await self._outbox.read_after(position, self._batch)
+                if not rows:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                    continue
+                if await self._publish(rows):
+                    position = rows[-1].position
+                    self._outbox.set_cursor(MQTT_CONSUMER, position)
+                    self._stats.events_published += len(rows)
+
+    async def _publish(self, rows: Sequence[Any]) -> bool:
+        """Publish a batch; True once every message is acknowledged, False to replay it after a reconnect."""
+        tenant = rows[0].tenant
+        pending = []
+        try:
+            for row in rows:
+                topic = self._topics.events(tenant, row.subject)
+                pending.append(await self._bus.publish(topic, row.body, qos=self._qos))
+        except BusDisconnected:
+            pass
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failed = len(pending) < len(rows) or any(isinstance(r, BaseException) for r in results)
+        if failed:
+            log.debug("publish of %d events interrupted; replaying from the outbox", len(rows))
+        return not failed
+
+
+class LastValuePublisher:
+    def __init__(
+        self,
+        bus: MqttBus,
+        topics: Topics,
+        stats: GatewayStats,
+        *,
+        qos: int = 1,
+        min_interval: float = 1.0,
+        refresh: float = 60.0,
+    ) -> None:
+        self._bus = bus
+        self._topics = topics
+        self._stats = stats
+        self._qos = qos
+        self._min_interval = min_interval
+        self._refresh = max(refresh, min_interval)
+        # Newest telemetry per device since the last flush; only this is examined, so a fast poll costs one
+        # dict assignment per event here, whatever the number of points.
+        self._latest: dict[tuple[str, str, str], Event] = {}
+        self._resend: dict[str, bytes] = {}  # topic -> payload to send as it is (device status, republishing)
+        # topic -> (when, value, quality, payload) of what was last sent
+        self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
+        self._wake = asyncio.Event()
+        bus.on_connect_hooks.append(self._republish_all)
+
+    def on_commit(self, events: Sequence[Event], last_position: int) -> None:
+        latest = self._latest
+        for event in events:
+            if event.type == TELEMETRY and event.data is not None:
+                latest[(event.tenant, event.data["site"], event.data["device"])] = event
+        self._wake.set()
+
+    def on_status(self, spec: DeviceSpec, up: bool, reason: str | None) -> None:
+        topic = self._topics.device_status(spec.tenant, spec.site, spec.name)
+        self._resend[topic] = orjson.dumps(
+            {"status": "up" if up else "down", "reason": reason, "time": rfc3339(time.time())}
+        )
+        self._wake.set()
+
+    def _republish_all(self) -> None:
+        # Called after every (re)connect: a broker without persistence forgot its retained messages.
+        for topic, (_, _, _, payload) in self._published.items():
+            self._resend.setdefault(topic, payload)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            # Coalesce: whatever arrives during the next interval is examined once, at its end.
+            await asyncio.sleep(self._min_interval)
+
+    async def _flush(self) -> None:
+        resend, self._resend = self._resend, {}
+        for topic, payload in resend.items():
+            if not await self._send(topic, payload):
+                self._resend.update(resend)
+                return
+            previous = self._published.get(topic)
+            self._published[topic] = (
+                time.monotonic(),
+                *(previous[1:3] if previous else (None, None)),
+                payload,
+            )
+        latest, self._latest = self._latest, {}
+        now = time.monotonic()
+        point_topic = self._topics.point
+        for count, ((tenant, site, device), event) in enumerate(latest.items()):
+            assert event.data is not None
+            if count % 16 == 15:
+                await asyncio.sleep(0)  # let events and polls through between devices' updates
+            when = rfc3339(event.time)
+            for name, sample in event.data["points"].items():
+                topic = point_topic(tenant, site, device, name)
+                value, quality = sample["value"], sample["quality"]
+                last = self._published.get(topic)
+                if (
+                    last is not None
+                    and last[1] == value
+                    and last[2] == quality
+                    and now - last[0] < self._refresh
+                ):
+                    continue
+                payload = orjson.dumps({**sample, "time": when, "sequence": event.sequence})
+                if not await self._send(topic, payload):
+                    self._latest.setdefault((tenant, site, device), event)
+                    return
+                self._published[topic] = (now, value, quality, payload)
+
+    async def _send(self, topic: str, payload: bytes) -> bool:
+        try:
+            future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
+        except BusDisconnected:
+            return False  # the reconnect hook republishes everything
+        future.add_done_callback(_ignore_outcome)
+        self._stats.point_updates_published += 1
+        return True
+
+
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    # Retained state needs no replay: a reconnect republishes everything. Retrieve the outcome so asyncio
+    # does not warn about it.
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,212 @@
+"""Write requests from local systems, over MQTT.
+
+A request is published on `{prefix}/{tenant}/cmd/{site}/{device}/{point}/set` with a JSON payload: either
+`{"value": 42, "id": "req-1"}` or a bare JSON value. Anything malformed, too large, for an unknown target
+or a read-only point is refused with a logged reason, counted, and answered on the `.../result` topic; the
+gateway carries on. Every outcome is also an `org.edgegw.command.result` event in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.topics import Topics
+from edge.devices.polling import DevicePoller
+from edge.module_host.commands import ModuleCommands
+from edge.ops.stats import GatewayStats
+from edge.outbox.sqlite import SqliteOutbox
+from edge.sdk.errors import DeviceError, DeviceUnreachable, UnknownTarget
+from edge.sdk.events import COMMAND_RESULT, make_event
+from edge.sdk.points import Scalar
+from edge.sdk.tenancy import TenantContext, tenant_scope
+
+log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT = 10.0
+
+
+class CommandRejected(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    tenant: str
+    site: str
+    device: str
+    point: str
+    value: Scalar | None  # None releases the point (BACnet relinquish)
+    request_id: str | None
+
+
+def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequest:
+    """Validate one inbound message; raises CommandRejected with the reason."""
+    target = topics.parse_command(topic)
+    if target is None:
+        raise CommandRejected(f"not a command topic: {topic!r}")
+    value, request_id = parse_write_payload(payload)
+    return WriteRequest(*target, value=value, request_id=request_id)
+
+
+def parse_write_payload(payload: bytes) -> tuple[Scalar | None, str | None]:
+    """(value, request id) of a write request body, whatever face it came through; raises CommandRejected."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise CommandRejected(f"payload is not JSON: {exc}") from None
+    request_id = None
+    if isinstance(body, dict):
+        if "value" not in body:
+            raise CommandRejected("JSON object without a 'value' field")
+        request_id = body.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise CommandRejected("'id' must be a string")
+        body = body["value"]
+    if body is not None and not isinstance(body, bool | int | float | str):
+        raise CommandRejected(f"value must be a number, boolean, string or null, not {type(body).__name__}")
+    return body, request_id
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    ok: bool
+    reason: str | None
+    failure: Literal["refused", "unreachable", "timeout"] | None = None  # why not ok
+
+
+class CommandHandler:
+    def __init__(
+        self,
+        bus: MqttBus,
+        topics: Topics,
+        pollers: Mapping[tuple[str, str, str], DevicePoller],
+        tenants: Mapping[str, TenantContext],
+        outbox: SqliteOutbox,
+        stats: GatewayStats,
+        gateway_id: str,
+        module_commands: ModuleCommands | None = None,
+    ) -> None:
+        self._bus = bus
+        self._module_commands = module_commands
+        self._topics = topics
+        self._pollers = pollers
+        self._tenants = tenants
+        self._outbox = outbox
+        self._stats = stats
+        self._source = f"/{gateway_id}/commands"
+        self._running: set[asyncio.Task[Any]] = set()
+        bus.subscribe(topics.command_filter(), qos=1)
+
+    async def run(self) -> None:
+        async for message in self._bus.messages():
+            self._accept(message)
+
+    def _accept(self, message: InboundMessage) -> None:
+        if self._module_commands is not None and self._topics.parse_module_command(message.topic):
+            task = asyncio.create_task(self._module_commands.accept(message))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return
+        try:
+            request = parse_write_request(self._topics, message.topic, message.payload)
+            poller = self._pollers.get((request.tenant, request.site, request.device))
+            if poller is None:
+                raise UnknownTarget(
+                    f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"
+                )
+        except (CommandRejected, UnknownTarget) as exc:
+            self._stats.commands_rejected += 1
+            log.warning("command on %s rejected: %s", message.topic, exc)
+            target = self._topics.parse_command(message.topic)
+            if target is not None and target[0] in self._tenants:  # answer only tenants this gateway serves
+                self._reply_later(*target, value=None, ok=False, reason=str(exc), request_id=None)
+            return
+        write = asyncio.create_task(self._execute(poller, request))
+        self._running.add(write)
+        write.add_done_callback(self._running.discard)
+
+    async def write(self, request: WriteRequest) -> WriteOutcome:
+        """One write from another face (the REST API): the MQTT path's checks, result topic and event.
+
+        Raises UnknownTarget for a device the tenant does not have (nothing is recorded, as over MQTT)."""
+        poller = self._pollers.get((request.tenant, request.site, request.device))
+        if poller is None:
+            self._stats.commands_rejected += 1
+            raise UnknownTarget(
+                f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"
+            )
+        return await self._execute(poller, request)
+
+    async def _execute(self, poller: DevicePoller, request: WriteRequest) -> WriteOutcome:
+        with tenant_scope(poller.tenant):
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await poller.write(request.point, request.value)
+            except (DeviceError, TimeoutError) as exc:
+                reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
+                self._stats.commands_rejected += 1
+                log.warning("write %s/%s.%s failed: %s", request.site, request.device, request.point, reason)
+                await self._reply(request, ok=False, reason=reason)
+                if isinstance(exc, TimeoutError):
+                    return WriteOutcome(False, reason, "timeout")
+                return WriteOutcome(
+                    False, reason, "unreachable" if isinstance(exc, DeviceUnreachable) else "refused"
+                )
+            self._stats.commands_accepted += 1
+            log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
+            await self._reply(request, ok=True, reason=None)
+            return WriteOutcome(True, None)
+
+    async def write_for_module(
+        self, module: str, tenant: str, site: str, device: str, point: str, value: Scalar | None
+    ) -> None:
+        """A module's write (an HVAC schedule): the same checks, timeout and result event as an MQTT
+        request, answered by raising DeviceError/UnknownTarget with the reason instead of on a topic."""
+        poller = self._pollers.get((tenant, site, device))
+        if poller is None:
+            raise UnknownTarget(f"unknown device {site}/{device} for tenant {tenant!r}")
+        request = WriteRequest(tenant, site, device, point, value, f"module:{module}")
+        outcome = await self._execute(poller, request)
+        if not outcome.ok:
+            raise DeviceError(device, outcome.reason or "write failed", point)
+
+    def _reply_later(self, tenant: str, site: str, device: str, point: str, **result: Any) -> None:
+        request = WriteRequest(tenant, site, device, point, result.pop("value"), result.pop("request_id"))
+        task = asyncio.create_task(self._reply(request, **result))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _reply(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+        with tenant_scope(self._tenants[request.tenant]):
+            await self._record(request, ok=ok, reason=reason)
+
+    async def _record(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+        data = {
+            "device": request.device,
+            "site": request.site,
+            "point": request.point,
+            "value": request.value,
+            "ok": ok,
+            "reason": reason,
+            "request_id": request.request_id,
+        }
+        topic = self._topics.command_result(request.tenant, request.site, request.device, request.point)
+        future = await self._bus.publish(topic, orjson.dumps(data), qos=1)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        event = make_event(
+            type=COMMAND_RESULT,
+            source=self._source,
+            subject=f"{request.site}/{request.device}",
+            tenant=request.tenant,
+            time=time.time(),
+            data=data,
+        )
+        await self._outbox.append(event)

@@ -1,0 +1,135 @@
+"""Turns a driver's raw values into normalized samples: scaling, SunSpec scale factors, units, quality.
+
+This is the only place values are scaled, for every protocol. A `DeviceNormalizer` is compiled once per device
+from its point map. `normalize()` runs on every poll over the whole plan; `normalize_changes()` serves drivers
+that push changes (COV, OPC UA subscriptions) and recomputes only the points a change affects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from edge.sdk.drivers import RawValue
+from edge.sdk.errors import WriteRejected
+from edge.sdk.points import PointConfig, PointFault, Qualified, Quality, Scalar
+
+_GOOD = Quality.GOOD.value
+_BAD = Quality.BAD.value
+
+# (name, index, unit, scale, offset, scale-factor index or -1, decimals to round to or -1)
+_Entry = tuple[str, int, str | None, float, float, int, int]
+
+
+def _decimals(number: float) -> int:
+    exponent = Decimal(repr(number)).normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+class DeviceNormalizer:
+    def __init__(self, device: str, points: Sequence[PointConfig]) -> None:
+        self.device = device
+        self.points = tuple(points)
+        index = {p.name: i for i, p in enumerate(points)}
+        self._plan: tuple[_Entry, ...] = tuple(
+            (
+                p.name,
+                i,
+                p.unit,
+                p.scale,
+                p.offset,
+                index[p.scale_factor] if p.scale_factor else -1,
+                max(_decimals(p.scale), _decimals(p.offset)) if (p.scale != 1.0 or p.offset != 0.0) else -1,
+            )
+            for i, p in enumerate(points)
+            if p.publish
+        )
+        # For pushed changes: which published entries a change of raw index i affects (itself, its dependents).
+        self._affected: dict[int, list[_Entry]] = {}
+        for entry in self._plan:
+            self._affected.setdefault(entry[1], []).append(entry)
+            if entry[5] >= 0:
+                self._affected.setdefault(entry[5], []).append(entry)
+        self._by_name = {p.name: p for p in points}
+        self._current: list[RawValue] = [None] * len(points)
+
+    def normalize(self, raw: Sequence[RawValue]) -> dict[str, dict[str, Any]]:
+        """Every published point of a full read, in plan order."""
+        self._current = list(raw)
+        out: dict[str, dict[str, Any]] = {}
+        for entry in self._plan:
+            name, i, unit, scale, offset, sf_index, decimals = entry
+            value = raw[i]
+            kind = type(value)
+            if (kind is int or kind is float) and sf_index < 0:  # the common case, kept inline
+                if decimals < 0:
+                    out[name] = {"value": value, "unit": unit, "quality": _GOOD}
+                else:
+                    scaled = value * scale + offset  # type: ignore[operator]
+                    out[name] = {
+                        "value": round(scaled, decimals),
+                        "unit": unit,
+                        "quality": _GOOD,
+                        "raw": value,
+                    }
+            else:
+                out[name] = _sample(entry, value, raw)
+        return out
+
+    def normalize_changes(self, changes: Mapping[int, RawValue]) -> dict[str, dict[str, Any]]:
+        """Apply pushed changes ({plan index: raw value}); returns only the published points they affect."""
+        current = self._current
+        for i, value in changes.items():
+            current[i] = value
+        out: dict[str, dict[str, Any]] = {}
+        for i in changes:
+            for entry in self._affected.get(i, ()):
+                out[entry[0]] = _sample(entry, current[entry[1]], current)
+        return out
+
+    def to_raw(self, point_name: str, value: Scalar) -> Scalar:
+        """The raw value to write so that the point reads `value` (the inverse of `normalize`)."""
+        point = self._by_name[point_name]
+        if isinstance(value, bool | str):
+            return value
+        raw = (float(value) - point.offset) / point.scale
+        if point.scale_factor:
+            index = next(i for i, p in enumerate(self.points) if p.name == point.scale_factor)
+            sf = self._current[index]
+            if type(sf) is not int:
+                raise WriteRejected(self.device, "scale factor not read yet", point=point_name)
+            raw = raw / 10.0**sf
+        rounded = round(raw)
+        return rounded if abs(raw - rounded) < 1e-6 else raw
+
+
+def _sample(entry: _Entry, value: RawValue | Qualified, raw: Sequence[RawValue]) -> dict[str, Any]:
+    """One point's sample, covering every case: faults, qualified values, bits and text, scale factors."""
+    _, _, unit, scale, offset, sf_index, decimals = entry
+    quality, reason = _GOOD, None
+    if type(value) is Qualified:
+        quality, reason, value = value.quality.value, value.reason, value.value
+    if value is None or type(value) is PointFault:
+        why = value.reason if type(value) is PointFault else (reason or "no value")
+        return {"value": None, "unit": unit, "quality": _BAD, "reason": why}
+    sample: dict[str, Any] = {"value": value, "unit": unit, "quality": quality}
+    if type(value) is not bool and type(value) is not str and (sf_index >= 0 or decimals >= 0):
+        scaled: float = value * scale + offset  # type: ignore[operator]
+        if sf_index >= 0:
+            sf = raw[sf_index]
+            if type(sf) is not int:
+                return {
+                    "value": None,
+                    "unit": unit,
+                    "quality": _BAD,
+                    "raw": value,
+                    "reason": "scale factor unavailable",
+                }
+            scaled *= 10.0**sf
+            decimals = max(decimals, -sf)
+        sample["value"] = round(scaled, max(decimals, 0))
+        sample["raw"] = value
+    if reason is not None:
+        sample["reason"] = reason
+    return sample

@@ -1,0 +1,213 @@
+"""The gateway's control of its modules: run mode, desired state, health snapshots, live entitlements.
+
+- Each configured module starts in its run mode: the config's `run_mode`, else its manifest's; a `command`
+  makes it a sidecar (isolated, any language). Isolated ones go to `edge.sidecar` (supervised processes).
+- Every second it applies the operators' desired state (`edge module enable|disable`, kept in
+  `{data_dir}/modules.db` so it survives restarts; a recorded choice wins over the config's `enabled`),
+  writes a health snapshot of every module for the CLI, and looks at the config file: a change of a tenant's
+  `entitlements` is applied live and logged (other edits take effect at the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from edge.config import LoadedConfig, load_config
+from edge.config.models import ModuleConfig
+from edge.module_host.host import HostedModule, ModuleHost, ModuleState
+from edge.module_host.state import Desired, ModuleSnapshot, ModuleStateStore
+from edge.plugins import PluginRegistry
+from edge.sdk.errors import ConfigError
+from edge.sdk.tenancy import TenantContext
+
+if TYPE_CHECKING:
+    from edge.module_host.supervisor import Isolation, Supervisor
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 1.0
+
+
+@dataclass
+class _Applied:
+    enabled: bool
+    changed: float  # the desired-state record applied (0: the config's `enabled`)
+
+
+class ModuleControl:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        registry: PluginRegistry,
+        host: ModuleHost,
+        tenants: dict[str, TenantContext] | None = None,
+    ) -> None:
+        self._loaded = loaded
+        self._tenants = tenants if tenants is not None else {}  # the gateway's, kept in step
+        self._registry = registry
+        self._host = host
+        self._configs = {m.name: m for m in loaded.config.modules}
+        self._isolation: Isolation | None = None  # gRPC is imported only when a module runs isolated
+        self.state = ModuleStateStore(loaded.data_dir)
+        self._applied: dict[str, _Applied] = {}
+        self._config_mtime = _mtime(loaded)
+        self._entitlements = {t.id: frozenset(t.entitlements) for t in loaded.config.tenants}
+
+    async def start(self) -> None:
+        desired = await asyncio.to_thread(self.state.desired)
+        for name, module in self._configs.items():
+            wanted = desired.get(name)
+            enabled = wanted.enabled if wanted is not None else module.enabled
+            self._applied[name] = _Applied(enabled, wanted.changed if wanted else 0.0)
+            if enabled:
+                await self._start(module)
+        await self.snapshot()
+
+    def isolation(self) -> Isolation:
+        if self._isolation is None:
+            from edge.module_host.supervisor import Isolation
+
+            self._isolation = Isolation(self._host, self._loaded.data_dir)
+        return self._isolation
+
+    def supervisor(self, name: str) -> Supervisor | None:
+        return self._isolation.supervisors.get(name) if self._isolation is not None else None
+
+    async def _start(self, module: ModuleConfig) -> HostedModule | None:
+        from edge.module_host.supervisor import Limits, runner_command
+
+        limits = Limits(
+            memory_bytes=module.limits.memory,
+            cpu_percent=module.limits.cpu_percent,
+            health_timeout=module.limits.health_timeout,
+            max_crashes=module.limits.max_crashes,
+        )
+        if module.command is not None:  # a sidecar: its manifest comes when it registers
+            return await self.isolation().start(
+                module.name, module.config, module.command, env=module.env, limits=limits
+            )
+        plugin = self._registry.module(module.name)
+        if plugin is None:
+            log.error(
+                "module %s is configured but not installed (%s)",
+                module.name,
+                self._registry.failures.get(module.name, "no such plug-in"),
+            )
+            return None
+        if (module.run_mode or plugin.manifest.run_mode) == "isolated":
+            return await self.isolation().start(
+                module.name,
+                module.config,
+                runner_command(module.name),
+                manifest=plugin.manifest,
+                env=module.env,
+                limits=limits,
+            )
+        return await self._host.start(module.name, plugin, module.config)
+
+    async def run(self) -> None:
+        """Apply desired state, write snapshots and follow entitlement edits, every second."""
+        while True:
+            await self.reconcile()
+            await self.snapshot()
+            await self._follow_config()
+            await asyncio.sleep(RECONCILE_INTERVAL)
+
+    async def reconcile(self) -> None:
+        desired: dict[str, Desired] = await asyncio.to_thread(self.state.desired)
+        for name, wanted in desired.items():
+            module = self._configs.get(name)
+            applied = self._applied.get(name)
+            if module is None or applied is None or wanted.changed <= applied.changed:
+                continue
+            self._applied[name] = _Applied(wanted.enabled, wanted.changed)
+            await self._host.stop_module(name)  # enabling again also re-arms an open circuit
+            if self._isolation is not None:
+                self._isolation.supervisors.pop(name, None)
+            if wanted.enabled:
+                log.info("module %s enabled by an operator", name)
+                await self._start(module)
+            else:
+                log.info("module %s disabled by an operator", name)
+
+    async def snapshot(self) -> None:
+        health = await self._host.health()
+        snapshots = []
+        for name, module in self._configs.items():
+            hosted = self._host.modules.get(name)
+            enabled = self._applied.get(name, _Applied(module.enabled, 0.0)).enabled
+            snapshots.append(self._snapshot(name, module, hosted, health.get(name), enabled))
+        await asyncio.to_thread(self.state.write_snapshots, snapshots)
+
+    def _snapshot(
+        self, name: str, module: ModuleConfig, hosted: HostedModule | None, health: Any, enabled: bool
+    ) -> ModuleSnapshot:
+        supervisor = self.supervisor(name)
+        isolated = supervisor is not None or module.command is not None
+        if hosted is None or not enabled:
+            state = "disabled" if not enabled else "not installed"
+            return ModuleSnapshot(
+                name, "", "isolated" if isolated else "in_process", state, not enabled, state
+            )
+        manifest = hosted.plugin.manifest
+        state = hosted.state.value
+        if supervisor is not None and hosted.state is ModuleState.ENABLED:
+            state = supervisor.state.value
+        gate = hosted.gate
+        return ModuleSnapshot(
+            name=name,
+            version=manifest.version,
+            run_mode="isolated" if isolated else "in_process",
+            state=state,
+            ok=bool(health and health.ok),
+            detail=health.detail if health else "",
+            entitlement=manifest.entitlement,
+            tenants=[t.tenant_id for t in self._host.entitled(manifest.entitlement)],
+            handled=hosted.handled,
+            handler_errors=hosted.handler_errors,
+            refused=dict(gate.refused) if gate else {},
+            adapted=gate.adapted if gate else 0,
+            pid=supervisor.pid if supervisor else os.getpid(),
+            launches=supervisor.launches if supervisor else 1,
+            crashes=supervisor.crashes if supervisor else 0,
+            last_exit=supervisor.last_exit if supervisor else None,
+        )
+
+    async def set_entitlements(self, tenant_id: str, flags: frozenset[str]) -> None:
+        """The one place entitlements change (API and config file): the host re-routes, then the rest follows."""
+        await self._host.set_entitlements(tenant_id, flags)
+        self._entitlements[tenant_id] = flags
+        if tenant_id in self._tenants:
+            self._tenants[tenant_id] = replace(self._tenants[tenant_id], entitlements=flags)
+
+    async def _follow_config(self) -> None:
+        mtime = _mtime(self._loaded)
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        try:
+            loaded = await asyncio.to_thread(load_config, self._loaded.path, self._registry)
+        except ConfigError as exc:
+            log.error("the edited configuration is invalid; keeping the running one:\n%s", exc)
+            return
+        for tenant in loaded.config.tenants:
+            flags = frozenset(tenant.entitlements)
+            if tenant.id in self._entitlements and flags != self._entitlements[tenant.id]:
+                log.info("configuration changed: applying tenant %s's entitlements", tenant.id)
+                await self.set_entitlements(tenant.id, flags)
+
+    async def stop(self) -> None:
+        if self._isolation is not None:
+            await self._isolation.stop()
+        await asyncio.to_thread(self.state.mark_stopped)
+
+
+def _mtime(loaded: LoadedConfig) -> float:
+    try:
+        return loaded.path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return 0.0

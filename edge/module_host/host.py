@@ -1,0 +1,327 @@
+"""Modules: domain logic as plug-ins, hosted by the kernel.
+
+A module implements four hooks (`on_init`, `on_enable`, `on_disable`, `on_health_check`) and sees only its
+`ModuleContext`: its config, the tenants entitled to it, and a handle to subscribe to and publish events.
+A tenant without the module's entitlement flag gets none of its events routed there. The host owns each
+module's state; a module that raises is reported by name and the others go on.
+
+Two kinds of subscription, each a durable outbox consumer per entitled tenant, so a module that was down
+resumes where it stopped, and each holding the tenant's rows in the outbox until it has passed them:
+
+- `subscribe(types, handler)`: one event at a time (`module:<name>:<n>` cursor). A handler that raises is
+  logged and counted; the event is not offered again.
+- `subscribe_batches(types, handler, ...)`: a list of events of one tenant in outbox order
+  (`module:<name>:<subscription name>` cursor), for store-and-forward uplinks. The handler's outcome decides
+  the cursor: it returns normally (all acknowledged), returns `Rejected({position: reason})` (those go to the
+  dead-letter table with the reason, the rest are acknowledged), or raises `RetryLater(after)` (nothing is
+  acknowledged; the same events are offered again after `after` seconds, or after the kernel's capped
+  exponential backoff when `after` is None). Any other exception is treated like `RetryLater(None)` and
+  logged: a bug never loses events. Dead letters an operator asked to replay are offered to the handler again.
+
+Concurrency and fairness: the host runs one batch consumer task per tenant, concurrently, and never has more
+than one batch of a tenant in the handler, so per-device order holds across retries and restarts. Sharing
+an uplink fairly between tenants is the module's business (cloud_sync gates its uploads with a weighted-fair
+scheduler and token buckets); the kernel only guarantees one tenant never waits on another's handler call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edge.module_host.batches import BatchConsumer
+from edge.module_host.context import InProcessContext, Subscription
+from edge.module_host.versions import VersionGate
+from edge.outbox.sqlite import SqliteOutbox
+from edge.plugins import LoadedPlugin
+from edge.sdk.modules import (
+    Health,
+    Module,
+    PointWriter,
+)
+from edge.sdk.store import ModuleStore, module_store_path
+from edge.sdk.tenancy import TenantContext, tenant_scope
+
+log = logging.getLogger(__name__)
+
+
+class ModuleState(StrEnum):
+    LOADED = "loaded"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    FAILED = "failed"
+
+
+@dataclass
+class HostedModule:
+    name: str
+    plugin: LoadedPlugin
+    module: Module | None = None
+    context: InProcessContext | None = None
+    state: ModuleState = ModuleState.LOADED
+    error: str | None = None
+    handled: int = 0
+    handler_errors: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tenant_tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
+    gate: VersionGate | None = None
+
+
+class ModuleHost:
+    """Starts, routes to and stops in-process modules; isolated ones are attached by `edge.sidecar`."""
+
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        tenants: Sequence[TenantContext],
+        gateway_id: str,
+        data_dir: Path | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._tenants = {t.tenant_id: t for t in tenants}
+        self._gateway_id = gateway_id
+        self._data_dir = data_dir or outbox.path.parent
+        self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
+        self.modules: dict[str, HostedModule] = {}
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
+        self._entitlement_listeners: list[Callable[[TenantContext, TenantContext], None]] = []
+        outbox.add_commit_listener(self._on_commit)
+
+    @property
+    def outbox(self) -> SqliteOutbox:
+        return self._outbox
+
+    @property
+    def gateway_id(self) -> str:
+        return self._gateway_id
+
+    def _on_commit(self, events: Sequence[Any], last_position: int) -> None:
+        tenants = {e.tenant for e in events}
+        for (_, tenant), wake in self._wake.items():
+            if tenant in tenants:
+                wake.set()
+
+    def wake(self, consumer: str, tenant: str) -> asyncio.Event:
+        """The flag a consumer of this tenant waits on; set by every commit of the tenant's events."""
+        return self._wake.setdefault((consumer, tenant), asyncio.Event())
+
+    def entitled(self, entitlement: str | None) -> list[TenantContext]:
+        """The tenants whose events a module needing `entitlement` may see, as of now."""
+        return [t for t in self._tenants.values() if t.entitled(entitlement)]
+
+    def on_entitlements_changed(self, listener: Callable[[TenantContext, TenantContext], None]) -> None:
+        """Call `listener(old, new)` when a tenant's entitlements change (isolated modules re-route)."""
+        self._entitlement_listeners.append(listener)
+
+    async def start(self, name: str, plugin: LoadedPlugin, config: dict[str, Any]) -> HostedModule:
+        hosted = HostedModule(name, plugin)
+        self.modules[name] = hosted
+        entitled = self.entitled(plugin.manifest.entitlement)
+        store = ModuleStore(module_store_path(self._data_dir, name), name)
+        try:
+            module = plugin.obj()
+            if not isinstance(module, Module):
+                raise TypeError("does not implement on_init/on_enable/on_disable/on_health_check")
+            context = InProcessContext(
+                name,
+                config,
+                entitled,
+                self._outbox,
+                self._gateway_id,
+                store,
+                self.point_writer,
+                plugin.manifest.produces,
+            )
+            await store.open()
+            await module.on_init(context)
+            await module.on_enable()
+        except Exception as exc:  # a module's failure is its own: report it by name, keep the gateway up
+            hosted.state, hosted.error = ModuleState.FAILED, f"{type(exc).__name__}: {exc}"
+            await store.close()
+            log.error("module %s failed to start: %s", name, hosted.error)
+            return hosted
+        hosted.module, hosted.context, hosted.state = module, context, ModuleState.ENABLED
+        hosted.gate = VersionGate(name, plugin.manifest.consumes)
+        for tenant in entitled:
+            self._attach(hosted, tenant)
+        log.info(
+            "module %s %s enabled for tenants %s",
+            name,
+            plugin.manifest.version,
+            [t.tenant_id for t in entitled],
+        )
+        return hosted
+
+    def _attach(self, hosted: HostedModule, tenant: TenantContext) -> None:
+        """Start the module's consumers of one tenant (its durable cursors say where they resume)."""
+        context = hosted.context
+        assert context is not None
+        tasks = hosted.tenant_tasks.setdefault(tenant.tenant_id, [])
+        for index, subscription in enumerate(context.subscriptions):
+            consumer = f"module:{hosted.name}:{index}"
+            self._outbox.hold(consumer, [tenant.tenant_id])
+            wake = self.wake(consumer, tenant.tenant_id)
+            tasks.append(
+                asyncio.create_task(
+                    self._consume(hosted, tenant, consumer, subscription, wake), name=f"module-{hosted.name}"
+                )
+            )
+        for batches in context.batch_subscriptions:
+            if batches.tenants is not None and tenant.tenant_id not in batches.tenants:
+                continue
+            consumer = context.consumer_name(batches.name)
+            self._outbox.hold(consumer, [tenant.tenant_id])
+            wake = self.wake(consumer, tenant.tenant_id)
+            consumer_task = BatchConsumer(self._outbox, hosted, tenant, consumer, batches, wake)
+            tasks.append(
+                asyncio.create_task(consumer_task.run(), name=f"module-{hosted.name}-{tenant.tenant_id}")
+            )
+        hosted.tasks.extend(tasks)
+        context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
+
+    async def _detach(self, hosted: HostedModule, tenant_id: str) -> None:
+        tasks = hosted.tenant_tasks.pop(tenant_id, [])
+        await _cancel(tasks)
+        hosted.tasks = [t for t in hosted.tasks if t not in tasks]
+        context = hosted.context
+        if context is not None:
+            consumers = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
+            consumers += [context.consumer_name(b.name) for b in context.batch_subscriptions]
+            for consumer in consumers:  # the revoked tenant's rows no longer wait for this module
+                self._outbox.release(consumer, [tenant_id])
+            context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
+
+    async def set_entitlements(self, tenant_id: str, flags: Iterable[str]) -> None:
+        """Change a tenant's entitlement flags live: modules it gains start receiving its events from now
+        on (not its history), modules it loses stop at once. Logged; raises KeyError for an unknown tenant."""
+        old = self._tenants[tenant_id]
+        new = replace(old, entitlements=frozenset(flags))
+        if new.entitlements == old.entitlements:
+            return
+        self._tenants[tenant_id] = new
+        log.info(
+            "tenant %s entitlements changed: %s -> %s",
+            tenant_id,
+            sorted(old.entitlements),
+            sorted(new.entitlements),
+        )
+        for hosted in self.modules.values():
+            flag = hosted.plugin.manifest.entitlement
+            was, now = old.entitled(flag), new.entitled(flag)
+            if was == now or hosted.state is not ModuleState.ENABLED or hosted.context is None:
+                continue
+            if now:
+                with tenant_scope(new):
+                    for consumer in self._consumers(hosted):  # from now on, not the tenant's history
+                        self._outbox.set_cursor(consumer, self._outbox.last_position)
+                self._attach(hosted, new)
+                log.info("module %s now receives tenant %s's events", hosted.name, tenant_id)
+            else:
+                await self._detach(hosted, tenant_id)
+                log.info("module %s no longer receives tenant %s's events", hosted.name, tenant_id)
+        for listener in self._entitlement_listeners:
+            listener(old, new)
+
+    def _consumers(self, hosted: HostedModule) -> list[str]:
+        context = hosted.context
+        assert context is not None
+        names = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
+        return names + [context.consumer_name(b.name) for b in context.batch_subscriptions]
+
+    async def _consume(
+        self,
+        hosted: HostedModule,
+        tenant: TenantContext,
+        consumer: str,
+        sub: Subscription,
+        wake: asyncio.Event,
+    ) -> None:
+        gate = hosted.gate or VersionGate(hosted.name, ())
+        with tenant_scope(tenant):
+            position = await self._outbox.cursor(consumer)
+            while True:
+                scanned = self._outbox.last_position  # committed before the read: the read sees it all
+                wake.clear()  # before the read: a commit landing during it must wake the next wait
+                rows = await self._outbox.read_after(position, 200, sub.types)
+                if len(rows) < 200 and scanned > position and (not rows or rows[-1].position < scanned):
+                    # nothing else of our types up to `scanned`: pass the rest, so retention can free it
+                    tail = scanned
+                else:
+                    tail = 0
+                if not rows:
+                    if tail:
+                        position = tail
+                        self._outbox.set_cursor(consumer, position)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                    continue
+                for row in rows:
+                    position = row.position
+                    event = gate.admit(row)
+                    if event is None:  # a version the module does not handle: counted by the gate
+                        continue
+                    try:
+                        await sub.handler(event)
+                        hosted.handled += 1
+                    except Exception as exc:  # counted and logged; the event is not redelivered forever
+                        hosted.handler_errors += 1
+                        log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
+                position = max(position, tail)
+                self._outbox.set_cursor(consumer, position)
+
+    def serves(self, tenant: str, module: str) -> str | None:
+        """None when `module` runs for `tenant` (for module commands), else the reason it does not."""
+        hosted = self.modules.get(module)
+        if hosted is None or hosted.context is None or hosted.state is not ModuleState.ENABLED:
+            return f"module {module!r} is not running on this gateway"
+        if tenant not in {t.tenant_id for t in hosted.context.tenants}:
+            return f"tenant is not entitled to module {module!r}"
+        return None
+
+    async def health(self) -> dict[str, Health]:
+        out: dict[str, Health] = {}
+        for name, hosted in self.modules.items():
+            if hosted.module is None or hosted.state is not ModuleState.ENABLED:
+                out[name] = Health(False, hosted.error or hosted.state.value)
+                continue
+            try:
+                out[name] = await asyncio.wait_for(hosted.module.on_health_check(), 5.0)
+            except Exception as exc:
+                out[name] = Health(False, f"health check failed: {exc}")
+        return out
+
+    async def stop_module(self, name: str) -> None:
+        """Stop one module's consumers and call its `on_disable`; its cursors stay where they are."""
+        hosted = self.modules.get(name)
+        if hosted is None:
+            return
+        await _cancel(hosted.tasks)
+        hosted.tasks, hosted.tenant_tasks = [], {}
+        if hosted.module is not None and hosted.state is ModuleState.ENABLED:
+            try:
+                await hosted.module.on_disable()
+            except Exception as exc:
+                log.error("module %s failed to disable: %s", hosted.name, exc)
+            hosted.state = ModuleState.DISABLED
+        if hosted.context is not None:
+            await hosted.context.store.close()  # an open aiosqlite thread would keep the process alive
+
+    async def stop(self) -> None:
+        for name in list(self.modules):
+            await self.stop_module(name)
+
+
+async def _cancel(tasks: Sequence[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,133 @@
+"""The small interface every driver plug-in implements.
+
+A driver does raw I/O only. The kernel validates a device's connection and points with the driver's models,
+asks the driver to compile them once into a read plan (a pure function), then polls through a session:
+`connect`, `read(plan)`, `write`, `close`. Scaling, units and quality are applied afterwards by
+`edge.devices.normalize`, the same way for every protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from edge.sdk.points import PointConfig, PointFault, Qualified, Scalar
+
+__all__ = [
+    "DeviceSession",
+    "DeviceSpec",
+    "DiscoveredDevice",
+    "Driver",
+    "PushReceiver",
+    "RawValue",
+    "ReadPlan",
+    "SupportsDiscovery",
+    "SupportsPush",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A device as the kernel hands it to its driver, fully validated."""
+
+    name: str
+    tenant: str
+    site: str
+    driver: str
+    connection: BaseModel
+    points: tuple[PointConfig, ...]
+    poll_interval: float
+    timeout: float
+    profile: str
+    mode: str = (
+        "auto"  # "auto": take pushed changes when the driver offers them (SupportsPush); "poll": always poll
+    )
+
+
+@runtime_checkable
+class ReadPlan(Protocol):
+    """A compiled plan; `points` gives the order of the values `DeviceSession.read` returns."""
+
+    @property
+    def points(self) -> Sequence[PointConfig]: ...
+
+
+RawValue = Scalar | PointFault | Qualified | None
+
+
+@runtime_checkable
+class DeviceSession(Protocol):
+    """One device's connection. Errors are raised as `edge.sdk.errors.DeviceError` subclasses."""
+
+    async def connect(self) -> None:
+        """Open the connection; raises `DeviceUnreachable`."""
+
+    async def read(self, plan: Any) -> Sequence[RawValue]:
+        """Read every point of the plan, in `plan.points` order; a failed point is a `PointFault`.
+
+        Raises `DeviceUnreachable` when nothing at all could be read."""
+
+    async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
+        """Write a raw (already de-scaled) value; raises `WriteRejected` or `DeviceUnreachable`.
+
+        `None` releases the point (BACnet relinquish); a driver without such a notion raises WriteRejected."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """The plug-in object registered under the `edge.sdk.drivers` entry point."""
+
+    connection_model: ClassVar[type[BaseModel]]
+    point_model: ClassVar[type[PointConfig]]
+
+    def compile(self, device: DeviceSpec) -> ReadPlan:
+        """Turn the device's points into a read plan. Pure: no I/O."""
+
+    def session(self, device: DeviceSpec) -> DeviceSession:
+        """Create (not connect) a session for one device."""
+
+
+@dataclass(frozen=True)
+class DiscoveredDevice:
+    """A device found on the network, with what it takes to commission it."""
+
+    address: str  # how the driver reaches it, for people: "127.0.0.1:47808", "opc.tcp://host:4840/"
+    identity: dict[str, str]  # vendor, model, serial, device instance...: whatever the protocol tells
+    connection: dict[str, Any]  # ready to become the device's [devices.connection] table
+    points: list[dict[str, Any]] = field(default_factory=list)  # a proposed point map (profile [[points]])
+    profile_name: str = ""  # a suggested name for the proposed profile
+
+
+@runtime_checkable
+class SupportsDiscovery(Protocol):
+    """Optional: a driver that can find devices (`edge device discover <driver>`)."""
+
+    async def discover(
+        self, target: dict[str, Any], progress: Callable[[str], None]
+    ) -> list[DiscoveredDevice]:
+        """Search `target` (driver-specific keys, e.g. network, url, port range); report progress lines."""
+
+
+class PushReceiver(Protocol):
+    """What the kernel gives a pushing driver: where to deliver changes, and how to say the feed is gone."""
+
+    def values(self, changes: Mapping[int, RawValue], sample_time: float | None = None) -> None:
+        """Changed points by their index in `plan.points`; `sample_time` defaults to now."""
+
+    def lost(self, reason: str) -> None:
+        """The subscription or connection is gone; the kernel reconnects and subscribes again."""
+
+
+@runtime_checkable
+class SupportsPush(Protocol):
+    """Optional, on a session: deliver changes as the device reports them (COV, OPC UA subscriptions)."""
+
+    async def subscribe(self, plan: Any, receiver: PushReceiver) -> None:
+        """Called after `connect()`. Deliver every point's current value first, then changes, until `close()`.
+
+        Raise `SubscriptionUnsupported` to have the kernel poll this device instead."""

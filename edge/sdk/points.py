@@ -1,0 +1,62 @@
+"""What the kernel knows about a point, whatever the protocol: its name, unit, scaling and quality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Name",
+    "PointConfig",
+    "PointFault",
+    "Qualified",
+    "Quality",
+    "Scalar",
+]
+
+# Point, device, site and tenant names become MQTT topic levels: no '/', '+', '#' or spaces.
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+Scalar = bool | int | float | str
+
+
+class Quality(StrEnum):
+    GOOD = "good"
+    UNCERTAIN = "uncertain"
+    BAD = "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class PointFault:
+    """Stands in a driver's read result where a point could not be read; `reason` says why."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Qualified:
+    """A value the device itself qualifies (OPC UA status, BACnet status flags): uncertain or bad, and why."""
+
+    value: Scalar | None
+    quality: Quality
+    reason: str
+
+
+class PointConfig(BaseModel):
+    """Protocol-independent part of a point; each driver's point model extends it with addressing fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    unit: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    scale_factor: Name | None = Field(
+        default=None, description="Name of a point whose value v multiplies this one by 10**v (SunSpec)."
+    )
+    publish: bool = Field(default=True, description="False for helper points such as scale factors.")
+    writable: bool = False
+    description: str = ""

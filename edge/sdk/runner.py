@@ -1,0 +1,308 @@
+"""The SDK runner: an isolated Python module in its own process, with the same ModuleContext API over gRPC.
+
+    python -m edge.sdk.runner <module>                        # an installed module (entry point)
+    python -m edge.sdk.runner <module> --factory pkg.mod:Cls --manifest path/manifest.toml
+
+The kernel launches it (see edge.module_host.supervisor) with EDGE_SIDECAR_SOCKET and EDGE_SIDECAR_TOKEN set.
+The module's hooks and handlers run exactly as in-process: `subscribe` handlers one event at a time (an
+exception is logged and counted, the event acknowledged), `subscribe_batches` handlers with the same
+Rejected / RetryLater outcomes. A delivery is acknowledged only after its handler returned, so a process
+killed mid-batch gets that batch again from its durable cursor. The process exits when the kernel goes away
+(its socket closes) or on SIGTERM (after `on_disable`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import tomlkit
+
+from edge.plugins import PluginRegistry
+from edge.sdk.backoff import Backoff
+from edge.sdk.errors import DeviceError, UnknownTarget
+from edge.sdk.events import StoredEvent
+from edge.sdk.modules import RETRY_BASE, RETRY_CAP, BatchHandler, EventHandler, Module, Rejected, RetryLater
+from edge.sdk.proto import TOKEN_HEADER
+from edge.sdk.proto import module_pb2 as pb
+from edge.sdk.proto import module_pb2_grpc as pb_grpc
+from edge.sdk.store import ModuleStore
+from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
+
+log = logging.getLogger("edge.sdk.runner")
+
+# seconds a WritePoint call may take: the kernel's own write timeout (edge.devices.commands, 10 s) plus its bookkeeping
+_WRITE_DEADLINE = 15.0
+
+
+class RemoteModuleContext:
+    """The ModuleContext API of an isolated module: the same calls, carried over gRPC to the kernel."""
+
+    def __init__(self, name: str, reply: pb.RegisterReply, stub: pb_grpc.ModuleHostStub, token: str) -> None:
+        self.name = name
+        self.config: dict[str, Any] = orjson.loads(reply.config_json or "{}")
+        self.gateway_id = reply.gateway_id
+        self.data_dir = Path(reply.data_dir)
+        self.log = logging.getLogger(f"edge.module.{name}")
+        self.tenants = _tenants(reply.tenants)
+        self.subscriptions: list[tuple[str, tuple[str, ...], EventHandler]] = []
+        self.batch_subscriptions: list[tuple[str, tuple[str, ...], BatchHandler, int, float]] = []
+        # the module's own tenant-scoped store: the same SQLite file as in-process (WAL: readers such as
+        # `edge billing report` are fine), wherever the kernel keeps it
+        self.store = ModuleStore(Path(reply.store_path), name)
+        self._stub = stub
+        self._metadata = ((TOKEN_HEADER, token),)
+
+    def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:
+        # named by index, as in-process: switching run mode keeps the module's cursor
+        self.subscriptions.append((str(len(self.subscriptions)), tuple(types), handler))
+
+    def subscribe_batches(
+        self,
+        types: Sequence[str] | None,
+        handler: BatchHandler,
+        *,
+        max_batch: int = 1000,
+        max_wait: float = 0.5,
+        max_bytes: int | None = None,
+        name: str = "batches",
+        tenants: Sequence[str] | None = None,
+    ) -> None:
+        if max_batch < 1 or max_wait < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait >= 0")
+        self.batch_subscriptions.append((name, tuple(types or ()), handler, min(max_batch, 1000), max_wait))
+
+    def consumer_name(self, subscription: str) -> str:
+        return f"module:{self.name}:{subscription}"
+
+    async def publish(self, type: str, subject: str, data: dict[str, Any]) -> str:
+        """Publish for the current tenant; durable in the kernel's outbox when this returns."""
+        request = pb.PublishRequest(
+            tenant=current_tenant().tenant_id, type=type, subject=subject, data_json=orjson.dumps(data)
+        )
+        try:
+            reply = await self._stub.Publish(request, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            raise
+        return str(reply.id)
+
+    async def write_point(self, site: str, device: str, point: str, value: Any) -> None:
+        """Write a point of the current tenant's device through the kernel's command path, as in-process:
+        raises UnknownTarget or DeviceError with the reason when the write is refused or fails."""
+        request = pb.WritePointRequest(
+            tenant=current_tenant().tenant_id,
+            site=site,
+            device=device,
+            point=point,
+            value_json=orjson.dumps(value).decode(),
+        )
+        try:
+            reply = await self._stub.WritePoint(request, metadata=self._metadata, timeout=_WRITE_DEADLINE)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise ValueError(exc.details()) from None
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:  # entitlement revoked meanwhile
+                raise DeviceError(device, str(exc.details()), point) from None
+            if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                raise RuntimeError(exc.details()) from None
+            raise
+        if reply.unknown_target:
+            raise UnknownTarget(reply.reason)
+        if not reply.ok:
+            raise DeviceError(device, reply.reason or "write failed", point)
+
+
+def _tenants(tenants: Sequence[pb.Tenant]) -> tuple[TenantContext, ...]:
+    return tuple(TenantContext(t.id, t.locale or "en", frozenset(t.entitlements)) for t in tenants)
+
+
+def _stored(tenant: str, event: pb.Event) -> StoredEvent:
+    return StoredEvent(
+        event.position,
+        event.id,
+        tenant,
+        event.type,
+        event.subject,
+        event.device or None,
+        event.sequence or None,
+        event.time,
+        event.body,
+    )
+
+
+async def _stream(
+    context: RemoteModuleContext,
+    name: str,
+    types: tuple[str, ...],
+    max_batch: int,
+    handle: Callable[[list[StoredEvent]], Any],
+) -> None:
+    """One subscription: take each Delivery, hand it to the module, acknowledge what it settled."""
+    call = context._stub.Subscribe(metadata=context._metadata)
+    await call.write(
+        pb.SubscribeRequest(subscription=pb.Subscription(name=name, types=types, max_batch=max_batch))
+    )
+    tenants = {t.tenant_id: t for t in context.tenants}
+    while True:
+        delivery = await call.read()
+        if delivery is grpc.aio.EOF:
+            raise ConnectionError("the kernel ended the subscription")
+        tenant = tenants.get(delivery.tenant) or TenantContext(delivery.tenant)
+        tenants.setdefault(delivery.tenant, tenant)
+        batch = [_stored(delivery.tenant, e) for e in delivery.events]
+        with tenant_scope(tenant):
+            rejected: dict[int, str] = await handle(batch)
+        ack = pb.Ack(tenant=delivery.tenant, position=batch[-1].position, rejected=rejected)
+        await call.write(pb.SubscribeRequest(ack=ack))
+
+
+def _one_by_one(handler: EventHandler, counters: dict[str, int]) -> Callable[[list[StoredEvent]], Any]:
+    async def handle(batch: list[StoredEvent]) -> dict[int, str]:
+        for event in batch:
+            try:
+                await handler(event)
+                counters["handled"] += 1
+            except Exception as exc:  # as in-process: logged and counted, not offered forever
+                counters["errors"] += 1
+                log.error("failed on event %s: %s", event.id, exc)
+        return {}
+
+    return handle
+
+
+def _batches(handler: BatchHandler, counters: dict[str, int]) -> Callable[[list[StoredEvent]], Any]:
+    backoff = Backoff(RETRY_BASE, RETRY_CAP)
+
+    async def handle(batch: list[StoredEvent]) -> dict[int, str]:
+        while True:  # as in-process: nothing is acknowledged until the handler settles the batch
+            try:
+                outcome = await handler(batch)
+            except RetryLater as retry:
+                await asyncio.sleep(retry.after if retry.after is not None else backoff.next_delay())
+                continue
+            except Exception:
+                counters["errors"] += 1
+                log.exception("failed on a batch of %d events; retrying", len(batch))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            rejected = dict(outcome.reasons) if isinstance(outcome, Rejected) else {}
+            counters["handled"] += len(batch) - len(rejected)
+            return rejected
+
+    return handle
+
+
+async def _report_health(context: RemoteModuleContext, module: Module, interval: float) -> None:
+    while True:
+        try:
+            health = await asyncio.wait_for(module.on_health_check(), max(interval, 1.0))
+            ok, detail = health.ok, health.detail
+        except Exception as exc:
+            ok, detail = False, f"health check failed: {exc}"
+        reply = await context._stub.Health(pb.HealthReport(ok=ok, detail=detail), metadata=context._metadata)
+        context.tenants = _tenants(reply.tenants)
+        await asyncio.sleep(interval)
+
+
+async def run(name: str, factory: Callable[[], Any], manifest_toml: str) -> int:
+    socket, token = os.environ["EDGE_SIDECAR_SOCKET"], os.environ["EDGE_SIDECAR_TOKEN"]
+    async with grpc.aio.insecure_channel(f"unix:{socket}") as channel:
+        stub = pb_grpc.ModuleHostStub(channel)  # type: ignore[no-untyped-call]
+        reply = await stub.Register(
+            pb.RegisterRequest(manifest_toml=manifest_toml), metadata=((TOKEN_HEADER, token),)
+        )
+        context = RemoteModuleContext(name, reply, stub, token)
+        module = factory()
+        if not isinstance(module, Module):
+            log.error("module %s does not implement on_init/on_enable/on_disable/on_health_check", name)
+            return 2
+        await context.store.open()
+        await module.on_init(context)  # type: ignore[arg-type]  # the same API, carried over gRPC
+        await module.on_enable()
+        counters = {"handled": 0, "errors": 0}
+        tasks = [asyncio.create_task(_report_health(context, module, reply.health_interval or 2.0))]
+        for sub_name, types, handler in context.subscriptions:
+            tasks.append(
+                asyncio.create_task(_stream(context, sub_name, types, 200, _one_by_one(handler, counters)))
+            )
+        for sub_name, types, batch_handler, max_batch, _ in context.batch_subscriptions:
+            tasks.append(
+                asyncio.create_task(
+                    _stream(context, sub_name, types, max_batch, _batches(batch_handler, counters))
+                )
+            )
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*tasks, stopper]:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await module.on_disable()
+        await context.store.close()
+        failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception() is not None]
+        if failed:
+            log.error("module %s stops: %s", name, failed[0].exception())
+            return 1
+        return 0
+
+
+def _load(name: str, factory: str | None, manifest: Path | None) -> tuple[Callable[[], Any], str]:
+    """The module's factory and the manifest text it registers with."""
+    if factory is not None:
+        module_name, _, attribute = factory.partition(":")
+        source = importlib.import_module(module_name)
+        path = manifest or Path(str(source.__file__)).parent / "manifest.toml"
+        return getattr(source, attribute), path.read_text(encoding="utf-8")
+    registry = PluginRegistry.from_entry_points()
+    plugin = registry.module(name)
+    if plugin is None:
+        raise SystemExit(
+            f"module {name!r} is not installed ({registry.failures.get(name, 'no entry point')})"
+        )
+    m = plugin.manifest  # the kernel checks it against the installed package's own manifest
+    text = tomlkit.dumps({"name": m.name, "kind": m.kind, "version": m.version, "kernel_api": m.kernel_api})
+    return plugin.obj, text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge.sdk.runner", description=__doc__.split("\n")[0])
+    parser.add_argument("module", help="the module's name (its entry point in edge.module_host.host)")
+    parser.add_argument("--factory", help="package.module:Class of a module that is not installed")
+    parser.add_argument("--manifest", type=Path, help="its manifest.toml (default: beside --factory)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("EDGE_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s %(levelname)-7s [module {args.module} pid {os.getpid()}] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    factory, manifest_toml = _load(args.module, args.factory, args.manifest)
+    started = time.monotonic()
+    try:
+        return asyncio.run(run(args.module, factory, manifest_toml))
+    except grpc.aio.AioRpcError as exc:
+        log.error(
+            "module %s: the kernel refused or went away: %s %s", args.module, exc.code().name, exc.details()
+        )
+        return 3
+    finally:
+        log.info("module %s ran %.1f s", args.module, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

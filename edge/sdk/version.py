@@ -1,0 +1,5 @@
+"""The kernel API version that plug-in manifests name in `kernel_api` (a SemVer range, e.g. ">=1.0,<2")."""
+
+__all__ = ["KERNEL_API_VERSION"]
+
+KERNEL_API_VERSION = "1.0"
