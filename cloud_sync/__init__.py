@@ -1,6 +1,6 @@
 """Cloud sync: tenant-scoped store-and-forward of the outbox to each tenant's cloud platform.
 
-A module plug-in (entry point `edge.module_host.host: cloud_sync`); see README.md for the configuration, the wire
+A module plug-in (entry point `edge.modules: cloud_sync`); see README.md for the configuration, the wire
 protocol and the delivery guarantees. Public API: `CloudSync` (the module), `CloudSyncConfig`.
 """
 

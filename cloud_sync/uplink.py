@@ -137,7 +137,7 @@ class TenantUplink:
 
     async def deliver(self, batch: Sequence[StoredEvent]) -> Rejected | None:
         """Upload a batch of this tenant's events; the return value and exceptions are the kernel's
-        batch outcome (`edge.module_host.host`)."""
+        batch outcome (`edge.sdk.modules`)."""
         foreign = [row.id for row in batch if row.tenant != self.tenant]
         if (
             foreign

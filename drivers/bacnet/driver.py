@@ -17,7 +17,7 @@ from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
 class BacnetDriver:
-    """The object registered under the `edge.sdk.drivers` entry point `bacnet`.
+    """The object registered under the `edge.drivers` entry point `bacnet`.
 
     One instance serves every BACnet device of a gateway: its sessions share one local BACnet/IP
     application per `local_address` (see `drivers.bacnet.stack`).

@@ -55,7 +55,7 @@ Reader = Callable[..., Awaitable[ModbusPDU]]
 
 
 class ModbusDriver:
-    """The object registered under the `edge.sdk.drivers` entry point `modbus`.
+    """The object registered under the `edge.drivers` entry point `modbus`.
 
     It owns the registry of serial lines, so RTU devices on one port share one client and one lock."""
 

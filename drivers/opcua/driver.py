@@ -16,7 +16,7 @@ from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
 class OpcuaDriver:
-    """The object registered under the `edge.sdk.drivers` entry point `opcua`."""
+    """The object registered under the `edge.drivers` entry point `opcua`."""
 
     connection_model: ClassVar[type[BaseModel]] = OpcuaConnection
     point_model: ClassVar[type[PointConfig]] = OpcuaPoint

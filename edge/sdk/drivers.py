@@ -80,7 +80,7 @@ class DeviceSession(Protocol):
 
 @runtime_checkable
 class Driver(Protocol):
-    """The plug-in object registered under the `edge.sdk.drivers` entry point."""
+    """The plug-in object registered under the `edge.drivers` entry point."""
 
     connection_model: ClassVar[type[BaseModel]]
     point_model: ClassVar[type[PointConfig]]

@@ -282,7 +282,7 @@ def _load(name: str, factory: str | None, manifest: Path | None) -> tuple[Callab
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edge.sdk.runner", description=__doc__.split("\n")[0])
-    parser.add_argument("module", help="the module's name (its entry point in edge.module_host.host)")
+    parser.add_argument("module", help="the module's name (its entry point in edge.modules)")
     parser.add_argument("--factory", help="package.module:Class of a module that is not installed")
     parser.add_argument("--manifest", type=Path, help="its manifest.toml (default: beside --factory)")
     args = parser.parse_args(argv)

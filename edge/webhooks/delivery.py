@@ -1,6 +1,6 @@
 """Delivering one subscription's events: filter, sign, POST, and decide what the outbox consumer does next.
 
-`Deliverer` is the batch handler of the subscription's durable outbox consumer (`edge.module_host.host.
+`Deliverer` is the batch handler of the subscription's durable outbox consumer (`edge.module_host.batches.
 run_batch_consumer`), so cursors, retries, dead letters and replays follow the kernel's rules. Within a batch,
 events go out one at a time, in outbox order. For each event:
 
