@@ -1,14 +1,13 @@
-"""The `edge` command: a thin typer face over the kernel's API, one sub-app per command group."""
+"""The `edge` command: a thin typer face over the kernel's API, one sub-app per command group. Plug-ins add
+their own command groups through the `edge.cli` entry points (edge.cli.plugin_commands, edge.sdk.cli)."""
 
 from __future__ import annotations
 
 import typer
 
 from edge.cli import (
-    alarm_cmd,
     backup_cmd,
     bench_cmd,
-    billing_cmd,
     certs_cmd,
     config_cmd,
     demo_cmd,
@@ -21,13 +20,16 @@ from edge.cli import (
     service_cmd,
     simulate_cmd,
     status_cmd,
-    sync_cmd,
     tenant_cmd,
     webhook_cmd,
 )
+from edge.cli.plugin_commands import PluginCommands
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Edge gateway for buildings and industrial sites."
+    cls=PluginCommands,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Edge gateway for buildings and industrial sites.",
 )
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
@@ -42,10 +44,7 @@ app.add_typer(point_cmd.app, name="point")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")
-app.add_typer(sync_cmd.app, name="sync")
 app.add_typer(module_cmd.app, name="module")
-app.add_typer(alarm_cmd.app, name="alarm")
-app.add_typer(billing_cmd.app, name="billing")
 app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(tenant_cmd.app, name="tenant")

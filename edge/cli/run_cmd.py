@@ -16,7 +16,7 @@ from edge.bus.broker import BrokerMissing
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway, StatusSnapshot
-from edge.ops.health import HealthReport, write_status_file
+from edge.ops.health import STATUS_FILE, HealthReport, write_status_file
 from edge.ops.instance import AlreadyRunning
 from edge.ops.logs import install_level_signals
 from edge.ops.sdnotify import notify
@@ -30,7 +30,6 @@ EXIT_RUNNING = 4
 EXIT_SHUTDOWN_TIMEOUT = 5
 EXIT_SCHEMA = 6  # the outbox was written by a newer release (edge.outbox.migrations)
 SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
-STATUS_FILE = "status.json"  # in the data directory, rewritten every second while the gateway runs
 
 
 def run(

@@ -88,6 +88,26 @@ class OutboxInspector:
             int(to_replay),
         )
 
+    def last_position(self) -> int:
+        """Position of the current tenant's newest stored event (0 when it has none)."""
+        clause, tenant = _tenant_filter()
+        rows = self._rows(f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,))
+        return int(rows[0][0]) if rows else 0
+
+    def remaining(self, consumer: str, upto: int) -> tuple[int, int]:
+        """(events of the tenant after the consumer's cursor up to `upto`, the cursor): what `edge sync flush`
+        still waits for."""
+        clause, tenant = _tenant_filter()
+        cursor = self._rows(
+            f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
+        )
+        position = int(cursor[0][0]) if cursor else 0
+        rows = self._rows(
+            f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ? AND position <= ?",
+            (tenant, position, upto),
+        )
+        return (int(rows[0][0]) if rows else 0), position
+
     def drops(self) -> dict[str, tuple[int, int]]:
         """reason -> (events, bytes) dropped or refused for the current tenant since the outbox was created."""
         clause, tenant = _tenant_filter()

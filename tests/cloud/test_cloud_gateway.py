@@ -14,7 +14,7 @@ import pytest
 import tomlkit
 from typer.testing import CliRunner
 
-from edge.cli.sync_cmd import app as sync_app
+from cloud_sync.cli import app as sync_app
 from edge.config.models import GatewayConfig
 from edge.gateway import Gateway
 from edge.outbox import RetentionPolicy

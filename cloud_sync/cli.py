@@ -1,9 +1,11 @@
 """`edge sync`: the state of store-and-forward uplinks (cloud sync), read from the outbox.
 
-A thin face over `edge.outbox.inspect.OutboxInspector`: `status` opens the outbox read-only (it works while
-the gateway runs, or after it stopped); `flush` (read-only too) waits until the running gateway has uploaded
-what was buffered when it started; `replay-dead-letters` marks a tenant's dead letters so that their
-consumer offers them again (within seconds if the gateway runs, else at its next start).
+A thin face over the outbox's inspection (`edge.sdk.cli.open_outbox`): `status` opens the outbox read-only (it
+works while the gateway runs, or after it stopped); `flush` (read-only too) waits until the running gateway
+has uploaded what was buffered when it started; `replay-dead-letters` marks a tenant's dead letters so that
+their consumer offers them again (within seconds if the gateway runs, else at its next start).
+
+Mounted by the kernel's CLI through the `edge.cli` entry point `sync` (see edge.sdk.cli).
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ from typing import Any
 import orjson
 import typer
 
-from edge.cli.common import load_or_exit
-from edge.config import LoadedConfig
-from edge.outbox.inspect import OutboxInspector, uplink_status
-from edge.outbox.inspect import summary_row as _row
-from edge.outbox.sqlite import _tenant_filter
-from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.sdk import TenantContext, tenant_scope
+from edge.sdk.cli import (
+    CONFIG_OPTION,
+    ConfiguredGateway,
+    OutboxInspector,
+    fail,
+    open_gateway_config,
+    open_outbox,
+    summary_row,
+    uplink_status,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Store-and-forward uplinks: backlog, dead letters, replay.")
 
@@ -29,17 +36,13 @@ EXIT_USAGE = 2
 EXIT_NO_OUTBOX = 3
 CLOUD_MODULE = "cloud_sync"
 CLOUD_CONSUMER = "module:cloud_sync:uplink"
-STATUS_FILE = "status.json"  # rewritten every second by a running gateway (edge.cli.run_cmd)
 
 
-def _open(config: Path, writable: bool = False) -> tuple[OutboxInspector, dict[str, TenantContext]]:
-    loaded, _ = load_or_exit(config)
-    path = loaded.data_dir / loaded.config.storage.path
+def _open(gateway: ConfiguredGateway, writable: bool = False) -> OutboxInspector:
     try:
-        return OutboxInspector(path, writable=writable), loaded.tenant_contexts()
+        return open_outbox(gateway, writable=writable)
     except FileNotFoundError:
-        typer.echo(f"no outbox at {path} (has the gateway run yet?)", err=True)
-        raise typer.Exit(EXIT_NO_OUTBOX) from None
+        fail(f"no outbox at {gateway.outbox_path} (has the gateway run yet?)", EXIT_NO_OUTBOX)
 
 
 def _ago(seconds: float | None) -> str:
@@ -60,7 +63,7 @@ def _failing_now(row: dict[str, Any]) -> bool:
 
 @app.command("status")
 def status(
-    config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
+    config: Path = CONFIG_OPTION,
     tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant."),
     consumer: str | None = typer.Option(
         None, "--consumer", help="Only this consumer (default: every uplink that reports status)."
@@ -68,10 +71,11 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
 ) -> None:
     """Per tenant and uplink: backlog, age of the oldest pending event, last success, dead letters, drops."""
-    inspector, tenants = _open(config)
+    gateway = open_gateway_config(config)
+    inspector = _open(gateway)
     now = time.time()
     with inspector:
-        rows = uplink_status(inspector, tenants, tenant=tenant, consumer=consumer, now=now)
+        rows = uplink_status(inspector, gateway.tenants, tenant=tenant, consumer=consumer, now=now)
     if as_json:
         for row in rows:
             typer.echo(orjson.dumps(row).decode())
@@ -99,62 +103,34 @@ def status(
         )
 
 
-class _FlushInspector(OutboxInspector):
-    """The two reads `flush` needs besides `summary`, through the outbox's tenant filter."""
-
-    def last_position(self) -> int:
-        """Position of the current tenant's newest stored event (0 when it has none)."""
-        clause, tenant = _tenant_filter()
-        rows = self._rows(f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,))
-        return int(rows[0][0]) if rows else 0
-
-    def remaining(self, consumer: str, upto: int) -> tuple[int, int]:
-        """(events of the tenant after the consumer's cursor up to `upto`, the cursor)."""
-        clause, tenant = _tenant_filter()
-        cursor = self._rows(
-            f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
-        )
-        position = int(cursor[0][0]) if cursor else 0
-        rows = self._rows(
-            f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ? AND position <= ?",
-            (tenant, position, upto),
-        )
-        return (int(rows[0][0]) if rows else 0), position
-
-
-def _cloud_tenants(loaded: LoadedConfig, config: Path, only: str | None) -> list[str]:
+def _cloud_tenants(gateway: ConfiguredGateway, config: Path, only: str | None) -> list[str]:
     """Tenants of the gateway that cloud_sync uploads (configured under the enabled module's `tenants`)."""
-    modules = [m for m in loaded.config.modules if m.name == CLOUD_MODULE and m.enabled]
-    if not modules:
-        typer.echo(f"no enabled {CLOUD_MODULE} module in {config}: nothing is uploaded to a cloud", err=True)
-        raise typer.Exit(EXIT_USAGE)
-    configured = modules[0].config.get("tenants")
-    gateway_tenants = set(loaded.tenant_contexts())
+    settings = gateway.module_config(CLOUD_MODULE)
+    if settings is None:
+        fail(f"no enabled {CLOUD_MODULE} module in {config}: nothing is uploaded to a cloud", EXIT_USAGE)
+    configured = settings.get("tenants")
+    gateway_tenants = set(gateway.tenants)
     chosen = sorted(gateway_tenants & set(configured if isinstance(configured, dict) else ()))
     if only is not None:
         if only not in chosen:
-            typer.echo(
-                f"tenant {only!r} has no cloud uplink (uploaded: {', '.join(chosen) or 'none'})", err=True
-            )
-            raise typer.Exit(EXIT_USAGE)
+            fail(f"tenant {only!r} has no cloud uplink (uploaded: {', '.join(chosen) or 'none'})", EXIT_USAGE)
         chosen = [only]
     if not chosen:
-        typer.echo(f"no tenant of the gateway has a cloud uplink in {config}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        fail(f"no tenant of the gateway has a cloud uplink in {config}", EXIT_USAGE)
     return chosen
 
 
-def _gateway_running(data_dir: Path, now: float) -> bool:
+def _gateway_running(gateway: ConfiguredGateway, now: float) -> bool:
     """A gateway rewrote its status file within the last few seconds."""
     try:
-        return now - (data_dir / STATUS_FILE).stat().st_mtime < 5.0
+        return now - gateway.status_file.stat().st_mtime < 5.0
     except OSError:
         return False
 
 
 @app.command("flush")
 def flush(
-    config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
+    config: Path = CONFIG_OPTION,
     timeout: float = typer.Option(300.0, "--timeout", min=0.0, help="Give up after this many seconds."),
     tenant: str | None = typer.Option(None, "--tenant", help="Only this tenant."),
     interval: float = typer.Option(1.0, "--interval", min=0.05, help="Seconds between progress lines."),
@@ -165,15 +141,10 @@ def flush(
     delivered (events stored later are not waited for); exit 1 after --timeout, with what remains per tenant
     and the last upload error.
     """
-    loaded, _ = load_or_exit(config)
-    tenants = _cloud_tenants(loaded, config, tenant)
-    contexts = loaded.tenant_contexts()
-    path = loaded.data_dir / loaded.config.storage.path
-    try:
-        inspector = _FlushInspector(path)
-    except FileNotFoundError:
-        typer.echo(f"no outbox at {path} (has the gateway run yet?)", err=True)
-        raise typer.Exit(EXIT_NO_OUTBOX) from None
+    gateway = open_gateway_config(config)
+    tenants = _cloud_tenants(gateway, config, tenant)
+    contexts = gateway.tenants
+    inspector = _open(gateway)
     started = time.monotonic()
     with inspector:
         targets: dict[str, int] = {}
@@ -197,9 +168,9 @@ def flush(
             + ", ".join(f"{t} {n}" for t, n in left.items())
             + f" (timeout {timeout:g} s)"
         )
-        if total and not _gateway_running(loaded.data_dir, time.time()):
+        if total and not _gateway_running(gateway, time.time()):
             typer.echo(
-                f"warning: no running gateway updates {loaded.data_dir / STATUS_FILE}; "
+                f"warning: no running gateway updates {gateway.status_file}; "
                 "nothing is uploaded until it runs",
                 err=True,
             )
@@ -238,7 +209,7 @@ def flush(
         for tenant_id in tenants:
             with tenant_scope(contexts[tenant_id]):
                 summary = inspector.summary(CLOUD_CONSUMER)
-            row = _row(tenant_id, summary, now)
+            row = summary_row(tenant_id, summary, now)
             error = row["last_error"] or "none recorded"
             when = "" if row["last_failure_age_s"] is None else f", {_ago(row['last_failure_age_s'])}"
             state = "failing" if _failing_now(row) else "last success " + _ago(row["last_success_age_s"])
@@ -254,7 +225,7 @@ def _current_errors(
     errors = {}
     for tenant_id in tenants:
         with tenant_scope(contexts[tenant_id]):
-            row = _row(tenant_id, inspector.summary(CLOUD_CONSUMER), now)
+            row = summary_row(tenant_id, inspector.summary(CLOUD_CONSUMER), now)
         if _failing_now(row):
             errors[tenant_id] = str(row["last_error"])
     return errors
@@ -263,15 +234,16 @@ def _current_errors(
 @app.command("replay-dead-letters")
 def replay_dead_letters(
     tenant: str = typer.Option(..., "--tenant", help="Tenant whose dead letters are offered again."),
-    config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
+    config: Path = CONFIG_OPTION,
     consumer: str | None = typer.Option(None, "--consumer", help="Only this consumer's dead letters."),
 ) -> None:
     """Offer a tenant's dead letters to their consumer again (after the receiver was fixed)."""
-    inspector, tenants = _open(config, writable=True)
-    ctx = tenants.get(tenant)
+    gateway = open_gateway_config(config)
+    inspector = _open(gateway, writable=True)
+    ctx = gateway.tenants.get(tenant)
     if ctx is None:
-        typer.echo(f"unknown tenant {tenant!r} (known: {', '.join(sorted(tenants))})", err=True)
-        raise typer.Exit(2)
+        inspector.close()
+        fail(f"unknown tenant {tenant!r} (known: {', '.join(sorted(gateway.tenants))})", EXIT_USAGE)
     with inspector, tenant_scope(ctx):
         count = inspector.request_replay(consumer)
     typer.echo(

@@ -1,8 +1,7 @@
 """`edge billing report`: a tenant's energy ledger for one billing period, read from the billing module's
 own store (works while the gateway runs: the store is SQLite in WAL mode, opened read-only here).
 
-The ledger's layout is the billing module's business: the command finds the module through its entry point
-and calls its `report(store, period)`, so the kernel names no plug-in."""
+Mounted by the kernel's CLI through the `edge.cli` entry point `billing` (see edge.sdk.cli)."""
 
 from __future__ import annotations
 
@@ -14,48 +13,40 @@ from typing import Any
 
 import typer
 
-from edge.cli.common import load_or_exit
-from edge.sdk.store import ModuleStore, module_store_path
-from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.sdk import ModuleStore, TenantContext, module_store_path, tenant_scope
+from edge.sdk.cli import CONFIG_OPTION, fail, open_gateway_config
+from modules.billing import ledger
 
 app = typer.Typer(no_args_is_help=True, help="Billing ledgers of the billing module.")
-CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 
 
 @app.command("report")
 def report(
     tenant: str = typer.Option(..., "--tenant", "-t", help="Tenant whose ledger to print."),
     period: str = typer.Option(..., "--period", "-p", help="Billing period, YYYY-MM."),
-    config: Path = CONFIG,
+    config: Path = CONFIG_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Energy and amount per site of one tenant in one billing period."""
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         raise typer.BadParameter("expected YYYY-MM, e.g. 2026-11", param_hint="--period")
-    loaded, registry = load_or_exit(config)
-    if tenant not in {t.id for t in loaded.config.tenants}:
-        typer.echo(f"no tenant {tenant!r} in {config}", err=True)
-        raise typer.Exit(1)
-    plugin = registry.module("billing")
-    if plugin is None or not hasattr(plugin.obj, "report"):
-        typer.echo(f"the billing module is not installed: {registry.failures.get('billing', '')}", err=True)
-        raise typer.Exit(1)
-    path = module_store_path(loaded.data_dir, "billing")
+    gateway = open_gateway_config(config)
+    if tenant not in gateway.tenants:
+        fail(f"no tenant {tenant!r} in {config}")
+    path = module_store_path(gateway.data_dir, "billing")
     if not path.exists():
-        typer.echo(f"no ledger yet ({path} does not exist: has the billing module run?)", err=True)
-        raise typer.Exit(1)
-    rows = asyncio.run(_read(path, tenant, period, plugin.obj.report))
+        fail(f"no ledger yet ({path} does not exist: has the billing module run?)")
+    rows = asyncio.run(_read(path, tenant, period))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
     typer.echo(_table(tenant, period, rows))
 
 
-async def _read(path: Path, tenant: str, period: str, reader: Any) -> list[dict[str, Any]]:
+async def _read(path: Path, tenant: str, period: str) -> list[dict[str, Any]]:
     async with ModuleStore(path, "billing", readonly=True) as store:
         with tenant_scope(TenantContext(tenant)):
-            rows: list[dict[str, Any]] = await reader(store, period)
-            return rows
+            return await ledger.report(store, period)
 
 
 def _table(tenant: str, period: str, rows: list[dict[str, Any]]) -> str:

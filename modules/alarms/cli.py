@@ -1,4 +1,6 @@
-"""`edge alarm ack|list`: acknowledge and list the alarms module's alarms through the running gateway."""
+"""`edge alarm ack|list`: acknowledge and list the alarms module's alarms through the running gateway.
+
+Mounted by the kernel's CLI through the `edge.cli` entry point `alarm` (see edge.sdk.cli)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,9 @@ from pathlib import Path
 
 import typer
 
-from edge.cli.common import load_or_exit
-from edge.cli.module_command_cmd import send
+from edge.sdk.cli import CONFIG_OPTION, open_gateway_config, send_module_command
 
 app = typer.Typer(no_args_is_help=True, help="Alarms of the alarms module (through the running gateway).")
-CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 TENANT = typer.Option(..., "--tenant", "-t", help="Tenant whose alarm it is.")
 
 
@@ -20,13 +20,13 @@ def ack(
     tenant: str = TENANT,
     by: str = typer.Option("", help="Who acknowledges (recorded with the alarm)."),
     note: str = typer.Option("", help="A note recorded with the acknowledgement."),
-    config: Path = CONFIG,
+    config: Path = CONFIG_OPTION,
     timeout: float = typer.Option(15.0, help="Seconds to wait for the answer."),
 ) -> None:
     """Acknowledge an alarm; prints its state afterwards."""
-    loaded, _ = load_or_exit(config)
+    gateway = open_gateway_config(config)
     args = {"alarm_id": alarm_id, **({"by": by} if by else {}), **({"note": note} if note else {})}
-    alarm = send(loaded, tenant, "alarms", "ack", args, timeout).get("result", {})
+    alarm = send_module_command(gateway, tenant, "alarms", "ack", args, timeout)
     state = alarm.get("state", "?")
     typer.echo(
         f"{alarm_id}: acknowledged ({state}, {alarm.get('severity', '?')}: value {alarm.get('value')})"
@@ -36,12 +36,12 @@ def ack(
 @app.command("list")
 def list_alarms(
     tenant: str = TENANT,
-    config: Path = CONFIG,
+    config: Path = CONFIG_OPTION,
     timeout: float = typer.Option(15.0, help="Seconds to wait for the answer."),
 ) -> None:
     """The tenant's unresolved alarms: active, or cleared and not yet acknowledged."""
-    loaded, _ = load_or_exit(config)
-    result = send(loaded, tenant, "alarms", "list", {}, timeout).get("result", {})
+    gateway = open_gateway_config(config)
+    result = send_module_command(gateway, tenant, "alarms", "list", {}, timeout)
     alarms = result.get("alarms", [])
     if not alarms:
         typer.echo("no unresolved alarms")
