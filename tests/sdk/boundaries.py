@@ -8,7 +8,8 @@ importing file and of the target:
 - a plug-in (drivers/<name>, modules/<name>, cloud_sync) imports of the kernel only `edge.sdk` and its
   submodules, and no other plug-in (so modules never import each other, drivers never import modules);
 - a relative import never climbs out of the plug-in's own folder;
-- the kernel (edge/) imports no plug-in;
+- the kernel (edge/) imports no plug-in, and the SDK (edge/sdk) nothing of the kernel outside itself, so
+  that what a plug-in imports stands alone;
 - simulators import nothing of the gateway (edge/, not even edge.sdk, nor any plug-in): they are
   independent devices (STYLE habit 16);
 - no file imports another module's private names (`from x import _y`), a private module from outside the
@@ -33,6 +34,7 @@ PLUGIN_KERNEL = "a plug-in imports of the project only edge.sdk and its own fold
 PLUGIN_PLUGIN = "a plug-in never imports another plug-in"
 RELATIVE_CLIMB = "a relative import never climbs out of the plug-in's folder"
 KERNEL_PLUGIN = "the kernel names no plug-in"
+SDK_KERNEL = "the SDK imports nothing of the kernel outside edge.sdk"
 SIMULATOR_GATEWAY = "simulators import nothing of the gateway"
 PRIVATE_NAME = "no import of another module's private names"
 
@@ -113,6 +115,8 @@ def _judge(module: str, found: _Import, root: Path) -> Iterator[tuple[str, str]]
             yield PLUGIN_KERNEL, names
     elif _inside(module, "edge") and target_plugin is not None:
         yield KERNEL_PLUGIN, names
+    elif _inside(module, "edge.sdk") and top in PROJECT and not _inside(target, "edge.sdk"):
+        yield SDK_KERNEL, names
     elif _inside(module, "simulators") and (top == "edge" or target_plugin is not None):
         yield SIMULATOR_GATEWAY, names
     if top not in PROJECT:
