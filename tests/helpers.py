@@ -17,6 +17,11 @@ T = TypeVar("T")
 WITHIN = 10.0  # seconds a wait gives its condition unless the call says otherwise
 
 
+class WaitTimedOut(AssertionError, TimeoutError):
+    """A bounded wait ran out: a test failure (AssertionError), and a TimeoutError for callers that expect
+    one (`pytest.raises(OSError)` around `wait_port` on a closed port)."""
+
+
 def wait_until(
     predicate: Callable[[], T | None],
     within: float = WITHIN,
@@ -25,12 +30,12 @@ def wait_until(
     step: float = 0.05,
     detail: Callable[[], object] | None = None,
 ) -> T:
-    """Poll `predicate` until it returns something truthy, and return that; after `within` seconds fail
-    with an AssertionError naming `what` was awaited (by default the predicate's source) and `detail()`."""
+    """Poll `predicate` until it returns something truthy, and return that; after `within` seconds raise
+    WaitTimedOut naming `what` was awaited (by default the predicate's source) and `detail()`."""
     deadline = time.monotonic() + within
     while not (got := predicate()):
         if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(predicate, within, what, detail))
+            raise WaitTimedOut(_timed_out(predicate, within, what, detail))
         time.sleep(step)
     return got
 
@@ -52,7 +57,7 @@ async def until(
         if got:
             return got
         if time.monotonic() >= deadline:
-            raise AssertionError(_timed_out(predicate, within, what, detail))
+            raise WaitTimedOut(_timed_out(predicate, within, what, detail))
         await asyncio.sleep(step)
 
 

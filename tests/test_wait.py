@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.helpers import until, wait_until
+from tests.helpers import WaitTimedOut, free_port, until, wait_port, wait_until
 
 
 def test_wait_until_returns_the_first_truthy_result() -> None:
@@ -55,3 +55,10 @@ async def test_until_fails_after_its_bound_naming_what_it_awaited() -> None:
     with pytest.raises(AssertionError, match=r"^timed out after 0\.2 s waiting for the uplink's cursor$"):
         await until(never, 0.2, "the uplink's cursor")
     assert 0.2 <= time.monotonic() - started < 1.0
+
+
+def test_a_timeout_is_a_test_failure_and_a_timeout_error() -> None:
+    with pytest.raises(WaitTimedOut) as info:
+        wait_port(free_port(), 0.1)  # nothing listens there
+    assert isinstance(info.value, AssertionError) and isinstance(info.value, TimeoutError)
+    assert "something to listen on 127.0.0.1:" in str(info.value)
