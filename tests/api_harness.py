@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from edge.sdk.events import Event
 from edge.sdk.tenancy import tenant_scope
 from simulators.oidc import OidcIssuer, running
 from tests.e2e import load, write_config
+from tests.helpers import wait_until
 
 T = TypeVar("T")
 
@@ -88,14 +88,10 @@ class ApiGateway:
 
         self.loop.run(append())
 
-    def wait_for(self, predicate: Any, timeout: float = 15.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = predicate()
-            if got:
-                return got
-            time.sleep(0.05)
-        raise TimeoutError(f"{what} not met within {timeout}s")
+    def wait_for(
+        self, predicate: Callable[[], T | None], timeout: float = 15.0, what: str | None = None
+    ) -> T:
+        return wait_until(predicate, timeout, what)
 
 
 def api_gateway(

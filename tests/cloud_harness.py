@@ -3,10 +3,9 @@ cloud simulators on loopback ports; secrets passed as real `env:` and `file:` re
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,12 +107,6 @@ async def start_sync(outbox: SqliteOutbox, tenants: Sequence[TenantContext], con
 
 def simulator(*tenants: str, **options: Any) -> CloudSimulator:
     return CloudSimulator([Credentials.demo(t) for t in tenants], **options)
-
-
-async def until(predicate: Callable[[], bool], within: float = 20.0, step: float = 0.02) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(step)
 
 
 def in_order(sim: CloudSimulator, tenant: str) -> bool:

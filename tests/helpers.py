@@ -1,12 +1,83 @@
-"""Test helpers shared by many tests: free ports and a private Mosquitto broker process."""
+"""Test helpers shared by many tests: bounded waits, free ports and a private Mosquitto broker process."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+WITHIN = 10.0  # seconds a wait gives its condition unless the call says otherwise
+
+
+class WaitTimedOut(AssertionError, TimeoutError):
+    """A bounded wait ran out: a test failure (AssertionError), and a TimeoutError for callers that expect
+    one (`pytest.raises(OSError)` around `wait_port` on a closed port)."""
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    within: float = WITHIN,
+    what: str | None = None,
+    *,
+    step: float = 0.05,
+    detail: Callable[[], object] | None = None,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; after `within` seconds raise
+    WaitTimedOut naming `what` was awaited (by default the predicate's source) and `detail()`."""
+    deadline = time.monotonic() + within
+    while not (got := predicate()):
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(_timed_out(predicate, within, what, detail))
+        time.sleep(step)
+    return got
+
+
+async def until(
+    predicate: Callable[[], T | Awaitable[T | None] | None],
+    within: float = WITHIN,
+    what: str | None = None,
+    *,
+    step: float = 0.02,
+    detail: Callable[[], object] | None = None,
+) -> T:
+    """`wait_until` for async tests: yields to the loop between polls; the predicate may also be an
+    `async def` (its result is awaited on each poll)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        got: T | None = await result if inspect.isawaitable(result) else result
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(_timed_out(predicate, within, what, detail))
+        await asyncio.sleep(step)
+
+
+def _timed_out(
+    predicate: Callable[[], object], within: float, what: str | None, detail: Callable[[], object] | None
+) -> str:
+    message = f"timed out after {within} s waiting for {what or _describe(predicate)}"
+    return f"{message}; {detail()}" if detail is not None else message
+
+
+def _describe(predicate: Callable[..., object]) -> str:
+    """A lambda's source line (what the test waited for, in its own words), else the function's name."""
+    name = getattr(predicate, "__qualname__", repr(predicate))
+    if not name.endswith("<lambda>"):
+        return name
+    try:
+        source = " ".join(line.strip() for line in inspect.getsource(predicate).splitlines())
+    except (OSError, TypeError):
+        return name
+    return source if len(source) <= 200 else f"{source[:197]}..."
 
 
 def free_port() -> int:
@@ -16,14 +87,15 @@ def free_port() -> int:
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+    wait_until(lambda: _listens(host, port), timeout, f"something to listen on {host}:{port}")
+
+
+def _listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class MosquittoProcess:
@@ -94,14 +166,19 @@ class MqttRecorder:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, predicate: object, timeout: float = 20.0) -> list[tuple[str, bytes, bool]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, bytes, bool]]], object], timeout: float = 20.0
+    ) -> list[tuple[str, bytes, bool]]:
+        """The messages received so far, once `predicate` holds on them."""
+
+        def matched() -> tuple[list[tuple[str, bytes, bool]]] | None:
             got = self.snapshot()
-            if predicate(got):  # type: ignore[operator]
-                return got
-            time.sleep(0.05)
-        raise TimeoutError(f"condition not met within {timeout}s; {len(self.snapshot())} messages received")
+            return (got,) if predicate(got) else None  # a tuple: truthy even when no message is the answer
+
+        (got,) = wait_until(
+            matched, timeout, _describe(predicate), detail=lambda: f"{len(self.snapshot())} messages received"
+        )
+        return got
 
     def publish(self, topic: str, payload: bytes) -> None:
         self._client.publish(topic, payload, qos=1).wait_for_publish(5)

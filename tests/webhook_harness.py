@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,13 +78,3 @@ async def rig(
         await asyncio.wait([task])
         store.close()
         await outbox.close()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> float:  # noqa: ASYNC109
-    """Seconds it took for `predicate` to hold; fails the test after `timeout`."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started

@@ -61,7 +61,7 @@ def to_raw(dv: DataValue) -> RawValue:
     value: Any = variant.Value if variant is not None else None
     if code & _SEVERITY == 0:
         if type(value) in _PLAIN:  # the common case, kept cheap
-            return value  # type: ignore[no-any-return]
+            return value  # type: ignore[no-any-return]  # asyncua types Variant.Value as Any; type() checked it
         return scalar(value)
     if code & _BAD:
         return fault(code)

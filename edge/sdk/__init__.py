@@ -2,7 +2,7 @@
 kernel. Import from `edge.sdk` (or its submodules); nothing else of `edge` is stable. See docs/sdk.md.
 
 Stability: the names in `__all__` here and in each submodule follow SemVer with the kernel API version
-(`KERNEL_API_VERSION`); a removal is announced a minor release ahead (a deprecation warning) and made in the
+(`KERNEL_API_VERSION`); a removal warns for at least two minor releases (`deprecated_api`) and is made in the
 next major. tests/sdk/test_sdk_surface.py pins them.
 """
 

@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-Publish = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # ModuleContext.publish
+Publish = Callable[[str, str, dict[str, Any]], Awaitable[object]]  # ModuleContext.publish; the id is unused
 
 
 class ModuleContextLike(Protocol):

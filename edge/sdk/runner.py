@@ -41,6 +41,8 @@ from edge.sdk.proto import module_pb2_grpc as pb_grpc
 from edge.sdk.store import ModuleStore
 from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
 
+__all__ = ["RemoteModuleContext", "main", "run"]
+
 log = logging.getLogger("edge.sdk.runner")
 
 # seconds a WritePoint call may take: the kernel's own write timeout (edge.devices.commands, 10 s) plus its bookkeeping

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge.bus import BusDisconnected, InboundMessage, MqttBus, PublishRejected, Will
-from tests.helpers import MosquittoProcess
+from tests.helpers import MosquittoProcess, until
 
 ROOT = Path(__file__).resolve().parents[2]
 _ids = itertools.count()
@@ -76,13 +76,6 @@ def _frozen(broker: MosquittoProcess) -> Iterator[None]:
     finally:
         if broker.proc is not None and broker.proc.poll() is None:
             broker.proc.send_signal(signal.SIGCONT)
-
-
-async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll a condition on public state (counters, flags) until it holds; bounded."""
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_5000_qos1_messages_all_acked_and_received(
@@ -207,14 +200,14 @@ async def test_broker_loss_fails_futures_then_reconnects_and_resubscribes(
         private_mosquitto.kill()  # SIGKILL works on a stopped process; the kernel closes its sockets
     results = await asyncio.wait_for(asyncio.gather(*outstanding, return_exceptions=True), 5)
     assert all(isinstance(r, BusDisconnected) for r in results)
-    await _until(lambda: not pub.connected and not sub.connected)
+    await until(lambda: not pub.connected and not sub.connected, within=5.0)
 
     private_mosquitto.start()  # same port
     assert await pub.wait_connected(5)
     assert await sub.wait_connected(5)
     assert pub.connection_generation == 2
     assert pub.stats.connects == 2 and pub.stats.disconnects == 1
-    await _until(lambda: hook_calls == [1, 2])
+    await until(lambda: hook_calls == [1, 2], within=5.0)
 
     await asyncio.wait_for(await pub.publish(f"{topic}/after", b"again"), 5)
     [message] = await _collect(sub, 1, within=5)
@@ -267,7 +260,7 @@ async def test_inbound_overflow_drops_newest(
     pub = make_bus(mosquitto.port)
     await _started(sub, pub)
     await asyncio.wait_for(asyncio.gather(*[await pub.publish(topic, str(i).encode()) for i in range(20)]), 5)
-    await _until(lambda: sub.stats.inbound + sub.stats.inbound_dropped_overflow == 20)
+    await until(lambda: sub.stats.inbound + sub.stats.inbound_dropped_overflow == 20, within=5.0)
 
     assert (sub.stats.inbound, sub.stats.inbound_dropped_overflow) == (5, 15)
     got = await _collect(sub, 5, within=5)
@@ -292,7 +285,7 @@ async def test_subscribe_while_connected_and_messages_end_after_stop(
             seen.append(message.payload)
 
     consumer = asyncio.create_task(consume())
-    await _until(lambda: seen == [b"hello"])
+    await until(lambda: seen == [b"hello"], within=5.0)
     await sub.stop()
     await asyncio.wait_for(consumer, 5)  # the iterator ended by itself
     with pytest.raises(BusDisconnected):

@@ -18,9 +18,9 @@ from cloud_sync.cli import app as sync_app
 from edge.config.models import GatewayConfig
 from edge.gateway import Gateway
 from edge.outbox import RetentionPolicy
-from tests.cloud_harness import CONSUMER, simulator, sync_config, until
+from tests.cloud_harness import CONSUMER, simulator, sync_config
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
 
 DEVICES = 4
 
@@ -53,13 +53,15 @@ async def test_gateway_uploads_every_tenants_events_through_an_outage_and_report
         gateway = Gateway(loaded, registry)
         await gateway.start()
         try:
-            await until(lambda: all(len(_telemetry_at_cloud(cloud, t)) >= 6 for t in ("acme", "globex")))
+            await until(
+                lambda: all(len(_telemetry_at_cloud(cloud, t)) >= 6 for t in ("acme", "globex")), within=20.0
+            )
             await cloud.set_down(True)
             before = cloud.unique()
             await asyncio.sleep(1.5)  # the devices keep being polled; the outbox holds their events
             assert cloud.unique() == before
             await cloud.set_down(False)
-            await until(lambda: cloud.unique() > before + 20)
+            await until(lambda: cloud.unique() > before + 20, within=20.0)
             await asyncio.sleep(0.5)
         finally:
             await gateway.stop()
@@ -111,7 +113,7 @@ async def test_gateway_restarts_mid_backlog_lose_nothing(
         for _ in range(2):
             gateway = Gateway(*load(path))
             await gateway.start()
-            await until(lambda: cloud.unique() > 0)
+            await until(lambda: cloud.unique() > 0, within=20.0)
             await asyncio.sleep(0.3)
             await gateway.stop()
         cloud.faults.latency = 0.0

@@ -8,9 +8,8 @@ import asyncio
 import os
 import sqlite3
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import tomlkit
 
 from simulators.cloud import CloudSimulator, Credentials
 from tests.e2e import write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
 from tests.reliability.harness import GatewayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,21 +53,6 @@ class RecordingCloud(CloudSimulator):
             if first != event:
                 self.content_conflicts += 1
         return super()._store(tenant, batch)
-
-
-async def until(
-    predicate: Callable[[], bool],
-    within: float,
-    what: str,
-    step: float = 0.05,
-    detail: Callable[[], object] = lambda: "",
-) -> None:
-    """Wait (yielding to the in-process cloud simulator) until the predicate holds; fail after `within`."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}; {detail()}")
-        await asyncio.sleep(step)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from edge.sdk.errors import OutboxFull
 from edge.sdk.events import OUTBOX_DROPPED, TELEMETRY, Event, OutboxDroppedData, StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext, Rejected, RetryLater
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.helpers import until
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
@@ -62,12 +63,6 @@ async def _fill(outbox: SqliteOutbox, tenant: str, count: int, *, start: int = 1
     with tenant_scope(TENANTS[tenant]):
         rows = await outbox.read_after(0, 1_000_000)
     return rows[-1].position if rows else 0
-
-
-async def _until(condition: object, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
 
 
 class Uplink:
@@ -122,7 +117,7 @@ async def test_a_batch_is_acknowledged_only_by_its_outcome(tmp_path: Path) -> No
         [RetryLater(0.05, "HTTP 503"), RuntimeError("a bug"), first_two], max_batch=5, max_wait=0.0
     )
     host = await _host(outbox, module)
-    await _until(lambda: len(module.offers) >= 4)
+    await until(lambda: len(module.offers) >= 4, within=5.0)
     await host.stop()
 
     # RetryLater and a handler bug: the same batch again; then rejected ones become dead letters, rest acked
@@ -151,7 +146,7 @@ async def test_a_batch_waits_for_max_wait_or_max_batch_and_stays_within_one_tena
     started = time.monotonic()
     await _fill(outbox, "acme", 3)
     await _fill(outbox, "globex", 120)
-    await _until(lambda: sum(len(o) for o in module.offers) == 123)
+    await until(lambda: sum(len(o) for o in module.offers) == 123, within=5.0)
     await host.stop()
     assert all(len({e.tenant for e in offer}) == 1 for offer in module.offers)
     acme = [(o, t) for o, t in zip(module.offers, module.times, strict=True) if o[0].tenant == "acme"]
@@ -166,11 +161,11 @@ async def test_replayed_dead_letters_are_offered_again_and_resolved(tmp_path: Pa
     await _fill(outbox, "acme", 3)
     module = Uplink([lambda b: Rejected({b[0].position: "schema v2 unknown"})], max_wait=0.0)
     host = await _host(outbox, module)
-    await _until(lambda: len(module.offers) == 1)
+    await until(lambda: len(module.offers) == 1, within=5.0)
     with tenant_scope(ACME):
         assert len(await outbox.dead_letters()) == 1
         assert await outbox.request_replay() == 1
-    await _until(lambda: len(module.offers) == 2, within=6.0)  # the consumer looks every 2 s
+    await until(lambda: len(module.offers) == 2, within=6.0)  # the consumer looks every 2 s
     assert [e.sequence for e in module.offers[1]] == [1]
     await asyncio.sleep(0.1)
     with tenant_scope(ACME):

@@ -22,8 +22,8 @@ from tests.cloud_harness import (
     simulator,
     start_sync,
     sync_config,
-    until,
 )
+from tests.helpers import until
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
@@ -44,12 +44,12 @@ async def _outbox(tmp_path: Path) -> SqliteOutbox:
 async def settled(outbox: SqliteOutbox, tenant: TenantContext) -> None:
     """Wait (bounded: 5 s) until the uplink's cursor has passed every event of `tenant`: the cloud stores a
     batch before its answer reaches the gateway, so "the cloud has it" comes a moment before the cursor."""
+
+    async def drained() -> bool:
+        return await outbox.backlog(CONSUMER) == 0
+
     with tenant_scope(tenant):
-        for _ in range(100):
-            if await outbox.backlog(CONSUMER) == 0:
-                return
-            await asyncio.sleep(0.05)
-        assert await outbox.backlog(CONSUMER) == 0
+        await until(drained, 5.0, f"the uplink's cursor past {tenant.tenant_id}'s events", step=0.05)
 
 
 async def test_an_outage_loses_nothing_and_recovery_delivers_everything_in_order(
@@ -68,7 +68,9 @@ async def test_an_outage_loses_nothing_and_recovery_delivers_everything_in_order
             assert await outbox.backlog(CONSUMER) == len(acme)
             assert "ConnectError" in ((await outbox.consumer_status(CONSUMER)).last_error or "")
         await sim.set_down(False)
-        await until(lambda: sim.unique("acme") == len(acme) and sim.unique("globex") == len(globex))
+        await until(
+            lambda: sim.unique("acme") == len(acme) and sim.unique("globex") == len(globex), within=20.0
+        )
         for tenant in (ACME, GLOBEX):  # the last batch's cursor moves after its answer
             await settled(outbox, tenant)
         await sync.stop()
@@ -101,7 +103,7 @@ async def test_a_restart_mid_backlog_loses_nothing_and_repeats_only_identical_id
         config = sync_config({"acme": sim}, tmp_path, batch_size=200)
         events = await ingest(outbox, ACME, ["inv-1", "inv-2"], 2000)
         sync = await start_sync(outbox, [ACME], config)
-        await until(lambda: sim.unique() >= 1000)
+        await until(lambda: sim.unique() >= 1000, within=20.0)
         await sync.stop()  # mid-upload: a batch may be on the wire
         await outbox.close()
         got_before = sim.unique()
@@ -109,7 +111,7 @@ async def test_a_restart_mid_backlog_loses_nothing_and_repeats_only_identical_id
 
         outbox = await _outbox(tmp_path)
         sync = await start_sync(outbox, [ACME], config)
-        await until(lambda: sim.unique() == len(events))
+        await until(lambda: sim.unique() == len(events), within=20.0)
         await sync.stop()
         await outbox.close()
     assert in_order(sim, "acme")
@@ -146,7 +148,7 @@ async def test_429_with_retry_after_is_honoured(tmp_path: Path) -> None:
         outbox = await _outbox(tmp_path)
         sync = await start_sync(outbox, [ACME], sync_config({"acme": sim}, tmp_path))
         events = await ingest(outbox, ACME, ["inv-1"], 20)
-        await until(lambda: sim.unique() == len(events))
+        await until(lambda: sim.unique() == len(events), within=20.0)
         await sync.stop()
         await outbox.close()
     first, second = sim.requests[0], sim.requests[1]
@@ -163,7 +165,7 @@ async def test_a_poison_event_becomes_a_dead_letter_and_the_queue_moves_on(tmp_p
         sim.faults.poison = set(poison)
         sync = await start_sync(outbox, [ACME], sync_config({"acme": sim}, tmp_path, batch_size=40))
         later = await ingest(outbox, ACME, ["inv-1", "inv-2"], 50, start=51)
-        await until(lambda: sim.unique() == len(events) + len(later) - 2)
+        await until(lambda: sim.unique() == len(events) + len(later) - 2, within=20.0)
         await settled(outbox, ACME)  # the queue was never blocked
         await sync.stop()
         with tenant_scope(ACME):
@@ -177,7 +179,7 @@ async def test_a_poison_event_becomes_a_dead_letter_and_the_queue_moves_on(tmp_p
         with tenant_scope(ACME):
             assert await outbox.request_replay() == 2
         sync = await start_sync(outbox, [ACME], sync_config({"acme": sim}, tmp_path))
-        await until(lambda: sim.unique() == len(events) + len(later))
+        await until(lambda: sim.unique() == len(events) + len(later), within=20.0)
         await asyncio.sleep(0.1)
         with tenant_scope(ACME):
             assert await outbox.dead_letters(CONSUMER) == []
@@ -190,18 +192,18 @@ async def test_a_refused_token_is_refreshed_once_and_tokens_are_renewed_before_e
         outbox = await _outbox(tmp_path)
         sync = await start_sync(outbox, [ACME], sync_config({"acme": sim}, tmp_path, token_leeway=1.0))
         first = await ingest(outbox, ACME, ["inv-1"], 10)
-        await until(lambda: sim.unique() == len(first))
+        await until(lambda: sim.unique() == len(first), within=20.0)
         assert sim.tokens_issued["acme"] == 1
         sim.revoke_tokens()  # the platform revoked it: the next upload gets a 401
         second = await ingest(outbox, ACME, ["inv-1"], 10, start=11)
-        await until(lambda: sim.unique() == len(first) + len(second))
+        await until(lambda: sim.unique() == len(first) + len(second), within=20.0)
         assert sim.tokens_issued["acme"] == 2
         assert [r.status for r in sim.requests].count(401) == 1
         # a token about to expire is replaced before it is used: no 401 for an expiring token
         for start in (21, 31, 41, 51):
             await asyncio.sleep(0.7)
             await ingest(outbox, ACME, ["inv-1"], 10, start=start)
-        await until(lambda: sim.unique() == 6 * 11)
+        await until(lambda: sim.unique() == 6 * 11, within=20.0)
         assert [r.status for r in sim.requests].count(401) == 1
         assert sim.tokens_issued["acme"] >= 3
         await sync.stop()
@@ -215,7 +217,9 @@ async def test_each_tenant_uses_its_own_endpoint_and_credentials(tmp_path: Path)
         sync = await start_sync(outbox, [ACME, GLOBEX], config)
         acme = await ingest(outbox, ACME, ["inv-1", "inv-2"], 100)
         globex = await ingest(outbox, GLOBEX, ["ahu-1"], 100)
-        await until(lambda: acme_cloud.unique() == len(acme) and globex_cloud.unique() == len(globex))
+        await until(
+            lambda: acme_cloud.unique() == len(acme) and globex_cloud.unique() == len(globex), within=20.0
+        )
         await sync.stop()
         await outbox.close()
     # each cloud knows only its own tenant's client: any mix-up would be a 401 or a 403
@@ -241,7 +245,7 @@ async def test_a_large_backlog_of_one_tenant_does_not_starve_another_tenants_fre
         for start in range(1, 21):  # globex: a few fresh events every 100 ms while acme drains
             fresh += await ingest(outbox, GLOBEX, ["ahu-1"], 2, start=2 * start)
             await asyncio.sleep(0.1)
-        await until(lambda: sim.unique("globex") == len(fresh))
+        await until(lambda: sim.unique("globex") == len(fresh), within=20.0)
         acme_done_when_globex_done = sim.unique("acme")
         await until(lambda: sim.unique("acme") == len(backlog), within=40)
         await sync.stop()

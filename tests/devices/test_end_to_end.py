@@ -13,7 +13,7 @@ import pytest
 from edge.gateway import Gateway
 from edge.sdk.events import TelemetryData
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, until
 
 DEVICES = 4
 
@@ -34,6 +34,10 @@ def _telemetry(messages: list[tuple[str, bytes, bool]]) -> list[tuple[str, dict]
             if event["type"] == "org.edgegw.telemetry":
                 out.append((topic, event))
     return out
+
+
+async def _drained(gateway: Gateway) -> bool:
+    return await gateway.backlog() == 0
 
 
 def _outbox_rows(gateway: Gateway) -> list[tuple[str, str, int, bytes]]:
@@ -152,9 +156,7 @@ async def test_broker_restart_loses_nothing_that_was_stored(
         recorder = MqttRecorder(broker.port, "edge/+/events/#")
         # Everything stored while the broker was away is published once it is back.
         await asyncio.to_thread(recorder.wait_for, lambda m: len(m) > 0, 20)
-        deadline = asyncio.get_running_loop().time() + 20
-        while await gateway.backlog() > 0 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.1)
+        await until(lambda: _drained(gateway), 20, "an empty backlog", step=0.1)
         assert await gateway.backlog() == 0
     finally:
         await gateway.stop()

@@ -31,11 +31,12 @@ from edge.module_host.commands import ModuleCommandRejected
 from edge.module_host.state import ModuleStateStore
 from edge.module_host.supervisor import RunState
 from edge.plugins import PluginRegistry
+from edge.sdk.modules import Health
 from edge.sdk.tenancy import tenant_scope
 from simulators.bacnet_hvac import HvacSimulator
 from simulators.modbus_inverter import InverterSimulator
 from simulators.opcua_lift import LiftSimulator
-from tests.helpers import MosquittoProcess, MqttRecorder, free_port
+from tests.helpers import MosquittoProcess, MqttRecorder, free_port, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -149,13 +150,12 @@ class Rig:
     async def until(
         self, tenant: str, event_type: str, predicate: Callable[[dict[str, Any]], bool], within: float = 10.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        async def latest() -> dict[str, Any] | None:
             found = [e for e in await self.events(tenant, event_type) if predicate(e)]
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"no {event_type} for {tenant} matching within {within}s")
+            return found[-1] if found else None
+
+        event: dict[str, Any] = await until(latest, within, f"a matching {event_type} for {tenant}", step=0.1)
+        return event
 
     async def cli(self, *args: str) -> tuple[int, str]:
         result = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "-c", str(self.config)])
@@ -312,9 +312,7 @@ async def test_lift_trips_a_stuck_car_and_a_door_that_stays_open(rig: Rig) -> No
 
 async def test_hvac_schedule_a_drifting_zone_and_a_filter_alarm(rig: Rig) -> None:
     vav = rig.hvac.vavs[0]
-    deadline = time.monotonic() + 10
-    while vav.value("zone-temp-setpoint") != 22.0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await until(lambda: vav.value("zone-temp-setpoint") == 22.0, 10, "acme's schedule on vav-1", step=0.1)
     assert vav.value("zone-temp-setpoint") == 22.0  # acme's schedule; globex's (not entitled) never ran
     written = await rig.until(
         "acme",
@@ -322,15 +320,14 @@ async def test_hvac_schedule_a_drifting_zone_and_a_filter_alarm(rig: Rig) -> Non
         lambda e: e["request_id"] == "module:hvac" and e["point"] == "zone-temp-setpoint",
     )
     assert written["ok"] and written["value"] == 22.0 and written["device"] == "vav-1"
+
     # refused writes come back to the module with the reason, as in-process: its health says which and why
-    deadline = time.monotonic() + 10
-    detail = ""
-    while time.monotonic() < deadline:
+    async def both_refused() -> Health | None:
         health = (await rig.gateway.modules.health())["hvac"]
-        detail = health.detail
-        if "schedule 2" in detail and "schedule 3" in detail:
-            break
-        await asyncio.sleep(0.2)
+        return health if "schedule 2" in health.detail and "schedule 3" in health.detail else None
+
+    health = await until(both_refused, 10, "hvac's health to name both refused schedules", step=0.2)
+    detail = health.detail
     assert not health.ok
     assert "schedule 2: unknown device roof/vav-9 for tenant 'acme'" in detail, detail
     assert "schedule 3: device 'vav-1' point 'zone-temp': point is not writable" in detail, detail

@@ -20,6 +20,7 @@ from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, make_event
 from edge.sdk.tenancy import tenant_scope
 from tests.e2e import load
+from tests.helpers import until
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "tests" / "sidecar_modules"
@@ -79,12 +80,6 @@ async def _echoed(gateway: Gateway, tenant: str) -> list[int]:
     return sorted({orjson.loads(r.body)["data"]["sequence"] for r in rows})
 
 
-async def _until(condition: Any, within: float = 15.0) -> None:
-    async with asyncio.timeout(within):
-        while not await condition():
-            await asyncio.sleep(0.1)
-
-
 async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stopped_gateway(
     tmp_path: Path, mosquitto: Any
 ) -> None:
@@ -97,7 +92,7 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
         async def healthy() -> bool:
             return (await _cli("module", "health", "-c", c)).exit_code == 0
 
-        await _until(healthy)
+        await until(healthy, within=15.0)
         for sequence in (1, 2):
             await _telemetry(gateway, "acme", sequence)
             await _telemetry(gateway, "globex", sequence)
@@ -105,7 +100,7 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
         async def acme_echoed() -> bool:
             return await _echoed(gateway, "acme") == [1, 2]
 
-        await _until(acme_echoed)
+        await until(acme_echoed, within=15.0)
         assert await _echoed(gateway, "globex") == []  # not entitled
 
         result = await _cli("tenant", "entitle", "globex", "raw", "-c", c)
@@ -117,13 +112,13 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
                 "globex" in (await asyncio.to_thread(gateway.module_control.state.snapshots))["raw"].tenants
             )
 
-        await _until(globex_routed, within=5.0)  # no restart: the gateway follows its config file
+        await until(globex_routed, within=5.0)  # no restart: the gateway follows its config file
         await _telemetry(gateway, "globex", 3)
 
         async def globex_echoed() -> bool:
             return await _echoed(gateway, "globex") == [3]  # from the change on, not its history
 
-        await _until(globex_echoed)
+        await until(globex_echoed, within=15.0)
 
         result = await _cli("module", "disable", "raw", "-c", c)
         assert result.exit_code == 0 and "disabled in the running gateway" in result.output, result.output
@@ -138,7 +133,7 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
         async def resumed() -> bool:
             return await _echoed(gateway, "acme") == [1, 2, 3]
 
-        await _until(resumed)  # what came while it was disabled, from its durable cursor
+        await until(resumed, within=15.0)  # what came while it was disabled, from its durable cursor
         await gateway.set_entitlements("globex", [])  # the kernel's entry point (for the REST API)
         assert gateway.tenants["globex"].entitlements == frozenset()
         await _telemetry(gateway, "globex", 4)

@@ -18,6 +18,7 @@ from edge.sdk.errors import PluginError
 from edge.sdk.events import StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.helpers import until
 
 METER = "org.example.meter.reading"
 ACME = TenantContext("acme", entitlements=frozenset({"metering"}))
@@ -64,12 +65,6 @@ async def _meter(outbox: SqliteOutbox, tenant: TenantContext, version: str, data
         await outbox.append_durable(event)
 
 
-async def _until(condition: Any, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 def _plugin(factory: Any, versions: str = ">=1.0,<1.1", entitlement: str | None = "metering") -> LoadedPlugin:
     manifest = Manifest(
         "meter", "module", "1.0.0", ">=1,<2", entitlement=entitlement, consumes=(Consumes(METER, versions),)
@@ -89,7 +84,7 @@ async def test_a_newer_minor_reaches_an_older_handler_through_an_adaptor_and_a_n
     await _meter(outbox, ACME, "1.1", {"import_kwh": 9, "export_kwh": 2})
     await _meter(outbox, ACME, "2.0", {"energy": {"kwh": 1}})
     await _meter(outbox, ACME, "1.0", {"kwh": 6})
-    await _until(lambda: len(module.seen) == 3)
+    await until(lambda: len(module.seen) == 3, within=5.0)
     await asyncio.sleep(0.1)
     assert module.seen == [
         ("acme", "1.0", {"kwh": 5}),
@@ -110,17 +105,17 @@ async def test_entitlement_changes_route_live(tmp_path: Path, caplog: pytest.Log
     await host.start("meter", _plugin(lambda: module, ">=1.0,<2"), {})
     await _meter(outbox, GLOBEX, "1.0", {"kwh": 1})  # before globex is entitled: never delivered
     await _meter(outbox, ACME, "1.0", {"kwh": 2})
-    await _until(lambda: len(module.seen) == 1)
+    await until(lambda: len(module.seen) == 1, within=5.0)
     caplog.set_level("INFO")
     await host.set_entitlements("globex", {"metering"})
     await _meter(outbox, GLOBEX, "1.0", {"kwh": 3})
-    await _until(lambda: len(module.seen) == 2)
+    await until(lambda: len(module.seen) == 2, within=5.0)
     assert module.seen[-1] == ("globex", "1.0", {"kwh": 3})
     assert "tenant globex entitlements changed: [] -> ['metering']" in caplog.text
     await host.set_entitlements("acme", set())
     await _meter(outbox, ACME, "1.0", {"kwh": 4})
     await _meter(outbox, GLOBEX, "1.0", {"kwh": 5})
-    await _until(lambda: len(module.seen) == 3)
+    await until(lambda: len(module.seen) == 3, within=5.0)
     await asyncio.sleep(0.2)
     assert [t for t, _, _ in module.seen] == ["acme", "globex", "globex"]  # acme's 4 kWh stayed out
     with tenant_scope(ACME):

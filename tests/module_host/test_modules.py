@@ -15,6 +15,7 @@ from edge.plugins import LoadedPlugin, Manifest, Produces
 from edge.sdk.events import TELEMETRY, StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.helpers import until
 
 ACME = TenantContext("acme", entitlements=frozenset({"solar"}))
 GLOBEX = TenantContext("globex")  # not entitled to the solar module
@@ -82,12 +83,6 @@ async def _telemetry(outbox: SqliteOutbox, tenant: TenantContext, sequence: int,
         await outbox.append_durable(event)
 
 
-async def _until(condition: object, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
-
-
 async def test_only_entitled_tenants_events_reach_a_module_and_a_crashing_module_stays_contained(
     tmp_path: Path,
 ) -> None:
@@ -102,7 +97,7 @@ async def test_only_entitled_tenants_events_reach_a_module_and_a_crashing_module
     for seq, power in enumerate([100.0, 300.0, 200.0], start=1):
         await _telemetry(outbox, ACME, seq, power)
         await _telemetry(outbox, GLOBEX, seq, power * 10)
-    await _until(lambda: len(module.seen) == 3)
+    await until(lambda: len(module.seen) == 3, within=5.0)
     await asyncio.sleep(0.2)
     assert module.seen == [("acme", 1), ("acme", 2), ("acme", 3)]  # nothing of globex's
     health = await host.health()
@@ -125,7 +120,7 @@ async def test_a_restarted_module_resumes_where_it_stopped(tmp_path: Path) -> No
     await host.start("peak", _plugin("peak", lambda: first), {})
     for seq in (1, 2):
         await _telemetry(outbox, ACME, seq, 10.0 * seq)
-    await _until(lambda: len(first.seen) == 2)
+    await until(lambda: len(first.seen) == 2, within=5.0)
     await asyncio.sleep(0.1)  # let the handler finish: a stop mid-handler offers that event again
     await host.stop()
     for seq in (3, 4):  # while the module is down
@@ -137,7 +132,7 @@ async def test_a_restarted_module_resumes_where_it_stopped(tmp_path: Path) -> No
     second = PeakPower()
     host = ModuleHost(outbox, [ACME], "gw")
     await host.start("peak", _plugin("peak", lambda: second), {})
-    await _until(lambda: len(second.seen) == 2)
+    await until(lambda: len(second.seen) == 2, within=5.0)
     assert second.seen == [("acme", 3), ("acme", 4)]  # no repeats, no gap
     await host.stop()
     await outbox.close()

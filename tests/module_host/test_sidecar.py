@@ -28,6 +28,7 @@ from edge.sdk.proto import TOKEN_HEADER
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.helpers import until
 from tests.module_host.test_modules import PeakPower, _plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,12 +106,6 @@ async def _echoed(outbox: SqliteOutbox, event_type: str) -> list[dict[str, Any]]
     return [orjson.loads(r.body)["data"] for r in rows]
 
 
-async def _until(condition: Any, within: float = 20.0, every: float = 0.05) -> None:
-    async with asyncio.timeout(within):
-        while not await condition():
-            await asyncio.sleep(every)
-
-
 @pytest.mark.parametrize(
     ("command", "manifest", "echo_type"),
     [
@@ -144,7 +139,7 @@ async def test_killing_an_isolated_module_under_load_loses_nothing_and_leaves_th
     async def some_echoed() -> bool:
         return len(await _echoed(kernel.outbox, echo_type)) >= 100
 
-    await _until(some_echoed)
+    await until(some_echoed, within=20.0)
     victim = supervisor.pid
     assert victim is not None
     registered = supervisor.remote.registered
@@ -154,14 +149,14 @@ async def test_killing_an_isolated_module_under_load_loses_nothing_and_leaves_th
     async def back() -> bool:
         return supervisor.remote.registered > registered
 
-    await _until(back, every=0.01)
+    await until(back, step=0.01, within=20.0)
     restart = time.monotonic() - killed
     await producer
 
     async def all_echoed() -> bool:
         return {d["sequence"] for d in await _echoed(kernel.outbox, echo_type)} >= set(range(1, total + 1))
 
-    await _until(all_echoed, within=30.0)
+    await until(all_echoed, within=30.0)
     echoed = await _echoed(kernel.outbox, echo_type)
     sequences = [d["sequence"] for d in echoed]
     assert set(sequences) == set(range(1, total + 1))  # none missed, nothing of globex's
@@ -190,14 +185,14 @@ async def test_a_module_that_keeps_crashing_opens_the_circuit_instead_of_a_resta
     async def cursor_stored() -> bool:
         return await kernel.outbox.stored_cursors("module:crashy:") == [("module:crashy:0", "acme")]
 
-    await _until(cursor_stored, within=5.0)
+    await until(cursor_stored, within=5.0)
     await kernel.isolation.start("crashy", {}, command, manifest=manifest, limits=limits)
     supervisor = kernel.isolation.supervisors["crashy"]
 
     async def open_circuit() -> bool:
         return supervisor.state is RunState.CIRCUIT_OPEN
 
-    await _until(open_circuit, within=10.0)
+    await until(open_circuit, within=10.0)
     await asyncio.sleep(0.5)
     assert supervisor.launches == 3  # and no more
     with tenant_scope(ACME):  # down for good, yet retention keeps what it has not passed
@@ -209,7 +204,7 @@ async def test_a_module_that_keeps_crashing_opens_the_circuit_instead_of_a_resta
     async def relaunched() -> bool:
         return supervisor.launches > 3
 
-    await _until(relaunched, within=5.0)
+    await until(relaunched, within=5.0)
 
 
 async def test_a_module_above_its_memory_limit_is_ended_and_restarted(kernel: Kernel) -> None:
@@ -222,7 +217,7 @@ async def test_a_module_above_its_memory_limit_is_ended_and_restarted(kernel: Ke
     async def circuit_open() -> bool:
         return supervisor.state is RunState.CIRCUIT_OPEN
 
-    await _until(circuit_open, within=30.0)
+    await until(circuit_open, within=30.0)
     assert (supervisor.last_exit or "").startswith("memory limit: RSS")
     assert supervisor.launches == 2
     await _telemetry(kernel.outbox, ACME, 1)  # the kernel is unaffected
@@ -231,7 +226,7 @@ async def test_a_module_above_its_memory_limit_is_ended_and_restarted(kernel: Ke
         with tenant_scope(ACME):
             return len(await kernel.outbox.read_after(0, 10, [TELEMETRY])) == 1
 
-    await _until(stored, within=2.0)
+    await until(stored, within=2.0)
 
 
 async def test_a_module_above_its_cpu_limit_is_ended(kernel: Kernel) -> None:
@@ -244,7 +239,7 @@ async def test_a_module_above_its_cpu_limit_is_ended(kernel: Kernel) -> None:
     async def circuit_open() -> bool:
         return supervisor.state is RunState.CIRCUIT_OPEN
 
-    await _until(circuit_open, within=20.0)
+    await until(circuit_open, within=20.0)
     assert (supervisor.last_exit or "").startswith("cpu limit:"), supervisor.last_exit
     assert supervisor.remote.registered == 1  # ended for burning CPU once running, not for starting up
 
@@ -258,7 +253,7 @@ async def test_a_quiet_module_is_not_held_to_its_start_up_cpu(kernel: Kernel) ->
     async def running() -> bool:
         return supervisor.state is RunState.RUNNING
 
-    await _until(running)
+    await until(running, within=20.0)
     await asyncio.sleep(2.0)
     assert supervisor.state is RunState.RUNNING and supervisor.launches == 1
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import orjson
 import pytest
 
 from tests.e2e import write_config
-from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port
+from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 
@@ -44,9 +43,7 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
         recorder.close()
         assert {orjson.loads(p)["type"] for _, p, _ in got} >= {"org.edgegw.telemetry"}
         status_file = tmp_path / "data" / "status.json"
-        deadline = time.monotonic() + 10
-        while not status_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(status_file.exists, 10, "the status file", step=0.1)
         status = json.loads(status_file.read_text())
         assert status["devices"] == 2 and status["events_stored"] > 0 and status["bus_connected"]
         gateway.send_signal(signal.SIGTERM)
@@ -135,12 +132,12 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
         }
         recorder.wait_for(lambda m: {t for t, _, _ in m} >= expected, 40)
         recorder.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # both tenants' events reach their cloud
+
+        def both_uploaded() -> dict[str, dict[str, int]] | None:
             stats = httpx.get(f"http://127.0.0.1:{cloud_port}/_sim/stats", timeout=5).json()["tenants"]
-            if all(stats.get(t, {}).get("unique", 0) > 0 for t in ("acme", "globex")):
-                break
-            time.sleep(0.5)
+            return stats if all(stats.get(t, {}).get("unique", 0) > 0 for t in ("acme", "globex")) else None
+
+        stats = wait_until(both_uploaded, 30, "both tenants' events in their cloud", step=0.5)
         assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)

@@ -18,7 +18,7 @@ from edge.gateway import Gateway
 from edge.ops.backup import BackupError, create_backup, restore_backup
 from edge.sdk.certs import write_application_certificate
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
 
 DEVICES = 3
 
@@ -48,11 +48,9 @@ def _assert_sequences_continue(rows: list[tuple[str, str, str | None, int | None
 
 async def _run_until(gateway: Gateway, more_events: int, seconds: float = 20.0) -> None:
     target = gateway.outbox.committed_events + more_events
-    for _ in range(int(seconds / 0.05)):
-        if gateway.outbox.committed_events >= target:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"fewer than {more_events} events in {seconds} s")
+    await until(
+        lambda: gateway.outbox.committed_events >= target, seconds, f"{more_events} more events", step=0.05
+    )
 
 
 async def test_backup_during_load_restores_on_a_fresh_machine_with_every_event_accounted_for(

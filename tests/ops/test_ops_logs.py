@@ -17,6 +17,7 @@ from edge.config.secrets import register_secret
 from edge.ops.health import LoopLag
 from edge.ops.logs import configure, device_scope, install_level_signals
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.helpers import until
 
 CANARY = "canary-7f3a9c2e-never-log-me"
 
@@ -64,16 +65,12 @@ async def test_sigusr1_switches_to_debug_and_sigusr2_back(capsys: pytest.Capture
     install_level_signals(loop)
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
-        for _ in range(100):
-            if logging.getLogger().level == logging.DEBUG:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: logging.getLogger().level == logging.DEBUG, 1.0, "DEBUG after SIGUSR1", step=0.01)
         assert logging.getLogger().level == logging.DEBUG
         os.kill(os.getpid(), signal.SIGUSR2)
-        for _ in range(100):
-            if logging.getLogger().level == logging.WARNING:
-                break
-            await asyncio.sleep(0.01)
+        await until(
+            lambda: logging.getLogger().level == logging.WARNING, 1.0, "WARNING after SIGUSR2", step=0.01
+        )
         assert logging.getLogger().level == logging.WARNING
     finally:
         loop.remove_signal_handler(signal.SIGUSR1)

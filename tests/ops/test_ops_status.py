@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from edge.cli import app
 from tests.e2e import write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 CANARY = "canary-41d2-secret-of-the-bus"
@@ -55,13 +55,6 @@ def _datagrams(sock: socket.socket) -> list[str]:
     return out
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
 def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
     tmp_path: Path, private_mosquitto: MosquittoProcess, simulator: SimulatorProcess
 ) -> None:
@@ -84,7 +77,7 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
         )
     status_file = tmp_path / "data" / "status.json"
     try:
-        _until(lambda: _status(config).returncode == 0)
+        wait_until(lambda: _status(config).returncode == 0, within=20.0)
         shown = _status(config).stdout
         for check in ("loop", "storage", "broker", "driver:modbus"):
             assert f"\n{check} " in shown and "FAIL" not in shown, shown
@@ -93,13 +86,13 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
         assert notes[0].startswith("READY=1") and any(n.startswith("WATCHDOG=1\nSTATUS=ok") for n in notes)
 
         gateway.send_signal(signal.SIGUSR1)
-        _until(lambda: json.loads(status_file.read_text())["log_level"] == "DEBUG")
+        wait_until(lambda: json.loads(status_file.read_text())["log_level"] == "DEBUG", within=20.0)
         time.sleep(1.5)  # a few polls logged at DEBUG
         gateway.send_signal(signal.SIGUSR2)
-        _until(lambda: json.loads(status_file.read_text())["log_level"] == "INFO")
+        wait_until(lambda: json.loads(status_file.read_text())["log_level"] == "INFO", within=20.0)
 
         private_mosquitto.kill()
-        _until(lambda: _status(config).returncode == 3)
+        wait_until(lambda: _status(config).returncode == 3, within=20.0)
         _datagrams(systemd)
         time.sleep(1.5)
         assert all(n.startswith("WATCHDOG=1\nSTATUS=not ready") for n in _datagrams(systemd))  # still live

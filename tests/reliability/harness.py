@@ -37,7 +37,7 @@ import tomlkit
 
 from simulators.cloud import CloudSimulator, Credentials
 from tests.e2e import write_config
-from tests.helpers import MqttRecorder, SimulatorProcess, free_port
+from tests.helpers import MqttRecorder, SimulatorProcess, free_port, until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_CONSUMER = "module:cloud_sync:uplink"
@@ -45,15 +45,6 @@ LIBFAKETIME = next(
     iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))),
     Path("/usr/lib/faketime/libfaketime.so.1"),
 )  # Debian's libfaketime, any architecture
-
-
-async def until(predicate: Callable[[], bool], within: float, what: str, step: float = 0.05) -> None:
-    """Wait, yielding to this loop's servers, until `predicate` holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        await asyncio.sleep(step)
 
 
 # ------------------------------------------------------------------------------------------ TCP fault proxy

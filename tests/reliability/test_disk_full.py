@@ -17,7 +17,8 @@ import pytest
 from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.cloud_harness import telemetry
-from tests.reliability.harness import DiskFull, integrity_ok, until
+from tests.helpers import until
+from tests.reliability.harness import DiskFull, integrity_ok
 
 TENANT = TenantContext("acme")
 

@@ -13,8 +13,8 @@ import orjson
 import psutil
 import pytest
 
-from tests.helpers import MosquittoProcess, free_port
-from tests.reliability.harness import LIBFAKETIME, GatewayProcess, Rig, integrity_ok, until
+from tests.helpers import MosquittoProcess, free_port, until
+from tests.reliability.harness import LIBFAKETIME, GatewayProcess, Rig, integrity_ok
 
 pytestmark = pytest.mark.timeout(240)
 

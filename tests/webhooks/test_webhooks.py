@@ -21,7 +21,8 @@ from edge.sdk.tenancy import tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, SubscriptionNotFound, WebhookStore
 from edge.webhooks.signing import new_secret, sign
 from simulators.webhook_receiver import WebhookReceiver
-from tests.webhook_harness import ACME, GLOBEX, rig, wait_until
+from tests.helpers import until
+from tests.webhook_harness import ACME, GLOBEX, rig
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(
         sub_id, _ = r.add("acme", f"http://localhost:{receiver.port}/hook")  # type: ignore[attr-defined]
         await r.emit("acme")
         with tenant_scope(ACME):
-            await wait_until(lambda: bool(r.store.dead_letters(sub_id)))
+            await until(lambda: bool(r.store.dead_letters(sub_id)))
             reason = r.store.dead_letters(sub_id)[0].reason
     assert "refused" in reason and "loopback" in reason
     assert receiver.received == []  # type: ignore[attr-defined]
@@ -117,7 +118,7 @@ async def test_deliveries_are_signed_cloudevents_of_the_own_tenant_only(tmp_path
         _, b.secret = r.add("globex", b.url)
         acme_ids = [await r.emit("acme") for _ in range(5)]
         globex_ids = [await r.emit("globex") for _ in range(3)]
-        await wait_until(lambda: len(a.accepted()) == 5 and len(b.accepted()) == 3)
+        await until(lambda: len(a.accepted()) == 5 and len(b.accepted()) == 3)
         await asyncio.sleep(0.3)  # nothing else arrives
     await a.stop()
     await b.stop()
@@ -140,7 +141,7 @@ async def test_retries_keep_the_id_back_off_and_deliver(tmp_path: Path, receiver
     async with rig(tmp_path, policy) as r:
         _, receiver.secret = r.add("acme", receiver.url)  # type: ignore[attr-defined]
         event_id = await r.emit("acme")
-        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
     attempts = receiver.received  # type: ignore[attr-defined]
     assert [a.status for a in attempts] == [503, 503, 204]
     assert {_headers(a)["webhook-id"] for a in attempts} == {event_id}
@@ -156,7 +157,7 @@ async def test_dead_letters_after_max_attempts_then_replay(tmp_path: Path, recei
         first = await r.emit("acme")
         second = await r.emit("acme")
         with tenant_scope(ACME):
-            await wait_until(lambda: len(r.store.dead_letters(sub_id)) == 2)
+            await until(lambda: len(r.store.dead_letters(sub_id)) == 2)
             letters = r.store.dead_letters(sub_id)
         assert [d.event_id for d in letters] == [first, second]
         assert "gave up after 3 attempts" in letters[0].reason and "HTTP 500" in letters[0].reason
@@ -166,7 +167,7 @@ async def test_dead_letters_after_max_attempts_then_replay(tmp_path: Path, recei
             r.store.replay(sub_id)  # another tenant cannot touch it
         with tenant_scope(ACME):
             assert r.store.replay(sub_id) == 2
-            await wait_until(lambda: not r.store.dead_letters(sub_id))
+            await until(lambda: not r.store.dead_letters(sub_id))
     ids = [_headers(a)["webhook-id"] for a in receiver.accepted()]  # type: ignore[attr-defined]
     assert ids == [first, second]  # replayed with the ids of the original attempts
 
@@ -180,7 +181,7 @@ async def test_deliveries_resume_after_a_restart(tmp_path: Path, receiver: objec
         await asyncio.sleep(0.5)
     receiver.faults.stall = False  # type: ignore[attr-defined]
     async with rig(tmp_path, policy):
-        await wait_until(lambda: len(receiver.accepted()) == 3)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 3)  # type: ignore[attr-defined]
     assert [_headers(a)["webhook-id"] for a in receiver.accepted()] == ids  # type: ignore[attr-defined]
 
 
@@ -199,7 +200,7 @@ async def test_a_dead_endpoint_does_not_delay_a_healthy_one(tmp_path: Path) -> N
             emitted = time.monotonic()
             count = len(healthy.accepted())
             await r.emit("acme")
-            await wait_until(lambda c=count: len(healthy.accepted()) > c, timeout=2.0)
+            await until(lambda c=count: len(healthy.accepted()) > c, within=2.0)
             latencies.append(time.monotonic() - emitted)
     await dead.stop()
     await healthy.stop()
@@ -216,7 +217,7 @@ async def test_redirects_are_not_followed(tmp_path: Path, receiver: object) -> N
         sub_id, _ = r.add("acme", receiver.url)  # type: ignore[attr-defined]
         await r.emit("acme")
         with tenant_scope(ACME):
-            await wait_until(lambda: bool(r.store.dead_letters(sub_id)))
+            await until(lambda: bool(r.store.dead_letters(sub_id)))
             reason = r.store.dead_letters(sub_id)[0].reason
     await target.stop()
     assert target.received == []
@@ -232,7 +233,7 @@ async def test_filters_by_site_device_and_point(tmp_path: Path, receiver: object
         await r.emit("acme", site="cellar", device="inv-02", points={"ac_power": 2.0})  # other site
         await r.emit("acme", device="inv-02", points={"dc_voltage": 3.0})  # other point
         wanted = await r.emit("acme", device="inv-02", points={"ac_power": 4.0, "dc_voltage": 5.0})
-        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
         await asyncio.sleep(0.3)
     (got,) = receiver.received  # type: ignore[attr-defined]
     assert got.headers["webhook-id"] == wanted and got.verified
@@ -247,7 +248,7 @@ async def test_410_gone_pauses_the_subscription(tmp_path: Path, receiver: object
         sub_id, _ = r.add("acme", receiver.url)  # type: ignore[attr-defined]
         await r.emit("acme")
         with tenant_scope(ACME):
-            await wait_until(lambda: r.store.get(sub_id).state == "paused")
+            await until(lambda: r.store.get(sub_id).state == "paused")
             assert "410" in (r.store.get(sub_id).state_reason or "")
         await asyncio.sleep(0.3)
         assert len(receiver.received) == 1  # type: ignore[attr-defined]
@@ -260,7 +261,9 @@ async def test_changes_are_picked_up_by_the_running_dispatcher(tmp_path: Path, r
             created = other.add(receiver.url)  # type: ignore[attr-defined]
         receiver.secret = created.secret  # type: ignore[attr-defined]
         before = await r.emit("acme")  # committed after the subscription was created: delivered
-        took = await wait_until(lambda: len(receiver.accepted()) == 1, timeout=3.0)  # type: ignore[attr-defined]
+        started = time.monotonic()
+        await until(lambda: len(receiver.accepted()) == 1, within=3.0)  # type: ignore[attr-defined]
+        took = time.monotonic() - started
         assert took < 2.0 and receiver.accepted()[0].headers["webhook-id"] == before  # type: ignore[attr-defined]
         with tenant_scope(ACME):
             other.remove(created.subscription.id)
@@ -309,7 +312,7 @@ async def test_a_rotated_secret_signs_beside_the_old_one_during_the_grace_period
             expired = r.store.signing_secrets(sub_id, now=time.time() + 3601)
         await asyncio.sleep(0.3)  # the dispatcher restarts the subscription with both secrets
         await r.emit("acme")
-        await wait_until(lambda: len(receiver.received) == 1)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.received) == 1)  # type: ignore[attr-defined]
     (got,) = receiver.received  # type: ignore[attr-defined]
     assert len(got.headers["webhook-signature"].split()) == 2
     Webhook(old).verify(got.body, got.headers)  # a receiver not yet switched still verifies
@@ -324,7 +327,7 @@ async def test_retry_after_is_honoured(tmp_path: Path, receiver: object) -> None
     async with rig(tmp_path, policy) as r:
         _, receiver.secret = r.add("acme", receiver.url)  # type: ignore[attr-defined]
         await r.emit("acme")
-        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
     first, second = receiver.received  # type: ignore[attr-defined]
     assert first.status == 503 and 0.6 <= second.at - first.at < 1.5
 
@@ -345,7 +348,7 @@ async def test_the_outbox_keeps_rows_until_every_subscription_passed_them(
         with tenant_scope(ACME):
             assert await r.outbox.count() == 3  # the paused subscription has not had them
             r.store.set_state(sub_id, "active")
-        await wait_until(lambda: len(receiver.accepted()) == 3)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 3)  # type: ignore[attr-defined]
         await asyncio.sleep(0.4)  # the cursor is persisted with the next commit or idle flush
         await sweeper.sweep()
         with tenant_scope(ACME):
@@ -366,7 +369,7 @@ async def test_filters_by_event_type(tmp_path: Path, receiver: object) -> None:
         )
         with tenant_scope(ACME):
             await r.outbox.append_durable(status)
-        await wait_until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
+        await until(lambda: len(receiver.accepted()) == 1)  # type: ignore[attr-defined]
         await asyncio.sleep(0.2)
     (got,) = receiver.received  # type: ignore[attr-defined]
     assert got.headers["webhook-id"] == status.id and orjson.loads(got.body)["type"] == DEVICE_STATUS

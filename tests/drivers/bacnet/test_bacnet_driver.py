@@ -24,6 +24,7 @@ from edge.sdk.drivers import DeviceSession, DeviceSpec, RawValue, SupportsDiscov
 from edge.sdk.errors import ConfigIssue, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
 from edge.sdk.points import PointFault, Qualified, Quality
 from simulators.bacnet_hvac import HvacSimulator
+from tests.helpers import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -103,13 +104,14 @@ class Receiver:
 
     async def wait_for(self, index: int, value: Any, within: float = 3.0) -> float:
         """Seconds until point `index` arrived with `value` (searching updates received so far, then new ones)."""
-        deadline = time.perf_counter() + within
-        while time.perf_counter() < deadline:
-            for when, changes in self.updates:
-                if changes.get(index) == value:
-                    return when
-            await asyncio.sleep(0.005)
-        raise TimeoutError(f"point {index} never became {value!r}; got {self.updates[-3:]}")
+        when: float = await until(
+            lambda: next((when for when, changes in self.updates if changes.get(index) == value), None),
+            within,
+            f"point {index} to become {value!r}",
+            step=0.005,
+            detail=lambda: f"got {self.updates[-3:]}",
+        )
+        return when
 
 
 def index_of(points: tuple[BacnetPoint, ...], name: str) -> int:
@@ -573,9 +575,7 @@ async def test_a_device_falling_silent_ends_the_feed(sim: HvacSimulator) -> None
     try:
         await session.subscribe(driver.compile(device), receiver)
         sim.set_fault(VAV2, silent=True)
-        deadline = time.perf_counter() + 3
-        while receiver.lost_reason is None and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: receiver.lost_reason is not None, 3, "the subscription to be reported lost")
     finally:
         await session.close()  # does not wait on the silent device to cancel its subscriptions
     assert receiver.lost_reason is not None and "not answering" in receiver.lost_reason

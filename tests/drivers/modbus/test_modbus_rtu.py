@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from drivers.modbus.lines import inter_frame_gap, line_timeout
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.errors import DeviceUnreachable
 from simulators.modbus_inverter import InverterSimulator
+from tests.helpers import wait_until
 
 SOCAT = shutil.which("socat")
 
@@ -36,11 +36,13 @@ def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 5
-        while not (a.exists() and b.exists()):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("socat did not create the pty pair within 5 s")
-            time.sleep(0.01)
+        wait_until(
+            lambda: (a.exists() and b.exists()) or process.poll() is not None,
+            5,
+            "socat's pty pair",
+            step=0.01,
+        )
+        assert process.poll() is None, "socat exited before creating the pty pair"
         yield str(a), str(b)
     finally:
         process.terminate()

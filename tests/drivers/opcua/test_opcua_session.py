@@ -9,10 +9,9 @@ Lifts move fast here (9 m/s, short door times) and only when commanded.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from edge.sdk.errors import ConfigIssue, DeviceUnreachable, WriteRejected
 from edge.sdk.points import PointFault, Qualified, Quality
 from edge.sdk.tenancy import TenantContext
 from simulators.opcua_lift import FAULT_STUCK, NAMESPACE_URI, LiftSimulator
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -92,15 +91,6 @@ class Feed:
 
     def lost(self, reason: str) -> None:
         self.lost_reasons.append(reason)
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def lift_points(driver: OpcuaDriver) -> tuple[OpcuaPoint, ...]:
@@ -201,7 +191,7 @@ async def test_subscription_delivers_initial_values_then_changes_and_writes_are_
     await session.connect()
     try:
         await session.subscribe(plan, feed)
-        await until(lambda: len(feed.batches) >= 1)
+        await until(lambda: len(feed.batches) >= 1, within=5.0)
         assert set(feed.batches[0][0]) == set(range(len(plan.points)))  # every point's current value first
         start = lab.sim.state(1)
         target = 4 if start.current_floor != 4 else 1
@@ -209,7 +199,9 @@ async def test_subscription_delivers_initial_values_then_changes_and_writes_are_
         await session.write(target_point, target)  # an Int16 node: sent as Int16, not Int64
         floor = index(spec, "current_floor")
         trips, door = index(spec, "trip_counter"), index(spec, "door_open")
-        await until(lambda: feed.current[trips] == start.trip_counter + 1 and feed.current[door] is False)
+        await until(
+            lambda: feed.current[trips] == start.trip_counter + 1 and feed.current[door] is False, within=5.0
+        )
         assert feed.current[floor] == target == lab.sim.state(1).current_floor
         assert any(b.get(door) is True for b, _ in feed.batches)  # the doors opened at the stop
         seen_floors = [b[floor] for b, _ in feed.batches if floor in b]
@@ -238,15 +230,16 @@ async def test_faults_and_sensor_quality_arrive_through_the_subscription(lab: La
     await session.connect()
     try:
         await session.subscribe(plan, feed)
-        await until(lambda: len(feed.batches) >= 1)
+        await until(lambda: len(feed.batches) >= 1, within=5.0)
         normalizer.normalize(feed.current)
         lab.sim.stick(2)
-        await until(lambda: feed.current[index(spec, "fault_code")] == FAULT_STUCK)
-        await until(lambda: feed.current[index(spec, "in_service")] is False)
+        await until(lambda: feed.current[index(spec, "fault_code")] == FAULT_STUCK, within=5.0)
+        await until(lambda: feed.current[index(spec, "in_service")] is False, within=5.0)
         assert lab.sim.state(2).position % 3.0 != 0.0  # between two floors
         await session.write(spec.points[index(spec, "fault_code")], 0)  # technician reset
         await until(
-            lambda: feed.current[index(spec, "fault_code")] == 0 and feed.current[index(spec, "in_service")]
+            lambda: feed.current[index(spec, "fault_code")] == 0 and feed.current[index(spec, "in_service")],
+            within=5.0,
         )
 
         # (on points without a deadband: asyncua's server drops status-only changes of deadband items)
@@ -254,7 +247,10 @@ async def test_faults_and_sensor_quality_arrive_through_the_subscription(lab: La
         lab.sim.set_quality(2, "TripCounter", "BadSensorFailure")
         speed, trips = index(spec, "speed"), index(spec, "trip_counter")
         await until(
-            lambda: isinstance(feed.current[speed], Qualified) and isinstance(feed.current[trips], PointFault)
+            lambda: (
+                isinstance(feed.current[speed], Qualified) and isinstance(feed.current[trips], PointFault)
+            ),
+            within=5.0,
         )
         assert feed.current[speed] == Qualified(0.0, Quality.UNCERTAIN, "UncertainLastUsableValue")
         samples = normalizer.normalize_changes({speed: feed.current[speed], trips: feed.current[trips]})
@@ -272,7 +268,7 @@ async def test_faults_and_sensor_quality_arrive_through_the_subscription(lab: La
         }
         lab.sim.set_quality(2, "Speed", None)
         lab.sim.set_quality(2, "TripCounter", None)
-        await until(lambda: feed.current[speed] == 0.0 and isinstance(feed.current[trips], int))
+        await until(lambda: feed.current[speed] == 0.0 and isinstance(feed.current[trips], int), within=5.0)
     finally:
         await session.close()
 
@@ -285,15 +281,15 @@ async def test_a_restarted_server_is_reported_lost(lab: Lab) -> None:
     await session.connect()
     try:
         await session.subscribe(plan, feed)
-        await until(lambda: len(feed.batches) >= 1)
+        await until(lambda: len(feed.batches) >= 1, within=5.0)
         await lab.sim.restart()
-        await until(lambda: bool(feed.lost_reasons))
+        await until(lambda: bool(feed.lost_reasons), within=5.0)
         assert "connection lost" in feed.lost_reasons[0] and len(feed.lost_reasons) == 1
         await session.close()
         await session.connect()  # what the kernel does next
         again = Feed(len(plan.points))
         await session.subscribe(plan, again)
-        await until(lambda: len(again.batches) >= 1)
+        await until(lambda: len(again.batches) >= 1, within=5.0)
         assert set(again.batches[0][0]) == set(range(len(plan.points)))
         assert not feed.lost_reasons[1:]  # the old feed hears nothing more
     finally:
