@@ -9,7 +9,6 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import edge.sdk.cli
 from edge.cli.plugin_commands import CLI_GROUP
 from edge.sdk.cli import open_gateway_config
 from tests.e2e import write_config
@@ -104,20 +103,6 @@ def test_a_plugin_cli_imported_before_the_kernels_cli_is_still_mounted() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert "replay-dead-letters" in out.stdout and out.stderr == ""
-
-
-def test_the_sdk_cli_surface_is_pinned() -> None:
-    assert sorted(edge.sdk.cli.__all__) == [
-        "CONFIG_OPTION",
-        "ConfiguredGateway",
-        "OutboxInspector",
-        "fail",
-        "open_gateway_config",
-        "open_outbox",
-        "send_module_command",
-        "summary_row",
-        "uplink_status",
-    ]
 
 
 def test_a_plugin_command_sees_the_gateways_configuration(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ importing file and of the target:
   submodules, and no other plug-in (so modules never import each other, drivers never import modules);
 - a relative import never climbs out of the plug-in's own folder;
 - the kernel (edge/) imports no plug-in, and the SDK (edge/sdk) nothing of the kernel outside itself, so
-  that what a plug-in imports stands alone;
+  that what a plug-in imports stands alone; the two bridges are the exception (`SDK_BRIDGES`): the isolated
+  runner loads the module through the kernel's registry, and `edge.sdk.cli` hands plug-in commands the
+  kernel's config loading and outbox inspection, so that the plug-ins themselves never import the kernel;
 - simulators import nothing of the gateway (edge/, not even edge.sdk, nor any plug-in): they are
   independent devices (STYLE habit 16);
 - no file imports another module's private names (`from x import _y`), a private module from outside the
@@ -35,6 +37,7 @@ PLUGIN_PLUGIN = "a plug-in never imports another plug-in"
 RELATIVE_CLIMB = "a relative import never climbs out of the plug-in's folder"
 KERNEL_PLUGIN = "the kernel names no plug-in"
 SDK_KERNEL = "the SDK imports nothing of the kernel outside edge.sdk"
+SDK_BRIDGES = ("edge.sdk.cli", "edge.sdk.runner")  # the SDK's doors into the kernel, on purpose
 SIMULATOR_GATEWAY = "simulators import nothing of the gateway"
 PRIVATE_NAME = "no import of another module's private names"
 
@@ -115,7 +118,12 @@ def _judge(module: str, found: _Import, root: Path) -> Iterator[tuple[str, str]]
             yield PLUGIN_KERNEL, names
     elif _inside(module, "edge") and target_plugin is not None:
         yield KERNEL_PLUGIN, names
-    elif _inside(module, "edge.sdk") and top in PROJECT and not _inside(target, "edge.sdk"):
+    elif (
+        _inside(module, "edge.sdk")
+        and module not in SDK_BRIDGES
+        and top in PROJECT
+        and not _inside(target, "edge.sdk")
+    ):
         yield SDK_KERNEL, names
     elif _inside(module, "simulators") and (top == "edge" or target_plugin is not None):
         yield SIMULATOR_GATEWAY, names

@@ -18,7 +18,12 @@ import edge.sdk
 from edge.sdk.version import KERNEL_API_VERSION
 
 GENERATED = ("edge.sdk.proto.module_pb2", "edge.sdk.proto.module_pb2_grpc")  # grpc_tools.protoc output
-NOT_REEXPORTED = ("edge.sdk.certs", "edge.sdk.runner", "edge.sdk.proto")  # imported by their full name
+NOT_REEXPORTED = (
+    "edge.sdk.certs",
+    "edge.sdk.cli",
+    "edge.sdk.runner",
+    "edge.sdk.proto",
+)  # imported by their full name
 
 PINNED: dict[str, tuple[str, ...]] = {
     "edge.sdk.backoff": ("Backoff",),
@@ -82,6 +87,17 @@ PINNED: dict[str, tuple[str, ...]] = {
         "make_event",
         "new_event_id",
         "rfc3339",
+    ),
+    "edge.sdk.cli": (
+        "CONFIG_OPTION",
+        "ConfiguredGateway",
+        "OutboxInspector",
+        "fail",
+        "open_gateway_config",
+        "open_outbox",
+        "send_module_command",
+        "summary_row",
+        "uplink_status",
     ),
     "edge.sdk.kit": (
         "AlertBook",
