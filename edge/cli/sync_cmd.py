@@ -17,6 +17,7 @@ import typer
 
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
+from edge.ops.status import status_file
 from edge.outbox.inspect import OutboxInspector, uplink_status
 from edge.outbox.inspect import summary_row as _row
 from edge.outbox.sqlite import _tenant_filter
@@ -29,7 +30,6 @@ EXIT_USAGE = 2
 EXIT_NO_OUTBOX = 3
 CLOUD_MODULE = "cloud_sync"
 CLOUD_CONSUMER = "module:cloud_sync:uplink"
-STATUS_FILE = "status.json"  # rewritten every second by a running gateway (edge.cli.run_cmd)
 
 
 def _open(config: Path, writable: bool = False) -> tuple[OutboxInspector, dict[str, TenantContext]]:
@@ -147,7 +147,7 @@ def _cloud_tenants(loaded: LoadedConfig, config: Path, only: str | None) -> list
 def _gateway_running(data_dir: Path, now: float) -> bool:
     """A gateway rewrote its status file within the last few seconds."""
     try:
-        return now - (data_dir / STATUS_FILE).stat().st_mtime < 5.0
+        return now - status_file(data_dir).stat().st_mtime < 5.0
     except OSError:
         return False
 
@@ -199,7 +199,7 @@ def flush(
         )
         if total and not _gateway_running(loaded.data_dir, time.time()):
             typer.echo(
-                f"warning: no running gateway updates {loaded.data_dir / STATUS_FILE}; "
+                f"warning: no running gateway updates {status_file(loaded.data_dir)}; "
                 "nothing is uploaded until it runs",
                 err=True,
             )
