@@ -8,6 +8,10 @@ Data flows one way (docs/architecture.md):
         -> ModuleHost (durable per-module consumers)
         -> WebhookDispatcher (durable per-subscription consumers, signed HTTP deliveries)
         -> ApiServer (latest-value cache and live WebSocket streams; REST reads, history and writes)
+
+It only wires: each part gets the narrow services it uses (the API an `ApiServices`, the health monitor the
+parts it checks), never the gateway. The status snapshot and backlogs are edge.ops.status, task supervision
+edge.ops.supervision; the start and stop order is here (docs/architecture.md, "Shutdown and durability").
 """
 
 from __future__ import annotations
@@ -128,8 +132,7 @@ class Gateway:
 
     def _api(self) -> ApiServer:
         # FastAPI and uvicorn load only for a gateway that serves the API
-        from edge.api import ApiServer
-        from edge.api.services import ApiServices
+        from edge.api import ApiServer, ApiServices
 
         services = ApiServices(
             loaded=self.loaded,

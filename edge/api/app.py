@@ -1,10 +1,10 @@
 """The REST API and WebSocket as one ASGI app, and the server the gateway runs it in.
 
 `build_app` includes one router per resource (`edge.api.routes.ROUTERS`); adding a resource is a router and
-one line there. `ApiServer` is created by the gateway when `[api] enabled`, with the narrow services it
-uses (`edge.api.services.ApiServices`), not the gateway: it feeds the latest-value cache
-and the live feed from outbox commits, binds its socket in `start` (so a busy port fails the gateway's start
-with a clear error) and serves with uvicorn as a supervised task of the gateway's loop.
+one line there. `ApiServer` is created by the gateway when `[api] enabled`, with the narrow services it uses
+(`edge.api.services.ApiServices`), not the gateway: it feeds the latest-value cache and the live feed from
+outbox commits, binds its socket in `start` (so a busy port fails the gateway's start with a clear error) and
+serves with uvicorn as a supervised task of the gateway's loop.
 """
 
 from __future__ import annotations
