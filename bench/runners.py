@@ -15,10 +15,9 @@ import orjson
 import psutil
 
 from bench.procs import Children, ProcessCpu, peak_rss_mb
+from edge.ops.status import status_file
 
 __all__ = ["GatewayProcess", "SubscriberProcess", "read_outbox"]
-
-STATUS_FILE = "status.json"  # written by `edge run` into its data dir every second
 
 
 class GatewayProcess:
@@ -61,7 +60,7 @@ class GatewayProcess:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            data = orjson.loads((self.data_dir / STATUS_FILE).read_bytes())
+            data = orjson.loads(status_file(self.data_dir).read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return None
         return data if isinstance(data, dict) else None

@@ -8,6 +8,10 @@ Data flows one way (docs/architecture.md):
         -> ModuleHost (durable per-module consumers)
         -> WebhookDispatcher (durable per-subscription consumers, signed HTTP deliveries)
         -> ApiServer (latest-value cache and live WebSocket streams; REST reads, history and writes)
+
+It only wires: each part gets the narrow services it uses (the API an `ApiServices`, the health monitor the
+parts it checks), never the gateway. The status snapshot and backlogs are edge.ops.status, task supervision
+edge.ops.supervision; the start and stop order is here (docs/architecture.md, "Shutdown and durability").
 """
 
 from __future__ import annotations
@@ -15,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.access import GATEWAY_USER, AccessStore
@@ -34,36 +36,19 @@ from edge.module_host.host import ModuleHost
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.stats import GatewayStats
+from edge.ops.status import GatewayStatus, StatusSnapshot
+from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import TieredOutbox, dedicated_path, misplaced_tenants
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import PluginRegistry
-from edge.sdk.backoff import Backoff
-from edge.sdk.tenancy import current_tenant, tenant_scope
+from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 if TYPE_CHECKING:
     from edge.api import ApiServer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StatusSnapshot:
-    uptime: float
-    devices: int
-    devices_up: int
-    points_read: int
-    events_stored: int
-    events_published: int
-    point_updates_published: int
-    backlog: int
-    module_backlogs: dict[str, int]
-    bus_connected: bool
-    commands_accepted: int
-    commands_rejected: int
-    inbound_oversize_rejected: int
-    task_restarts: int
 
 
 class Gateway:
@@ -129,14 +114,40 @@ class Gateway:
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
-        if self.config.api.enabled:
-            from edge.api import ApiServer  # FastAPI and uvicorn load only for a gateway that serves the API
-
-            self.api = ApiServer(self, self.config.api)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._instance = InstanceLock(loaded.data_dir)
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
-        self.health = HealthMonitor(self)  # liveness and readiness: `await gateway.health.check()`
+        self._status = GatewayStatus(self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers)
+        if self.config.api.enabled:
+            self.api = self._api()
+        self._tasks = TaskSupervisor(self.stats.task_restarts)
+        self._instance = InstanceLock(loaded.data_dir)
+        self.health = HealthMonitor(  # liveness and readiness: `await gateway.health.check()`
+            data_dir=loaded.data_dir,
+            outbox=self.outbox,
+            bus=self.bus,
+            broker_address=f"{bus.host}:{bus.port}",
+            pollers=self.pollers,
+            stats=self.stats,
+            modules=self.modules,
+        )
+
+    def _api(self) -> ApiServer:
+        # FastAPI and uvicorn load only for a gateway that serves the API
+        from edge.api import ApiServer, ApiServices
+
+        services = ApiServices(
+            loaded=self.loaded,
+            tenants=self.tenants,
+            outbox=self.outbox,
+            stats=self.stats,
+            polled=self.pollers,
+            bus=self.bus,
+            modules=self.modules,
+            status=self._status.snapshot,
+            set_entitlements=self.set_entitlements,
+            commands=lambda: self.commands,
+            webhooks=lambda: self.webhooks,
+        )
+        return ApiServer(services, self.config.api)
 
     async def start(self) -> None:
         self._instance.acquire()
@@ -215,24 +226,24 @@ class Gateway:
             reload_interval=self.config.webhooks.reload_interval,
         )
         await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
-        self._spawn(webhooks.run, "webhooks")
+        self._tasks.spawn(webhooks.run, "webhooks")
         retention = Retention(
             self.outbox,
             self.tenants.values(),
             self.config.gateway.id,
             interval=self.config.storage.retention_interval,
         )
-        self._spawn(self.health.lag.run, "loop-lag")
-        self._spawn(retention.run, "retention")
-        self._spawn(publisher.run, "publisher")
-        self._spawn(last_values.run, "last-values")
-        self._spawn(commands.run, "commands")
-        self._spawn(self.module_control.run, "module-control")
+        self._tasks.spawn(self.health.lag.run, "loop-lag")
+        self._tasks.spawn(retention.run, "retention")
+        self._tasks.spawn(publisher.run, "publisher")
+        self._tasks.spawn(last_values.run, "last-values")
+        self._tasks.spawn(commands.run, "commands")
+        self._tasks.spawn(self.module_control.run, "module-control")
         for (_, _, name), poller in self.pollers.items():
-            self._spawn(poller.run, f"poll-{name}")
+            self._tasks.spawn(poller.run, f"poll-{name}")
         if self.api is not None:
             await self.api.start()
-            self._spawn(self.api.serve, "api")
+            self._tasks.spawn(self.api.serve, "api")
         log.info(
             "gateway %s started: %d devices, %d tenants, bus %s:%d",
             self.config.gateway.id,
@@ -257,36 +268,18 @@ class Gateway:
         tenant = current_tenant().tenant_id
         await self.commands.write_for_module(module, tenant, site, device, point, value)
 
-    def _spawn(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(run, name), name=name))
-
-    async def _supervise(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
-        """The kernel owns its tasks: one that dies of a bug is logged and restarted with backoff."""
-        backoff = Backoff(1.0, 30.0)
-        while True:
-            started = time.monotonic()
-            try:
-                await run()
-                return
-            except Exception:
-                self.stats.task_restarts[name] = self.stats.task_restarts.get(name, 0) + 1
-                log.exception("%s crashed; restarting it", name)
-            if time.monotonic() - started > 60:
-                backoff.reset()
-            await asyncio.sleep(backoff.next_delay())
-
     async def stop(self) -> None:
         """Stop polling, commit what was read, then close the bus and the broker."""
         if self.api is not None:
             await self.api.stop()  # no new requests or writes while the rest stops
         for poller in self.pollers.values():
             poller.request_stop()
-        await _cancel_and_wait([t for t in self._tasks if t.get_name().startswith("poll-")])
+        await self._tasks.cancel("poll-")
         await self.module_control.stop()
         await self.modules.stop()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._publish_backlog_drained(), 2.0)
-        await _cancel_and_wait(self._tasks)
+            await asyncio.wait_for(self._status.published(), 2.0)
+        await self._tasks.cancel()
         if self.webhooks is not None:
             self.webhooks.close()
         await self.outbox.close()
@@ -303,50 +296,9 @@ class Gateway:
             raise KeyError(f"no tenant {tenant_id!r} on gateway {self.config.gateway.id}")
         await self.module_control.set_entitlements(tenant_id, frozenset(flags))
 
-    async def _publish_backlog_drained(self) -> None:
-        while self.bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)
-            await asyncio.sleep(0.05)
-
     async def backlog(self) -> int:
-        total = 0
-        for ctx in self.tenants.values():
-            with tenant_scope(ctx):
-                total += await self.outbox.backlog(MQTT_CONSUMER)
-        return total
-
-    async def module_backlogs(self) -> dict[str, int]:
-        """Events not yet taken by each module consumer (cloud uploads among them), all tenants together."""
-        totals: dict[str, int] = {}
-        for ctx in self.tenants.values():
-            with tenant_scope(ctx):
-                for consumer in sorted(self.outbox.holders() - {MQTT_CONSUMER}):
-                    totals[consumer] = totals.get(consumer, 0) + await self.outbox.backlog(consumer)
-        return totals
+        """Events the MQTT publisher has not yet published, all tenants together."""
+        return await self._status.backlog()
 
     async def status(self) -> StatusSnapshot:
-        return StatusSnapshot(
-            uptime=time.monotonic() - self.stats.started,
-            devices=len(self.pollers),
-            devices_up=self.stats.devices_up,
-            points_read=self.stats.points_read,
-            events_stored=self.outbox.committed_events,
-            events_published=self.stats.events_published,
-            point_updates_published=self.stats.point_updates_published,
-            backlog=await self.backlog(),
-            module_backlogs=await self.module_backlogs(),
-            bus_connected=self.bus.connected,
-            commands_accepted=self.stats.commands_accepted,
-            commands_rejected=self.stats.commands_rejected,
-            inbound_oversize_rejected=self.bus.stats.inbound_rejected_oversize,
-            task_restarts=sum(self.stats.task_restarts.values()),
-        )
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[None]], grace: float = 5.0) -> None:
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace)
-    for task in pending:
-        log.error("task %s did not stop within %.0f s of being cancelled", task.get_name(), grace)
+        return await self._status.snapshot()

@@ -1,9 +1,10 @@
 """The REST API and WebSocket as one ASGI app, and the server the gateway runs it in.
 
 `build_app` includes one router per resource (`edge.api.routes.ROUTERS`); adding a resource is a router and
-one line there. `ApiServer` is created by the gateway when `[api] enabled`: it feeds the latest-value cache
-and the live feed from outbox commits, binds its socket in `start` (so a busy port fails the gateway's start
-with a clear error) and serves with uvicorn as a supervised task of the gateway's loop.
+one line there. `ApiServer` is created by the gateway when `[api] enabled`, with the narrow services it uses
+(`edge.api.services.ApiServices`), not the gateway: it feeds the latest-value cache and the live feed from
+outbox commits, binds its socket in `start` (so a busy port fails the gateway's start with a clear error) and
+serves with uvicorn as a supervised task of the gateway's loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,13 +24,11 @@ from edge.api.auth import OidcVerifier
 from edge.api.deps import ApiState
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.routes import ROUTERS
+from edge.api.services import ApiServices
 from edge.config.models import ApiConfig
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import TELEMETRY
 from edge.sdk.tenancy import tenant_scope
-
-if TYPE_CHECKING:
-    from edge.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +62,22 @@ class _Server(uvicorn.Server):
 
 
 class ApiServer:
-    def __init__(self, gateway: Gateway, config: ApiConfig) -> None:
+    def __init__(self, services: ApiServices, config: ApiConfig) -> None:
         assert config.oidc is not None  # ApiConfig refuses an enabled API without an issuer
         self.config = config
         self.latest = LatestValues()
         self.feed = LiveFeed(config.ws_queue)
         self.verifier = OidcVerifier(config.oidc)
         self.verifier.limiter.limit = config.max_auth_failures
-        self.state = ApiState(gateway, self.verifier, self.latest, self.feed)
+        self.state = ApiState(services, self.verifier, self.latest, self.feed)
         self.app = build_app(self.state)
-        self._gateway = gateway
+        self._services = services
         self._socket: socket.socket | None = None
         self._port: int | None = None  # the bound port (config port 0 picks one; kept across restarts)
         self._server: _Server | None = None
         self._done = asyncio.Event()
-        gateway.outbox.add_commit_listener(self.latest.on_commit)
-        gateway.outbox.add_commit_listener(self.feed.on_commit)
+        services.outbox.add_commit_listener(self.latest.on_commit)
+        services.outbox.add_commit_listener(self.feed.on_commit)
 
     @property
     def port(self) -> int:
@@ -108,10 +107,10 @@ class ApiServer:
         self._socket, self._port = sock, int(sock.getsockname()[1])
 
     async def _seed(self) -> None:
-        gateway = self._gateway
-        for spec in gateway.loaded.devices:
-            with tenant_scope(gateway.tenants[spec.tenant]):
-                rows = await gateway.outbox.read_device(
+        services = self._services
+        for spec in services.loaded.devices:
+            with tenant_scope(services.tenants[spec.tenant]):
+                rows = await services.outbox.read_device(
                     spec.name, [TELEMETRY], limit=_SEED_EVENTS, newest_first=True
                 )
             for row in reversed(rows):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,15 +17,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.problems import Problem
+from edge.api.services import ApiServices
 from edge.sdk.tenancy import TenantContext, tenant_scope
-
-if TYPE_CHECKING:
-    from edge.gateway import Gateway
 
 
 @dataclass
 class ApiState:
-    gateway: Gateway
+    services: ApiServices
     verifier: OidcVerifier
     latest: LatestValues
     feed: LiveFeed
@@ -86,7 +84,7 @@ def resolve_tenant(state: ApiState, who: Principal, tenant: str | None) -> Tenan
         raise Problem(
             403, f"a {who.role} of tenant {who.tenant!r} cannot act for tenant {wanted!r}", tenant=wanted
         )
-    context = state.gateway.tenants.get(wanted)
+    context = state.services.tenants.get(wanted)
     if context is None:
         raise Problem(
             403 if wanted == who.tenant else 404, f"tenant {wanted!r} is not served by this gateway"

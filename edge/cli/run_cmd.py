@@ -15,11 +15,12 @@ import typer
 from edge.bus.broker import BrokerMissing
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
-from edge.gateway import Gateway, StatusSnapshot
-from edge.ops.health import STATUS_FILE, HealthReport, write_status_file
+from edge.gateway import Gateway
+from edge.ops.health import HealthReport
 from edge.ops.instance import AlreadyRunning
 from edge.ops.logs import install_level_signals
 from edge.ops.sdnotify import notify
+from edge.ops.status import StatusSnapshot, status_file, write_status_file
 from edge.outbox.migrations import SchemaTooNew
 from edge.plugins import PluginRegistry
 
@@ -78,7 +79,7 @@ async def _serve(
     gateway = Gateway(loaded, registry)
     await gateway.start()
     notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
-    status_file = loaded.data_dir / STATUS_FILE
+    path = status_file(loaded.data_dir)
     try:
         while not stop.is_set():
             try:
@@ -86,7 +87,7 @@ async def _serve(
             except TimeoutError:
                 snapshot = await gateway.status()
                 health = await gateway.health.check()
-                write_status(status_file, snapshot, health)
+                write_status(path, snapshot, health)
                 if health.live:  # systemd restarts a gateway that stops feeding its watchdog
                     notify("WATCHDOG=1", f"STATUS={health.state}")
                 if on_status is not None:

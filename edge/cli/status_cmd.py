@@ -20,7 +20,8 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
-from edge.ops.health import STATUS_FILE, HealthReport
+from edge.ops.health import HealthReport
+from edge.ops.status import status_file
 
 EXIT_OK, EXIT_DEGRADED, EXIT_NOT_READY, EXIT_NOT_LIVE = 0, 1, 3, 4
 STALE_AFTER = 10.0  # seconds; the gateway rewrites the file every second
@@ -32,7 +33,7 @@ def status(
 ) -> None:
     """Show liveness, readiness and each check of the running gateway; the exit code says the state."""
     loaded, _ = load_or_exit(config, secrets=False)
-    path = loaded.data_dir / STATUS_FILE
+    path = status_file(loaded.data_dir)
     body, problem = _read(path)
     if body is None:
         typer.echo(f"not live: {problem}")

@@ -7,8 +7,8 @@
 - ready: live, and events flow: the broker is reachable.
 - degraded: ready, but some device is down or some module reports a problem (shown, not restarted for).
 
-`gateway_health(gateway)` is the one function the REST API calls; `edge status` reads the same report from
-the status file the gateway rewrites every second (`write_status_file`).
+`HealthMonitor` is handed the parts it checks (by edge.gateway), not the gateway; `edge status` reads the same
+report from the status file the gateway rewrites every second (edge.ops.status).
 """
 
 from __future__ import annotations
@@ -17,29 +17,25 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-import orjson
-
-if TYPE_CHECKING:
-    from edge.gateway import Gateway
+from edge.ops.stats import GatewayStats
+from edge.sdk.drivers import DeviceSpec
+from edge.sdk.modules import Health
 
 __all__ = [
     "MAX_LOOP_LAG",
-    "STATUS_FILE",
     "Check",
     "HealthMonitor",
     "HealthReport",
     "LoopLag",
-    "gateway_health",
-    "write_status_file",
 ]
 
 MAX_LOOP_LAG = 1.0  # seconds; a loop this late misses polls and MQTT keep-alives
 MIN_FREE_BYTES = 50 * 2**20  # below this the next checkpoint of the outbox may fail
-STATUS_FILE = "status.json"
 
 Scope = Literal["live", "ready", "info"]
 
@@ -117,17 +113,54 @@ class LoopLag:
         return worst
 
 
+class _Commits(Protocol):
+    @property
+    def commit_failures(self) -> int: ...
+
+
+class _Link(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+class _Polled(Protocol):
+    @property
+    def spec(self) -> DeviceSpec: ...
+
+
+class _Modules(Protocol):
+    async def health(self) -> Mapping[str, Health]: ...
+
+
 class HealthMonitor:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    """Checks the parts a gateway runs on: its loop, outbox and data directory, broker, devices and modules.
+
+    `pollers` is the gateway's live mapping of polled devices; `broker_address` names the broker in details."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        outbox: _Commits,
+        bus: _Link,
+        broker_address: str,
+        pollers: Mapping[tuple[str, str, str], _Polled],
+        stats: GatewayStats,
+        modules: _Modules,
+    ) -> None:
+        self._data_dir = data_dir
+        self._outbox = outbox
+        self._bus = bus
+        self._broker_address = broker_address
+        self._pollers = pollers
+        self._stats = stats
+        self._modules = modules
         self.lag = LoopLag()
         self._failures_seen = 0
 
     async def check(self) -> HealthReport:
-        gw = self._gateway
-        checks = [self._loop(), self._storage(gw), self._broker(gw)]
-        checks += _drivers(gw)
-        for name, health in (await gw.modules.health()).items():
+        checks = [self._loop(), self._storage(), self._broker(), *self._drivers()]
+        for name, health in (await self._modules.health()).items():
             checks.append(Check(f"module:{name}", health.ok, health.detail or "ok", "info"))
         return HealthReport(tuple(checks))
 
@@ -137,12 +170,12 @@ class HealthMonitor:
             "loop", lag < MAX_LOOP_LAG, f"lag {lag * 1000:.0f} ms (limit {MAX_LOOP_LAG:.0f} s)", "live"
         )
 
-    def _storage(self, gw: Gateway) -> Check:
+    def _storage(self) -> Check:
         failures, self._failures_seen = (
-            gw.outbox.commit_failures - self._failures_seen,
-            gw.outbox.commit_failures,
+            self._outbox.commit_failures - self._failures_seen,
+            self._outbox.commit_failures,
         )
-        directory = gw.loaded.data_dir
+        directory = self._data_dir
         if failures:
             return Check("storage", False, f"{failures} outbox commits failed since the last check", "live")
         if not os.access(directory, os.W_OK):
@@ -152,43 +185,27 @@ class HealthMonitor:
             return Check("storage", False, f"{free // 2**20} MiB free in {directory}", "live")
         return Check("storage", True, f"commits ok, {free // 2**20} MiB free", "live")
 
-    @staticmethod
-    def _broker(gw: Gateway) -> Check:
-        bus = gw.config.bus
-        where = f"{bus.host}:{bus.port}"
+    def _broker(self) -> Check:
+        connected = self._bus.connected
         return Check(
             "broker",
-            gw.bus.connected,
-            f"{'connected to' if gw.bus.connected else 'cannot reach'} {where}",
+            connected,
+            f"{'connected to' if connected else 'cannot reach'} {self._broker_address}",
             "ready",
         )
 
-
-async def gateway_health(gateway: Gateway) -> HealthReport:
-    """Liveness, readiness and every check of a running gateway (HTTP: 200 if ready, 503 otherwise)."""
-    return await gateway.health.check()
-
-
-def _drivers(gw: Gateway) -> list[Check]:
-    by_driver: dict[str, list[tuple[str, bool | None]]] = {}
-    for (_, _, name), poller in gw.pollers.items():
-        by_driver.setdefault(poller.spec.driver, []).append((name, gw.stats.device(name).up))
-    checks = []
-    for driver, devices in sorted(by_driver.items()):
-        down = sorted(name for name, up in devices if up is False)
-        waiting = sum(1 for _, up in devices if up is None)
-        detail = f"{len(devices) - len(down) - waiting}/{len(devices)} devices up"
-        if waiting:
-            detail += f", {waiting} not polled yet"
-        if down:
-            detail += f"; down: {', '.join(down[:10])}" + (" ..." if len(down) > 10 else "")
-        checks.append(Check(f"driver:{driver}", not down, detail, "info"))
-    return checks
-
-
-def write_status_file(path: Path, body: dict[str, Any]) -> None:
-    """Replace the status file atomically (write, fsync-free rename): readers never see half a file."""
-    body = {"pid": os.getpid(), "time": time.time(), **body}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(body))
-    tmp.replace(path)
+    def _drivers(self) -> list[Check]:
+        by_driver: dict[str, list[tuple[str, bool | None]]] = {}
+        for (_, _, name), poller in self._pollers.items():
+            by_driver.setdefault(poller.spec.driver, []).append((name, self._stats.device(name).up))
+        checks = []
+        for driver, devices in sorted(by_driver.items()):
+            down = sorted(name for name, up in devices if up is False)
+            waiting = sum(1 for _, up in devices if up is None)
+            detail = f"{len(devices) - len(down) - waiting}/{len(devices)} devices up"
+            if waiting:
+                detail += f", {waiting} not polled yet"
+            if down:
+                detail += f"; down: {', '.join(down[:10])}" + (" ..." if len(down) > 10 else "")
+            checks.append(Check(f"driver:{driver}", not down, detail, "info"))
+        return checks

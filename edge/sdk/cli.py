@@ -27,7 +27,7 @@ import typer
 from edge.cli.common import load_or_exit
 from edge.cli.module_command_cmd import send
 from edge.config import LoadedConfig
-from edge.ops.health import STATUS_FILE
+from edge.ops.status import status_file
 from edge.outbox.inspect import OutboxInspector, summary_row, uplink_status
 from edge.sdk.tenancy import TenantContext
 
@@ -53,7 +53,7 @@ class ConfiguredGateway:
         self.path = path  # the configuration file
         self.data_dir = loaded.data_dir
         self.outbox_path = loaded.data_dir / loaded.config.storage.path  # the outbox's SQLite file
-        self.status_file = loaded.data_dir / STATUS_FILE  # rewritten every second while the gateway runs
+        self.status_file = status_file(loaded.data_dir)  # rewritten every second while the gateway runs
         self.tenants: dict[str, TenantContext] = loaded.tenant_contexts()  # in the file's order
         self._loaded = loaded
 

@@ -88,11 +88,11 @@ class WriteResult(BaseModel):
 
 
 def _devices(state: ApiState, caller: Caller) -> list[DeviceSpec]:
-    return [d for d in state.gateway.loaded.devices if d.tenant == caller.tenant]
+    return [d for d in state.services.loaded.devices if d.tenant == caller.tenant]
 
 
 def _device(state: ApiState, caller: Caller, name: str) -> DeviceSpec:
-    spec = state.gateway.loaded.device(name)
+    spec = state.services.loaded.device(name)
     if spec is None or spec.tenant != caller.tenant:
         raise Problem(
             404, f"tenant {caller.tenant!r} has no device {name!r}", device=name, tenant=caller.tenant
@@ -108,14 +108,14 @@ def _point(spec: DeviceSpec, name: str) -> PointConfig:
 
 
 def _info(state: ApiState, spec: DeviceSpec) -> dict[str, Any]:
-    stats = state.gateway.stats.devices.get(spec.name)
+    stats = state.services.stats.devices.get(spec.name)
     return {
         "name": spec.name,
         "site": spec.site,
         "tenant": spec.tenant,
         "driver": spec.driver,
         "profile": spec.profile,
-        "enabled": any(key[2] == spec.name for key in state.gateway.pollers),
+        "enabled": any(key[2] == spec.name for key in state.services.polled),
         "up": stats.up if stats else None,
         "last_error": stats.last_error if stats else None,
         "polls": stats.polls if stats else 0,
@@ -223,7 +223,7 @@ async def point_history(
     samples: list[Sample] = []
     position, exhausted = cursor, False
     for _ in range(_HISTORY_SCAN):  # a point missing from many events (pushed subsets) costs bounded reads
-        rows = await state.gateway.outbox.read_device(  # in the caller's tenant scope (deps.role)
+        rows = await state.services.outbox.read_device(  # in the caller's tenant scope (deps.role)
             spec.name,
             [TELEMETRY],
             after=position,
@@ -291,7 +291,7 @@ async def write_point(
         value, request_id = parse_write_payload(await request.body())
     except CommandRejected as exc:
         raise Problem(422, str(exc), device=device, point=point) from None
-    handler = state.gateway.commands
+    handler = state.services.commands()
     if handler is None:
         raise Problem(503, "the gateway is not accepting writes (it is starting or stopping)")
     write = WriteRequest(caller.tenant, spec.site, spec.name, point, value, request_id)

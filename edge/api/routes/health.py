@@ -22,7 +22,7 @@ class Health(BaseModel):
 @router.get("/health", summary="Is the gateway process serving (no token needed)")
 async def health(state: State) -> Health:
     # Deliberately small and unauthenticated, for probes; edge/ops/health.py may take it over.
-    return Health(status="ok", bus_connected=state.gateway.bus.connected)
+    return Health(status="ok", bus_connected=state.services.bus.connected)
 
 
 class TenantStatus(BaseModel):
@@ -42,19 +42,19 @@ class TenantStatus(BaseModel):
 async def status(
     state: State, who: Annotated[Principal, Depends(principal)], tenant: TenantQuery = None
 ) -> dict[str, Any]:
-    gateway = state.gateway
-    snapshot = await gateway.status()
+    services = state.services
+    snapshot = await services.status()
     if who.role == "admin" and tenant is None:
         return {**dataclasses.asdict(snapshot), "live_clients": state.feed.clients()}
     caller = Caller(who, resolve_tenant(state, who, tenant))
     mine = [
-        s for s in gateway.loaded.devices if s.tenant == caller.tenant and s.name in gateway.stats.devices
+        s for s in services.loaded.devices if s.tenant == caller.tenant and s.name in services.stats.devices
     ]
     return TenantStatus(
         tenant=caller.tenant,
         uptime=snapshot.uptime,
         devices=len(mine),
-        devices_up=sum(1 for s in mine if gateway.stats.devices[s.name].up),
+        devices_up=sum(1 for s in mine if services.stats.devices[s.name].up),
         bus_connected=snapshot.bus_connected,
         live_clients=state.feed.clients([caller.tenant]),
     ).model_dump()

@@ -27,7 +27,7 @@ class ModuleInfo(BaseModel):
 
 @router.get("/modules", summary="Modules serving the caller's tenant (admins: all), with state and health")
 async def list_modules(state: State, caller: Viewer) -> list[ModuleInfo]:
-    host = state.gateway.modules
+    host = state.services.modules
     health = await host.health()
     admin = caller.principal.role == "admin"
     out = []

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["sync"], responses=PROBLEM_RESPONSES)
     response_model=list[dict[str, Any]],
 )
 async def sync_status(state: State, caller: Viewer) -> list[dict[str, Any]]:
-    path = state.gateway.outbox.path
+    path = state.services.outbox.path
     contexts = {caller.tenant: caller.context}
 
     def read() -> list[dict[str, Any]]:

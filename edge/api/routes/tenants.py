@@ -1,7 +1,7 @@
 """Tenants served by the gateway and their entitlements (admin only).
 
 Changing entitlements edits the configuration file (comments kept, validated first: edge.config.edit), so the
-change outlives a restart, and applies it to the running gateway at once (Gateway.set_entitlements)."""
+change outlives a restart, and applies it to the running gateway at once (ApiServices.set_entitlements)."""
 
 from __future__ import annotations
 
@@ -32,27 +32,27 @@ class TenantInfo(BaseModel):
 
 
 def _info(state: State, tenant: str) -> TenantInfo:
-    config = next(t for t in state.gateway.config.tenants if t.id == tenant)
-    context = state.gateway.tenants[tenant]
+    config = next(t for t in state.services.loaded.config.tenants if t.id == tenant)
+    context = state.services.tenants[tenant]
     return TenantInfo(
         id=tenant,
         name=config.name,
         locale=context.locale,
         entitlements=sorted(context.entitlements),
-        devices=sum(1 for d in state.gateway.loaded.devices if d.tenant == tenant),
+        devices=sum(1 for d in state.services.loaded.devices if d.tenant == tenant),
     )
 
 
 @router.get("/tenants", summary="Every tenant of the gateway with its entitlements (admin)")
 async def list_tenants(state: State, admin: Admin) -> list[TenantInfo]:
-    return [_info(state, t) for t in state.gateway.tenants]
+    return [_info(state, t) for t in state.services.tenants]
 
 
 @router.get("/tenants/{tenant}", summary="One tenant with its entitlements (admin)")
 async def get_tenant(
     state: State, admin: Admin, tenant: Annotated[str, Path(description="Tenant id.")]
 ) -> TenantInfo:
-    if tenant not in state.gateway.tenants:
+    if tenant not in state.services.tenants:
         raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
     return _info(state, tenant)
 
@@ -64,20 +64,20 @@ async def get_tenant(
 async def set_entitlements(
     state: State, admin: Admin, body: Entitlements, tenant: Annotated[str, Path(description="Tenant id.")]
 ) -> TenantInfo:
-    gateway = state.gateway
-    if tenant not in gateway.tenants:
+    services = state.services
+    if tenant not in services.tenants:
         raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
     wanted = list(dict.fromkeys(body.entitlements))
-    current = sorted(gateway.tenants[tenant].entitlements)
+    current = sorted(services.tenants[tenant].entitlements)
     try:
         await asyncio.to_thread(
             change_entitlements,
-            gateway.loaded.path,
+            services.loaded.path,
             tenant,
             add=wanted,
             remove=[f for f in current if f not in wanted],
         )
     except ConfigError as exc:
         raise Problem(422, f"the configuration would be invalid: {exc}", tenant=tenant) from None
-    await gateway.set_entitlements(tenant, wanted)
+    await services.set_entitlements(tenant, wanted)
     return _info(state, tenant)

@@ -85,7 +85,7 @@ def _info(sub: Subscription) -> SubscriptionInfo:
 
 
 async def _call(state: State, call: Callable[[WebhookStore], T]) -> T:
-    store = state.gateway.webhooks
+    store = state.services.webhooks()
     if store is None:
         raise Problem(503, "the gateway's webhook store is not open yet")
     try:

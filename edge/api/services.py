@@ -1,0 +1,79 @@
+"""What the API uses of the running gateway: the narrow services edge.gateway builds and hands over.
+
+The API never sees the gateway itself; each route reaches only the service it needs. Services that exist only
+once the gateway started (the write path, the webhook store) are read through a function that returns None
+before that, so the API answers 503 instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edge.config import LoadedConfig
+from edge.devices.commands import WriteOutcome, WriteRequest
+from edge.module_host.host import HostedModule
+from edge.ops.stats import GatewayStats
+from edge.ops.status import StatusSnapshot
+from edge.outbox import CommitListener
+from edge.sdk.events import StoredEvent
+from edge.sdk.modules import Health
+from edge.sdk.tenancy import TenantContext
+from edge.webhooks import WebhookStore
+
+__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites"]
+
+
+class EventHistory(Protocol):
+    """The outbox as the API reads it: commits as they happen, a device's stored events, the file (sync)."""
+
+    @property
+    def path(self) -> Path: ...
+    def add_commit_listener(self, listener: CommitListener) -> None: ...
+    async def read_device(
+        self,
+        device: str,
+        types: Sequence[str],
+        *,
+        after: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]: ...
+
+
+class PointWrites(Protocol):
+    """The command path a REST write takes (edge.devices.commands.CommandHandler)."""
+
+    async def write(self, request: WriteRequest) -> WriteOutcome: ...
+
+
+class HostedModules(Protocol):
+    """The modules the gateway hosts, with their lifecycle state and health (edge.module_host.host)."""
+
+    @property
+    def modules(self) -> Mapping[str, HostedModule]: ...
+    async def health(self) -> Mapping[str, Health]: ...
+
+
+class BusLink(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ApiServices:
+    loaded: LoadedConfig  # devices, tenants' names, the file entitlement changes are written to
+    tenants: Mapping[str, TenantContext]  # the live contexts (entitlements change while running)
+    outbox: EventHistory
+    stats: GatewayStats
+    polled: Collection[tuple[str, str, str]]  # (tenant, site, device) of every enabled device
+    bus: BusLink
+    modules: HostedModules
+    status: Callable[[], Awaitable[StatusSnapshot]]
+    set_entitlements: Callable[[str, Iterable[str]], Awaitable[None]]  # live; the file is the API's part
+    commands: Callable[[], PointWrites | None]  # None until the gateway started
+    webhooks: Callable[[], WebhookStore | None]  # None until the gateway started

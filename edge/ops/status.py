@@ -1,0 +1,131 @@
+"""The gateway's status: one snapshot of its counters and backlogs, and the status file it is written to.
+
+`GatewayStatus` computes the snapshot from the parts that count (stats, outbox, bus); `edge run` writes it with
+the health report to `status_file(data_dir)` every second (`write_status_file`), where `edge status`,
+`edge sync status` and the benchmarks read it, and the REST API serves it at `/v1/status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Collection, Set, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from edge.bus.mqtt import BusStats
+from edge.bus.publisher import MQTT_CONSUMER
+from edge.ops.stats import GatewayStats
+from edge.sdk.tenancy import TenantContext, tenant_scope
+
+__all__ = ["GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
+
+
+def status_file(data_dir: Path) -> Path:
+    """The status file of the gateway using `data_dir`: rewritten every second while it runs."""
+    return data_dir / "status.json"
+
+
+def write_status_file(path: Path, body: dict[str, Any]) -> None:
+    """Replace the status file atomically (write, fsync-free rename): readers never see half a file."""
+    body = {"pid": os.getpid(), "time": time.time(), **body}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(orjson.dumps(body))
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    uptime: float
+    devices: int
+    devices_up: int
+    points_read: int
+    events_stored: int
+    events_published: int
+    point_updates_published: int
+    backlog: int
+    module_backlogs: dict[str, int]
+    bus_connected: bool
+    commands_accepted: int
+    commands_rejected: int
+    inbound_oversize_rejected: int
+    task_restarts: int
+
+
+class _Backlogs(Protocol):
+    """The outbox as the status reads it (backlogs are scoped to the current tenant)."""
+
+    @property
+    def committed_events(self) -> int: ...
+    async def backlog(self, consumer: str) -> int: ...
+    def holders(self) -> Set[str]: ...
+
+
+class _Bus(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def stats(self) -> BusStats: ...
+
+
+class GatewayStatus:
+    """Counters and backlogs of a running gateway; `tenants` and `devices` (the polled ones) are live views."""
+
+    def __init__(
+        self,
+        stats: GatewayStats,
+        outbox: _Backlogs,
+        bus: _Bus,
+        tenants: Collection[TenantContext],
+        devices: Sized,
+    ) -> None:
+        self._stats = stats
+        self._outbox = outbox
+        self._bus = bus
+        self._tenants = tenants
+        self._devices = devices
+
+    async def backlog(self) -> int:
+        """Events the MQTT publisher has not yet published, all tenants together."""
+        total = 0
+        for ctx in self._tenants:
+            with tenant_scope(ctx):
+                total += await self._outbox.backlog(MQTT_CONSUMER)
+        return total
+
+    async def module_backlogs(self) -> dict[str, int]:
+        """Events not yet taken by each module consumer (cloud uploads among them), all tenants together."""
+        totals: dict[str, int] = {}
+        for ctx in self._tenants:
+            with tenant_scope(ctx):
+                for consumer in sorted(self._outbox.holders() - {MQTT_CONSUMER}):
+                    totals[consumer] = totals.get(consumer, 0) + await self._outbox.backlog(consumer)
+        return totals
+
+    async def published(self) -> None:
+        """Return once the MQTT publisher has caught up, or the bus is down (bound it with a timeout)."""
+        while self._bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)
+            await asyncio.sleep(0.05)
+
+    async def snapshot(self) -> StatusSnapshot:
+        stats = self._stats
+        return StatusSnapshot(
+            uptime=time.monotonic() - stats.started,
+            devices=len(self._devices),
+            devices_up=stats.devices_up,
+            points_read=stats.points_read,
+            events_stored=self._outbox.committed_events,
+            events_published=stats.events_published,
+            point_updates_published=stats.point_updates_published,
+            backlog=await self.backlog(),
+            module_backlogs=await self.module_backlogs(),
+            bus_connected=self._bus.connected,
+            commands_accepted=stats.commands_accepted,
+            commands_rejected=stats.commands_rejected,
+            inbound_oversize_rejected=self._bus.stats.inbound_rejected_oversize,
+            task_restarts=sum(stats.task_restarts.values()),
+        )
