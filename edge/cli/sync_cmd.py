@@ -19,7 +19,7 @@ from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
 from edge.outbox.inspect import OutboxInspector, uplink_status
 from edge.outbox.inspect import summary_row as _row
-from edge.outbox.sqlite import _tenant_filter
+from edge.outbox.schema import tenant_filter
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 app = typer.Typer(no_args_is_help=True, help="Store-and-forward uplinks: backlog, dead letters, replay.")
@@ -104,13 +104,13 @@ class _FlushInspector(OutboxInspector):
 
     def last_position(self) -> int:
         """Position of the current tenant's newest stored event (0 when it has none)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,))
         return int(rows[0][0]) if rows else 0
 
     def remaining(self, consumer: str, upto: int) -> tuple[int, int]:
         """(events of the tenant after the consumer's cursor up to `upto`, the cursor)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         cursor = self._rows(
             f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
         )
