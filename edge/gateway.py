@@ -39,8 +39,7 @@ from edge.ops.stats import GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
-from edge.outbox.router import TieredOutbox, dedicated_path, misplaced_tenants
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
 from edge.plugins import PluginRegistry
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
@@ -71,12 +70,7 @@ class Gateway:
             for t in self.config.tenants
             if t.storage == "dedicated"
         }
-        # Only tenants with their own database pay for the routing layer (edge.outbox.router).
-        self.outbox = (
-            TieredOutbox(loaded.data_dir / storage.path, dedicated, **options)
-            if dedicated
-            else SqliteOutbox(loaded.data_dir / storage.path, **options)
-        )
+        self.outbox = tiered_outbox(loaded.data_dir / storage.path, dedicated, **options)
         bus = self.config.bus
         gateway_id = self.config.gateway.id
         self.broker: EmbeddedBroker | None = None

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.sdk.transaction import transaction
+
 FILE = "modules.db"
 FRESH = 5.0  # seconds: an older snapshot means the gateway is not running (it writes every second)
 
@@ -98,11 +100,9 @@ class ModuleStateStore:
     def write_snapshots(self, snapshots: Iterable[ModuleSnapshot]) -> None:
         now = time.time()
         rows = [(s.name, json.dumps({**asdict(s), "written": now}), now) for s in snapshots]
-        with _closing(self._connect()) as db:
-            db.execute("BEGIN")
+        with _closing(self._connect()) as db, transaction(db, immediate=False):
             db.execute("DELETE FROM snapshot")
             db.executemany("INSERT INTO snapshot VALUES (?, ?, ?)", rows)
-            db.execute("COMMIT")
 
     def mark_stopped(self) -> None:
         """The gateway stops: its snapshots stay as last words, no longer live."""

@@ -2,7 +2,7 @@
 
 `OutboxInspector` opens the SQLite file read-only for status (`edge sync status`) and read-write only for the
 one operator action, `request_replay` (`edge sync replay-dead-letters`), which the running gateway's consumer
-picks up within seconds. Every tenant-owned read goes through the outbox's `_tenant_filter`.
+picks up within seconds. Every tenant-owned read goes through the outbox's `tenant_filter` (`edge.outbox.schema`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.outbox import ConsumerStatus
-from edge.outbox.sqlite import _tenant_filter
+from edge.outbox.schema import tenant_filter
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["ConsumerSummary", "OutboxInspector", "summary_row", "uplink_status"]
@@ -56,12 +56,12 @@ class OutboxInspector:
 
     def consumers(self) -> list[str]:
         """Consumers that record delivery status for the current tenant (batch consumers such as cloud sync)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(f"SELECT consumer FROM consumer_status WHERE {clause} ORDER BY consumer", (tenant,))
         return [str(r[0]) for r in rows]
 
     def summary(self, consumer: str) -> ConsumerSummary:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         cursor = self._rows(
             f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
         )
@@ -90,14 +90,14 @@ class OutboxInspector:
 
     def last_position(self) -> int:
         """Position of the current tenant's newest stored event (0 when it has none)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,))
         return int(rows[0][0]) if rows else 0
 
     def remaining(self, consumer: str, upto: int) -> tuple[int, int]:
         """(events of the tenant after the consumer's cursor up to `upto`, the cursor): what `edge sync flush`
         still waits for."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         cursor = self._rows(
             f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
         )
@@ -110,18 +110,18 @@ class OutboxInspector:
 
     def drops(self) -> dict[str, tuple[int, int]]:
         """reason -> (events, bytes) dropped or refused for the current tenant since the outbox was created."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(f"SELECT reason, events, bytes FROM drop_counts WHERE {clause}", (tenant,))
         return {str(r): (int(e), int(b)) for r, e, b in rows}
 
     def usage(self) -> tuple[int, int]:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(f"SELECT events, bytes FROM tenant_usage WHERE {clause}", (tenant,))
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def dead_letters(self, consumer: str | None = None, limit: int = 20) -> list[tuple[Any, ...]]:
         """(consumer, position, id, type, subject, reason, dead_at, attempts) of the tenant's dead letters."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = (
             "SELECT consumer, position, id, type, subject, reason, dead_at, attempts FROM dead_letters"
             f" WHERE {clause}"
@@ -134,7 +134,7 @@ class OutboxInspector:
 
     def request_replay(self, consumer: str | None = None) -> int:
         """Mark the tenant's dead letters for replay; returns how many. Needs `writable=True`."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = f"UPDATE dead_letters SET replay = 1 WHERE {clause}"
         params: tuple[Any, ...] = (tenant,)
         if consumer is not None:

@@ -13,8 +13,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from edge.outbox import _sql as sql
+from edge.outbox import schema as sql
 from edge.sdk.errors import EdgeError
+from edge.sdk.transaction import transaction
 
 __all__ = ["SCHEMA_VERSION", "STEPS", "SchemaTooNew", "backup_database", "migrate"]
 
@@ -84,8 +85,7 @@ def migrate(path: Path, release: str) -> int:
 
 
 def _create(db: sqlite3.Connection, release: str) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for statement in _statements(sql.SCHEMA + "".join(STEPS.values())):
             db.execute(statement)
         db.execute(
@@ -93,15 +93,10 @@ def _create(db: sqlite3.Connection, release: str) -> None:
             (SCHEMA_VERSION, release),
         )
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _step(db: sqlite3.Connection, version: int, release: str) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for statement in _statements(STEPS[version]):
             db.execute(statement)
         db.execute(
@@ -109,10 +104,6 @@ def _step(db: sqlite3.Connection, version: int, release: str) -> None:
             (version + 1, release),
         )
         db.execute(f"PRAGMA user_version = {version + 1}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _statements(script: str) -> list[str]:

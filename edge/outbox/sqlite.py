@@ -4,8 +4,8 @@ One writer task group-commits appended events (WAL, `synchronous=FULL` by defaul
 survives power loss) and only then tells its listeners, which publish. Consumers (the MQTT publisher, modules,
 cloud sync) read forward from their own durable cursor, so anyone who missed messages is replayed from here.
 
-Every tenant-owned read goes through `_tenant_filter`, the one place that turns the current tenant context
-into a WHERE clause.
+Every tenant-owned read goes through `edge.outbox.schema.tenant_filter`, the one place that turns the current
+tenant context into a WHERE clause.
 
 Rows leave the outbox only through retention (`edge.outbox.retention`): once every consumer that holds the
 tenant's rows (`hold`) has passed them, or by the tenant's explicit limits (`max_age`, `max_bytes` with
@@ -31,23 +31,20 @@ from typing import Any
 import aiosqlite
 
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
-from edge.outbox import _sql as sql
+from edge.outbox import schema as sql
 from edge.outbox.migrations import migrate
+from edge.outbox.schema import tenant_filter
 from edge.sdk.backoff import Backoff
 from edge.sdk.errors import NoTenantContext, OutboxFull
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import current_tenant
+from edge.sdk.transaction import async_transaction
 from edge.version import __version__
 
 log = logging.getLogger(__name__)
 
 _CURSOR_FLUSH_INTERVAL = 0.2  # seconds an idle writer waits before persisting consumer cursors on their own
 _DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
-
-
-def _tenant_filter() -> tuple[str, str]:
-    """The only tenant filter of the outbox: raises NoTenantContext outside a tenant scope."""
-    return "tenant = ?", current_tenant().tenant_id
 
 
 def _check_owner(event: Event) -> None:
@@ -272,18 +269,13 @@ class SqliteOutbox:
                 counts[1] += len(e.body)
         async with self._lock:
             cursors, status = self._take_pending()
-            await self._writer.execute("BEGIN")
             try:
-                await self._writer.executemany(sql.INSERT, rows)
-                await self._writer.executemany(
-                    sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in sequences.items()]
-                )
-                await self._writer.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in usage.items()])
-                await self._write_pending(cursors, status)
-                await self._writer.execute("COMMIT")
+                async with async_transaction(self._writer, immediate=False) as db:  # the file's only writer
+                    await db.executemany(sql.INSERT, rows)
+                    await db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in sequences.items()])
+                    await db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in usage.items()])
+                    await self._write_pending(cursors, status)
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._writer.execute("ROLLBACK")
                 self._restore_pending(cursors, status)
                 raise
         for tenant, (n, b) in usage.items():
@@ -357,17 +349,14 @@ class SqliteOutbox:
         async with self._lock:
             cursors, status = self._take_pending()
             try:
-                await self._writer.execute("BEGIN")
-                await self._write_pending(cursors, status)
-                await self._writer.execute("COMMIT")
+                async with async_transaction(self._writer, immediate=False):
+                    await self._write_pending(cursors, status)
             except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._writer.execute("ROLLBACK")
                 self._restore_pending(cursors, status)
                 log.warning("saving consumer cursors failed (%s); will retry", exc)
 
     async def cursor(self, consumer: str) -> int:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         pending = self._pending_cursors.get((consumer, tenant))
         rows = await self._read(
             f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
@@ -376,7 +365,7 @@ class SqliteOutbox:
         return max(stored, pending or 0)
 
     async def consumer_status(self, consumer: str) -> ConsumerStatus:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = await self._read(
             "SELECT last_success, last_failure, last_error, delivered FROM consumer_status"
             f" WHERE consumer = ? AND {clause}",
@@ -409,7 +398,7 @@ class SqliteOutbox:
     async def read_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[StoredEvent]:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = f"SELECT {sql.EVENT_COLUMNS} FROM outbox WHERE {clause} AND position > ?"
         params: list[object] = [tenant, position]
         if types:
@@ -434,7 +423,7 @@ class SqliteOutbox:
         """One device's events of these types (sample time in [since, until)), by position after `after`.
 
         History reaches back as far as retention keeps rows (`[storage.retention]`)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = f"SELECT {sql.EVENT_COLUMNS} FROM outbox WHERE {clause} AND device = ? AND position > ?"
         params: list[object] = [tenant, device, after]
         query += f" AND type IN ({','.join('?' * len(types))})"
@@ -451,14 +440,14 @@ class SqliteOutbox:
 
     async def backlog(self, consumer: str) -> int:
         position = await self.cursor(consumer)
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = await self._read(
             f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ?", (tenant, position)
         )
         return int(rows[0][0])
 
     async def count(self) -> int:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = await self._read(f"SELECT COUNT(*) FROM outbox WHERE {clause}", (tenant,))
         return int(rows[0][0])
 
@@ -466,7 +455,7 @@ class SqliteOutbox:
 
     async def dead_letter(self, consumer: str, rejected: Sequence[tuple[StoredEvent, str]]) -> None:
         """Durably keep events `consumer` refused, with the reason (idempotent per consumer and position)."""
-        _, tenant = _tenant_filter()
+        _, tenant = tenant_filter()
         if any(row.tenant != tenant for row, _ in rejected):
             raise NoTenantContext(f"dead letters of another tenant written in the context of {tenant!r}")
         now = self._clock()
@@ -492,7 +481,7 @@ class SqliteOutbox:
     async def dead_letters(
         self, consumer: str | None = None, limit: int = 100, replay_only: bool = False
     ) -> list[DeadLetter]:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = f"SELECT {sql.DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {clause}"
         params: list[object] = [tenant]
         if consumer is not None:
@@ -506,7 +495,7 @@ class SqliteOutbox:
 
     async def resolve_dead_letters(self, consumer: str, positions: Sequence[int]) -> None:
         """The consumer accepted these replayed dead letters: they are removed."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         await self._write_many(
             f"DELETE FROM dead_letters WHERE consumer = ? AND {clause} AND position = ?",
             [(consumer, tenant, p) for p in positions],
@@ -514,7 +503,7 @@ class SqliteOutbox:
 
     async def request_replay(self, consumer: str | None = None) -> int:
         """Offer the tenant's dead letters (of one consumer, or all) to their consumer again."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         query = f"UPDATE dead_letters SET replay = 1 WHERE {clause}"
         params: list[object] = [tenant]
         if consumer is not None:
@@ -535,19 +524,19 @@ class SqliteOutbox:
             self._holders.get(tenant, set()).discard(consumer)
 
     def holders(self) -> frozenset[str]:
-        return frozenset(self._holders.get(_tenant_filter()[1], ()))
+        return frozenset(self._holders.get(tenant_filter()[1], ()))
 
     def policy(self) -> RetentionPolicy:
-        return self._policies.get(_tenant_filter()[1]) or RetentionPolicy()
+        return self._policies.get(tenant_filter()[1]) or RetentionPolicy()
 
     def usage(self) -> tuple[int, int]:
         """(events, bytes) the current tenant has committed in the outbox."""
-        events, size = self._usage.get(_tenant_filter()[1], (0, 0))
+        events, size = self._usage.get(tenant_filter()[1], (0, 0))
         return events, size
 
     def take_refused(self) -> Dropped:
         """Events refused under `refuse_newest` since the last call (the sweep counts and reports them)."""
-        return self._refused.pop(_tenant_filter()[1], Dropped())
+        return self._refused.pop(tenant_filter()[1], Dropped())
 
     async def delivered_floor(self) -> int:
         """Every holder of the current tenant's rows has passed this position."""
@@ -561,7 +550,7 @@ class SqliteOutbox:
 
         Rows are stored in time order (the outbox clock never goes back), so this is a binary search of
         point lookups: a few milliseconds however long the backlog, instead of a scan of every old row."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
 
         async def first_from(position: int) -> tuple[int, float] | None:
             rows = await self._read(
@@ -585,7 +574,7 @@ class SqliteOutbox:
 
     async def position_freeing(self, nbytes: int) -> int | None:
         """The smallest position such that deleting the tenant's rows up to it frees at least `nbytes`."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         freed, after, last = 0, 0, None
         while True:
             rows = await self._read(
@@ -606,7 +595,7 @@ class SqliteOutbox:
         """Delete the tenant's rows up to `position`. Those after `delivered_through` (not every holder had
         them) are counted as dropped under `reason` in the same transaction, and returned."""
         assert self._writer is not None
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         where = f"{clause} AND position <= ?"
         total = Dropped()
         while True:
@@ -616,8 +605,7 @@ class SqliteOutbox:
                     (tenant, position, _DELETE_CHUNK - 1),
                 )
                 end = int(rows[0][0]) if rows else position
-                await self._writer.execute("BEGIN")
-                try:
+                async with async_transaction(self._writer, immediate=False) as db:
                     (events, size), *_ = await self._writer_rows(
                         f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox WHERE {where}",
                         (tenant, end),
@@ -630,20 +618,15 @@ class SqliteOutbox:
                             (tenant, end, delivered_through),
                         )
                         lost = Dropped(int(n), int(b), t0, t1, int(last))
-                    await self._writer.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
-                    await self._writer.execute(
+                    await db.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
+                    await db.execute(
                         "UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?",
                         (events, size, tenant),
                     )
                     if lost.events:
-                        await self._writer.execute(
+                        await db.execute(
                             sql.ADD_DROPS, (tenant, reason, lost.events, lost.bytes, self._clock())
                         )
-                    await self._writer.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await self._writer.execute("ROLLBACK")
-                    raise
             counts = self._usage.setdefault(tenant, [0, 0])
             counts[0] -= int(events)
             counts[1] -= int(size)
@@ -653,14 +636,14 @@ class SqliteOutbox:
 
     async def record_drops(self, reason: str, dropped: Dropped) -> None:
         """Count events that were refused (never stored) for the current tenant."""
-        _, tenant = _tenant_filter()
+        _, tenant = tenant_filter()
         await self._write_many(
             sql.ADD_DROPS, [(tenant, reason, dropped.events, dropped.bytes, self._clock())]
         )
 
     async def drop_totals(self) -> dict[str, tuple[int, int]]:
         """reason -> (events, bytes) dropped or refused for the current tenant since the outbox was created."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = await self._read(f"SELECT reason, events, bytes FROM drop_counts WHERE {clause}", (tenant,))
         return {str(r): (int(e), int(b)) for r, e, b in rows}
 
@@ -669,17 +652,10 @@ class SqliteOutbox:
     async def _write_many(self, query: str, params: Sequence[Sequence[object]]) -> int:
         """One short transaction on the writer connection; returns the number of rows changed."""
         assert self._writer is not None, "outbox is not open"
-        async with self._lock:
-            await self._writer.execute("BEGIN")
-            try:
-                before = self._writer.total_changes
-                await self._writer.executemany(query, params)
-                changed = self._writer.total_changes - before
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await self._writer.execute("ROLLBACK")
-                raise
+        async with self._lock, async_transaction(self._writer, immediate=False) as db:
+            before = db.total_changes
+            await db.executemany(query, params)
+            changed = db.total_changes - before
         return int(changed)
 
     async def _writer_rows(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:

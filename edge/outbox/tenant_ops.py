@@ -24,6 +24,7 @@ import orjson
 
 from edge.outbox.migrations import migrate
 from edge.sdk.errors import EdgeError
+from edge.sdk.transaction import transaction
 from edge.version import __version__
 
 __all__ = [
@@ -89,26 +90,16 @@ def move_tenant(tenant: str, source: Path, target: Path, *, renumber: bool) -> M
     migrate(source, __version__)
     with _connect(target) as db:
         db.execute("ATTACH DATABASE ? AS src", (str(source),))
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             expected = _copy(db, tenant, renumber)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         arrived = int(
             db.execute("SELECT COUNT(*) FROM main.outbox WHERE tenant = ?", (tenant,)).fetchone()[0]
         )
         if arrived != expected:
             raise TenantMoveError(f"tenant {tenant!r}: {arrived} of {expected} events copied; source kept")
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             for table in _TABLES:
                 db.execute(f"DELETE FROM src.{table} WHERE tenant = ?", (tenant,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         db.execute("DETACH DATABASE src")
     return MoveResult(tenant, expected, source, target)
 
@@ -169,12 +160,11 @@ def export_tenant(path: Path, tenant: str, out: Path) -> int:
     tmp = out.with_name(out.name + ".partial")
     with _connect(path) as db, tmp.open("wb") as fh:
         db.execute("PRAGMA query_only = ON")
-        db.execute("BEGIN")  # one snapshot, while the gateway keeps writing
-        rows = db.execute("SELECT body FROM outbox WHERE tenant = ? ORDER BY position", (tenant,))
-        for (body,) in rows:
-            fh.write(orjson.dumps(orjson.loads(body)) + b"\n")
-            count += 1
-        db.execute("COMMIT")
+        with transaction(db, immediate=False):  # one snapshot, while the gateway keeps writing
+            rows = db.execute("SELECT body FROM outbox WHERE tenant = ? ORDER BY position", (tenant,))
+            for (body,) in rows:
+                fh.write(orjson.dumps(orjson.loads(body)) + b"\n")
+                count += 1
     tmp.replace(out)
     return count
 
@@ -188,14 +178,9 @@ def erase_tenant(path: Path, tenant: str, *, whole_file: bool) -> int:
         return events
     with _connect(path) as db:
         db.execute("PRAGMA secure_delete = ON")  # deleted content is overwritten, not only unlinked
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             for table in _TABLES:
                 db.execute(f"DELETE FROM {table} WHERE tenant = ?", (tenant,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and no copy stays behind in the write-ahead log
     return events

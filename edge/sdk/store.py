@@ -26,6 +26,7 @@ import orjson
 
 from edge.sdk.errors import EdgeError
 from edge.sdk.tenancy import current_tenant
+from edge.sdk.transaction import async_transaction
 
 __all__ = ["ModuleStore", "ModuleStoreError", "module_store_path"]
 
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (tenant, once_key)
 ) WITHOUT ROWID;
 """
+
+
+class _AppliedBefore(Exception):
+    """`apply(..., once=key)` found `key` applied before: its transaction is rolled back."""
 
 
 class ModuleStoreError(EdgeError):
@@ -169,32 +174,27 @@ class ModuleStore:
         once: str | None,
         now: float,
     ) -> bool:
-        await db.execute("BEGIN IMMEDIATE")
         try:
-            if once is not None:
-                cursor = await db.execute(
-                    "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
-                    (tenant, once, now),
-                )
-                if cursor.rowcount == 0:
-                    await db.execute("ROLLBACK")
-                    return False
-            if encoded:
-                await db.executemany(
-                    "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-                    encoded,
-                )
-            if deletes:
-                await db.executemany(
-                    "DELETE FROM kv WHERE tenant = ? AND key = ?", [(tenant, key) for key in deletes]
-                )
-            await db.execute("COMMIT")
-        except Exception:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):  # never hide the original error
-                    await db.execute("ROLLBACK")
-            raise
+            async with async_transaction(db):
+                if once is not None:
+                    cursor = await db.execute(
+                        "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
+                        (tenant, once, now),
+                    )
+                    if cursor.rowcount == 0:
+                        raise _AppliedBefore
+                if encoded:
+                    await db.executemany(
+                        "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                        encoded,
+                    )
+                if deletes:
+                    await db.executemany(
+                        "DELETE FROM kv WHERE tenant = ? AND key = ?", [(tenant, key) for key in deletes]
+                    )
+        except _AppliedBefore:  # rolled back: nothing of this call is written
+            return False
         return True
 
     async def applied(self, once: str) -> bool:

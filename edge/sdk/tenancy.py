@@ -2,7 +2,7 @@
 
 The kernel sets the context (`tenant_scope`) around every poll, event, storage call and request; code below
 reads it with `current_tenant()`. Tenant-owned data cannot be read or written without one: the storage layer
-calls `current_tenant()` in exactly one place (`edge.outbox.sqlite._tenant_filter`).
+calls `current_tenant()` in exactly one place (`edge.outbox.schema.tenant_filter`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `WebhookStore` is the typed, tenant-scoped API over them, used by `edge webhook ...` (whether the gateway runs
 or not), by the running gateway (which reloads them every second) and by the REST API. Every read and write
-goes through the outbox's tenant filter (`edge.outbox.sqlite._tenant_filter`), so a tenant only ever sees and
+goes through the outbox's tenant filter (`edge.outbox.schema.tenant_filter`), so a tenant only ever sees and
 changes its own subscriptions and their dead letters.
 
 Each subscription is a durable outbox consumer named `webhook:<id>`. Creating one starts its cursor at the
@@ -20,16 +20,18 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from edge.outbox import _sql as outbox_sql
-from edge.outbox.sqlite import _tenant_filter
+from edge.outbox import schema as outbox_sql
+from edge.outbox.schema import tenant_filter
 from edge.sdk.errors import EdgeError
+from edge.sdk.transaction import transaction
 from edge.webhooks.guard import DestinationPolicy
 from edge.webhooks.signing import new_secret
 
@@ -152,7 +154,7 @@ class WebhookStore:
         paused: bool = False,
     ) -> CreatedSubscription:
         """Create a subscription for the current tenant; raises ValueError for a refused URL or a full quota."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         self._policy.check_url(url)
         for name, values in (("types", types), ("sites", sites), ("devices", devices), ("points", points)):
             if any(not v or v != v.strip() for v in values):
@@ -189,14 +191,14 @@ class WebhookStore:
         self._db.execute(outbox_sql.UPSERT_CURSOR, (consumer_name(sub_id), tenant, int(newest)))
 
     def list(self) -> builtins.list[Subscription]:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(
             f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} ORDER BY created, id", (tenant,)
         )
         return [_subscription(row) for row in rows]
 
     def get(self, subscription_id: str) -> Subscription:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(
             f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} AND id = ?",
             (tenant, subscription_id),
@@ -207,7 +209,7 @@ class WebhookStore:
 
     def signing_secrets(self, subscription_id: str, now: float | None = None) -> builtins.list[str]:
         """The secrets deliveries are signed with, newest first (the gateway's deliverer only)."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         rows = self._rows(
             f"SELECT secret, old_secret, old_until FROM webhook_subscriptions WHERE {clause} AND id = ?",
             (tenant, subscription_id),
@@ -220,7 +222,7 @@ class WebhookStore:
 
     def rotate_secret(self, subscription_id: str, grace: float = 86_400.0) -> CreatedSubscription:
         """A new signing secret (returned once); the old one keeps signing too for `grace` seconds."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         secret, now = new_secret(), time.time()
         with self._transaction():
             changed = self._db.execute(
@@ -234,7 +236,7 @@ class WebhookStore:
 
     def set_state(self, subscription_id: str, state: State, reason: str | None = None) -> Subscription:
         """Pause (deliveries stop, events accumulate for it) or resume a subscription."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         with self._transaction():
             changed = self._db.execute(
                 f"UPDATE webhook_subscriptions SET state = ?, state_reason = ?, updated = ?"
@@ -247,7 +249,7 @@ class WebhookStore:
 
     def remove(self, subscription_id: str) -> None:
         """Delete the subscription with its cursor, delivery status and dead letters."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         consumer = consumer_name(subscription_id)
         with self._transaction():
             changed = self._db.execute(
@@ -259,7 +261,7 @@ class WebhookStore:
                 self._db.execute(f"DELETE FROM {table} WHERE {clause} AND consumer = ?", (tenant, consumer))
 
     def dead_letters(self, subscription_id: str, limit: int = 100) -> builtins.list[DeadDelivery]:
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         self.get(subscription_id)
         rows = self._rows(
             "SELECT position, id, type, subject, reason, dead_at, attempts, replay FROM dead_letters"
@@ -274,7 +276,7 @@ class WebhookStore:
     def replay(self, subscription_id: str) -> int:
         """Offer the subscription's dead letters again (the running gateway within seconds, else at its
         next start); returns how many."""
-        clause, tenant = _tenant_filter()
+        clause, tenant = tenant_filter()
         self.get(subscription_id)
         with self._transaction():
             return int(
@@ -290,30 +292,11 @@ class WebhookStore:
         with self._lock:
             return [tuple(r) for r in self._db.execute(query, params).fetchall()]
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error) under the store's lock."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def __exit__(self, kind: object, exc: object, tb: object) -> None:
-        try:
-            self._db.execute("ROLLBACK" if exc is not None else "COMMIT")
-        finally:
-            self._lock.release()
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error) under the store's lock."""
+        with self._lock, transaction(self._db):
+            yield
 
 
 def _subscription(row: tuple[Any, ...]) -> Subscription:

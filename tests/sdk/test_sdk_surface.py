@@ -22,6 +22,7 @@ NOT_REEXPORTED = (
     "edge.sdk.certs",
     "edge.sdk.cli",
     "edge.sdk.runner",
+    "edge.sdk.transaction",
     "edge.sdk.proto",
 )  # imported by their full name
 
@@ -123,6 +124,7 @@ PINNED: dict[str, tuple[str, ...]] = {
     ),
     "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar"),
     "edge.sdk.proto": ("TOKEN_HEADER",),
+    "edge.sdk.transaction": ("async_transaction", "transaction"),
     "edge.sdk.runner": ("RemoteModuleContext", "main", "run"),
     "edge.sdk.store": ("ModuleStore", "ModuleStoreError", "module_store_path"),
     "edge.sdk.tenancy": ("TenantContext", "current_tenant", "maybe_tenant", "tenant_scope"),

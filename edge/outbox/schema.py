@@ -1,11 +1,41 @@
-"""The outbox's SQLite schema and statements (private to `edge.outbox`).
+"""The outbox's SQLite schema, its statements, and its tenant filter: the one definition of the file's layout.
 
-Every statement that reads or writes tenant-owned rows takes its tenant clause from `_tenant_filter` in
-`edge.outbox.sqlite`; the statements here that name `tenant = ?` directly are the kernel's own bookkeeping
-(usage, counters), written by the outbox for the tenant of the rows it is writing.
+Public because three packages read or write these tables directly: the outbox (`edge.outbox.sqlite`), the
+inspector behind `edge sync status` (`edge.outbox.inspect`) and the webhook store, which keeps its
+subscriptions in the same file and starts a new subscription's cursor there (`edge.webhooks.store`).
+
+Every statement on tenant-owned rows takes its tenant clause from `tenant_filter`, the only place the outbox
+reads the tenant context (`edge.sdk.tenancy.current_tenant`). The statements here that name `tenant = ?`
+directly are the kernel's own bookkeeping (usage, counters), written by the outbox for the tenant of the
+rows it is writing.
 """
 
 from __future__ import annotations
+
+from edge.sdk.tenancy import current_tenant
+
+__all__ = [
+    "ADD_DROPS",
+    "ADD_USAGE",
+    "DEAD_LETTER_COLUMNS",
+    "EVENT_COLUMNS",
+    "INSERT",
+    "REBUILD_USAGE",
+    "SCHEMA",
+    "UPSERT_CURSOR",
+    "UPSERT_DEAD_LETTER",
+    "UPSERT_SEQUENCE",
+    "UPSERT_STATUS",
+    "tenant_filter",
+]
+
+
+def tenant_filter() -> tuple[str, str]:
+    """`(clause, tenant)`: the WHERE clause (`tenant = ?`) and its parameter for the current tenant.
+
+    Raises `NoTenantContext` outside a tenant scope, so no tenant-owned row is read or written without one."""
+    return "tenant = ?", current_tenant().tenant_id
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
