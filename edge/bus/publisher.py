@@ -13,7 +13,6 @@ without persistence forgets retained messages when it restarts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ import orjson
 from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
+from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
@@ -53,14 +53,6 @@ class OutboxPublisher:
         self._stats = stats
         self._qos = qos
         self._batch = batch
-        self._wake = {tenant: asyncio.Event() for tenant in self._tenants}
-        outbox.add_commit_listener(self._on_commit)
-
-    def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
-        for tenant in {e.tenant for e in events}:
-            wake = self._wake.get(tenant)
-            if wake is not None:
-                wake.set()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -68,21 +60,16 @@ class OutboxPublisher:
                 group.create_task(self._run_tenant(ctx), name=f"publisher-{ctx.tenant_id}")
 
     async def _run_tenant(self, ctx: TenantContext) -> None:
+        events = DurableConsumer(self._outbox, ctx, MQTT_CONSUMER, max_batch=self._batch)
         with tenant_scope(ctx):
-            wake = self._wake[ctx.tenant_id]
-            position = await self._outbox.cursor(MQTT_CONSUMER)
-            while True:
-                await self._bus.wait_connected()
-                wake.clear()  # before the read: a commit landing during it must wake the next wait
-                rows = await self._outbox.read_after(position, self._batch)
-                if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), 1.0)
-                    continue
-                if await self._publish(rows):
-                    position = rows[-1].position
-                    self._outbox.set_cursor(MQTT_CONSUMER, position)
-                    self._stats.events_published += len(rows)
+            await self._bus.wait_connected()
+            async with events:
+                async for batch in events:
+                    if await self._publish(batch.events):
+                        events.ack(batch)
+                        self._stats.events_published += len(batch.events)
+                    else:  # not acknowledged: read again from the cursor once connected
+                        await self._bus.wait_connected()
 
     async def _publish(self, rows: Sequence[Any]) -> bool:
         """Publish a batch; True once every message is acknowledged, False to replay it after a reconnect."""

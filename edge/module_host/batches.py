@@ -4,7 +4,6 @@ modules and kernel services (webhooks)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Protocol
 
 from edge.module_host.context import BatchSubscription
 from edge.module_host.versions import VersionGate
+from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.backoff import Backoff
 from edge.sdk.events import StoredEvent
@@ -51,20 +51,19 @@ async def run_batch_consumer(
     consumer: str,
     types: Sequence[str] | None,
     handler: BatchHandler,
-    wake: asyncio.Event,
     *,
     max_batch: int = 100,
     max_wait: float = 0.0,
 ) -> None:
     """Run one durable batch consumer outside a module (kernel services such as webhooks), with the same
-    cursor, retry, dead-letter and replay rules as `ModuleContext.subscribe_batches`. `wake` must be set
-    whenever the tenant commits events. Runs until cancelled."""
+    cursor, retry, dead-letter and replay rules as `ModuleContext.subscribe_batches`. Runs until cancelled."""
     sub = BatchSubscription(consumer, tuple(types or ()), handler, max_batch, max_wait, None, None)
-    await BatchConsumer(outbox, counters, tenant, consumer, sub, wake).run()
+    await BatchConsumer(outbox, counters, tenant, consumer, sub).run()
 
 
 class BatchConsumer:
-    """One tenant's batch subscription: fill a batch, offer it, act on the outcome, repeat."""
+    """One tenant's batch subscription: the retry, dead-letter and replay rules over a `DurableConsumer`,
+    which reads the batches (lingering for a fuller one, reading ahead during a backlog) and keeps the cursor."""
 
     def __init__(
         self,
@@ -73,99 +72,55 @@ class BatchConsumer:
         tenant: TenantContext,
         consumer: str,
         sub: BatchSubscription,
-        wake: asyncio.Event,
     ) -> None:
         self._outbox = outbox
         self._hosted = hosted
         self._tenant = tenant
         self._consumer = consumer
         self._sub = sub
-        self._wake = wake
         self._backoff = Backoff(RETRY_BASE, RETRY_CAP)
         self._failing = False
         self._retries = 0
         self._next_replay_check = 0.0
 
     async def run(self) -> None:
-        ahead: asyncio.Task[tuple[list[StoredEvent], int]] | None = None
+        sub = self._sub
+        events = DurableConsumer(
+            self._outbox,
+            self._tenant,
+            self._consumer,
+            types=sub.types,
+            max_batch=sub.max_batch,
+            max_wait=sub.max_wait,
+            max_bytes=sub.max_bytes,
+            yield_idle=True,  # look for dead letters to replay while idle too
+        )
         with tenant_scope(self._tenant):
-            position = await self._outbox.cursor(self._consumer)
-            try:
-                while True:
+            async with events:
+                async for batch in events:
                     await self._replay_dead_letters()
-                    if ahead is not None:
-                        batch, passed = await ahead
-                        ahead = None
-                    else:
-                        batch, passed = await self._fill(position)
-                    if not batch:
-                        if passed > position:  # nothing for us up to `passed`: move on, retention may free it
-                            position = passed
-                            self._outbox.set_cursor(self._consumer, position)
-                        await self._sleep_until_woken(1.0)
+                    if not batch.events:
                         continue
-                    if len(batch) >= self._sub.max_batch:  # a backlog: read the next batch during this one
-                        ahead = asyncio.create_task(self._fill(batch[-1].position))
                     retries = self._retries
-                    position = max(await self._deliver(batch, position), passed)
-                    self._outbox.set_cursor(self._consumer, position)
-                    if ahead is not None and self._retries != retries:
-                        ahead.cancel()  # read before a long wait: retention may have removed rows since
-                        ahead = None
-            finally:
-                if ahead is not None:
-                    ahead.cancel()
+                    await self._deliver(batch.events, batch.after)
+                    events.ack(batch)
+                    if self._retries != retries:
+                        events.rewind()  # read before a long wait: retention may have removed rows since
 
-    async def _fill(self, position: int) -> tuple[list[StoredEvent], int]:
-        """Read up to `max_batch` events after `position`, lingering up to `max_wait` for a full batch.
-
-        Returns the batch and the position up to which every row was examined (rows of other types passed)."""
-        sub, outbox = self._sub, self._outbox
-        batch: list[StoredEvent] = []
-        size, passed, after = 0, position, position
-        deadline: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            scanned = outbox.last_position  # committed before the read, so the read sees all of it
-            want = sub.max_batch - len(batch)
-            self._wake.clear()  # before the read: a commit landing during it must wake the next wait
-            rows = await outbox.read_after(after, want, sub.types)
-            for row in rows:
-                if batch and sub.max_bytes is not None and size + len(row.body) > sub.max_bytes:
-                    return batch, batch[-1].position  # full by bytes: the rest waits for the next batch
-                batch.append(row)
-                size += len(row.body)
-            if rows:
-                after = rows[-1].position
-            passed = max(after, scanned) if len(rows) < want else after
-            if len(batch) >= sub.max_batch or not batch:
-                return batch, passed
-            if deadline is None:
-                deadline = loop.time() + sub.max_wait
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return batch, passed
-            await self._sleep_until_woken(remaining)
-
-    async def _sleep_until_woken(self, seconds: float) -> None:
-        """Wait for a commit; the flag was cleared before the last read, so none is missed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-
-    async def _deliver(self, batch: list[StoredEvent], position: int) -> int:
-        """Offer the batch until the handler accepts it (wholly or with rejections); returns the new cursor."""
+    async def _deliver(self, batch: list[StoredEvent], position: int) -> None:
+        """Offer the batch (read after `position`) until the handler accepts it, wholly or with rejections."""
         while True:
             outcome = await self._offer(batch)
             if not isinstance(outcome, _Retry):
                 rejected = outcome.reasons if isinstance(outcome, Rejected) else {}
                 await self._settle(batch, rejected)
-                return batch[-1].position
+                return
             # the same events again, minus any that retention removed meanwhile
             last = batch[-1].position
             rows = await self._outbox.read_after(position, len(batch), self._sub.types)
             batch = [r for r in rows if r.position <= last]
             if not batch:
-                return last
+                return
 
     async def _offer(self, batch: Sequence[StoredEvent]) -> Rejected | _Retry | None:
         """One handler call; returns its verdict, or `_RETRY` after waiting as it (or the backoff) asked."""

@@ -38,6 +38,7 @@ from typing import Any
 from edge.module_host.batches import BatchConsumer
 from edge.module_host.context import InProcessContext, Subscription
 from edge.module_host.versions import VersionGate
+from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin
 from edge.sdk.modules import (
@@ -91,9 +92,7 @@ class ModuleHost:
         self._data_dir = data_dir or outbox.path.parent
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
-        self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._entitlement_listeners: list[Callable[[TenantContext, TenantContext], None]] = []
-        outbox.add_commit_listener(self._on_commit)
 
     @property
     def outbox(self) -> SqliteOutbox:
@@ -102,16 +101,6 @@ class ModuleHost:
     @property
     def gateway_id(self) -> str:
         return self._gateway_id
-
-    def _on_commit(self, events: Sequence[Any], last_position: int) -> None:
-        tenants = {e.tenant for e in events}
-        for (_, tenant), wake in self._wake.items():
-            if tenant in tenants:
-                wake.set()
-
-    def wake(self, consumer: str, tenant: str) -> asyncio.Event:
-        """The flag a consumer of this tenant waits on; set by every commit of the tenant's events."""
-        return self._wake.setdefault((consumer, tenant), asyncio.Event())
 
     def entitled(self, entitlement: str | None) -> list[TenantContext]:
         """The tenants whose events a module needing `entitlement` may see, as of now."""
@@ -168,10 +157,9 @@ class ModuleHost:
         for index, subscription in enumerate(context.subscriptions):
             consumer = f"module:{hosted.name}:{index}"
             self._outbox.hold(consumer, [tenant.tenant_id])
-            wake = self.wake(consumer, tenant.tenant_id)
             tasks.append(
                 asyncio.create_task(
-                    self._consume(hosted, tenant, consumer, subscription, wake), name=f"module-{hosted.name}"
+                    self._consume(hosted, tenant, consumer, subscription), name=f"module-{hosted.name}"
                 )
             )
         for batches in context.batch_subscriptions:
@@ -179,8 +167,7 @@ class ModuleHost:
                 continue
             consumer = context.consumer_name(batches.name)
             self._outbox.hold(consumer, [tenant.tenant_id])
-            wake = self.wake(consumer, tenant.tenant_id)
-            consumer_task = BatchConsumer(self._outbox, hosted, tenant, consumer, batches, wake)
+            consumer_task = BatchConsumer(self._outbox, hosted, tenant, consumer, batches)
             tasks.append(
                 asyncio.create_task(consumer_task.run(), name=f"module-{hosted.name}-{tenant.tenant_id}")
             )
@@ -237,45 +224,24 @@ class ModuleHost:
         return names + [context.consumer_name(b.name) for b in context.batch_subscriptions]
 
     async def _consume(
-        self,
-        hosted: HostedModule,
-        tenant: TenantContext,
-        consumer: str,
-        sub: Subscription,
-        wake: asyncio.Event,
+        self, hosted: HostedModule, tenant: TenantContext, consumer: str, sub: Subscription
     ) -> None:
         gate = hosted.gate or VersionGate(hosted.name, ())
+        events = DurableConsumer(self._outbox, tenant, consumer, types=sub.types, max_batch=200)
         with tenant_scope(tenant):
-            position = await self._outbox.cursor(consumer)
-            while True:
-                scanned = self._outbox.last_position  # committed before the read: the read sees it all
-                wake.clear()  # before the read: a commit landing during it must wake the next wait
-                rows = await self._outbox.read_after(position, 200, sub.types)
-                if len(rows) < 200 and scanned > position and (not rows or rows[-1].position < scanned):
-                    # nothing else of our types up to `scanned`: pass the rest, so retention can free it
-                    tail = scanned
-                else:
-                    tail = 0
-                if not rows:
-                    if tail:
-                        position = tail
-                        self._outbox.set_cursor(consumer, position)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), 1.0)
-                    continue
-                for row in rows:
-                    position = row.position
-                    event = gate.admit(row)
-                    if event is None:  # a version the module does not handle: counted by the gate
-                        continue
-                    try:
-                        await sub.handler(event)
-                        hosted.handled += 1
-                    except Exception as exc:  # counted and logged; the event is not redelivered forever
-                        hosted.handler_errors += 1
-                        log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
-                position = max(position, tail)
-                self._outbox.set_cursor(consumer, position)
+            async with events:
+                async for batch in events:
+                    for row in batch.events:
+                        event = gate.admit(row)
+                        if event is None:  # a version the module does not handle: counted by the gate
+                            continue
+                        try:
+                            await sub.handler(event)
+                            hosted.handled += 1
+                        except Exception as exc:  # counted and logged; the event is not redelivered forever
+                            hosted.handler_errors += 1
+                            log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
+                    events.ack(batch)
 
     def serves(self, tenant: str, module: str) -> str | None:
         """None when `module` runs for `tenant` (for module commands), else the reason it does not."""

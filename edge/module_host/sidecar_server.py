@@ -27,6 +27,7 @@ import orjson
 from edge.module_host.context import InProcessContext
 from edge.module_host.host import HostedModule, ModuleHost, ModuleState
 from edge.module_host.versions import VersionGate
+from edge.outbox.consumer import DurableConsumer
 from edge.plugins import LoadedPlugin, Manifest, parse_manifest
 from edge.sdk.errors import DeviceError, OutboxFull, PluginError, UnknownTarget
 from edge.sdk.events import StoredEvent
@@ -327,24 +328,15 @@ class _Stream:
             await self._remote.tenants_changed.wait()
 
     async def _feed(self, tenant: TenantContext) -> None:
-        outbox, consumer = self._host.outbox, self._consumer
-        wake = self._host.wake(consumer, tenant.tenant_id)
+        events = DurableConsumer(
+            self._host.outbox, tenant, self._consumer, types=self._types, max_batch=self._max
+        )
         loop = asyncio.get_running_loop()
         with tenant_scope(tenant):
-            position = await outbox.cursor(consumer)
-            while True:
-                scanned = outbox.last_position  # committed before the read: the read sees all of it
-                wake.clear()  # before the read: a commit landing during it wakes the next wait
-                rows = await outbox.read_after(position, self._max, self._types)
-                if rows:
-                    await self._deliver(tenant, rows, loop)
-                    position = rows[-1].position
-                if len(rows) < self._max and scanned > position:
-                    position = scanned  # nothing else of our types up to `scanned`: let retention free it
-                outbox.set_cursor(consumer, position)
-                if not rows:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), 1.0)
+            async with events:
+                async for batch in events:
+                    await self._deliver(tenant, batch.events, loop)
+                    events.ack(batch)
 
     async def _deliver(
         self, tenant: TenantContext, rows: list[StoredEvent], loop: asyncio.AbstractEventLoop

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from edge.module_host.batches import run_batch_consumer
 from edge.outbox.sqlite import SqliteOutbox
-from edge.sdk.events import Event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
@@ -64,16 +63,7 @@ class WebhookDispatcher:
         self._reload = reload_interval
         self._running: dict[str, _Running] = {}
         self._held: dict[str, str] = {}  # subscription id -> tenant, for every subscription holding rows
-        self._wake: dict[str, asyncio.Event] = {}  # subscription id -> set on its tenant's commits
         self.stats: dict[str, DeliveryStats] = {}
-        outbox.add_commit_listener(self._on_commit)
-
-    def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
-        tenants = {e.tenant for e in events}
-        for sub_id, tenant in self._held.items():
-            wake = self._wake.get(sub_id)
-            if wake is not None and tenant in tenants:
-                wake.set()
 
     async def sync(self) -> None:
         """Match the running consumers to the stored subscriptions (called at start and periodically)."""
@@ -85,7 +75,6 @@ class WebhookDispatcher:
         for sub_id in [s for s in self._held if s not in wanted]:
             await self._stop(sub_id)
             tenant = self._held.pop(sub_id)
-            self._wake.pop(sub_id, None)
             self._outbox.release(f"webhook:{sub_id}", [tenant])
             log.info("webhook %s of tenant %s removed", sub_id, tenant)
         for sub_id, sub in wanted.items():
@@ -129,11 +118,10 @@ class WebhookDispatcher:
             timeout=httpx.Timeout(self._policy.timeout),
         )
         stats = self.stats.setdefault(sub.id, DeliveryStats(f"webhook {sub.id}"))
-        wake = self._wake.setdefault(sub.id, asyncio.Event())
         deliverer = Deliverer(sub, current, client, self._policy, stats, self._pauser(ctx, sub.id))
         task = asyncio.create_task(
             run_batch_consumer(
-                self._outbox, stats, ctx, sub.consumer, sub.types or None, deliverer, wake, max_batch=_BATCH
+                self._outbox, stats, ctx, sub.consumer, sub.types or None, deliverer, max_batch=_BATCH
             ),
             name=f"webhook-{sub.id}",
         )
