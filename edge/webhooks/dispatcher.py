@@ -27,7 +27,7 @@ from edge.sdk.events import Event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
-from edge.webhooks.store import Subscription, WebhookStore
+from edge.webhooks.store import Subscription, WebhookStore, consumer_name
 
 __all__ = ["WebhookDispatcher"]
 
@@ -86,7 +86,7 @@ class WebhookDispatcher:
             await self._stop(sub_id)
             tenant = self._held.pop(sub_id)
             self._wake.pop(sub_id, None)
-            self._outbox.release(f"webhook:{sub_id}", [tenant])
+            self._outbox.release(consumer_name(sub_id), [tenant])
             log.info("webhook %s of tenant %s removed", sub_id, tenant)
         for sub_id, sub in wanted.items():
             if sub_id not in self._held:

@@ -308,7 +308,7 @@ async def test_point_writes_are_refused_for_tenants_the_module_is_not_entitled_t
             assert "no write path to devices" in str(no_devices.value.details())
             # entitled live: module commands for globex are admitted from now on, as for in-process modules
             assert kernel.host.serves("globex", "echo") == "tenant is not entitled to module 'echo'"
-            await kernel.host.set_entitlements("globex", {"solar", "echo"})
+            await kernel.host.tenants.set_entitlements("globex", {"solar", "echo"})
             assert kernel.host.serves("globex", "echo") is None
     finally:
         await server.stop()
