@@ -33,6 +33,7 @@ from edge.devices.polling import DevicePoller
 from edge.module_host.commands import ModuleCommands
 from edge.module_host.control import ModuleControl
 from edge.module_host.host import ModuleHost
+from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.stats import GatewayStats
@@ -56,7 +57,7 @@ class Gateway:
         self.config = loaded.config
         self.registry = registry
         self.stats = GatewayStats()
-        self.tenants = loaded.tenant_contexts()
+        self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
         storage = self.config.storage
         options: dict[str, Any] = {
@@ -103,8 +104,8 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
-        self.modules = ModuleHost(self.outbox, list(self.tenants.values()), gateway_id, loaded.data_dir)
-        self.module_control = ModuleControl(loaded, registry, self.modules, self.tenants)
+        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
+        self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
@@ -288,7 +289,7 @@ class Gateway:
         Raises KeyError for a tenant this gateway does not serve."""
         if tenant_id not in self.tenants:
             raise KeyError(f"no tenant {tenant_id!r} on gateway {self.config.gateway.id}")
-        await self.module_control.set_entitlements(tenant_id, frozenset(flags))
+        await self.tenants.set_entitlements(tenant_id, flags)
 
     async def backlog(self) -> int:
         """Events the MQTT publisher has not yet published, all tenants together."""

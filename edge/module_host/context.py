@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.module_host.contracts import load_schema
@@ -16,9 +16,12 @@ from edge.sdk.modules import (
     BatchHandler,
     EventHandler,
     PointWriter,
+    TickHandler,
+    module_consumer,
 )
 from edge.sdk.store import ModuleStore, module_store_path
 from edge.sdk.tenancy import TenantContext, current_tenant
+from edge.sdk.ticks import Tick
 
 
 @dataclass
@@ -38,6 +41,16 @@ class BatchSubscription:
     tenants: frozenset[str] | None
 
 
+@dataclass
+class Registrations:
+    """What a module asked for through its context: the host's record (it routes and ticks from it), kept
+    out of the context so a module sees exactly the `ModuleContext` protocol, as when it runs isolated."""
+
+    subscriptions: list[Subscription] = field(default_factory=list)
+    batch_subscriptions: list[BatchSubscription] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+
+
 class InProcessContext:
     """The `edge.sdk.ModuleContext` of a module hosted in the gateway's process."""
 
@@ -51,6 +64,7 @@ class InProcessContext:
         store: ModuleStore | None = None,
         point_writer: PointWriter | None = None,
         produces: Sequence[Produces] = (),
+        registrations: Registrations | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -62,13 +76,12 @@ class InProcessContext:
         self.log = logging.getLogger(f"edge.module.{name}")
         self._outbox = outbox
         self._source = f"/{gateway_id}/modules/{name}"
-        self.subscriptions: list[Subscription] = []
-        self.batch_subscriptions: list[BatchSubscription] = []
+        self._registrations = registrations or Registrations()
         self._produces = {p.type: p for p in produces}
 
     def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:
         """Receive committed events of these types, per entitled tenant, in outbox order, at least once."""
-        self.subscriptions.append(Subscription(tuple(types), handler))
+        self._registrations.subscriptions.append(Subscription(tuple(types), handler))
 
     def subscribe_batches(
         self,
@@ -90,7 +103,7 @@ class InProcessContext:
         """
         if max_batch < 1 or max_wait < 0:
             raise ValueError("max_batch must be >= 1 and max_wait >= 0")
-        self.batch_subscriptions.append(
+        self._registrations.batch_subscriptions.append(
             BatchSubscription(
                 name,
                 tuple(types or ()),
@@ -104,7 +117,12 @@ class InProcessContext:
 
     def consumer_name(self, subscription: str) -> str:
         """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
-        return f"module:{self.name}:{subscription}"
+        return module_consumer(self.name, subscription)
+
+    def every(self, interval: float, fn: TickHandler) -> None:
+        """Call `fn(now)` every `interval` seconds per entitled tenant, inside its context, while the module is
+        enabled (edge.sdk.ModuleContext.every); the host owns the tasks."""
+        self._registrations.ticks.append(Tick(interval, fn))
 
     async def write_point(self, site: str, device: str, point: str, value: Any) -> None:
         """Write a point of the current tenant's device through the kernel's command path (the same checks

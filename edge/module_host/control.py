@@ -5,7 +5,8 @@
 - Every second it applies the operators' desired state (`edge module enable|disable`, kept in
   `{data_dir}/modules.db` so it survives restarts; a recorded choice wins over the config's `enabled`),
   writes a health snapshot of every module for the CLI, and looks at the config file: a change of a tenant's
-  `entitlements` is applied live and logged (other edits take effect at the next start).
+  `entitlements` is applied live through the tenant registry (edge.module_host.tenants) and logged (other
+  edits take effect at the next start).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge.config import LoadedConfig, load_config
@@ -22,7 +23,6 @@ from edge.module_host.host import HostedModule, ModuleHost, ModuleState
 from edge.module_host.state import Desired, ModuleSnapshot, ModuleStateStore
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError
-from edge.sdk.tenancy import TenantContext
 
 if TYPE_CHECKING:
     from edge.module_host.supervisor import Isolation, Supervisor
@@ -44,10 +44,8 @@ class ModuleControl:
         loaded: LoadedConfig,
         registry: PluginRegistry,
         host: ModuleHost,
-        tenants: dict[str, TenantContext] | None = None,
     ) -> None:
         self._loaded = loaded
-        self._tenants = tenants if tenants is not None else {}  # the gateway's, kept in step
         self._registry = registry
         self._host = host
         self._configs = {m.name: m for m in loaded.config.modules}
@@ -55,7 +53,6 @@ class ModuleControl:
         self.state = ModuleStateStore(loaded.data_dir)
         self._applied: dict[str, _Applied] = {}
         self._config_mtime = _mtime(loaded)
-        self._entitlements = {t.id: frozenset(t.entitlements) for t in loaded.config.tenants}
 
     async def start(self) -> None:
         desired = await asyncio.to_thread(self.state.desired)
@@ -177,13 +174,6 @@ class ModuleControl:
             last_exit=supervisor.last_exit if supervisor else None,
         )
 
-    async def set_entitlements(self, tenant_id: str, flags: frozenset[str]) -> None:
-        """The one place entitlements change (API and config file): the host re-routes, then the rest follows."""
-        await self._host.set_entitlements(tenant_id, flags)
-        self._entitlements[tenant_id] = flags
-        if tenant_id in self._tenants:
-            self._tenants[tenant_id] = replace(self._tenants[tenant_id], entitlements=flags)
-
     async def _follow_config(self) -> None:
         mtime = _mtime(self._loaded)
         if mtime == self._config_mtime:
@@ -194,11 +184,12 @@ class ModuleControl:
         except ConfigError as exc:
             log.error("the edited configuration is invalid; keeping the running one:\n%s", exc)
             return
+        tenants = self._host.tenants  # the one record of entitlements (API changes land there too)
         for tenant in loaded.config.tenants:
             flags = frozenset(tenant.entitlements)
-            if tenant.id in self._entitlements and flags != self._entitlements[tenant.id]:
+            if tenant.id in tenants and flags != tenants[tenant.id].entitlements:
                 log.info("configuration changed: applying tenant %s's entitlements", tenant.id)
-                await self.set_entitlements(tenant.id, flags)
+                await tenants.set_entitlements(tenant.id, flags)
 
     async def stop(self) -> None:
         if self._isolation is not None:

@@ -29,14 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edge.module_host.batches import BatchConsumer
-from edge.module_host.context import InProcessContext, Subscription
+from edge.module_host.context import InProcessContext, Registrations, Subscription
+from edge.module_host.tenants import EntitlementListener, Tenants
 from edge.module_host.versions import VersionGate
 from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
@@ -45,9 +46,11 @@ from edge.sdk.modules import (
     Health,
     Module,
     PointWriter,
+    module_consumer,
 )
 from edge.sdk.store import ModuleStore, module_store_path
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.sdk.ticks import TenantTicks
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,11 @@ class HostedModule:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tenant_tasks: dict[str, list[asyncio.Task[None]]] = field(default_factory=dict)
     gate: VersionGate | None = None
+    registrations: Registrations = field(default_factory=Registrations)  # what it subscribed to, its ticks
+    ticks: TenantTicks | None = None  # its `every` tasks per tenant, while enabled (in-process only)
+
+    def count_error(self) -> None:
+        self.handler_errors += 1
 
 
 class ModuleHost:
@@ -82,21 +90,27 @@ class ModuleHost:
     def __init__(
         self,
         outbox: SqliteOutbox,
-        tenants: Sequence[TenantContext],
+        tenants: Tenants | Sequence[TenantContext],
         gateway_id: str,
         data_dir: Path | None = None,
     ) -> None:
         self._outbox = outbox
-        self._tenants = {t.tenant_id: t for t in tenants}
+        # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
+        self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
         self._data_dir = data_dir or outbox.path.parent
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
-        self._entitlement_listeners: list[Callable[[TenantContext, TenantContext], None]] = []
+        self._tenants.listen(self._entitlements_changed)  # first: in-process routing follows at once
 
     @property
     def outbox(self) -> SqliteOutbox:
         return self._outbox
+
+    @property
+    def tenants(self) -> Tenants:
+        """The tenants and their entitlements as of now; `tenants.set_entitlements` changes them live."""
+        return self._tenants
 
     @property
     def gateway_id(self) -> str:
@@ -104,11 +118,12 @@ class ModuleHost:
 
     def entitled(self, entitlement: str | None) -> list[TenantContext]:
         """The tenants whose events a module needing `entitlement` may see, as of now."""
-        return [t for t in self._tenants.values() if t.entitled(entitlement)]
+        return self._tenants.entitled(entitlement)
 
-    def on_entitlements_changed(self, listener: Callable[[TenantContext, TenantContext], None]) -> None:
-        """Call `listener(old, new)` when a tenant's entitlements change (isolated modules re-route)."""
-        self._entitlement_listeners.append(listener)
+    def on_entitlements_changed(self, listener: EntitlementListener) -> None:
+        """Call `listener(old, new)` when a tenant's entitlements change, after this host re-routed its
+        in-process modules (isolated modules re-route there)."""
+        self._tenants.listen(listener)
 
     async def start(self, name: str, plugin: LoadedPlugin, config: dict[str, Any]) -> HostedModule:
         hosted = HostedModule(name, plugin)
@@ -128,6 +143,7 @@ class ModuleHost:
                 store,
                 self.point_writer,
                 plugin.manifest.produces,
+                hosted.registrations,
             )
             await store.open()
             await module.on_init(context)
@@ -139,6 +155,7 @@ class ModuleHost:
             return hosted
         hosted.module, hosted.context, hosted.state = module, context, ModuleState.ENABLED
         hosted.gate = VersionGate(name, plugin.manifest.consumes)
+        hosted.ticks = TenantTicks(name, hosted.registrations.ticks, hosted.count_error)
         for tenant in entitled:
             self._attach(hosted, tenant)
         log.info(
@@ -150,56 +167,50 @@ class ModuleHost:
         return hosted
 
     def _attach(self, hosted: HostedModule, tenant: TenantContext) -> None:
-        """Start the module's consumers of one tenant (its durable cursors say where they resume)."""
+        """Start the module's consumers and ticks of one tenant (its durable cursors say where they resume)."""
         context = hosted.context
         assert context is not None
+        registered = hosted.registrations
         tasks = hosted.tenant_tasks.setdefault(tenant.tenant_id, [])
-        for index, subscription in enumerate(context.subscriptions):
-            consumer = f"module:{hosted.name}:{index}"
+        for index, subscription in enumerate(registered.subscriptions):
+            consumer = module_consumer(hosted.name, str(index))
             self._outbox.hold(consumer, [tenant.tenant_id])
             tasks.append(
                 asyncio.create_task(
                     self._consume(hosted, tenant, consumer, subscription), name=f"module-{hosted.name}"
                 )
             )
-        for batches in context.batch_subscriptions:
+        for batches in registered.batch_subscriptions:
             if batches.tenants is not None and tenant.tenant_id not in batches.tenants:
                 continue
-            consumer = context.consumer_name(batches.name)
+            consumer = module_consumer(hosted.name, batches.name)
             self._outbox.hold(consumer, [tenant.tenant_id])
             consumer_task = BatchConsumer(self._outbox, hosted, tenant, consumer, batches)
             tasks.append(
                 asyncio.create_task(consumer_task.run(), name=f"module-{hosted.name}-{tenant.tenant_id}")
             )
         hosted.tasks.extend(tasks)
+        if hosted.ticks is not None:
+            hosted.ticks.start(tenant)
         context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
 
     async def _detach(self, hosted: HostedModule, tenant_id: str) -> None:
         tasks = hosted.tenant_tasks.pop(tenant_id, [])
         await _cancel(tasks)
         hosted.tasks = [t for t in hosted.tasks if t not in tasks]
+        if hosted.ticks is not None:
+            await hosted.ticks.stop(tenant_id)
         context = hosted.context
         if context is not None:
-            consumers = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
-            consumers += [context.consumer_name(b.name) for b in context.batch_subscriptions]
-            for consumer in consumers:  # the revoked tenant's rows no longer wait for this module
+            for consumer in self._consumers(
+                hosted
+            ):  # the revoked tenant's rows no longer wait for this module
                 self._outbox.release(consumer, [tenant_id])
             context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
 
-    async def set_entitlements(self, tenant_id: str, flags: Iterable[str]) -> None:
-        """Change a tenant's entitlement flags live: modules it gains start receiving its events from now
-        on (not its history), modules it loses stop at once. Logged; raises KeyError for an unknown tenant."""
-        old = self._tenants[tenant_id]
-        new = replace(old, entitlements=frozenset(flags))
-        if new.entitlements == old.entitlements:
-            return
-        self._tenants[tenant_id] = new
-        log.info(
-            "tenant %s entitlements changed: %s -> %s",
-            tenant_id,
-            sorted(old.entitlements),
-            sorted(new.entitlements),
-        )
+    async def _entitlements_changed(self, old: TenantContext, new: TenantContext) -> None:
+        """A tenant's entitlements changed (edge.module_host.tenants): modules it gains start receiving its
+        events from now on (not its history) and ticking for it, modules it loses stop at once."""
         for hosted in self.modules.values():
             flag = hosted.plugin.manifest.entitlement
             was, now = old.entitled(flag), new.entitled(flag)
@@ -210,18 +221,15 @@ class ModuleHost:
                     for consumer in self._consumers(hosted):  # from now on, not the tenant's history
                         self._outbox.set_cursor(consumer, self._outbox.last_position)
                 self._attach(hosted, new)
-                log.info("module %s now receives tenant %s's events", hosted.name, tenant_id)
+                log.info("module %s now receives tenant %s's events", hosted.name, new.tenant_id)
             else:
-                await self._detach(hosted, tenant_id)
-                log.info("module %s no longer receives tenant %s's events", hosted.name, tenant_id)
-        for listener in self._entitlement_listeners:
-            listener(old, new)
+                await self._detach(hosted, new.tenant_id)
+                log.info("module %s no longer receives tenant %s's events", hosted.name, new.tenant_id)
 
     def _consumers(self, hosted: HostedModule) -> list[str]:
-        context = hosted.context
-        assert context is not None
-        names = [f"module:{hosted.name}:{i}" for i in range(len(context.subscriptions))]
-        return names + [context.consumer_name(b.name) for b in context.batch_subscriptions]
+        registered = hosted.registrations
+        names = [module_consumer(hosted.name, str(i)) for i in range(len(registered.subscriptions))]
+        return names + [module_consumer(hosted.name, b.name) for b in registered.batch_subscriptions]
 
     async def _consume(
         self, hosted: HostedModule, tenant: TenantContext, consumer: str, sub: Subscription
@@ -271,6 +279,8 @@ class ModuleHost:
             return
         await _cancel(hosted.tasks)
         hosted.tasks, hosted.tenant_tasks = [], {}
+        if hosted.ticks is not None:
+            await hosted.ticks.close()
         if hosted.module is not None and hosted.state is ModuleState.ENABLED:
             try:
                 await hosted.module.on_disable()

@@ -31,7 +31,7 @@ from edge.outbox.consumer import DurableConsumer
 from edge.plugins import LoadedPlugin, Manifest, parse_manifest
 from edge.sdk.errors import DeviceError, OutboxFull, PluginError, UnknownTarget
 from edge.sdk.events import StoredEvent
-from edge.sdk.modules import Health
+from edge.sdk.modules import Health, module_consumer
 from edge.sdk.proto import TOKEN_HEADER
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
@@ -60,6 +60,7 @@ class RemoteModule:
     registered: int = 0
     consumers: set[str] = field(default_factory=set)  # its subscriptions' cursors, as seen so far
     tenants_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    errors_before: int = 0  # handler errors of earlier launches (each launch reports its own count)
 
     @property
     def name(self) -> str:
@@ -67,6 +68,7 @@ class RemoteModule:
 
     def launched(self) -> None:
         self.health, self.health_at = Health(False, "starting"), None
+        self.errors_before = self.hosted.handler_errors
 
 
 class SidecarServer(pb_grpc.ModuleHostServicer):
@@ -183,6 +185,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
     ) -> pb.HealthReply:
         remote = await self._registered(context)
         remote.health, remote.health_at = Health(request.ok, request.detail[:500]), time.monotonic()
+        remote.hosted.handler_errors = remote.errors_before + request.handler_errors
         return pb.HealthReply(tenants=[_tenant(t) for t in self._tenants(remote)])
 
     async def Publish(
@@ -278,7 +281,7 @@ class _Stream:
         self._remote = remote
         self._types = tuple(sub.types)
         self._max = int(sub.max_batch)
-        self._consumer = f"module:{remote.name}:{sub.name}"
+        self._consumer = module_consumer(remote.name, sub.name)
         remote.consumers.add(self._consumer)
         self._tenants = tenants
         self._out: asyncio.Queue[pb.Delivery] = asyncio.Queue()

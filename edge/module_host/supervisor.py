@@ -32,7 +32,7 @@ from edge.module_host.host import HostedModule, ModuleHost, ModuleState
 from edge.module_host.sidecar_server import RemoteModule, SidecarServer
 from edge.plugins import LoadedPlugin, Manifest
 from edge.sdk.backoff import Backoff
-from edge.sdk.modules import Health
+from edge.sdk.modules import Health, module_consumer
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class Isolation:
         data_dir.mkdir(parents=True, exist_ok=True)
         remote = RemoteModule(hosted, config, manifest, data_dir)
         supervisor = Supervisor(remote, self.server, command, env or {}, limits or Limits())
-        for consumer, tenant in await self._host.outbox.stored_cursors(f"module:{name}:"):
+        for consumer, tenant in await self._host.outbox.stored_cursors(module_consumer(name, "")):
             self._host.outbox.hold(consumer, [tenant])  # its rows wait for it while it starts or is down
         hosted.module = _RemoteModuleHandle(supervisor)
         hosted.state = ModuleState.ENABLED

@@ -72,7 +72,6 @@ from edge.sdk.kit import (
     ModuleConfigError,
     Sample,
     Telemetry,
-    Ticker,
     as_bool,
     parse_config,
 )
@@ -87,6 +86,8 @@ from edge.sdk.modules import (
     PointWriter,
     Rejected,
     RetryLater,
+    TickHandler,
+    module_consumer,
 )
 from edge.sdk.points import (
     Name,
@@ -175,7 +176,7 @@ __all__ = [
     "Telemetry",
     "TelemetryData",
     "TenantContext",
-    "Ticker",
+    "TickHandler",
     "UnknownTarget",
     "WriteRejected",
     "as_bool",
@@ -184,6 +185,7 @@ __all__ = [
     "json_schemas",
     "make_event",
     "maybe_tenant",
+    "module_consumer",
     "module_store_path",
     "new_event_id",
     "parse_config",

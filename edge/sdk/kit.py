@@ -4,31 +4,30 @@
   that changed, so modules keep the last value of each point they follow).
 - `parse_config`: a module's pydantic config model from its `[modules.config]` table; an error names the
   field path (`modules.<name>.config.<path>`) and the reason.
-- `Ticker`: a module's periodic work per entitled tenant (time-based conditions: "for longer than", stale
-  data), run inside that tenant's context so publishing and storage are scoped as for events.
 - `EventBatches`: events in batches, with the state they changed stored once per batch.
 - `AlertBook`: raise and clear `org.edgegw.asset.failed` alerts once each, remembered in the module's store.
 - `as_bool`: binary point values across protocols (True/False, BACnet "active"/"inactive" or state texts
   such as "normal"/"alarm", 0/1, on/off).
+
+Periodic work (time-based conditions: "for longer than", stale data) is `ModuleContext.every`: the kernel
+owns those tasks, per entitled tenant.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import ASSET_FAILED, TELEMETRY, StoredEvent, rfc3339
+from edge.sdk.modules import ModuleContext
 from edge.sdk.store import ModuleStore
-from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = [
     "AlertBook",
@@ -36,32 +35,12 @@ __all__ = [
     "ModuleConfigError",
     "Sample",
     "Telemetry",
-    "Ticker",
     "as_bool",
     "parse_config",
 ]
 
-log = logging.getLogger(__name__)
-
 M = TypeVar("M", bound=BaseModel)
-Publish = Callable[[str, str, dict[str, Any]], Awaitable[object]]  # ModuleContext.publish; the id is unused
-
-
-class ModuleContextLike(Protocol):
-    """What `EventBatches` uses of a module's context (edge.module_host.host.ModuleContext, or the isolated runner's)."""
-
-    name: str
-    store: ModuleStore
-
-    def subscribe_batches(
-        self,
-        types: Sequence[str] | None,
-        handler: Callable[[Sequence[StoredEvent]], Awaitable[Any]],
-        *,
-        max_batch: int = ...,
-        max_wait: float = ...,
-        name: str = ...,
-    ) -> None: ...
+Publish = Callable[[str, str, dict[str, Any]], Awaitable[str]]  # ModuleContext.publish
 
 
 class ModuleConfigError(EdgeError):
@@ -134,50 +113,6 @@ def as_bool(value: Any) -> bool | None:
         if lowered in ("inactive", "off", "false", "0", "stopped", "closed", "normal", "ok"):
             return False
     return None
-
-
-class Ticker:
-    """Calls `work(now)` every `interval` seconds for each tenant, inside the tenant's context.
-
-    A call that raises is logged with the module and tenant and the ticker goes on: one bad tick never stops
-    a module's time-based checks. `stop` cancels and waits."""
-
-    def __init__(
-        self,
-        module: str,
-        tenants: Sequence[TenantContext],
-        interval: float,
-        work: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self._module = module
-        self._tenants = tuple(tenants)
-        self._interval = interval
-        self._work = work
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None and self._tenants:
-            self._task = asyncio.create_task(self._run(), name=f"module-{self._module}-ticker")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            now = time.time()
-            for tenant in self._tenants:
-                with tenant_scope(tenant):
-                    try:
-                        await self._work(now)
-                    except Exception:
-                        log.exception(
-                            "module %s: periodic check for tenant %s failed", self._module, tenant.tenant_id
-                        )
 
 
 class AlertBook:
@@ -253,7 +188,7 @@ class EventBatches:
 
     def __init__(
         self,
-        context: ModuleContextLike,
+        context: ModuleContext,
         types: Sequence[str],
         handle: StateHandler,
         lock: Callable[[], asyncio.Lock],

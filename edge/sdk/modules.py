@@ -29,6 +29,8 @@ __all__ = [
     "PointWriter",
     "Rejected",
     "RetryLater",
+    "TickHandler",
+    "module_consumer",
 ]
 
 EventHandler = Callable[[StoredEvent], Awaitable[None]]
@@ -36,8 +38,18 @@ EventHandler = Callable[[StoredEvent], Awaitable[None]]
 # raises edge.sdk.errors.DeviceError (or UnknownTarget) with the reason when the write is refused or fails
 PointWriter = Callable[[str, str, str, str, Any], Awaitable[None]]
 
+# (now) -> None: a module's periodic work, called once per entitled tenant inside that tenant's context
+TickHandler = Callable[[float], Awaitable[None]]
+
 RETRY_BASE = 1.0  # seconds: the kernel's backoff for RetryLater(None), capped (reliability T04)
 RETRY_CAP = 60.0
+
+
+def module_consumer(module: str, subscription: str) -> str:
+    """The outbox consumer (cursor) name of a module's subscription: `module:<module>:<subscription>` (an
+    event subscription is named by its index, a batch subscription by its `name`). With `subscription=""`,
+    the prefix every consumer of the module starts with."""
+    return f"module:{module}:{subscription}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,14 @@ class ModuleContext(Protocol):
 
     def consumer_name(self, subscription: str) -> str:
         """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
+        ...
+
+    def every(self, interval: float, fn: TickHandler) -> None:
+        """Call `fn(now)` every `interval` seconds (first after one interval), once per entitled tenant, inside
+        that tenant's context, while the module is enabled: time-based conditions ("for longer than", stale
+        data). The kernel owns the tasks: it starts a tenant's ticks when the module is enabled or the tenant
+        becomes entitled, and cancels them when the module is disabled or the entitlement is revoked. A call
+        that raises is logged and counted, and the ticks go on. Call it from `on_init`."""
         ...
 
     async def publish(self, type: str, subject: str, data: dict[str, Any]) -> str:

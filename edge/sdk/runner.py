@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,25 @@ from edge.plugins import PluginRegistry
 from edge.sdk.backoff import Backoff
 from edge.sdk.errors import DeviceError, UnknownTarget
 from edge.sdk.events import StoredEvent
-from edge.sdk.modules import RETRY_BASE, RETRY_CAP, BatchHandler, EventHandler, Module, Rejected, RetryLater
+from edge.sdk.modules import (
+    RETRY_BASE,
+    RETRY_CAP,
+    BatchHandler,
+    EventHandler,
+    Module,
+    Rejected,
+    RetryLater,
+    TickHandler,
+    module_consumer,
+)
 from edge.sdk.proto import TOKEN_HEADER
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
 from edge.sdk.store import ModuleStore
 from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
+from edge.sdk.ticks import TenantTicks, Tick
 
-__all__ = ["RemoteModuleContext", "main", "run"]
+__all__ = ["IsolatedContext", "main", "run"]
 
 log = logging.getLogger("edge.sdk.runner")
 
@@ -49,27 +61,43 @@ log = logging.getLogger("edge.sdk.runner")
 _WRITE_DEADLINE = 15.0
 
 
-class RemoteModuleContext:
-    """The ModuleContext API of an isolated module: the same calls, carried over gRPC to the kernel."""
+@dataclass
+class _Registered:
+    """What the module asked for through its context: the runner streams and ticks from it."""
 
-    def __init__(self, name: str, reply: pb.RegisterReply, stub: pb_grpc.ModuleHostStub, token: str) -> None:
+    subscriptions: list[tuple[str, tuple[str, ...], EventHandler]] = field(default_factory=list)
+    batch_subscriptions: list[tuple[str, tuple[str, ...], BatchHandler, int]] = field(default_factory=list)
+    ticks: list[Tick] = field(default_factory=list)
+
+
+class IsolatedContext:
+    """The `edge.sdk.ModuleContext` of an isolated module: the same calls, carried over gRPC to the kernel."""
+
+    def __init__(
+        self,
+        name: str,
+        reply: pb.RegisterReply,
+        stub: pb_grpc.ModuleHostStub,
+        token: str,
+        registered: _Registered | None = None,
+    ) -> None:
         self.name = name
         self.config: dict[str, Any] = orjson.loads(reply.config_json or "{}")
         self.gateway_id = reply.gateway_id
-        self.data_dir = Path(reply.data_dir)
         self.log = logging.getLogger(f"edge.module.{name}")
         self.tenants = _tenants(reply.tenants)
-        self.subscriptions: list[tuple[str, tuple[str, ...], EventHandler]] = []
-        self.batch_subscriptions: list[tuple[str, tuple[str, ...], BatchHandler, int, float]] = []
         # the module's own tenant-scoped store: the same SQLite file as in-process (WAL: readers such as
         # `edge billing report` are fine), wherever the kernel keeps it
         self.store = ModuleStore(Path(reply.store_path), name)
+        self._registered = registered or _Registered()
         self._stub = stub
         self._metadata = ((TOKEN_HEADER, token),)
 
     def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:
+        """Receive committed events of these types, per entitled tenant, in outbox order, at least once."""
+        subscriptions = self._registered.subscriptions
         # named by index, as in-process: switching run mode keeps the module's cursor
-        self.subscriptions.append((str(len(self.subscriptions)), tuple(types), handler))
+        subscriptions.append((str(len(subscriptions)), tuple(types), handler))
 
     def subscribe_batches(
         self,
@@ -82,12 +110,19 @@ class RemoteModuleContext:
         name: str = "batches",
         tenants: Sequence[str] | None = None,
     ) -> None:
+        """Receive committed events in batches of one tenant, as in-process (the kernel batches them)."""
         if max_batch < 1 or max_wait < 0:
             raise ValueError("max_batch must be >= 1 and max_wait >= 0")
-        self.batch_subscriptions.append((name, tuple(types or ()), handler, min(max_batch, 1000), max_wait))
+        self._registered.batch_subscriptions.append((name, tuple(types or ()), handler, min(max_batch, 1000)))
 
     def consumer_name(self, subscription: str) -> str:
-        return f"module:{self.name}:{subscription}"
+        """The outbox consumer (cursor) name of one of this module's batch subscriptions."""
+        return module_consumer(self.name, subscription)
+
+    def every(self, interval: float, fn: TickHandler) -> None:
+        """Call `fn(now)` every `interval` seconds per entitled tenant, inside its context, while the module
+        runs; this process owns the tasks and follows entitlement changes at each health report."""
+        self._registered.ticks.append(Tick(interval, fn))
 
     async def publish(self, type: str, subject: str, data: dict[str, Any]) -> str:
         """Publish for the current tenant; durable in the kernel's outbox when this returns."""
@@ -147,7 +182,7 @@ def _stored(tenant: str, event: pb.Event) -> StoredEvent:
 
 
 async def _stream(
-    context: RemoteModuleContext,
+    context: IsolatedContext,
     name: str,
     types: tuple[str, ...],
     max_batch: int,
@@ -209,15 +244,19 @@ def _batches(handler: BatchHandler, counters: dict[str, int]) -> Callable[[list[
     return handle
 
 
-async def _report_health(context: RemoteModuleContext, module: Module, interval: float) -> None:
+async def _report_health(
+    context: IsolatedContext, module: Module, interval: float, ticks: TenantTicks, counters: dict[str, int]
+) -> None:
     while True:
         try:
             health = await asyncio.wait_for(module.on_health_check(), max(interval, 1.0))
             ok, detail = health.ok, health.detail
         except Exception as exc:
             ok, detail = False, f"health check failed: {exc}"
-        reply = await context._stub.Health(pb.HealthReport(ok=ok, detail=detail), metadata=context._metadata)
+        report = pb.HealthReport(ok=ok, detail=detail, handler_errors=counters["errors"])
+        reply = await context._stub.Health(report, metadata=context._metadata)
         context.tenants = _tenants(reply.tenants)
+        await ticks.follow(context.tenants)  # entitled or revoked since the last report
         await asyncio.sleep(interval)
 
 
@@ -228,21 +267,29 @@ async def run(name: str, factory: Callable[[], Any], manifest_toml: str) -> int:
         reply = await stub.Register(
             pb.RegisterRequest(manifest_toml=manifest_toml), metadata=((TOKEN_HEADER, token),)
         )
-        context = RemoteModuleContext(name, reply, stub, token)
+        registered = _Registered()
+        context = IsolatedContext(name, reply, stub, token, registered)
         module = factory()
         if not isinstance(module, Module):
             log.error("module %s does not implement on_init/on_enable/on_disable/on_health_check", name)
             return 2
         await context.store.open()
-        await module.on_init(context)  # type: ignore[arg-type]  # the same API, carried over gRPC
+        await module.on_init(context)
         await module.on_enable()
         counters = {"handled": 0, "errors": 0}
-        tasks = [asyncio.create_task(_report_health(context, module, reply.health_interval or 2.0))]
-        for sub_name, types, handler in context.subscriptions:
+
+        def count_error() -> None:
+            counters["errors"] += 1
+
+        ticks = TenantTicks(name, registered.ticks, count_error)
+        await ticks.follow(context.tenants)
+        interval = reply.health_interval or 2.0
+        tasks = [asyncio.create_task(_report_health(context, module, interval, ticks, counters))]
+        for sub_name, types, handler in registered.subscriptions:
             tasks.append(
                 asyncio.create_task(_stream(context, sub_name, types, 200, _one_by_one(handler, counters)))
             )
-        for sub_name, types, batch_handler, max_batch, _ in context.batch_subscriptions:
+        for sub_name, types, batch_handler, max_batch in registered.batch_subscriptions:
             tasks.append(
                 asyncio.create_task(
                     _stream(context, sub_name, types, max_batch, _batches(batch_handler, counters))
@@ -254,6 +301,7 @@ async def run(name: str, factory: Callable[[], Any], manifest_toml: str) -> int:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in [*tasks, stopper]:
             task.cancel()
+        await ticks.close()
         with contextlib.suppress(Exception):
             await module.on_disable()
         await context.store.close()

@@ -2,4 +2,4 @@
 
 __all__ = ["KERNEL_API_VERSION"]
 
-KERNEL_API_VERSION = "1.0"
+KERNEL_API_VERSION = "1.1"  # 1.1: ModuleContext.every

@@ -26,7 +26,7 @@ from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
-from edge.webhooks.store import Subscription, WebhookStore
+from edge.webhooks.store import Subscription, WebhookStore, consumer_name
 
 __all__ = ["WebhookDispatcher"]
 
@@ -75,7 +75,7 @@ class WebhookDispatcher:
         for sub_id in [s for s in self._held if s not in wanted]:
             await self._stop(sub_id)
             tenant = self._held.pop(sub_id)
-            self._outbox.release(f"webhook:{sub_id}", [tenant])
+            self._outbox.release(consumer_name(sub_id), [tenant])
             log.info("webhook %s of tenant %s removed", sub_id, tenant)
         for sub_id, sub in wanted.items():
             if sub_id not in self._held:

@@ -115,6 +115,7 @@ class DeadDelivery:
 
 
 def consumer_name(subscription_id: str) -> str:
+    """The outbox consumer (cursor) name of a webhook subscription: `webhook:<id>` (defined here only)."""
     return f"webhook:{subscription_id}"
 
 

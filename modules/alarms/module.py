@@ -3,7 +3,7 @@
 Per tenant, the module remembers each watched point (`track/<rule>/<site>/<device>`, see `rules.Track`) and
 each alarm not yet resolved (`alarm/<alarm id>`: active, or cleared but not acknowledged) in its store, so a
 restart neither forgets an active alarm nor raises it twice. Tracks are stored once per batch of events
-(`EventBatches`); alarms as they change. Samples are evaluated as they arrive; a ticker
+(`EventBatches`); alarms as they change. Samples are evaluated as they arrive; a tick (`context.every`)
 evaluates the time-based parts (delay, stale data, bad quality for too long) every `check_interval`.
 
 Commands (`org.edgegw.module.command` for module "alarms"): `ack` with args `{"alarm_id": ..., "by": ...,
@@ -27,7 +27,6 @@ from edge.sdk import (
     ModuleContext,
     StoredEvent,
     Telemetry,
-    Ticker,
     command_of,
     current_tenant,
     parse_config,
@@ -49,7 +48,6 @@ class Alarms:
     def __init__(self) -> None:
         self._tracks: dict[str, dict[str, Track]] = {}  # tenant -> key -> track (cache of the store)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._ticker: Ticker | None = None
         self._raised = 0
 
     async def on_init(self, context: ModuleContext) -> None:
@@ -57,15 +55,13 @@ class Alarms:
         self._config = parse_config(AlarmsConfig, context.config, context.name)
         self._rules = {rule.id: rule for rule in self._config.rules}
         self._batches = EventBatches(context, [TELEMETRY, MODULE_COMMAND], self._handle, self._lock)
-        self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
+        context.every(self._config.check_interval, self._tick)  # per entitled tenant, in its context
 
     async def on_enable(self) -> None:
-        if self._ticker is not None:
-            self._ticker.start()
+        return None  # the kernel starts its subscriptions and ticks
 
     async def on_disable(self) -> None:
-        if self._ticker is not None:
-            await self._ticker.stop()
+        return None  # the kernel cancels them
 
     async def on_health_check(self) -> Health:
         return Health(True, f"{len(self._rules)} rules, {self._raised} alarms raised since start")

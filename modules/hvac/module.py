@@ -2,10 +2,11 @@
 optional setpoint schedules are written through the drivers' write path.
 
 Per tenant, tracks (`zone/<site>/<device>`, `cycle/<site>/<device>/<point>`) are kept in the module's store.
-Events update them; a ticker re-checks the time-based conditions every `check_interval` (a zone that drifts
-slowly sends few changes) and applies schedules. A schedule runs only for a tenant entitled to the module
-(one configured for another tenant is reported at start and ignored); each occurrence of an entry is
-written once (`schedule/<n>` remembers the last one applied), and a failed write is retried on the next tick.
+Events update them; a tick (`context.every`) re-checks the time-based conditions every `check_interval` (a
+zone that drifts slowly sends few changes) and applies schedules. A schedule runs only for a tenant entitled
+to the module (one configured for another tenant is reported at start and ignored); each occurrence of an
+entry is written once (`schedule/<n>` remembers the last one applied), and a failed write is retried on the
+next tick.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from edge.sdk import (
     ModuleContext,
     StoredEvent,
     Telemetry,
-    Ticker,
     as_bool,
     current_tenant,
     parse_config,
@@ -52,7 +52,6 @@ class Hvac:
         self._zones: dict[str, dict[str, ZoneTrack]] = {}
         self._cycles: dict[str, dict[str, CycleTrack]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._ticker: Ticker | None = None
         self._schedules: list[tuple[int, Schedule]] = []
         self._writes = 0
         self._write_failures: dict[int, str] = {}
@@ -73,15 +72,13 @@ class Hvac:
                     schedule.tenant,
                 )
         self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
-        self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
+        context.every(self._config.check_interval, self._tick)  # per entitled tenant, in its context
 
     async def on_enable(self) -> None:
-        if self._ticker is not None:
-            self._ticker.start()
+        return None  # the kernel starts its subscriptions and ticks
 
     async def on_disable(self) -> None:
-        if self._ticker is not None:
-            await self._ticker.stop()
+        return None  # the kernel cancels them
 
     async def on_health_check(self) -> Health:
         failing = "; ".join(f"schedule {i}: {r}" for i, r in self._write_failures.items())

@@ -2,8 +2,9 @@
 fail to close and controller fault codes (raised once, cleared when resolved).
 
 Per tenant, each lift's track (`lift/<site>/<device>`, see `watch.LiftTrack`) is kept in the module's store,
-written once per batch of events (`EventBatches`). Events update it; a ticker re-checks the time-based faults (a stuck car pushes no more changes) every
-`check_interval` and publishes `org.edgegw.lift.usage` once per `report_interval` for every lift seen.
+written once per batch of events (`EventBatches`). Events update it; a tick (`context.every`) re-checks the
+time-based faults (a stuck car pushes no more changes) every `check_interval` and publishes
+`org.edgegw.lift.usage` once per `report_interval` for every lift seen.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from edge.sdk import (
     ModuleContext,
     StoredEvent,
     Telemetry,
-    Ticker,
     as_bool,
     current_tenant,
     parse_config,
@@ -40,22 +40,19 @@ class Lifts:
     def __init__(self) -> None:
         self._tracks: dict[str, dict[str, LiftTrack]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._ticker: Ticker | None = None
 
     async def on_init(self, context: ModuleContext) -> None:
         self._context = context
         self._config = parse_config(LiftsConfig, context.config, context.name)
         self._alerts = AlertBook(context.name, context.store, context.publish)
         self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
-        self._ticker = Ticker(context.name, context.tenants, self._config.check_interval, self._tick)
+        context.every(self._config.check_interval, self._tick)  # per entitled tenant, in its context
 
     async def on_enable(self) -> None:
-        if self._ticker is not None:
-            self._ticker.start()
+        return None  # the kernel starts its subscriptions and ticks
 
     async def on_disable(self) -> None:
-        if self._ticker is not None:
-            await self._ticker.stop()
+        return None  # the kernel cancels them
 
     async def on_health_check(self) -> Health:
         lifts = sum(len(tracks) for tracks in self._tracks.values())

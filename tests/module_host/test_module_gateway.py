@@ -136,6 +136,7 @@ async def test_operators_manage_a_sidecar_and_entitlements_live_and_see_a_stoppe
         await until(resumed, within=15.0)  # what came while it was disabled, from its durable cursor
         await gateway.set_entitlements("globex", [])  # the kernel's entry point (for the REST API)
         assert gateway.tenants["globex"].entitlements == frozenset()
+        assert gateway.modules.tenants is gateway.tenants  # one record of entitlements, shared
         await _telemetry(gateway, "globex", 4)
         await asyncio.sleep(0.5)
         assert await _echoed(gateway, "globex") == [3]  # revoked at once

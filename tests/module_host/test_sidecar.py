@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from edge.module_host.host import HostedModule, ModuleHost
-from edge.module_host.sidecar_server import RemoteModule
+from edge.module_host.sidecar_server import HEALTH_INTERVAL, RemoteModule
 from edge.module_host.supervisor import Isolation, Limits, RunState
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin, Manifest, parse_manifest
@@ -100,8 +100,10 @@ async def _telemetry(outbox: SqliteOutbox, tenant: TenantContext, sequence: int)
         await outbox.append(event)
 
 
-async def _echoed(outbox: SqliteOutbox, event_type: str) -> list[dict[str, Any]]:
-    with tenant_scope(ACME):
+async def _echoed(
+    outbox: SqliteOutbox, event_type: str, tenant: TenantContext = ACME
+) -> list[dict[str, Any]]:
+    with tenant_scope(tenant):
         rows = await outbox.read_after(0, 1_000_000, [event_type])
     return [orjson.loads(r.body)["data"] for r in rows]
 
@@ -303,7 +305,44 @@ async def test_point_writes_are_refused_for_tenants_the_module_is_not_entitled_t
             assert "no write path to devices" in str(no_devices.value.details())
             # entitled live: module commands for globex are admitted from now on, as for in-process modules
             assert kernel.host.serves("globex", "echo") == "tenant is not entitled to module 'echo'"
-            await kernel.host.set_entitlements("globex", {"solar", "echo"})
+            await kernel.host.tenants.set_entitlements("globex", {"solar", "echo"})
             assert kernel.host.serves("globex", "echo") is None
     finally:
         await server.stop()
+
+
+async def test_an_isolated_modules_ticks_run_in_its_process_per_entitled_tenant(kernel: Kernel) -> None:
+    """`context.every` in an isolated module: the runner ticks per entitled tenant (publishing in its name),
+    counts a tick that raises (reported with its health) and goes on, and follows entitlement changes at its
+    next health report (every HEALTH_INTERVAL seconds)."""
+    await kernel.isolation.start(
+        "echo", {}, _echo_command("Ticks"), manifest=ECHO_MANIFEST, env=ENV, limits=FAST
+    )
+    hosted = kernel.host.modules["echo"]
+
+    async def ticks(tenant: TenantContext) -> list[int]:
+        return [d["n"] for d in await _echoed(kernel.outbox, "org.example.tick", tenant)]
+
+    async def acme_ticked_and_errors_reported() -> bool:
+        return len(await ticks(ACME)) >= 4 and hosted.handler_errors >= 2
+
+    await until(acme_ticked_and_errors_reported)
+    assert (await ticks(ACME))[:4] == [1, 2, 3, 4]  # every second one raised: the ticks went on
+    assert await ticks(GLOBEX) == []  # not entitled to echo
+
+    await kernel.host.tenants.set_entitlements("globex", {"solar", "echo"})
+
+    async def globex_ticks() -> bool:
+        return len(await ticks(GLOBEX)) >= 2
+
+    await until(globex_ticks, within=10.0)
+    await kernel.host.tenants.set_entitlements("acme", {"raw", "node", "solar"})  # echo revoked
+    await asyncio.sleep(2 * HEALTH_INTERVAL)  # the runner hears of it at its next health report
+    settled = len(await ticks(ACME))
+    await asyncio.sleep(1.0)
+    assert len(await ticks(ACME)) == settled  # acme's ticks stopped
+    assert len(await ticks(GLOBEX)) >= 10  # while globex's went on
+    await kernel.host.stop_module("echo")  # disabled: the process ends its ticks, then itself
+    stopped = len(await ticks(GLOBEX))
+    await asyncio.sleep(0.5)
+    assert len(await ticks(GLOBEX)) == stopped

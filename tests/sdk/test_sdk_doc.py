@@ -152,7 +152,7 @@ async def test_the_sdk_guides_driver_and_module_run_in_a_real_gateway(
             ("hq/meter-1/power", 120.0),
             ("hq/meter-1/power", 180.0),
         }
-        assert all(e["tenant"] == "acme" for e in peaks)  # "other" is not entitled to the module
+        assert all(e["tenantid"] == "acme" for e in peaks)  # "other" is not entitled to the module
         assert telemetry_of("meter-9", got)  # ...although its meter is polled all the same
         await asyncio.sleep(0.5)
         assert "tenant acme: " in caplog.text and "peaks kept" in caplog.text  # the kernel's timer ran

@@ -1,5 +1,5 @@
 """Isolated test modules run by the SDK runner: Echo republishes what it receives, Hog eats memory, Spin
-burns CPU."""
+burns CPU, Ticks works periodically (`context.every`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pydantic import BaseModel
 
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Health
+from edge.sdk.tenancy import current_tenant
 
 ECHO = "org.example.echo"
+TICK = "org.example.tick"
 
 
 class EchoData(BaseModel):
@@ -68,3 +70,20 @@ class Spin(Echo):
                 pass
 
         threading.Thread(target=spin, daemon=True).start()
+
+
+class Ticks(Echo):
+    """Publishes `{n, pid}` on each tick of each entitled tenant (`context.every`); every second tick of a
+    tenant then raises."""
+
+    async def on_init(self, context: Any) -> None:
+        await super().on_init(context)
+        self.ticks: dict[str, int] = {}
+        context.every(0.1, self.tick)
+
+    async def tick(self, now: float) -> None:
+        tenant = current_tenant().tenant_id
+        n = self.ticks[tenant] = self.ticks.get(tenant, 0) + 1
+        await self.context.publish(TICK, "gw", {"n": n, "pid": self.pid})
+        if n % 2 == 0:
+            raise RuntimeError(f"tick {n} failed")

@@ -120,12 +120,14 @@ class PublishReply(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class HealthReport(_message.Message):
-    __slots__ = ("ok", "detail")
+    __slots__ = ("ok", "detail", "handler_errors")
     OK_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    HANDLER_ERRORS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     detail: str
-    def __init__(self, ok: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    handler_errors: int
+    def __init__(self, ok: _Optional[bool] = ..., detail: _Optional[str] = ..., handler_errors: _Optional[int] = ...) -> None: ...
 
 class HealthReply(_message.Message):
     __slots__ = ("tenants",)
