@@ -73,7 +73,7 @@ def check_contracts(
     published: Path,
 ) -> dict[str, list[str]]:
     """Problems per module (empty lists when every contract holds); "kernel" lists breaking schema changes."""
-    from edge.module_host.versions import ADAPTORS  # the registry modules added to when imported
+    from edge.sdk.versions import ADAPTORS  # the registry modules added to when imported
 
     manifests = list(manifests)
     problems: dict[str, list[str]] = {"kernel": []}

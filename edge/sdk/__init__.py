@@ -109,10 +109,22 @@ from edge.sdk.tenancy import (
     tenant_scope,
 )
 from edge.sdk.version import KERNEL_API_VERSION
+from edge.sdk.versions import (
+    ADAPTORS,
+    DEPRECATED_API,
+    Adaptor,
+    AdaptorRegistry,
+    Deprecation,
+    deprecate_event_version,
+    deprecated_api,
+    deprecation_of,
+)
 
 __all__ = [
+    "ADAPTORS",
     "ASSET_FAILED",
     "COMMAND_RESULT",
+    "DEPRECATED_API",
     "DEVICE_STATUS",
     "KERNEL_API_VERSION",
     "MODULE_COMMAND",
@@ -123,6 +135,8 @@ __all__ = [
     "SEQUENCE_DIGITS",
     "SPECVERSION",
     "TELEMETRY",
+    "Adaptor",
+    "AdaptorRegistry",
     "AlertBook",
     "AssetFailedData",
     "Backoff",
@@ -131,6 +145,7 @@ __all__ = [
     "CommandResultData",
     "ConfigError",
     "ConfigIssue",
+    "Deprecation",
     "DeviceError",
     "DeviceSession",
     "DeviceSpec",
@@ -182,6 +197,9 @@ __all__ = [
     "as_bool",
     "command_of",
     "current_tenant",
+    "deprecate_event_version",
+    "deprecated_api",
+    "deprecation_of",
     "json_schemas",
     "make_event",
     "maybe_tenant",

@@ -11,13 +11,13 @@ import orjson
 import pytest
 
 from edge.module_host.host import ModuleHost
-from edge.module_host.versions import ADAPTORS, AdaptorRegistry, deprecate_event_version, deprecated_api
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import Consumes, LoadedPlugin, Manifest, parse_manifest
 from edge.sdk.errors import PluginError
 from edge.sdk.events import StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.sdk.versions import ADAPTORS, AdaptorRegistry, deprecate_event_version, deprecated_api
 from tests.helpers import until
 
 METER = "org.example.meter.reading"
@@ -169,8 +169,8 @@ def test_manifest_checks_name_the_plugin_and_field() -> None:
 def test_nothing_deprecated_outlives_its_removal_version() -> None:
     from packaging.version import Version
 
-    from edge.module_host.versions import DEPRECATED_API
     from edge.plugins import KERNEL_API_VERSION
+    from edge.sdk.versions import DEPRECATED_API
 
     overdue = [d for d in DEPRECATED_API.values() if Version(d.removed_in) <= Version(KERNEL_API_VERSION)]
     assert overdue == [], "remove these from the module API (their window has passed)"

@@ -127,6 +127,16 @@ PINNED: dict[str, tuple[str, ...]] = {
     "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar"),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.transaction": ("async_transaction", "transaction"),
+    "edge.sdk.versions": (
+        "ADAPTORS",
+        "DEPRECATED_API",
+        "Adaptor",
+        "AdaptorRegistry",
+        "Deprecation",
+        "deprecate_event_version",
+        "deprecated_api",
+        "deprecation_of",
+    ),
     "edge.sdk.ticks": ("TenantTicks", "Tick"),
     "edge.sdk.runner": ("IsolatedContext", "main", "run"),
     "edge.sdk.store": ("ModuleStore", "ModuleStoreError", "module_store_path"),
@@ -162,7 +172,7 @@ def changes(actual: Mapping[str, tuple[str, ...]], pinned: Mapping[str, tuple[st
         now, then = set(actual.get(module, ())), set(pinned.get(module, ()))
         messages += [
             f"{module}.{name} was removed: a breaking change under SemVer. Keep it, deprecated with "
-            "edge.module_host.versions.deprecated_api (a warning for at least two minor releases), and remove it "
+            "edge.sdk.versions.deprecated_api (a warning for at least two minor releases), and remove it "
             f"only in the next major KERNEL_API_VERSION (edge/sdk/version.py, now {KERNEL_API_VERSION}), "
             "in CHANGELOG.md; then drop it from PINNED in tests/sdk/test_sdk_surface.py"
             for name in sorted(then - now)
