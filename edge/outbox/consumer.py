@@ -241,8 +241,11 @@ class DurableConsumer:
     async def _sleep(self, seconds: float) -> None:
         """Wait for a commit of the tenant; the flag was cleared before the last read, so none is missed."""
         assert self._flag is not None
+        # not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the flag is set, and the consumer
+        # would run on while its owner waits for it to stop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._flag.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._flag.wait()
 
 
 def _discard(task: asyncio.Task[Batch]) -> None:

@@ -244,3 +244,31 @@ async def test_cancelling_a_consumer_leaves_no_task_and_keeps_the_cursor(outbox:
     await asyncio.sleep(0)
     assert asyncio.all_tasks() - before - {task} == set()
     assert await _cursor(outbox) == 0
+
+
+async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_consumer(outbox: SqliteOutbox) -> None:
+    # asyncio.wait_for (Python 3.11) drops a cancellation that lands just as the awaited flag is set; a
+    # consumer that missed it would run on and its owner would wait for it forever when stopping
+    for spins in range(8):
+        started = asyncio.Event()
+
+        async def consume(started: asyncio.Event) -> None:
+            async with DurableConsumer(outbox, ACME, CONSUMER, types=[ALARM]) as consumer:
+                started.set()
+                async for batch in consumer:
+                    consumer.ack(batch)
+
+        task = asyncio.create_task(consume(started))
+        await started.wait()
+        await asyncio.sleep(0.05)  # idle: waiting for a commit
+        target = outbox.last_position + 1
+        appending = asyncio.create_task(_append(outbox, TELEMETRY))  # wakes it, nothing to deliver
+        while outbox.last_position < target:  # the commit listeners have run once this moves
+            await asyncio.sleep(0)
+        for _ in range(spins):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=3)
+        await appending
+        assert task in done, f"consumer ignored a cancel {spins} loop turns after a wake-up"
+        assert task.cancelled()
