@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from edge.ops.logs import redact
 from tests.api_harness import ApiGateway, api_gateway
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
 
@@ -194,3 +195,29 @@ def test_a_tenant_sees_a_modules_state_but_not_its_gateway_wide_counters_or_text
         assert mine["tenants"] == [tenant]
         hidden = ("detail", "error", "handled", "handler_errors", "retries", "dead_lettered")
         assert {name: mine[name] for name in hidden} == dict.fromkeys(hidden), mine
+
+
+# ---- secrets in log lines (item 4; the served case is in test_api_process) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            '127.0.0.1:5 - "WebSocket /v1/events/stream?access_token=eyJhbGciOi.eyJzdWIi.c2ln&type=x" [accepted]',
+            '127.0.0.1:5 - "WebSocket /v1/events/stream?access_token=***&type=x" [accepted]',
+        ),
+        (
+            "HTTP Request: POST https://hooks.example.com/in?a=1&TOKEN=s3cr3t;sig=abc#frag",
+            "HTTP Request: POST https://hooks.example.com/in?a=1&TOKEN=***;sig=***#frag",
+        ),
+        (
+            "header Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig",
+            "header Authorization: Bearer ***",
+        ),
+        ('WWW-Authenticate: Bearer error="invalid_token"', 'WWW-Authenticate: Bearer error="invalid_token"'),
+        ("tokens=3 secret_count=2", "tokens=3 secret_count=2"),  # words, not query parameters
+    ],
+)
+def test_query_secrets_and_bearer_tokens_are_redacted_from_any_log_line(line: str, expected: str) -> None:
+    assert redact(line) == expected
