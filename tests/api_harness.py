@@ -33,14 +33,35 @@ host = "127.0.0.1"
 port = {port}
 ws_queue = {ws_queue}
 max_auth_failures = {max_auth_failures}
-
+{api_settings}
 [api.oidc]
 issuer = "{issuer}"
 audience = "edge-gateway"
 allow_http = true
 jwks_refresh_min = 0.2
 jwks_cache = 300
+{oidc_settings}
 """
+
+
+def api_section(
+    issuer: str,
+    port: int,
+    *,
+    ws_queue: int = 1000,
+    max_auth_failures: int = 20,
+    api_settings: str = "",
+    oidc_settings: str = "",
+) -> str:
+    """The [api] and [api.oidc] tables of a test gateway; `*_settings`: more TOML lines for each table."""
+    return API_SECTION.format(
+        issuer=issuer,
+        port=port,
+        ws_queue=ws_queue,
+        max_auth_failures=max_auth_failures,
+        api_settings=api_settings,
+        oidc_settings=oidc_settings,
+    )
 
 
 class LoopThread:
@@ -103,8 +124,13 @@ def api_gateway(
     tenants: tuple[str, ...] = ("acme", "globex"),
     poll_interval: float = 0.2,
     max_auth_failures: int = 1000,  # the token matrices fail on purpose, from one address
+    api_settings: str = "",
+    oidc_settings: str = "",
+    more_config: str = "",
 ) -> Iterator[ApiGateway]:
-    """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures)."""
+    """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures).
+
+    `api_settings` / `oidc_settings`: more lines for [api] / [api.oidc]; `more_config`: tables appended last."""
     loop = LoopThread()
     issuer_cm: AbstractAsyncContextManager[OidcIssuer] = running(0, ("acme", "globex"))
     issuer = loop.run(issuer_cm.__aenter__())
@@ -118,9 +144,15 @@ def api_gateway(
     )
     with path.open("a") as f:
         f.write(
-            API_SECTION.format(
-                issuer=issuer.issuer, ws_queue=ws_queue, port=0, max_auth_failures=max_auth_failures
+            api_section(
+                issuer.issuer,
+                0,
+                ws_queue=ws_queue,
+                max_auth_failures=max_auth_failures,
+                api_settings=api_settings,
+                oidc_settings=oidc_settings,
             )
+            + more_config
         )
 
     async def make() -> Gateway:

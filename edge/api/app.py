@@ -5,6 +5,11 @@ one line there. `ApiServer` is created by the gateway when `[api] enabled`, with
 (`edge.api.services.ApiServices`), not the gateway: it feeds the latest-value cache and the live feed from
 outbox commits, binds its socket in `start` (so a busy port fails the gateway's start with a clear error) and
 serves with uvicorn as a supervised task of the gateway's loop.
+
+Hardening (docs/api.md): request bodies are limited ahead of routing (`edge.api.limits`); X-Forwarded-For is
+honoured only from `[api] trusted_proxies`, so the client address the failure limiter counts cannot be forged;
+query secrets (`?access_token=`) are redacted from uvicorn's log lines; WebSocket clients, who have nothing to
+say, may send only small messages.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from fastapi import FastAPI
 from edge.api import problems
 from edge.api.auth import OidcVerifier
 from edge.api.deps import ApiState
+from edge.api.limits import BodyLimit
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
 from edge.config.models import ApiConfig
+from edge.ops.logs import redact
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import TELEMETRY
 from edge.sdk.tenancy import tenant_scope
@@ -34,13 +41,15 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 _SEED_EVENTS = 20  # newest stored telemetry events per device folded into the cache at start
+_WS_MAX_MESSAGE = 4096  # bytes a WebSocket client may send in one message (it only ever closes)
+_SERVER_LOGGERS = ("uvicorn.error", "uvicorn.access")  # they log request paths with their query strings
 
 
 class ApiError(EdgeError):
     """The API cannot serve (its address is taken or invalid)."""
 
 
-def build_app(state: ApiState | None = None) -> FastAPI:
+def build_app(state: ApiState | None = None, config: ApiConfig | None = None) -> FastAPI:
     app = FastAPI(
         title="Edge gateway API",
         version=API_VERSION,
@@ -51,6 +60,8 @@ def build_app(state: ApiState | None = None) -> FastAPI:
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    routes = [route for router in ROUTERS for route in router.routes]  # with their full paths
+    app.add_middleware(BodyLimit, routes=routes, default=(config or ApiConfig()).max_body)
     return app
 
 
@@ -70,7 +81,7 @@ class ApiServer:
         self.verifier = OidcVerifier(config.oidc)
         self.verifier.limiter.limit = config.max_auth_failures
         self.state = ApiState(services, self.verifier, self.latest, self.feed)
-        self.app = build_app(self.state)
+        self.app = build_app(self.state, config)
         self._services = services
         self._socket: socket.socket | None = None
         self._port: int | None = None  # the bound port (config port 0 picks one; kept across restarts)
@@ -121,6 +132,9 @@ class ApiServer:
             self._bind()  # uvicorn closes its sockets when it stops: a restart after a crash binds again
         assert self._socket is not None
         self._done.clear()
+        for name in _SERVER_LOGGERS:
+            _add_filter_once(logging.getLogger(name), _Redacted())
+        proxies = [str(network) for network in self.config.trusted_proxies]
         config = uvicorn.Config(
             self.app,
             log_config=None,  # the gateway's logging
@@ -129,6 +143,10 @@ class ApiServer:
             timeout_graceful_shutdown=3,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            ws_max_size=_WS_MAX_MESSAGE,
+            # X-Forwarded-For only from configured proxies (uvicorn trusts loopback unless told otherwise)
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
         self._server = _Server(config)
         try:
@@ -144,6 +162,23 @@ class ApiServer:
         await self.verifier.aclose()
         if self._socket is not None:
             self._socket.close()
+
+
+class _Redacted(logging.Filter):
+    """Redacts a record at its source: uvicorn puts `?access_token=` in its lines, and not every handler the
+    records reach formats them through edge.ops.logs (a test's capture, a library's own handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _add_filter_once(logger: logging.Logger, log_filter: logging.Filter) -> None:
+    if not any(type(f) is type(log_filter) for f in logger.filters):
+        logger.addFilter(log_filter)
 
 
 def openapi_document() -> dict[str, Any]:

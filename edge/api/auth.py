@@ -11,6 +11,7 @@ never get near a verifier. Keys come only from the issuer's JWKS: `jku`, `x5u` a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -51,38 +52,60 @@ def unauthorized(reason: str) -> Problem:
 
 
 class FailureLimiter:
-    """Refuses (429) a client that failed authentication `limit` times within `window` seconds.
+    """Refuses (429) a credential that failed authentication `limit` times within `window` seconds from one
+    client address.
 
-    Cheap refusals before any signature work: a client guessing or replaying tokens cannot make the gateway
-    spend its CPU verifying them, nor hide among good requests (which never count)."""
+    Failures count per (client, credential): a client replaying a refused token (or sending none) is refused
+    before any signature work, while a valid token is never refused because of other tokens' failures, from
+    the same address (every client behind a reverse proxy, or one user's stale tab) or another. Good requests
+    never count. Refusing a new bad token is cheap anyway: malformed tokens, other algorithms and unknown key
+    ids fail before any key is used, and key refetches are rate-limited (`jwks_refresh_min`)."""
 
-    def __init__(self, limit: int = 20, window: float = 1.0, max_clients: int = 10_000) -> None:
+    def __init__(self, limit: int = 20, window: float = 1.0, max_entries: int = 10_000) -> None:
         self.limit = limit
         self.window = window
-        self._max_clients = max_clients
-        self._failures: dict[str, list[float]] = {}
+        self._max_entries = max_entries
+        self._failures: dict[tuple[str, str], list[float]] = {}
 
-    def check(self, client: str) -> None:
-        recent = self._recent(client, time.monotonic())
-        if len(recent) >= self.limit:
+    def check(self, client: str, credential: str | None) -> None:
+        count = self._count((client, _fingerprint(credential)), time.monotonic())
+        if count >= self.limit:
             raise Problem(
                 429,
-                f"too many failed authentications from {client} ({len(recent)} in {self.window:g} s)",
+                f"too many failed authentications of this credential from {client} "
+                f"({count} in {self.window:g} s)",
                 headers={"Retry-After": str(max(1, round(self.window)))},
             )
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str, credential: str | None) -> None:
         now = time.monotonic()
-        if client not in self._failures and len(self._failures) >= self._max_clients:
+        key = (client, _fingerprint(credential))
+        if key not in self._failures and len(self._failures) >= self._max_entries:
             self._failures = {
-                c: t for c, t in self._failures.items() if self._recent(c, now)
-            }  # bounded memory
-        self._recent(client, now).append(now)
+                k: kept for k, times in self._failures.items() if (kept := self._within(times, now))
+            }
+            if len(self._failures) >= self._max_entries:
+                return  # that many distinct failures within the window: memory stays bounded first
+        self._failures.setdefault(key, []).append(now)
 
-    def _recent(self, client: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(client, ()) if now - t < self.window]
-        self._failures[client] = times
-        return times
+    def _count(self, key: tuple[str, str], now: float) -> int:
+        times = self._failures.get(key)
+        if not times:
+            return 0
+        recent = self._within(times, now)
+        if recent:
+            self._failures[key] = recent
+        else:
+            del self._failures[key]
+        return len(recent)
+
+    def _within(self, times: list[float], now: float) -> list[float]:
+        return [t for t in times if now - t < self.window]
+
+
+def _fingerprint(credential: str | None) -> str:
+    """The key a credential is counted under: a digest, so the limiter holds no token."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()[:32] if credential else "-"
 
 
 class OidcVerifier:
@@ -101,14 +124,14 @@ class OidcVerifier:
 
     async def authenticate(self, token: str | None, client: str = "-") -> Principal:
         """The caller of a request from `client` (its address); raises Problem 401/403/429/503."""
-        self.limiter.check(client)
+        self.limiter.check(client, token)
         try:
             if not token:
                 raise unauthorized("no bearer token: send 'Authorization: Bearer <access token>'")
             return self.principal(await self.verify(token))
         except Problem as exc:
             if exc.status in (401, 403):
-                self.limiter.failed(client)
+                self.limiter.failed(client, token)
             raise
 
     async def verify(self, token: str) -> dict[str, Any]:
@@ -161,10 +184,13 @@ class OidcVerifier:
         return Principal(tenant, role, str(claims.get("sub", "")), until)
 
     def _role(self, value: Any) -> Role | None:
+        """The highest gateway role the claim holds. With a `role_map`, only its names count: an IdP role that
+        happens to be called "admin" is not the gateway's admin unless the map says so."""
         names = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        mapping = self.config.role_map
         best: Role | None = None
         for name in names:
-            role = self.config.role_map.get(str(name), str(name))
+            role = mapping.get(str(name)) if mapping else str(name)
             if role in ROLE_RANK and (best is None or ROLE_RANK[role] > ROLE_RANK[best]):
                 best = role  # type: ignore[assignment]
         return best

@@ -66,11 +66,13 @@ _BEARER = HTTPBearer(
 async def principal(
     request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 ) -> Principal:
-    client = request.client.host if request.client else "-"
+    client = request.client.host if request.client else "-"  # behind a trusted proxy: X-Forwarded-For
+    header = request.headers.get("authorization")
     try:
-        token = bearer(request.headers.get("authorization"))
+        token = bearer(header)
     except Problem:
-        state.verifier.limiter.failed(client)
+        state.verifier.limiter.check(client, header)
+        state.verifier.limiter.failed(client, header)
         raise
     return await state.verifier.authenticate(token, client)
 

@@ -1,7 +1,13 @@
-"""RFC 9457 problem details: every error the API returns is `application/problem+json` with a clear reason."""
+"""RFC 9457 problem details: every error the API returns is `application/problem+json` with a clear reason.
+
+An error no route expected is a 500 whose body says only that: the exception, which may name files, hosts or
+values, goes to the gateway's log with its traceback, never to the client. It is answered here rather than by
+Starlette's last-resort handler, which re-raises to uvicorn, and uvicorn then drops the keep-alive connection.
+"""
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -10,8 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
+UNEXPECTED = "an unexpected error; the gateway's log has the details"
 
 
 class ProblemDetails(BaseModel):
@@ -70,9 +80,36 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Answers an exception no handler took with a problem+json 500 that names nothing inside, and logs it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if started:
+                raise  # half an answer is out: only closing the connection can tell the client
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            await problem_response(500, UNEXPECTED, scope["path"])(scope, receive, send)
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 422, 429, 503)
+    for status in (400, 401, 403, 404, 413, 422, 429, 500, 503)
 }

@@ -211,7 +211,9 @@ class OidcConfig(_Strict):
     role_claim: str = Field(default="roles", description="Claim with the role (a string or a list of them).")
     role_map: dict[str, Literal["viewer", "operator", "admin"]] = Field(
         default_factory=dict,
-        description="IdP role names to gateway roles; unmapped names are used as they are.",
+        description="IdP role names to gateway roles. When set, only these names are roles: an IdP role "
+        "that happens to be called 'admin' is not the gateway's admin unless mapped. Empty: the claim holds "
+        "the gateway's role names themselves.",
     )
     jwks_cache: float = Field(
         default=300.0, gt=0, description="Seconds the issuer's keys are trusted without refetch."
@@ -245,7 +247,21 @@ class ApiConfig(_Strict):
     oidc: OidcConfig | None = Field(default=None, description="Required when the API is enabled.")
     ws_queue: int = Field(default=1000, ge=10, le=100_000, description="Events queued per WebSocket client.")
     max_auth_failures: int = Field(
-        default=20, ge=1, description="Failed authentications per client address and second before 429."
+        default=20,
+        ge=1,
+        description="Failed authentications of one credential from one client within a second before 429.",
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        default=(),
+        description="Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from "
+        "any other peer the header is ignored.",
+    )
+    max_body: int = Field(
+        default=65_536,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body in bytes (routes may declare their own); larger ones get 413 "
+        "before routing or authentication.",
     )
 
     @model_validator(mode="after")

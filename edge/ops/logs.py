@@ -3,7 +3,9 @@
 - The tenant comes from `edge.sdk.tenancy` (`TenantLogFilter` reads it), the device from `device_scope` here, which the
   kernel sets around each device's poller; outside them the field is `-`.
 - Every secret the gateway knows (`edge.config.secrets.known_secrets`) is replaced by `***` in the finished line,
-  message, arguments and traceback alike, so no code path can print one by mistake.
+  message, arguments and traceback alike, so no code path can print one by mistake. So are credentials in URLs
+  (`?access_token=`, `&token=`, `client_secret=`...) and bearer tokens, which no configuration names: a browser
+  passes its token to the live stream in the query, and the HTTP server logs request paths.
 - The level changes at run time: SIGUSR1 switches to DEBUG, SIGUSR2 back to the level the gateway started with
   (`systemctl kill -s USR1 edge-gateway`).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -37,6 +40,11 @@ LogFormat = Literal["text", "kv", "json"]
 REDACTED = "***"
 
 _device: ContextVar[str | None] = ContextVar("edge_device", default=None)
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;](?:access_token|id_token|refresh_token|token|client_secret|secret|password|api_key|apikey"
+    r"|sig|signature)=)[^&;#\s\"']+"
+)
+_BEARER = re.compile(r"(?i)(\bbearer\s+)[\w.~+/-]{20,}=*")  # JWTs and opaque tokens, not "Bearer error=..."
 
 
 @contextmanager
@@ -56,7 +64,9 @@ def redact(text: str) -> str:
     for secret in sorted(known_secrets(), key=len, reverse=True):  # longest first: no partial leftovers
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\g<1>{REDACTED}", text)
+    return _BEARER.sub(rf"\g<1>{REDACTED}", text)
 
 
 class TenantLogFilter(logging.Filter):

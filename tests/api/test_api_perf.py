@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from edge.sdk.events import DEVICE_STATUS, make_event
 from simulators.oidc import OidcIssuer, running
-from tests.api_harness import API_SECTION, ApiGateway, LoopThread, api_gateway
+from tests.api_harness import ApiGateway, LoopThread, api_gateway, api_section
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port, wait_until
 
@@ -59,7 +59,7 @@ def gateway_process(
     # its own gateway id: the WebSocket test's in-process gateway shares the broker (one MQTT client id each)
     path.write_text(path.read_text().replace('id = "gw-test"', 'id = "gw-perf"'))
     with path.open("a") as f:
-        f.write(API_SECTION.format(issuer=issuer.issuer, ws_queue=1000, port=port, max_auth_failures=20))
+        f.write(api_section(issuer.issuer, port))
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "-c", str(path), "--log-level", "WARNING"]
     )

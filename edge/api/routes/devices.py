@@ -6,14 +6,14 @@ reaches back as far as retention keeps rows. A device of another tenant is simpl
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from edge.api.deps import ApiState, Caller, Operator, State, Viewer
+from edge.api.limits import body_limit
 from edge.api.live import PointValue
 from edge.api.problems import PROBLEM_RESPONSES, Problem
 from edge.devices.commands import CommandRejected, WriteRequest, parse_write_payload
@@ -27,6 +27,9 @@ router = APIRouter(prefix="/v1", tags=["devices"], responses=PROBLEM_RESPONSES)
 DeviceName = Annotated[str, Path(description="Device name (unique in the gateway).")]
 PointName = Annotated[str, Path(description="Point name within the device.")]
 _HISTORY_SCAN = 20  # at most this many pages of a device's events are read for one history page
+_MAX_POSITION = 2**63 - 1  # outbox positions are SQLite rowids (signed 64-bit)
+_MAX_WRITE_BODY = 16_384  # a value and a request id
+MAX_REQUEST_ID = 128  # characters; echoed in the result topic, the event and the answer
 
 
 class PointState(BaseModel):
@@ -211,10 +214,16 @@ async def point_history(
     caller: Viewer,
     device: DeviceName,
     point: PointName,
-    since: Annotated[datetime | None, Query(description="Samples at or after this time (RFC 3339).")] = None,
-    until: Annotated[datetime | None, Query(description="Samples before this time (RFC 3339).")] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="Samples at or after this time (RFC 3339, with its offset).")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="Samples before this time (RFC 3339, with its offset).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Samples per page.")] = 100,
-    cursor: Annotated[int, Query(ge=0, description="next_cursor of the previous page.")] = 0,
+    cursor: Annotated[
+        int, Query(ge=0, le=_MAX_POSITION, description="next_cursor of the previous page.")
+    ] = 0,
 ) -> HistoryPage:
     spec = _device(state, caller, device)
     _point(spec, point)
@@ -261,7 +270,11 @@ _WRITE_BODY = {
                             "required": ["value"],
                             "properties": {
                                 "value": {"type": ["number", "boolean", "string", "null"]},
-                                "id": {"type": "string", "description": "Your request id, echoed back."},
+                                "id": {
+                                    "type": "string",
+                                    "maxLength": MAX_REQUEST_ID,
+                                    "description": "Your request id, echoed back.",
+                                },
                             },
                         },
                         {"type": ["number", "boolean", "string", "null"]},
@@ -276,7 +289,7 @@ _WRITE_BODY = {
 @router.put(
     "/devices/{device}/points/{point}/value",
     summary="Write a point (operator): the same checks, result topic and event as an MQTT write request",
-    openapi_extra=_WRITE_BODY,
+    openapi_extra=_WRITE_BODY | body_limit(_MAX_WRITE_BODY),
     responses={
         502: PROBLEM_RESPONSES[503] | {"description": "The device cannot be reached"},
         504: PROBLEM_RESPONSES[503] | {"description": "The device did not answer in time"},
@@ -291,6 +304,13 @@ async def write_point(
         value, request_id = parse_write_payload(await request.body())
     except CommandRejected as exc:
         raise Problem(422, str(exc), device=device, point=point) from None
+    if request_id is not None and len(request_id) > MAX_REQUEST_ID:
+        raise Problem(
+            422,
+            f"'id' is {len(request_id)} characters long; at most {MAX_REQUEST_ID}",
+            device=device,
+            point=point,
+        )
     handler = state.services.commands()
     if handler is None:
         raise Problem(503, "the gateway is not accepting writes (it is starting or stopping)")

@@ -9,7 +9,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edge.api.deps import Admin, State
 from edge.api.problems import PROBLEM_RESPONSES, Problem
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["tenants"], responses=PROBLEM_RESPONSES)
 
 
 class Entitlements(BaseModel):
-    entitlements: list[str]
+    entitlements: list[str] = Field(max_length=256)
 
 
 class TenantInfo(BaseModel):

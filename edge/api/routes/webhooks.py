@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from edge.api.deps import Operator, State, Viewer
@@ -21,6 +21,8 @@ from edge.webhooks.store import DeadDelivery, Subscription, SubscriptionNotFound
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=PROBLEM_RESPONSES)
 
 T = TypeVar("T")
+_MAX_GRACE = 30 * 86_400.0
+FilterValues = Annotated[list[str], Field(max_length=256)]
 
 
 class SubscriptionInfo(BaseModel):
@@ -37,11 +39,13 @@ class SubscriptionInfo(BaseModel):
 
 
 class NewSubscription(BaseModel):
-    url: str = Field(description="http(s) URL; private, loopback and link-local hosts only if allowed.")
-    types: list[str] = []
-    sites: list[str] = []
-    devices: list[str] = []
-    points: list[str] = []
+    url: str = Field(
+        max_length=2048, description="http(s) URL; private, loopback and link-local hosts only if allowed."
+    )
+    types: FilterValues = []
+    sites: FilterValues = []
+    devices: FilterValues = []
+    points: FilterValues = []
     paused: bool = False
 
 
@@ -51,7 +55,7 @@ class CreatedSubscriptionInfo(SubscriptionInfo):
 
 class StateChange(BaseModel):
     state: Literal["active", "paused"]
-    reason: str | None = None
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class DeadDeliveryInfo(BaseModel):
@@ -140,17 +144,29 @@ async def remove_subscription(subscription: str, state: State, caller: Operator)
     "/webhooks/{subscription}/rotate-secret", summary="A new secret; the old one signs too for a while"
 )
 async def rotate_secret(
-    subscription: str, state: State, caller: Operator, grace: float = 86_400.0
+    subscription: str,
+    state: State,
+    caller: Operator,
+    grace: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=_MAX_GRACE,
+            allow_inf_nan=False,
+            description="Seconds the old secret keeps signing too.",
+        ),
+    ] = 86_400.0,
 ) -> CreatedSubscriptionInfo:
-    if not 0 <= grace <= 30 * 86_400:
-        raise Problem(422, f"grace must be 0..2592000 seconds, not {grace}")
     created = await _call(state, lambda store: store.rotate_secret(subscription, grace))
     return CreatedSubscriptionInfo(**_info(created.subscription).model_dump(), secret=created.secret)
 
 
 @router.get("/webhooks/{subscription}/dead-letters", summary="Events the subscription gave up on")
 async def dead_letters(
-    subscription: str, state: State, caller: Viewer, limit: int = 100
+    subscription: str,
+    state: State,
+    caller: Viewer,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Dead letters at most, oldest first.")] = 100,
 ) -> list[DeadDeliveryInfo]:
     rows: list[DeadDelivery] = await _call(state, lambda store: store.dead_letters(subscription, limit))
     return [DeadDeliveryInfo(**{f: getattr(d, f) for f in DeadDeliveryInfo.model_fields}) for d in rows]
