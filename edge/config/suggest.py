@@ -18,16 +18,20 @@ _CUTOFF = 0.6  # difflib's default: 'pol_interval' finds 'poll_interval', 'timeo
 
 
 def closest_first(word: str, known: Iterable[str]) -> list[str]:
-    """Every name of `known` once: those that look like `word` first (closest first), then the rest in order."""
+    """Every name of `known` once: those that look like `word` first (closest first, equally close ones in
+    their order), then the rest in order."""
     names = list(dict.fromkeys(known))
-    close = difflib.get_close_matches(word, names, n=len(names), cutoff=_CUTOFF)
-    return close + [n for n in names if n not in close]
+    score = {n: difflib.SequenceMatcher(None, n, word).ratio() for n in names}
+    close = sorted((n for n in names if score[n] >= _CUTOFF), key=lambda n: -score[n])  # stable: keeps order
+    return close + [n for n in names if score[n] < _CUTOFF]
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str | None:
     """The one name of `known` closest to `word`, if any is close enough to be a typo of it."""
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=_CUTOFF)
-    return close[0] if close else None
+    names = closest_first(word, known)
+    if names and difflib.SequenceMatcher(None, names[0], word).ratio() >= _CUTOFF:
+        return names[0]
+    return None
 
 
 def listing(word: str, known: Iterable[str], limit: int = 15) -> str:

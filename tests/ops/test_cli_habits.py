@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ def as_json(*args: str) -> Any:
     result = edge(*args, "--json")
     assert result.returncode in (0, 1, 4), result.stderr
     return json.loads(result.stdout)
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture
