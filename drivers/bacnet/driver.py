@@ -13,6 +13,7 @@ from drivers.bacnet.discovery import discover
 from drivers.bacnet.plan import BacnetPlan, plan_reads
 from drivers.bacnet.session import BacnetSession
 from drivers.bacnet.stack import StackPool
+from drivers.bacnet.values import raw_range
 from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
@@ -29,6 +30,10 @@ class BacnetDriver:
 
     def __init__(self) -> None:
         self._pool = StackPool()
+
+    def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """The raw numbers the point's present value holds (`edge.sdk.SupportsValueRange`)."""
+        return raw_range(point) if isinstance(point, BacnetPoint) else None
 
     def compile(self, device: DeviceSpec) -> BacnetPlan:
         """The device's read plan (pure). Raises `TypeError` if the kernel did not validate with our models."""

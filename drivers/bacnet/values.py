@@ -164,6 +164,19 @@ def decode_notification(object_type: Any, property_value: Any) -> tuple[int, Any
     return int(prop), property_value.value.cast_out(kind)
 
 
+_REAL_MAX = 3.4028234663852886e38  # a BACnet Real is an IEEE 754 single
+
+
+def raw_range(point: BacnetPoint) -> tuple[float, float] | None:
+    """The numbers `encode_write` can send to the point: a Real for an analog present value, a state number
+    1..N for a multi-state one; None for the others (binary, other properties)."""
+    if point.kind == "analog":
+        return (-_REAL_MAX, _REAL_MAX)
+    if point.kind == "multistate":
+        return (1, len(point.states) if point.states else 2**32 - 1)
+    return None
+
+
 def encode_write(point: BacnetPoint, raw: Scalar | None) -> tuple[Any, int | None]:
     """(value for bacpypes3's write_property, priority). Raises ValueError for a value the point cannot take.
 

@@ -28,7 +28,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.modbus.adaptive import AdjustedPlan, Learned, adjust_requests, split_request
 from drivers.modbus.config import WRITABLE_TABLES, ModbusConnection, ModbusPoint, Table
 from drivers.modbus.discovery import discover
-from drivers.modbus.encode import encode
+from drivers.modbus.encode import encode, raw_range
 from drivers.modbus.errors import (
     FAULTS,
     GATEWAY_CODES,
@@ -65,6 +65,10 @@ class ModbusDriver:
 
     def __init__(self) -> None:
         self.lines = LineRegistry()
+
+    def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """The raw numbers the point's register type holds (`edge.sdk.SupportsValueRange`)."""
+        return raw_range(point) if isinstance(point, ModbusPoint) else None
 
     def compile(self, device: DeviceSpec) -> ModbusPlan:
         """The device's read plan (pure). Raises `TypeError` if the kernel did not validate with our models."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 
 from drivers.modbus.config import BIT_TABLES, ByteOrder, ModbusPoint, WordOrder
 from drivers.modbus.decode import swap
@@ -23,6 +24,18 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "uint64": (0, 2**64 - 1),
     "acc64": (0, 2**64 - 1),
 }
+_FLOAT_MAX: dict[str, float] = {"float32": 3.4028234663852886e38, "float64": sys.float_info.max}
+
+
+def raw_range(point: ModbusPoint) -> tuple[float, float] | None:
+    """The raw numbers the point's type holds (what `encode` accepts); None for coils, bits and strings."""
+    if point.table in BIT_TABLES or point.type == "string":
+        return None
+    if point.bit is not None:
+        return None if point.bits == 1 else (0, 2**point.bits - 1)
+    if point.type in _FLOAT_MAX:
+        return (-_FLOAT_MAX[point.type], _FLOAT_MAX[point.type])
+    return _INT_RANGES[point.type]
 
 
 def encode(

@@ -12,6 +12,7 @@ from drivers.opcua.config import OpcuaConnection, OpcuaPoint
 from drivers.opcua.discovery import discover
 from drivers.opcua.plan import OpcuaPlan, compile_plan
 from drivers.opcua.session import OpcuaSession
+from drivers.opcua.values import raw_range
 from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
 
 
@@ -34,6 +35,13 @@ class OpcuaDriver:
 
     def session(self, device: DeviceSpec) -> OpcuaSession:
         return OpcuaSession(device, self.compile(device), _connection(device))
+
+    def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """The numbers the point's configured `data_type` holds (`edge.sdk.SupportsValueRange`); a node whose
+        type is only learned at connect is checked by `to_variant` when written."""
+        if isinstance(point, OpcuaPoint) and point.data_type is not None:
+            return raw_range(point.data_type)
+        return None
 
     async def discover(
         self, target: dict[str, Any], progress: Callable[[str], None]

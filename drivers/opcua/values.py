@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import enum
 import math
+import sys
 import uuid
 from typing import Any
 
@@ -115,6 +116,18 @@ _INT_RANGES: dict[VariantType, tuple[int, int]] = {
     VariantType.UInt64: (0, 2**64 - 1),
 }
 _FLOAT32_MAX = 3.4028234663852886e38
+
+
+def raw_range(data_type: str) -> tuple[float, float] | None:
+    """The numbers a node of this data type holds (what `to_variant` accepts); None for non-numbers."""
+    vt = variant_type(data_type)
+    if vt in _INT_RANGES:
+        return _INT_RANGES[vt]
+    if vt is VariantType.Float:
+        return (-_FLOAT32_MAX, _FLOAT32_MAX)
+    if vt is VariantType.Double:
+        return (-sys.float_info.max, sys.float_info.max)
+    return None
 
 
 def variant_type(name: str) -> VariantType:

@@ -3,6 +3,8 @@ their own command groups through the `edge.cli` entry points (edge.cli.plugin_co
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import typer
 
 from edge.cli import (
@@ -24,13 +26,30 @@ from edge.cli import (
     webhook_cmd,
 )
 from edge.cli.plugin_commands import PluginCommands
+from edge.sdk.version import KERNEL_API_VERSION
 
 app = typer.Typer(
     cls=PluginCommands,
     no_args_is_help=True,
-    add_completion=False,
     help="Edge gateway for buildings and industrial sites.",
-)
+)  # typer's --install-completion / --show-completion: shell completion of commands, options and plug-ins
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"edge {version('edge-gateway')} (kernel API {KERNEL_API_VERSION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Edge gateway for buildings and industrial sites."""
+
+
 app.command("run")(run_cmd.run)
 app.command("demo")(demo_cmd.demo)
 app.command("bench")(bench_cmd.bench)
@@ -51,4 +70,6 @@ app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:
-    app()
+    app(
+        prog_name="edge"
+    )  # also under `python -m edge.cli`: help, and completion's _EDGE_COMPLETE, say `edge`

@@ -6,12 +6,12 @@ from typing import Any
 
 import tomlkit
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
+from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config.edit import replace_if_valid
+from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
@@ -22,25 +22,35 @@ CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configu
 
 
 @app.command("list")
-def list_devices(config: Path = CONFIG) -> None:
+def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
     """Show every configured device with its driver, tenant, site, profile and point count."""
     loaded, _ = load_or_exit(config)
-    table = Table("device", "driver", "tenant", "site", "profile", "points", "poll (s)")
-    for d in loaded.devices:
-        table.add_row(
-            d.name, d.driver, d.tenant, d.site, d.profile, str(len(d.points)), f"{d.poll_interval:g}"
-        )
-    Console().print(table)
+    rows = [
+        {
+            "device": d.name,
+            "driver": d.driver,
+            "tenant": d.tenant,
+            "site": d.site,
+            "profile": d.profile,
+            "points": len(d.points),
+            "poll_interval": d.poll_interval,
+        }
+        for d in loaded.devices
+    ]
+    columns = [Column(k, k) for k in ("device", "driver", "tenant", "site", "profile", "points")]
+    emit(rows, [*columns, Column("poll_interval", "poll (s)", lambda s: f"{s:g}")], as_json=as_json)
 
 
 @app.command("test")
-def test_device(name: str = typer.Argument(..., help="Device name."), config: Path = CONFIG) -> None:
-    """Read every point of one device once and print value, unit and quality."""
+def test_device(
+    name: str = typer.Argument(..., help="Device name."), config: Path = CONFIG, as_json: bool = JSON_OPTION
+) -> None:
+    """Read every point of one device once and print value, unit and quality (exit 1: a point is bad)."""
     setup_logging("WARNING")
     loaded, registry = load_or_exit(config)
     spec = loaded.device(name)
     if spec is None:
-        known = ", ".join(d.name for d in loaded.devices) or "none"
+        known = listing(name, (d.name for d in loaded.devices))
         typer.echo(f"no device named {name!r} in {config} (devices: {known})", err=True)
         raise typer.Exit(1)
     poller = DevicePoller(
@@ -51,17 +61,12 @@ def test_device(name: str = typer.Argument(..., help="Device name."), config: Pa
         gateway_id=loaded.config.gateway.id,
     )
     samples = asyncio.run(poller.read_once())
-    table = Table("point", "value", "unit", "quality", "raw", "reason", title=f"{name} ({spec.driver})")
-    for point, s in samples.items():
-        table.add_row(
-            point,
-            _fmt(s.get("value")),
-            s.get("unit") or "",
-            s["quality"],
-            _fmt(s.get("raw")),
-            s.get("reason") or "",
-        )
-    Console().print(table)
+    rows = [
+        {"point": point, **{k: s.get(k) for k in ("value", "unit", "quality", "raw", "reason")}}
+        for point, s in samples.items()
+    ]
+    columns = [Column(k, k) for k in ("point", "value", "unit", "quality", "raw", "reason")]
+    emit(rows, columns, as_json=as_json, title=f"{name} ({spec.driver})")
     if any(s["quality"] == "bad" for s in samples.values()):
         raise typer.Exit(1)
 
@@ -71,6 +76,7 @@ def discover(
     driver: str = typer.Argument(..., help="Driver to search with, e.g. bacnet or opcua."),
     target: list[str] = typer.Option(None, "--target", "-t", help="Driver-specific key=value, repeatable."),
     save_profiles: Path = typer.Option(None, help="Write each proposed point map to this folder."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Find devices on the network and propose a point map for each (see the driver's README for targets)."""
     setup_logging("WARNING")
@@ -90,12 +96,22 @@ def discover(
     except (ValueError, DeviceError) as exc:
         typer.echo(f"discovery failed: {exc}", err=True)
         raise typer.Exit(1) from None
-    table = Table("address", "identity", "points", "proposed profile", "connection")
-    for device in found:
-        identity = ", ".join(f"{k}={v}" for k, v in device.identity.items())
-        connection = ", ".join(f"{k}={v}" for k, v in device.connection.items())
-        table.add_row(device.address, identity, str(len(device.points)), device.profile_name, connection)
-    Console().print(table)
+    rows = [
+        {
+            "address": d.address,
+            "identity": d.identity,
+            "points": len(d.points),
+            "profile": d.profile_name,
+            "connection": d.connection,
+        }
+        for d in found
+    ]
+    columns = [Column("address", "address"), Column("identity", "identity"), Column("points", "points")]
+    emit(
+        rows,
+        [*columns, Column("profile", "proposed profile"), Column("connection", "connection")],
+        as_json=as_json,
+    )
     if save_profiles is not None:
         for device in found:
             if device.points:
@@ -175,8 +191,7 @@ def remove_device(name: str = typer.Argument(..., help="Device name."), config: 
     devices = document.get("devices")
     names = [str(d.get("name")) for d in devices] if isinstance(devices, list) else []
     if name not in names:
-        known = ", ".join(names) or "none"
-        typer.echo(f"no device named {name!r} in {config} (devices: {known})", err=True)
+        typer.echo(f"no device named {name!r} in {config} (devices: {listing(name, names)})", err=True)
         raise typer.Exit(1)
     assert isinstance(devices, list)
     del devices[names.index(name)]
@@ -197,10 +212,6 @@ def _replace_if_valid(config: Path, text: str, action: str = "added") -> None:
         for issue in exc.issues:
             typer.echo(f"  {issue}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _fmt(value: object) -> str:
-    return "" if value is None else str(value)
 
 
 class _NoSink:

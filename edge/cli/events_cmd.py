@@ -5,16 +5,17 @@ from pathlib import Path
 
 import typer
 
+from edge.cli.output import JSON_OPTION, Column, emit
 from edge.sdk.events import DATA_VERSIONS, json_schemas
 
 app = typer.Typer(no_args_is_help=True, help="Event types and their data schemas.")
 
 
 @app.command("types")
-def types() -> None:
+def types(as_json: bool = JSON_OPTION) -> None:
     """List the event types the kernel emits, with their data version."""
-    for event_type, version in DATA_VERSIONS.items():
-        typer.echo(f"{event_type}  dataversion {version}")
+    rows = [{"type": event_type, "dataversion": version} for event_type, version in DATA_VERSIONS.items()]
+    emit(rows, [Column("type", "type"), Column("dataversion", "dataversion")], as_json=as_json)
 
 
 @app.command("schema")

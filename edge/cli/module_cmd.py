@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edge.cli import module_command_cmd
 from edge.cli.common import load_or_exit
+from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config import LoadedConfig
+from edge.config.suggest import listing
 from edge.module_host.state import ModuleSnapshot, ModuleStateStore
 
 EXIT_UNKNOWN = 1
@@ -32,15 +33,21 @@ app.command("command")(module_command_cmd.command)
 WAIT = typer.Option(10.0, "--wait", help="Seconds to wait for a running gateway to apply the change.")
 
 
+_LIST_COLUMNS = [
+    Column(key, key.replace("_", " "))
+    for key in ("module", "version", "run_mode", "entitlement", "wanted", "state", "handled", "detail")
+]
+
+
 @app.command("list")
-def list_modules(config: Path = CONFIG) -> None:
+def list_modules(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
     """Every configured and installed module: version, run mode, entitlement, wanted and live state."""
     loaded, registry = load_or_exit(config)
     store = ModuleStateStore(loaded.data_dir)
     desired, snapshots = store.desired(), store.snapshots()
     live = _live(snapshots)
     registry.load_all()
-    table = Table("module", "version", "run mode", "entitlement", "wanted", "state", "handled", "detail")
+    rows: list[dict[str, Any]] = []
     configured = {m.name: m for m in loaded.config.modules}
     for name in sorted(set(configured) | set(registry.modules)):
         plugin, module = registry.modules.get(name), configured.get(name)
@@ -51,19 +58,24 @@ def list_modules(config: Path = CONFIG) -> None:
             enabled = record.enabled if record else module.enabled
             wanted = ("enabled" if enabled else "disabled") + (" (operator)" if record else "")
         run_mode = module and (("isolated" if module.command else module.run_mode) or None)
-        table.add_row(
-            name,
-            plugin.manifest.version if plugin else (snapshot.version if snapshot else "sidecar"),
-            run_mode or (plugin.manifest.run_mode if plugin else "-"),
-            (plugin.manifest.entitlement if plugin else snapshot and snapshot.entitlement) or "-",
-            wanted,
-            _state(snapshot, live),
-            str(snapshot.handled) if snapshot and live else "",
-            snapshot.detail if snapshot and live else "",
+        rows.append(
+            {
+                "module": name,
+                "version": plugin.manifest.version
+                if plugin
+                else (snapshot.version if snapshot else "sidecar"),
+                "run_mode": run_mode or (plugin.manifest.run_mode if plugin else "-"),
+                "entitlement": (plugin.manifest.entitlement if plugin else snapshot and snapshot.entitlement)
+                or "-",
+                "wanted": wanted,
+                "state": _state(snapshot, live),
+                "handled": snapshot.handled if snapshot and live else None,
+                "detail": snapshot.detail if snapshot and live else "",
+            }
         )
-    Console().print(table)
+    emit(rows, _LIST_COLUMNS, as_json=as_json)
     if not live:
-        typer.echo(_down(snapshots))
+        typer.echo(_down(snapshots), err=as_json)
 
 
 @app.command("enable")
@@ -82,9 +94,24 @@ def disable(
     _set(config, name, False, wait)
 
 
+_HEALTH_COLUMNS = [
+    Column("module", "module"),
+    Column("run_mode", "run mode"),
+    Column("state", "state"),
+    Column("ok", "ok", lambda ok: "yes" if ok else "NO"),
+    Column("tenants", "tenants", lambda tenants: ", ".join(tenants) or "-"),
+    Column("handled", "handled"),
+    Column("refused", "refused", lambda refused: str(refused) if refused else ""),
+    Column("restarts", "restarts"),
+    Column("detail", "detail"),
+]
+
+
 @app.command("health")
 def health(
-    name: str = typer.Argument(None, help="One module (default: all)."), config: Path = CONFIG
+    name: str = typer.Argument(None, help="One module (default: all)."),
+    config: Path = CONFIG,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Live health of the modules (exit 3: one is unhealthy; 4: the gateway is not running)."""
     loaded, _ = load_or_exit(config)
@@ -93,21 +120,21 @@ def health(
         _known(loaded, name)
         snapshots = {k: v for k, v in snapshots.items() if k == name}
     live = _live(snapshots)
-    table = Table("module", "run mode", "state", "ok", "tenants", "handled", "refused", "restarts", "detail")
-    for snapshot in sorted(snapshots.values(), key=lambda s: s.name):
-        refused = sum(snapshot.refused.values())
-        table.add_row(
-            snapshot.name,
-            snapshot.run_mode,
-            snapshot.state,
-            "yes" if snapshot.ok else "NO",
-            ", ".join(snapshot.tenants) or "-",
-            str(snapshot.handled),
-            str(refused) if refused else "",
-            str(max(snapshot.launches - 1, 0)) if snapshot.run_mode == "isolated" else "",
-            snapshot.detail + (f" (last exit: {snapshot.last_exit})" if snapshot.last_exit else ""),
-        )
-    Console().print(table)
+    rows = [
+        {
+            "module": snapshot.name,
+            "run_mode": snapshot.run_mode,
+            "state": snapshot.state,
+            "ok": snapshot.ok,
+            "tenants": list(snapshot.tenants),
+            "handled": snapshot.handled,
+            "refused": sum(snapshot.refused.values()),
+            "restarts": max(snapshot.launches - 1, 0) if snapshot.run_mode == "isolated" else None,
+            "detail": snapshot.detail + (f" (last exit: {snapshot.last_exit})" if snapshot.last_exit else ""),
+        }
+        for snapshot in sorted(snapshots.values(), key=lambda s: s.name)
+    ]
+    emit(rows, _HEALTH_COLUMNS, as_json=as_json)
     if not live:
         typer.echo(_down(snapshots), err=True)
         raise typer.Exit(EXIT_NOT_RUNNING)
@@ -145,7 +172,7 @@ def _known(loaded: LoadedConfig, name: str) -> None:
     names = [m.name for m in loaded.config.modules]
     if name not in names:
         typer.echo(
-            f"no module {name!r} in {loaded.path} (configured: {', '.join(names) or 'none'}; "
+            f"no module {name!r} in {loaded.path} (configured: {listing(name, names)}; "
             "add it under [[modules]] first)",
             err=True,
         )

@@ -10,11 +10,10 @@ from typing import Literal
 
 import tomlkit
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edge.cli import credentials_cmd
 from edge.cli.common import load_or_exit
+from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config import LoadedConfig
 from edge.config.edit import UnknownTenant, change_entitlements
 from edge.ops.instance import AlreadyRunning, InstanceLock
@@ -145,13 +144,18 @@ def _set_tier(path: Path, tenant: str, tier: str) -> None:
 
 
 @app.command("list")
-def list_tenants(config: Path = CONFIG) -> None:
+def list_tenants(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
     """Show every tenant with its entitlement flags."""
     loaded, _ = load_or_exit(config, secrets=False)
-    table = Table("tenant", "name", "entitlements")
-    for tenant in loaded.config.tenants:
-        table.add_row(tenant.id, tenant.name, ", ".join(tenant.entitlements) or "-")
-    Console().print(table)
+    rows = [
+        {"tenant": t.id, "name": t.name, "entitlements": list(t.entitlements)} for t in loaded.config.tenants
+    ]
+    columns = [Column("tenant", "tenant"), Column("name", "name")]
+    emit(
+        rows,
+        [*columns, Column("entitlements", "entitlements", lambda e: ", ".join(e) or "-")],
+        as_json=as_json,
+    )
 
 
 @app.command("entitle")

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
 from edge.config.secrets import resolve_references
+from edge.config.suggest import listing, unknown_key
 from edge.config.versions import upgrade
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec, Driver
@@ -48,8 +49,18 @@ def format_location(loc: Sequence[int | str], prefix: str = "") -> str:
     return out
 
 
-def _issues_from(exc: ValidationError, file: str, prefix: str = "") -> list[ConfigIssue]:
-    return [ConfigIssue(file, format_location(err["loc"], prefix), err["msg"]) for err in exc.errors()]
+def _issues_from(
+    exc: ValidationError, file: str, model: type[BaseModel], prefix: str = ""
+) -> list[ConfigIssue]:
+    """One issue per error; an unknown key names the closest known one (a typo is the usual cause)."""
+    return [
+        ConfigIssue(
+            file,
+            format_location(err["loc"], prefix),
+            unknown_key(model, err["loc"]) if err["type"] == "extra_forbidden" else err["msg"],
+        )
+        for err in exc.errors()
+    ]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -77,7 +88,7 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_issues_from(exc, file)) from None
+        raise ConfigError(_issues_from(exc, file, GatewayConfig)) from None
 
     issues = _check_references(config, file)
     profiles = _ProfileCache(path.parent, registry)
@@ -173,7 +184,7 @@ def _validate(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_issues_from(exc, file, where))
+        issues.extend(_issues_from(exc, file, model, where))
         return None
 
 
@@ -192,6 +203,14 @@ class _ProfileCache:
         shipped: Path | None = getattr(driver, "profiles_dir", None)
         return (shipped or self._base) / f"{ref}.toml"
 
+    def _existing(self, ref: str, path: Path, driver: Driver, driver_name: str) -> str:
+        """The profiles there are where `ref` was looked for, closest to it first: a misspelling shows."""
+        if path.parent == getattr(driver, "profiles_dir", None):
+            shipped = sorted(p.stem for p in path.parent.glob("*.toml"))
+            return f"profiles shipped with {driver_name}: {listing(ref, shipped)} (or a path to a .toml file)"
+        files = sorted(p.name for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
+        return f"profiles in {path.parent}: {listing(path.name, files)}"
+
     def points(
         self, ref: str, driver: Driver, driver_name: str, file: str, where: str, issues: list[ConfigIssue]
     ) -> tuple[PointConfig, ...] | None:
@@ -207,7 +226,10 @@ class _ProfileCache:
         try:
             raw = _read_toml(path)
         except ConfigError as exc:
-            issues.append(ConfigIssue(file, where, f"profile {ref!r}: {exc.issues[0].reason} ({path})"))
+            reason = f"profile {ref!r}: {exc.issues[0].reason} ({path})"
+            if not path.exists():
+                reason += f"; {self._existing(ref, path, driver, driver_name)}"
+            issues.append(ConfigIssue(file, where, reason))
             return None
         return parse_profile(raw, str(path), driver, driver_name, issues)
 

@@ -9,7 +9,9 @@ gateway carries on. Every outcome is also an `org.edgegw.command.result` event i
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,11 +21,12 @@ import orjson
 
 from edge.bus.mqtt import InboundMessage, MqttBus
 from edge.bus.topics import Topics
+from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
 from edge.module_host.commands import ModuleCommands
 from edge.ops.stats import GatewayStats
 from edge.outbox.sqlite import SqliteOutbox
-from edge.sdk.errors import DeviceError, DeviceUnreachable, UnknownTarget
+from edge.sdk.errors import DeviceError, DeviceUnreachable, UnknownTarget, WriteRejected
 from edge.sdk.events import COMMAND_RESULT, make_event
 from edge.sdk.points import Scalar
 from edge.sdk.tenancy import TenantContext, tenant_scope
@@ -48,20 +51,29 @@ class WriteRequest:
 
 
 def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequest:
-    """Validate one inbound message; raises CommandRejected with the reason."""
+    """Validate one inbound message; raises CommandRejected with the reason.
+
+    A NaN or Infinity (which JSON lacks, but Python's json module writes) is kept, so `check_write_value`
+    refuses it naming what the point accepts."""
     target = topics.parse_command(topic)
     if target is None:
         raise CommandRejected(f"not a command topic: {topic!r}")
-    value, request_id = parse_write_payload(payload)
+    value, request_id = parse_write_payload(payload, finite_only=False)
     return WriteRequest(*target, value=value, request_id=request_id)
 
 
-def parse_write_payload(payload: bytes) -> tuple[Scalar | None, str | None]:
-    """(value, request id) of a write request body, whatever face it came through; raises CommandRejected."""
+def parse_write_payload(payload: bytes, *, finite_only: bool = True) -> tuple[Scalar | None, str | None]:
+    """(value, request id) of a write request body, whatever face it came through; raises CommandRejected.
+
+    `finite_only`: refuse NaN and ±Infinity here (else they are returned, for `check_write_value`)."""
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise CommandRejected(f"payload is not JSON: {exc}") from None
+        body = _non_finite_json(payload)
+        if body is None:
+            raise CommandRejected(f"payload is not JSON: {exc}") from None
+        if finite_only:
+            raise CommandRejected(f"{_shown(body)} (JSON has no NaN or Infinity)") from None
     request_id = None
     if isinstance(body, dict):
         if "value" not in body:
@@ -73,6 +85,65 @@ def parse_write_payload(payload: bytes) -> tuple[Scalar | None, str | None]:
     if body is not None and not isinstance(body, bool | int | float | str):
         raise CommandRejected(f"value must be a number, boolean, string or null, not {type(body).__name__}")
     return body, request_id
+
+
+def _non_finite_json(payload: bytes) -> Any:
+    """The body when `payload` is JSON but for a value of NaN, ±Infinity or beyond a double (orjson refuses
+    them; Python's json module reads and writes them), else None."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("value") if isinstance(body, dict) else body
+    return body if isinstance(value, float) and not math.isfinite(value) else None
+
+
+def _shown(body: Any) -> str:
+    value = body.get("value") if isinstance(body, dict) else body
+    return f"{json.dumps(value)} is not a finite number"
+
+
+def check_write_value(poller: DevicePoller, point_name: str, value: Scalar | None) -> None:
+    """Refuse, before the device sees it, what the point cannot take: an unknown point (naming the device's
+    points), a number that is not finite, or one outside what the point's data type holds through its scaling
+    (`DevicePoller.accepted_range`). Raises WriteRejected saying what the point accepts."""
+    device = poller.spec.name
+    point = next((p for p in poller.spec.points if p.name == point_name), None)
+    if point is None:
+        points = listing(point_name, (p.name for p in poller.spec.points))
+        raise WriteRejected(device, f"no such point (points of {device}: {points})", point=point_name)
+    if value is None or isinstance(value, bool | str):
+        return  # a release, or a state or text the driver checks against the point
+    accepted = poller.accepted_range(point_name)
+    accepts = f"{point_name} accepts {_range_text(accepted, point.unit)}" if accepted else ""
+    shown = json.dumps(value)  # NaN, Infinity, 1e+40: as the user wrote it
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WriteRejected(
+            device, f"{shown} is not a finite number: {accepts or 'a point takes finite numbers'}", point_name
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any double
+        number = math.inf if value > 0 else -math.inf
+    if accepted is not None:
+        low, high = accepted
+        slack = 1e-9 * max(1.0, abs(low), abs(high))  # the bounds are products in floats (32767 * 0.1)
+        if not low - slack <= number <= high + slack:
+            raise WriteRejected(device, f"{shown} is out of range: {accepts}", point_name)
+    elif point.scale and not math.isfinite((number - point.offset) / point.scale):
+        raise WriteRejected(device, f"{shown} is too large for the point", point_name)
+
+
+def _range_text(accepted: tuple[float, float], unit: str | None) -> str:
+    return f"{_number(accepted[0])}..{_number(accepted[1])}" + (f" {unit}" if unit else "")
+
+
+def _number(x: float) -> str:
+    """-3276.8, 65535, 3.402823466e+38: ten significant digits, without the float noise of 32767 * 0.1."""
+    nearest = round(x)
+    if abs(x) < 1e15 and abs(x - nearest) <= 1e-9 * max(1.0, abs(x)):
+        return str(nearest)
+    return f"{x:.10g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +220,7 @@ class CommandHandler:
         with tenant_scope(poller.tenant):
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
+                    check_write_value(poller, request.point, request.value)
                     await poller.write(request.point, request.value)
             except (DeviceError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"

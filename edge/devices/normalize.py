@@ -103,6 +103,21 @@ class DeviceNormalizer:
         rounded = round(raw)
         return rounded if abs(raw - rounded) < 1e-6 else raw
 
+    def to_value(self, point_name: str, raw: float) -> float | None:
+        """The engineering value a raw number reads as (`normalize`'s scaling, unrounded); None while the
+        point's scale factor is not read yet. Gives a data type's raw range in the point's units."""
+        point = self._by_name[point_name]
+        value = raw * point.scale + point.offset
+        if point.scale_factor:
+            sf = self._current[next(i for i, p in enumerate(self.points) if p.name == point.scale_factor)]
+            if type(sf) is not int:
+                return None
+            try:
+                value *= 10.0**sf
+            except OverflowError:  # a garbage scale factor (SunSpec's 0x8000 "not implemented")
+                return None
+        return value
+
 
 def _sample(entry: _Entry, value: RawValue | Qualified, raw: Sequence[RawValue]) -> dict[str, Any]:
     """One point's sample, covering every case: faults, qualified values, bits and text, scale factors."""

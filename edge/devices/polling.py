@@ -18,7 +18,7 @@ from edge.devices.normalize import DeviceNormalizer
 from edge.ops.logs import device_scope
 from edge.ops.stats import DeviceStats
 from edge.sdk.backoff import Backoff
-from edge.sdk.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush
+from edge.sdk.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush, SupportsValueRange
 from edge.sdk.errors import DeviceError, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
 from edge.sdk.events import DEVICE_STATUS, TELEMETRY, Event, make_event
 from edge.sdk.points import PointFault, Scalar
@@ -307,6 +307,20 @@ class DevicePoller:
             except ValueError as exc:
                 raise WriteRejected(self.spec.name, str(exc), point=point_name) from None
         return raw
+
+    def accepted_range(self, point_name: str) -> tuple[float, float] | None:
+        """The engineering values a point can take: the driver's raw range (`SupportsValueRange`) through the
+        point's scaling. None when the driver does not say, or the point's scale factor is not read yet."""
+        point = next((p for p in self.spec.points if p.name == point_name), None)
+        if point is None or not isinstance(self._driver, SupportsValueRange):
+            return None
+        raw = self._driver.raw_range(point)
+        if raw is None:
+            return None
+        low, high = (self._normalizer.to_value(point_name, r) for r in raw)
+        if low is None or high is None:
+            return None
+        return (min(low, high), max(low, high))
 
     async def read_once(self) -> dict[str, dict[str, Any]]:
         """Connect, read every point once, close: for `edge device test`."""

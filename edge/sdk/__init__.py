@@ -26,6 +26,7 @@ from edge.sdk.drivers import (
     ReadPlan,
     SupportsDiscovery,
     SupportsPush,
+    SupportsValueRange,
 )
 from edge.sdk.errors import (
     ConfigError,
@@ -188,6 +189,7 @@ __all__ = [
     "SubscriptionUnsupported",
     "SupportsDiscovery",
     "SupportsPush",
+    "SupportsValueRange",
     "Telemetry",
     "TelemetryData",
     "TenantContext",

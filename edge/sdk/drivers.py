@@ -26,6 +26,7 @@ __all__ = [
     "ReadPlan",
     "SupportsDiscovery",
     "SupportsPush",
+    "SupportsValueRange",
 ]
 
 
@@ -131,3 +132,14 @@ class SupportsPush(Protocol):
         """Called after `connect()`. Deliver every point's current value first, then changes, until `close()`.
 
         Raise `SubscriptionUnsupported` to have the kernel poll this device instead."""
+
+
+@runtime_checkable
+class SupportsValueRange(Protocol):
+    """Optional, on a driver: the raw numbers a point's data type can hold (an int16 register, a BACnet Real).
+
+    The kernel passes the range through the point's scaling and refuses a write outside it before the device
+    sees it, telling the user what the point accepts in engineering units."""
+
+    def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
+        """(lowest, highest) raw number `point` can take; None when it takes no numbers or the type is unknown."""

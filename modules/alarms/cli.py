@@ -4,6 +4,7 @@ Mounted by the kernel's CLI through the `edge.cli` entry point `alarm` (see edge
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -38,11 +39,17 @@ def list_alarms(
     tenant: str = TENANT,
     config: Path = CONFIG_OPTION,
     timeout: float = typer.Option(15.0, help="Seconds to wait for the answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the alarms as a JSON array of objects."),
 ) -> None:
     """The tenant's unresolved alarms: active, or cleared and not yet acknowledged."""
     gateway = open_gateway_config(config)
     result = send_module_command(gateway, tenant, "alarms", "list", {}, timeout)
     alarms = result.get("alarms", [])
+    if as_json:
+        typer.echo(json.dumps(alarms, indent=2, ensure_ascii=False))
+        if result.get("truncated"):  # on stderr: stdout stays one JSON document
+            typer.echo(f"... {result['total'] - len(alarms)} more (of {result['total']})", err=True)
+        return
     if not alarms:
         typer.echo("no unresolved alarms")
         return

@@ -254,3 +254,16 @@ def test_an_admin_changes_entitlements_live_and_in_the_configuration(api: ApiGat
             http.put("/v1/tenants/globex/entitlements", json={"entitlements": ["solar"]})
     assert api.gateway.tenants["globex"].entitlements == {"solar"}
     assert "billing" not in path.read_text() or "billing" in before
+
+
+def test_writes_get_the_command_paths_value_check_with_the_points_range(api: ApiGateway) -> None:
+    url = "/v1/devices/inv-01/points/power_limit/value"  # a uint16 register, %
+    with api.client(api.token("acme", "operator")) as http:
+        for value in (70000, -1, 1e40):
+            refused = http.put(url, json={"value": value})
+            assert refused.status_code == 422, refused.text
+            detail = refused.json()["detail"]
+            assert "is out of range: power_limit accepts 0..65535 %" in detail, detail
+        for body in (b'{"value": NaN}', b"Infinity", b'{"value": 1e400}'):
+            refused = http.put(url, content=body)
+            assert refused.status_code == 422 and "is not a finite number" in refused.json()["detail"]

@@ -247,6 +247,15 @@ async def test_an_offline_inverter_is_flagged_alarmed_bridged_by_its_counter_and
     bridged = await rig.until("acme", ENERGY, lambda e: e["device"] == "inv-02" and e["recovered_wh"] > 0)
     assert "counter" in bridged["methods"] and bridged["energy_wh"] >= bridged["recovered_wh"]
 
+    listed = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["alarm", "list", "--tenant", "acme", "--json", "-c", str(rig.config)]
+    )
+    alarms = {a["alarm_id"]: a for a in orjson.loads(listed.stdout)}  # stdout is one JSON document
+    assert alarms[alarm_id]["state"] == "cleared" and alarms[alarm_id]["acknowledged"] is False
+    code, table = await rig.cli("alarm", "list", "--tenant", "acme")  # the same fields, for people
+    for alarm in alarms.values():
+        line = f"{alarm['alarm_id']}  {alarm['severity']:<8} {alarm['state']:<8}"
+        assert code == 0 and line in table and f"since {alarm['since']}" in table
     code, out = await rig.cli("alarm", "ack", alarm_id, "--tenant", "acme", "--by", "operator")
     assert code == 0 and f"{alarm_id}: acknowledged" in out, out
     acked = await rig.until(

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,14 +17,6 @@ from tests.e2e import write_config
 from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(

@@ -12,27 +12,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from edge.cli import app
 from tests.e2e import write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_until
+from tests.helpers import MosquittoProcess, SimulatorProcess, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 CANARY = "canary-41d2-secret-of-the-bus"
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @dataclass

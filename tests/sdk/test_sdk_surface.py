@@ -50,6 +50,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "ReadPlan",
         "SupportsDiscovery",
         "SupportsPush",
+        "SupportsValueRange",
     ),
     "edge.sdk.errors": (
         "ConfigError",

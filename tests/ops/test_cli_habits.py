@@ -1,0 +1,121 @@
+"""What a user expects of any command line: `--version`, shell completion, `--json` on list and show commands
+(parsable, the table's fields), whole values when the output is piped. Run as `python -m edge.cli`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.sdk.version import KERNEL_API_VERSION
+from tests.e2e import write_config
+from tests.helpers import SimulatorProcess, free_port
+
+EDGE = [sys.executable, "-m", "edge.cli"]
+
+
+def edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`edge ...` with stdout a pipe, as in a script."""
+    return subprocess.run(
+        [*EDGE, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+
+
+def as_json(*args: str) -> Any:
+    result = edge(*args, "--json")
+    assert result.returncode in (0, 1, 4), result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def config(tmp_path: Path, simulator: SimulatorProcess) -> Path:
+    return write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=simulator.port, devices=2)
+
+
+def test_version_names_the_package_and_the_kernel_api() -> None:
+    result = edge("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"edge {version('edge-gateway')} (kernel API {KERNEL_API_VERSION})"
+
+
+def test_shell_completion_is_offered_and_completes_commands_of_the_kernel_and_plug_ins() -> None:
+    assert "--install-completion" in edge("--help", env={"COLUMNS": "200"}).stdout
+    script = edge("--show-completion", "bash")
+    assert script.returncode == 0 and "_EDGE_COMPLETE=complete_bash" in script.stdout
+    for typed, expected in (("dev", "device"), ("al", "alarm"), ("device t", "test")):
+        words = f"edge {typed}"
+        completed = edge(
+            env={
+                "_EDGE_COMPLETE": "complete_bash",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(len(words.split()) - 1),
+            }
+        )
+        assert completed.returncode == 0 and expected in completed.stdout.split(), completed.stdout
+
+
+def test_json_of_device_list_and_test_carries_the_table_fields(config: Path) -> None:
+    devices = as_json("device", "list", "-c", str(config))
+    assert [d["device"] for d in devices] == ["inv-01", "inv-02"]
+    assert devices[0] == {
+        "device": "inv-01",
+        "driver": "modbus",
+        "tenant": "acme",
+        "site": "roof",
+        "profile": "sunspec-inverter",
+        "points": devices[0]["points"],
+        "poll_interval": 0.2,
+    }
+    table = edge("device", "list", "-c", str(config)).stdout
+    for heading in ("device", "driver", "tenant", "site", "profile", "points", "poll (s)"):
+        assert heading in table
+    row = next(line for line in table.splitlines() if "inv-01" in line)
+    assert all(str(devices[0][k]) in row for k in ("driver", "tenant", "site", "profile", "points"))
+    points = as_json("device", "test", "inv-02", "-c", str(config))
+    assert {tuple(p) for p in points} == {("point", "value", "unit", "quality", "raw", "reason")}
+    by_name = {p["point"]: p for p in points}
+    assert by_name["ac_power"]["quality"] == "good" and isinstance(by_name["ac_power"]["value"], int | float)
+
+
+def test_json_of_tenants_events_and_modules(config: Path) -> None:
+    assert as_json("tenant", "list", "-c", str(config)) == [
+        {"tenant": "acme", "name": "", "entitlements": ["solar"]},
+        {"tenant": "globex", "name": "", "entitlements": ["solar"]},
+    ]
+    types = as_json("events", "types")
+    assert {"type": "org.edgegw.telemetry", "dataversion": "1.0"} in types
+    assert all(set(t) == {"type", "dataversion"} for t in types)
+    modules = as_json("module", "list", "-c", str(config))
+    keys = {"module", "version", "run_mode", "entitlement", "wanted", "state", "handled", "detail"}
+    assert modules and all(set(m) == keys for m in modules)
+    assert {m["module"] for m in modules} >= {"alarms", "billing", "solar"}
+    health = edge("module", "health", "-c", str(config), "--json")
+    assert (
+        health.returncode == 4 and json.loads(health.stdout) == []
+    )  # never ran: nothing live, said on stderr
+    assert "not running" in health.stderr
+
+
+def test_discovery_prints_whole_values_when_piped_and_json_on_request(simulator: SimulatorProcess) -> None:
+    target = ["-t", "host=127.0.0.1", "-t", f"port={simulator.port}", "-t", "units=1-2", "-t", "timeout=0.2"]
+    table = edge("device", "discover", "modbus", *target)
+    assert table.returncode == 0, table.stderr
+    identity = (
+        "sunspec_base=40000, manufacturer=EdgeSim, model=PV-10K, version=1.0.0, serial=SIM00001, models=1,103"
+    )
+    connection = f"host=127.0.0.1, port={simulator.port}, unit_id=1"
+    lines = table.stdout.splitlines()
+    assert any(identity in line and connection in line for line in lines), table.stdout
+    assert "…" not in table.stdout
+    found = as_json("device", "discover", "modbus", *target)
+    assert [d["connection"] for d in found] == [
+        {"host": "127.0.0.1", "port": simulator.port, "unit_id": unit} for unit in (1, 2)
+    ]
+    assert set(found[0]) == {"address", "identity", "points", "profile", "connection"}
+    assert found[0]["identity"]["serial"] == "SIM00001" and found[0]["profile"] == "sunspec-inverter"
