@@ -118,19 +118,23 @@ class HomeAssistantDiscovery:
                 if unique_id not in self._removals:
                     await self._publish(entry["topic"], entry["payload"].encode())
         changed = False
-        while self._queue:
-            unique_id, entity = next(iter(self._queue.items()))
-            payload = orjson.dumps(entity.config).decode()
-            previous = self._announced.get(unique_id)
-            if previous is not None and previous["topic"] != entity.config_topic:
-                await self._publish(previous["topic"], b"")  # now another component: remove the old entity
-            if previous is None or previous["payload"] != payload or previous["topic"] != entity.config_topic:
-                await self._publish(entity.config_topic, payload.encode())
-                self._announced[unique_id] = {"topic": entity.config_topic, "payload": payload}
-                changed = True
-            del self._queue[unique_id]
-        if changed:
-            self._save()
+        try:
+            while self._queue:
+                unique_id, entity = next(iter(self._queue.items()))
+                payload = orjson.dumps(entity.config).decode()
+                previous = self._announced.get(unique_id)
+                current = {"topic": entity.config_topic, "payload": payload}
+                if previous != current:
+                    # recorded before it is sent: a stop in between must not leave an entity no run knows of
+                    self._announced[unique_id] = current
+                    changed = True
+                    if previous is not None and previous["topic"] != entity.config_topic:
+                        await self._publish(previous["topic"], b"")  # another component now: remove the old one
+                    await self._publish(entity.config_topic, payload.encode())
+                del self._queue[unique_id]
+        finally:
+            if changed:
+                self._save()
 
     async def _publish(self, topic: str, payload: bytes) -> None:
         future = await self._bus.publish(topic, payload, qos=1, retain=True)
