@@ -129,7 +129,8 @@ class HomeAssistantDiscovery:
                     self._announced[unique_id] = current
                     changed = True
                     if previous is not None and previous["topic"] != entity.config_topic:
-                        await self._publish(previous["topic"], b"")  # another component now: remove the old one
+                        # another component now: remove the old entity
+                        await self._publish(previous["topic"], b"")
                     await self._publish(entity.config_topic, payload.encode())
                 del self._queue[unique_id]
         finally:

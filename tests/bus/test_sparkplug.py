@@ -319,7 +319,8 @@ def test_the_committed_classes_are_generated_from_the_published_definition(tmp_p
     proto = Path(generated.__file__).with_name("sparkplug_b.proto")
     assert protoc.main(["protoc", f"-I{proto.parent}", f"--python_out={tmp_path}", str(proto)]) == 0
 
-    def schema(text: str) -> str:  # the embedded descriptor; the header names the protoc version, which may move
+    # the embedded descriptor; the header names the protoc version, which may move
+    def schema(text: str) -> str:
         return next(line for line in text.splitlines() if "AddSerializedFile(" in line)
 
     assert schema((tmp_path / "sparkplug_b_pb2.py").read_text()) == schema(Path(generated.__file__).read_text())
