@@ -323,5 +323,7 @@ def test_the_committed_classes_are_generated_from_the_published_definition(tmp_p
     def schema(text: str) -> str:
         return next(line for line in text.splitlines() if "AddSerializedFile(" in line)
 
-    assert schema((tmp_path / "sparkplug_b_pb2.py").read_text()) == schema(Path(generated.__file__).read_text())
+    assert schema((tmp_path / "sparkplug_b_pb2.py").read_text()) == schema(
+        Path(generated.__file__).read_text()
+    )
     assert generated.DESCRIPTOR.serialized_pb == tahu.DESCRIPTOR.serialized_pb
