@@ -22,6 +22,9 @@ def write(
     value: str = typer.Argument(..., help='JSON value: 21.5, true, "text", or null to release the point.'),
     config: Path = CONFIG,
     timeout: float = typer.Option(15.0, help="Seconds to wait for the gateway's answer."),
+    priority: int | None = typer.Option(
+        None, min=1, max=16, help="BACnet write priority 1..16 for this write (default: the point's own)."
+    ),
 ) -> None:
     """Ask the running gateway to write a point (same path and checks as an MQTT write request)."""
     loaded, _ = load_or_exit(config)
@@ -35,7 +38,7 @@ def write(
         loaded,
         publish_topic=topics.command(spec.tenant, spec.site, device, point),
         answer_topics=[topics.command_result(spec.tenant, spec.site, device, point)],
-        payload=orjson.dumps({"value": _parse_value(value), "id": request_id}),
+        payload=orjson.dumps(_request_body(_parse_value(value), request_id, priority)),
         request_id=request_id,
         timeout=timeout,
     )
@@ -49,6 +52,11 @@ def write(
         typer.echo(f"refused: {result.get('reason')}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{device}.{point} = {json.dumps(result.get('value'))}: written")
+
+
+def _request_body(value: Any, request_id: str, priority: int | None) -> dict[str, Any]:
+    body = {"value": value, "id": request_id}
+    return body if priority is None else {**body, "priority": priority}
 
 
 def _parse_value(raw: str) -> Any:
