@@ -31,7 +31,8 @@ Layout (the loopback rules of the project's protocol notes, §3):
 Fault injection (per device): `silent` (drops every datagram in and out, as a powered-off device),
 `error` (answers every confirmed request with Error device/operational-problem), `delay` (answers slowly),
 `rpm=False` (rejects ReadPropertyMultiple as unrecognized-service, as small devices do), `cov=False` (rejects
-SubscribeCOV the same way). Per object:
+SubscribeCOV the same way), `write_error` (applies each WriteProperty, then answers Error
+device/operational-problem instead of the acknowledgement, as some controllers do). Per object:
 `set_status` sets Status_Flags, Reliability and Out_Of_Service. Per zone: `set_drift(vav, kelvin)` makes the
 zone settle `kelvin` away from its setpoint while the fan runs (a stuck damper, a failed reheat valve), and
 `--drift vav-2=3` does the same from the command line.
@@ -60,6 +61,7 @@ from bacpypes3.apdu import (
     Error,
     ReadPropertyMultipleRequest,
     RejectPDU,
+    SimpleAckPDU,
     SubscribeCOVRequest,
 )
 from bacpypes3.app import Application
@@ -142,6 +144,7 @@ class Faults:
     delay: float = 0.0
     rpm: bool = True
     cov: bool = True
+    write_error: bool = False  # apply each WriteProperty, then answer an error
 
 
 class _DeviceApp(Application):  # type: ignore[misc]  # bacpypes3 has no type information
@@ -149,6 +152,32 @@ class _DeviceApp(Application):  # type: ignore[misc]  # bacpypes3 has no type in
 
     faults: Faults
     requests: collections.Counter[str]
+    _acks_to_replace: set[tuple[str, int]]
+
+    async def do_WritePropertyRequest(self, apdu: Any) -> None:
+        if not self.faults.write_error:
+            await super().do_WritePropertyRequest(apdu)
+            return
+        key = (str(apdu.pduSource), apdu.apduInvokeID)
+        self._acks_to_replace.add(key)
+        try:
+            await super().do_WritePropertyRequest(apdu)  # applies the write; its acknowledgement is dropped
+        finally:
+            self._acks_to_replace.discard(key)
+        await self.response(
+            Error(
+                service_choice=apdu.apduService,
+                errorClass="device",
+                errorCode="operationalProblem",
+                context=apdu,
+            )
+        )
+
+    async def response(self, apdu: Any) -> None:
+        replaced = isinstance(apdu, SimpleAckPDU) and self._acks_to_replace
+        if replaced and (str(apdu.pduDestination), apdu.apduInvokeID) in self._acks_to_replace:
+            return
+        await super().response(apdu)
 
     async def indication(self, apdu: Any) -> None:
         self.requests[type(apdu).__name__] += 1
@@ -527,6 +556,7 @@ class HvacSimulator:
         app = _DeviceApp.from_object_list([device, network_port, *objects])
         app.faults = Faults()
         app.requests = collections.Counter()
+        app._acks_to_replace = set()
         app.asap.applicationTimeout = 60_000  # let `delay` be longer than bacpypes3's 3 s server timer
         _gate(app)
         return SimDevice(name, kind, instance, ip, port, app, {str(o.objectName): o for o in objects})
@@ -580,6 +610,7 @@ class HvacSimulator:
         delay: float | None = None,
         rpm: bool | None = None,
         cov: bool | None = None,
+        write_error: bool | None = None,
     ) -> None:
         faults = self.device(device).faults
         if silent is not None:
@@ -592,6 +623,8 @@ class HvacSimulator:
             faults.rpm = rpm
         if cov is not None:
             faults.cov = cov
+        if write_error is not None:
+            faults.write_error = write_error
 
     def set_drift(self, device: int | str, kelvin: float) -> None:
         """The zone of this VAV box settles `kelvin` off its setpoint while the fan runs (0 ends it)."""

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from bacpypes3.apdu import SubscribeCOVPropertyRequest, SubscribeCOVRequest
+from bacpypes3.apdu import ErrorPDU, SubscribeCOVPropertyRequest, SubscribeCOVRequest
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import ObjectIdentifier, PropertyIdentifier, Real
 from bacpypes3.vendor import get_vendor_info
@@ -98,11 +98,29 @@ class BacnetSession:
             if self._instance is None:
                 self._instance = await self._who_is()
             else:
-                device_id = ObjectIdentifier(("device", self._instance))
-                await self._call(lambda app: app.read_property(self._address, device_id, _OBJECT_NAME))
+                await self._check_instance(self._instance)
         except BacnetFailure as failure:
             await self.close()
             raise DeviceUnreachable(self._device, f"{self._conn.address}: {failure.reason}") from None
+
+    async def _check_instance(self, instance: int) -> None:
+        """Read the configured device object's name. A device that answers but has no such object is another
+        device than configured: ask it who it is (a unicast Who-Is) and say so, with the instance to set."""
+        device_id = ObjectIdentifier(("device", instance))
+        try:
+            await self._call(lambda app: app.read_property(self._address, device_id, _OBJECT_NAME))
+        except BacnetFailure as failure:
+            if failure.timeout or not failure.about_an_object:
+                raise
+            mismatch = f"device instance {instance} is not at this address ({failure.reason})"
+            try:
+                actual = await self._who_is()
+            except BacnetFailure:
+                raise BacnetFailure(f"{mismatch}; the device there did not say which it is") from None
+            raise BacnetFailure(
+                f"{mismatch}: the device there is instance {actual}; "
+                f"set connection.device_instance = {actual} or correct the address"
+            ) from None
 
     async def _who_is(self) -> int:
         stack = self._require()
@@ -268,7 +286,57 @@ class BacnetSession:
             if failure.timeout:
                 reason = f"no answer to the write (it may have applied): {failure.reason}"
                 raise DeviceUnreachable(self._device, reason, point=point.name) from None
-            raise WriteRejected(self._device, failure.reason, point=point.name) from None
+            if not _may_have_applied(failure):
+                raise WriteRejected(self._device, failure.reason, point=point.name) from None
+            error = failure.reason
+        else:
+            return
+        # Some devices apply a write and still answer an error: what they hold now is the truth to report.
+        held, applied = await self._read_back(object_id, prop, point.index, priority, value)
+        if applied:
+            log.warning(
+                "device %s point %s: the device answered the write with %s but holds the value written (%s)",
+                self._device,
+                point.name,
+                error,
+                held,
+            )
+            return
+        raise WriteRejected(self._device, f"{error}; read back: {held}", point=point.name)
+
+    async def _read_back(
+        self,
+        object_id: ObjectIdentifier,
+        prop: PropertyIdentifier,
+        index: int | None,
+        priority: int | None,
+        value: Any,
+    ) -> tuple[str, bool]:
+        """After an error answer: (what the device holds, for people; whether it is what was written).
+
+        A commandable present value is judged by its priority slot (a higher priority may rule the present
+        value), anything else by the property itself."""
+        wanted = scalar(value)
+        if priority is None:
+            held = await self._read_quietly(object_id, prop, index)
+            return f"{prop} is {_shown(held)}", _same(held, wanted)
+        slot = await self._read_quietly(object_id, PropertyIdentifier("priority-array"), priority)
+        present = await self._read_quietly(object_id, PropertyIdentifier("present-value"), None)
+        if slot is None:
+            shown = "is empty"
+        else:
+            shown = _shown(slot) if isinstance(slot, PointFault) else f"holds {_shown(slot)}"
+        return f"priority {priority} {shown}, present value {_shown(present)}", _same(slot, wanted)
+
+    async def _read_quietly(
+        self, object_id: ObjectIdentifier, prop: PropertyIdentifier, index: int | None
+    ) -> Scalar | PointFault | None:
+        try:
+            return scalar(
+                await self._call(lambda app: app.read_property(self._address, object_id, prop, index))
+            )
+        except BacnetFailure as failure:
+            return PointFault(failure.reason)
 
     # ---- COV ----------------------------------------------------------------------------------------
 
@@ -466,6 +534,27 @@ class BacnetSession:
         return await stack.call(
             lambda: request(app), self._timeout, self._conn.retries if retries is None else retries
         )
+
+
+def _may_have_applied(failure: BacnetFailure) -> bool:
+    """An error answer about something that exists: a device may have applied the write before answering it.
+
+    Not a reject or abort (the request was not carried out), not a value that could not even be encoded, not
+    an unknown object or property (there was nothing to write to)."""
+    response = failure.response
+    if not isinstance(response, ErrorPDU):
+        return False
+    return str(response.errorCode) not in ("unknown-object", "unknown-property")
+
+
+def _same(held: Scalar | PointFault | None, wanted: Scalar | PointFault | None) -> bool:
+    return not isinstance(held, PointFault) and held == wanted and type(held) is type(wanted)
+
+
+def _shown(value: Scalar | PointFault | None) -> str:
+    if isinstance(value, PointFault):
+        return f"unreadable ({value.reason})"
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def _object_key(object_id: Any) -> ObjectKey:

@@ -3,8 +3,10 @@
 Target keys: `host` (required), `port` (502), `units` ("1-247", "1,2,5" or "1-3,9"), `timeout` (seconds per
 request, 0.5). Units are probed one at a time on one connection (a gateway in front of RS-485 devices can only
 serve one at a time anyway). A unit with the SunSpec marker at 40000, 0 or 50000 yields a `DiscoveredDevice`
-with the common model's manufacturer, model, version and serial number; the shipped `sunspec-inverter`
-profile is proposed when inverter model 101, 102 or 103 sits where that profile expects it (40069).
+with the common model's manufacturer, model, version and serial number, and a point map for every model of its
+chain, generated from the official SunSpec model definitions (`drivers.modbus.sunspec`). The shipped
+`sunspec-inverter` profile is proposed instead when the chain is exactly what it maps: a common model of 65
+registers and model 103 at 40069.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from drivers.modbus.sunspec import SunSpecModelError, model_points, profile_name
 from edge.sdk import DeviceUnreachable, DiscoveredDevice
 
 SUNS = (0x5375, 0x6E53)  # "SunS"
 BASES = (40000, 0, 50000)
-INVERTER_MODELS = frozenset({101, 102, 103})
-PROFILE_MODEL_ADDRESS = 40069  # where profiles/sunspec-inverter.toml expects model 103
+SHIPPED_CHAIN = ((1, 40002), (103, 40069))  # what profiles/sunspec-inverter.toml maps: models and addresses
 _MAX_MODELS = 64  # bound on the model chain walk
+_MAX_MODEL_REGISTERS = 4096  # a longer model is not read (and not mapped): no standard model comes close
+_READ_CHUNK = 125  # Modbus limit per read
 _END = 0xFFFF
 _PROGRESS_EVERY = 10
 # common model 1, data offsets (after id and length) and register counts of its strings
@@ -98,15 +102,14 @@ async def _probe(client: AsyncModbusTcpClient, host: str, port: int, unit: int) 
 
 async def _walk(client: AsyncModbusTcpClient, host: str, port: int, unit: int, base: int) -> DiscoveredDevice:
     identity: dict[str, str] = {"sunspec_base": str(base)}
-    models: list[str] = []
-    inverter_at: int | None = None
+    chain: list[tuple[int, int, int]] = []  # (model id, address of its id register, length)
     address = base + 2
     for _ in range(_MAX_MODELS):
         header = await _read(client, unit, address, 2)
         if header is None or header[0] == _END:
             break
         model, length = header
-        models.append(str(model))
+        chain.append((model, address, length))
         if model == 1:
             body = await _read(client, unit, address + 2, min(length, 65))
             if body is not None:
@@ -114,23 +117,56 @@ async def _walk(client: AsyncModbusTcpClient, host: str, port: int, unit: int, b
                     text = _string(body[offset : offset + size])
                     if text:
                         identity[key] = text
-        if model in INVERTER_MODELS and inverter_at is None:
-            inverter_at = address
         address += 2 + length
         if address > 0xFFFF:
             break
-    identity["models"] = ",".join(models)
-    profile = "sunspec-inverter" if inverter_at == PROFILE_MODEL_ADDRESS else ""
-    if inverter_at is not None and not profile:
-        identity["note"] = (
-            f"inverter model at {inverter_at}: copy sunspec-inverter.toml with shifted addresses"
-        )
-    return DiscoveredDevice(
-        address=f"{host}:{port}/unit {unit}",
-        identity=identity,
-        connection={"host": host, "port": port, "unit_id": unit},
-        profile_name=profile,
-    )
+    identity["models"] = ",".join(str(model) for model, _, _ in chain)
+    connection = {"host": host, "port": port, "unit_id": unit}
+    where = f"{host}:{port}/unit {unit}"
+    if tuple((model, at) for model, at, _ in chain) == SHIPPED_CHAIN:
+        return DiscoveredDevice(where, identity, connection, profile_name="sunspec-inverter")
+    points, notes = await _map_models(client, unit, chain)
+    if notes:
+        identity["note"] = "; ".join(notes)
+    ids = [model for model, _, _ in chain]
+    name = profile_name(identity.get("manufacturer", ""), identity.get("model", ""), ids) if points else ""
+    return DiscoveredDevice(where, identity, connection, points=points, profile_name=name)
+
+
+async def _map_models(
+    client: AsyncModbusTcpClient, unit: int, chain: list[tuple[int, int, int]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The point map of every model of the chain, read whole (repeating groups are sized by what they hold)."""
+    points: list[dict[str, Any]] = []
+    notes: list[str] = []
+    seen: dict[int, int] = {}
+    for model, address, length in chain:
+        seen[model] = seen.get(model, 0) + 1
+        if length + 2 > _MAX_MODEL_REGISTERS:
+            notes.append(f"model {model} at {address}: {length} registers, not mapped")
+            continue
+        registers = await _read_long(client, unit, address, length + 2)
+        if registers is None:
+            notes.append(f"model {model} at {address}: its registers could not be read, not mapped")
+            continue
+        try:
+            found, left_out = model_points(model, address, length, registers, seen[model])
+        except SunSpecModelError as exc:
+            notes.append(str(exc))
+            continue
+        points.extend(found)
+        notes.extend(left_out)
+    return points, notes
+
+
+async def _read_long(client: AsyncModbusTcpClient, unit: int, address: int, count: int) -> list[int] | None:
+    out: list[int] = []
+    for start in range(address, address + count, _READ_CHUNK):
+        block = await _read(client, unit, start, min(_READ_CHUNK, address + count - start))
+        if block is None:
+            return None
+        out.extend(block)
+    return out
 
 
 def _string(registers: list[int]) -> str:

@@ -184,8 +184,25 @@ class ModbusSession:
                 _decode_into(request, response, out)
                 answered = True
         if adjusted.requests and not answered:
-            raise DeviceUnreachable(self._device, f"no request answered (last: {last_failure})")
+            raise DeviceUnreachable(self._device, self._nothing_answered(last_failure))
         return out
+
+    def _nothing_answered(self, last_failure: str) -> str:
+        """The reason when no request was answered, with what a technician should check first.
+
+        Over TCP the connection itself is up, so the usual cause is a unit id the device (or the gateway in
+        front of its RS-485 side) does not serve: gateways answer exception 4/10/11 for it, devices stay silent."""
+        conn = self._connection
+        reason = f"no request answered (last: {last_failure})"
+        if conn.transport == "tcp":
+            return (
+                f"{reason}: {conn.host}:{conn.port} accepts connections, so check the unit id "
+                f"(connection.unit_id = {conn.unit_id}) and that the device behind it is powered"
+            )
+        return (
+            f"{reason} on {conn.port}: check the unit id (connection.unit_id = {conn.unit_id}), the line "
+            f"settings ({conn.baudrate} baud, {conn.bytesize}{conn.parity}{conn.stopbits}) and the wiring"
+        )
 
     def _adjust(self, plan: ModbusPlan) -> AdjustedPlan:
         self._reads += 1

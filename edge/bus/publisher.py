@@ -105,9 +105,11 @@ class LastValuePublisher:
         self._qos = qos
         self._min_interval = min_interval
         self._refresh = max(refresh, min_interval)
-        # Newest telemetry per device since the last flush; only this is examined, so a fast poll costs one
-        # dict assignment per event here, whatever the number of points.
-        self._latest: dict[tuple[str, str, str], Event] = {}
+        # Telemetry per device since the last flush: the newest full poll, then the pushed changes (COV,
+        # subscriptions) after it, which carry only the points that changed. A full poll replaces the list, so a
+        # fast poll costs one dict assignment per event here, whatever the number of points.
+        self._latest: dict[tuple[str, str, str], list[Event]] = {}
+        self._full: dict[tuple[str, str, str], int] = {}  # most points one event of the device carried
         self._resend: dict[str, bytes] = {}  # topic -> payload to send as it is (device status, republishing)
         # topic -> (when, value, quality, payload) of what was last sent
         self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
@@ -115,10 +117,17 @@ class LastValuePublisher:
         bus.on_connect_hooks.append(self._republish_all)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
-        latest = self._latest
+        latest, full = self._latest, self._full
         for event in events:
             if event.type == TELEMETRY and event.data is not None:
-                latest[(event.tenant, event.data["site"], event.data["device"])] = event
+                key = (event.tenant, event.data["site"], event.data["device"])
+                count = len(event.data["points"])
+                pending = latest.get(key)
+                if pending is None or count >= full.get(key, 0):
+                    latest[key] = [event]
+                    full[key] = max(count, full.get(key, 0))
+                else:  # a pushed change: the points it does not carry keep their pending samples
+                    pending.append(event)
         self._wake.set()
 
     def on_status(self, spec: DeviceSpec, up: bool, reason: str | None) -> None:
@@ -156,13 +165,29 @@ class LastValuePublisher:
             )
         latest, self._latest = self._latest, {}
         now = time.monotonic()
-        point_topic = self._topics.point
-        for count, ((tenant, site, device), event) in enumerate(latest.items()):
-            assert event.data is not None
+        for count, ((tenant, site, device), events) in enumerate(latest.items()):
             if count % 16 == 15:
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
+            if not await self._flush_device(tenant, site, device, events, now):
+                key = (tenant, site, device)
+                self._latest[key] = events + self._latest.get(key, [])  # newer ones stay last
+                return
+
+    async def _flush_device(
+        self, tenant: str, site: str, device: str, events: list[Event], now: float
+    ) -> bool:
+        """Publish what changed among one device's pending samples, newest first; False once disconnected."""
+        point_topic = self._topics.point
+        several = len(events) > 1
+        done: set[str] = set()
+        for event in reversed(events):
+            assert event.data is not None
             when = rfc3339(event.time)
             for name, sample in event.data["points"].items():
+                if several:  # a point in several events: only its newest sample counts
+                    if name in done:
+                        continue
+                    done.add(name)
                 topic = point_topic(tenant, site, device, name)
                 value, quality = sample["value"], sample["quality"]
                 last = self._published.get(topic)
@@ -175,9 +200,9 @@ class LastValuePublisher:
                     continue
                 payload = orjson.dumps({**sample, "time": when, "sequence": event.sequence})
                 if not await self._send(topic, payload):
-                    self._latest.setdefault((tenant, site, device), event)
-                    return
+                    return False
                 self._published[topic] = (now, value, quality, payload)
+        return True
 
     async def _send(self, topic: str, payload: bytes) -> bool:
         try:

@@ -160,9 +160,18 @@ def add_device(
     ),
     poll_interval: float = typer.Option(1.0, help="Seconds between polls."),
     timeout: float = typer.Option(1.0, help="Seconds per request."),
+    mode: str = typer.Option(
+        "auto",
+        help="poll: always poll; push (or auto): take the changes the device pushes (BACnet COV, OPC UA "
+        "subscriptions) where the driver offers them.",
+    ),
     config: Path = CONFIG,
 ) -> None:
     """Add a device to the configuration file, keeping its comments; refused if the result would be invalid."""
+    modes = {"auto": "auto", "push": "auto", "poll": "poll"}
+    if mode not in modes:
+        typer.echo(f"--mode must be poll, push or auto, not {mode!r}", err=True)
+        raise typer.Exit(EXIT_CONFIG)
     document = tomlkit.parse(config.read_text())
     devices = document.setdefault("devices", tomlkit.aot())
     entry: dict[str, Any] = {
@@ -174,6 +183,8 @@ def add_device(
         "poll_interval": poll_interval,
         "timeout": timeout,
     }
+    if modes[mode] != "auto":  # "auto" is the default: leave the file as short as it was
+        entry["mode"] = modes[mode]
     table = tomlkit.table()
     table.update(entry)
     inline = tomlkit.inline_table()

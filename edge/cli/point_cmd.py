@@ -41,6 +41,9 @@ def write(
     ),
     config: Path = CONFIG,
     timeout: float = typer.Option(15.0, help="Seconds to wait for the gateway's answer."),
+    priority: int | None = typer.Option(
+        None, min=1, max=16, help="BACnet write priority 1..16 for this write (default: the point's own)."
+    ),
 ) -> None:
     """Ask the running gateway to write a point (same path and checks as an MQTT write request)."""
     loaded, _ = load_or_exit(config)
@@ -61,7 +64,7 @@ def write(
         answer_topics=[topics.command_result(spec.tenant, spec.site, device, point)],
         # json, not orjson: NaN, Infinity and integers beyond 64 bits go to the gateway as typed, and it refuses
         # them naming the point's range (orjson would send NaN as null: a release).
-        payload=json.dumps({"value": _parse_value(value), "id": request_id}).encode(),
+        payload=json.dumps(_request_body(_parse_value(value), request_id, priority)).encode(),
         request_id=request_id,
         timeout=timeout,
     )
@@ -78,6 +81,11 @@ def write(
 
 
 _NON_FINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"}
+
+
+def _request_body(value: Any, request_id: str, priority: int | None) -> dict[str, Any]:
+    body = {"value": value, "id": request_id}
+    return body if priority is None else {**body, "priority": priority}
 
 
 def _parse_value(raw: str) -> Any:

@@ -1,7 +1,8 @@
 """Write requests from local systems, over MQTT.
 
 A request is published on `{prefix}/{tenant}/cmd/{site}/{device}/{point}/set` with a JSON payload: either
-`{"value": 42, "id": "req-1"}` or a bare JSON value. Anything malformed, too large, for an unknown target
+`{"value": 42, "id": "req-1"}` (optionally `"priority": 1..16`, a BACnet write priority instead of the
+point's own) or a bare JSON value. Anything malformed, too large, for an unknown target
 or a read-only point is refused with a logged reason, counted, and answered on the `.../result` topic; the
 gateway carries on. Every outcome is also an `org.edgegw.command.result` event in the outbox.
 """
@@ -48,6 +49,7 @@ class WriteRequest:
     point: str
     value: Scalar | None  # None releases the point (BACnet relinquish)
     request_id: str | None
+    priority: int | None = None  # BACnet write priority 1..16 for this write; None: the point's own
 
 
 def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequest:
@@ -59,7 +61,18 @@ def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequ
     if target is None:
         raise CommandRejected(f"not a command topic: {topic!r}")
     value, request_id = parse_write_payload(payload, finite_only=False)
-    return WriteRequest(*target, value=value, request_id=request_id)
+    return WriteRequest(*target, value=value, request_id=request_id, priority=parse_write_priority(payload))
+
+
+def parse_write_priority(payload: bytes) -> int | None:
+    """The optional `"priority"` of a JSON-object request body (already checked by `parse_write_payload`)."""
+    body = json.loads(payload)  # the stdlib parser: a NaN value is refused later, with the point's range
+    priority = body.get("priority") if isinstance(body, dict) else None
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 16:
+        raise CommandRejected(f"'priority' must be an integer 1..16, not {priority!r}")
+    return priority
 
 
 def parse_write_payload(payload: bytes, *, finite_only: bool = True) -> tuple[Scalar | None, str | None]:
@@ -221,7 +234,7 @@ class CommandHandler:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
                     check_write_value(poller, request.point, request.value)
-                    await poller.write(request.point, request.value)
+                    await poller.write(request.point, request.value, priority=request.priority)
             except (DeviceError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
                 self._stats.commands_rejected += 1

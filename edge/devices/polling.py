@@ -1,9 +1,10 @@
 """The kernel's device poller: one task per device, owning its schedule, connection state and sequence.
 
 Each poll reads the driver's compiled plan, normalizes the raw values and appends one telemetry event (the
-whole poll, every point with its quality) to the outbox. A device that stops answering still yields an event
-per poll interval, every point quality `bad` with the reason, while reconnect attempts follow a capped
-exponential backoff with jitter. Down and recovered are each logged once and emitted as status events.
+whole poll, every point with its quality) to the outbox. A device that stops answering yields a status event
+("down", with the reason) and one telemetry event with every point quality `bad`, then nothing until it
+answers again (a status event "up" and a full poll), while reconnect attempts follow a capped exponential
+backoff with jitter. Down and recovered are each logged once. A clean stop emits a status event "stopped".
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import ValidationError
 
 from edge.devices.normalize import DeviceNormalizer
 from edge.ops.logs import device_scope
 from edge.ops.stats import DeviceStats
 from edge.sdk.backoff import Backoff
 from edge.sdk.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush, SupportsValueRange
-from edge.sdk.errors import DeviceError, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
+from edge.sdk.errors import (
+    DeviceError,
+    DeviceUnreachable,
+    OutboxFull,
+    SubscriptionUnsupported,
+    WriteRejected,
+)
 from edge.sdk.events import DEVICE_STATUS, TELEMETRY, Event, make_event
-from edge.sdk.points import PointFault, Scalar
+from edge.sdk.points import PointConfig, PointFault, Scalar
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,11 @@ StatusListener = Callable[[DeviceSpec, bool, str | None], None]
 
 class EventSink(Protocol):
     async def append(self, event: Event) -> None: ...
+
+
+@runtime_checkable
+class _DurableSink(Protocol):
+    async def append_durable(self, event: Event) -> int: ...
 
 
 class _PushFeed:
@@ -110,6 +124,26 @@ class DevicePoller:
                 await self._run_polling()
             finally:
                 await self._close()
+                if self._stopping:  # asked to stop (`Gateway.stop`), not a crash the supervisor restarts
+                    await self._stopped()
+
+    async def _stopped(self) -> None:
+        """Tell subscribers the device is no longer read (a clean stop): status "stopped", retained too.
+
+        Runs while the task is being cancelled; the gateway stops its pollers before the outbox and the bus, and
+        waits for the publisher to send what is committed: so the event is committed before this returns."""
+        event = self.status_event(False, "gateway stopped", status="stopped")
+        if isinstance(self._sink, _DurableSink):
+            try:
+                await self._sink.append_durable(event)
+            except (
+                OutboxFull
+            ) as exc:  # the tenant's quota refuses it: counted by the outbox, nothing else to do
+                log.warning("device %s: stop status not stored: %s", self.spec.name, exc)
+        else:
+            await self._sink.append(event)
+        if self._on_status is not None:
+            self._on_status(self.spec, False, "gateway stopped")
 
     async def _run_polling(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,6 +173,10 @@ class DevicePoller:
         status_change = self._account(points, error)
         if status_change is not None:
             await self._sink.append(self.status_event(*status_change))
+        elif error is not None:
+            # still down: the status event and one all-bad poll said so; repeating it every poll only fills
+            # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
+            return
         self._sequence += 1
         event = make_event(
             type=TELEMETRY,
@@ -265,7 +303,7 @@ class DevicePoller:
         if self._on_status is not None:
             self._on_status(self.spec, up, reason)
 
-    def status_event(self, up: bool, reason: str | None) -> Event:
+    def status_event(self, up: bool, reason: str | None, *, status: str | None = None) -> Event:
         return make_event(
             type=DEVICE_STATUS,
             source=self._source,
@@ -275,7 +313,7 @@ class DevicePoller:
             data={
                 "device": self.spec.name,
                 "site": self.spec.site,
-                "status": "up" if up else "down",
+                "status": status or ("up" if up else "down"),
                 "reason": reason,
             },
         )
@@ -289,15 +327,20 @@ class DevicePoller:
 
     # ---- commands --------------------------------------------------------------------------------------
 
-    async def write(self, point_name: str, value: Scalar | None) -> Scalar | None:
+    async def write(
+        self, point_name: str, value: Scalar | None, *, priority: int | None = None
+    ) -> Scalar | None:
         """Write an engineering value to a point (None releases it); returns the raw value sent.
 
-        Raises WriteRejected or DeviceUnreachable."""
+        `priority` replaces the point's own write priority for this write, for points whose model has a
+        `priority` field (BACnet). Raises WriteRejected or DeviceUnreachable."""
         point = next((p for p in self.spec.points if p.name == point_name), None)
         if point is None:
             raise WriteRejected(self.spec.name, "no such point", point=point_name)
         if not point.writable:
             raise WriteRejected(self.spec.name, "point is not writable", point=point_name)
+        if priority is not None:
+            point = _with_priority(self.spec, point, priority)
         raw = None if value is None else self._normalizer.to_raw(point_name, value)
         async with self._lock:
             if not self._connected:
@@ -328,3 +371,16 @@ class DevicePoller:
             raw, _ = await self._read()
             await self._close()
             return self._normalizer.normalize(raw)
+
+
+def _with_priority(spec: DeviceSpec, point: PointConfig, priority: int) -> PointConfig:
+    """The point with another write priority, validated by the driver's own point model."""
+    if "priority" not in type(point).model_fields:
+        raise WriteRejected(
+            spec.name, f"a {spec.driver} point has no write priority (BACnet points do)", point=point.name
+        )
+    try:
+        return type(point).model_validate({**point.model_dump(), "priority": priority})
+    except ValidationError as exc:
+        reason = "; ".join(str(e["msg"]) for e in exc.errors())
+        raise WriteRejected(spec.name, f"priority {priority}: {reason}", point=point.name) from None

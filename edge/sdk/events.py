@@ -92,7 +92,7 @@ class DeviceStatusData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: str
     site: str
-    status: str = Field(description="'up' or 'down'")
+    status: str = Field(description="'up', 'down', or 'stopped' (the gateway stopped cleanly)")
     reason: str | None = None
 
 

@@ -41,4 +41,10 @@ class SolarConfig(BaseModel):
     offline_after: float = Field(
         default=60.0, ge=0.0, description="Seconds without good power before 'offline'."
     )
+    check_interval: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=60.0,
+        description="Seconds between time checks (offline: a down device sends one bad poll, then nothing).",
+    )
     underperformance: Underperformance = Underperformance()

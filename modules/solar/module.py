@@ -7,7 +7,8 @@ published before the state that closed it is stored: a crash in between publishe
 (same site, device and start), which billing counts once; the opposite order could lose it.
 
 Alerts (`org.edgegw.asset.failed`): `offline` when the power point has not been good for `offline_after`
-seconds, cleared by the next good sample; `underperforming` when an inverter produces below `ratio` of the
+seconds, cleared by the next good sample (checked as polls arrive and every `check_interval`, which also closes
+a down inverter's intervals on time: a device that stops answering sends one bad poll, then nothing); `underperforming` when an inverter produces below `ratio` of the
 median of its peers at the same site (normalised by `capacities`) for `after` seconds while they produce.
 """
 
@@ -53,6 +54,7 @@ class Solar:
         self._settings = Settings(c.interval, c.max_gap, c.source, c.max_power_w)
         self._alerts = AlertBook(context.name, context.store, context.publish)
         self._batches = EventBatches(context, [TELEMETRY], self._handle, self._lock, name="telemetry")
+        context.every(c.check_interval, self._tick)  # per entitled tenant, in its context
 
     async def on_enable(self) -> None: ...
 
@@ -117,17 +119,34 @@ class Solar:
     async def _offline(self, track: Track, telemetry: Telemetry, power: Sample | None) -> None:
         if track.bad_since is None:
             track.bad_since = telemetry.time
-        down_for = telemetry.time - track.bad_since
-        if down_for >= self._config.offline_after:
+        if telemetry.time - track.bad_since >= self._config.offline_after:
             quality = power.quality if power is not None else "missing"
-            await self._alerts.raise_alert(
-                kind="offline",
-                site=telemetry.site,
-                asset=telemetry.device,
-                severity="major",
-                cause=f"no good {self._config.power_point} for {down_for:.0f} s (quality {quality})",
-                since=track.bad_since,
+            await self._raise_offline(
+                telemetry.site, telemetry.device, track.bad_since, telemetry.time, quality
             )
+
+    async def _raise_offline(self, site: str, device: str, since: float, now: float, quality: str) -> None:
+        cause = f"no good {self._config.power_point} for {now - since:.0f} s (quality {quality})"
+        await self._alerts.raise_alert(
+            kind="offline", site=site, asset=device, severity="major", cause=cause, since=since
+        )
+
+    async def _tick(self, now: float) -> None:
+        """Time goes on for an inverter that stopped answering: a down device sends one all-bad poll, then
+        nothing until it answers again, so its intervals are closed and its offline alert raised here, on time,
+        as the bad polls used to do. What it produced meanwhile comes later from its counter (`recovered_wh`)."""
+        async with self._lock():
+            for key, track in (await self._tenant_tracks()).items():
+                if track.bad_since is None:
+                    continue
+                _, site, device = key.split("/", 2)
+                closed = close_until(track, now, self._settings)
+                for interval in closed:
+                    await self._publish(site, device, interval)
+                if closed:
+                    await self._context.store.put(key, track.to_json())
+                if now - track.bad_since >= self._config.offline_after:
+                    await self._raise_offline(site, device, track.bad_since, now, "bad")
 
     async def _online(self, track: Track, telemetry: Telemetry) -> None:
         if track.bad_since is None:

@@ -11,7 +11,7 @@ from drivers.modbus import ModbusDriver
 from drivers.modbus.discovery import parse_units
 from edge.cli.device_cmd import app
 from simulators.modbus_inverter import InverterSimulator
-from tests.e2e import write_config
+from tests.e2e import load, write_config
 from tests.helpers import free_port
 
 runner = CliRunner()
@@ -73,3 +73,20 @@ def test_discover_target_errors() -> None:
             parse_units(bad)
     result = runner.invoke(app, ["discover", "modbus", "-t", "port=1"])
     assert result.exit_code == 1 and "needs -t host=" in result.output
+
+
+def test_add_takes_a_mode(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=5020, devices=1)
+    common = ["--driver", "modbus", "--tenant", "acme", "--site", "roof", "--profile", "sunspec-inverter"]
+    common += ["--connection", "host=127.0.0.1", "-c", str(config)]
+    polled = runner.invoke(app, ["add", "inv-polled", *common, "--mode", "poll"])
+    pushed = runner.invoke(app, ["add", "inv-pushed", *common, "--mode", "push"])
+    wrong = runner.invoke(app, ["add", "inv-wrong", *common, "--mode", "sometimes"])
+    assert polled.exit_code == 0 and pushed.exit_code == 0, polled.output + pushed.output
+    assert wrong.exit_code == 2 and "--mode must be poll, push or auto, not 'sometimes'" in wrong.output
+    text = config.read_text()
+    assert text.count('mode = "poll"') == 1  # push is the default ("auto"): nothing written for it
+    assert "inv-pushed" in text and "inv-wrong" not in text
+    loaded, _ = load(config)
+    modes = {d.name: d.mode for d in loaded.devices}
+    assert (modes["inv-polled"], modes["inv-pushed"]) == ("poll", "auto")
