@@ -146,6 +146,10 @@ class BacnetPoint(PointConfig):
             raise ValueError("property must be a BACnet property name")
         return canonical_property(value)
 
+    @builtins.property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.states
+
     @builtins.property  # the field `property` shadows the builtin in this class body
     def is_present_value(self) -> bool:
         return self.property == "present-value" and self.index is None

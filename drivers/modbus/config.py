@@ -117,6 +117,10 @@ class ModbusPoint(PointConfig):
     sunspec: bool = Field(default=False, description="Report SunSpec 'not implemented' markers as faults.")
 
     @property
+    def choices(self) -> tuple[str, ...] | None:
+        return tuple(self.labels.values()) if self.labels else None
+
+    @property
     def width(self) -> int:
         """Registers (or bits) the point occupies."""
         return (self.length or 0) if self.type == "string" else WIDTH[self.type]

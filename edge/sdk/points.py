@@ -60,3 +60,9 @@ class PointConfig(BaseModel):
     publish: bool = Field(default=True, description="False for helper points such as scale factors.")
     writable: bool = False
     description: str = ""
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The texts an enumerated point reads as (and accepts in writes); None for other points. Drivers with
+        enumerations (Modbus labels, BACnet state texts) override it; Home Assistant shows them as options."""
+        return None
