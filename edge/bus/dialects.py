@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from edge.bus.topics import Topics
 from edge.config.models import GatewayConfig, SparkplugConfig
 
 __all__ = ["NAMESPACE", "AclRule", "NodeTopics", "dialect_rules", "ha_node_id", "node_topics", "state_topic"]
@@ -54,7 +55,8 @@ def ha_node_id(tenant: str) -> str:
 
 def dialect_rules(config: GatewayConfig) -> dict[str, tuple[AclRule, ...]]:
     """Per tenant, what its broker users may use beyond `{prefix}/{tenant}/#`: its Sparkplug group (read; commands
-    to its edge node; its primary host's STATE) and its Home Assistant discovery topics (read)."""
+    to its edge node; its primary host's STATE) and its Home Assistant discovery topics (read), with the gateway's
+    online/offline status, which every discovered entity's availability also depends on."""
     rules: dict[str, tuple[AclRule, ...]] = {}
     for tenant in config.tenants:
         found: list[AclRule] = []
@@ -71,6 +73,7 @@ def dialect_rules(config: GatewayConfig) -> dict[str, tuple[AclRule, ...]]:
         ha = tenant.homeassistant
         if ha is not None and ha.enabled:
             found.append(("read", f"{ha.discovery_prefix}/+/{ha_node_id(tenant.id)}/#"))
+            found.append(("read", Topics(config.bus.topic_prefix).gateway_status(config.gateway.id)))
         if found:
             rules[tenant.id] = tuple(found)
     return rules

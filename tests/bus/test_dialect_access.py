@@ -41,11 +41,12 @@ async def test_tenant_users_see_only_their_own_sparkplug_group_and_discovery(tmp
     try:
         gateway.subscribe("spBv1.0/+/NCMD/#", "spBv1.0/+/DCMD/#", "spBv1.0/STATE/#")
         for client in (acme, viewer, globex):
-            client.subscribe("spBv1.0/#", "homeassistant/#")
+            client.subscribe("spBv1.0/#", "homeassistant/#", "edge/_gateway/#")
         for tenant in ("acme", "globex"):
             gateway.publish(f"spBv1.0/{tenant}/NBIRTH/gw")
             gateway.publish(f"spBv1.0/{tenant}/DDATA/gw/inv-01")
             gateway.publish(f"homeassistant/sensor/{tenant}/edge_gw_{tenant}_inv-01_ac_power/config")
+        gateway.publish("edge/_gateway/gw/status", b"online")  # entities' availability: every tenant reads it
         acme.publish("spBv1.0/acme/DCMD/gw/inv-01", b"acme")  # its own device: allowed
         acme.publish("spBv1.0/STATE/scada", b"online")  # its primary host's STATE: allowed
         acme.publish("spBv1.0/globex/DCMD/gw/inv-01", b"no")  # another tenant's group: dropped
@@ -61,10 +62,11 @@ async def test_tenant_users_see_only_their_own_sparkplug_group_and_discovery(tmp
         "spBv1.0/acme/NBIRTH/gw",
         "spBv1.0/acme/DDATA/gw/inv-01",
         "homeassistant/sensor/acme/edge_gw_acme_inv-01_ac_power/config",
+        "edge/_gateway/gw/status",
     }
     assert viewer.topics() == own | {"spBv1.0/acme/DCMD/gw/inv-01"}  # sees its tenant's commands, sends none
     assert acme.topics() == own | {"spBv1.0/acme/DCMD/gw/inv-01", "spBv1.0/STATE/scada"}
-    assert globex.topics() == {t.replace("acme", "globex") for t in own}
+    assert globex.topics() == {t.replace("acme", "globex") for t in own}  # the gateway status: both
     assert sorted(gateway.got) == [
         ("spBv1.0/STATE/scada", b"online"),
         ("spBv1.0/acme/DCMD/gw/inv-01", b"acme"),

@@ -84,8 +84,13 @@ ha.filters["tojson"] = lambda v: orjson.dumps(v).decode()
 
 
 def render(template: str, payload: bytes) -> str:
-    """A template as Home Assistant renders an incoming payload: `value` is the text, `value_json` the JSON."""
-    return ha.from_string(template).render(value=payload.decode(), value_json=orjson.loads(payload))
+    """A template as Home Assistant renders an incoming payload: `value` is the text, `value_json` the JSON
+    (left undefined when the payload is not JSON)."""
+    try:
+        parsed = {"value_json": orjson.loads(payload)}
+    except orjson.JSONDecodeError:
+        parsed = {}
+    return ha.from_string(template).render(value=payload.decode(), **parsed)
 
 
 def check_config(component: str, config: dict[str, Any]) -> None:

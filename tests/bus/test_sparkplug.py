@@ -71,16 +71,24 @@ def write_config(path: Path, broker: int, modbus: int, *, primary: bool = True) 
 
 
 class Host:
-    """A Sparkplug 3.0 host application: STATE birth and will, subscribed to the whole namespace."""
+    """A Sparkplug 3.0 host application subscribed to a group (or all); as primary host, with a STATE will."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, login: tuple[str, str] | None = None, group: str = "+", primary: bool = True
+    ) -> None:
         self.received: list[tuple[str, Any]] = []  # (topic, decoded Payload)
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scada-host")
-        offline = orjson.dumps({"online": False, "timestamp": _ms()})
-        self.client.will_set(f"spBv1.0/STATE/{HOST}", offline, qos=1, retain=True)
-        self.client.on_connect = lambda c, u, f, rc, p: (c.subscribe("spBv1.0/#", qos=1), self._ready.set())
+        if primary:  # a primary host's will: its STATE goes offline
+            offline = orjson.dumps({"online": False, "timestamp": _ms()})
+            self.client.will_set(f"spBv1.0/STATE/{HOST}", offline, qos=1, retain=True)
+        if login is not None:
+            self.client.username_pw_set(*login)
+        self.client.on_connect = lambda c, u, f, rc, p: (
+            c.subscribe(f"spBv1.0/{group}/#", qos=1),
+            self._ready.set(),
+        )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
