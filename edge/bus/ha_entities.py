@@ -1,6 +1,7 @@
 """What Home Assistant is told about one point: its component, device class, unit and state class, and topics.
 
-A pure function of the device, the point and the point's first value (which says bool, number or text):
+A pure function of the device, the point and the kind of its values (bool, integer, number or text: what the
+driver declares for the point, else what its first value shows):
 
 | point                         | component      | notes                                                       |
 |-------------------------------|----------------|-------------------------------------------------------------|
@@ -26,9 +27,9 @@ from typing import Any
 from edge.bus.dialects import ha_id, ha_node_id
 from edge.bus.topics import Topics
 from edge.sdk.drivers import DeviceSpec
-from edge.sdk.points import PointConfig, Scalar
+from edge.sdk.points import PointConfig, Scalar, ValueKind
 
-__all__ = ["Entity", "entity_for", "entity_id"]
+__all__ = ["Entity", "entity_for", "entity_id", "kind_of"]
 
 MEASUREMENT, TOTAL_INCREASING = "measurement", "total_increasing"
 
@@ -100,6 +101,15 @@ def _classify(point: PointConfig) -> tuple[str | None, str | None, str]:
     return unit, None, MEASUREMENT
 
 
+def kind_of(point: PointConfig, value: Scalar) -> ValueKind:
+    """The kind a value shows, for points whose driver declares none."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "text"
+    return "integer" if isinstance(value, int) and not point.is_scaled else "number"
+
+
 def entity_id(gateway_id: str, spec: DeviceSpec, point: str) -> str:
     """A point's Home Assistant unique id (also the `<object_id>` of its config topic)."""
     return ha_id("edge", gateway_id, spec.tenant, spec.name, point)
@@ -110,10 +120,10 @@ def entity_for(
     gateway_id: str,
     spec: DeviceSpec,
     point: PointConfig,
-    value: Scalar,
+    kind: ValueKind,
     discovery_prefix: str,
 ) -> Entity:
-    """The discovery config of one point, given a value that shows its kind (bool, number or text)."""
+    """The discovery config of one point whose values are of `kind`."""
     tenant, site, device = spec.tenant, spec.site, spec.name
     unique_id = entity_id(gateway_id, spec, point.name)
     state_topic = topics.point(tenant, site, device, point.name)
@@ -148,7 +158,7 @@ def entity_for(
         "origin": {"name": "edge gateway"},
     }
     choices = point.choices
-    if isinstance(value, bool):
+    if kind == "bool":
         on_off = "{{ 'ON' if value_json.value else 'OFF' }}"
         config.update(value_template=on_off, payload_on="ON", payload_off="OFF")
         component = "binary_sensor"
@@ -161,7 +171,7 @@ def entity_for(
                 state_on="ON",
                 state_off="OFF",
             )
-    elif isinstance(value, str):
+    elif kind == "text":
         component = "sensor"
         if choices:
             config.update(device_class="enum", options=list(choices))
@@ -186,7 +196,7 @@ def entity_for(
                 mode="box",
                 min=-1e9,
                 max=1e9,
-                step=1 if isinstance(value, int) and not point.scale_factor and point.scale == 1 else 0.001,
+                step=1 if kind == "integer" else 0.001,
             )
             if device_class in _NUMBER_CLASSES:
                 config["device_class"] = device_class

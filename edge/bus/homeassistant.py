@@ -1,9 +1,10 @@
 """Home Assistant MQTT discovery: retained config topics so Home Assistant finds every device without mapping.
 
 One Home Assistant device per gateway device, one entity per published point (edge/bus/ha_entities.py says
-which component, device class, unit and state class). A point's entity is announced once its first value
-shows whether it is a bool, a number or text; that takes one commit listener call per telemetry event, which
-stops looking at a device once all its points are announced.
+which component, device class, unit and state class). A point whose driver declares the kind of its values
+(bool, integer, number, text) is announced at start, so a device down at start still shows all its entities
+(unavailable); any other point once its first value shows the kind. That takes one commit listener call per
+telemetry event, which stops looking at a device once all its points are announced.
 
 What was announced is kept in `{data_dir}/homeassistant/discovery.json`: on start, entities whose device,
 point or tenant setting is gone are removed (an empty retained message on their config topic, which is how
@@ -22,13 +23,13 @@ from typing import Any
 
 import orjson
 
-from edge.bus.ha_entities import Entity, entity_for, entity_id
+from edge.bus.ha_entities import Entity, entity_for, entity_id, kind_of
 from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
 from edge.config.models import HomeAssistantConfig
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event
-from edge.sdk.points import PointConfig
+from edge.sdk.points import PointConfig, ValueKind
 
 __all__ = ["HomeAssistantDiscovery"]
 
@@ -50,10 +51,6 @@ class HomeAssistantDiscovery:
         self._gateway = gateway_id
         self._prefixes = {t: c.discovery_prefix for t, c in tenants.items() if c.enabled}
         self._devices: dict[str, DeviceSpec] = {d.name: d for d in devices if d.tenant in self._prefixes}
-        # device -> its published points not announced yet; a device leaves once all are
-        self._waiting: dict[str, dict[str, PointConfig]] = {
-            name: {p.name: p for p in spec.points if p.publish} for name, spec in self._devices.items()
-        }
         self._path = data_dir / "homeassistant" / "discovery.json"
         self._announced: dict[str, dict[str, Any]] = {}  # unique id -> {topic, payload, device, point}
         self._queue: dict[str, Entity] = {}
@@ -61,6 +58,17 @@ class HomeAssistantDiscovery:
         self._republish = False
         self._wake = asyncio.Event()
         bus.on_connect_hooks.append(self._on_connect)
+        # device -> its published points whose kind only a value tells, not announced yet; a device leaves
+        # once all are
+        self._waiting: dict[str, dict[str, PointConfig]] = {}
+        for name, spec in self._devices.items():
+            for point in spec.points:
+                if not point.publish:
+                    continue
+                if point.value_kind is None:
+                    self._waiting.setdefault(name, {})[point.name] = point
+                else:
+                    self._enqueue(spec, point, point.value_kind)
 
     # ---- commit listener --------------------------------------------------------------------------------
 
@@ -80,14 +88,15 @@ class HomeAssistantDiscovery:
                 sample = samples.get(name)
                 if sample is None or sample["value"] is None:
                     continue
-                entity = entity_for(
-                    self._topics, self._gateway, spec, point, sample["value"], self._prefixes[spec.tenant]
-                )
-                self._queue[entity.unique_id] = entity
+                self._enqueue(spec, point, kind_of(point, sample["value"]))
                 del pending[name]
-                self._wake.set()
             if not pending:
                 del waiting[spec.name]
+
+    def _enqueue(self, spec: DeviceSpec, point: PointConfig, kind: ValueKind) -> None:
+        entity = entity_for(self._topics, self._gateway, spec, point, kind, self._prefixes[spec.tenant])
+        self._queue[entity.unique_id] = entity
+        self._wake.set()
 
     def _on_connect(self) -> None:
         self._republish = True

@@ -44,6 +44,7 @@ from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.errors import UnknownTarget
 from edge.sdk.events import DEVICE_STATUS, TELEMETRY, Event
+from edge.sdk.points import ValueKind
 
 __all__ = ["BusFactory", "SparkplugNode", "SparkplugOutput"]
 
@@ -60,6 +61,7 @@ class _Device:
     points: dict[int, str]  # alias -> point
     units: dict[str, str | None]
     floats: frozenset[str]  # points that are scaled: always Double
+    kinds: dict[str, ValueKind | None]  # as the driver declares them: the type of a point not read yet
     up: bool | None = None
     samples: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest sample per point
     sample_ms: int = 0
@@ -76,7 +78,8 @@ def _device(spec: DeviceSpec, first_alias: int) -> _Device:
         aliases,
         {a: n for n, a in aliases.items()},
         {p.name: p.unit for p in published},
-        frozenset(p.name for p in published if p.scale != 1.0 or p.offset != 0.0 or p.scale_factor),
+        frozenset(p.name for p in published if p.is_scaled),
+        {p.name: p.value_kind for p in published},
     )
 
 
@@ -317,7 +320,9 @@ class SparkplugNode:
             device.born = False  # a value no longer fits its declared type: declare the device again
         if not device.born:
             device.datatypes = {
-                name: spb.datatype_of(samples.get(name, {}).get("value"), name in device.floats)
+                name: spb.datatype_of(
+                    samples.get(name, {}).get("value"), name in device.floats, device.kinds[name]
+                )
                 for name in device.aliases
             }
             metrics = [self._metric(device, name, samples.get(name), birth=True) for name in device.aliases]

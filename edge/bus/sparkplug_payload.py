@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from edge.bus.dialects import NAMESPACE
 from edge.bus.proto import spb_payload_pb2 as pb
 from edge.sdk.errors import EdgeError
-from edge.sdk.points import Scalar
+from edge.sdk.points import Scalar, ValueKind
 
 __all__ = [
     "BDSEQ",
@@ -70,8 +70,14 @@ class Metric:
     quality: str | None = None  # "good" / "uncertain" / "bad", as a Quality property; None: leave it out
 
 
-def datatype_of(value: Any, scaled: bool) -> int:
-    """The declared type of a point: its current value's, Double for scaled points and unknown values."""
+_OF_KIND = {"bool": BOOLEAN, "text": STRING, "integer": INT64, "number": DOUBLE}
+
+
+def datatype_of(value: Any, scaled: bool, kind: ValueKind | None = None) -> int:
+    """The declared type of a point: its current value's; without a value, the kind its driver declares;
+    Double for scaled points and for what nothing tells."""
+    if value is None:
+        return _OF_KIND[kind] if kind is not None else DOUBLE
     if isinstance(value, bool):
         return BOOLEAN
     if isinstance(value, str):

@@ -28,7 +28,7 @@ from bacpypes3.pdu import Address
 
 from edge.config import load_config
 from edge.plugins import PluginRegistry
-from tests.bus.test_homeassistant import TOPIC, check_config, render
+from tests.bus.test_homeassistant import TOPIC, check_config, check_state, render
 from tests.bus.test_homeassistant import ha as ha_templates
 from tests.bus.test_sparkplug import Host, kind, tahu
 from tests.drivers.bacnet.test_bacnet_driver import free_udp_port
@@ -165,14 +165,17 @@ async def test_home_assistant_sees_every_demo_device_and_writes_setpoints(
 
         got = await asyncio.to_thread(ha.wait_for, every_point_announced, 60)
         announced = entities(got)
+        state_topics = {e["state_topic"] for e in announced.values()}
+        await asyncio.to_thread(ha.wait_for, lambda m: {t for t, _, _ in m} >= state_topics, 30)
+        latest = {t: p for t, p, _ in ha.snapshot()}
         for topic, entity in announced.items():
             match = TOPIC.match(topic)
             assert match, topic
             check_config(match.group(1), entity)
+            check_state(match.group(1), entity, latest[entity["state_topic"]])  # the kind announced fits
         by_name = {(e["device"]["name"], e["name"]): (t, e) for t, e in announced.items()}
 
         # each entity is available: its device's status and the gateway's, both readable with this login
-        latest = {t: p for t, p, _ in ha.snapshot()}
         for _, entity in announced.items():
             for availability in entity["availability"]:
                 payload = latest[availability["topic"]]

@@ -7,7 +7,9 @@ simulated device."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,23 @@ def check_config(component: str, config: dict[str, Any]) -> None:
         assert unit in NUMBER_UNITS[device_class], (device_class, unit)
 
 
+def check_state(component: str, config: dict[str, Any], payload: bytes) -> None:
+    """The state Home Assistant would take from a retained point value is one the entity accepts: a number
+    for numeric sensors and number entities, on/off for binary ones, one of the options for enumerations."""
+    if orjson.loads(payload)["value"] is None:
+        return  # Home Assistant shows unknown
+    shown = render(config["value_template"], payload)
+    where = (config["unique_id"], shown)
+    if component == "binary_sensor":
+        assert shown in (config["payload_on"], config["payload_off"]), where
+    elif component == "switch":
+        assert shown in (config["state_on"], config["state_off"]), where
+    elif component == "select" or config.get("device_class") == "enum":
+        assert shown in config["options"], where
+    elif component == "number" or "state_class" in config:
+        float(shown)  # raises if Home Assistant could not read it as a number
+
+
 def write_config(path: Path, broker: int, modbus: int, devices: int, *, enabled: bool = True) -> Path:
     lines = [
         "[gateway]",
@@ -178,6 +197,7 @@ async def test_home_assistant_discovers_every_point_and_writes_through_set(
             ),
         )
         announced = {t: orjson.loads(p) for t, p in configs(found).items()}
+        latest = {t: p for t, p, _ in recorder.snapshot()}
         by_point = {
             c["unique_id"].rsplit("_inv-01_", 1)[-1]: (t, c) for t, c in announced.items() if "inv-01" in t
         }
@@ -186,6 +206,8 @@ async def test_home_assistant_discovers_every_point_and_writes_through_set(
             assert match, topic
             check_config(match.group(1), config)
             assert match.group(3) == config["unique_id"] and match.group(2) == "acme"
+            if config["state_topic"] in latest:
+                check_state(match.group(1), config, latest[config["state_topic"]])
         power_topic, power = by_point["ac_power"]
         assert "/sensor/" in power_topic and power["device_class"] == "power"
         assert power["unit_of_measurement"] == "W" and power["state_class"] == "measurement"
@@ -204,7 +226,6 @@ async def test_home_assistant_discovers_every_point_and_writes_through_set(
         }
 
         # the state and availability templates, rendered on what the gateway publishes there
-        latest = {t: p for t, p, _ in recorder.snapshot()}
         shown = render(power["value_template"], latest[power["state_topic"]])
         assert float(shown) == orjson.loads(latest[power["state_topic"]])["value"]
         status = power["availability"][0]
@@ -222,13 +243,13 @@ async def test_home_assistant_discovers_every_point_and_writes_through_set(
 
     # inv-02 is removed from the configuration: its entities are deleted (empty retained configs)
     write_config(path, private_mosquitto.port, sim.port, 1)
-    gateway = Gateway(*load(path))
-    await gateway.start()
     try:
-        got = await asyncio.to_thread(recorder.wait_for, lambda m: all(configs(m)[t] == b"" for t in inv2))
+        async with running(path):
+            got = await asyncio.to_thread(
+                recorder.wait_for, lambda m: all(configs(m)[t] == b"" for t in inv2)
+            )
         assert all(configs(got)[t] for t in announced if "inv-01" in t), "inv-01 keeps its entities"
     finally:
-        await gateway.stop()
         recorder.close()
         sim.stop()
     late = MqttRecorder(private_mosquitto.port, "homeassistant/#")  # what a Home Assistant starting now sees
@@ -237,6 +258,47 @@ async def test_home_assistant_discovers_every_point_and_writes_through_set(
         assert retained and not any("inv-02" in t for t, _, _ in retained)
     finally:
         late.close()
+
+
+async def test_a_device_down_at_start_shows_every_entity_unavailable(
+    tmp_path: Path, private_mosquitto: MosquittoProcess
+) -> None:
+    """Modbus declares the kind of every point: its entities need no first value, and say the device is down."""
+    nobody = free_port()  # no Modbus server listens there
+    path = write_config(tmp_path / "edge.toml", private_mosquitto.port, nobody, 1)
+    published = {p.name for p in load(path)[0].devices[0].points if p.publish}
+    recorder = MqttRecorder(private_mosquitto.port, "#")
+    try:
+        async with running(path):
+            got = await asyncio.to_thread(
+                recorder.wait_for,
+                lambda m: len(configs(m)) >= len(published) and "edge/acme/status/roof/inv-01" in dict_of(m),
+            )
+    finally:
+        recorder.close()
+    announced = {t: orjson.loads(p) for t, p in configs(got).items()}
+    assert {c["name"] for c in announced.values()} == published
+    status = dict_of(got)["edge/acme/status/roof/inv-01"]
+    for topic, config in announced.items():
+        check_config(TOPIC.match(topic).group(1), config)  # type: ignore[union-attr]
+        device = config["availability"][0]
+        assert render(device["value_template"], status) == device["payload_not_available"]
+    kinds = {c["name"]: t.split("/")[1] for t, c in announced.items()}
+    assert kinds["ac_power"] == "sensor" and kinds["power_limit"] == "number"
+
+
+@contextlib.asynccontextmanager
+async def running(path: Path) -> AsyncIterator[Gateway]:
+    gateway = Gateway(*load(path))
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+
+
+def dict_of(messages: list[tuple[str, bytes, bool]]) -> dict[str, bytes]:
+    return {t: p for t, p, _ in messages}
 
 
 async def _is(reading: Any, value: int) -> bool:
@@ -264,7 +326,7 @@ def test_units_become_documented_device_classes() -> None:
         ("airflow", "m3/h"): "volume_flow_rate",
     }
     for (name, unit), expected in cases.items():
-        entity = entity_for(topics, "gw", spec, PointConfig(name=name, unit=unit), 1.5, "homeassistant")
+        entity = entity_for(topics, "gw", spec, PointConfig(name=name, unit=unit), "number", "homeassistant")
         assert entity.config.get("device_class") == expected, (name, unit, entity.config)
         check_config(entity.component, entity.config)
 
