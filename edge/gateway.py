@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker
+from edge.bus.dialects import dialect_rules
+from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
@@ -77,7 +79,7 @@ class Gateway:
         self.broker: EmbeddedBroker | None = None
         username, password = bus.username, bus.password
         if bus.mode == "embedded":
-            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix)
+            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix, dialect_rules(self.config))
             self.broker = EmbeddedBroker(
                 bus.port,
                 loaded.data_dir / "broker",
@@ -89,6 +91,7 @@ class Gateway:
             # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
             # password are for an external broker.
             username, password = GATEWAY_USER, access.gateway_password()
+        self._login = (username, password)  # the site dialects' own sessions log in like the bus
         status_topic = self.topics.gateway_status(gateway_id)
         self.bus = MqttBus(
             bus.host,
@@ -208,6 +211,7 @@ class Gateway:
             self.module_commands,
         )
         self.commands = commands
+        self._start_dialects(commands)
         self.modules.point_writer = self._module_write
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
@@ -246,6 +250,49 @@ class Gateway:
             len(self.tenants),
             self.config.bus.host,
             self.config.bus.port,
+        )
+
+    def _start_dialects(self, commands: CommandHandler) -> None:
+        """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
+        tenants = self.config.tenants
+        enabled = {d.name for d in self.config.devices if d.enabled}
+        devices = [spec for spec in self.loaded.devices if spec.name in enabled]
+        sparkplug = {t.id: t.sparkplug for t in tenants if t.sparkplug is not None and t.sparkplug.enabled}
+        if sparkplug:
+            from edge.bus.sparkplug import SparkplugOutput  # protobuf loads only for a gateway that speaks it
+
+            output = SparkplugOutput(
+                self.config.gateway.id,
+                sparkplug,
+                devices,
+                self._dialect_bus,
+                commands.write,
+                self.loaded.data_dir,
+            )
+            self.outbox.add_commit_listener(output.on_commit)
+            for tenant, node in output.nodes.items():
+                self._tasks.spawn(node.run, f"sparkplug-{tenant}")
+        assistant = {t.id: t.homeassistant for t in tenants if t.homeassistant is not None}
+        if any(c.enabled for c in assistant.values()) or (self.loaded.data_dir / "homeassistant").exists():
+            discovery = HomeAssistantDiscovery(
+                self.bus, self.topics, self.config.gateway.id, assistant, devices, self.loaded.data_dir
+            )
+            self.outbox.add_commit_listener(discovery.on_commit)
+            self._tasks.spawn(discovery.run, "homeassistant")
+
+    def _dialect_bus(self, client_id: str, will: Will) -> MqttBus:
+        bus = self.config.bus
+        username, password = self._login
+        return MqttBus(
+            bus.host,
+            bus.port,
+            client_id,
+            username=username,
+            password=password,
+            will=will,
+            max_inbound_payload=bus.max_payload,
+            max_outbound_payload=bus.max_payload,
+            reconnect_max=5.0,
         )
 
     async def submit_module_command(

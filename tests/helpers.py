@@ -138,7 +138,9 @@ class MosquittoProcess:
 class MqttRecorder:
     """A plain paho subscriber in its own thread that records what it receives, as a local system would."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str | None = None) -> None:
+    def __init__(
+        self, port: int, topic: str = "#", client_id: str | None = None, login: tuple[str, str] | None = None
+    ) -> None:
         import threading
 
         import paho.mqtt.client as mqtt
@@ -151,6 +153,8 @@ class MqttRecorder:
             client_id=client_id or f"rec-{free_port()}",
             protocol=mqtt.MQTTv5,
         )
+        if login is not None:
+            self._client.username_pw_set(*login)
         self._client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), self._connected.set())
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port)

@@ -27,7 +27,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -100,9 +100,17 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
 
 
 class AccessStore:
-    def __init__(self, broker_dir: Path, topic_prefix: str) -> None:
+    def __init__(
+        self,
+        broker_dir: Path,
+        topic_prefix: str,
+        tenant_rules: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    ) -> None:
         self.dir = broker_dir
         self.prefix = topic_prefix
+        # Per tenant, more (access, topic) rules for its users: Sparkplug, Home Assistant (edge.bus.dialects);
+        # read-only users get only the "read" ones.
+        self.tenant_rules = dict(tenant_rules or {})
         self.passwd_path = broker_dir / "passwd"
         self.acl_path = broker_dir / "acl"
         self.conf_dir = broker_dir / "conf.d"  # the embedded broker's `include_dir`
@@ -203,6 +211,9 @@ class AccessStore:
             lines += ["", f"user {user.username}", f"topic read {base}/#"]
             if not user.read_only:
                 lines.append(f"topic write {base}/cmd/+/+/+/set")
+            for access, topic in self.tenant_rules.get(user.tenant, ()):
+                if access == "read" or not user.read_only:
+                    lines.append(f"topic {access} {topic}")
         return "\n".join(lines) + "\n"
 
     # ---- plumbing ------------------------------------------------------------------------------------------

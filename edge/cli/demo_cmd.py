@@ -109,6 +109,9 @@ def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path,
         f'  the API:   curl -s -H "Authorization: Bearer $(edge simulate oidc token --issuer http://127.0.0.1:{ports.oidc}'
         f' --tenant acme --role viewer)" http://127.0.0.1:{ports.api}/v1/points\n'
         f"  live:      ws://127.0.0.1:{ports.api}/v1/events/stream?access_token=<token> (docs/api.md)\n"
+        f"  Sparkplug: mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'spBv1.0/acme/#'   (binary protobuf; a"
+        " Sparkplug host such as Ignition decodes it, docs/mqtt-access.md)\n"
+        f"  Home Assistant: mosquitto_sub -v -h 127.0.0.1 -p {ports.mqtt} -t 'homeassistant/#'   (discovery configs)\n"
         + _module_hints(vavs, ports, config)
         + "  Ctrl-C stops everything.\n"
     )
@@ -145,6 +148,12 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
         'name = "ACME Property"',
         'locale = "en-GB"',
         'entitlements = ["solar", "billing", "hvac", "alarms"]',
+        "",
+        "[tenants.sparkplug]  # Sparkplug B for a SCADA host (Ignition): group acme, edge node demo",
+        'group_id = "acme"',
+        "",
+        "[tenants.homeassistant]  # Home Assistant finds ACME's devices under homeassistant/",
+        'discovery_prefix = "homeassistant"',
         "",
         "[[tenants]]",
         'id = "globex"',

@@ -72,6 +72,28 @@ class RetentionOverride(_Strict):
     keep_delivered: Seconds | None = Field(default=None, ge=0)
 
 
+class SparkplugConfig(_Strict):
+    """Sparkplug B (v3.0) output of one tenant (edge/bus/sparkplug.py, docs/mqtt-access.md): an edge node for
+    this gateway, a device per gateway device, births, deaths and data on the same broker as the bus."""
+
+    enabled: bool = True
+    group_id: Name | None = Field(default=None, description="Sparkplug group id; default: the tenant id.")
+    edge_node_id: Name | None = Field(default=None, description="Edge node id; default: the gateway id.")
+    primary_host_id: Name | None = Field(
+        default=None,
+        description="Publish births only while this host application's STATE is online (and rebirth when "
+        "it comes back); none: birth as soon as connected.",
+    )
+
+
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery for one tenant (edge/bus/homeassistant.py): a device per gateway device,
+    an entity per point, writable points as number/switch/select/text entities that write through `/set`."""
+
+    enabled: bool = True
+    discovery_prefix: Name = Field(default="homeassistant", description="Home Assistant's discovery prefix.")
+
+
 class TenantConfig(_Strict):
     id: Name
     name: str = ""
@@ -81,6 +103,10 @@ class TenantConfig(_Strict):
     storage: Literal["shared", "dedicated"] = Field(
         default="shared",
         description="'dedicated': this tenant's events in their own database file (edge.outbox.router).",
+    )
+    sparkplug: SparkplugConfig | None = Field(default=None, description="Sparkplug B output (optional).")
+    homeassistant: HomeAssistantConfig | None = Field(
+        default=None, description="Home Assistant MQTT discovery (optional)."
     )
 
 

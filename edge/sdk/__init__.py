@@ -97,6 +97,7 @@ from edge.sdk.points import (
     Qualified,
     Quality,
     Scalar,
+    ValueKind,
 )
 from edge.sdk.store import (
     ModuleStore,
@@ -195,6 +196,7 @@ __all__ = [
     "TenantContext",
     "TickHandler",
     "UnknownTarget",
+    "ValueKind",
     "WriteRejected",
     "as_bool",
     "command_of",

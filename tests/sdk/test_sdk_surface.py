@@ -125,7 +125,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "TickHandler",
         "module_consumer",
     ),
-    "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar"),
+    "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar", "ValueKind"),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.transaction": ("async_transaction", "transaction"),
     "edge.sdk.versions": (
