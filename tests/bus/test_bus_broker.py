@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edge.bus import BrokerError, BrokerMissing, EmbeddedBroker, MqttBus
-from tests.helpers import MosquittoProcess, free_port
+from edge.bus.access import AccessStore
+from tests.helpers import MosquittoProcess, free_port, mqtt_connack
 
 
 @pytest.fixture
@@ -94,3 +97,37 @@ async def test_port_already_taken_is_reported(tmp_path: Path, mosquitto: Mosquit
 def test_refuses_a_non_loopback_listener(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
         EmbeddedBroker(1883, tmp_path, host="0.0.0.0")
+
+
+async def test_broker_gets_no_gateway_secret_and_no_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's environment holds the configuration's `env:` secrets; as root, the broker must not be."""
+    monkeypatch.setenv("EDGE_WEBHOOK_SECRET", "whsec-not-for-the-broker")
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    access = AccessStore(tmp_path / "broker", "edge")
+    _, password = access.add("acme", "bms")
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker", access=access)
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        _assert_unprivileged(broker, psutil.Process(broker.pid))
+        # and it still reads its files: a tenant user logs in, a wrong password does not
+        assert mqtt_connack(broker.port, "bms@acme", password) == 0
+        assert mqtt_connack(broker.port, "bms@acme", "wrong") != 0
+    finally:
+        await broker.stop()
+
+
+def _assert_unprivileged(broker: EmbeddedBroker, process: psutil.Process) -> None:
+    environ = process.environ()
+    assert set(environ) <= {"PATH", "LANG", "TZ"} and environ["TZ"] == "Europe/Zurich", environ
+    assert "whsec-not-for-the-broker" not in str(environ)
+    if os.geteuid() != 0:
+        return
+    assert 0 not in process.uids() and 0 not in process.gids(), process.uids()
+    assert process.username() in ("mosquitto", "nobody")
+    for name in ("mosquitto.conf", "passwd", "acl", "conf.d/access.conf"):
+        info = (broker.data_dir / name).stat()
+        assert info.st_uid == process.uids().real and stat.S_IMODE(info.st_mode) == 0o600, name
+    assert stat.S_IMODE(broker.data_dir.stat().st_mode) == 0o710
