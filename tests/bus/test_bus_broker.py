@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import stat
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import pytest
 
 from edge.bus import BrokerError, BrokerMissing, EmbeddedBroker, MqttBus
 from edge.bus.access import AccessStore
-from tests.helpers import MosquittoProcess, free_port, mqtt_connack
+from tests.helpers import MosquittoProcess, free_port, mqtt_connack, until
 
 
 @pytest.fixture
@@ -131,3 +132,37 @@ def _assert_unprivileged(broker: EmbeddedBroker, process: psutil.Process) -> Non
         info = (broker.data_dir / name).stat()
         assert info.st_uid == process.uids().real and stat.S_IMODE(info.st_mode) == 0o600, name
     assert stat.S_IMODE(broker.data_dir.stat().st_mode) == 0o710
+
+
+async def test_a_broker_left_over_from_an_earlier_run_is_stopped_and_a_recycled_pid_is_not(
+    tmp_path: Path,
+) -> None:
+    """Where PDEATHSIG did not act, the next start finds the old broker by its pid file, its config and its
+    working directory; a pid now used by another program is left alone."""
+    first = EmbeddedBroker(free_port(), tmp_path / "broker")
+    await first.start()
+    await first.stop()  # leaves its config behind, as a killed gateway would
+    leftover = await asyncio.create_subprocess_exec(
+        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        "-c",
+        "mosquitto.conf",
+        cwd=first.data_dir,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    bystander = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        first.pid_path.write_text(f"{leftover.pid}\n")
+        await until(lambda: mqtt_connack(first.port) == 0, 5, "the left-over broker serving")
+        again = EmbeddedBroker(first.port, first.data_dir)
+        await again.start()
+        await again.stop()
+        assert await asyncio.wait_for(leftover.wait(), 5) is not None
+        first.pid_path.write_text(f"{bystander.pid}\n")
+        await again.start()
+        await again.stop()
+        assert bystander.returncode is None
+    finally:
+        for process in (leftover, bystander):
+            if process.returncode is None:
+                process.kill()
+            await asyncio.wait_for(process.wait(), 5)
