@@ -25,6 +25,7 @@ from typing import Final
 
 from edge.bus.access import AccessError, AccessStore
 from edge.bus.broker_process import (
+    BrokerAccount,
     broker_account,
     file_owner,
     launch_options,
@@ -98,7 +99,7 @@ class EmbeddedBroker:
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
-        self._account = broker_account()
+        self._account: BrokerAccount | None = None  # who mosquitto runs as: decided at start
 
     @property
     def pid(self) -> int | None:
