@@ -81,6 +81,18 @@ class LoopThread:
         self.loop.close()
 
 
+def issuer_on_a_thread(tenants: tuple[str, ...] = ("acme", "globex")) -> Iterator[OidcIssuer]:
+    """The test OIDC issuer on its own loop thread while the generator runs (the body of a fixture that
+    serves a gateway in another process)."""
+    loop = LoopThread()
+    serving = running(0, tenants)
+    try:
+        yield loop.run(serving.__aenter__())
+    finally:
+        loop.run(serving.__aexit__(None, None, None))
+        loop.close()
+
+
 @dataclass
 class ApiGateway:
     loop: LoopThread

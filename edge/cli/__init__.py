@@ -3,6 +3,7 @@ their own command groups through the `edge.cli` entry points (edge.cli.plugin_co
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 
 import typer
@@ -70,6 +71,9 @@ app.add_typer(tenant_cmd.app, name="tenant")
 
 
 def main() -> None:
+    # Everything `edge` writes (outbox with webhook secrets, keys, broker users, status) is the gateway's
+    # alone, whatever the calling shell's umask; the kernel creates the data directory 0700 besides.
+    os.umask(0o077)
     app(
         prog_name="edge"
     )  # also under `python -m edge.cli`: help, and completion's _EDGE_COMPLETE, say `edge`

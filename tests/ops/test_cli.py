@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,10 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
     config = write_config(
         tmp_path / "edge.toml", mqtt_port=mqtt_port, modbus_port=simulator.port, devices=2, mode="embedded"
     )
-    gateway = subprocess.Popen([*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True)
+    # a permissive shell umask: the data directory `edge run` creates must still be the gateway's alone
+    gateway = subprocess.Popen(
+        [*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True, umask=0o022
+    )
     try:
         wait_port(mqtt_port, 20)
         recorder = MqttRecorder(mqtt_port, "edge/+/events/#")
@@ -37,6 +41,7 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
         wait_until(status_file.exists, 10, "the status file", step=0.1)
         status = json.loads(status_file.read_text())
         assert status["devices"] == 2 and status["events_stored"] > 0 and status["bus_connected"]
+        _assert_private(tmp_path / "data")
         gateway.send_signal(signal.SIGTERM)
         _, stderr = gateway.communicate(timeout=20)
     finally:
@@ -46,6 +51,20 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
     assert "gateway gw-test stopped" in stderr
     with pytest.raises(OSError):  # the embedded broker went with it
         wait_port(mqtt_port, 0.5)
+
+
+def _assert_private(data_dir: Path) -> None:
+    """The data directory 0700 and every file in it 0600 (the outbox's -wal and -shm too); the broker's
+    directory may let its group (the broker's own account) through, nothing more."""
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert {"outbox.db", "outbox.db-wal", "outbox.db-shm", "status.json", "gateway.lock"} <= {
+        p.name for p in files
+    }
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+    for path in (p for p in data_dir.rglob("*") if p.is_dir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o027 == 0, f"{path} is {oct(path.stat().st_mode)}"
 
 
 def test_device_list_and_test_read_every_point(tmp_path: Path, simulator: SimulatorProcess) -> None:
