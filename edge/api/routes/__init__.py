@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edge.api.routes import devices, health, modules, stream, sync, tenants, webhooks
+from edge.api.routes import devices, health, modules, session, stream, sync, tenants, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    session.router,
     devices.router,
     modules.router,
     tenants.router,
