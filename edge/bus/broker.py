@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
 import pwd
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from edge.bus.access import AccessStore
+from edge.config.models import is_loopback
 from edge.sdk.errors import EdgeError
 
 __all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
@@ -67,7 +67,7 @@ class EmbeddedBroker:
         binary: str | None = None,
         access: AccessStore | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
             raise ValueError(f"the embedded broker listens on loopback only (no auth yet), got host {host!r}")
         self.port = port
@@ -324,15 +324,6 @@ def reload_broker(data_dir: Path) -> int | None:
             f"the broker (pid {pid}) runs as another user: run this as the gateway's user, or send it SIGHUP"
         ) from None
     return pid
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _accepts(host: str, port: int) -> bool:
