@@ -138,6 +138,7 @@ class Gateway:
             bus=self.bus,
             modules=self.modules,
             status=self._status.snapshot,
+            outboxes=self._status.tenant_outboxes,
             set_entitlements=self.set_entitlements,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,

@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from edge.api import problems
 from edge.api.accounts import AccountStore, accounts_path
 from edge.api.auth import FailureLimiter, OidcVerifier
+from edge.api.counting import RequestCounts, RequestMetrics
 from edge.api.deps import ApiState
 from edge.api.limits import BodyLimit
 from edge.api.live import LatestValues, LiveFeed
@@ -63,11 +64,13 @@ def build_app(state: ApiState | None = None, config: ApiConfig | None = None) ->
         "account (cookie and X-CSRF-Token); errors are RFC 9457 problem+json.",
     )
     app.state.api = state
+    app.state.api_config = config or ApiConfig()
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
     routes = [route for router in ROUTERS for route in router.routes]  # with their full paths
     app.add_middleware(BodyLimit, routes=routes, default=(config or ApiConfig()).max_body)
+    app.add_middleware(RequestMetrics, counts=state.requests if state else RequestCounts())  # outermost
     return app
 
 

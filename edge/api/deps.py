@@ -11,7 +11,7 @@ tenant's data. The rest of the request runs inside `tenant_scope(caller.context)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edge.api.accounts import AccountStore
 from edge.api.auth import FailureLimiter, OidcVerifier, Principal, Role, unauthorized
+from edge.api.counting import RequestCounts
 from edge.api.live import LatestValues, LiveFeed
 from edge.api.problems import Problem
 from edge.api.services import ApiServices
@@ -36,6 +37,7 @@ class ApiState:
     accounts: AccountStore
     sign_in_limiter: FailureLimiter  # counts per (client address, account name)
     tls: bool = False  # the session cookie is Secure when the API serves HTTPS
+    requests: RequestCounts = field(default_factory=RequestCounts)  # for /metrics
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from edge.bus.mqtt import BusStats
 from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
-from edge.ops.status import StatusSnapshot
+from edge.ops.status import StatusSnapshot, TenantOutbox
 from edge.outbox import CommitListener
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Health
@@ -62,6 +63,12 @@ class HostedModules(Protocol):
 class BusLink(Protocol):
     @property
     def connected(self) -> bool: ...
+    @property
+    def inflight(self) -> int: ...
+    @property
+    def inflight_limit(self) -> int: ...
+    @property
+    def stats(self) -> BusStats: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class ApiServices:
     bus: BusLink
     modules: HostedModules
     status: Callable[[], Awaitable[StatusSnapshot]]
+    outboxes: Callable[[], Awaitable[list[TenantOutbox]]]  # per tenant: size and each consumer's backlog
     set_entitlements: Callable[[str, Iterable[str]], Awaitable[None]]  # live; the file is the API's part
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from edge.api import metrics
 from edge.api.routes import devices, health, modules, session, stream, sync, tenants, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -15,4 +16,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     sync.router,
     webhooks.router,
     stream.router,
+    metrics.router,
 )
