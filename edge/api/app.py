@@ -26,6 +26,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from edge.api import problems
 from edge.api.accounts import AccountStore, accounts_path
@@ -38,6 +40,7 @@ from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
 from edge.api.sessions import SessionStore
 from edge.config.models import ApiConfig
+from edge.console import STATIC
 from edge.ops.logs import redact
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import TELEMETRY
@@ -68,10 +71,16 @@ def build_app(state: ApiState | None = None, config: ApiConfig | None = None) ->
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/console", StaticFiles(directory=STATIC, html=True), name="console")
+    app.add_api_route("/", _to_console, include_in_schema=False)
     routes = [route for router in ROUTERS for route in router.routes]  # with their full paths
     app.add_middleware(BodyLimit, routes=routes, default=(config or ApiConfig()).max_body)
     app.add_middleware(RequestMetrics, counts=state.requests if state else RequestCounts())  # outermost
     return app
+
+
+async def _to_console() -> RedirectResponse:
+    return RedirectResponse("/console/")
 
 
 class _Server(uvicorn.Server):
@@ -99,7 +108,7 @@ class ApiServer:
             SessionStore(accounts, config.session_idle, config.session_max),
             accounts,
             FailureLimiter(config.sign_in_failures, config.sign_in_lockout),
-            tls=self.tls is not None,
+            tls_cert=self.tls.cert if self.tls else None,
         )
         self.app = build_app(self.state, config)
         self._services = services

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,8 +36,13 @@ class ApiState:
     sessions: SessionStore
     accounts: AccountStore
     sign_in_limiter: FailureLimiter  # counts per (client address, account name)
-    tls: bool = False  # the session cookie is Secure when the API serves HTTPS
+    tls_cert: str | None = None  # the API's HTTPS certificate; the session cookie is Secure with it
     requests: RequestCounts = field(default_factory=RequestCounts)  # for /metrics
+    discoveries: dict[str, Any] = field(default_factory=dict)  # id -> DiscoveryJob (routes.commissioning)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True, slots=True)

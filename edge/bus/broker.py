@@ -25,7 +25,7 @@ from edge.bus.access import AccessStore
 from edge.config.models import is_loopback
 from edge.sdk.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "apply_access", "reload_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -335,3 +335,18 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def apply_access(store: AccessStore, data_dir: Path, mode: str) -> str:
+    """Render the broker's files from `store` and make the running embedded broker re-read them; returns
+    what happened, for people (the CLI and the console). Raises BrokerError when it cannot be applied now.
+    (The store wrote the files with each change.)"""
+    if mode == "external":
+        return (
+            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
+            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
+        )
+    pid = reload_broker(data_dir / "broker")
+    if pid is None:
+        return "the gateway is not running: its broker applies this when it starts"
+    return f"applied to the running broker (pid {pid}); connected clients stay connected"

@@ -183,7 +183,14 @@ def test_no_documented_route_shows_acme_anything_of_globex(api: ApiGateway) -> N
     with api.client(api.token("globex", "operator")) as http:
         hook = http.post("/v1/webhooks", json={"url": "https://globex.example.com/hook", "paused": True})
         assert hook.status_code == 201, hook.text
-    foreign = {"device": "inv-02", "point": "ac_power", "tenant": "globex", "subscription": hook.json()["id"]}
+        search = http.post(
+            "/v1/discoveries", json={"driver": "modbus", "targets": {"host": "127.0.0.1", "port": 1}}
+        )
+        assert search.status_code == 202, search.text
+    foreign = {
+        "device": "inv-02", "point": "ac_power", "tenant": "globex", "subscription": hook.json()["id"],
+        "discovery": search.json()["id"],
+    }  # fmt: skip
     for role in ("operator",):  # the highest tenant role; a viewer reads no more
         with api.client(api.token("acme", role)) as http:
             for path in paths:
