@@ -199,12 +199,19 @@ def local_gateway(
     devices: int = 4,
     api_settings: str = "",
     more_config: str = "",
+    entitlements: tuple[str, ...] = ("solar",),
 ) -> Iterator[LocalGateway]:
     """A gateway with `[api]` and no issuer, with `accounts` (name, password, role, tenant) in its data dir."""
     from edge.api.accounts import AccountStore, accounts_path
 
     loop = LoopThread()
-    path = write_config(tmp_path / "edge.toml", mqtt_port=mqtt_port, modbus_port=modbus_port, devices=devices)
+    path = write_config(
+        tmp_path / "edge.toml",
+        mqtt_port=mqtt_port,
+        modbus_port=modbus_port,
+        devices=devices,
+        entitlements=entitlements,
+    )
     with path.open("a") as f:
         f.write(f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n{api_settings}\n{more_config}')
     loaded, registry = load(path)
