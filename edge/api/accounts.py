@@ -9,6 +9,7 @@ its timing does not tell which names exist.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -25,7 +26,6 @@ ACCOUNTS_FILE = "accounts.json"
 MIN_PASSWORD = 10  # characters; a console account can write set-points
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _HASHER = PasswordHasher()  # argon2-cffi's defaults: Argon2id, 64 MiB, 3 passes (RFC 9106 second choice)
-_DECOY = _HASHER.hash("no such account: the hash spent so unknown names take as long as known ones")
 
 
 class AccountError(ValueError):
@@ -96,7 +96,7 @@ class AccountStore:
         """The account if the password is its own, else None (an unknown name costs the same hash)."""
         account = self.get(name)
         try:
-            _HASHER.verify(account.hash if account else _DECOY, password)
+            _HASHER.verify(account.hash if account else _decoy(), password)
         except (VerificationError, InvalidHashError):
             return None
         if account is None:
@@ -131,6 +131,12 @@ class AccountStore:
         os.replace(temp, self.path)
         stat = self.path.stat()
         self._stamp = (stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _decoy() -> str:
+    """A hash verified for unknown names, so they take as long as known ones (made once, when first needed)."""
+    return _HASHER.hash("no such account")
 
 
 def _hash(password: str) -> str:

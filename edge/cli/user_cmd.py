@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from edge.api.accounts import AccountError, AccountStore, accounts_path
 from edge.cli.common import load_or_exit
 from edge.cli.output import JSON_OPTION, Column, emit
+
+if TYPE_CHECKING:
+    from edge.api.accounts import AccountStore
 
 app = typer.Typer(no_args_is_help=True, help="Local console accounts (when no OIDC issuer is configured).")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
@@ -18,6 +21,8 @@ STDIN = typer.Option(False, "--password-stdin", help="Read the password from sta
 
 
 def _store(config: Path) -> tuple[AccountStore, set[str]]:
+    from edge.api.accounts import AccountStore, accounts_path  # the API's modules load only when needed
+
     loaded, _ = load_or_exit(config, secrets=False)
     return AccountStore(accounts_path(loaded.data_dir)), {t.id for t in loaded.config.tenants}
 
@@ -47,7 +52,7 @@ def add(
         raise _fail(ValueError(f"no tenant {tenant!r} in {config} (tenants: {', '.join(sorted(tenants))})"))
     try:
         store.add(name, _password(password_stdin), role, tenant)
-    except AccountError as exc:
+    except ValueError as exc:  # AccountError
         raise _fail(exc) from None
     typer.echo(f"added {role} account {name!r}" + (f" of tenant {tenant!r}" if tenant else ""))
 
@@ -58,7 +63,7 @@ def remove(name: str = typer.Argument(..., help="Account name."), config: Path =
     store, _ = _store(config)
     try:
         store.remove(name)
-    except AccountError as exc:
+    except ValueError as exc:  # AccountError
         raise _fail(exc) from None
     typer.echo(f"removed account {name!r}")
 
@@ -71,7 +76,7 @@ def passwd(
     store, _ = _store(config)
     try:
         store.set_password(name, _password(password_stdin))
-    except AccountError as exc:
+    except ValueError as exc:  # AccountError
         raise _fail(exc) from None
     typer.echo(f"changed the password of {name!r}")
 

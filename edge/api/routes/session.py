@@ -4,7 +4,8 @@ CSRF token, `DELETE` signs out (edge.api.sessions).
 Failed sign-ins count per (client address, account name) in the API's failure limiter: after
 `[api] sign_in_failures` within `sign_in_lockout` seconds that account is refused from that address (429)
 without a password check, while other accounts behind the same proxy and the same account from elsewhere
-still sign in. With an OIDC issuer configured, local sign-in is off and the console signs in at the issuer.
+still sign in. Local accounts work beside an OIDC issuer too (bearer tokens for programs, accounts for the
+console); a gateway that should know only its issuer's users simply has no local accounts.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ def _current(request: Request, state: State) -> Session:
 @router.post("/session", summary="Sign in with a local account; sets the session cookie",
              openapi_extra=body_limit(4096))  # fmt: skip
 async def sign_in(request: Request, response: Response, state: State, body: SignIn) -> SessionInfo:
-    if state.verifier is not None:
-        raise Problem(409, "this gateway signs in at its OIDC issuer: open /console/ and choose sign-in")
     if not request.headers.get("content-type", "").startswith("application/json"):
         raise Problem(415, "send the credentials as application/json")  # no cross-site form can
     client = client_address(request)
