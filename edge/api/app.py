@@ -36,6 +36,7 @@ from edge.api.counting import RequestCounts, RequestMetrics
 from edge.api.deps import ApiState
 from edge.api.limits import BodyLimit
 from edge.api.live import LatestValues, LiveFeed
+from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
 from edge.api.sessions import SessionStore
@@ -110,6 +111,8 @@ class ApiServer:
             FailureLimiter(config.sign_in_failures, config.sign_in_lockout),
             tls_cert=self.tls.cert if self.tls else None,
         )
+        if self.verifier is not None and config.oidc and config.oidc.client_id:
+            self.state.oidc_sign_in = OidcSignIn(self.verifier, config.oidc.client_id, config.oidc.scope)
         self.app = build_app(self.state, config)
         self._services = services
         self._socket: socket.socket | None = None

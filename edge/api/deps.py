@@ -21,6 +21,7 @@ from edge.api.accounts import AccountStore
 from edge.api.auth import FailureLimiter, OidcVerifier, Principal, Role, unauthorized
 from edge.api.counting import RequestCounts
 from edge.api.live import LatestValues, LiveFeed
+from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.problems import Problem
 from edge.api.services import ApiServices
 from edge.api.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, SessionStore
@@ -38,6 +39,7 @@ class ApiState:
     sign_in_limiter: FailureLimiter  # counts per (client address, account name)
     tls_cert: str | None = None  # the API's HTTPS certificate; the session cookie is Secure with it
     requests: RequestCounts = field(default_factory=RequestCounts)  # for /metrics
+    oidc_sign_in: OidcSignIn | None = None  # the console's sign-in at the issuer, when it has a client id
     discoveries: dict[str, Any] = field(default_factory=dict)  # id -> DiscoveryJob (routes.commissioning)
 
     @property

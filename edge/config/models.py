@@ -228,6 +228,13 @@ class OidcConfig(_Strict):
     allow_http: bool = Field(
         default=False, description="Accept a plain-http issuer (tests, the demo, loopback)."
     )
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The console's public client at the issuer: with it, the console signs people in with "
+        "the authorization code flow and PKCE (redirect URI: <API URL>/v1/session/oidc/callback).",
+    )
+    scope: str = Field(default="openid", description="Scopes the console asks the issuer for.")
 
     @model_validator(mode="after")
     def _https_issuer(self) -> OidcConfig:

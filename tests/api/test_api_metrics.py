@@ -19,12 +19,10 @@ TOKEN = "scrape-token-0123456789"
 
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[LocalGateway]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
     settings = (
         f'trusted_proxies = ["127.0.0.1"]\nmetrics_networks = ["10.0.0.0/8"]\nmetrics_token = "{TOKEN}"'
     )
-    try:
+    with SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"]) as sim:
         yield from local_gateway(
             tmp_path_factory.mktemp("metrics"),
             mosquitto.port,
@@ -34,8 +32,6 @@ def scraped(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProces
             api_settings=settings,
             more_config='[[modules]]\nname = "solar"\n',
         )
-    finally:
-        sim.stop()
 
 
 def _samples(text: str) -> dict[str, list[Sample]]:

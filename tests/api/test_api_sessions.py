@@ -31,9 +31,7 @@ ACCOUNTS = (
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[LocalGateway]:
-    sim = SimulatorProcess(free_port(), 4, ["--sim-time", "12:00"])
-    sim.start()
-    try:
+    with SimulatorProcess(free_port(), 4, ["--sim-time", "12:00"]) as sim:
         yield from local_gateway(
             tmp_path_factory.mktemp("sessions"),
             mosquitto.port,
@@ -41,8 +39,6 @@ def local(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess)
             ACCOUNTS,
             api_settings="sign_in_failures = 3\nsign_in_lockout = 30",
         )
-    finally:
-        sim.stop()
 
 
 def test_edge_user_keeps_argon2id_hashes_in_a_private_file(local: LocalGateway) -> None:

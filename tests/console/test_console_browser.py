@@ -1,6 +1,6 @@
 """The console in a real browser: Debian's chromium, headless, driven by Selenium through /usr/bin/chromedriver.
 
-One gateway and one browser for the module (a session fixture would hold them for the whole run): the Modbus
+One gateway for the module and one browser for the session (tests/console/conftest.py): the Modbus
 inverter simulator gives acme inv-01 and globex inv-02, a SunSpec device simulator waits to be discovered,
 and the alarms module raises an alarm on inv-01 at once. `EDGE_CONSOLE_SCREENSHOTS=docs/console` saves a
 PNG of each page (docs/console.md).
@@ -9,7 +9,6 @@ PNG of each page (docs/console.md).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,14 +18,10 @@ import httpx
 import pytest
 
 from tests.api_harness import LocalGateway, local_gateway
+from tests.console.conftest import BROWSER_NEEDED
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-pytestmark = pytest.mark.skipif(
-    not (shutil.which(CHROMIUM) and Path(CHROMEDRIVER).exists()),
-    reason="chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
-)
-webdriver = pytest.importorskip("selenium.webdriver")
+pytestmark = BROWSER_NEEDED
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -59,9 +54,7 @@ def meter_port() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[LocalGateway]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
-    try:
+    with SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"]) as sim:
         yield from local_gateway(
             tmp_path_factory.mktemp("console"),
             mosquitto.port,
@@ -71,22 +64,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) 
             more_config=ALARMS,
             entitlements=("alarms",),
         )
-    finally:
-        sim.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:

@@ -49,6 +49,9 @@ function signInPage() {
     h("label", {}, "Account", h("input", { name: "username", id: "username", autocomplete: "username", required: true })),
     h("label", {}, "Password", h("input", { name: "password", id: "password", type: "password", autocomplete: "current-password", required: true })),
     h("button", { type: "submit", id: "signin" }, "Sign in"), message);
+  api("GET", "/v1/session/methods").then((methods) => {
+    if (methods.oidc) form.append(h("p", {}, h("a", { href: "/v1/session/oidc/start", id: "oidc-signin" }, "Sign in with your organisation's account")));
+  }, () => {});
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
