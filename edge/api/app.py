@@ -27,7 +27,6 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from fastapi.staticfiles import StaticFiles
 
 from edge.api import problems
 from edge.api.accounts import AccountStore, accounts_path
@@ -41,7 +40,7 @@ from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
 from edge.api.sessions import SessionStore
 from edge.config.models import ApiConfig
-from edge.console import STATIC
+from edge.console import ConsoleFiles
 from edge.ops.logs import redact
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import TELEMETRY
@@ -72,7 +71,7 @@ def build_app(state: ApiState | None = None, config: ApiConfig | None = None) ->
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.mount("/console", StaticFiles(directory=STATIC, html=True), name="console")
+    app.mount("/console", ConsoleFiles(), name="console")
     app.add_api_route("/", _to_console, include_in_schema=False)
     routes = [route for router in ROUTERS for route in router.routes]  # with their full paths
     app.add_middleware(BodyLimit, routes=routes, default=(config or ApiConfig()).max_body)

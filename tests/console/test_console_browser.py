@@ -187,6 +187,10 @@ def test_another_tenants_device_is_not_reachable_by_url(browser: WebDriver, site
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     with httpx.Client(base_url=site.base_url, cookies={"edge_session": cookie["value"]}) as http:
         assert http.get("/v1/tenants").status_code == 403
+        page = http.get("/console/")  # its own scripts and origin only, never framed
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
 
 
 def test_an_admin_creates_an_mqtt_user_whose_password_is_shown_once(
