@@ -10,6 +10,7 @@ tenant's data. The rest of the request runs inside `tenant_scope(caller.context)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -39,6 +40,9 @@ class ApiState:
     sign_in_limiter: FailureLimiter  # counts per (client address, account name)
     tls_cert: str | None = None  # the API's HTTPS certificate; the session cookie is Secure with it
     requests: RequestCounts = field(default_factory=RequestCounts)  # for /metrics
+    # password checks at once (each spends ~64 MiB and a few hundred ms of CPU in a thread): a flood of
+    # sign-ins under many names queues here instead of taking every core
+    hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     oidc_sign_in: OidcSignIn | None = None  # the console's sign-in at the issuer, when it has a client id
     discoveries: dict[str, Any] = field(default_factory=dict)  # id -> DiscoveryJob (routes.commissioning)
 

@@ -62,7 +62,8 @@ async def sign_in(request: Request, response: Response, state: State, body: Sign
     client = client_address(request)
     key = f"account:{body.username}"
     state.sign_in_limiter.check(client, key)
-    account = await asyncio.to_thread(state.accounts.verify, body.username, body.password)
+    async with state.hashing:
+        account = await asyncio.to_thread(state.accounts.verify, body.username, body.password)
     if account is None:
         state.sign_in_limiter.failed(client, key)
         raise Problem(401, "wrong account name or password")
