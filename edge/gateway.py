@@ -44,6 +44,7 @@ from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
 from edge.plugins import PluginRegistry
+from edge.sdk.drivers import DeviceSpec
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
@@ -107,6 +108,7 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
+        self._last_values: LastValuePublisher | None = None  # set at start; new pollers report to it
         self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -141,7 +143,11 @@ class Gateway:
             bus=self.bus,
             modules=self.modules,
             status=self._status.snapshot,
+            outboxes=self._status.tenant_outboxes,
             set_entitlements=self.set_entitlements,
+            submit_module_command=self.submit_module_command,
+            registry=self.registry,
+            start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
         )
@@ -175,22 +181,10 @@ class Gateway:
         publisher = OutboxPublisher(
             self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
         )
+        self._last_values = last_values
         sequences = await self.outbox.last_sequences()
-        disabled = {d.name for d in self.config.devices if not d.enabled}
-        for spec in self.loaded.devices:
-            if spec.name in disabled:
-                continue
-            poller = DevicePoller(
-                spec,
-                self.registry.driver(spec.driver),
-                self.tenants[spec.tenant],
-                self.outbox,
-                gateway_id=self.config.gateway.id,
-                last_sequence=sequences.get((spec.tenant, spec.name), 0),
-                stats=self.stats.device(spec.name),
-                on_status=last_values.on_status,
-            )
-            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
+        for spec in self._enabled(self.loaded):
+            self.pollers[(spec.tenant, spec.site, spec.name)] = self._poller(spec, sequences)
         self.module_commands = ModuleCommands(
             self.bus,
             self.topics,
@@ -295,14 +289,51 @@ class Gateway:
             reconnect_max=5.0,
         )
 
+    def _enabled(self, loaded: LoadedConfig) -> list[DeviceSpec]:
+        disabled = {d.name for d in loaded.config.devices if not d.enabled}
+        return [spec for spec in loaded.devices if spec.name not in disabled]
+
+    def _poller(self, spec: DeviceSpec, sequences: dict[tuple[str, str], int]) -> DevicePoller:
+        assert self._last_values is not None
+        return DevicePoller(
+            spec,
+            self.registry.driver(spec.driver),
+            self.tenants[spec.tenant],
+            self.outbox,
+            gateway_id=self.config.gateway.id,
+            last_sequence=sequences.get((spec.tenant, spec.name), 0),
+            stats=self.stats.device(spec.name),
+            on_status=self._last_values.on_status,
+        )
+
+    async def start_new_devices(self, loaded: LoadedConfig) -> list[str]:
+        """Poll the devices `loaded` (the file re-read after `edge device add` or the console's commissioning)
+        has and the running gateway has not; returns their names. Devices changed or removed in the file take
+        effect at the next start."""
+        sequences = await self.outbox.last_sequences()
+        known = {key[2] for key in self.pollers}
+        added = [spec for spec in self._enabled(loaded) if spec.name not in known]
+        self.loaded = loaded
+        for spec in added:
+            poller = self._poller(spec, sequences)
+            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
+            self._tasks.spawn(poller.run, f"poll-{spec.name}")
+            log.info("device %s added: polling it", spec.name)
+        return [spec.name for spec in added]
+
     async def submit_module_command(
-        self, tenant: str, module: str, action: str, args: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        module: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Queue a command for a module on behalf of a tenant (the REST API's entry); returns the request id
         to match the module's `org.edgegw.module.command.result` event. Raises ModuleCommandRejected."""
         if self.module_commands is None:
             raise RuntimeError("the gateway is not started")
-        return await self.module_commands.submit(tenant, module, action, args)
+        return await self.module_commands.submit(tenant, module, action, args, request_id)
 
     async def _module_write(self, module: str, site: str, device: str, point: str, value: Any) -> None:
         if self.commands is None:

@@ -234,3 +234,10 @@ class SimulatorProcess:
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+    def __enter__(self) -> SimulatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
 import shutil
@@ -32,9 +31,10 @@ from edge.bus.broker_process import (
     prepare_broker_dir,
     write_private,
 )
+from edge.config.models import is_loopback
 from edge.sdk.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "apply_access", "reload_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class EmbeddedBroker:
         binary: str | None = None,
         access: AccessStore | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
             raise ValueError(f"the embedded broker listens on loopback only (no auth yet), got host {host!r}")
         self.port = port
@@ -350,15 +350,6 @@ def reload_broker(data_dir: Path) -> int | None:
     return pid
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def _accepts(host: str, port: int) -> bool:
     try:
         _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
@@ -368,3 +359,18 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def apply_access(store: AccessStore, data_dir: Path, mode: str) -> str:
+    """Render the broker's files from `store` and make the running embedded broker re-read them; returns
+    what happened, for people (the CLI and the console). Raises BrokerError when it cannot be applied now.
+    (The store wrote the files with each change.)"""
+    if mode == "external":
+        return (
+            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
+            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
+        )
+    pid = reload_broker(data_dir / "broker")
+    if pid is None:
+        return "the gateway is not running: its broker applies this when it starts"
+    return f"applied to the running broker (pid {pid}); connected clients stay connected"

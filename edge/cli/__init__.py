@@ -24,6 +24,7 @@ from edge.cli import (
     simulate_cmd,
     status_cmd,
     tenant_cmd,
+    user_cmd,
     webhook_cmd,
 )
 from edge.cli.plugin_commands import PluginCommands
@@ -68,6 +69,7 @@ app.add_typer(module_cmd.app, name="module")
 app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(tenant_cmd.app, name="tenant")
+app.add_typer(user_cmd.app, name="user")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ Mosquitto and its REST API, and cloud sync uploading each tenant's events to the
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -34,6 +35,8 @@ class DemoPorts:
     oidc: int = 9400  # the test identity provider the API trusts
     api: int = 8080
 
+
+DEMO_ACCOUNT = "demo"  # the console's sign-in printed by `edge demo`
 
 # The inverters' clock starts at 10:00 and runs in real time, so a demo at night still produces energy.
 _DAYLIGHT = ("--sim-time", "10:00", "--time-scale", "1")
@@ -68,6 +71,7 @@ def demo(
         os.environ[f"EDGE_DEMO_{tenant.upper()}_SECRET"] = f"{tenant}-client-secret"
         os.environ[f"EDGE_DEMO_{tenant.upper()}_HMAC"] = f"{tenant}-hmac-key"
     loaded, registry = load_or_exit(config_path)
+    console_password = _demo_account(loaded.data_dir)
     py = sys.executable
     simulators = [
         ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices), *_DAYLIGHT], ("tcp", ports.modbus)),
@@ -83,7 +87,10 @@ def demo(
             if endpoint is not None:
                 _wait_port(name, process, endpoint[1], 30.0)
         typer.echo(
-            _banner(devices, vavs, lifts, ports, config_path, loaded.data_dir / loaded.config.storage.path),
+            _banner(devices, vavs, lifts, ports, config_path, loaded.data_dir / loaded.config.storage.path)
+            + f"  console: http://127.0.0.1:{ports.api}/console/  sign in as {DEMO_ACCOUNT!r}, password "
+            f"{console_password}  (an admin: pick the tenant at the top)\n"
+            f"  metrics: curl -s http://127.0.0.1:{ports.api}/metrics\n",
             err=True,
         )
         run_gateway(loaded, registry, StatusPrinter())
@@ -95,6 +102,19 @@ def demo(
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _demo_account(data_dir: Path) -> str:
+    """The console's demo admin account, with a fresh password each run (printed in the banner)."""
+    from edge.api.accounts import AccountStore, accounts_path  # the API's modules load only for the demo
+
+    store = AccountStore(accounts_path(data_dir))
+    password = secrets.token_urlsafe(12)
+    if store.get(DEMO_ACCOUNT) is None:
+        store.add(DEMO_ACCOUNT, password, "admin", None)
+    else:
+        store.set_password(DEMO_ACCOUNT, password)
+    return password
 
 
 def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path, outbox: Path) -> str:

@@ -6,6 +6,7 @@ driver each device names (see `edge.config.loader`), so an error always points a
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -253,6 +254,13 @@ class OidcConfig(_Strict):
     allow_http: bool = Field(
         default=False, description="Accept a plain-http issuer (tests, the demo, loopback)."
     )
+    client_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The console's public client at the issuer: with it, the console signs people in with "
+        "the authorization code flow and PKCE (redirect URI: <API URL>/v1/session/oidc/callback).",
+    )
+    scope: str = Field(default="openid", description="Scopes the console asks the issuer for.")
 
     @model_validator(mode="after")
     def _https_issuer(self) -> OidcConfig:
@@ -265,12 +273,15 @@ class OidcConfig(_Strict):
 
 
 class ApiConfig(_Strict):
-    """The REST API and WebSocket served by the gateway process (docs/api.md)."""
+    """The REST API, WebSocket, console and metrics served by the gateway process (docs/api.md)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free port (tests).")
-    oidc: OidcConfig | None = Field(default=None, description="Required when the API is enabled.")
+    oidc: OidcConfig | None = Field(
+        default=None,
+        description="The token issuer. Without one, callers sign in with local accounts (`edge user add`).",
+    )
     ws_queue: int = Field(default=1000, ge=10, le=100_000, description="Events queued per WebSocket client.")
     max_auth_failures: int = Field(
         default=20,
@@ -289,14 +300,71 @@ class ApiConfig(_Strict):
         description="Largest request body in bytes (routes may declare their own); larger ones get 413 "
         "before routing or authentication.",
     )
+    tls_cert: str | None = Field(
+        default=None,
+        description="PEM certificate chain for HTTPS (`edge certs create` writes one); relative to this file.",
+    )
+    tls_key: str | None = Field(
+        default=None, description="PEM private key of `tls_cert`; relative to this file."
+    )
+    allow_plain_http: bool = Field(
+        default=False,
+        description="Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy only).",
+    )
+    session_idle: float = Field(
+        default=1800.0,
+        ge=60,
+        le=86_400,
+        description="Seconds without a request before a console session ends.",
+    )
+    session_max: float = Field(
+        default=43_200.0, ge=300, le=604_800, description="Seconds a console session lasts at most."
+    )
+    sign_in_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins of one account from one client address within `sign_in_lockout` "
+        "seconds before that account is locked for that address (other accounts and addresses are not).",
+    )
+    sign_in_lockout: float = Field(
+        default=300.0, ge=1, le=86_400, description="Seconds of the lockout window."
+    )
+    metrics_networks: tuple[IPvAnyNetwork, ...] = Field(
+        default=(),
+        description="Besides loopback, the networks that may scrape /metrics without a token.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="A bearer token that may scrape /metrics from any address (a secret reference works).",
+    )
 
     @model_validator(mode="after")
-    def _needs_issuer(self) -> ApiConfig:
-        if self.enabled and self.oidc is None:
+    def _tls_or_loopback(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        if (
+            self.enabled
+            and self.tls_cert is None
+            and not self.allow_plain_http
+            and not is_loopback(self.host)
+        ):
             raise ValueError(
-                "the API is enabled but [api.oidc] names no token issuer (it never runs unauthenticated)"
+                f"host {self.host!r} is not a loopback address and no TLS is configured: set tls_cert and "
+                "tls_key (`edge certs create`), or allow_plain_http = true behind a TLS-terminating proxy"
             )
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or 'localhost') is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GatewayConfig(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from edge.api.accounts import AccountStore
 from tests.e2e import write_config
 from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port, wait_until
 
@@ -106,7 +109,7 @@ def test_device_test_of_an_unreachable_device_shows_bad_quality_and_fails(tmp_pa
 
 
 def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: Path) -> None:
-    mqtt_port, modbus_port, cloud_port = free_port(), free_port(), free_port()
+    mqtt_port, modbus_port, cloud_port, api_port = free_port(), free_port(), free_port(), free_port()
     demo = subprocess.Popen(
         [
             *EDGE,
@@ -125,6 +128,8 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
             str(modbus_port),
             "--cloud-port",
             str(cloud_port),
+            "--api-port",
+            str(api_port),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -149,6 +154,11 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
 
         stats = wait_until(both_uploaded, 30, "both tenants' events in their cloud", step=0.5)
         assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
+        scraped = httpx.get(
+            f"http://127.0.0.1:{api_port}/metrics", timeout=5
+        ).text  # Prometheus' parser reads it
+        families = {f.name: f for f in text_string_to_metric_families(scraped)}
+        assert sum(s.value for s in families["edge_device_up"].samples) == 6
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)
     finally:
@@ -157,6 +167,10 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
     assert demo.returncode == 0, stderr
     assert f"mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'" in stderr
     assert "devices up 6/6" in stderr
+    console = re.search(r"console: (\S+)  sign in as 'demo', password (\S+)", stderr)
+    assert console is not None and console.group(1) == f"http://127.0.0.1:{api_port}/console/", stderr
+    accounts = AccountStore(tmp_path / "demo" / "accounts.json")
+    assert accounts.verify("demo", console.group(2)) is not None  # the printed password signs in
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
 
