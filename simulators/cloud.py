@@ -43,7 +43,7 @@ from typing import Any
 import h11
 import orjson
 
-from simulators.cloud_platform import RESULT_TYPE, Platform, public_pem
+from simulators.cloud_platform import RESULT_TYPE, Platform, Scenario, public_pem
 
 MAX_BODY = 32 << 20  # bytes on the wire
 MAX_INFLATED = 128 << 20
@@ -616,8 +616,10 @@ async def main(
     host: str = "127.0.0.1",
     token_ttl: float = 300.0,
     sink: bool = False,
+    scenario: Scenario | None = None,
 ) -> None:
-    """Serve until cancelled, with `Credentials.demo(tenant)` for each tenant (printed at start)."""
+    """Serve until cancelled, with `Credentials.demo(tenant)` for each tenant (printed at start); with a
+    `scenario`, the platform sends its command and deployment and reports their results on stderr."""
     creds = [Credentials.demo(t) for t in tenants]
     sim = CloudSimulator(creds, port=port, host=host, token_ttl=token_ttl, sink=sink)
     await sim.start()
@@ -628,10 +630,36 @@ async def main(
             f" hmac_key={c.hmac_key.decode()} key_id={c.key_id}",
             flush=True,
         )
+    if scenario is not None:
+        sim.platform.on_result = _print_result
+        asyncio.get_running_loop().call_later(scenario.after, _play, sim.platform, scenario)
     try:
         await asyncio.Event().wait()
     finally:
         await sim.stop()
+
+
+def _play(platform: Platform, scenario: Scenario) -> None:
+    for kind, body in scenario.messages():
+        jti = platform.send(scenario.tenant, scenario.gateway, kind, body)
+        shown = body.get("version") or f"{body.get('device')}.{body.get('point')} = {body.get('value')}"
+        print(
+            f"platform: sent {kind} {shown} to {scenario.gateway} for {scenario.tenant} (id {jti[:8]})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _print_result(tenant: str, data: dict[str, Any]) -> None:
+    reason = f": {data['reason']}" if data.get("reason") else ""
+    detail = data.get("detail") or {}
+    extra = f" {detail}" if detail and data.get("kind") == "deployment" else ""
+    print(
+        f"platform: result for {tenant} (id {str(data.get('id'))[:8]}): {data.get('kind')} {data.get('target')}"
+        f" -> {data.get('status')}{reason}{extra}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _cli(argv: Sequence[str] | None = None) -> None:
@@ -643,11 +671,20 @@ def _cli(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--sink", action="store_true", help="count batches without parsing events (benchmarks)"
     )
+    parser.add_argument("--scenario", help="JSON of a platform scenario (edge demo): see Scenario")
     args = parser.parse_args(argv)
     tenants = [t for t in args.tenants.split(",") if t]
+    scenario = Scenario(**orjson.loads(args.scenario)) if args.scenario else None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            main(port=args.port, tenants=tenants, host=args.host, token_ttl=args.token_ttl, sink=args.sink)
+            main(
+                port=args.port,
+                tenants=tenants,
+                host=args.host,
+                token_ttl=args.token_ttl,
+                sink=args.sink,
+                scenario=scenario,
+            )
         )
 
 

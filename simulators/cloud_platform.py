@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,28 @@ class TenantPlatform:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """What the platform does by itself a few seconds after start (`edge demo`): one point write and one
+    deployment adding a device, for one tenant of one gateway."""
+
+    gateway: str
+    tenant: str
+    after: float
+    write: dict[str, Any]  # site, device, point, value
+    device: dict[str, Any]  # a [[devices]] table to add
+
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        version = f"{self.gateway}-{int(time.time())}"
+        patch = {"devices": {"upsert": [self.device]}}
+        return [("point.write", dict(self.write)), ("deployment", {"version": version, "patch": patch})]
+
+
 class Platform:
     def __init__(self, tenants: list[str], seed: int = 0, ttl: float = 300.0) -> None:
         self.tenants = {t: TenantPlatform(demo_key(t, seed)) for t in tenants}
         self.ttl = ttl
+        self.on_result: Callable[[str, dict[str, Any]], None] | None = None  # told of each result
 
     # ---- what an operator does -------------------------------------------------------------------------
 
@@ -119,6 +138,8 @@ class Platform:
         if record is None:
             return
         record.results.append(data)
+        if self.on_result is not None:
+            self.on_result(tenant, data)
         jti = data.get("id")
         if isinstance(jti, str):
             record.result_arrived.setdefault(jti, time.time())

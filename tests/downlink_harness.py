@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from simulators.cloud import CloudSimulator
 from tests.cloud_harness import sync_config
+from tests.helpers import until
 
 GATEWAY = "gw-test"
 FAST_CLOUD = {
@@ -89,3 +90,15 @@ def send(cloud: CloudSimulator, tenant: str, key: ec.EllipticCurvePrivateKey, me
     """Queue a message signed by the test on `tenant`'s downlink; returns its id."""
     cloud.platform.enqueue(tenant, sign(key, message))
     return str(message["jti"])
+
+
+async def result_of(cloud: CloudSimulator, tenant: str, jti: str, within: float = 30.0) -> dict[str, Any]:
+    """The first result the uplink brought back to the platform for one message id."""
+    await until(
+        lambda: cloud.platform.result(tenant, jti) is not None,
+        within=within,
+        detail=lambda: (jti, [(r["id"], r["status"]) for r in cloud.platform.tenants[tenant].results]),
+    )
+    result = cloud.platform.result(tenant, jti)
+    assert result is not None
+    return result

@@ -27,6 +27,7 @@ __all__ = [
     "Interrupted",
     "history_for",
     "recover_interrupted",
+    "sha",
     "write_atomically",
 ]
 

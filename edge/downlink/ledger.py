@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FILE", "DownlinkLedger", "EntitlementAnswer"]
+__all__ = ["FILE", "DownlinkLedger", "EntitlementAnswer", "read_entitlement_answers"]
 
 FILE = "downlink.db"
 
@@ -92,7 +92,7 @@ class DownlinkLedger:
         return answer
 
 
-def read_entitlement_ages(data_dir: Path) -> dict[str, EntitlementAnswer]:
+def read_entitlement_answers(data_dir: Path) -> dict[str, EntitlementAnswer]:
     """The last answer per tenant, read-only, for `edge status` (empty without a ledger)."""
     path = data_dir / FILE
     if not path.exists():

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edge.gateway import Gateway
 from simulators.cloud import CloudSimulator
 from tests.cloud_harness import simulator
-from tests.downlink_harness import GATEWAY, add_cloud, claims, send, sign
+from tests.downlink_harness import GATEWAY, add_cloud, claims, result_of, send, sign
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
 
@@ -46,17 +46,6 @@ def _config(
     )
     path.write_text(tomlkit.dumps(document))
     return add_cloud(path, cloud, ("acme", "globex"), per_tenant={"acme": {"entitlements": False}})
-
-
-async def _result(cloud: CloudSimulator, tenant: str, jti: str, within: float = 20.0) -> dict[str, Any]:
-    await until(
-        lambda: cloud.platform.result(tenant, jti) is not None,
-        within=within,
-        detail=lambda: (jti, [(r["id"], r["status"]) for r in cloud.platform.tenants[tenant].results]),
-    )
-    result = cloud.platform.result(tenant, jti)
-    assert result is not None
-    return result
 
 
 async def _results(cloud: CloudSimulator, tenant: str, jti: str, count: int) -> list[dict[str, Any]]:
@@ -97,13 +86,13 @@ async def test_commands_from_the_platform_run_through_the_command_path_and_forge
                 "point.write",
                 {"site": "roof", "device": "inv-01", "point": "power_limit", "value": 80},
             )
-            done = await _result(cloud, "acme", by_platform)
+            done = await result_of(cloud, "acme", by_platform)
             assert done["status"] == "done" and done["ok"] and done["target"] == "roof/inv-01.power_limit"
 
             write = claims("acme", "point.write", site="roof", device="inv-03", point="power_limit", value=80)
             token = sign(acme_key, write)
             cloud.platform.enqueue("acme", token)
-            assert (await _result(cloud, "acme", write["jti"]))["status"] == "done"
+            assert (await result_of(cloud, "acme", write["jti"]))["status"] == "done"
 
             cloud.platform.enqueue("acme", token)  # the same message again
             globex_key = cloud.platform.tenants["globex"].key
@@ -134,7 +123,7 @@ async def test_commands_from_the_platform_run_through_the_command_path_and_forge
             expected = {send(cloud, "acme", key, body): (status, why) for key, body, status, why in cases}
             expected[tampered_claims["jti"]] = ("refused", "signature does not verify")
             for jti, (status, reason) in expected.items():
-                result = await _result(cloud, "acme", jti)
+                result = await result_of(cloud, "acme", jti)
                 assert result["status"] == status and not result["ok"], result
                 assert reason in (result["reason"] or ""), result
             replayed = (await _results(cloud, "acme", write["jti"], 2))[1]
@@ -177,6 +166,6 @@ async def test_commands_queued_while_the_cloud_is_offline_arrive_after_it_return
                 {"site": "roof", "device": "inv-01", "point": "power_limit", "value": 60},
             )
             await cloud.set_down(False)
-            assert (await _result(cloud, "acme", jti, within=20.0))["status"] == "done"
+            assert (await result_of(cloud, "acme", jti, within=20.0))["status"] == "done"
         finally:
             await gateway.stop()

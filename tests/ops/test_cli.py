@@ -130,6 +130,14 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
 
         stats = wait_until(both_uploaded, 30, "both tenants' events in their cloud", step=0.5)
         assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
+
+        def from_the_cloud() -> list[dict[str, object]] | None:  # the demo's command and deployment
+            url = f"http://127.0.0.1:{cloud_port}/_sim/platform/acme/results"
+            results: list[dict[str, object]] = httpx.get(url, timeout=5).json()["results"]
+            done = {r["kind"] for r in results if r["status"] == "done"}
+            return results if done >= {"point.write", "deployment"} else None
+
+        wait_until(from_the_cloud, 60, "the demo's command and deployment done", step=0.5)
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)
     finally:
@@ -138,6 +146,8 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
     assert demo.returncode == 0, stderr
     assert f"mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'" in stderr
     assert "devices up 6/6" in stderr
+    assert "point.write acme-hq/inv-01.power_limit -> done" in stderr  # printed by the cloud simulator
+    assert "-> done {'added': ['inv-04']" in stderr  # a device deployed to the running gateway
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
 
