@@ -179,6 +179,7 @@ class CloudSimulator:
             self._server.close()
             for writer in list(self._connections):
                 _reset(writer)
+            self.platform.wake_all()
             await self._server.wait_closed()
             self._server = None
         if self._handlers:  # connection handlers end once their sockets are gone

@@ -161,8 +161,15 @@ class Platform:
                     await record.wakeup.wait()
             except TimeoutError:
                 return 204, None
+            if not record.queue:  # woken by `wake_all` (the server is closing)
+                return 204, None
         limit = int(query.get("max", "100") or 100)
         return 200, {"messages": [{"seq": s, "jws": j} for s, j in record.queue[:limit]]}
+
+    def wake_all(self) -> None:
+        """End every held long-poll now (the server is going down; their sockets are being reset)."""
+        for record in self.tenants.values():
+            record.wakeup.set()
 
     def entitlement_answer(self, tenant: str, gateway: str) -> tuple[int, dict[str, Any]]:
         flags = self.tenants[tenant].entitlements

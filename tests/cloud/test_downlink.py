@@ -144,28 +144,38 @@ async def test_commands_from_the_platform_run_through_the_command_path_and_forge
         assert cloud.cross_tenant == 0
 
 
+@pytest.mark.parametrize(
+    "offline",
+    [3.0, pytest.param(180.0, marks=[pytest.mark.slow, pytest.mark.timeout(420)], id="minutes")],
+)
 async def test_commands_queued_while_the_cloud_is_offline_arrive_after_it_returns(
-    tmp_path: Path, mosquitto: MosquittoProcess, modbus: SimulatorProcess
+    tmp_path: Path, mosquitto: MosquittoProcess, modbus: SimulatorProcess, offline: float
 ) -> None:
     async with simulator("acme", "globex") as cloud:
         path = _config(tmp_path, mosquitto, modbus, cloud)
         gateway = Gateway(*load(path))
         await gateway.start()
         try:
-            await until(
-                lambda: gateway.downlink is not None and gateway.downlink.links["acme"].stats.connected,
-                within=10.0,
-            )
+            downlink = gateway.downlink
+            assert downlink is not None
+            await until(lambda: downlink.links["acme"].stats.connected, within=10.0)
             await cloud.set_down(True)
-            await asyncio.sleep(3.0)  # offline: the gateway retries with capped backoff
-            assert not gateway.downlink.links["acme"].stats.connected  # type: ignore[union-attr]
-            jti = cloud.platform.send(
-                "acme",
-                GATEWAY,
-                "point.write",
-                {"site": "roof", "device": "inv-01", "point": "power_limit", "value": 60},
-            )
+            write = {"site": "roof", "device": "inv-01", "point": "power_limit"}
+            queued = [
+                cloud.platform.send(
+                    "acme", GATEWAY, "point.write", {**write, "value": 60 + i}, ttl=offline + 120
+                )
+                for i in range(3)
+            ]
+            await asyncio.sleep(offline)  # offline: the gateway retries with capped backoff
+            link = downlink.links["acme"].stats
+            assert not link.connected and link.failures >= 2
+            if offline > 60:  # capped at 1 s in the test configuration: attempts keep coming
+                assert link.failures >= offline / 2
             await cloud.set_down(False)
-            assert (await result_of(cloud, "acme", jti, within=20.0))["status"] == "done"
+            results = [await result_of(cloud, "acme", jti, within=20.0) for jti in queued]
+            assert [r["status"] for r in results] == ["done"] * 3
+            order = [r["id"] for r in cloud.platform.tenants["acme"].results if r["id"] in queued]
+            assert order == queued  # in the order the platform queued them
         finally:
             await gateway.stop()
