@@ -166,7 +166,16 @@ def _same_gateway(before: str, after: str) -> str:
         raise Refused(f"validation failed: not valid TOML: {exc}") from None
     if old.get("gateway") != new.get("gateway"):
         raise Refused("a deployment may not change [gateway] (its id and data directory)")
+    if _tenant_ids(old) != _tenant_ids(new):
+        raise Refused("a deployment may not add or remove tenants (their storage opens at start)")
     return after
+
+
+def _tenant_ids(document: dict[str, Any]) -> list[str]:
+    tenants = document.get("tenants")
+    return (
+        sorted(str(t.get("id")) for t in tenants if isinstance(t, dict)) if isinstance(tenants, list) else []
+    )
 
 
 def _patch_devices(document: tomlkit.TOMLDocument, tenant: str, scope: str, devices: Any) -> None:
