@@ -30,15 +30,17 @@ from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
+from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
-from edge.devices.polling import DevicePoller
+from edge.devices.fleet import DeviceChanges, LiveDevices
+from edge.devices.polling import DevicePoller, StatusListener
 from edge.module_host.commands import ModuleCommands
 from edge.module_host.control import ModuleControl
 from edge.module_host.host import ModuleHost
 from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
-from edge.ops.stats import GatewayStats
+from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
@@ -48,8 +50,15 @@ from edge.sdk.drivers import DeviceSpec
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
+
+def enabled_devices(loaded: LoadedConfig) -> list[DeviceSpec]:
+    disabled = {d.name for d in loaded.config.devices if not d.enabled}
+    return [spec for spec in loaded.devices if spec.name not in disabled]
+
+
 if TYPE_CHECKING:
     from edge.api import ApiServer
+    from edge.downlink import Downlink
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +117,10 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
-        self._last_values: LastValuePublisher | None = None  # set at start; new pollers report to it
+        self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        self._on_status: StatusListener | None = None
+        self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
+        self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
         self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -181,10 +193,11 @@ class Gateway:
         publisher = OutboxPublisher(
             self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
         )
-        self._last_values = last_values
         sequences = await self.outbox.last_sequences()
-        for spec in self._enabled(self.loaded):
-            self.pollers[(spec.tenant, spec.site, spec.name)] = self._poller(spec, sequences)
+        self._on_status = last_values.on_status
+        for spec in enabled_devices(self.loaded):
+            poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
             self.bus,
             self.topics,
@@ -207,6 +220,9 @@ class Gateway:
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write
+        self.history.record(self.loaded.path.read_text(), source="start")
+        if any(t.cloud is not None for t in self.config.tenants):
+            await self._start_downlink(commands)
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
@@ -289,37 +305,73 @@ class Gateway:
             reconnect_max=5.0,
         )
 
-    def _enabled(self, loaded: LoadedConfig) -> list[DeviceSpec]:
-        disabled = {d.name for d in loaded.config.devices if not d.enabled}
-        return [spec for spec in loaded.devices if spec.name not in disabled]
+    async def _start_downlink(self, commands: CommandHandler) -> None:
+        from edge.downlink import Downlink, DownlinkServices
+        from edge.downlink.commands import CommandServices
+        from edge.downlink.deploy import DeployServices
 
-    def _poller(self, spec: DeviceSpec, sequences: dict[tuple[str, str], int]) -> DevicePoller:
-        assert self._last_values is not None
+        module_commands = self.module_commands
+        assert module_commands is not None
+        services = DownlinkServices(
+            commands=CommandServices(commands.write, module_commands.submit),
+            deploy=DeployServices(
+                path=self.loaded.path,
+                registry=self.registry,
+                history=self.history,
+                reconfigure=self.reconfigure,
+                down=self.devices.down,
+                timeout=self.config.cloud.deploy_timeout,
+            ),
+            set_entitlements=self.set_entitlements,
+            append=self.outbox.append_durable,
+            tenant=self.tenants.__getitem__,
+        )
+        self.downlink = Downlink(self.loaded, services, self.history)
+        self.module_control.platform_decides.update(self.downlink.platform_entitled)
+        self.module_control.on_module_start.append(self.downlink.entitlements.module_loaded)
+        await self.downlink.start()  # the last entitlement answers apply before any module starts
+        for run, name in self.downlink.tasks():
+            self._tasks.spawn(run, name)
+
+    def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
+        self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown
         return DevicePoller(
             spec,
             self.registry.driver(spec.driver),
             self.tenants[spec.tenant],
             self.outbox,
             gateway_id=self.config.gateway.id,
-            last_sequence=sequences.get((spec.tenant, spec.name), 0),
-            stats=self.stats.device(spec.name),
-            on_status=self._last_values.on_status,
+            last_sequence=last_sequence,
+            stats=self.stats.devices[spec.name],
+            on_status=self._on_status,
         )
 
+    async def _start_device(self, spec: DeviceSpec) -> DevicePoller:
+        sequences = await self.outbox.last_sequences()  # a device that comes back resumes its sequence
+        poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+        self._tasks.spawn(poller.run, f"poll-{spec.name}")
+        return poller
+
+    async def _stop_device(self, poller: DevicePoller) -> None:
+        poller.request_stop()
+        await self._tasks.cancel_one(f"poll-{poller.spec.name}")
+
+    async def reconfigure(self, loaded: LoadedConfig) -> DeviceChanges:
+        """Run on a new, already validated configuration: devices added, changed and removed live, and each
+        tenant's entitlements as the file says (except tenants whose platform decides them). Other sections
+        (bus, storage, api, modules) take effect at the next start."""
+        self.loaded, self.config = loaded, loaded.config
+        changes = await self.devices.apply(enabled_devices(loaded))
+        for tenant in loaded.config.tenants:
+            if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
+                await self.tenants.set_entitlements(tenant.id, tenant.entitlements)
+        return changes
+
     async def start_new_devices(self, loaded: LoadedConfig) -> list[str]:
-        """Poll the devices `loaded` (the file re-read after `edge device add` or the console's commissioning)
-        has and the running gateway has not; returns their names. Devices changed or removed in the file take
-        effect at the next start."""
-        sequences = await self.outbox.last_sequences()
-        known = {key[2] for key in self.pollers}
-        added = [spec for spec in self._enabled(loaded) if spec.name not in known]
-        self.loaded = loaded
-        for spec in added:
-            poller = self._poller(spec, sequences)
-            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
-            self._tasks.spawn(poller.run, f"poll-{spec.name}")
-            log.info("device %s added: polling it", spec.name)
-        return [spec.name for spec in added]
+        """After `edge device add` or the console's commissioning re-read the file: its devices made the running
+        ones (added, changed and removed live); returns the names of those added."""
+        changes = await self.reconfigure(loaded)
+        return list(changes.added)
 
     async def submit_module_command(
         self,
@@ -353,6 +405,9 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._status.published(), 2.0)
         await self._tasks.cancel()
+        if self.downlink is not None:
+            await self.downlink.close()
+        self.history.close()
         if self.webhooks is not None:
             self.webhooks.close()
         await self.outbox.close()

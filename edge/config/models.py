@@ -95,6 +95,41 @@ class HomeAssistantConfig(_Strict):
     discovery_prefix: Name = Field(default="homeassistant", description="Home Assistant's discovery prefix.")
 
 
+HttpUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+
+
+class TenantCloudConfig(_Strict):
+    """The tenant's cloud platform as the downlink sees it (edge/downlink, cloud_sync/README.md "Downlink"):
+    where to long-poll, its OAuth2 client (like the uplink's) and the key the platform signs with."""
+
+    url: HttpUrl = Field(
+        description="The platform's base URL: {url}/v1/downlink/{tenant}, /v1/entitlements/…"
+    )
+    token_url: HttpUrl = Field(description="OAuth2 token endpoint (client credentials).")
+    client_id: str = Field(min_length=1, max_length=256)
+    client_secret: str = Field(description="A secret reference: env:NAME or file:PATH (never the value).")
+    scope: str | None = None
+    verify_key: str = Field(
+        description="PEM file (relative to the config file) of the platform's public key for this tenant: "
+        "commands, deployments and entitlement answers must be signed with its private half (ES256)."
+    )
+    entitlements: bool = Field(
+        default=True,
+        description="Take this tenant's entitlements from the platform (start, module load, periodically).",
+    )
+    deployments: Literal["off", "tenant", "gateway"] = Field(
+        default="tenant",
+        description="Configuration deployments accepted: none, this tenant's devices and entitlements, or "
+        "(the operator's tenant) the whole file and [[modules]].",
+    )
+
+    @model_validator(mode="after")
+    def _secret_is_a_reference(self) -> TenantCloudConfig:
+        if not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+", self.client_secret):
+            raise ValueError("client_secret must be a reference (env:NAME or file:PATH), not the secret")
+        return self
+
+
 class TenantConfig(_Strict):
     id: Name
     name: str = ""
@@ -108,6 +143,9 @@ class TenantConfig(_Strict):
     sparkplug: SparkplugConfig | None = Field(default=None, description="Sparkplug B output (optional).")
     homeassistant: HomeAssistantConfig | None = Field(
         default=None, description="Home Assistant MQTT discovery (optional)."
+    )
+    cloud: TenantCloudConfig | None = Field(
+        default=None, description="The tenant's platform: commands, deployments, entitlements (downlink)."
     )
 
 
@@ -367,6 +405,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class CloudConfig(_Strict):
+    """How the downlink behaves for every tenant with a `[tenants.cloud]` (edge/downlink)."""
+
+    poll_wait: Seconds = Field(default=25.0, gt=0, le=300, description="Long-poll: the platform holds it.")
+    backoff_base: Seconds = Field(default=1.0, gt=0, le=60, description="First reconnect delay.")
+    backoff_cap: Seconds = Field(default=60.0, gt=0, le=3600, description="Longest reconnect delay.")
+    clock_leeway: Seconds = Field(default=30.0, ge=0, le=300, description="Skew allowed on not-after times.")
+    entitlement_interval: Seconds = Field(
+        default=300.0, gt=0, description="How often each tenant's entitlements are asked for."
+    )
+    entitlement_max_age: Seconds | None = Field(
+        default=None,
+        gt=0,
+        description="Offline, the last answer holds this long, then the tenant's entitlements lapse (none "
+        "until the platform answers again); unset: the last answer holds however long the outage.",
+    )
+    deploy_timeout: Seconds = Field(
+        default=30.0, gt=0, le=600, description="A deployment's changed devices must be up within this."
+    )
+
+
 class GatewayConfig(_Strict):
     gateway: GatewaySection
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
@@ -377,6 +436,7 @@ class GatewayConfig(_Strict):
     storage: StorageConfig = StorageConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     api: ApiConfig = ApiConfig()
+    cloud: CloudConfig = CloudConfig()
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:
         """The storage defaults with the tenant's own overrides applied."""

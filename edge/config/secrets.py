@@ -113,6 +113,12 @@ def check_module_references(raw: dict[str, Any], file: Path) -> list[ConfigIssue
                 name = module.get("name", "?")
                 where = f"modules[{index}] ({name}).config"
                 _check_tree(module.get("config"), where, file, file.parent, issues)
+    tenants = raw.get("tenants")
+    for index, tenant in enumerate(tenants if isinstance(tenants, list) else []):
+        cloud = tenant.get("cloud") if isinstance(tenant, dict) else None
+        if isinstance(cloud, dict):  # the downlink's OAuth2 secret, resolved when the gateway starts
+            where = f"tenants[{index}] ({tenant.get('id', '?')}).cloud.client_secret"
+            _check_tree(cloud.get("client_secret"), where, file, file.parent, issues)
     return issues
 
 

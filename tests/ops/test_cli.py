@@ -154,11 +154,19 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
 
         stats = wait_until(both_uploaded, 30, "both tenants' events in their cloud", step=0.5)
         assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
+
+        def from_the_cloud() -> list[dict[str, object]] | None:  # the demo's command and deployment
+            url = f"http://127.0.0.1:{cloud_port}/_sim/platform/acme/results"
+            results: list[dict[str, object]] = httpx.get(url, timeout=5).json()["results"]
+            done = {r["kind"] for r in results if r["status"] == "done"}
+            return results if done >= {"point.write", "deployment"} else None
+
+        wait_until(from_the_cloud, 60, "the demo's command and deployment done", step=0.5)
         scraped = httpx.get(
             f"http://127.0.0.1:{api_port}/metrics", timeout=5
         ).text  # Prometheus' parser reads it
         families = {f.name: f for f in text_string_to_metric_families(scraped)}
-        assert sum(s.value for s in families["edge_device_up"].samples) == 6
+        assert sum(s.value for s in families["edge_device_up"].samples) == 7  # and the deployed inv-04
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)
     finally:
@@ -171,6 +179,8 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
     assert console is not None and console.group(1) == f"http://127.0.0.1:{api_port}/console/", stderr
     accounts = AccountStore(tmp_path / "demo" / "accounts.json")
     assert accounts.verify("demo", console.group(2)) is not None  # the printed password signs in
+    assert "point.write acme-hq/inv-01.power_limit -> done" in stderr  # printed by the cloud simulator
+    assert "-> done {'added': ['inv-04']" in stderr  # a device deployed to the running gateway
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
 
