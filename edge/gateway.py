@@ -361,6 +361,8 @@ class Gateway:
         tenant's entitlements as the file says (except tenants whose platform decides them). Other sections
         (bus, storage, api, modules) take effect at the next start."""
         self.loaded, self.config = loaded, loaded.config
+        if self.api is not None:
+            self.api.config_changed(loaded)
         changes = await self.devices.apply(enabled_devices(loaded))
         for tenant in loaded.config.tenants:
             if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:

@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
 from edge.api.sessions import SessionStore
+from edge.config import LoadedConfig
 from edge.config.models import ApiConfig
 from edge.console import ConsoleFiles
 from edge.ops.logs import redact
@@ -120,6 +121,11 @@ class ApiServer:
         self._done = asyncio.Event()
         services.outbox.add_commit_listener(self.latest.on_commit)
         services.outbox.add_commit_listener(self.feed.on_commit)
+
+    def config_changed(self, loaded: LoadedConfig) -> None:
+        """The running gateway took a new configuration (a deployment, a device added from the console or the
+        CLI): answer from it, so devices, metrics and commissioning see what is now polled."""
+        self.state.services = replace(self.state.services, loaded=loaded)
 
     @property
     def port(self) -> int:

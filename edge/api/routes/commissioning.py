@@ -11,7 +11,6 @@ Discoveries run as tasks of the API; the last few are kept in memory for their c
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -186,5 +185,4 @@ async def add_discovered(
         issues = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
         raise Problem(422, "not added: the configuration would be invalid", issues=issues) from None
     started = await state.services.start_new_devices(fresh)
-    state.services = dataclasses.replace(state.services, loaded=fresh)
     return AddedDevice(device=body.name, profile=profile, polling=body.name in started)
