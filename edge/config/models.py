@@ -426,6 +426,50 @@ class CloudConfig(_Strict):
     )
 
 
+class ClusterConfig(_Strict):
+    """Cluster mode (edge/cluster, docs/scale.md): several gateway instances share this file and one PostgreSQL;
+    each device is polled by the one instance holding its lease, tenant-wide consumers by each tenant's leader.
+
+    Safety rests on `renew_deadline < lease_ttl`: an instance that could not renew for `renew_deadline` stops
+    polling, `lease_ttl - renew_deadline` before anyone else may take its devices."""
+
+    enabled: bool = False
+    dsn: str = Field(
+        default="",
+        description="PostgreSQL connection string (postgresql://user@host:port/db); may be env:/file: reference.",
+    )
+    lease_ttl: Seconds = Field(
+        default=10.0, ge=1.0, le=300, description="A lease not renewed expires after this."
+    )
+    renew_interval: Seconds = Field(default=2.0, gt=0, le=60, description="Seconds between lease renewals.")
+    renew_deadline: Seconds = Field(
+        default=6.0,
+        gt=0,
+        description="Without a renewal for this long, the instance stops polling (< lease_ttl).",
+    )
+    drain_timeout: Seconds = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, wait this long for devices to move before stopping.",
+    )
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> ClusterConfig:
+        if self.enabled and not self.dsn:
+            raise ValueError("dsn: cluster mode needs the PostgreSQL connection string")
+        if not self.renew_interval < self.renew_deadline < self.lease_ttl:
+            raise ValueError(
+                f"need renew_interval ({self.renew_interval:g}s) < renew_deadline ({self.renew_deadline:g}s)"
+                f" < lease_ttl ({self.lease_ttl:g}s): a partitioned instance must stop before its leases expire"
+            )
+        if self.lease_ttl - self.renew_deadline < 1.0:
+            raise ValueError(
+                "lease_ttl must exceed renew_deadline by at least 1 s (the time a poll takes to stop)"
+            )
+        return self
+
+
 class GatewayConfig(_Strict):
     gateway: GatewaySection
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
@@ -437,6 +481,15 @@ class GatewayConfig(_Strict):
     webhooks: WebhooksConfig = WebhooksConfig()
     api: ApiConfig = ApiConfig()
     cloud: CloudConfig = CloudConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _cluster_bus(self) -> GatewayConfig:
+        if self.cluster.enabled and self.bus.mode == "embedded":
+            raise ValueError(
+                'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'
+            )
+        return self
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:
         """The storage defaults with the tenant's own overrides applied."""
