@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
+from edge.cluster import ClusterMember
+from edge.cluster.devices import ClusterDevices, FencedSink, event_spacing
 from edge.config import LoadedConfig
 from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
@@ -102,11 +105,14 @@ class Gateway:
             # password are for an external broker.
             username, password = GATEWAY_USER, access.gateway_password()
         self._login = (username, password)  # the site dialects' own sessions log in like the bus
-        status_topic = self.topics.gateway_status(gateway_id)
+        # cluster mode: instances share the broker, so each needs its own session and status topic
+        self.instance = (loaded.instance or socket.gethostname()) if self.config.cluster.enabled else None
+        member_id = gateway_id if self.instance is None else f"{gateway_id}-{self.instance}"
+        status_topic = self.topics.gateway_status(member_id)
         self.bus = MqttBus(
             bus.host,
             bus.port,
-            client_id=f"edge-gateway-{gateway_id}",
+            client_id=f"edge-gateway-{member_id}",
             username=username,
             password=password,
             max_inflight=bus.max_inflight,
@@ -118,6 +124,9 @@ class Gateway:
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        self._last_sequences: dict[str, int] = {}  # of pollers stopped in this process: a restart continues
+        self.cluster: ClusterMember | None = None  # cluster mode: which devices this instance polls
+        self.leading: set[str] = set()  # cluster mode: tenants whose tenant-wide consumers run here
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
@@ -195,9 +204,10 @@ class Gateway:
         )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
-        for spec in enabled_devices(self.loaded):
-            poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
-            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
+        if not self.config.cluster.enabled:  # in cluster mode, the devices whose leases this instance takes
+            for spec in enabled_devices(self.loaded):
+                poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+                self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
             self.bus,
             self.topics,
@@ -217,6 +227,9 @@ class Gateway:
             self.config.gateway.id,
             self.module_commands,
         )
+        if self.config.cluster.enabled:
+            configured = {(s.tenant, s.site, s.name) for s in enabled_devices(self.loaded)}
+            commands.polled_elsewhere = lambda key: key in configured and key not in self.pollers
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write
@@ -250,6 +263,8 @@ class Gateway:
         self._tasks.spawn(self.module_control.run, "module-control")
         for (_, _, name), poller in self.pollers.items():
             self._tasks.spawn(poller.run, f"poll-{name}")
+        if self.config.cluster.enabled:
+            await self._join_cluster()
         if self.api is not None:
             await self.api.start()
             self._tasks.spawn(self.api.serve, "api")
@@ -261,6 +276,36 @@ class Gateway:
             self.config.bus.host,
             self.config.bus.port,
         )
+
+    async def _join_cluster(self) -> None:
+        """Cluster mode (edge/cluster): devices start and stop as this instance takes and gives up leases."""
+        assert self.instance is not None
+        holder = ClusterDevices(
+            self.pollers,
+            lambda: {s.name: s for s in enabled_devices(self.loaded)},
+            self._start_device,
+            self._stop_device,
+            self._lead,
+        )
+        self.cluster = ClusterMember(
+            self.config.cluster,
+            self.config.gateway.id,
+            self.instance,
+            holder,
+            tenants=[t.id for t in self.config.tenants],
+            event_spacing=event_spacing(enabled_devices(self.loaded)),
+        )
+        await self.cluster.join()
+        self._tasks.spawn(self.cluster.run, "cluster")
+
+    async def _lead(self, tenant: str, leading: bool) -> None:
+        """This instance became (or stopped being) the tenant's leader. Each instance's outbox holds only its
+        own devices' events, so every instance keeps running its consumers over them; the leader is where
+        tenant-wide work goes once instances share one outbox (docs/scale.md)."""
+        if leading:
+            self.leading.add(tenant)
+        else:
+            self.leading.discard(tenant)
 
     def _start_dialects(self, commands: CommandHandler) -> None:
         """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
@@ -335,26 +380,37 @@ class Gateway:
 
     def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
         self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown
+        sink = self.outbox if self.cluster is None else FencedSink(self.outbox, spec.name, self.cluster.owns)
         return DevicePoller(
             spec,
             self.registry.driver(spec.driver),
             self.tenants[spec.tenant],
-            self.outbox,
+            sink,
             gateway_id=self.config.gateway.id,
             last_sequence=last_sequence,
             stats=self.stats.devices[spec.name],
             on_status=self._on_status,
         )
 
-    async def _start_device(self, spec: DeviceSpec) -> DevicePoller:
+    async def _start_device(
+        self, spec: DeviceSpec, sequence_floor: int = 0, unpolled: str | None = None
+    ) -> DevicePoller:
+        """Cluster mode: `sequence_floor`, where the device's lease says its last owner got to; `unpolled`, why
+        nobody polled it for a while (reported as down before the first poll here reports it up)."""
         sequences = await self.outbox.last_sequences()  # a device that comes back resumes its sequence
-        poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+        last = max(
+            sequences.get((spec.tenant, spec.name), 0), sequence_floor, self._last_sequences.get(spec.name, 0)
+        )
+        poller = self._poller(spec, last)
+        if unpolled is not None:
+            await poller.report_down(unpolled)
         self._tasks.spawn(poller.run, f"poll-{spec.name}")
         return poller
 
     async def _stop_device(self, poller: DevicePoller) -> None:
         poller.request_stop()
         await self._tasks.cancel_one(f"poll-{poller.spec.name}")
+        self._last_sequences[poller.spec.name] = poller.sequence
 
     async def reconfigure(self, loaded: LoadedConfig) -> DeviceChanges:
         """Run on a new, already validated configuration: devices added, changed and removed live, and each
@@ -363,7 +419,11 @@ class Gateway:
         self.loaded, self.config = loaded, loaded.config
         if self.api is not None:
             self.api.config_changed(loaded)
-        changes = await self.devices.apply(enabled_devices(loaded))
+        wanted = enabled_devices(loaded)
+        if self.cluster is not None:  # the devices this instance holds; the next renewal claims new ones
+            self.cluster.set_devices(event_spacing(wanted))
+            wanted = [s for s in wanted if s.name in self.cluster.devices]
+        changes = await self.devices.apply(wanted)
         for tenant in loaded.config.tenants:
             if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
                 await self.tenants.set_entitlements(tenant.id, tenant.entitlements)
@@ -399,6 +459,12 @@ class Gateway:
         """Stop polling, commit what was read, then close the bus and the broker."""
         if self.api is not None:
             await self.api.stop()  # no new requests or writes while the rest stops
+        if self.cluster is not None:  # a rolling upgrade: the others take the devices before this one stops
+            await self.cluster.drain(self.config.cluster.drain_timeout)
+            await self._tasks.cancel_one("cluster")
+            await (
+                self.cluster.stop()
+            )  # what is left (no other instance to take it): released, exact sequences
         for poller in self.pollers.values():
             poller.request_stop()
         await self._tasks.cancel("poll-")

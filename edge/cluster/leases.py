@@ -48,6 +48,7 @@ class Claim:
     epoch: int
     sequence: int
     handover: Literal["new", "released", "expired"]
+    previous: str | None  # the instance that held it before
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,10 @@ class LeaseStore:
             SELECT $1, $2, n, $3, $4, now() + make_interval(secs => $5) FROM unnest($6::text[]) AS n
             ON CONFLICT (cluster, kind, name) DO UPDATE SET
                 owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
-                epoch = l.epoch + 1, acquired_at = now(),
+                epoch = l.epoch + 1, acquired_at = now(), previous = COALESCE(l.owner, l.previous),
                 handover = CASE WHEN l.token IS NULL THEN 'released' ELSE 'expired' END
             WHERE l.token IS NULL OR l.expires_at <= now()
-            RETURNING l.name, l.epoch, l.sequence, l.handover
+            RETURNING l.name, l.epoch, l.sequence, l.handover, l.previous
             """,
             self.cluster,
             kind,
@@ -149,14 +150,14 @@ class LeaseStore:
             ttl,
             list(names),
         )
-        return [Claim(kind, r["name"], r["epoch"], r["sequence"], r["handover"]) for r in rows]
+        return [Claim(kind, r["name"], r["epoch"], r["sequence"], r["handover"], r["previous"]) for r in rows]
 
     async def release(self, kind: Kind, name: str, token: str, sequence: int | None = None) -> bool:
         """Give a lease back at once (its poller stopped, `sequence` its last): the next owner need not wait
         for it to expire and continues the sequence exactly."""
         result = await self._db.execute(
             f"""
-            UPDATE {SCHEMA}.leases SET owner = NULL, token = NULL, expires_at = now(),
+            UPDATE {SCHEMA}.leases SET owner = NULL, token = NULL, expires_at = now(), previous = owner,
                 sequence = GREATEST(sequence, COALESCE($5, sequence))
             WHERE cluster = $1 AND kind = $2 AND name = $3 AND token = $4
             """,

@@ -52,9 +52,7 @@ class LocalPostgres:
         self.dsn = f"postgresql://{USER}@127.0.0.1:{port}/postgres"
 
     def _run(self, *args: str) -> None:
-        kwargs: dict[str, object] = {}
-        if self._account is not None:
-            kwargs = {"user": self._account.pw_uid, "group": self._account.pw_gid, "extra_groups": []}
+        account = self._account
         result = subprocess.run(
             [str(self.bindir / args[0]), *args[1:]],
             capture_output=True,
@@ -62,7 +60,9 @@ class LocalPostgres:
             timeout=60,
             cwd=self.root,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=None if account is None else account.pw_uid,
+            group=None if account is None else account.pw_gid,
+            extra_groups=None if account is None else [],
         )
         if result.returncode != 0:
             log_tail = self.log.read_text()[-2000:] if self.log.exists() else ""
@@ -78,7 +78,9 @@ class LocalPostgres:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """`fast` (clients disconnected, clean) or `immediate` (as if it crashed)."""

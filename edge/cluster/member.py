@@ -41,7 +41,10 @@ WATCH_STEP = 0.1  # seconds between two looks at the fencing deadline
 class Holder(Protocol):
     """What the member starts and stops (the gateway's pollers and tenant-wide consumers)."""
 
-    async def start_device(self, name: str, sequence_floor: int) -> None: ...
+    async def start_device(self, name: str, sequence_floor: int, unpolled: str | None) -> None:
+        """Poll `name` from `sequence_floor` on; `unpolled`: why nobody polled it for a while (its owner was
+        lost), reported as the device being down before its first poll here."""
+        ...
 
     async def stop_device(self, name: str) -> int | None:
         """Stop polling `name` (its last event committed); returns its last sequence."""
@@ -90,6 +93,7 @@ class ClusterMember:
         self._lock = asyncio.Lock()  # one tick or stop at a time
         self.fenced = 0  # times this instance stopped everything for lack of renewal
         self.last_tick = 0.0
+        self._stopped = False
         self._changed = asyncio.Event()  # set whenever something held is given up (drain waits on it)
 
     # ---- what the gateway asks ---------------------------------------------------------------------------
@@ -116,13 +120,34 @@ class ClusterMember:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
+    async def join(self) -> None:
+        """The first renewal, at start: raises InstanceTaken when the name is in use; an unreachable database
+        is only logged (the instance polls nothing until it can join)."""
+        async with self._lock:
+            await self._tick()
+
     async def drain(self, within: float) -> bool:
-        """Hand every device and leadership to the other members; True when all moved within `within` s."""
+        """Hand every device and leadership to the other members; True when all moved within `within` s.
+        False at once when no other member could take them."""
         self._draining = True
         store = await self._contact()
-        if store is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+        if store is None:
+            return False
+        try:
+            async with asyncio.timeout(self.config.renew_interval):
                 await store.set_draining(self.instance)
+                members = await store.members()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            self._lost_contact(exc)
+            return False
+        if not any(m.alive and not m.draining and m.instance != self.instance for m in members):
+            return False
+        log.info(
+            "cluster: %s draining: %d devices, %d tenants to hand over",
+            self.instance,
+            len(self.devices),
+            len(self.leading),
+        )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 while self.devices or self.leading:
@@ -133,6 +158,7 @@ class ClusterMember:
     async def stop(self) -> None:
         """Stop everything held, release the leases (exact sequences) and leave the cluster."""
         async with self._lock:
+            self._stopped = True  # a tick after this would join again
             for device in list(self.devices):
                 await self._give_back("device", device)
             for tenant in list(self.leading):
@@ -149,6 +175,8 @@ class ClusterMember:
     # ---- one renewal ---------------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        if self._stopped:
+            return
         started = time.monotonic()
         config = self.config
         try:
@@ -220,7 +248,10 @@ class ClusterMember:
             claim.handover,
             floor,
         )
-        await self._holder.start_device(claim.name, floor)
+        unpolled = None
+        if claim.handover == "expired":
+            unpolled = f"not polled since instance {claim.previous} stopped renewing its lease"
+        await self._holder.start_device(claim.name, floor, unpolled)
 
     def _headroom(self, device: str) -> int:
         """Sequences an owner can use between its last renewal and its fencing deadline."""

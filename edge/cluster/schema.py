@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.leases (
     acquired_at timestamptz NOT NULL DEFAULT now(),
     sequence    bigint      NOT NULL DEFAULT 0,  -- a device's last event sequence as its owner last said
     handover    text        NOT NULL DEFAULT 'new' CHECK (handover IN ('new', 'released', 'expired')),
+    previous    text,                    -- the owner before this one
     PRIMARY KEY (cluster, kind, name)
 );
 CREATE INDEX IF NOT EXISTS leases_by_token ON {SCHEMA}.leases (cluster, token);

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -187,6 +187,8 @@ class CommandHandler:
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
         self._running: set[asyncio.Task[Any]] = set()
+        # cluster mode: a configured device another instance polls; that instance answers its commands
+        self.polled_elsewhere: Callable[[tuple[str, str, str]], bool] = lambda key: False
         bus.subscribe(topics.command_filter(), qos=1)
 
     async def run(self) -> None:
@@ -201,7 +203,10 @@ class CommandHandler:
             return
         try:
             request = parse_write_request(self._topics, message.topic, message.payload)
-            poller = self._pollers.get((request.tenant, request.site, request.device))
+            key = (request.tenant, request.site, request.device)
+            poller = self._pollers.get(key)
+            if poller is None and self.polled_elsewhere(key):
+                return
             if poller is None:
                 raise UnknownTarget(
                     f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"

@@ -110,6 +110,19 @@ class DevicePoller:
         self._on_status = on_status
         self._stopping = False
 
+    @property
+    def sequence(self) -> int:
+        """The last sequence number this poller gave an event."""
+        return self._sequence
+
+    async def report_down(self, reason: str) -> None:
+        """Say the device was down before this poller starts (cluster mode: nobody polled it for a while); the
+        first good poll then reports it recovered."""
+        self.stats.up = False
+        self.stats.last_error = reason
+        with tenant_scope(self.tenant):
+            await self._sink.append(self.status_event(False, reason))
+
     def request_stop(self) -> None:
         """Stop after the current poll. Cancellation alone is not enough: a driver library may swallow it."""
         self._stopping = True

@@ -47,7 +47,7 @@ class Recorder:
     leading: set[str] = field(default_factory=set)
     stops: list[tuple[float, str]] = field(default_factory=list)
 
-    async def start_device(self, name: str, sequence_floor: int) -> None:
+    async def start_device(self, name: str, sequence_floor: int, unpolled: str | None) -> None:
         self.sequences[name] = sequence_floor
 
     async def stop_device(self, name: str) -> int | None:
@@ -133,6 +133,12 @@ def all_owned_once(instances: list[Instance]) -> bool:
     return all(len(o) == 1 for o in owners(instances).values())
 
 
+def settled(instances: list[Instance]) -> bool:
+    """Every device held by the instance all members agree should hold it."""
+    wanted = preferred_owners(DEVICES, [i.member.instance for i in instances])
+    return owners(instances) == {d: [o] for d, o in wanted.items()}
+
+
 def assert_single_writer(events: list[Written]) -> None:
     """No sequence number of a device written twice, and each device's sequences increase with time."""
     by_device: dict[str, list[Written]] = {}
@@ -146,9 +152,7 @@ def assert_single_writer(events: list[Written]) -> None:
 
 async def test_devices_and_leaders_spread_once_each(cluster: Callable[..., Instance]) -> None:
     instances = [cluster(n) for n in ("a", "b", "c")]
-    await until(lambda: all_owned_once(instances), within=10)
-    wanted = preferred_owners(DEVICES, ["a", "b", "c"])
-    await until(lambda: owners(instances) == {d: [o] for d, o in wanted.items()}, within=10)
+    await until(lambda: settled(instances), within=10)
     leaders = [t for inst in instances for t in inst.recorder.leading]
     await until(lambda: sorted(t for i in instances for t in i.recorder.leading) == TENANTS, within=10)
     assert len(leaders) <= len(TENANTS)
@@ -159,7 +163,7 @@ async def test_a_clean_stop_hands_devices_over_with_exact_sequences(
     cluster: Callable[..., Instance],
 ) -> None:
     a, b = cluster("a"), cluster("b")
-    await until(lambda: all_owned_once([a, b]), within=10)
+    await until(lambda: settled([a, b]), within=10)
     await asyncio.sleep(0.5)
     moved = list(a.member.devices)
     last = dict(a.recorder.sequences)
@@ -176,7 +180,7 @@ async def test_a_clean_stop_hands_devices_over_with_exact_sequences(
 
 async def test_a_killed_instance_is_replaced_within_the_bound(cluster: Callable[..., Instance]) -> None:
     a, b, c = cluster("a"), cluster("b"), cluster("c")
-    await until(lambda: all_owned_once([a, b, c]), within=10)
+    await until(lambda: settled([a, b, c]), within=10)
     await asyncio.sleep(0.5)
     orphans = list(a.member.devices)
     assert orphans
@@ -184,7 +188,9 @@ async def test_a_killed_instance_is_replaced_within_the_bound(cluster: Callable[
     killed = time.monotonic()
     await until(lambda: all_owned_once([b, c]), within=CONFIG.lease_ttl + 3 * CONFIG.renew_interval + 2)
     events = cluster.events  # type: ignore[attr-defined]
-    await until(lambda: all(any(e.device == d and e.when > killed for e in events) for d in orphans), within=2)
+    await until(
+        lambda: all(any(e.device == d and e.when > killed for e in events) for d in orphans), within=2
+    )
     bound = CONFIG.lease_ttl + 2 * CONFIG.renew_interval + 1.0
     for device in orphans:
         resumed = min(e.when for e in events if e.device == device and e.when > killed)
@@ -197,7 +203,7 @@ async def test_a_partitioned_instance_stops_before_its_leases_expire(
 ) -> None:
     a = cluster("a", dsn=proxy.dsn(postgres.dsn, postgres.port))
     b = cluster("b")
-    await until(lambda: all_owned_once([a, b]) and a.member.devices, within=10)
+    await until(lambda: settled([a, b]), within=10)
     await asyncio.sleep(0.5)
     held = list(a.member.devices)
     proxy.freeze()
@@ -209,19 +215,24 @@ async def test_a_partitioned_instance_stops_before_its_leases_expire(
     assert fenced_at < taken, "the partitioned instance stopped only after another took its devices"
     assert fenced_at - frozen <= CONFIG.renew_deadline + 0.5
     events = cluster.events  # type: ignore[attr-defined]
+    await until(
+        lambda: any(e.instance == "b" and e.device in held and e.when > frozen for e in events), within=2
+    )
     last_by_a = max(e.when for e in events if e.instance == "a")
     first_by_b = min(e.when for e in events if e.instance == "b" and e.device in held and e.when > frozen)
     assert last_by_a < first_by_b, "two owners wrote at once"
     assert_single_writer(events)
     proxy.thaw()  # healed: a rejoins and takes its share back from b, handed over cleanly
-    await until(lambda: all_owned_once([a, b]) and a.member.devices, within=10)
+    await until(lambda: settled([a, b]), within=10)
     await asyncio.sleep(0.5)
     assert_single_writer(events)
 
 
-async def test_postgres_restart_keeps_owners(cluster: Callable[..., Instance], postgres: LocalPostgres) -> None:
+async def test_postgres_restart_keeps_owners(
+    cluster: Callable[..., Instance], postgres: LocalPostgres
+) -> None:
     a, b = cluster("a"), cluster("b")
-    await until(lambda: all_owned_once([a, b]), within=10)
+    await until(lambda: settled([a, b]), within=10)
     await asyncio.to_thread(postgres.restart)  # faster than the renew deadline: nobody is fenced
     await asyncio.sleep(CONFIG.lease_ttl)
     await until(lambda: all_owned_once([a, b]), within=5)
@@ -231,14 +242,16 @@ async def test_postgres_restart_keeps_owners(cluster: Callable[..., Instance], p
 
 async def test_drain_moves_everything_off(cluster: Callable[..., Instance]) -> None:
     a, b = cluster("a"), cluster("b")
-    await until(lambda: all_owned_once([a, b]) and a.member.devices, within=10)
+    await until(lambda: settled([a, b]), within=10)
     assert await a.member.drain(5.0)
     await until(lambda: set(b.member.devices) == set(DEVICES), within=2)
     await until(lambda: b.recorder.leading == set(TENANTS), within=3)
     assert_single_writer(cluster.events)  # type: ignore[attr-defined]
 
 
-async def test_one_live_process_per_instance_name(cluster: Callable[..., Instance], postgres: LocalPostgres) -> None:
+async def test_one_live_process_per_instance_name(
+    cluster: Callable[..., Instance], postgres: LocalPostgres
+) -> None:
     cluster("a")
     await until(lambda: True, within=1)
     db = await connect(postgres.dsn, 5)
