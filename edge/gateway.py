@@ -2,7 +2,7 @@
 
 Data flows one way (docs/architecture.md):
     DevicePoller (driver raw I/O -> DeviceNormalizer -> telemetry event)
-      -> SqliteOutbox (group commit, durable)
+      -> OutboxStore: SQLite or PostgreSQL (group commit, durable)
         -> OutboxPublisher (MQTT events, acked before its cursor moves)
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
@@ -46,8 +46,9 @@ from edge.ops.instance import InstanceLock
 from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
+from edge.outbox.backends import build_outbox
 from edge.outbox.retention import Retention
-from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
+from edge.outbox.router import misplaced_tenants
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.tenancy import current_tenant
@@ -74,19 +75,7 @@ class Gateway:
         self.stats = GatewayStats()
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
-        storage = self.config.storage
-        options: dict[str, Any] = {
-            "commit_interval": storage.commit_interval_ms / 1000,
-            "commit_max_events": storage.commit_max_events,
-            "synchronous": storage.synchronous,
-            "retention": {t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
-        }
-        dedicated = {
-            t.id: dedicated_path(loaded.data_dir, t.id)
-            for t in self.config.tenants
-            if t.storage == "dedicated"
-        }
-        self.outbox = tiered_outbox(loaded.data_dir / storage.path, dedicated, **options)
+        self.outbox = build_outbox(self.config, loaded.data_dir)  # the configured backend and tiers
         bus = self.config.bus
         gateway_id = self.config.gateway.id
         self.broker: EmbeddedBroker | None = None
@@ -184,9 +173,11 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.outbox.open()
-        tiers = {t.id: t.storage for t in self.config.tenants}
-        for problem in misplaced_tenants(self.loaded.data_dir, self.outbox.path, tiers):
-            log.error("%s", problem)
+        if self.config.storage.backend == "sqlite":
+            tiers = {t.id: t.storage for t in self.config.tenants}
+            shared = self.loaded.data_dir / self.config.storage.path
+            for problem in misplaced_tenants(self.loaded.data_dir, shared, tiers):
+                log.error("%s", problem)
         if self.broker is not None:
             await self.broker.start()
         await self.bus.start()

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import MosquittoProcess
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,12 @@ def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
     broker.start()
     yield broker
     broker.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One private PostgreSQL server (Debian's binaries, 127.0.0.1, a free port) for the session."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop("immediate")

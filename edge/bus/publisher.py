@@ -23,8 +23,8 @@ import orjson
 from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
+from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
 from edge.sdk.tenancy import TenantContext, tenant_scope
@@ -37,7 +37,7 @@ MQTT_CONSUMER = "mqtt"
 class OutboxPublisher:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         bus: MqttBus,
         topics: Topics,
         tenants: Iterable[TenantContext],

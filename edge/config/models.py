@@ -136,9 +136,10 @@ class TenantConfig(_Strict):
     locale: str = "en"
     entitlements: tuple[Name, ...] = ()  # flags a module manifest names (identifiers)
     retention: RetentionOverride = RetentionOverride()
-    storage: Literal["shared", "dedicated"] = Field(
+    storage: Literal["shared", "dedicated", "database"] = Field(
         default="shared",
-        description="'dedicated': this tenant's events in their own database file (edge.outbox.router).",
+        description="'dedicated': this tenant's events apart (SQLite: its own file; PostgreSQL: its own schema "
+        "and role); 'database': its own PostgreSQL database (edge.outbox.backends).",
     )
     sparkplug: SparkplugConfig | None = Field(default=None, description="Sparkplug B output (optional).")
     homeassistant: HomeAssistantConfig | None = Field(
@@ -194,8 +195,49 @@ class BusConfig(_Strict):
     max_payload: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
+class PostgresConfig(_Strict):
+    """The PostgreSQL outbox (`[storage] backend = "postgresql"`, edge/outbox/postgres.py, docs/scale.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    dsn: str = Field(
+        min_length=1,
+        description="postgresql://USER@HOST:PORT/DATABASE (libpq URI or key=value), without the password.",
+    )
+    password: str | None = Field(
+        default=None,
+        description="A secret reference (env:NAME or file:PATH); unset: libpq's own (~/.pgpass).",
+    )
+    db_schema: str = Field(
+        default="edge",
+        alias="schema",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Schema of the shared tables; per-tenant schemas and databases are named after it.",
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_dsn(self) -> PostgresConfig:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(self.dsn)
+        except Exception as exc:  # psycopg.ProgrammingError: the message names what is wrong
+            raise ValueError(f"dsn is not a PostgreSQL connection string: {exc}") from None
+        if "password" in parts:
+            raise ValueError(
+                "dsn must not contain the password: put a reference in storage.postgresql.password"
+            )
+        return self
+
+
 class StorageConfig(_Strict):
+    backend: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite", description="Where the outbox lives: a SQLite file in data_dir, or PostgreSQL."
+    )
     path: str = Field(default="outbox.db", description="SQLite file; relative to data_dir.")
+    postgresql: PostgresConfig | None = Field(default=None, description="Required with backend 'postgresql'.")
     commit_interval_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
     commit_max_events: int = Field(default=1000, ge=1, le=100_000)
     synchronous: Literal["full", "normal"] = "full"
@@ -203,6 +245,12 @@ class StorageConfig(_Strict):
     retention_interval: Seconds = Field(
         default=5.0, gt=0, le=3600, description="Seconds between retention sweeps."
     )
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> StorageConfig:
+        if self.backend == "postgresql" and self.postgresql is None:
+            raise ValueError("backend 'postgresql' needs a [storage.postgresql] table with its dsn")
+        return self
 
 
 class WebhooksConfig(_Strict):
@@ -489,6 +537,16 @@ class GatewayConfig(_Strict):
             raise ValueError(
                 'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tiers_fit_the_backend(self) -> GatewayConfig:
+        for tenant in self.tenants:
+            if tenant.storage == "database" and self.storage.backend != "postgresql":
+                raise ValueError(
+                    f"tenant {tenant.id!r}: storage 'database' needs [storage] backend = 'postgresql'"
+                    " (on SQLite, 'dedicated' gives the tenant its own database file)"
+                )
         return self
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:

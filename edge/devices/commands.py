@@ -26,7 +26,7 @@ from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
 from edge.module_host.commands import ModuleCommands
 from edge.ops.stats import GatewayStats
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.sdk.errors import DeviceError, DeviceUnreachable, UnknownTarget, WriteRejected
 from edge.sdk.events import COMMAND_RESULT, make_event
 from edge.sdk.points import Scalar
@@ -173,7 +173,7 @@ class CommandHandler:
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
         tenants: Mapping[str, TenantContext],
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         stats: GatewayStats,
         gateway_id: str,
         module_commands: ModuleCommands | None = None,

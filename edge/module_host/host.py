@@ -39,8 +39,8 @@ from edge.module_host.batches import BatchConsumer
 from edge.module_host.context import InProcessContext, Registrations, Subscription
 from edge.module_host.tenants import EntitlementListener, Tenants
 from edge.module_host.versions import VersionGate
+from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin
 from edge.sdk.modules import (
     Health,
@@ -89,22 +89,22 @@ class ModuleHost:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         tenants: Tenants | Sequence[TenantContext],
         gateway_id: str,
-        data_dir: Path | None = None,
+        data_dir: Path,
     ) -> None:
         self._outbox = outbox
         # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
         self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
-        self._data_dir = data_dir or outbox.path.parent
+        self._data_dir = data_dir
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
         self._tenants.listen(self._entitlements_changed)  # first: in-process routing follows at once
 
     @property
-    def outbox(self) -> SqliteOutbox:
+    def outbox(self) -> OutboxStore:
         return self._outbox
 
     @property

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edge.outbox import ConsumerStatus
 from edge.outbox.schema import tenant_filter
@@ -31,6 +31,9 @@ class ConsumerSummary:
 
 
 class OutboxInspector:
+    """The SQLite outbox seen from outside; `edge.outbox.postgres.PostgresInspector` is PostgreSQL's (both
+    answer the same questions through `_rows` and `_execute`, with `?` placeholders)."""
+
     def __init__(self, path: Path, *, writable: bool = False) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"no outbox at {path}")
@@ -40,7 +43,7 @@ class OutboxInspector:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> OutboxInspector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -53,6 +56,10 @@ class OutboxInspector:
             if "no such table" in str(exc):  # an outbox from before this table existed: nothing recorded
                 return []
             raise
+
+    def _execute(self, query: str, params: tuple[Any, ...]) -> int:
+        """One write (autocommit); returns the number of rows changed."""
+        return int(self._db.execute(query, params).rowcount)
 
     def consumers(self) -> list[str]:
         """Consumers that record delivery status for the current tenant (batch consumers such as cloud sync)."""
@@ -140,7 +147,7 @@ class OutboxInspector:
         if consumer is not None:
             query += " AND consumer = ?"
             params += (consumer,)
-        return int(self._db.execute(query, params).rowcount)
+        return self._execute(query, params)
 
 
 def age(outbox_time: float | None, now: float | None = None) -> float | None:

@@ -28,6 +28,7 @@ from edge.cli.common import load_or_exit
 from edge.cli.module_command_cmd import send
 from edge.config import LoadedConfig
 from edge.ops.status import status_file
+from edge.outbox.backends import open_inspector
 from edge.outbox.inspect import OutboxInspector, summary_row, uplink_status
 from edge.sdk.tenancy import TenantContext
 
@@ -52,7 +53,9 @@ class ConfiguredGateway:
     def __init__(self, path: Path, loaded: LoadedConfig) -> None:
         self.path = path  # the configuration file
         self.data_dir = loaded.data_dir
-        self.outbox_path = loaded.data_dir / loaded.config.storage.path  # the outbox's SQLite file
+        self.outbox_path = (
+            loaded.data_dir / loaded.config.storage.path
+        )  # the SQLite outbox's file (backend sqlite)
         self.status_file = status_file(loaded.data_dir)  # rewritten every second while the gateway runs
         self.tenants: dict[str, TenantContext] = loaded.tenant_contexts()  # in the file's order
         self._loaded = loaded
@@ -94,5 +97,6 @@ def send_module_command(
 
 def open_outbox(gateway: ConfiguredGateway, *, writable: bool = False) -> OutboxInspector:
     """The gateway's outbox, read-only (works while the gateway runs); `writable` only for operator actions
-    such as `request_replay`. Raises FileNotFoundError while the gateway has never run."""
-    return OutboxInspector(gateway.outbox_path, writable=writable)
+    such as `request_replay`. Raises FileNotFoundError while a SQLite outbox was never created. On PostgreSQL
+    (`[storage] backend`), the shared tables."""
+    return open_inspector(gateway._loaded.config, gateway.data_dir, writable=writable)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpx
 
 from edge.module_host.batches import run_batch_consumer
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
@@ -47,7 +47,7 @@ class _Running:
 class WebhookDispatcher:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         store: WebhookStore,
         tenants: Iterable[TenantContext],
         destinations: DestinationPolicy,

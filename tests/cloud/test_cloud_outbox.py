@@ -103,7 +103,7 @@ def _plugin(module: object) -> LoadedPlugin:
 async def _host(
     outbox: SqliteOutbox, module: object, tenants: Sequence[TenantContext] = (ACME,)
 ) -> ModuleHost:
-    host = ModuleHost(outbox, list(tenants), "gw")
+    host = ModuleHost(outbox, list(tenants), "gw", outbox.path.parent)
     await host.start("up", _plugin(module), {})
     return host
 

@@ -1,0 +1,257 @@
+"""The PostgreSQL backend of the outbox (`[storage] backend = "postgresql"`), on psycopg 3's asyncio API.
+
+One writer connection commits each group in one transaction (psycopg's `transaction()` returns only once the
+server acknowledged COMMIT; with `synchronous_commit = on`, set on every connection for `synchronous =
+"full"`, that is after the commit reached PostgreSQL's WAL on disk), so an acknowledged event survives a
+kill -9 of the gateway and a crash of the server. Events go in with COPY. One reader connection in
+autocommit mode runs each query as its own snapshot.
+
+Where a store's rows live is a `PgPlace`: a database (conninfo), a schema, and for schema-per-tenant the
+tenant's own role. Tiers (`edge.outbox.backends`): shared tables (schema `[storage.postgresql] schema`, the
+tenant column filter), a schema per tenant (`{schema}_{tenant}`, owned by role `{schema}_{tenant}`: the
+store's connections `SET ROLE` to it, so even a wrong query cannot reach another tenant's schema), or a
+database per tenant (`{database}_{tenant}`, created on first use).
+
+Positions come from `outbox_head` inside the committing transaction (`edge.outbox.pg_schema`): several
+gateway processes may append to one store and their commits still appear in position order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Unpack
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from edge.outbox.inspect import OutboxInspector
+from edge.outbox.pg_schema import POSTGRES, migrate
+from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
+from edge.version import __version__
+
+__all__ = ["PgPlace", "PostgresInspector", "PostgresOutbox", "pg_identifier"]
+
+_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants could meet in one schema
+_COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
+
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+@lru_cache(maxsize=512)
+def _dialect(query: str) -> str:
+    """The outbox's `?` placeholders as psycopg's `%s` (a literal `%` doubled)."""
+    return query.replace("%", "%%").replace("?", "%s")
+
+
+def pg_identifier(prefix: str, name: str) -> str:
+    """`{prefix}_{name}`, made unique and short enough when it would exceed PostgreSQL's 63 bytes."""
+    full = f"{prefix}_{name}"
+    if len(full.encode()) <= _MAX_IDENTIFIER:
+        return full
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{full.encode()[: _MAX_IDENTIFIER - 13].decode(errors='ignore')}_{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class PgPlace:
+    """Where one store's tables are: `conninfo` (a DSN without the password), `schema`, and `role` (the
+    tenant's own role for schema-per-tenant, else None: the DSN's user)."""
+
+    conninfo: str
+    password: str | None
+    schema: str
+    role: str | None = None
+    synchronous: str = "full"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        return {"password": self.password} if self.password else {}
+
+    def describe(self) -> str:
+        info = conninfo_to_dict(self.conninfo)
+        host, db = info.get("host", "localhost"), info.get("dbname", info.get("user", ""))
+        return f"postgresql://{host}:{info.get('port', 5432)}/{db} schema {self.schema}"
+
+    def database(self, dbname: str) -> PgPlace:
+        """The same server and credentials, another database."""
+        return PgPlace(
+            make_conninfo(self.conninfo, dbname=dbname),
+            self.password,
+            self.schema,
+            self.role,
+            self.synchronous,
+        )
+
+    @property
+    def dbname(self) -> str:
+        info = conninfo_to_dict(self.conninfo)
+        return str(info.get("dbname") or info.get("user") or "postgres")
+
+
+async def _session(db: AsyncConn, place: PgPlace) -> None:
+    """Per connection: durability of COMMIT, the tenant's role, and the schema every query names implicitly."""
+    commit = "on" if place.synchronous == "full" else "off"
+    await db.execute(f"SET synchronous_commit = {commit}")
+    if place.role is not None:
+        await db.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
+    await db.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
+
+
+async def prepare_place(place: PgPlace, release: str = __version__) -> None:
+    """Create what `place` needs (its database, its role, its schema) and migrate the schema."""
+    await _ensure_database(place)
+    async with await psycopg.AsyncConnection.connect(
+        place.conninfo, autocommit=True, **place.connect_kwargs()
+    ) as db:
+        if place.role is not None:
+            await _ensure_role(db, place.role, place.schema)
+            await db.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
+        await migrate(db, place.schema, release)
+
+
+async def _ensure_database(place: PgPlace) -> None:
+    """A database-per-tenant store's database, created through the server's maintenance database."""
+    try:
+        async with await psycopg.AsyncConnection.connect(place.conninfo, **place.connect_kwargs()):
+            return
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    async with await psycopg.AsyncConnection.connect(
+        make_conninfo(place.conninfo, dbname="postgres"), autocommit=True, **place.connect_kwargs()
+    ) as admin:
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another instance created it meanwhile
+            await admin.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(place.dbname)))
+
+
+async def _ensure_role(db: AsyncConn, role: str, schema: str) -> None:
+    """The tenant's role (no login) owning its schema; the gateway's user may act as it (SET ROLE).
+    Created here unless an administrator created it beforehand (then no CREATEROLE right is needed)."""
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"edge-role:{role}",))
+        cursor = await db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        if await cursor.fetchone() is None:
+            await db.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(pgsql.Identifier(role)))
+            await db.execute(pgsql.SQL("GRANT {} TO CURRENT_USER").format(pgsql.Identifier(role)))
+        await db.execute(
+            pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+                pgsql.Identifier(schema), pgsql.Identifier(role)
+            )
+        )
+
+
+class _PgTransaction:
+    def __init__(self, db: AsyncConn) -> None:
+        self._db = db
+
+    async def execute(self, query: str, params: Sequence[object] = ()) -> int:
+        cursor = await self._db.execute(_dialect(query), params)
+        return max(0, cursor.rowcount)
+
+    async def executemany(self, query: str, params: Sequence[Sequence[object]]) -> None:
+        if params:
+            async with self._db.cursor() as cursor:
+                await cursor.executemany(_dialect(query), params)
+
+    async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = await self._db.execute(_dialect(query), params)
+        return list(await cursor.fetchall())
+
+    async def copy_events(self, rows: Sequence[Row]) -> None:
+        async with self._db.cursor() as cursor, cursor.copy(f"COPY outbox ({_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                await copy.write_row(row)
+
+
+class PostgresOutbox(GroupCommitOutbox):
+    def __init__(self, place: PgPlace, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(POSTGRES, **options)
+        self.place = place
+        self._writer: AsyncConn | None = None
+        self._reader: AsyncConn | None = None
+
+    @property
+    def location(self) -> str:
+        return self.place.describe()
+
+    def inspector(self, *, writable: bool = False) -> OutboxInspector:
+        return PostgresInspector(self.place, writable=writable)
+
+    async def _connect(self) -> None:
+        await prepare_place(self.place)
+        self._writer = await self._open_connection()
+        self._reader = await self._open_connection()
+
+    async def _open_connection(self) -> AsyncConn:
+        db = await psycopg.AsyncConnection.connect(
+            self.place.conninfo, autocommit=True, **self.place.connect_kwargs()
+        )
+        await _session(db, self.place)
+        return db
+
+    async def _disconnect(self) -> None:
+        connections, self._writer, self._reader = (self._writer, self._reader), None, None
+        for db in connections:
+            if db is not None:
+                with contextlib.suppress(psycopg.Error):  # a server that is gone must not stop the shutdown
+                    await db.close()
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[Transaction]:
+        db = await self._writable()
+        async with db.transaction():
+            yield _PgTransaction(db)
+
+    async def _writable(self) -> AsyncConn:
+        """The writer connection, opened again after the server restarted or the network dropped it (the
+        failed batch is retried by the writer loop, so nothing appended is lost meanwhile)."""
+        if self._writer is None or self._writer.closed or self._writer.broken:
+            if self._writer is not None:
+                await self._writer.close()
+            self._writer = await self._open_connection()
+        return self._writer
+
+    async def _allocate(self, tx: Transaction, count: int) -> int:
+        (last,), *_ = await tx.rows("UPDATE outbox_head SET last = last + ? RETURNING last", (count,))
+        return int(last) - count + 1
+
+    async def _insert(self, tx: Transaction, rows: Sequence[Row]) -> None:
+        assert isinstance(tx, _PgTransaction)
+        await tx.copy_events(rows)
+
+    async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
+        if self._reader is None or self._reader.closed or self._reader.broken:
+            if self._reader is not None:
+                await self._reader.close()
+            self._reader = await self._open_connection()
+        cursor = await self._reader.execute(_dialect(query), params)
+        return list(await cursor.fetchall())
+
+
+class PostgresInspector(OutboxInspector):
+    """The PostgreSQL outbox seen from outside (`edge sync status`, /v1/sync): one blocking connection."""
+
+    def __init__(self, place: PgPlace, *, writable: bool = False) -> None:
+        self._pg = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+        if place.role is not None:
+            self._pg.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
+        self._pg.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
+        if not writable:
+            self._pg.execute("SET default_transaction_read_only = on")
+
+    def close(self) -> None:
+        self._pg.close()
+
+    def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return list(self._pg.execute(_dialect(query), params).fetchall())
+        except psycopg.errors.UndefinedTable:  # the gateway has not created the schema yet: nothing recorded
+            return []
+
+    def _execute(self, query: str, params: tuple[Any, ...]) -> int:
+        return max(0, self._pg.execute(_dialect(query), params).rowcount)

@@ -1,0 +1,76 @@
+"""A private PostgreSQL server for the tests: Debian's binaries (initdb, pg_ctl), a data directory in a temporary
+folder, 127.0.0.1 on a free port, password authentication over TCP. Never the machine's own service."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.helpers import free_port
+
+SUPERUSER = "edge"
+
+
+def _binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True) or [shutil.which(name) or ""]
+    if not found[0]:
+        raise FileNotFoundError(f"{name} not found: install Debian's postgresql package (scripts/setup.sh)")
+    return found[0]
+
+
+class PostgresServer:
+    """initdb + pg_ctl as an unprivileged user when the tests run as root (initdb refuses root)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.workdir = workdir
+        self.data = workdir / "pgdata"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(workdir, "postgres")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        pwfile = self.workdir / "pw"
+        pwfile.write_text(self.password)
+        if self._as:
+            shutil.chown(pwfile, "postgres")
+        self._run(
+            _binary("initdb"), "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        pwfile.unlink()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.workdir}"
+            " -c max_connections=200 -c fsync=on -c logging_collector=off"
+        )
+        self._run(_binary("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.workdir / "log"),
+                  "-w", "-t", "60", "start")  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self._run(_binary("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "restart")
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """A DSN without the password (the gateway reads it from a secret reference)."""
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.dsn(), password=self.password, autocommit=True) as db:
+            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.dsn(name)
