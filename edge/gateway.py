@@ -283,6 +283,7 @@ class Gateway:
             self.config.gateway.id,
             self.instance,
             holder,
+            database=self.config.cluster_database(),
             tenants=[t.id for t in self.config.tenants],
             event_spacing=event_spacing(enabled_devices(self.loaded)),
         )

@@ -61,7 +61,18 @@ class PostgresServer:
             self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self) -> None:
-        self._run(_binary("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "restart")
+        # -l: without a log file the new postmaster keeps the captured stdout open and the run never returns
+        self._run(
+            _binary("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.workdir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def dsn(self, dbname: str = "postgres") -> str:
         """A DSN without the password (the gateway reads it from a secret reference)."""

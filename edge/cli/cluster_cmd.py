@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
+import psycopg
 import typer
 
 from edge.cli.common import load_or_exit
@@ -23,18 +23,18 @@ EXIT_UNREACHABLE = 3
 T = TypeVar("T")
 
 
-def _cluster(config: Path) -> tuple[ClusterConfig, str]:
+def _cluster(config: Path) -> tuple[ClusterConfig, str, tuple[str, str | None]]:
     loaded, _ = load_or_exit(config)
     if not loaded.config.cluster.enabled:
         typer.echo("cluster mode is off in this configuration ([cluster] enabled = false)", err=True)
         raise typer.Exit(2)
-    return loaded.config.cluster, loaded.config.gateway.id
+    return loaded.config.cluster, loaded.config.gateway.id, loaded.config.cluster_database()
 
 
 def _ask(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+    except (OSError, psycopg.Error, TimeoutError) as exc:
         typer.echo(f"PostgreSQL is unreachable: {exc}", err=True)
         raise typer.Exit(EXIT_UNREACHABLE) from None
 
@@ -42,8 +42,8 @@ def _ask(work: Coroutine[Any, Any, T]) -> T:
 @app.command("status")
 def status(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
     """Members (alive, draining), how many devices each owns, and which instance leads each tenant."""
-    cluster, name = _cluster(config)
-    state: ClusterStatus = _ask(cluster_status(cluster.dsn, name))
+    _, name, database = _cluster(config)
+    state: ClusterStatus = _ask(cluster_status(*database, name))
     now = datetime.now(UTC)
     members = [
         {
@@ -102,8 +102,8 @@ def drain(
     config: Path = CONFIG,
 ) -> None:
     """Move an instance's devices and leaderships to the others (before stopping it for an upgrade)."""
-    cluster, name = _cluster(config)
-    if not _ask(set_draining(cluster.dsn, name, instance, True)):
+    cluster, name, database = _cluster(config)
+    if not _ask(set_draining(*database, name, instance, True)):
         typer.echo(f"no member {instance!r} in cluster {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{instance} is draining: its devices move within {cluster.renew_interval * 2:g} s")
@@ -112,8 +112,8 @@ def drain(
 @app.command("undrain")
 def undrain(instance: str = typer.Argument(...), config: Path = CONFIG) -> None:
     """Put a drained instance back in service (it takes its share of devices again)."""
-    cluster, name = _cluster(config)
-    if not _ask(set_draining(cluster.dsn, name, instance, False)):
+    _, name, database = _cluster(config)
+    if not _ask(set_draining(*database, name, instance, False)):
         typer.echo(f"no member {instance!r} in cluster {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{instance} is back in service")

@@ -1,4 +1,4 @@
-"""The SQL of membership and leases: each call is one statement or one transaction on an asyncpg connection.
+"""The SQL of membership and leases: each call is one statement or one transaction on a psycopg connection.
 
 Every write that keeps or takes a lease is conditional in PostgreSQL itself (the row's token, its expiry by the
 database's clock), so two instances racing for a device cannot both win: one UPDATE or INSERT ... ON CONFLICT
@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-import asyncpg
+import psycopg
+from psycopg.rows import dict_row
 
 from edge.cluster.schema import DDL, SCHEMA
 from edge.sdk.errors import EdgeError
@@ -20,6 +21,7 @@ from edge.sdk.errors import EdgeError
 __all__ = ["Claim", "InstanceTaken", "LeaseRow", "LeaseStore", "Member"]
 
 Kind = Literal["device", "leader"]
+Connection = psycopg.AsyncConnection[Any]
 
 
 class InstanceTaken(EdgeError):
@@ -65,22 +67,33 @@ class LeaseRow:
 class LeaseStore:
     """One cluster's rows (`cluster` = the gateway id all instances share) on one connection."""
 
-    def __init__(self, connection: asyncpg.Connection, cluster: str) -> None:
-        self._db = connection
+    def __init__(self, connection: Connection, cluster: str) -> None:
+        self._db = connection  # in autocommit mode: each call is its own transaction unless inside one
         self.cluster = cluster
+
+    async def _rows(self, query: str, *params: object) -> list[dict[str, Any]]:
+        async with self._db.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(query, params)
+            return await cursor.fetchall()
+
+    async def _count(self, query: str, *params: object) -> int:
+        cursor = await self._db.execute(query, params)
+        return cursor.rowcount
 
     async def create_schema(self) -> None:
         async with self._db.transaction():
             # instances starting together would race on CREATE ... IF NOT EXISTS; one at a time
             await self._db.execute("SELECT pg_advisory_xact_lock(hashtext('edge_cluster.schema'))")
-            await self._db.execute(DDL)
+            for statement in DDL.split(";\n"):
+                if statement.strip():
+                    await self._db.execute(statement)  # type: ignore[arg-type]  # our own constant text
 
     async def heartbeat(self, instance: str, token: str, host: str, pid: int, ttl: float) -> None:
         """Join or stay a member. Raises InstanceTaken when another live incarnation holds the name."""
-        row = await self._db.fetchrow(
+        rows = await self._rows(
             f"""
             INSERT INTO {SCHEMA}.members AS m (cluster, instance, token, host, pid, expires_at)
-            VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+            VALUES (%s, %s, %s, %s, %s, now() + make_interval(secs => %s))
             ON CONFLICT (cluster, instance) DO UPDATE SET
                 heartbeat_at = now(), expires_at = EXCLUDED.expires_at,
                 draining = m.draining AND m.token = EXCLUDED.token,
@@ -96,13 +109,13 @@ class LeaseStore:
             pid,
             ttl,
         )
-        if row is None:
-            holder = await self._db.fetchrow(
-                f"SELECT host, pid FROM {SCHEMA}.members WHERE cluster = $1 AND instance = $2",
+        if not rows:
+            holders = await self._rows(
+                f"SELECT host, pid FROM {SCHEMA}.members WHERE cluster = %s AND instance = %s",
                 self.cluster,
                 instance,
             )
-            where = f"{holder['host']} pid {holder['pid']}" if holder else "another process"
+            where = f"{holders[0]['host']} pid {holders[0]['pid']}" if holders else "another process"
             raise InstanceTaken(f"instance {instance!r} of cluster {self.cluster!r} already runs on {where}")
 
     async def renew(
@@ -110,21 +123,21 @@ class LeaseStore:
     ) -> dict[tuple[Kind, str], int]:
         """Extend every unexpired lease this incarnation holds, recording the devices' sequences; returns
         what is still held, with each lease's epoch (a lease missing here was lost)."""
-        rows = await self._db.fetch(
+        rows = await self._rows(
             f"""
             UPDATE {SCHEMA}.leases AS l SET
-                expires_at = now() + make_interval(secs => $3),
+                expires_at = now() + make_interval(secs => %s),
                 sequence = GREATEST(l.sequence, COALESCE(
-                    (SELECT s.seq FROM unnest($4::text[], $5::bigint[]) AS s(name, seq)
+                    (SELECT s.seq FROM unnest(%s::text[], %s::bigint[]) AS s(name, seq)
                      WHERE s.name = l.name AND l.kind = 'device'), l.sequence))
-            WHERE l.cluster = $1 AND l.token = $2 AND l.expires_at > now()
+            WHERE l.cluster = %s AND l.token = %s AND l.expires_at > now()
             RETURNING l.kind, l.name, l.epoch
             """,
-            self.cluster,
-            token,
             ttl,
             list(sequences),
             list(sequences.values()),
+            self.cluster,
+            token,
         )
         return {(r["kind"], r["name"]): r["epoch"] for r in rows}
 
@@ -132,10 +145,10 @@ class LeaseStore:
         self, kind: Kind, names: Sequence[str], instance: str, token: str, ttl: float
     ) -> list[Claim]:
         """Take those of `names` nobody holds (released, expired or never held); returns what was taken."""
-        rows = await self._db.fetch(
+        rows = await self._rows(
             f"""
             INSERT INTO {SCHEMA}.leases AS l (cluster, kind, name, owner, token, expires_at)
-            SELECT $1, $2, n, $3, $4, now() + make_interval(secs => $5) FROM unnest($6::text[]) AS n
+            SELECT %s, %s, n, %s, %s, now() + make_interval(secs => %s) FROM unnest(%s::text[]) AS n
             ON CONFLICT (cluster, kind, name) DO UPDATE SET
                 owner = EXCLUDED.owner, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at,
                 epoch = l.epoch + 1, acquired_at = now(), previous = COALESCE(l.owner, l.previous),
@@ -155,24 +168,24 @@ class LeaseStore:
     async def release(self, kind: Kind, name: str, token: str, sequence: int | None = None) -> bool:
         """Give a lease back at once (its poller stopped, `sequence` its last): the next owner need not wait
         for it to expire and continues the sequence exactly."""
-        result = await self._db.execute(
+        released = await self._count(
             f"""
             UPDATE {SCHEMA}.leases SET owner = NULL, token = NULL, expires_at = now(), previous = owner,
-                sequence = GREATEST(sequence, COALESCE($5, sequence))
-            WHERE cluster = $1 AND kind = $2 AND name = $3 AND token = $4
+                sequence = GREATEST(sequence, COALESCE(%s::bigint, sequence))
+            WHERE cluster = %s AND kind = %s AND name = %s AND token = %s
             """,
+            sequence,
             self.cluster,
             kind,
             name,
             token,
-            sequence,
         )
-        return bool(result.endswith(" 1"))
+        return released == 1
 
     async def leave(self, instance: str, token: str) -> None:
         """Remove this incarnation's member row (its leases were released before)."""
-        await self._db.execute(
-            f"DELETE FROM {SCHEMA}.members WHERE cluster = $1 AND instance = $2 AND token = $3",
+        await self._count(
+            f"DELETE FROM {SCHEMA}.members WHERE cluster = %s AND instance = %s AND token = %s",
             self.cluster,
             instance,
             token,
@@ -180,32 +193,32 @@ class LeaseStore:
 
     async def set_draining(self, instance: str, draining: bool = True) -> bool:
         """Mark an instance draining (its devices move to the others) or not; False when it is no member."""
-        result = await self._db.execute(
-            f"UPDATE {SCHEMA}.members SET draining = $3 WHERE cluster = $1 AND instance = $2",
+        changed = await self._count(
+            f"UPDATE {SCHEMA}.members SET draining = %s WHERE cluster = %s AND instance = %s",
+            draining,
             self.cluster,
             instance,
-            draining,
         )
-        return bool(result.endswith(" 1"))
+        return changed == 1
 
     async def members(self) -> list[Member]:
-        rows = await self._db.fetch(
+        rows = await self._rows(
             f"""
             SELECT instance, host, pid, expires_at > now() AS alive, draining, started_at, heartbeat_at,
                    expires_at
-            FROM {SCHEMA}.members WHERE cluster = $1 ORDER BY instance
+            FROM {SCHEMA}.members WHERE cluster = %s ORDER BY instance
             """,
             self.cluster,
         )
-        return [Member(**dict(r)) for r in rows]
+        return [Member(**r) for r in rows]
 
     async def leases(self) -> list[LeaseRow]:
-        rows = await self._db.fetch(
+        rows = await self._rows(
             f"""
             SELECT kind, name, owner, epoch, expires_at, expires_at <= now() OR token IS NULL AS expired,
                    sequence
-            FROM {SCHEMA}.leases WHERE cluster = $1 ORDER BY kind, name
+            FROM {SCHEMA}.leases WHERE cluster = %s ORDER BY kind, name
             """,
             self.cluster,
         )
-        return [LeaseRow(**dict(r)) for r in rows]
+        return [LeaseRow(**r) for r in rows]

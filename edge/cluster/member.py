@@ -25,10 +25,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-import asyncpg
+import psycopg
 
 from edge.cluster.assign import preferred_owners
-from edge.cluster.leases import Claim, InstanceTaken, Kind, LeaseStore
+from edge.cluster.leases import Claim, Connection, InstanceTaken, Kind, LeaseStore
 from edge.config.models import ClusterConfig
 
 __all__ = ["ClusterMember", "Holder", "connect"]
@@ -57,10 +57,20 @@ class Holder(Protocol):
     async def stop_leading(self, tenant: str) -> None: ...
 
 
-async def connect(dsn: str, wait: float) -> asyncpg.Connection:
-    """A connection whose connect and every command give up after `wait` seconds."""
-    connection: asyncpg.Connection = await asyncpg.connect(dsn, timeout=wait, command_timeout=wait)
+async def connect(conninfo: str, password: str | None, wait: float) -> Connection:
+    """An autocommit connection; connecting gives up after `wait` seconds, and so does every statement."""
+    async with asyncio.timeout(wait):
+        connection: Connection = await psycopg.AsyncConnection.connect(
+            conninfo,
+            autocommit=True,
+            connect_timeout=max(2, math.ceil(wait)),  # libpq's floor is 2 s
+            options=f"-c statement_timeout={int(wait * 1000)}",
+            password=password or None,
+        )
     return connection
+
+
+_LOST = (OSError, psycopg.Error, TimeoutError)  # what losing PostgreSQL looks like
 
 
 class ClusterMember:
@@ -71,9 +81,10 @@ class ClusterMember:
         instance: str,
         holder: Holder,
         *,
+        database: tuple[str, str | None],
         tenants: list[str],
         event_spacing: Mapping[str, float],
-        connector: Callable[[], Awaitable[asyncpg.Connection]] | None = None,
+        connector: Callable[[], Awaitable[Connection]] | None = None,
     ) -> None:
         self.config = config
         self.cluster = cluster
@@ -82,8 +93,9 @@ class ClusterMember:
         self._holder = holder
         self._tenants = list(tenants)
         self._spacing = dict(event_spacing)  # device -> least seconds between two of its events
-        self._connector = connector or (lambda: connect(config.dsn, config.renew_interval))
-        self._db: asyncpg.Connection | None = None
+        conninfo, password = database  # GatewayConfig.cluster_database()
+        self._connector = connector or (lambda: connect(conninfo, password, config.renew_interval))
+        self._db: Connection | None = None
         self._store: LeaseStore | None = None
         self.devices: dict[str, int] = {}  # held device leases: name -> epoch
         self.leading: dict[str, int] = {}  # tenants led: tenant -> epoch
@@ -137,7 +149,7 @@ class ClusterMember:
             async with asyncio.timeout(self.config.renew_interval):
                 await store.set_draining(self.instance)
                 members = await store.members()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _LOST as exc:
             self._lost_contact(exc)
             return False
         if not any(m.alive and not m.draining and m.instance != self.instance for m in members):
@@ -165,12 +177,10 @@ class ClusterMember:
                 await self._give_back("leader", tenant)
             store = await self._contact()
             if store is not None:
-                with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+                with contextlib.suppress(*_LOST):
                     async with asyncio.timeout(self.config.renew_interval):
                         await store.leave(self.instance, self.token)
-            if self._db is not None:
-                self._db.terminate()
-                self._db = None
+            await self._drop_connection()
 
     # ---- one renewal ---------------------------------------------------------------------------------------
 
@@ -193,7 +203,7 @@ class ClusterMember:
                 members = await store.members()
         except InstanceTaken:
             raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _LOST as exc:
             self._lost_contact(exc)
             return
         if time.monotonic() - started < config.renew_deadline:
@@ -210,7 +220,7 @@ class ClusterMember:
             async with asyncio.timeout(config.renew_interval * 2):
                 await self._converge("device", list(self._spacing), live)
                 await self._converge("leader", self._tenants, live)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _LOST as exc:
             self._lost_contact(exc)
 
     async def _converge(self, kind: Kind, names: list[str], live: list[str]) -> None:
@@ -271,7 +281,7 @@ class ClusterMember:
         log.info("cluster: %s released %s %s", self.instance, kind, name)
         if self._store is None or time.monotonic() >= self._valid_until:
             return  # not ours any more in PostgreSQL either, or it expires by itself
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        with contextlib.suppress(*_LOST):
             async with asyncio.timeout(self.config.renew_interval):
                 await self._store.release(kind, name, self.token, sequence)
 
@@ -293,26 +303,36 @@ class ClusterMember:
     # ---- the connection and the fence ------------------------------------------------------------------
 
     async def _contact(self) -> LeaseStore | None:
-        if self._db is not None and not self._db.is_closed():
+        if self._db is not None and not self._db.closed:
             return self._store
         try:
             async with asyncio.timeout(self.config.renew_interval):
                 self._db = await self._connector()
                 self._store = LeaseStore(self._db, self.cluster)
                 await self._store.create_schema()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except _LOST as exc:
             self._lost_contact(exc)
             return None
         return self._store
 
-    def _require_db(self) -> asyncpg.Connection:
+    def _require_db(self) -> Connection:
         assert self._db is not None
         return self._db
 
+    async def _drop_connection(self) -> None:
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                await db.close()
+        except _LOST:
+            db.pgconn.finish()  # at once, without the goodbye a hung server would never answer
+
     def _lost_contact(self, exc: BaseException) -> None:
-        if self._db is not None:
-            self._db.terminate()  # a hung connection would hang the next tick too
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            db.pgconn.finish()  # a hung connection would hang the next tick too
         if self._in_contact is not False:
             log.error(
                 "cluster: no contact with PostgreSQL (%s); polling continues until the renew deadline",

@@ -20,8 +20,10 @@ class ClusterStatus:
         return [d.name for d in self.devices if d.owner == instance and not d.expired]
 
 
-async def cluster_status(dsn: str, cluster: str, wait: float = 5.0) -> ClusterStatus:
-    db = await connect(dsn, wait)
+async def cluster_status(
+    conninfo: str, password: str | None, cluster: str, wait: float = 5.0
+) -> ClusterStatus:
+    db = await connect(conninfo, password, wait)
     try:
         store = LeaseStore(db, cluster)
         await store.create_schema()
@@ -35,9 +37,11 @@ async def cluster_status(dsn: str, cluster: str, wait: float = 5.0) -> ClusterSt
         await db.close()
 
 
-async def set_draining(dsn: str, cluster: str, instance: str, draining: bool, wait: float = 5.0) -> bool:
+async def set_draining(
+    conninfo: str, password: str | None, cluster: str, instance: str, draining: bool, wait: float = 5.0
+) -> bool:
     """Mark a member draining (its devices move to the others at their next renewal) or back in service."""
-    db = await connect(dsn, wait)
+    db = await connect(conninfo, password, wait)
     try:
         return await LeaseStore(db, cluster).set_draining(instance, draining)
     finally:

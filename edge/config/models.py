@@ -484,8 +484,10 @@ class ClusterConfig(_Strict):
     enabled: bool = False
     dsn: str = Field(
         default="",
-        description="PostgreSQL connection string (postgresql://user@host:port/db); may be env:/file: reference.",
+        description="PostgreSQL for the leases (postgresql://USER@HOST:PORT/DB, no password); unset: the "
+        "outbox's [storage.postgresql].",
     )
+    password: str | None = Field(default=None, description="A secret reference (env:NAME or file:PATH).")
     lease_ttl: Seconds = Field(
         default=10.0, ge=1.0, le=300, description="A lease not renewed expires after this."
     )
@@ -504,8 +506,6 @@ class ClusterConfig(_Strict):
 
     @model_validator(mode="after")
     def _deadlines(self) -> ClusterConfig:
-        if self.enabled and not self.dsn:
-            raise ValueError("dsn: cluster mode needs the PostgreSQL connection string")
         if not self.renew_interval < self.renew_deadline < self.lease_ttl:
             raise ValueError(
                 f"need renew_interval ({self.renew_interval:g}s) < renew_deadline ({self.renew_deadline:g}s)"
@@ -531,8 +531,19 @@ class GatewayConfig(_Strict):
     cloud: CloudConfig = CloudConfig()
     cluster: ClusterConfig = ClusterConfig()
 
+    def cluster_database(self) -> tuple[str, str | None]:
+        """Connection string and password of the cluster's PostgreSQL: its own, or the outbox's."""
+        if self.cluster.dsn or self.storage.postgresql is None:
+            return self.cluster.dsn, self.cluster.password
+        return self.storage.postgresql.dsn, self.storage.postgresql.password
+
     @model_validator(mode="after")
     def _cluster_bus(self) -> GatewayConfig:
+        if self.cluster.enabled and not self.cluster_database()[0]:
+            raise ValueError(
+                "cluster.dsn: cluster mode needs PostgreSQL: set [cluster] dsn, or [storage] backend = "
+                '"postgresql" whose database the cluster then shares'
+            )
         if self.cluster.enabled and self.bus.mode == "embedded":
             raise ValueError(
                 'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'

@@ -3,7 +3,7 @@
 A configuration value may be a reference instead of plain text: `env:NAME` (an environment variable) or
 `file:PATH` (the file's content without its trailing newline; a relative PATH is relative to the config file).
 `resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`, `api.metrics_token`,
-`storage.postgresql.password`, `cluster.dsn`) at load;
+`storage.postgresql.password`, `cluster.dsn`, `cluster.password`) at load;
 `check_module_references` checks every reference under `modules[*].config` (modules resolve their own at
 start, e.g. cloud sync) for `edge config check` and `edge run`. Errors name the config file and field path.
 
@@ -34,9 +34,15 @@ __all__ = [
 
 _REFERENCE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _SECRET_KEY = re.compile(
-    r"(password|passwd|secret|token|api_key|apikey|hmac_key|private_key|dsn)$", re.IGNORECASE
+    r"(password|passwd|secret|token|api_key|apikey|hmac_key|private_key)$", re.IGNORECASE
 )
-_KERNEL_SECRETS = (("bus", "username"), ("bus", "password"), ("api", "metrics_token"), ("cluster", "dsn"))
+_KERNEL_SECRETS = (
+    ("bus", "username"),
+    ("bus", "password"),
+    ("api", "metrics_token"),
+    ("cluster", "dsn"),
+    ("cluster", "password"),
+)
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words in log lines
 
 _lock = threading.Lock()

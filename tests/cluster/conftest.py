@@ -1,4 +1,4 @@
-"""A real PostgreSQL for the cluster tests (one per session), and a TCP proxy a test can freeze."""
+"""A TCP proxy a test can freeze, between one instance and the session's PostgreSQL (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,26 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from edge.cluster.localdb import LocalPostgres
 from tests.helpers import free_port, wait_port
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[LocalPostgres]:
-    server = LocalPostgres(free_port())
+def postgres() -> Iterator[PostgresServer]:
+    """tests/conftest.py's server, in a folder of /tmp: as root its `postgres` account cannot enter pytest's
+    0700 temporary root, so initdb there fails."""
+    workdir = Path(tempfile.mkdtemp(prefix="edge-cluster-pg-"))
+    server = PostgresServer(workdir)
     server.start()
     yield server
-    server.remove()
+    server.stop("immediate")
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 class FreezableProxy:
@@ -36,8 +42,8 @@ class FreezableProxy:
         )
         wait_port(self.port)
 
-    def dsn(self, direct: str, pg_port: int) -> str:
-        return direct.replace(f":{pg_port}/", f":{self.port}/")
+    def dsn(self, server: PostgresServer) -> str:
+        return server.dsn().replace(f":{server.port}/", f":{self.port}/")
 
     def freeze(self) -> None:
         os.killpg(self.proc.pid, signal.SIGSTOP)
@@ -52,7 +58,7 @@ class FreezableProxy:
 
 
 @pytest.fixture
-def proxy(postgres: LocalPostgres) -> Iterator[FreezableProxy]:
+def proxy(postgres: PostgresServer) -> Iterator[FreezableProxy]:
     tcp = FreezableProxy(postgres.port)
     yield tcp
     tcp.close()

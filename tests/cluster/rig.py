@@ -39,9 +39,11 @@ class Stored:
 
 
 class ClusterRig:
-    def __init__(self, workdir: Path, dsn: str, mqtt_port: int, modbus_port: int, devices: int) -> None:
+    def __init__(
+        self, workdir: Path, dsn: str, password: str, mqtt_port: int, modbus_port: int, devices: int
+    ) -> None:
         self.workdir = workdir
-        self.dsn = dsn
+        self.dsn, self.password = dsn, password
         self.prefix = f"c{os.getpid() % 10_000}{workdir.name[-6:].replace('_', '')}"
         self.config = write_config(
             workdir / "edge.toml",
@@ -55,7 +57,7 @@ class ClusterRig:
         timings = "\n".join(f"{k} = {v}" for k, v in TIMINGS.items())
         self.config.write_text(
             self.config.read_text().replace('id = "gw-test"', f'id = "gw-{workdir.name[-12:]}"')
-            + f'[cluster]\nenabled = true\ndsn = "env:EDGE_CLUSTER_DSN"\n{timings}\ndrain_timeout = 10\n'
+            + f'[cluster]\nenabled = true\ndsn = "env:EDGE_CLUSTER_DSN"\npassword = "env:EDGE_CLUSTER_PASSWORD"\n{timings}\ndrain_timeout = 10\n'
         )
         self.cluster = f"gw-{workdir.name[-12:]}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -65,10 +67,13 @@ class ClusterRig:
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "-c", str(self.config), "--instance", name],
             cwd=ROOT,
-            env={**os.environ, "EDGE_CLUSTER_DSN": dsn or self.dsn},
+            env={**os.environ, **self.env(dsn)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def env(self, dsn: str | None = None) -> dict[str, str]:
+        return {"EDGE_CLUSTER_DSN": dsn or self.dsn, "EDGE_CLUSTER_PASSWORD": self.password}
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -91,7 +96,7 @@ class ClusterRig:
         return (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
 
     async def status(self) -> ClusterStatus:
-        return await cluster_status(self.dsn, self.cluster)
+        return await cluster_status(self.dsn, self.password, self.cluster)
 
     async def owners(self) -> dict[str, str | None]:
         state = await self.status()

@@ -17,10 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from edge.cluster.localdb import LocalPostgres
 from tests.cluster.conftest import FreezableProxy
 from tests.cluster.rig import POLL, TIMINGS, ClusterRig, gaps_reported, single_writer_problems, wait_settled
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, until
+from tests.postgres import PostgresServer
 
 DEVICES = 9
 BOUND = (
@@ -36,9 +36,9 @@ def simulator() -> AsyncIterator[SimulatorProcess]:
 
 @pytest.fixture
 def rig(
-    tmp_path: Path, postgres: LocalPostgres, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, simulator: SimulatorProcess
 ) -> AsyncIterator[ClusterRig]:
-    cluster = ClusterRig(tmp_path, postgres.dsn, mosquitto.port, simulator.port, DEVICES)
+    cluster = ClusterRig(tmp_path, postgres.dsn(), postgres.password, mosquitto.port, simulator.port, DEVICES)
     yield cluster
     cluster.stop_all()
 
@@ -99,11 +99,11 @@ def _ids(recorder: MqttRecorder) -> set[str]:
 
 
 async def test_partition_from_postgres_stops_polling_before_the_lease_expires(
-    rig: ClusterRig, postgres: LocalPostgres
+    rig: ClusterRig, postgres: PostgresServer
 ) -> None:
     proxy = FreezableProxy(postgres.port)
     try:
-        rig.start("a", dsn=proxy.dsn(postgres.dsn, postgres.port))
+        rig.start("a", dsn=proxy.dsn(postgres))
         rig.start("b")
         owners = await wait_settled(rig, ["a", "b"], DEVICES)
         held = [d for d, o in owners.items() if o == "a"]
@@ -129,12 +129,12 @@ async def test_partition_from_postgres_stops_polling_before_the_lease_expires(
         proxy.close()
 
 
-async def test_drain_status_and_postgres_restart(rig: ClusterRig, postgres: LocalPostgres) -> None:
+async def test_drain_status_and_postgres_restart(rig: ClusterRig, postgres: PostgresServer) -> None:
     for name in ("a", "b"):
         rig.start(name)
     owners = await wait_settled(rig, ["a", "b"], DEVICES)
     cli = [sys.executable, "-m", "edge.cli", "cluster"]
-    env_dsn = {"EDGE_CLUSTER_DSN": postgres.dsn, "PATH": "/usr/bin:/bin"}
+    env_dsn = {**rig.env(), "PATH": "/usr/bin:/bin"}
     shown = await asyncio.to_thread(
         subprocess.run,
         [*cli, "status", "-c", str(rig.config), "--json"],
