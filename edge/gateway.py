@@ -32,6 +32,7 @@ from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublishe
 from edge.bus.topics import Topics
 from edge.cluster import ClusterMember
 from edge.cluster.devices import ClusterDevices, FencedSink, event_spacing
+from edge.cluster.fence import LeaseFence, fence_store
 from edge.config import LoadedConfig
 from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
@@ -51,7 +52,7 @@ from edge.outbox.retention import Retention
 from edge.outbox.router import misplaced_tenants
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec
-from edge.sdk.tenancy import current_tenant
+from edge.sdk.tenancy import TenantContext, current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 
@@ -116,6 +117,8 @@ class Gateway:
         self._last_sequences: dict[str, int] = {}  # of pollers stopped in this process: a restart continues
         self.cluster: ClusterMember | None = None  # cluster mode: which devices this instance polls
         self.leading: set[str] = set()  # cluster mode: tenants whose tenant-wide consumers run here
+        # cluster mode on PostgreSQL: one outbox for all instances, so its consumers run on each tenant's leader
+        self._shared_outbox = self.config.cluster.enabled and self.config.storage.backend == "postgresql"
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
@@ -190,9 +193,6 @@ class Gateway:
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
-        publisher = OutboxPublisher(
-            self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
-        )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
         if not self.config.cluster.enabled:  # in cluster mode, the devices whose leases this instance takes
@@ -227,6 +227,8 @@ class Gateway:
         self.history.record(self.loaded.path.read_text(), source="start")
         if any(t.cloud is not None for t in self.config.tenants):
             await self._start_downlink(commands)
+        if self._shared_outbox:
+            self.modules.runs_here = self.leading.__contains__
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
@@ -238,17 +240,14 @@ class Gateway:
             delivery_policy(self.loaded),
             reload_interval=self.config.webhooks.reload_interval,
         )
+        if self._shared_outbox:
+            webhooks.runs_here = self.leading.__contains__
         await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
         self._tasks.spawn(webhooks.run, "webhooks")
-        retention = Retention(
-            self.outbox,
-            self.tenants.values(),
-            self.config.gateway.id,
-            interval=self.config.storage.retention_interval,
-        )
         self._tasks.spawn(self.health.lag.run, "loop-lag")
-        self._tasks.spawn(retention.run, "retention")
-        self._tasks.spawn(publisher.run, "publisher")
+        if not self._shared_outbox:  # else each tenant's leader runs them (`_lead`)
+            self._tasks.spawn(self._retention(self.tenants.values()).run, "retention")
+            self._tasks.spawn(self._publisher(self.tenants.values()).run, "publisher")
         self._tasks.spawn(last_values.run, "last-values")
         self._tasks.spawn(commands.run, "commands")
         self._tasks.spawn(self.module_control.run, "module-control")
@@ -267,6 +266,15 @@ class Gateway:
             self.config.bus.host,
             self.config.bus.port,
         )
+
+    def _publisher(self, tenants: Iterable[TenantContext]) -> OutboxPublisher:
+        return OutboxPublisher(
+            self.outbox, self.bus, self.topics, tenants, self.stats, qos=self.config.bus.qos
+        )
+
+    def _retention(self, tenants: Iterable[TenantContext]) -> Retention:
+        interval = self.config.storage.retention_interval
+        return Retention(self.outbox, tenants, self.config.gateway.id, interval=interval)
 
     async def _join_cluster(self) -> None:
         """Cluster mode (edge/cluster): devices start and stop as this instance takes and gives up leases."""
@@ -287,17 +295,33 @@ class Gateway:
             tenants=[t.id for t in self.config.tenants],
             event_spacing=event_spacing(enabled_devices(self.loaded)),
         )
+        if self._shared_outbox:  # commits check the leases too (edge/cluster/fence.py)
+            fence = LeaseFence(self.config.gateway.id, self.cluster.token)
+            for tenant in self.config.tenants:
+                if tenant.storage == "shared":
+                    fence_store(self.outbox, tenant.id, fence)
         await self.cluster.join()
         self._tasks.spawn(self.cluster.run, "cluster")
 
     async def _lead(self, tenant: str, leading: bool) -> None:
-        """This instance became (or stopped being) the tenant's leader. Each instance's outbox holds only its
-        own devices' events, so every instance keeps running its consumers over them; the leader is where
-        tenant-wide work goes once instances share one outbox (docs/scale.md)."""
+        """This instance became (or stopped being) the tenant's leader. On a shared outbox the tenant's MQTT
+        publisher, retention, module consumers and ticks (cloud uplink among them) and webhooks run here and
+        nowhere else, each from its durable cursor. On per-instance SQLite outboxes every instance runs its
+        own over its own devices' events, and leadership changes nothing."""
         if leading:
             self.leading.add(tenant)
         else:
             self.leading.discard(tenant)
+        if not self._shared_outbox:
+            return
+        ctx = self.tenants[tenant]
+        if leading:
+            self._tasks.spawn(self._publisher([ctx]).run, f"lead-{tenant}-publisher")
+            self._tasks.spawn(self._retention([ctx]).run, f"lead-{tenant}-retention")
+        else:
+            await self._tasks.cancel_one(f"lead-{tenant}-publisher")
+            await self._tasks.cancel_one(f"lead-{tenant}-retention")
+        await self.modules.lead(tenant, leading)  # webhooks follow `leading` at their next reload
 
     def _start_dialects(self, commands: CommandHandler) -> None:
         """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""

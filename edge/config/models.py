@@ -544,6 +544,11 @@ class GatewayConfig(_Strict):
                 "cluster.dsn: cluster mode needs PostgreSQL: set [cluster] dsn, or [storage] backend = "
                 '"postgresql" whose database the cluster then shares'
             )
+        if self.cluster.enabled and self.cluster.dsn and self.storage.backend == "postgresql":
+            raise ValueError(
+                'cluster.dsn: with [storage] backend = "postgresql" the cluster keeps its leases in the outbox\'s'
+                " database (its commits check them): leave [cluster] dsn unset"
+            )
         if self.cluster.enabled and self.bus.mode == "embedded":
             raise ValueError(
                 'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'

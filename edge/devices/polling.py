@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from edge.devices.normalize import DeviceNormalizer
 from edge.ops.logs import device_scope
 from edge.ops.stats import DeviceStats
+from edge.outbox.store import FencedOut
 from edge.sdk.backoff import Backoff
 from edge.sdk.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush, SupportsValueRange
 from edge.sdk.errors import (
@@ -150,8 +151,9 @@ class DevicePoller:
             try:
                 await self._sink.append_durable(event)
             except (
-                OutboxFull
-            ) as exc:  # the tenant's quota refuses it: counted by the outbox, nothing else to do
+                OutboxFull,
+                FencedOut,
+            ) as exc:  # quota full or (cluster) lease lost: counted by the outbox
                 log.warning("device %s: stop status not stored: %s", self.spec.name, exc)
         else:
             await self._sink.append(event)

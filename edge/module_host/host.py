@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -101,6 +101,8 @@ class ModuleHost:
         self._data_dir = data_dir
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
+        # cluster mode on a shared outbox: a tenant's consumers and ticks run on its leader only
+        self.runs_here: Callable[[str], bool] = lambda tenant: True
         self._tenants.listen(self._entitlements_changed)  # first: in-process routing follows at once
 
     @property
@@ -157,7 +159,8 @@ class ModuleHost:
         hosted.gate = VersionGate(name, plugin.manifest.consumes)
         hosted.ticks = TenantTicks(name, hosted.registrations.ticks, hosted.count_error)
         for tenant in entitled:
-            self._attach(hosted, tenant)
+            if self.runs_here(tenant.tenant_id):
+                self._attach(hosted, tenant)
         log.info(
             "module %s %s enabled for tenants %s",
             name,
@@ -216,6 +219,8 @@ class ModuleHost:
             was, now = old.entitled(flag), new.entitled(flag)
             if was == now or hosted.state is not ModuleState.ENABLED or hosted.context is None:
                 continue
+            if now and not self.runs_here(new.tenant_id):
+                continue  # its leader attaches it
             if now:
                 with tenant_scope(new):
                     for consumer in self._consumers(hosted):  # from now on, not the tenant's history
@@ -225,6 +230,21 @@ class ModuleHost:
             else:
                 await self._detach(hosted, new.tenant_id)
                 log.info("module %s no longer receives tenant %s's events", hosted.name, new.tenant_id)
+
+    async def lead(self, tenant_id: str, leading: bool) -> None:
+        """Cluster mode: this instance became (or stopped being) the tenant's leader; its modules' consumers
+        and ticks start (from their durable cursors) or stop here. `runs_here` already says the new state."""
+        tenant = self._tenants[tenant_id]
+        for hosted in self.modules.values():
+            if hosted.state is not ModuleState.ENABLED or hosted.context is None:
+                continue
+            if not tenant.entitled(hosted.plugin.manifest.entitlement):
+                continue
+            attached = tenant_id in hosted.tenant_tasks
+            if leading and not attached:
+                self._attach(hosted, tenant)
+            elif not leading and attached:
+                await self._detach(hosted, tenant_id)
 
     def _consumers(self, hosted: HostedModule) -> list[str]:
         registered = hosted.registrations

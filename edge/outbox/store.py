@@ -39,11 +39,11 @@ from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, Ret
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.schema import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Statements, tenant_filter
 from edge.sdk.backoff import Backoff
-from edge.sdk.errors import NoTenantContext, OutboxFull
+from edge.sdk.errors import EdgeError, NoTenantContext, OutboxFull
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import current_tenant
 
-__all__ = ["GroupCommitOutbox", "OutboxClock", "StoreOptions", "Transaction"]
+__all__ = ["CommitFence", "FencedOut", "GroupCommitOutbox", "OutboxClock", "StoreOptions", "Transaction"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,17 @@ class Transaction(Protocol):
 
     async def executemany(self, query: str, params: Sequence[Sequence[object]]) -> None: ...
     async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+
+class CommitFence(Protocol):
+    """Cluster mode on a shared outbox (edge/cluster/fence.py): asked inside each committing transaction which
+    of the batch's devices this instance no longer owns; their events are not stored."""
+
+    async def refused(self, tx: Transaction, devices: set[str]) -> set[str]: ...
+
+
+class FencedOut(EdgeError):
+    """An event not stored: its device's lease is no longer this instance's (cluster mode)."""
 
 
 def _check_owner(event: Event) -> None:
@@ -128,6 +139,8 @@ class GroupCommitOutbox(ABC):
         self._connected = False
         self._task: asyncio.Task[None] | None = None
         self._next_position = 1
+        self.fence: CommitFence | None = None  # cluster mode on a shared database
+        self.fenced_events = 0
         self.committed_events = 0
         self.commits = 0
         self.commit_failures = 0
@@ -296,23 +309,20 @@ class GroupCommitOutbox(ABC):
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
         now = self._clock()
-        rows: list[tuple[object, ...]] = []
-        sequences: dict[tuple[str, str], int] = {}
-        usage: dict[str, list[int]] = {}
-        for e, _ in batch:
-            rows.append((e.id, e.tenant, e.type, e.subject, e.device, e.sequence, e.time, now, e.body))
-            if e.device is not None and e.sequence is not None:
-                sequences[(e.tenant, e.device)] = e.sequence
-            counts = usage.get(e.tenant)
-            if counts is None:
-                usage[e.tenant] = [1, len(e.body)]
-            else:
-                counts[0] += 1
-                counts[1] += len(e.body)
+        rows, sequences, usage = _prepare(batch, now)
         async with self._lock:
             cursors, status = self._take_pending()
             try:
                 async with self._begin() as tx:
+                    if self.fence is not None:
+                        # a device's sequenced events: those its owner's poller wrote
+                        devices = {
+                            e.device for e, _ in batch if e.device is not None and e.sequence is not None
+                        }
+                        refused = await self.fence.refused(tx, devices) if devices else set()
+                        if refused:  # checked under the lease rows' lock: a takeover waits for this commit
+                            batch = self._drop_fenced(batch, refused)
+                            rows, sequences, usage = _prepare(batch, now)
                     first = await self._allocate(tx, len(batch))
                     await self._insert(tx, [(first + offset, *row) for offset, row in enumerate(rows)])
                     await tx.executemany(
@@ -338,6 +348,27 @@ class GroupCommitOutbox(ABC):
         events = [e for e, _ in batch]
         for listener in self._listeners:
             listener(events, self.last_position)
+
+    def _drop_fenced(
+        self, batch: list[tuple[Event, asyncio.Future[int] | None]], refused: set[str]
+    ) -> list[tuple[Event, asyncio.Future[int] | None]]:
+        kept = []
+        for event, waiter in batch:
+            if event.sequence is None or event.device not in refused:
+                kept.append((event, waiter))
+                continue
+            self.fenced_events += 1
+            self._queued_bytes[event.tenant] = max(
+                0, self._queued_bytes.get(event.tenant, 0) - len(event.body)
+            )
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(FencedOut(f"device {event.device}: lease lost; event not stored"))
+        log.warning(
+            "outbox: %d events of devices %s not stored: their leases are lost",
+            len(batch) - len(kept),
+            sorted(refused),
+        )
+        return kept
 
     # ---- cursors, consumer status and sequences ----------------------------------------------------------
 
@@ -697,6 +728,26 @@ class GroupCommitOutbox(ABC):
         """One short transaction on the writer connection."""
         async with self._lock, self._begin() as tx:
             await tx.executemany(query, params)
+
+
+def _prepare(
+    batch: Sequence[tuple[Event, asyncio.Future[int] | None]], now: float
+) -> tuple[list[Row], dict[tuple[str, str], int], dict[str, list[int]]]:
+    """A batch's rows, each device's last sequence in it, and each tenant's [events, bytes]."""
+    rows: list[Row] = []
+    sequences: dict[tuple[str, str], int] = {}
+    usage: dict[str, list[int]] = {}
+    for e, _ in batch:
+        rows.append((e.id, e.tenant, e.type, e.subject, e.device, e.sequence, e.time, now, e.body))
+        if e.device is not None and e.sequence is not None:
+            sequences[(e.tenant, e.device)] = e.sequence
+        counts = usage.get(e.tenant)
+        if counts is None:
+            usage[e.tenant] = [1, len(e.body)]
+        else:
+            counts[0] += 1
+            counts[1] += len(e.body)
+    return rows, sequences, usage
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

@@ -15,8 +15,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
+import psycopg
 
 from edge.cluster.status import ClusterStatus, cluster_status
 from tests.e2e import write_config
@@ -40,10 +42,21 @@ class Stored:
 
 class ClusterRig:
     def __init__(
-        self, workdir: Path, dsn: str, password: str, mqtt_port: int, modbus_port: int, devices: int
+        self,
+        workdir: Path,
+        dsn: str,
+        password: str,
+        mqtt_port: int,
+        modbus_port: int,
+        devices: int,
+        *,
+        shared_outbox: bool = False,
     ) -> None:
+        """`shared_outbox`: the instances share a PostgreSQL outbox in the database of `dsn` (which then also
+        holds the leases), else each has its own SQLite outbox and the leases live at `dsn`."""
         self.workdir = workdir
         self.dsn, self.password = dsn, password
+        self.shared_outbox = shared_outbox
         self.prefix = f"c{os.getpid() % 10_000}{workdir.name[-6:].replace('_', '')}"
         self.config = write_config(
             workdir / "edge.toml",
@@ -55,10 +68,14 @@ class ClusterRig:
             entitlements=(),
         )
         timings = "\n".join(f"{k} = {v}" for k, v in TIMINGS.items())
-        self.config.write_text(
-            self.config.read_text().replace('id = "gw-test"', f'id = "gw-{workdir.name[-12:]}"')
-            + f'[cluster]\nenabled = true\ndsn = "env:EDGE_CLUSTER_DSN"\npassword = "env:EDGE_CLUSTER_PASSWORD"\n{timings}\ndrain_timeout = 10\n'
-        )
+        text = self.config.read_text().replace('id = "gw-test"', f'id = "gw-{workdir.name[-12:]}"')
+        if shared_outbox:
+            storage = f'[storage.postgresql]\ndsn = "{dsn}"\npassword = "env:EDGE_CLUSTER_PASSWORD"\n'
+            text = text.replace("[storage]\n", '[storage]\nbackend = "postgresql"\n') + storage
+            database = 'password = "env:EDGE_CLUSTER_PASSWORD"\n'  # unused: the outbox's is the cluster's
+        else:
+            database = 'dsn = "env:EDGE_CLUSTER_DSN"\npassword = "env:EDGE_CLUSTER_PASSWORD"\n'
+        self.config.write_text(f"{text}[cluster]\nenabled = true\n{database}{timings}\ndrain_timeout = 10\n")
         self.cluster = f"gw-{workdir.name[-12:]}"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -104,6 +121,8 @@ class ClusterRig:
         return {r.name: (r.owner if not r.expired and r.owner in alive else None) for r in state.devices}
 
     def stored(self, name: str) -> list[Stored]:
+        if self.shared_outbox:
+            return self._shared_rows() if name == "shared" else []
         db = self.workdir / "data" / "instances" / name / "outbox.db"
         if not db.exists():
             return []
@@ -116,27 +135,29 @@ class ClusterRig:
             return []
         finally:
             conn.close()
-        out = []
-        for event_id, kind, sequence, when, body in rows:
-            data = orjson.loads(body).get("data", {})
-            if "device" not in data:
-                continue
-            out.append(
-                Stored(
-                    name,
-                    event_id,
-                    kind,
-                    data["device"],
-                    sequence,
-                    when,
-                    data.get("status"),
-                    data.get("reason"),
-                )
-            )
-        return out
+        return _parse(name, rows)
+
+    def _shared_rows(self) -> list[Stored]:
+        with psycopg.connect(self.dsn, password=self.password) as db:
+            rows = db.execute(
+                "SELECT id, type, sequence, time, body FROM edge.outbox ORDER BY position"
+            ).fetchall()
+        return _parse("shared", rows)
 
     def all_stored(self, names: list[str]) -> list[Stored]:
+        if self.shared_outbox:
+            return self._shared_rows()
         return [e for n in names for e in self.stored(n)]
+
+
+def _parse(instance: str, rows: list[tuple[Any, ...]]) -> list[Stored]:
+    out = []
+    for event_id, kind, sequence, when, body in rows:
+        data = orjson.loads(bytes(body)).get("data", {})
+        if "device" in data:
+            status, reason = data.get("status"), data.get("reason")
+            out.append(Stored(instance, event_id, kind, data["device"], sequence, when, status, reason))
+    return out
 
 
 def single_writer_problems(events: list[Stored]) -> list[str]:

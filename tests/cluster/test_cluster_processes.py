@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -170,3 +171,53 @@ async def test_drain_status_and_postgres_restart(rig: ClusterRig, postgres: Post
     events = rig.all_stored(["a", "b"])
     assert not single_writer_problems(events)
     assert not gaps_reported(events), "a drain hands devices over without a gap"
+
+
+async def test_shared_postgres_outbox_kill_9_of_a_leader(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+) -> None:
+    """One PostgreSQL outbox for all instances: sequences continue across owners, commits are fenced, and each
+    tenant's MQTT publisher runs on its leader; killing the leader moves both its devices and its tenants."""
+    dsn = postgres.create_database(f"shared_{uuid.uuid4().hex[:8]}")
+    rig = ClusterRig(
+        tmp_path, dsn, postgres.password, mosquitto.port, simulator.port, DEVICES, shared_outbox=True
+    )
+    recorder = MqttRecorder(mosquitto.port, f"{rig.prefix}/+/events/#")
+    names = ["a", "b", "c"]
+    try:
+        for name in names:
+            rig.start(name)
+        owners = await wait_settled(rig, names, DEVICES)
+        leaders = await until(lambda: _leaders(rig), within=10)
+        await asyncio.sleep(1.0)
+        victim = leaders["acme"]
+        orphans = [d for d, o in owners.items() if o == victim]
+        rig.kill(victim)
+        killed = time.time()
+        survivors = [n for n in names if n != victim]
+        await wait_settled(rig, survivors, DEVICES, within=BOUND + 5)
+        await until(
+            lambda: all(_first_after(rig.all_stored([]), d, killed, victim) for d in orphans), within=5
+        )
+        after = await until(lambda: _leaders(rig), within=5)
+        assert after["acme"] in survivors
+        await asyncio.sleep(1.0)
+        for name in survivors:
+            assert rig.terminate(name) == 0, rig.log(name)
+        events = rig.all_stored([])
+        assert not single_writer_problems(events)
+        assert not gaps_reported(events)
+        stored_ids = {e.id for e in events}
+        await until(
+            lambda: stored_ids <= _ids(recorder), within=15, detail=lambda: len(stored_ids - _ids(recorder))
+        )
+    finally:
+        recorder.close()
+        rig.stop_all()
+
+
+async def _leaders(rig: ClusterRig) -> dict[str, str] | None:
+    state = await rig.status()
+    alive = {m.instance for m in state.members if m.alive}
+    leaders = {r.name: r.owner for r in state.leaders if not r.expired and r.owner in alive}
+    return {t: o for t, o in leaders.items() if o is not None} if len(leaders) == 2 else None
