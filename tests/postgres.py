@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.helpers import free_port
@@ -29,15 +30,21 @@ class PostgresServer:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
-        self.workdir = workdir
-        self.data = workdir / "pgdata"
         self._as: list[str] = []
         if os.geteuid() == 0:
+            # pytest's temporary folders are private to root: the server's user could not reach a folder there
             self._as = ["runuser", "-u", "postgres", "--"]
+            workdir = Path(tempfile.mkdtemp(prefix="edge-pg-"))
             shutil.chown(workdir, "postgres")
+        self.workdir = workdir
+        self.data = workdir / "pgdata"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=120)
+        done = subprocess.run([*self._as, *args], capture_output=True, timeout=120, check=False)
+        if done.returncode:
+            raise RuntimeError(
+                f"{args[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')}"
+            )
 
     def start(self) -> None:
         pwfile = self.workdir / "pw"
@@ -57,8 +64,10 @@ class PostgresServer:
                   "-w", "-t", "60", "start")  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(RuntimeError):
             self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        if self._as:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart(self) -> None:
         self._run(_binary("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "restart")

@@ -225,6 +225,16 @@ class PostgresOutbox(GroupCommitOutbox):
         await tx.copy_events(rows)
 
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
+        """Reads are idempotent: a connection the server ended (restart, failover) is reopened and the
+        query asked once more."""
+        try:
+            return await self._query(query, params)
+        except psycopg.OperationalError:
+            if self._reader is None or not self._reader.broken:
+                raise
+            return await self._query(query, params)
+
+    async def _query(self, query: str, params: Sequence[object]) -> list[Row]:
         if self._reader is None or self._reader.closed or self._reader.broken:
             if self._reader is not None:
                 await self._reader.close()
