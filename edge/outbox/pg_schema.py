@@ -164,7 +164,11 @@ async def migrate(db: psycopg.AsyncConnection[tuple[Any, ...]], schema: str, rel
     version it had (0: new). `db` is in autocommit mode; the whole migration is one transaction."""
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"edge-outbox:{schema}",))
-        await db.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+        cursor = await db.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if (
+            await cursor.fetchone() is None
+        ):  # a tenant's role may own its schema without rights on the database
+            await db.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(schema)))
         await db.execute(pgsql.SQL("SET LOCAL search_path TO {}").format(pgsql.Identifier(schema)))
         cursor = await db.execute(
             "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_history'", (schema,)
