@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.helpers import MosquittoProcess
 from tests.outbox_stores import Stores
-from tests.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")

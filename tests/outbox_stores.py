@@ -8,10 +8,10 @@ from typing import Any, Literal, Unpack
 
 import psycopg
 
+from bench.postgres import PostgresServer
 from edge.outbox.postgres import PgPlace, PostgresOutbox
 from edge.outbox.sqlite import SqliteOutbox
 from edge.outbox.store import GroupCommitOutbox, StoreOptions
-from tests.postgres import PostgresServer
 
 Backend = Literal["sqlite", "postgresql"]
 

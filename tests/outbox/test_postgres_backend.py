@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bench.postgres import PostgresServer
 from edge.config import LoadedConfig
 from edge.outbox.backends import build_outbox, open_inspector, pg_place
 from edge.outbox.postgres import PgPlace
@@ -27,7 +28,6 @@ from edge.sdk.events import TELEMETRY, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, wait_until
-from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TENANTS = ("acme", "globex", "umbrella", "initech")
