@@ -75,7 +75,18 @@ class PostgresServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart(self) -> None:
-        self._run(_binary("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "restart")
+        # -l: without a log file the new postmaster keeps the captured stdout open and the run never returns
+        self._run(
+            _binary("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.workdir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "restart",
+        )
 
     def pids(self) -> list[int]:
         """The server's processes (postmaster and every backend): what it costs in CPU (`edge bench`)."""
