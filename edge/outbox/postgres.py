@@ -247,7 +247,11 @@ class PostgresInspector(OutboxInspector):
     """The PostgreSQL outbox seen from outside (`edge sync status`, /v1/sync): one blocking connection."""
 
     def __init__(self, place: PgPlace, *, writable: bool = False) -> None:
-        self._pg = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+        """Raises ConnectionError (naming the server and schema, never the password) when it cannot connect."""
+        try:
+            self._pg = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot reach the outbox at {place.describe()}: {exc}") from None
         if place.role is not None:
             self._pg.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
         self._pg.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
