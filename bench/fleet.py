@@ -160,8 +160,16 @@ class Fleet:
         return [sys.executable, "-m", module, "--port", str(port), "--devices", str(n), *extra]
 
 
-def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_id: str = "bench") -> Path:
-    """The gateway's TOML (and the profiles it names, next to it); devices spread over the load's tenants."""
+def write_gateway_config(
+    path: Path,
+    fleet: Fleet,
+    *,
+    broker_port: int,
+    gateway_id: str = "bench",
+    postgresql: tuple[str, str] | None = None,
+) -> Path:
+    """The gateway's TOML (and the profiles it names, next to it); devices spread over the load's tenants.
+    `postgresql`: (dsn, password) of the outbox's database when the load runs on PostgreSQL."""
     load = fleet.load
     lines = [
         "# written by edge bench",
@@ -177,6 +185,18 @@ def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_
         "",
         "[storage]  # defaults",
     ]
+    if postgresql is not None:
+        dsn, password = postgresql
+        secret = path.parent / "pg-password"
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        lines += [
+            'backend = "postgresql"',
+            "[storage.postgresql]",
+            f'dsn = "{dsn}"',
+            'password = "file:pg-password"',
+        ]
     for tenant in load.tenants:
         lines += ["", "[[tenants]]", f'id = "{tenant}"']
         if load.sparkplug:

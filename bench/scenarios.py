@@ -29,6 +29,7 @@ __all__ = [
     "pending_reason",
     "scenario",
     "smoke",
+    "storage",
     "stress",
 ]
 
@@ -99,6 +100,7 @@ class Load:
     sparkplug: bool = False  # every tenant also speaks Sparkplug B (an edge node each, DDATA on change)
     homeassistant: bool = False  # every tenant also announces its points by Home Assistant discovery
     tenants: tuple[str, ...] = ("acme", "globex")
+    storage: Literal["sqlite", "postgresql"] = "sqlite"  # the outbox backend ([storage] backend)
 
     @property
     def runnable(self) -> tuple[DeviceGroup, ...]:
@@ -302,6 +304,26 @@ def dialects(interval: float = 0.1) -> Scenario:
     )
 
 
+STORAGE_DEVICES = 20
+STORAGE_REGISTERS = 50
+
+
+def storage(interval: float = 0.1) -> Scenario:
+    """The outbox backends on the same load: SQLite (the default) and PostgreSQL (a private server, same host)."""
+    group = DeviceGroup(
+        "bank", "modbus", "bank", STORAGE_DEVICES, STORAGE_REGISTERS, interval, "dev", per_process=10
+    )
+    return Scenario(
+        name="storage",
+        description=f"{STORAGE_DEVICES} Modbus devices x {STORAGE_REGISTERS} registers at {interval:g} s with the "
+        "outbox on SQLite, then on PostgreSQL (a private server on this machine, synchronous_commit on): "
+        "points/s and gateway CPU per point (docs/scale.md)",
+        loads=(Load("sqlite", (group,)), Load("postgresql", (group,), storage="postgresql")),
+        warmup=5.0,
+        duration=15.0,
+    )
+
+
 def _coalescing_pair() -> list[Scenario]:
     return [coalescing(True), coalescing(False)]
 
@@ -313,6 +335,7 @@ _SCENARIOS = {
     "smoke": smoke,
     "stress-no-point-topics": _stress_no_point_topics,
     "dialects": dialects,
+    "storage": storage,
 }
 NAMES: tuple[str, ...] = (*_SCENARIOS, "coalescing", "all")
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.helpers import MosquittoProcess
-from tests.postgres import PostgresServer
+from tests.outbox_stores import Stores
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +35,12 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
     server.start()
     yield server
     server.stop("immediate")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    """The outbox contract on both backends: SQLite files in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return Stores("sqlite", tmp_path)
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Stores("postgresql", tmp_path, server, server.create_database(f"t_{uuid.uuid4().hex[:16]}"))

@@ -9,7 +9,8 @@ def bench(
     scenario: str = typer.Argument(
         "all",
         help="building, stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
-        "vs off), dialects (Sparkplug B and Home Assistant discovery off vs on), or all (building + stress + "
+        "vs off), dialects (Sparkplug B and Home Assistant discovery off vs on), storage (the outbox on SQLite vs "
+        "PostgreSQL), or all (building + stress + "
         "compare).",
     ),
     duration: float | None = typer.Option(

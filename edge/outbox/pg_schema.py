@@ -160,11 +160,16 @@ class SchemaTooNew(EdgeError):
 
 
 async def migrate(db: psycopg.AsyncConnection[tuple[Any, ...]], schema: str, release: str) -> int:
-    """Bring `schema` (created if missing; `db`'s search_path points at it) to `SCHEMA_VERSION`; returns the
+    """Bring `schema` (created if missing) to `SCHEMA_VERSION`; returns the
     version it had (0: new). `db` is in autocommit mode; the whole migration is one transaction."""
     async with db.transaction():
         await db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"edge-outbox:{schema}",))
-        await db.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+        cursor = await db.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        if (
+            await cursor.fetchone() is None
+        ):  # a tenant's role may own its schema without rights on the database
+            await db.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(schema)))
+        await db.execute(pgsql.SQL("SET LOCAL search_path TO {}").format(pgsql.Identifier(schema)))
         cursor = await db.execute(
             "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_history'", (schema,)
         )

@@ -225,6 +225,16 @@ class PostgresOutbox(GroupCommitOutbox):
         await tx.copy_events(rows)
 
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
+        """Reads are idempotent: a connection the server ended (restart, failover) is reopened and the
+        query asked once more."""
+        try:
+            return await self._query(query, params)
+        except psycopg.OperationalError:
+            if self._reader is None or not self._reader.broken:
+                raise
+            return await self._query(query, params)
+
+    async def _query(self, query: str, params: Sequence[object]) -> list[Row]:
         if self._reader is None or self._reader.closed or self._reader.broken:
             if self._reader is not None:
                 await self._reader.close()
@@ -237,7 +247,11 @@ class PostgresInspector(OutboxInspector):
     """The PostgreSQL outbox seen from outside (`edge sync status`, /v1/sync): one blocking connection."""
 
     def __init__(self, place: PgPlace, *, writable: bool = False) -> None:
-        self._pg = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+        """Raises ConnectionError (naming the server and schema, never the password) when it cannot connect."""
+        try:
+            self._pg = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot reach the outbox at {place.describe()}: {exc}") from None
         if place.role is not None:
             self._pg.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
         self._pg.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))

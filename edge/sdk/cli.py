@@ -97,6 +97,6 @@ def send_module_command(
 
 def open_outbox(gateway: ConfiguredGateway, *, writable: bool = False) -> OutboxInspector:
     """The gateway's outbox, read-only (works while the gateway runs); `writable` only for operator actions
-    such as `request_replay`. Raises FileNotFoundError while a SQLite outbox was never created. On PostgreSQL
-    (`[storage] backend`), the shared tables."""
+    such as `request_replay`. Raises FileNotFoundError while a SQLite outbox was never created; on PostgreSQL
+    (`[storage] backend`: the shared tables), ConnectionError when the server is out of reach."""
     return open_inspector(gateway._loaded.config, gateway.data_dir, writable=writable)

@@ -6,26 +6,12 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.helpers import free_port, wait_port
-from tests.postgres import PostgresServer
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """tests/conftest.py's server, in a folder of /tmp: as root its `postgres` account cannot enter pytest's
-    0700 temporary root, so initdb there fails."""
-    workdir = Path(tempfile.mkdtemp(prefix="edge-cluster-pg-"))
-    server = PostgresServer(workdir)
-    server.start()
-    yield server
-    server.stop("immediate")
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 class FreezableProxy:

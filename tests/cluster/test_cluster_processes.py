@@ -18,10 +18,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.cluster.conftest import FreezableProxy
 from tests.cluster.rig import POLL, TIMINGS, ClusterRig, gaps_reported, single_writer_problems, wait_settled
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, until
-from tests.postgres import PostgresServer
 
 DEVICES = 9
 BOUND = (

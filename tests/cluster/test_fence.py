@@ -8,13 +8,13 @@ import uuid
 
 import pytest
 
+from bench.postgres import PostgresServer
 from edge.cluster import LeaseStore, connect
 from edge.cluster.fence import LeaseFence, fence_store
 from edge.outbox.postgres import PgPlace, PostgresOutbox
 from edge.outbox.store import FencedOut
 from edge.sdk.events import TELEMETRY, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
-from tests.postgres import PostgresServer
 
 ACME = TenantContext("acme")
 
