@@ -478,9 +478,8 @@ class Gateway:
         if self.cluster is not None:  # a rolling upgrade: the others take the devices before this one stops
             await self.cluster.drain(self.config.cluster.drain_timeout)
             await self._tasks.cancel_one("cluster")
-            await (
-                self.cluster.stop()
-            )  # what is left (no other instance to take it): released, exact sequences
+            # what is left (no other instance could take it): released with exact sequences for the next start
+            await self.cluster.stop()
         for poller in self.pollers.values():
             poller.request_stop()
         await self._tasks.cancel("poll-")
