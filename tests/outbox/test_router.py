@@ -46,7 +46,8 @@ def _interface() -> set[str]:
 
 
 # What a backend may have beyond the interface: where its rows live, which only the registry reads.
-BACKEND_OWN = {"path", "place"}
+# a backend's own: its location, and the cluster's commit fence (edge/cluster/fence.py sets it per store)
+BACKEND_OWN = {"path", "place", "fence", "fenced_events"}
 
 
 def _backends() -> list[tuple[type, object]]:
