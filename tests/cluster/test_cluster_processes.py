@@ -151,6 +151,16 @@ async def test_drain_status_and_postgres_restart(rig: ClusterRig, postgres: Post
     }
     assert sorted(state["leaders"]) == ["acme", "globex"] and set(state["leaders"].values()) <= {"a", "b"}
 
+    health = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "edge.cli", "status", "-c", str(rig.config), "--instance", "a"],
+        capture_output=True,
+        text=True,
+        env=env_dsn,
+        timeout=30,
+    )
+    assert health.returncode in (0, 1), health.stdout  # live and ready (degraded only if a device is down)
+
     await asyncio.to_thread(postgres.restart)  # quicker than the renew deadline: nobody stops polling
     await asyncio.sleep(TIMINGS["lease_ttl"])
     assert await wait_settled(rig, ["a", "b"], DEVICES) == owners
