@@ -246,6 +246,8 @@ class PostgresOutbox(GroupCommitOutbox):
 class PostgresInspector(OutboxInspector):
     """The PostgreSQL outbox seen from outside (`edge sync status`, /v1/sync): one blocking connection."""
 
+    _statements = POSTGRES
+
     def __init__(self, place: PgPlace, *, writable: bool = False) -> None:
         """Raises ConnectionError (naming the server and schema, never the password) when it cannot connect."""
         try:

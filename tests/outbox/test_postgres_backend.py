@@ -26,6 +26,7 @@ from edge.outbox.postgres import PgPlace
 from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.webhooks import open_store
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, wait_until
 
@@ -119,6 +120,39 @@ async def test_each_tier_keeps_its_tenants_rows_where_it_says_and_roles_cannot_c
         ):
             assert view.last_position() > 0 and view.usage()[0] == 3
             assert view.summary("mqtt").backlog == 1
+
+
+async def test_webhook_cursors_and_dead_letters_live_in_the_tenants_postgresql_store(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    loaded, _ = load(_config(tmp_path, postgres, database))
+    outbox = build_outbox(loaded.config, loaded.data_dir, commit_interval=0.001)
+    await outbox.open()
+    globex = TenantContext("globex")  # dedicated: schema edge_globex
+    try:
+        with tenant_scope(globex):
+            for seq in (1, 2):
+                event = make_event(
+                    type=TELEMETRY, source="/gw/t", subject="roof/g-1", tenant="globex", time=1000.0 + seq,
+                    data={"n": seq}, device="g-1", sequence=seq,
+                )  # fmt: skip
+                newest = await outbox.append_durable(event)
+            with open_store(loaded) as store:
+                created = store.add("https://hooks.example.com/in")
+            consumer = created.subscription.consumer
+            assert await outbox.cursor(consumer) == newest  # starts at the newest event: no history
+            [row] = await outbox.read_after(0, 1)
+            await outbox.dead_letter(consumer, [(row, "receiver answered 410")])
+            with open_store(loaded) as store:
+                [dead] = store.dead_letters(created.subscription.id)
+                assert dead.position == row.position and dead.reason == "receiver answered 410"
+                assert store.replay(created.subscription.id) == 1
+                store.remove(created.subscription.id)
+            assert await outbox.cursor(consumer) == 0 and await outbox.dead_letters(consumer) == []
+    finally:
+        await outbox.close()
+    rows = _as_role(postgres, database, "edge_globex", "SELECT COUNT(*) FROM edge_globex.cursors")
+    assert rows == [(0,)]  # it was in globex's own schema, and is gone from there
 
 
 def test_the_password_is_only_ever_a_reference(tmp_path: Path, postgres: PostgresServer) -> None:
