@@ -35,7 +35,7 @@ from edge.outbox.pg_schema import POSTGRES, migrate
 from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
 from edge.version import __version__
 
-__all__ = ["PgPlace", "PostgresInspector", "PostgresOutbox", "pg_identifier"]
+__all__ = ["PgPlace", "PostgresInspector", "PostgresOutbox", "pg_identifier", "prepare_place"]
 
 _MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants could meet in one schema
 _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
@@ -102,8 +102,9 @@ async def _session(db: AsyncConn, place: PgPlace) -> None:
     await db.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
 
 
-async def prepare_place(place: PgPlace, release: str = __version__) -> None:
-    """Create what `place` needs (its database, its role, its schema) and migrate the schema."""
+async def prepare_place(place: PgPlace, release: str = __version__) -> int:
+    """Create what `place` needs (its database, its role, its schema) and migrate the schema; returns the
+    version the schema had (0: created now)."""
     await _ensure_database(place)
     async with await psycopg.AsyncConnection.connect(
         place.conninfo, autocommit=True, **place.connect_kwargs()
@@ -111,7 +112,7 @@ async def prepare_place(place: PgPlace, release: str = __version__) -> None:
         if place.role is not None:
             await _ensure_role(db, place.role, place.schema)
             await db.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
-        await migrate(db, place.schema, release)
+        return await migrate(db, place.schema, release)
 
 
 async def _ensure_database(place: PgPlace) -> None:
