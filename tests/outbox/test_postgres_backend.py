@@ -22,8 +22,9 @@ from psycopg import sql
 from bench.postgres import PostgresServer
 from edge.config import LoadedConfig
 from edge.outbox import OutboxStore
-from edge.outbox.backends import build_outbox, open_inspector, pg_place
+from edge.outbox.backends import build_outbox, module_store, open_inspector, pg_place
 from edge.outbox.postgres import PgPlace
+from edge.sdk.cli import ConfiguredGateway, open_module_store
 from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
@@ -254,3 +255,17 @@ async def test_kill_9_of_the_gateway_loses_no_published_event_and_sequences_cont
     finally:
         recorder.close()
     await asyncio.sleep(0)
+
+
+async def test_module_state_is_kept_in_postgresql_and_read_only_for_the_cli(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    loaded, _ = load(_config(tmp_path, postgres, database))
+    with tenant_scope(TenantContext("acme")):
+        async with module_store(loaded.config, loaded.data_dir, "billing") as store:  # what the gateway opens
+            assert await store.apply({"total/2026-11/roof": {"kwh": 12.5}}, once="event-1")
+        async with open_module_store(ConfiguredGateway(loaded.path, loaded), "billing") as report:
+            assert await report.items("total/") == [("total/2026-11/roof", {"kwh": 12.5})]
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await report.put("total/2026-11/roof", {"kwh": 0})
+    assert not (loaded.data_dir / "modules").exists()  # nothing of it in the data directory
