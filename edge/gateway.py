@@ -47,7 +47,7 @@ from edge.ops.instance import InstanceLock
 from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
-from edge.outbox.backends import build_outbox
+from edge.outbox.backends import build_outbox, module_store
 from edge.outbox.retention import Retention
 from edge.outbox.router import misplaced_tenants
 from edge.plugins import PluginRegistry
@@ -122,7 +122,13 @@ class Gateway:
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
-        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
+        self.modules = ModuleHost(
+            self.outbox,
+            self.tenants,
+            gateway_id,
+            loaded.data_dir,
+            lambda name: module_store(self.config, loaded.data_dir, name),  # the storage backend's
+        )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None

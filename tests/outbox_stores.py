@@ -1,4 +1,4 @@
-"""Outboxes of either backend for the outbox contract tests: the `stores` fixture (tests/conftest.py) runs each
+"""Outboxes and module state stores of either backend for the contract tests: the `stores` fixture (tests/conftest.py) runs each
 test once on SQLite files and once on a private PostgreSQL (a database of its own per test)."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from typing import Any, Literal, Unpack
 import psycopg
 
 from bench.postgres import PostgresServer
+from edge.outbox.pg_module_store import PostgresModuleStore
 from edge.outbox.postgres import PgPlace, PostgresOutbox
 from edge.outbox.sqlite import SqliteOutbox
 from edge.outbox.store import GroupCommitOutbox, StoreOptions
+from edge.sdk.store import ModuleStore, StateStore
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -33,6 +35,12 @@ class Stores:
         if self.backend == "sqlite":
             return SqliteOutbox(self.path(name), synchronous=synchronous, **options)
         return PostgresOutbox(self.place(name, synchronous), **options)
+
+    def module(self, module: str, *, readonly: bool = False) -> StateStore:
+        """A module's state store on this backend (a file per module, or the shared PostgreSQL schema)."""
+        if self.backend == "sqlite":
+            return ModuleStore(self.data_dir / "modules" / f"{module}.sqlite", module, readonly=readonly)
+        return PostgresModuleStore(self.place("modules"), module, readonly=readonly)
 
     def path(self, name: str = "o") -> Path:
         return self.data_dir / f"{name}.db"

@@ -19,7 +19,7 @@ from edge.sdk.modules import (
     TickHandler,
     module_consumer,
 )
-from edge.sdk.store import ModuleStore
+from edge.sdk.store import StateStore
 from edge.sdk.tenancy import TenantContext, current_tenant
 from edge.sdk.ticks import Tick
 
@@ -61,7 +61,7 @@ class InProcessContext:
         tenants: Sequence[TenantContext],
         outbox: OutboxStore,
         gateway_id: str,
-        store: ModuleStore,
+        store: StateStore,
         point_writer: PointWriter | None = None,
         produces: Sequence[Produces] = (),
         registrations: Registrations | None = None,

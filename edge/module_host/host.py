@@ -48,7 +48,7 @@ from edge.sdk.modules import (
     PointWriter,
     module_consumer,
 )
-from edge.sdk.store import ModuleStore, module_store_path
+from edge.sdk.store import ModuleStore, StateStore, module_store_path
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.sdk.ticks import TenantTicks
 
@@ -93,12 +93,16 @@ class ModuleHost:
         tenants: Tenants | Sequence[TenantContext],
         gateway_id: str,
         data_dir: Path,
+        stores: Callable[[str], StateStore] | None = None,
     ) -> None:
+        """`stores`: an in-process module's state by module name (the configured backend,
+        `edge.outbox.backends.module_store`); None: a SQLite file per module in `data_dir`."""
         self._outbox = outbox
         # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
         self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
         self._data_dir = data_dir
+        self._stores = stores or (lambda name: ModuleStore(module_store_path(data_dir, name), name))
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
         # cluster mode on a shared outbox: a tenant's consumers and ticks run on its leader only
@@ -131,7 +135,7 @@ class ModuleHost:
         hosted = HostedModule(name, plugin)
         self.modules[name] = hosted
         entitled = self.entitled(plugin.manifest.entitlement)
-        store = ModuleStore(module_store_path(self._data_dir, name), name)
+        store = self._stores(name)
         try:
             module = plugin.obj()
             if not isinstance(module, Module):

@@ -10,7 +10,8 @@
 - `database`: database `{database}_{tenant}` on the same server (created on first use), schema `{schema}`.
 
 Everything above builds its outbox here and sees only `edge.outbox.OutboxStore`; `open_inspector` gives the
-CLI the same view of the storage without a running gateway.
+CLI the same view of the storage without a running gateway; `module_store` is an in-process module's state on
+the same backend.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 from edge.config.models import GatewayConfig, PostgresConfig, StorageConfig, TenantConfig
 from edge.outbox import OutboxStore
 from edge.outbox.inspect import OutboxInspector
+from edge.outbox.pg_module_store import PostgresModuleStore
 from edge.outbox.postgres import PgPlace, PostgresInspector, PostgresOutbox, pg_identifier
 from edge.outbox.router import dedicated_path, routed, tiered_outbox
+from edge.sdk.store import ModuleStore, StateStore, module_store_path
 
-__all__ = ["build_outbox", "open_inspector", "pg_place"]
+__all__ = ["build_outbox", "module_store", "open_inspector", "pg_place"]
 
 
 def build_outbox(config: GatewayConfig, data_dir: Path, **overrides: Any) -> OutboxStore:
@@ -84,3 +87,18 @@ def open_inspector(
         else data_dir / storage.path
     )
     return OutboxInspector(path, writable=writable)
+
+
+def module_store(
+    config: GatewayConfig, data_dir: Path, module: str, *, isolated: bool = False, readonly: bool = False
+) -> StateStore:
+    """A module's state (`ModuleContext.store`), not opened: `{data_dir}/modules/{module}.sqlite`, or the shared
+    PostgreSQL schema when the gateway's storage is PostgreSQL and the module runs in the gateway's process
+    (an `isolated` module's process never gets the database's credentials: it keeps its file). A read-only
+    SQLite store whose file does not exist yet raises FileNotFoundError (the module never ran)."""
+    if config.storage.backend == "postgresql" and not isolated:
+        return PostgresModuleStore(pg_place(config.storage), module, readonly=readonly)
+    path = module_store_path(data_dir, module)
+    if readonly and not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return ModuleStore(path, module, readonly=readonly)

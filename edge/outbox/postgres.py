@@ -35,7 +35,15 @@ from edge.outbox.pg_schema import POSTGRES, migrate
 from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
 from edge.version import __version__
 
-__all__ = ["PgPlace", "PostgresInspector", "PostgresOutbox", "pg_identifier"]
+__all__ = [
+    "AsyncConn",
+    "PgPlace",
+    "PostgresInspector",
+    "PostgresOutbox",
+    "open_session",
+    "pg_identifier",
+    "prepare_place",
+]
 
 _MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants could meet in one schema
 _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
@@ -102,8 +110,16 @@ async def _session(db: AsyncConn, place: PgPlace) -> None:
     await db.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
 
 
-async def prepare_place(place: PgPlace, release: str = __version__) -> None:
-    """Create what `place` needs (its database, its role, its schema) and migrate the schema."""
+async def open_session(place: PgPlace) -> AsyncConn:
+    """A connection in autocommit mode, set up for `place` (see `_session`)."""
+    db = await psycopg.AsyncConnection.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+    await _session(db, place)
+    return db
+
+
+async def prepare_place(place: PgPlace, release: str = __version__) -> int:
+    """Create what `place` needs (its database, its role, its schema) and migrate the schema; returns the
+    version the schema had (0: created now)."""
     await _ensure_database(place)
     async with await psycopg.AsyncConnection.connect(
         place.conninfo, autocommit=True, **place.connect_kwargs()
@@ -111,7 +127,7 @@ async def prepare_place(place: PgPlace, release: str = __version__) -> None:
         if place.role is not None:
             await _ensure_role(db, place.role, place.schema)
             await db.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
-        await migrate(db, place.schema, release)
+        return await migrate(db, place.schema, release)
 
 
 async def _ensure_database(place: PgPlace) -> None:
@@ -188,11 +204,7 @@ class PostgresOutbox(GroupCommitOutbox):
         self._reader = await self._open_connection()
 
     async def _open_connection(self) -> AsyncConn:
-        db = await psycopg.AsyncConnection.connect(
-            self.place.conninfo, autocommit=True, **self.place.connect_kwargs()
-        )
-        await _session(db, self.place)
-        return db
+        return await open_session(self.place)
 
     async def _disconnect(self) -> None:
         connections, self._writer, self._reader = (self._writer, self._reader), None, None
@@ -245,6 +257,8 @@ class PostgresOutbox(GroupCommitOutbox):
 
 class PostgresInspector(OutboxInspector):
     """The PostgreSQL outbox seen from outside (`edge sync status`, /v1/sync): one blocking connection."""
+
+    _statements = POSTGRES
 
     def __init__(self, place: PgPlace, *, writable: bool = False) -> None:
         """Raises ConnectionError (naming the server and schema, never the password) when it cannot connect."""

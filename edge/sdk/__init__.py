@@ -104,6 +104,7 @@ from edge.sdk.points import (
 from edge.sdk.store import (
     ModuleStore,
     ModuleStoreError,
+    StateStore,
     module_store_path,
 )
 from edge.sdk.tenancy import (
@@ -190,6 +191,7 @@ __all__ = [
     "RetryLater",
     "Sample",
     "Scalar",
+    "StateStore",
     "StoredEvent",
     "SubscriptionUnsupported",
     "SupportsDiscovery",

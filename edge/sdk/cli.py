@@ -27,9 +27,12 @@ import typer
 from edge.cli.common import load_or_exit
 from edge.cli.module_command_cmd import send
 from edge.config import LoadedConfig
+from edge.config.models import GatewayConfig
 from edge.ops.status import status_file
-from edge.outbox.backends import open_inspector
+from edge.outbox.backends import module_store, open_inspector
 from edge.outbox.inspect import OutboxInspector, summary_row, uplink_status
+from edge.plugins import PluginRegistry
+from edge.sdk.store import StateStore
 from edge.sdk.tenancy import TenantContext
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "OutboxInspector",
     "fail",
     "open_gateway_config",
+    "open_module_store",
     "open_outbox",
     "send_module_command",
     "summary_row",
@@ -93,6 +97,25 @@ def send_module_command(
     answer = send(gateway._loaded, tenant, module, action, args, timeout)
     result: dict[str, Any] = answer.get("result", {})
     return result
+
+
+def open_module_store(gateway: ConfiguredGateway, module: str, *, readonly: bool = True) -> StateStore:
+    """A module's state where the gateway keeps it (its SQLite file, or PostgreSQL for an in-process module of
+    a gateway on PostgreSQL), not opened; read-only by default (works while the gateway runs). Raises
+    FileNotFoundError when a SQLite store was never created."""
+    config = gateway._loaded.config
+    isolated = _runs_isolated(config, module)
+    return module_store(config, gateway.data_dir, module, isolated=isolated, readonly=readonly)
+
+
+def _runs_isolated(config: GatewayConfig, module: str) -> bool:
+    """The run mode the gateway gives `module`: a sidecar (`command`) or `run_mode` in its `[[modules]]` entry,
+    else its manifest's."""
+    entry = next((m for m in config.modules if m.name == module), None)
+    if entry is not None and (entry.command is not None or entry.run_mode is not None):
+        return entry.command is not None or entry.run_mode == "isolated"
+    plugin = PluginRegistry.from_entry_points().modules.get(module)
+    return plugin is not None and plugin.manifest.run_mode == "isolated"
 
 
 def open_outbox(gateway: ConfiguredGateway, *, writable: bool = False) -> OutboxInspector:

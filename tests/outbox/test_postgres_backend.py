@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
@@ -21,11 +21,14 @@ from psycopg import sql
 
 from bench.postgres import PostgresServer
 from edge.config import LoadedConfig
-from edge.outbox.backends import build_outbox, open_inspector, pg_place
+from edge.outbox import OutboxStore
+from edge.outbox.backends import build_outbox, module_store, open_inspector, pg_place
 from edge.outbox.postgres import PgPlace
+from edge.sdk.cli import ConfiguredGateway, open_module_store
 from edge.sdk.errors import ConfigError
-from edge.sdk.events import TELEMETRY, make_event
+from edge.sdk.events import TELEMETRY, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from edge.webhooks import open_store
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, wait_until
 
@@ -70,26 +73,37 @@ def database(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
     return postgres.create_database(f"gw_{abs(hash(request.node.name)) % 10**8}")
 
 
-async def test_each_tier_keeps_its_tenants_rows_where_it_says_and_roles_cannot_cross(
+@pytest.fixture
+async def configured(
     tmp_path: Path, postgres: PostgresServer, database: str
-) -> None:
+) -> AsyncIterator[tuple[LoadedConfig, OutboxStore]]:
+    """The outbox a gateway with this file's configuration opens (every tier), open for the test."""
     loaded, _ = load(_config(tmp_path, postgres, database))
     outbox = build_outbox(loaded.config, loaded.data_dir, commit_interval=0.001)
     await outbox.open()
-    try:
-        for tenant in TENANTS:
-            with tenant_scope(TenantContext(tenant)):
-                for seq in (1, 2, 3):
-                    event = make_event(
-                        type=TELEMETRY, source="/gw/t", subject=f"roof/{tenant}-1", tenant=tenant,
-                        time=1000.0 + seq, data={"n": seq}, device=f"{tenant}-1", sequence=seq,
-                    )  # fmt: skip
-                    await outbox.append_durable(event)
-                assert [e.sequence for e in await outbox.read_after(0, 10)] == [1, 2, 3]
-                outbox.set_cursor("mqtt", 2)
-        assert await outbox.last_sequences() == {(t, f"{t}-1"): 3 for t in TENANTS}
-    finally:
-        await outbox.close()
+    yield loaded, outbox
+    await outbox.close()
+
+
+def _telemetry(tenant: str, seq: int) -> Event:
+    return make_event(
+        type=TELEMETRY, source="/gw/t", subject=f"roof/{tenant}-1", tenant=tenant, time=1000.0 + seq,
+        data={"n": seq}, device=f"{tenant}-1", sequence=seq,
+    )  # fmt: skip
+
+
+async def test_each_tier_keeps_its_tenants_rows_where_it_says_and_roles_cannot_cross(
+    configured: tuple[LoadedConfig, OutboxStore], postgres: PostgresServer, database: str
+) -> None:
+    loaded, outbox = configured
+    for tenant in TENANTS:
+        with tenant_scope(TenantContext(tenant)):
+            for seq in (1, 2, 3):
+                await outbox.append_durable(_telemetry(tenant, seq))
+            assert [e.sequence for e in await outbox.read_after(0, 10)] == [1, 2, 3]
+            outbox.set_cursor("mqtt", 2)
+    assert await outbox.last_sequences() == {(t, f"{t}-1"): 3 for t in TENANTS}
+    await outbox.close()  # cursors are persisted with the next commit, or at close
 
     def tenants_in(dsn: str, schema: str) -> set[str]:
         with psycopg.connect(dsn, password=postgres.password) as db:
@@ -119,6 +133,30 @@ async def test_each_tier_keeps_its_tenants_rows_where_it_says_and_roles_cannot_c
         ):
             assert view.last_position() > 0 and view.usage()[0] == 3
             assert view.summary("mqtt").backlog == 1
+
+
+async def test_webhook_cursors_and_dead_letters_live_in_the_tenants_postgresql_store(
+    configured: tuple[LoadedConfig, OutboxStore], postgres: PostgresServer, database: str
+) -> None:
+    loaded, outbox = configured
+    globex = TenantContext("globex")  # dedicated: schema edge_globex
+    with tenant_scope(globex):
+        for seq in (1, 2):
+            newest = await outbox.append_durable(_telemetry("globex", seq))
+        with open_store(loaded) as store:
+            created = store.add("https://hooks.example.com/in")
+        consumer = created.subscription.consumer
+        assert await outbox.cursor(consumer) == newest  # starts at the newest event: no history
+        [row] = await outbox.read_after(0, 1)
+        await outbox.dead_letter(consumer, [(row, "receiver answered 410")])
+        with open_store(loaded) as store:
+            [dead] = store.dead_letters(created.subscription.id)
+            assert dead.position == row.position and dead.reason == "receiver answered 410"
+            assert store.replay(created.subscription.id) == 1
+            store.remove(created.subscription.id)
+        assert await outbox.cursor(consumer) == 0 and await outbox.dead_letters(consumer) == []
+    rows = _as_role(postgres, database, "edge_globex", "SELECT COUNT(*) FROM edge_globex.cursors")
+    assert rows == [(0,)]  # it was in globex's own schema, and is gone from there
 
 
 def test_the_password_is_only_ever_a_reference(tmp_path: Path, postgres: PostgresServer) -> None:
@@ -217,3 +255,17 @@ async def test_kill_9_of_the_gateway_loses_no_published_event_and_sequences_cont
     finally:
         recorder.close()
     await asyncio.sleep(0)
+
+
+async def test_module_state_is_kept_in_postgresql_and_read_only_for_the_cli(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    loaded, _ = load(_config(tmp_path, postgres, database))
+    with tenant_scope(TenantContext("acme")):
+        async with module_store(loaded.config, loaded.data_dir, "billing") as store:  # what the gateway opens
+            assert await store.apply({"total/2026-11/roof": {"kwh": 12.5}}, once="event-1")
+        async with open_module_store(ConfiguredGateway(loaded.path, loaded), "billing") as report:
+            assert await report.items("total/") == [("total/2026-11/roof", {"kwh": 12.5})]
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                await report.put("total/2026-11/roof", {"kwh": 0})
+    assert not (loaded.data_dir / "modules").exists()  # nothing of it in the data directory
