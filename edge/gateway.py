@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.access import GATEWAY_USER, AccessStore
@@ -117,6 +117,7 @@ class Gateway:
         self._last_sequences: dict[str, int] = {}  # of pollers stopped in this process: a restart continues
         self.cluster: ClusterMember | None = None  # cluster mode: which devices this instance polls
         self.leading: set[str] = set()  # cluster mode: tenants whose tenant-wide consumers run here
+        self._leader_tasks: dict[str, tuple[Callable[[], Coroutine[Any, Any, None]], str]] = {}  # per tenant
         # cluster mode on PostgreSQL: one outbox for all instances, so its consumers run on each tenant's leader
         self._shared_outbox = self.config.cluster.enabled and self.config.storage.backend == "postgresql"
         self._on_status: StatusListener | None = None
@@ -227,6 +228,7 @@ class Gateway:
         if self.config.cluster.enabled:
             configured = {(s.tenant, s.site, s.name) for s in enabled_devices(self.loaded)}
             commands.polled_elsewhere = lambda key: key in configured and key not in self.pollers
+            commands.leads = self.leading.__contains__
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write
@@ -310,7 +312,8 @@ class Gateway:
         self._tasks.spawn(self.cluster.run, "cluster")
 
     async def _lead(self, tenant: str, leading: bool) -> None:
-        """This instance became (or stopped being) the tenant's leader. On a shared outbox the tenant's MQTT
+        """This instance became (or stopped being) the tenant's leader. The tenant's downlink long-poll and its
+        module commands over MQTT are taken here only. On a shared outbox the tenant's MQTT
         publisher, retention, module consumers and ticks (cloud uplink among them) and webhooks run here and
         nowhere else, each from its durable cursor. On per-instance SQLite outboxes every instance runs its
         own over its own devices' events, and leadership changes nothing."""
@@ -318,6 +321,12 @@ class Gateway:
             self.leading.add(tenant)
         else:
             self.leading.discard(tenant)
+        if tenant in self._leader_tasks:  # the tenant's downlink long-poll: one per tenant, not per instance
+            run, name = self._leader_tasks[tenant]
+            if leading:
+                self._tasks.spawn(run, name)
+            else:
+                await self._tasks.cancel_one(name)
         if not self._shared_outbox:
             return
         ctx = self.tenants[tenant]
@@ -398,7 +407,10 @@ class Gateway:
         self.module_control.on_module_start.append(self.downlink.entitlements.module_loaded)
         await self.downlink.start()  # the last entitlement answers apply before any module starts
         for run, name in self.downlink.tasks():
-            self._tasks.spawn(run, name)
+            if self.config.cluster.enabled and name.removeprefix("downlink-") in self.downlink.links:
+                self._leader_tasks[name.removeprefix("downlink-")] = (run, name)  # the tenant's leader polls
+            else:
+                self._tasks.spawn(run, name)
 
     def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
         self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown

@@ -549,6 +549,12 @@ class GatewayConfig(_Strict):
                 'cluster.dsn: with [storage] backend = "postgresql" the cluster keeps its leases in the outbox\'s'
                 " database (its commits check them): leave [cluster] dsn unset"
             )
+        dialects = [(t.sparkplug, t.homeassistant) for t in self.tenants]
+        if self.cluster.enabled and any((s and s.enabled) or (h and h.enabled) for s, h in dialects):
+            raise ValueError(
+                "cluster.enabled: Sparkplug B and Home Assistant discovery speak for one gateway process (one edge"
+                " node, one device registry); not available in cluster mode yet"
+            )
         if self.cluster.enabled and self.bus.mode == "embedded":
             raise ValueError(
                 'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'

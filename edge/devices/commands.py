@@ -189,6 +189,8 @@ class CommandHandler:
         self._running: set[asyncio.Task[Any]] = set()
         # cluster mode: a configured device another instance polls; that instance answers its commands
         self.polled_elsewhere: Callable[[tuple[str, str, str]], bool] = lambda key: False
+        # cluster mode: a module command is taken by its tenant's leader only, so it is queued once
+        self.leads: Callable[[str], bool] = lambda tenant: True
         bus.subscribe(topics.command_filter(), qos=1)
 
     async def run(self) -> None:
@@ -196,7 +198,10 @@ class CommandHandler:
             self._accept(message)
 
     def _accept(self, message: InboundMessage) -> None:
-        if self._module_commands is not None and self._topics.parse_module_command(message.topic):
+        module_command = self._topics.parse_module_command(message.topic)
+        if self._module_commands is not None and module_command:
+            if not self.leads(module_command[0]):
+                return
             task = asyncio.create_task(self._module_commands.accept(message))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
