@@ -51,6 +51,7 @@ class ClusterRig:
         devices: int,
         *,
         shared_outbox: bool = False,
+        alarms: bool = False,
     ) -> None:
         """`shared_outbox`: the instances share a PostgreSQL outbox in the database of `dsn` (which then also
         holds the leases), else each has its own SQLite outbox and the leases live at `dsn`."""
@@ -65,10 +66,12 @@ class ClusterRig:
             devices=devices,
             poll_interval=POLL,
             prefix=self.prefix,
-            entitlements=(),
+            entitlements=("alarms",) if alarms else (),
         )
         timings = "\n".join(f"{k} = {v}" for k, v in TIMINGS.items())
         text = self.config.read_text().replace('id = "gw-test"', f'id = "gw-{workdir.name[-12:]}"')
+        if alarms:  # a module answering module commands (`alarms list`)
+            text += '[[modules]]\nname = "alarms"\n[[modules.config.rules]]\nid = "hot"\npoint = "cabinet_temperature"\nhigh = 90.0\n'
         if shared_outbox:
             storage = f'[storage.postgresql]\ndsn = "{dsn}"\npassword = "env:EDGE_CLUSTER_PASSWORD"\n'
             text = text.replace("[storage]\n", '[storage]\nbackend = "postgresql"\n') + storage

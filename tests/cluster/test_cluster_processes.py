@@ -7,13 +7,17 @@ wrote which sequence of which device; the events on MQTT show that nothing store
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -95,6 +99,19 @@ async def test_kill_9_under_load_moves_devices_within_the_bound_and_loses_nothin
     recorder.close()
 
 
+def _module_commands(rig: ClusterRig) -> list[Any]:
+    out = []
+    for name in ("a", "b"):
+        db = rig.workdir / "data" / "instances" / name / "outbox.db"
+        if db.exists():
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                rows = conn.execute(
+                    "SELECT id FROM outbox WHERE type = 'org.edgegw.module.command'"
+                ).fetchall()
+            out += [SimpleNamespace(instance=name, id=r[0]) for r in rows]
+    return out
+
+
 def _ids(recorder: MqttRecorder) -> set[str]:
     return {orjson.loads(payload)["id"] for _, payload, _ in recorder.snapshot()}
 
@@ -130,10 +147,35 @@ async def test_partition_from_postgres_stops_polling_before_the_lease_expires(
         proxy.close()
 
 
-async def test_drain_status_and_postgres_restart(rig: ClusterRig, postgres: PostgresServer) -> None:
+async def test_drain_status_and_postgres_restart(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+) -> None:
+    rig = ClusterRig(
+        tmp_path, postgres.dsn(), postgres.password, mosquitto.port, simulator.port, DEVICES, alarms=True
+    )
+    try:
+        await _drain_status_and_restart(rig, postgres, mosquitto)
+    finally:
+        rig.stop_all()
+
+
+async def _drain_status_and_restart(
+    rig: ClusterRig, postgres: PostgresServer, mosquitto: MosquittoProcess
+) -> None:
     for name in ("a", "b"):
         rig.start(name)
     owners = await wait_settled(rig, ["a", "b"], DEVICES)
+    leaders = await until(lambda: _leaders(rig), within=10)
+    commands = MqttRecorder(mosquitto.port, f"{rig.prefix}/#")  # a module command reaches every instance
+    commands.publish(f"{rig.prefix}/acme/cmd/module/alarms/list", b"{}")
+
+    def queued() -> list[str]:
+        return [e.instance for e in _module_commands(rig)]
+
+    assert await until(queued, within=10) == [leaders["acme"]], "queued once, by the tenant's leader"
+    await asyncio.sleep(1.0)
+    assert queued() == [leaders["acme"]]
+    commands.close()
     cli = [sys.executable, "-m", "edge.cli", "cluster"]
     env_dsn = {**rig.env(), "PATH": "/usr/bin:/bin"}
     shown = await asyncio.to_thread(
