@@ -191,13 +191,17 @@ class LeaseStore:
             token,
         )
 
-    async def set_draining(self, instance: str, draining: bool = True) -> bool:
-        """Mark an instance draining (its devices move to the others) or not; False when it is no member."""
+    async def set_draining(self, instance: str, draining: bool = True, token: str | None = None) -> bool:
+        """Mark an instance draining (its devices move to the others) or not; False when it is no member.
+        `token`: only that incarnation (an instance draining itself never marks a namesake)."""
         changed = await self._count(
-            f"UPDATE {SCHEMA}.members SET draining = %s WHERE cluster = %s AND instance = %s",
+            f"UPDATE {SCHEMA}.members SET draining = %s"
+            " WHERE cluster = %s AND instance = %s AND (%s::text IS NULL OR token = %s::text)",
             draining,
             self.cluster,
             instance,
+            token,
+            token,
         )
         return changed == 1
 

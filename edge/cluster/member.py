@@ -106,6 +106,7 @@ class ClusterMember:
         self.fenced = 0  # times this instance stopped everything for lack of renewal
         self.last_tick = 0.0
         self._stopped = False
+        self.joined = False  # a heartbeat of this incarnation succeeded once
         self._changed = asyncio.Event()  # set whenever something held is given up (drain waits on it)
 
     # ---- what the gateway asks ---------------------------------------------------------------------------
@@ -143,11 +144,11 @@ class ClusterMember:
         False at once when no other member could take them."""
         self._draining = True
         store = await self._contact()
-        if store is None:
+        if store is None or not self.joined:
             return False
         try:
             async with asyncio.timeout(self.config.renew_interval):
-                await store.set_draining(self.instance)
+                await store.set_draining(self.instance, token=self.token)
                 members = await store.members()
         except _LOST as exc:
             self._lost_contact(exc)
@@ -175,7 +176,7 @@ class ClusterMember:
                 await self._give_back("device", device)
             for tenant in list(self.leading):
                 await self._give_back("leader", tenant)
-            store = await self._contact()
+            store = await self._contact() if self.joined else None
             if store is not None:
                 with contextlib.suppress(*_LOST):
                     async with asyncio.timeout(self.config.renew_interval):
@@ -199,6 +200,7 @@ class ClusterMember:
                     await store.heartbeat(
                         self.instance, self.token, socket.gethostname(), os.getpid(), config.lease_ttl
                     )
+                    self.joined = True
                     held = await store.renew(self.token, config.lease_ttl, self._sequences())
                 members = await store.members()
         except InstanceTaken:

@@ -172,6 +172,19 @@ async def _drain_status_and_restart(
     def queued() -> list[str]:
         return [e.instance for e in _module_commands(rig)]
 
+    elsewhere = rig.workdir / "other-host"  # the same file with another data directory, as on another host
+    elsewhere.mkdir()
+    (elsewhere / "edge.toml").write_text(rig.config.read_text())
+    twin = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(elsewhere / "edge.toml"), "--instance", "a"],
+        capture_output=True,
+        text=True,
+        env={**rig.env(), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert twin.returncode == 4 and "already runs on" in twin.stderr, twin.stderr  # one process per name
+
     assert await until(queued, within=10) == [leaders["acme"]], "queued once, by the tenant's leader"
     await asyncio.sleep(1.0)
     assert queued() == [leaders["acme"]]
