@@ -304,21 +304,22 @@ def dialects(interval: float = 0.1) -> Scenario:
     )
 
 
-STORAGE_DEVICES = 20
-STORAGE_REGISTERS = 50
-
-
 def storage(interval: float = 0.1) -> Scenario:
-    """The outbox backends on the same load: SQLite (the default) and PostgreSQL (a private server, same host)."""
-    group = DeviceGroup(
-        "bank", "modbus", "bank", STORAGE_DEVICES, STORAGE_REGISTERS, interval, "dev", per_process=10
-    )
+    """The outbox backends on the same loads: SQLite (the default) and PostgreSQL (a private server, same host);
+    once with 50 points per event (polling-bound), once with 5 (1,000 events/s: storage-bound)."""
+    wide = DeviceGroup("bank", "modbus", "bank", 20, 50, interval, "dev", per_process=10)
+    narrow = DeviceGroup("bank", "modbus", "bank", 50, 5, interval / 2, "dev", per_process=10)
     return Scenario(
         name="storage",
-        description=f"{STORAGE_DEVICES} Modbus devices x {STORAGE_REGISTERS} registers at {interval:g} s with the "
-        "outbox on SQLite, then on PostgreSQL (a private server on this machine, synchronous_commit on): "
-        "points/s and gateway CPU per point (docs/scale.md)",
-        loads=(Load("sqlite", (group,)), Load("postgresql", (group,), storage="postgresql")),
+        description=f"the outbox on SQLite, then on PostgreSQL (a private server on this machine, "
+        f"synchronous_commit on): 20 Modbus devices x 50 registers at {interval:g} s (200 events/s), and 50 x 5 "
+        f"at {interval / 2:g} s (1,000 events/s); points/s, gateway and database CPU per point (docs/scale.md)",
+        loads=(
+            Load("sqlite", (wide,)),
+            Load("postgresql", (wide,), storage="postgresql"),
+            Load("sqlite-1k-events", (narrow,)),
+            Load("postgresql-1k-events", (narrow,), storage="postgresql"),
+        ),
         warmup=5.0,
         duration=15.0,
     )

@@ -25,6 +25,7 @@ from edge.ops.logs import install_level_signals
 from edge.ops.sdnotify import notify
 from edge.ops.status import StatusSnapshot, status_file, write_status_file
 from edge.outbox.migrations import SchemaTooNew
+from edge.outbox.postgres import StorageUnavailable
 from edge.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ EXIT_BROKER = 3
 EXIT_RUNNING = 4
 EXIT_SHUTDOWN_TIMEOUT = 5
 EXIT_SCHEMA = 6  # the outbox was written by a newer release (edge.outbox.migrations)
+EXIT_STORAGE = 7  # the outbox's PostgreSQL cannot be reached at start (edge.outbox.postgres)
 SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
 
 
@@ -91,6 +93,9 @@ def run_gateway(
     except SchemaTooNew as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_SCHEMA) from None
+    except StorageUnavailable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_STORAGE) from None
 
 
 async def _serve(

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from edge.outbox import migrations
 from edge.outbox.schema import Statements
 from edge.sdk.errors import EdgeError
 
@@ -151,11 +152,14 @@ POSTGRES = Statements(
 )
 
 
-class SchemaTooNew(EdgeError):
+class SchemaTooNew(migrations.SchemaTooNew):
+    """A PostgreSQL schema from a newer release (`edge run` exits as for a newer SQLite file)."""
+
     def __init__(self, where: str, found: int) -> None:
-        super().__init__(
+        EdgeError.__init__(
+            self,
             f"{where}: schema version {found} was written by a newer gateway (this one knows up to"
-            f" {SCHEMA_VERSION}); upgrade the gateway, or restore the database from its backup"
+            f" {SCHEMA_VERSION}); upgrade the gateway, or restore the database from its backup",
         )
 
 

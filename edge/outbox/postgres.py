@@ -33,6 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.pg_schema import POSTGRES, migrate
 from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
+from edge.sdk.errors import EdgeError
 from edge.version import __version__
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PgPlace",
     "PostgresInspector",
     "PostgresOutbox",
+    "StorageUnavailable",
     "open_session",
     "pg_identifier",
     "prepare_place",
@@ -49,6 +51,10 @@ _MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants 
 _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
 
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+class StorageUnavailable(EdgeError):
+    """The outbox's database cannot be reached when the gateway starts (`edge run` exits 7)."""
 
 
 @lru_cache(maxsize=512)
@@ -199,9 +205,12 @@ class PostgresOutbox(GroupCommitOutbox):
         return PostgresInspector(self.place, writable=writable)
 
     async def _connect(self) -> None:
-        await prepare_place(self.place)
-        self._writer = await self._open_connection()
-        self._reader = await self._open_connection()
+        try:
+            await prepare_place(self.place)
+            self._writer = await self._open_connection()
+            self._reader = await self._open_connection()
+        except psycopg.OperationalError as exc:  # the server is down, refuses the login, or is out of reach
+            raise StorageUnavailable(f"cannot reach the outbox at {self.place.describe()}: {exc}") from None
 
     async def _open_connection(self) -> AsyncConn:
         return await open_session(self.place)

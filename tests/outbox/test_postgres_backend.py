@@ -269,3 +269,21 @@ async def test_module_state_is_kept_in_postgresql_and_read_only_for_the_cli(
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
                 await report.put("total/2026-11/roof", {"kwh": 0})
     assert not (loaded.data_dir / "modules").exists()  # nothing of it in the data directory
+
+
+def test_an_unreachable_postgresql_at_start_is_named_and_exits_7(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    nowhere = f"postgresql://edge@127.0.0.1:{free_port()}/edge"  # nothing listens there
+    config = _config(tmp_path, postgres, nowhere)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(config)],
+        cwd=ROOT, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 7, done.stderr.decode()
+    err = done.stderr.decode()
+    assert (
+        f"cannot reach the outbox at postgresql://127.0.0.1:{nowhere.rsplit(':', 1)[1].split('/')[0]}/edge"
+        in err
+    )
+    assert postgres.password not in err
