@@ -182,6 +182,18 @@ class LeaseStore:
         )
         return released == 1
 
+    async def expire(self, kind: Kind, name: str, token: str) -> None:
+        """End a lease at once without handing its sequence over as exact: the next owner treats it as a lost
+        owner's (sequence headroom, the device reported down then up)."""
+        await self._count(
+            f"UPDATE {SCHEMA}.leases SET expires_at = now()"
+            " WHERE cluster = %s AND kind = %s AND name = %s AND token = %s",
+            self.cluster,
+            kind,
+            name,
+            token,
+        )
+
     async def leave(self, instance: str, token: str) -> None:
         """Remove this incarnation's member row (its leases were released before)."""
         await self._count(

@@ -220,6 +220,7 @@ class ClusterMember:
             live = [m for m in live if m != self.instance]
         try:
             async with asyncio.timeout(config.renew_interval * 2):
+                await self._expire_strays(held)
                 await self._converge("device", list(self._spacing), live)
                 await self._converge("leader", self._tenants, live)
         except _LOST as exc:
@@ -297,6 +298,16 @@ class ClusterMember:
             log.warning("cluster: leadership of tenant %s was lost", tenant)
             self.leading.pop(tenant)
             await self._holder.stop_leading(tenant)
+
+    async def _expire_strays(self, held: Mapping[tuple[Kind, str], int]) -> None:
+        """Leases PostgreSQL lists as ours that nothing here runs (held across a fencing, or a claim whose
+        answer was lost with the connection): ended now rather than renewed unused. Their events may have
+        gone past the recorded sequence, so they are ended as a lost owner's, not released as exact."""
+        assert self._store is not None
+        for kind, name in held:
+            if name not in (self.devices if kind == "device" else self.leading):
+                log.warning("cluster: %s lease %s was held but not in use here; ended", kind, name)
+                await self._store.expire(kind, name, self.token)
 
     def _sequences(self) -> dict[str, int]:
         current = self._holder.device_sequences()

@@ -231,6 +231,23 @@ async def test_a_partitioned_instance_stops_before_its_leases_expire(
     assert_single_writer(events)
 
 
+async def test_a_partition_healed_before_expiry_ends_the_unused_leases(
+    cluster: Callable[..., Instance], postgres: PostgresServer, proxy: FreezableProxy
+) -> None:
+    a = cluster("a", dsn=proxy.dsn(postgres))
+    b = cluster("b")
+    await until(lambda: settled([a, b]), within=10)
+    await asyncio.sleep(0.5)
+    proxy.freeze()
+    await until(lambda: a.member.fenced == 1, within=CONFIG.renew_deadline + 1)
+    proxy.thaw()  # back before (or about when) the leases expire: a finds leases it no longer uses
+    healed = time.monotonic()
+    await until(lambda: settled([a, b]), within=CONFIG.lease_ttl + 5)
+    events = cluster.events  # type: ignore[attr-defined]
+    await until(lambda: {e.device for e in events if e.when > healed} == set(DEVICES), within=5)
+    assert_single_writer(events)
+
+
 async def test_postgres_restart_keeps_owners(
     cluster: Callable[..., Instance], postgres: PostgresServer
 ) -> None:
