@@ -27,6 +27,7 @@ import psycopg
 
 from bench.postgres import PostgresServer
 from bench.procs import BenchBroker, Children, free_port, wait_port
+from edge.cluster import preferred_owners
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = "site-cluster"
@@ -132,10 +133,12 @@ class Site:
         return {str(name): str(owner) for name, owner in rows}
 
     def settle(self, names: list[str], devices: int, within: float = 90.0) -> dict[str, str]:
+        """Until each device is held by the instance all members agree on (rendezvous hashing over `names`)."""
+        wanted = preferred_owners([f"inv-{unit:02d}" for unit in range(1, devices + 1)], names)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             owners = self.owners()
-            if len(owners) == devices and set(owners.values()) == set(names):
+            if owners == wanted:
                 return owners
             time.sleep(0.2)
         raise TimeoutError(f"the cluster did not settle on {names} within {within} s: {self.owners()}")
@@ -169,7 +172,8 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
             for index in range(args.kills):
                 time.sleep(args.settle)  # under steady load before each kill
                 owners = site.owners()
-                victim = names[index % len(names)]
+                holding = [n for n in names if n in owners.values()]  # in turn, among those that hold devices
+                victim = holding[index % len(holding)]
                 orphans = sorted(d for d, o in owners.items() if o == victim)
                 killed = site.kill(victim)
                 deadline = time.monotonic() + 3 * args.lease_ttl + 30
