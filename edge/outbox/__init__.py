@@ -30,6 +30,7 @@ __all__ = [
     "OutboxStore",
     "RetentionPolicy",
     "StoredEvent",
+    "WakeListener",
 ]
 
 
@@ -100,6 +101,7 @@ class Dropped:
 
 
 CommitListener = Callable[[Sequence[Event], int], None]
+WakeListener = Callable[[Iterable[str]], None]  # the tenants another process committed rows of
 
 
 class DeviceHistory(Protocol):
@@ -150,6 +152,10 @@ class OutboxStore(DeviceHistory, Protocol):
 
     async def append_report(self, event: Event) -> None: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        """Told the tenants of commits that other processes made to the same store (PostgreSQL shared by
+        several instances), so their consumers read without waiting for their idle timeout."""
+
     async def last_sequences(self) -> dict[tuple[str, str], int]: ...
     async def stored_cursors(self, prefix: str) -> list[tuple[str, str]]: ...
     def hold(self, consumer: str, tenants: Iterable[str]) -> None:

@@ -30,12 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from edge.outbox import CommitListener
+from edge.outbox import CommitListener, WakeListener
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -50,6 +50,7 @@ class ConsumerOutbox(Protocol):
     @property
     def last_position(self) -> int: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
+    def add_wake_listener(self, listener: WakeListener) -> None: ...
     async def cursor(self, consumer: str) -> int: ...
     def set_cursor(self, consumer: str, position: int) -> None: ...
     async def read_after(
@@ -67,18 +68,23 @@ class Batch:
 
 
 class _Wakeups:
-    """The one commit listener of an outbox: sets the flags of the consumers of each committing tenant."""
+    """The one commit (and wake) listener of an outbox: sets the flags of the consumers of each committing
+    tenant, for this process's commits and, on a shared PostgreSQL, for other processes' too."""
 
     def __init__(self, outbox: ConsumerOutbox) -> None:
         self._flags: dict[str, set[asyncio.Event]] = {}
         outbox.add_commit_listener(self._on_commit)
+        outbox.add_wake_listener(self._wake)  # commits of other processes sharing the store
 
     def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
+        if self._flags:
+            self._wake({e.tenant for e in events})
+
+    def _wake(self, tenants: Iterable[str]) -> None:
         flags = self._flags
-        if flags:
-            for tenant in {e.tenant for e in events}:
-                for flag in flags.get(tenant, ()):
-                    flag.set()
+        for tenant in tenants:
+            for flag in flags.get(tenant, ()):
+                flag.set()
 
     def watch(self, tenant: str) -> asyncio.Event:
         flag = asyncio.Event()

@@ -13,14 +13,19 @@ store's connections `SET ROLE` to it, so even a wrong query cannot reach another
 database per tenant (`{database}_{tenant}`, created on first use).
 
 Positions come from `outbox_head` inside the committing transaction (`edge.outbox.pg_schema`): several
-gateway processes may append to one store and their commits still appear in position order.
+gateway processes may append to one store and their commits still appear in position order. Each commit also
+NOTIFYs the store's channel with its tenants; a listening connection per store passes other processes'
+commits to the wake listeners (the durable consumers), so a consumer in one instance reads another instance's
+rows at once instead of after its idle wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +38,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.pg_schema import POSTGRES, migrate
 from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
+from edge.sdk.backoff import Backoff
 from edge.sdk.errors import EdgeError
 from edge.version import __version__
 
@@ -46,6 +52,8 @@ __all__ = [
     "pg_identifier",
     "prepare_place",
 ]
+
+log = logging.getLogger(__name__)
 
 _MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants could meet in one schema
 _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
@@ -196,6 +204,8 @@ class PostgresOutbox(GroupCommitOutbox):
         self.place = place
         self._writer: AsyncConn | None = None
         self._reader: AsyncConn | None = None
+        self._channel = f"edge_outbox:{place.schema}"  # per database: one channel per store
+        self._listener: asyncio.Task[None] | None = None
 
     @property
     def location(self) -> str:
@@ -211,11 +221,48 @@ class PostgresOutbox(GroupCommitOutbox):
             self._reader = await self._open_connection()
         except psycopg.OperationalError as exc:  # the server is down, refuses the login, or is out of reach
             raise StorageUnavailable(f"cannot reach the outbox at {self.place.describe()}: {exc}") from None
+        self._listener = asyncio.create_task(self._listen(), name="outbox-listen")
+
+    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
+        """NOTIFY, delivered by PostgreSQL only once the transaction commits (never for a rolled-back one)."""
+        await tx.execute("SELECT pg_notify(?, ?)", (self._channel, ",".join(sorted(tenants))))
+
+    async def _listen(self) -> None:
+        """Wake-ups from other processes' commits to this store, while it is open; a lost session is opened
+        again (commits missed meanwhile cost the consumers at most their idle wait)."""
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                db = await open_session(self.place)
+                try:
+                    await db.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self._channel)))
+                    backoff.reset()
+                    async for note in db.notifies():
+                        self._woken(note.pid, note.payload)
+                finally:
+                    with contextlib.suppress(psycopg.Error):
+                        await db.close()
+            except psycopg.Error as exc:
+                log.debug("outbox wake-ups from %s paused: %s", self.place.describe(), exc)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _woken(self, sender: int, payload: str) -> None:
+        writer = self._writer
+        if writer is not None and not writer.closed and sender == writer.info.backend_pid:
+            return  # our own commit: its listeners were told already
+        tenants = payload.split(",")
+        for listener in self._wake_listeners:
+            listener(tenants)
 
     async def _open_connection(self) -> AsyncConn:
         return await open_session(self.place)
 
     async def _disconnect(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         connections, self._writer, self._reader = (self._writer, self._reader), None, None
         for db in connections:
             if db is not None:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from edge.outbox import CommitListener, OutboxStore, RetentionPolicy
+from edge.outbox import CommitListener, OutboxStore, RetentionPolicy, WakeListener
 from edge.outbox.sqlite import SqliteOutbox
 from edge.outbox.store import GroupCommitOutbox
 from edge.outbox.tenant_ops import has_rows
@@ -170,6 +170,10 @@ class OutboxRouter:
     def add_commit_listener(self, listener: CommitListener) -> None:
         for store in self._stores():
             store.add_commit_listener(listener)
+
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        for store in self._stores():
+            store.add_wake_listener(listener)
 
     def hold(self, consumer: str, tenants: Iterable[str]) -> None:
         for tenant in tenants:

@@ -8,7 +8,7 @@ only writer (the data directory's instance lock), so positions are numbered in m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Unpack
@@ -85,6 +85,9 @@ class SqliteOutbox(GroupCommitOutbox):
         assert self._writer is not None, "outbox is not open"
         async with async_transaction(self._writer, immediate=False) as db:  # the file's only writer
             yield _SqliteTransaction(db)
+
+    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
+        """Nobody else writes the file (the data directory's instance lock): no other process to tell."""
 
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
         assert self._reader is not None, "outbox is not open"

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypedDict
 
-from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
+from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy, WakeListener
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.schema import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Statements, tenant_filter
 from edge.sdk.backoff import Backoff
@@ -126,6 +126,7 @@ class GroupCommitOutbox(ABC):
         self._commit_max = commit_max_events
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int] | None]] = asyncio.Queue(queue_size)
         self._listeners: list[CommitListener] = []
+        self._wake_listeners: list[WakeListener] = []  # commits of other processes (backends that share)
         self._pending_cursors: dict[tuple[str, str], int] = {}
         # (consumer, tenant) -> [last_success, last_failure, last_error, delivered], persisted with the cursors
         self._pending_status: dict[tuple[str, str], list[Any]] = {}
@@ -179,6 +180,10 @@ class GroupCommitOutbox(ABC):
 
     async def _insert(self, tx: Transaction, rows: Sequence[Row]) -> None:
         await tx.executemany(self._sql.insert, rows)
+
+    @abstractmethod
+    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
+        """Tell other processes sharing the store, on COMMIT, which tenants got rows (`add_wake_listener`)."""
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -255,6 +260,9 @@ class GroupCommitOutbox(ABC):
         self._queued_bytes[tenant] = queued + size
         return True
 
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        self._wake_listeners.append(listener)
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
@@ -325,6 +333,7 @@ class GroupCommitOutbox(ABC):
                             rows, sequences, usage = _prepare(batch, now)
                     first = await self._allocate(tx, len(batch))
                     await self._insert(tx, [(first + offset, *row) for offset, row in enumerate(rows)])
+                    await self._announce(tx, usage)
                     await tx.executemany(
                         self._sql.upsert_sequence, [(t, d, s) for (t, d), s in sequences.items()]
                     )

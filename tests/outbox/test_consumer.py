@@ -121,6 +121,27 @@ async def test_a_commit_wakes_a_waiting_consumer_promptly(outbox: GroupCommitOut
     assert woke_after < 0.5  # woken by the commit, not by the (here 30 s) bounded wait
 
 
+async def test_a_commit_by_another_writer_of_a_shared_postgresql_wakes_the_consumer_promptly(
+    outbox: GroupCommitOutbox, stores: Stores
+) -> None:
+    if stores.backend != "postgresql":
+        pytest.skip("a SQLite file has one writer (the data directory's instance lock)")
+    other = stores()  # another gateway instance: its own connections to the same tables
+    await other.open()
+    try:
+        async with DurableConsumer(outbox, ACME, CONSUMER, idle=30.0) as consumer:
+            waiting = asyncio.create_task(anext(consumer))
+            await asyncio.sleep(0.2)  # the consumer waits for a commit
+            [position] = await _append(other, ALARM)
+            committed = time.monotonic()
+            batch = await asyncio.wait_for(waiting, 5)
+            woke_after = time.monotonic() - committed
+    finally:
+        await other.close()
+    assert [e.position for e in batch.events] == [position]
+    assert woke_after < 0.5  # NOTIFY from the other writer, not the 30 s bounded wait
+
+
 async def test_a_missed_wake_up_costs_at_most_the_bounded_wait(
     outbox: GroupCommitOutbox, stores: Stores
 ) -> None:
