@@ -58,16 +58,14 @@ class Recorder:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.bad += 1
             return
-        n = 0
-        if ev.get("type") == TELEMETRY:
-            n = len(ev["data"]["points"])
-            seq = ev.get("sequence")
-            if seq is not None:
-                source = ev["source"]
-                seqs = self.sequences.get(source)
-                if seqs is None:
-                    seqs = self.sequences[source] = array("q")
-                seqs.append(int(seq))
+        n = len(ev["data"]["points"]) if ev.get("type") == TELEMETRY else 0
+        seq = ev.get("sequence")
+        if seq is not None:  # a device's telemetry and status events share its sequence
+            source = ev["source"]
+            seqs = self.sequences.get(source)
+            if seqs is None:
+                seqs = self.sequences[source] = array("q")
+            seqs.append(int(seq))
         self.events += 1
         self.points += n
         self.recv.append(now)

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.access import GATEWAY_USER, AccessStore
-from edge.bus.broker import EmbeddedBroker
+from edge.bus.broker import EmbeddedBroker, Persistence
+from edge.bus.listeners import broker_listeners
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
@@ -77,7 +78,7 @@ class Gateway:
         self.broker: EmbeddedBroker | None = None
         username, password = bus.username, bus.password
         if bus.mode == "embedded":
-            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix)
+            access = AccessStore.for_bus(loaded.data_dir, bus)
             self.broker = EmbeddedBroker(
                 bus.port,
                 loaded.data_dir / "broker",
@@ -85,6 +86,12 @@ class Gateway:
                 max_queued_messages=bus.max_queued_messages,
                 message_size_limit=bus.max_payload,
                 access=access,
+                listeners=broker_listeners(bus, loaded.path.parent, loaded.data_dir)[1:],
+                persistence=(
+                    Persistence(bus.autosave_interval, bus.session_expiry, bus.max_queued_bytes)
+                    if bus.persistence
+                    else None
+                ),
             )
             # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
             # password are for an external broker.

@@ -9,8 +9,9 @@ renders what Mosquitto reads:
   `gateway.password` (0600) for the gateway to log in with;
 - `acl`: the gateway may read and write everything; a tenant's user `<name>@<tenant>` may read
   `{prefix}/{tenant}/#` (events, points, status, command results) and, unless read-only, publish write requests
-  `{prefix}/{tenant}/cmd/+/+/+/set`; nothing else. Anonymous clients get every topic only while no tenant
-  user exists (the broker then listens on loopback only), and are refused as soon as one does;
+  `{prefix}/{tenant}/cmd/+/+/+/set` and module commands `{prefix}/{tenant}/cmd/module/+/+` (an alarm
+  acknowledgement); nothing else. Anonymous clients get every topic only while no tenant user exists and
+  the broker listens on loopback only; they are refused as soon as a user or a LAN listener exists;
 - `conf.d/access.conf`: `allow_anonymous`, `password_file` and `acl_file`, included by the embedded broker's config.
 
 The embedded broker re-reads all three on SIGHUP (`edge.bus.broker.reload_broker`), which keeps connected
@@ -77,7 +78,7 @@ def local_login(data_dir: Path, bus: BusConfig) -> tuple[str | None, str | None]
     """The login of a tool on this machine (`edge point write`) to the gateway's bus: the gateway's own user
     on the embedded broker (anonymous access ends with the first tenant user), else `[bus]`'s."""
     if bus.mode == "embedded":
-        return GATEWAY_USER, AccessStore(data_dir / "broker", bus.topic_prefix).gateway_password()
+        return GATEWAY_USER, AccessStore.for_bus(data_dir, bus).gateway_password()
     return bus.username, bus.password
 
 
@@ -100,15 +101,21 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
 
 
 class AccessStore:
-    def __init__(self, broker_dir: Path, topic_prefix: str) -> None:
+    def __init__(self, broker_dir: Path, topic_prefix: str, *, lan: bool = False) -> None:
         self.dir = broker_dir
         self.prefix = topic_prefix
+        self.lan = lan  # a listener beyond loopback exists: never anonymous
         self.passwd_path = broker_dir / "passwd"
         self.acl_path = broker_dir / "acl"
         self.conf_dir = broker_dir / "conf.d"  # the embedded broker's `include_dir`
         self.conf_path = self.conf_dir / "access.conf"
         self._path = broker_dir / _STORE
         self._gateway_path = broker_dir / "gateway.password"
+
+    @classmethod
+    def for_bus(cls, data_dir: Path, bus: BusConfig) -> AccessStore:
+        """The embedded broker's store of a configuration (in `<data_dir>/broker`)."""
+        return cls(data_dir / "broker", bus.topic_prefix, lan=bool(bus.listeners))
 
     # ---- users -----------------------------------------------------------------------------------------
 
@@ -161,7 +168,7 @@ class AccessStore:
     # ---- broker files ------------------------------------------------------------------------------------
 
     def anonymous_allowed(self) -> bool:
-        return not self._load()
+        return not self.lan and not self._load()
 
     def apply(self) -> None:
         """(Re)write the broker files from the store, under the store's lock."""
@@ -183,7 +190,7 @@ class AccessStore:
         _write_private(
             self.conf_path,
             "# Written by the edge gateway from access.json (edge tenant credentials): edits are overwritten.\n"
-            f"allow_anonymous {'true' if not users else 'false'}\n"
+            f"allow_anonymous {'true' if not users and not self.lan else 'false'}\n"
             f"password_file {self.passwd_path}\n"
             f"acl_file {self.acl_path}\n",
         )
@@ -192,7 +199,7 @@ class AccessStore:
         lines = [
             "# Written by the edge gateway from access.json (edge tenant credentials): edits are overwritten."
         ]
-        if not users:
+        if not users and not self.lan:
             lines += [
                 "# no tenant credentials yet: anonymous local clients may use every topic",
                 "topic readwrite #",
@@ -202,7 +209,7 @@ class AccessStore:
             base = f"{self.prefix}/{user.tenant}"
             lines += ["", f"user {user.username}", f"topic read {base}/#"]
             if not user.read_only:
-                lines.append(f"topic write {base}/cmd/+/+/+/set")
+                lines += [f"topic write {base}/cmd/+/+/+/set", f"topic write {base}/cmd/module/+/+"]
         return "\n".join(lines) + "\n"
 
     # ---- plumbing ------------------------------------------------------------------------------------------

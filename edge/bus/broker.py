@@ -1,7 +1,11 @@
-"""The gateway's own Mosquitto: a supervised child process serving the local bus on loopback.
+"""The gateway's own Mosquitto: a supervised child process serving the local bus on loopback, and on the
+site's LAN through the listeners of `[[bus.listeners]]` (edge.bus.listeners: TLS, login required).
 
-The broker is deliberately not a durability point (``persistence false``): the SQLite outbox is, and it
-replays whatever a broker restart loses. The config is written on every start, so edits to it are lost.
+The SQLite outbox is the gateway's durability point: the publisher moves its cursor only on the broker's
+PUBACK and replays the rest after any restart. The broker keeps what it acknowledged for local subscribers
+(`persistence`, in the data directory): their persistent sessions, subscriptions and queued messages, saved
+every `autosave_interval` and when it stops (SIGTERM, which it also gets when the gateway dies). The config
+is written on every start, so edits to it are lost.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import contextlib
 import ctypes
 import ipaddress
 import logging
+import math
 import os
 import pwd
 import shutil
@@ -18,14 +23,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from edge.bus.access import AccessStore
+from edge.bus.listeners import OWN, Listener, certificate_problems, mosquitto_lines, port_problems
 from edge.sdk.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "Persistence", "reload_broker", "running_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,7 @@ _STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
 _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
 _PID_FILE: Final = "mosquitto.pid"
+_PERSISTENCE_FILE: Final = "mosquitto.db"
 
 
 class BrokerError(EdgeError):
@@ -53,8 +61,17 @@ class BrokerMissing(BrokerError):
         super().__init__(f"mosquitto not found on PATH ({looked_at}); {_INSTALL_HINT}")
 
 
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """What the broker keeps across restarts for local subscribers' persistent sessions ([bus] keys)."""
+
+    autosave_interval: float = 60.0
+    session_expiry: float = 7 * 86_400.0
+    max_queued_bytes: int = 64 << 20  # per client; 0: no limit
+
+
 class EmbeddedBroker:
-    """Starts Mosquitto on ``host:port`` and restarts it (0.5 s -> 10 s backoff) if it dies."""
+    """Starts Mosquitto on ``host:port`` (plus `listeners`) and restarts it (0.5 s -> 10 s backoff) if it dies."""
 
     def __init__(
         self,
@@ -66,10 +83,17 @@ class EmbeddedBroker:
         message_size_limit: int = 256 * 1024,
         binary: str | None = None,
         access: AccessStore | None = None,
+        listeners: Sequence[Listener] = (),
+        persistence: Persistence | None = None,
     ) -> None:
         if not _is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
-            raise ValueError(f"the embedded broker listens on loopback only (no auth yet), got host {host!r}")
+            raise ValueError(
+                f"the embedded broker's own listener stays on loopback, got host {host!r}:"
+                " LAN clients connect through [[bus.listeners]]"
+            )
+        if listeners and access is None:
+            raise ValueError("LAN listeners need the access files (tenant logins): pass an AccessStore")
         self.port = port
         self.host = host
         self.data_dir = data_dir
@@ -77,6 +101,8 @@ class EmbeddedBroker:
         self.message_size_limit = message_size_limit
         self.binary = binary
         self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
+        self.listeners = [Listener(OWN, host, port), *listeners]
+        self.persistence = persistence  # None: nothing kept across restarts (tests, benchmarks)
         self.restarts = 0
         self.conf_path = data_dir / "mosquitto.conf"
         self.log_path = data_dir / "mosquitto.log"
@@ -101,11 +127,9 @@ class EmbeddedBroker:
             self.access.apply()
         self.conf_path.write_text(self._config())
         _kill_orphan(self.pid_path, self.conf_path)
-        if await _accepts(self.host, self.port):
-            raise BrokerError(
-                f"cannot start mosquitto: something already listens on {self.host}:{self.port}"
-                " (a mosquitto left over from an earlier run?)"
-            )
+        taken = certificate_problems(self.listeners) + port_problems(self.listeners)
+        if taken:
+            raise BrokerError("cannot start the embedded broker: " + "; ".join(taken))
         self._stopping = False
         await self._spawn(binary)
         self._supervisor = asyncio.create_task(self._supervise(binary), name=f"mosquitto:{self.port}")
@@ -124,26 +148,31 @@ class EmbeddedBroker:
     # ----------------------------------------------------------------------------------- internals
 
     def _config(self) -> str:
-        # Names checked against Mosquitto 2.0.11. message_size_limit is still accepted (2.0 prints a note
-        # recommending max_packet_size); it is kept because it drops an oversize PUBLISH and keeps the
-        # client connected, where max_packet_size disconnects the client.
         return (
             "# Written by the edge gateway on every start: edits are overwritten.\n"
-            f"listener {self.port} {self.host}\n"
-            "persistence false\n"
-            f"max_queued_messages {self.max_queued_messages}\n"
-            "max_inflight_messages 1000\n"
-            f"message_size_limit {self.message_size_limit}\n"
-            "set_tcp_nodelay true\n"
-            "log_dest stderr\n"
-            "log_type error\n"
-            "log_type warning\n"
+            + mosquitto_lines(self.listeners)
+            + self._limits_config()
+            + _persistence_config(self.persistence, self.data_dir)
+            + "log_dest stderr\nlog_type error\nlog_type warning\n"
             + (
                 f"include_dir {self.access.conf_dir}\n"
                 if self.access is not None
                 else "allow_anonymous true\n"
             )
             + _same_user()
+        )
+
+    def _limits_config(self) -> str:
+        # Names checked against Mosquitto 2.0.11. message_size_limit is still accepted (2.0 prints a note
+        # recommending max_packet_size); it is kept because it drops an oversize PUBLISH and keeps the
+        # client connected, where max_packet_size disconnects the client.
+        queued_bytes = self.persistence.max_queued_bytes if self.persistence is not None else 0
+        return (
+            f"max_queued_messages {self.max_queued_messages}\n"
+            f"max_queued_bytes {queued_bytes}\n"
+            "max_inflight_messages 1000\n"
+            f"message_size_limit {self.message_size_limit}\n"
+            "set_tcp_nodelay true\n"
         )
 
     def _find_binary(self) -> str:
@@ -257,6 +286,19 @@ class EmbeddedBroker:
         return " | ".join(line for line in lines if line and ": Note: " not in line)
 
 
+def _persistence_config(persistence: Persistence | None, data_dir: Path) -> str:
+    if persistence is None:
+        return "persistence false\n"
+    hours = max(1, math.ceil(persistence.session_expiry / 3600))  # Mosquitto counts in h/d/w/m/y
+    return (
+        "persistence true\n"
+        f"persistence_location {data_dir}/\n"
+        f"persistence_file {_PERSISTENCE_FILE}\n"
+        f"autosave_interval {max(1, round(persistence.autosave_interval))}\n"
+        f"persistent_client_expiration {hours}h\n"
+    )
+
+
 def _die_with_parent() -> Callable[[], None] | None:
     """A preexec hook giving mosquitto SIGTERM when the gateway dies, even by SIGKILL (Linux
     PR_SET_PDEATHSIG); its own session keeps it from Ctrl-C, so nothing else would stop it (reliability T01)."""
@@ -287,13 +329,26 @@ def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
         pid_path.unlink(missing_ok=True)
         return
     if str(conf_path).encode() in cmdline:
+        # SIGTERM first: Mosquitto then saves its sessions and queued messages (persistence) before it exits
         log.warning("stopping mosquitto pid %d left over from an earlier run", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + _STOP_GRACE
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # until the port is free
-            time.sleep(0.02)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + _STOP_GRACE
+            while _running(pid) and time.monotonic() < deadline:  # until the port is free
+                time.sleep(0.02)
+            if not _running(pid):
+                break
     pid_path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child of ours keeps its /proc entry until reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _same_user() -> str:
@@ -304,17 +359,24 @@ def _same_user() -> str:
     return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
 
 
-def reload_broker(data_dir: Path) -> int | None:
-    """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
-    connected clients stay connected). Returns its pid, or None when none runs. Works from another process
-    (the CLI): the pid file is trusted only if that process runs mosquitto with this directory's config."""
+def running_broker(data_dir: Path) -> int | None:
+    """The pid of the embedded broker running on `data_dir`, or None. The pid file is trusted only if that
+    process runs mosquitto with this directory's config (else the number was recycled)."""
     try:
         pid = int((data_dir / _PID_FILE).read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if str(data_dir / "mosquitto.conf").encode() not in cmdline:
-        return None  # a stale pid file: the number now belongs to another process
+    return pid if str(data_dir / "mosquitto.conf").encode() in cmdline else None
+
+
+def reload_broker(data_dir: Path) -> int | None:
+    """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
+    connected clients stay connected). Returns its pid, or None when none runs. Works from another process
+    (the CLI)."""
+    pid = running_broker(data_dir)
+    if pid is None:
+        return None
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:

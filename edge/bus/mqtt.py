@@ -27,6 +27,7 @@ from typing import Any, Final
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -86,6 +87,8 @@ class InboundMessage:
     payload: bytes
     qos: int
     retain: bool
+    response_topic: str | None = None  # MQTT 5 request/response: where the sender wants the answer
+    correlation_data: bytes | None = None  # MQTT 5: echoed with the answer, so the sender can match it
 
 
 @dataclass(slots=True)
@@ -203,7 +206,7 @@ class MqttBus:
         self.stats = BusStats()
         self.on_connect_hooks: list[Callable[[], None]] = []
 
-        self._subscriptions: dict[str, int] = {}  # filter -> qos, replayed on every connect
+        self._subscriptions: dict[str, SubscribeOptions] = {}  # filter -> options, replayed on every connect
         self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}  # mid -> (future, topic)
         self._early_acks: dict[int, ReasonCode] = {}  # acks seen inside client.publish(), before the mid
         self._sending = False
@@ -291,7 +294,12 @@ class MqttBus:
         return self._connected
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> asyncio.Future[None]:
         """Wait for the connection and a free in-flight slot, send, and return the delivery future.
 
@@ -311,16 +319,20 @@ class MqttBus:
             )
         if not self._connected or len(self._pending) >= self._window or self._slot_waiters:
             await self._wait_for_slot()
-        return self._send(topic, payload, qos, retain)
+        return self._send(topic, payload, qos, retain, properties)
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        """Remember a subscription; it is (re)made on every connect, and at once when connected."""
+    def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
+        """Remember a subscription; it is (re)made on every connect, and at once when connected.
+
+        `retain_as_published`: deliver a message published with the retain flag with that flag set, also
+        when it arrives live (by default only stored messages sent on subscribing carry it)."""
         _check_filter(topic_filter)
         if qos not in (0, 1, 2):
             raise ValueError(f"invalid QoS {qos}")
-        self._subscriptions[topic_filter] = qos
+        options = SubscribeOptions(qos=qos, retainAsPublished=retain_as_published)
+        self._subscriptions[topic_filter] = options
         if self._mqtt_up:
-            self._client.subscribe(topic_filter, qos=qos)
+            self._client.subscribe(topic_filter, options=options)
 
     async def messages(self) -> AsyncIterator[InboundMessage]:
         """Inbound messages, in arrival order; ends after stop(). Meant for one consumer."""
@@ -477,12 +489,14 @@ class MqttBus:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> asyncio.Future[None]:
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None = None
+    ) -> asyncio.Future[None]:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         self._sending = True
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         finally:
             self._sending = False
         mid = info.mid
@@ -606,8 +620,7 @@ class MqttBus:
             topic, payload = self._birth
             self._send(topic, payload, 1, True)  # future failures are marked retrieved on loss
         if self._subscriptions:
-            options = [(f, SubscribeOptions(qos=q)) for f, q in self._subscriptions.items()]
-            _rc, session.suback_mid = client.subscribe(options)
+            _rc, session.suback_mid = client.subscribe(list(self._subscriptions.items()))
         else:
             self._on_ready(session)
 
@@ -681,7 +694,12 @@ class MqttBus:
                 )
             return
         stats.inbound += 1
-        self._inbox.put_nowait(InboundMessage(topic, payload, msg.qos, bool(msg.retain)))
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        self._inbox.put_nowait(
+            InboundMessage(topic, payload, msg.qos, bool(msg.retain), response_topic, correlation)
+        )
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any

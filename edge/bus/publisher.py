@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
@@ -32,6 +34,26 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
+
+
+class _PackedOnce(Properties):
+    """Properties that never change, packed once: paho packs a publish's properties for every message,
+    6 µs each here, on the path of every event."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.ContentType = content_type
+        # paho's __setattr__ takes property names only
+        object.__setattr__(self, "packed_once", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        packed: bytes = self.__dict__["packed_once"]
+        return packed
+
+
+# CloudEvents MQTT binding, structured mode: on MQTT 5 the Content Type property says the payload is a whole
+# CloudEvent in JSON.
+CLOUDEVENT_PROPERTIES = _PackedOnce("application/cloudevents+json")
 
 
 class OutboxPublisher:
@@ -78,7 +100,9 @@ class OutboxPublisher:
         try:
             for row in rows:
                 topic = self._topics.events(tenant, row.subject)
-                pending.append(await self._bus.publish(topic, row.body, qos=self._qos))
+                pending.append(
+                    await self._bus.publish(topic, row.body, qos=self._qos, properties=CLOUDEVENT_PROPERTIES)
+                )
         except BusDisconnected:
             pass
         results = await asyncio.gather(*pending, return_exceptions=True)

@@ -36,7 +36,7 @@ def _access(config: Path, tenant: str) -> Iterator[tuple[AccessStore, LoadedConf
         known = ", ".join(sorted(loaded.tenant_contexts()))
         typer.echo(f"unknown tenant {tenant!r} (known: {known})", err=True)
         raise typer.Exit(EXIT_USAGE)
-    store = AccessStore(loaded.data_dir / "broker", loaded.config.bus.topic_prefix)
+    store = AccessStore.for_bus(loaded.data_dir, loaded.config.bus)
     try:
         yield store, loaded
     except AccessError as exc:

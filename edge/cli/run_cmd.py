@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from edge.bus.broker import BrokerMissing
+from edge.bus.broker import BrokerError
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
 from edge.gateway import Gateway
@@ -57,7 +57,7 @@ def run_gateway(
 ) -> None:
     try:
         asyncio.run(_serve(loaded, registry, on_status))
-    except BrokerMissing as exc:
+    except BrokerError as exc:  # mosquitto missing, a port taken: one line saying what to change
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
     except AlreadyRunning as exc:

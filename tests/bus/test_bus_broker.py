@@ -86,7 +86,7 @@ async def test_stop_leaves_no_process(tmp_path: Path) -> None:
 
 async def test_port_already_taken_is_reported(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
     broker = EmbeddedBroker(mosquitto.port, tmp_path)
-    with pytest.raises(BrokerError, match="already listens"):
+    with pytest.raises(BrokerError, match="already in use"):
         await broker.start()
     assert broker.pid is None
 
