@@ -26,7 +26,7 @@ from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker, Persistence
 from edge.bus.listeners import broker_listeners
 from edge.bus.mqtt import MqttBus, Will
-from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
+from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher, SessionGate
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
 from edge.devices.commands import CommandHandler
@@ -110,6 +110,10 @@ class Gateway:
             max_outbound_payload=bus.max_payload,
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
+        self._session_gate: SessionGate | None = None
+        if self.broker is not None and self.broker.persistence is not None and bus.session_grace > 0:
+            self._session_gate = SessionGate(self.bus, bus.session_grace)
+            self.broker.on_start.append(self._session_gate.broker_started)
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
         self.module_control = ModuleControl(loaded, registry, self.modules)
@@ -177,7 +181,13 @@ class Gateway:
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
         publisher = OutboxPublisher(
-            self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
+            self.outbox,
+            self.bus,
+            self.topics,
+            self.tenants.values(),
+            self.stats,
+            qos=self.config.bus.qos,
+            gate=self._session_gate,
         )
         sequences = await self.outbox.last_sequences()
         disabled = {d.name for d in self.config.devices if not d.enabled}

@@ -47,6 +47,7 @@ __all__ = [
     "verify_mosquitto_hash",
 ]
 
+SESSIONS_AWAY = "$SYS/broker/clients/disconnected"  # Mosquitto: persistent sessions whose client is away
 GATEWAY_USER = "_gateway"  # `_` never starts a tenant or user name, so it cannot collide
 _ITERATIONS = 20_000  # PBKDF2 rounds: Mosquitto reads them from the hash ($7$ accepts any count)
 _SALT_BYTES = 12  # as mosquitto_passwd
@@ -204,7 +205,8 @@ class AccessStore:
                 "# no tenant credentials yet: anonymous local clients may use every topic",
                 "topic readwrite #",
             ]
-        lines += ["", f"user {GATEWAY_USER}", "topic readwrite #"]
+        # `#` never matches $SYS: the gateway reads how many persistent sessions are away (SessionGate)
+        lines += ["", f"user {GATEWAY_USER}", "topic readwrite #", f"topic read {SESSIONS_AWAY}"]
         for user in sorted(users, key=lambda u: (u.tenant, u.name)):
             base = f"{self.prefix}/{user.tenant}"
             lines += ["", f"user {user.username}", f"topic read {base}/#"]

@@ -47,6 +47,7 @@ _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
 _PID_FILE: Final = "mosquitto.pid"
 _PERSISTENCE_FILE: Final = "mosquitto.db"
+_RELOAD_PAUSE: Final = 0.1  # seconds for Mosquitto to apply a SIGHUP (one turn of its loop)
 
 
 class BrokerError(EdgeError):
@@ -103,6 +104,7 @@ class EmbeddedBroker:
         self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
         self.listeners = [Listener(OWN, host, port), *listeners]
         self.persistence = persistence  # None: nothing kept across restarts (tests, benchmarks)
+        self.on_start: list[Callable[[], None]] = []  # called after every (re)start, before clients connect
         self.restarts = 0
         self.conf_path = data_dir / "mosquitto.conf"
         self.log_path = data_dir / "mosquitto.log"
@@ -213,6 +215,9 @@ class EmbeddedBroker:
                     f"mosquitto exited with code {proc.returncode} at start: {self._stderr_tail()}"
                 )
             if await _accepts(self.host, self.port):
+                await self._apply_acls_to_restored_sessions(proc)
+                for hook in self.on_start:
+                    hook()
                 return
             if loop.time() >= deadline:
                 await self._terminate()
@@ -221,6 +226,18 @@ class EmbeddedBroker:
                     f" {_START_TIMEOUT:g} s: {self._stderr_tail()}"
                 )
             await asyncio.sleep(0.05)
+
+    async def _apply_acls_to_restored_sessions(self, proc: asyncio.subprocess.Process) -> None:
+        """Mosquitto 2.0 restores persistent sessions from disk without their users' ACLs (it looks them up
+        when a client connects), so it queues nothing for an offline session until its client is back: every
+        event published meanwhile would be lost to it. A SIGHUP applies the ACLs to every session, restored
+        ones included; it goes before the gateway connects and publishes (Mosquitto handles it at its next
+        loop turn, hence the pause)."""
+        if self.persistence is None or self.access is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(_RELOAD_PAUSE)
 
     async def _supervise(self, binary: str) -> None:
         loop = asyncio.get_running_loop()
@@ -296,6 +313,7 @@ def _persistence_config(persistence: Persistence | None, data_dir: Path) -> str:
         f"persistence_file {_PERSISTENCE_FILE}\n"
         f"autosave_interval {max(1, round(persistence.autosave_interval))}\n"
         f"persistent_client_expiration {hours}h\n"
+        "sys_interval 1\n"  # $SYS/broker/clients/disconnected: the sessions still to come back (SessionGate)
     )
 
 

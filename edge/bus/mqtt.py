@@ -207,6 +207,7 @@ class MqttBus:
         self.on_connect_hooks: list[Callable[[], None]] = []
 
         self._subscriptions: dict[str, SubscribeOptions] = {}  # filter -> options, replayed on every connect
+        self._watched: dict[str, Callable[[bytes], None]] = {}  # topic -> callback, never in the inbox
         self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}  # mid -> (future, topic)
         self._early_acks: dict[int, ReasonCode] = {}  # acks seen inside client.publish(), before the mid
         self._sending = False
@@ -333,6 +334,12 @@ class MqttBus:
         self._subscriptions[topic_filter] = options
         if self._mqtt_up:
             self._client.subscribe(topic_filter, options=options)
+
+    def watch(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Subscribe to one exact topic (QoS 0) whose payloads go to `callback` on the loop, not to
+        `messages()` (broker state such as $SYS counters)."""
+        self._watched[topic] = callback
+        self.subscribe(topic, qos=0)
 
     async def messages(self) -> AsyncIterator[InboundMessage]:
         """Inbound messages, in arrival order; ends after stop(). Meant for one consumer."""
@@ -683,6 +690,11 @@ class MqttBus:
                     stats.inbound_rejected_oversize,
                 )
             return
+        if self._watched:
+            watcher = self._watched.get(topic)
+            if watcher is not None:
+                watcher(payload)
+                return
         if self._inbox.qsize() >= self._inbound_limit:
             stats.inbound_dropped_overflow += 1
             if _should_log(stats.inbound_dropped_overflow):

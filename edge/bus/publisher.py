@@ -13,6 +13,7 @@ without persistence forgets retained messages when it restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ import orjson
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.bus.access import SESSIONS_AWAY
 from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
@@ -56,6 +58,57 @@ class _PackedOnce(Properties):
 CLOUDEVENT_PROPERTIES = _PackedOnce("application/cloudevents+json")
 
 
+class SessionGate:
+    """Holds the publisher after the embedded broker (re)started until the persistent sessions it restored
+    from disk are back, for at most `grace` seconds.
+
+    Mosquitto 2.0 restores a persistent session without its user's ACL (it finds it when the client connects)
+    and queues nothing for it meanwhile: an event published before its client reconnects would never reach
+    it. The broker counts the sessions whose client is away (`$SYS/broker/clients/disconnected`, retained,
+    every second); the gate opens when that count is 0 or the grace is over. Events wait in the outbox."""
+
+    def __init__(self, bus: MqttBus, grace: float) -> None:
+        self._grace = grace
+        self._open = asyncio.Event()
+        self._open.set()
+        self._away: int | None = None
+        self._deadline = 0.0
+        bus.watch(SESSIONS_AWAY, self._on_count)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def broker_started(self) -> None:
+        """The broker just (re)started: close until its restored sessions are back (or the grace is over)."""
+        self._away = None
+        self._deadline = time.monotonic() + self._grace
+        self._open.clear()
+
+    async def wait(self) -> None:
+        while not self._open.is_set():
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "%s persistent MQTT session(s) restored by the broker still away after %g s: publishing;"
+                    " they miss what is published before they reconnect",
+                    "some" if self._away is None else self._away,
+                    self._grace,
+                )
+                self._open.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), remaining)
+
+    def _on_count(self, payload: bytes) -> None:
+        try:
+            self._away = int(payload)
+        except ValueError:
+            return
+        if self._away == 0 and not self._open.is_set():
+            self._open.set()
+
+
 class OutboxPublisher:
     def __init__(
         self,
@@ -67,6 +120,7 @@ class OutboxPublisher:
         *,
         qos: int = 1,
         batch: int = 500,
+        gate: SessionGate | None = None,
     ) -> None:
         self._outbox = outbox
         self._bus = bus
@@ -75,6 +129,7 @@ class OutboxPublisher:
         self._stats = stats
         self._qos = qos
         self._batch = batch
+        self._gate = gate
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -87,6 +142,8 @@ class OutboxPublisher:
             await self._bus.wait_connected()
             async with events:
                 async for batch in events:
+                    if self._gate is not None and not self._gate.is_open:
+                        await self._gate.wait()
                     if await self._publish(batch.events):
                         events.ack(batch)
                         self._stats.events_published += len(batch.events)

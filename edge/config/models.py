@@ -213,6 +213,13 @@ class BusConfig(_Strict):
         ge=60,
         description="A persistent session whose client stays away this long is dropped with its queue.",
     )
+    session_grace: Seconds = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="After the broker restarts, events wait this long at most for the persistent sessions it "
+        "restored to reconnect (Mosquitto queues nothing for them before).",
+    )
     listeners: tuple[ListenerConfig, ...] = Field(
         default=(), description="LAN listeners of the embedded broker; login required on each."
     )

@@ -57,6 +57,7 @@ class SiteClient:
         if persistent:  # a session the broker keeps (and queues for) while this client is away
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 3600
+            self._client.reconnect_delay_set(1, 2)  # back within seconds, as a BMS on the site
         try:
             self._client.connect(host, port, clean_start=not persistent, properties=properties)
         except (OSError, ssl.SSLError) as exc:
