@@ -235,6 +235,13 @@ class EmbeddedBroker:
         loop turn, hence the pause)."""
         if self.persistence is None or self.access is None:
             return
+        # Its listeners accept (in the kernel's backlog) before it installs its signal handlers, and an
+        # unhandled SIGHUP would end it: wait until it catches SIGHUP.
+        deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
+        while not _catches_sighup(proc.pid):
+            if proc.returncode is not None or asyncio.get_running_loop().time() >= deadline:
+                return
+            await asyncio.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGHUP)
         await asyncio.sleep(_RELOAD_PAUSE)
@@ -358,6 +365,16 @@ def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
             if not _running(pid):
                 break
     pid_path.unlink(missing_ok=True)
+
+
+def _catches_sighup(pid: int) -> bool:
+    """Whether the process has a SIGHUP handler (bit 0 of SigCgt in /proc/<pid>/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
 
 
 def _running(pid: int) -> bool:
