@@ -130,7 +130,9 @@ class ListenerConfig(_Strict):
     Every client logs in as a tenant user (`edge tenant credentials add`), by password or, with
     `require_certificate`, by a client certificate whose common name is the user (`name@tenant`)."""
 
-    name: Name | None = Field(default=None, description="Shown in messages; default '<protocol>-<port>'.")
+    name: Name | None = Field(
+        default=None, description="Shown in messages; default mqtts-<port>, mqtt-, wss- or ws-<port>."
+    )
     host: str = Field(default="0.0.0.0", description="Address to listen on; 0.0.0.0: every IPv4 address.")
     port: int = Field(default=8883, ge=1, le=65535)
     protocol: Literal["mqtt", "websockets"] = "mqtt"
@@ -171,7 +173,8 @@ class ListenerConfig(_Strict):
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.protocol}{'s' if self.tls else ''}-{self.port}"
+        scheme = {"mqtt": "mqtt", "websockets": "ws"}[self.protocol] + ("s" if self.tls else "")
+        return self.name or f"{scheme}-{self.port}"
 
 
 class BusConfig(_Strict):

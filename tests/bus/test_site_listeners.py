@@ -40,6 +40,7 @@ class Site:
     tls: int
     plain: int
     ws: int
+    wss: int  # WebSockets over TLS
     certs: int  # TLS, client certificate required
     ca: Path
     wrong_ca: Path
@@ -63,13 +64,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("site")
     simulator = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
     simulator.start()
-    port, tls, plain, ws, certs = (free_port() for _ in range(5))
+    port, tls, plain, ws, wss, certs = (free_port() for _ in range(6))
     config = write_config(tmp / "edge.toml", mqtt_port=port, modbus_port=simulator.port, devices=2, mode="embedded")  # fmt: skip
     config.write_text(
         config.read_text()
         + f"[[bus.listeners]]\nport = {tls}\n"
         + f'[[bus.listeners]]\nname = "lan-plain"\nport = {plain}\ntls = false\n'
         + f'[[bus.listeners]]\nport = {ws}\nprotocol = "websockets"\ntls = false\n'
+        + f'[[bus.listeners]]\nport = {wss}\nprotocol = "websockets"\n'
         + f'[[bus.listeners]]\nname = "lan-certs"\nport = {certs}\nrequire_certificate = true\n'
     )
     hosts = ["--host", "localhost", "--host", "127.0.0.1", "--host", NS_HOST]
@@ -83,10 +85,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     broker_dir = tmp / "data" / "certs" / "broker"
     gateway = subprocess.Popen([*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True)
     try:
-        for listening in (port, tls, plain, ws, certs):
+        for listening in (port, tls, plain, ws, wss, certs):
             wait_port(listening, 20)
         yield Site(
-            config, port, tls, plain, ws, certs, broker_dir / "ca.pem", tmp / "other-ca" / "ca.pem", acme, globex,
+            config, port, tls, plain, ws, wss, certs, broker_dir / "ca.pem", tmp / "other-ca" / "ca.pem", acme, globex,
             (broker_dir / "clients" / "bms@acme.pem", broker_dir / "clients" / "bms@acme.key"),
         )  # fmt: skip
     finally:
@@ -130,11 +132,15 @@ def test_wrong_password_and_anonymous_are_refused_on_lan_listeners(site: Site) -
     assert SiteClient(site.port).refused is not None  # no anonymous anywhere once the bus is open
 
 
-@pytest.mark.parametrize("listener", ["plain", "websockets"])
+@pytest.mark.parametrize("listener", ["plain", "websockets", "websockets-tls"])
 def test_a_tenant_user_is_confined_on_every_listener(site: Site, listener: str) -> None:
-    port, transport = (site.plain, "tcp") if listener == "plain" else (site.ws, "websockets")
-    bms = SiteClient(port, "bms@acme", site.acme, transport=transport)
-    other = SiteClient(port, "bms@globex", site.globex, transport=transport)
+    port, transport, ca = {
+        "plain": (site.plain, "tcp", None),
+        "websockets": (site.ws, "websockets", None),
+        "websockets-tls": (site.wss, "websockets", site.ca),
+    }[listener]
+    bms = SiteClient(port, "bms@acme", site.acme, transport=transport, ca=ca)
+    other = SiteClient(port, "bms@globex", site.globex, transport=transport, ca=ca)
     try:
         assert bms.connected and other.connected
         _sees_only_acme(bms)
@@ -253,7 +259,7 @@ def test_config_check_and_status_report_the_listeners(site: Site) -> None:
     assert checked.exit_code == 0, checked.output
     status = CliRunner().invoke(app, ["status", "-c", str(site.config), "--json"])
     rows = orjson.loads(status.output.splitlines()[-1])["certificates"]
-    assert {r["listener"] for r in rows} == {f"mqtts-{site.tls}", "lan-certs"}
+    assert {r["listener"] for r in rows} == {f"mqtts-{site.tls}", f"wss-{site.wss}", "lan-certs"}
     assert all(360 <= r["days_left"] <= 365 and r["warning"] is False for r in rows)
 
 
