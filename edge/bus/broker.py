@@ -412,6 +412,9 @@ def reload_broker(data_dir: Path) -> int | None:
     pid = running_broker(data_dir)
     if pid is None:
         return None
+    deadline = time.monotonic() + _START_TIMEOUT  # a broker still starting would die of an uncaught SIGHUP
+    while not _catches_sighup(pid) and _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:

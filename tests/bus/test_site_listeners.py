@@ -87,6 +87,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     try:
         for listening in (port, tls, plain, ws, wss, certs):
             wait_port(listening, 20)
+        # the broker accepts before the gateway has subscribed to write requests: wait for its first events
+        watcher = SiteClient(port, "bms@acme", acme)
+        watcher.subscribe("edge/acme/events/#")
+        wait_until(lambda: watcher.messages(), 20, "the gateway's first event")
+        watcher.close()
         yield Site(
             config, port, tls, plain, ws, wss, certs, broker_dir / "ca.pem", tmp / "other-ca" / "ca.pem", acme, globex,
             (broker_dir / "clients" / "bms@acme.pem", broker_dir / "clients" / "bms@acme.key"),
