@@ -178,7 +178,12 @@ def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_
         "[storage]  # defaults",
     ]
     for tenant in load.tenants:
-        lines += ["", "[[tenants]]", f'id = "{tenant}"', "", "[[sites]]", f'id = "{tenant}-site"']
+        lines += ["", "[[tenants]]", f'id = "{tenant}"']
+        if load.sparkplug:
+            lines += ["[tenants.sparkplug]"]
+        if load.homeassistant:
+            lines += ["[tenants.homeassistant]"]
+        lines += ["", "[[sites]]", f'id = "{tenant}-site"']
     for i, device in enumerate(fleet.devices):
         tenant = load.tenants[i % len(load.tenants)]
         lines += [

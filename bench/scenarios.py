@@ -25,6 +25,7 @@ __all__ = [
     "building",
     "coalescing",
     "compare",
+    "dialects",
     "pending_reason",
     "scenario",
     "smoke",
@@ -95,6 +96,8 @@ class Load:
     groups: tuple[DeviceGroup, ...]
     point_topics: bool = True  # like production: each point's latest value on its own retained topic
     coalesce: bool = True  # Modbus reads merged into blocks; False: one request per point
+    sparkplug: bool = False  # every tenant also speaks Sparkplug B (an edge node each, DDATA on change)
+    homeassistant: bool = False  # every tenant also announces its points by Home Assistant discovery
     tenants: tuple[str, ...] = ("acme", "globex")
 
     @property
@@ -274,6 +277,31 @@ def coalescing(coalesce: bool, steps: tuple[int, ...] = COALESCING_STEPS) -> Sce
     )
 
 
+DIALECT_DEVICES = 20
+DIALECT_REGISTERS = 50
+
+
+def dialects(interval: float = 0.1) -> Scenario:
+    """The cost of the site dialects: the same load with Sparkplug B and Home Assistant discovery off and on."""
+    group = DeviceGroup(
+        "bank", "modbus", "bank", DIALECT_DEVICES, DIALECT_REGISTERS, interval, "dev", per_process=10
+    )
+    loads = (
+        Load("off", (group,)),
+        Load("sparkplug", (group,), sparkplug=True),
+        Load("homeassistant", (group,), homeassistant=True),
+        Load("both", (group,), sparkplug=True, homeassistant=True),
+    )
+    return Scenario(
+        name="dialects",
+        description=f"{DIALECT_DEVICES} Modbus devices x {DIALECT_REGISTERS} registers at {interval:g} s, "
+        "with Sparkplug B and Home Assistant discovery off, each on, and both on (gateway CPU per point)",
+        loads=loads,
+        warmup=5.0,
+        duration=15.0,
+    )
+
+
 def _coalescing_pair() -> list[Scenario]:
     return [coalescing(True), coalescing(False)]
 
@@ -284,6 +312,7 @@ _SCENARIOS = {
     "compare": compare,
     "smoke": smoke,
     "stress-no-point-topics": _stress_no_point_topics,
+    "dialects": dialects,
 }
 NAMES: tuple[str, ...] = (*_SCENARIOS, "coalescing", "all")
 

@@ -24,30 +24,41 @@ from typing import TYPE_CHECKING, Any
 
 from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.broker import EmbeddedBroker, Persistence
+from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.listeners import broker_listeners
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher, SessionGate
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
+from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
-from edge.devices.polling import DevicePoller
+from edge.devices.fleet import DeviceChanges, LiveDevices
+from edge.devices.polling import DevicePoller, StatusListener
 from edge.module_host.commands import ModuleCommands
 from edge.module_host.control import ModuleControl
 from edge.module_host.host import ModuleHost
 from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
-from edge.ops.stats import GatewayStats
+from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
 from edge.plugins import PluginRegistry
+from edge.sdk.drivers import DeviceSpec
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
+
+def enabled_devices(loaded: LoadedConfig) -> list[DeviceSpec]:
+    disabled = {d.name for d in loaded.config.devices if not d.enabled}
+    return [spec for spec in loaded.devices if spec.name not in disabled]
+
+
 if TYPE_CHECKING:
     from edge.api import ApiServer
+    from edge.downlink import Downlink
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +89,7 @@ class Gateway:
         self.broker: EmbeddedBroker | None = None
         username, password = bus.username, bus.password
         if bus.mode == "embedded":
-            access = AccessStore.for_bus(loaded.data_dir, bus)
+            access = AccessStore.for_config(loaded.data_dir, self.config)
             self.broker = EmbeddedBroker(
                 bus.port,
                 loaded.data_dir / "broker",
@@ -96,6 +107,7 @@ class Gateway:
             # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
             # password are for an external broker.
             username, password = GATEWAY_USER, access.gateway_password()
+        self._login = (username, password)  # the site dialects' own sessions log in like the bus
         status_topic = self.topics.gateway_status(gateway_id)
         self.bus = MqttBus(
             bus.host,
@@ -115,6 +127,10 @@ class Gateway:
             self._session_gate = SessionGate(self.bus, bus.session_grace)
             self.broker.on_start.append(self._session_gate.broker_started)
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
+        self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        self._on_status: StatusListener | None = None
+        self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
+        self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
         self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -149,7 +165,11 @@ class Gateway:
             bus=self.bus,
             modules=self.modules,
             status=self._status.snapshot,
+            outboxes=self._status.tenant_outboxes,
             set_entitlements=self.set_entitlements,
+            submit_module_command=self.submit_module_command,
+            registry=self.registry,
+            start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
         )
@@ -190,20 +210,9 @@ class Gateway:
             gate=self._session_gate,
         )
         sequences = await self.outbox.last_sequences()
-        disabled = {d.name for d in self.config.devices if not d.enabled}
-        for spec in self.loaded.devices:
-            if spec.name in disabled:
-                continue
-            poller = DevicePoller(
-                spec,
-                self.registry.driver(spec.driver),
-                self.tenants[spec.tenant],
-                self.outbox,
-                gateway_id=self.config.gateway.id,
-                last_sequence=sequences.get((spec.tenant, spec.name), 0),
-                stats=self.stats.device(spec.name),
-                on_status=last_values.on_status,
-            )
+        self._on_status = last_values.on_status
+        for spec in enabled_devices(self.loaded):
+            poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
             self.bus,
@@ -225,7 +234,11 @@ class Gateway:
             self.module_commands,
         )
         self.commands = commands
+        self._start_dialects(commands)
         self.modules.point_writer = self._module_write
+        self.history.record(self.loaded.path.read_text(), source="start")
+        if any(t.cloud is not None for t in self.config.tenants):
+            await self._start_downlink(commands)
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
@@ -265,14 +278,132 @@ class Gateway:
             self.config.bus.port,
         )
 
+    def _start_dialects(self, commands: CommandHandler) -> None:
+        """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
+        tenants = self.config.tenants
+        enabled = {d.name for d in self.config.devices if d.enabled}
+        devices = [spec for spec in self.loaded.devices if spec.name in enabled]
+        sparkplug = {t.id: t.sparkplug for t in tenants if t.sparkplug is not None and t.sparkplug.enabled}
+        if sparkplug:
+            from edge.bus.sparkplug import SparkplugOutput  # protobuf loads only for a gateway that speaks it
+
+            output = SparkplugOutput(
+                self.config.gateway.id,
+                sparkplug,
+                devices,
+                self._dialect_bus,
+                commands.write,
+                self.loaded.data_dir,
+            )
+            self.outbox.add_commit_listener(output.on_commit)
+            for tenant, node in output.nodes.items():
+                self._tasks.spawn(node.run, f"sparkplug-{tenant}")
+        assistant = {t.id: t.homeassistant for t in tenants if t.homeassistant is not None}
+        if any(c.enabled for c in assistant.values()) or (self.loaded.data_dir / "homeassistant").exists():
+            discovery = HomeAssistantDiscovery(
+                self.bus, self.topics, self.config.gateway.id, assistant, devices, self.loaded.data_dir
+            )
+            self.outbox.add_commit_listener(discovery.on_commit)
+            self._tasks.spawn(discovery.run, "homeassistant")
+
+    def _dialect_bus(self, client_id: str, will: Will) -> MqttBus:
+        bus = self.config.bus
+        username, password = self._login
+        return MqttBus(
+            bus.host,
+            bus.port,
+            client_id,
+            username=username,
+            password=password,
+            will=will,
+            max_inbound_payload=bus.max_payload,
+            max_outbound_payload=bus.max_payload,
+            reconnect_max=5.0,
+        )
+
+    async def _start_downlink(self, commands: CommandHandler) -> None:
+        from edge.downlink import Downlink, DownlinkServices
+        from edge.downlink.commands import CommandServices
+        from edge.downlink.deploy import DeployServices
+
+        module_commands = self.module_commands
+        assert module_commands is not None
+        services = DownlinkServices(
+            commands=CommandServices(commands.write, module_commands.submit),
+            deploy=DeployServices(
+                path=self.loaded.path,
+                registry=self.registry,
+                history=self.history,
+                reconfigure=self.reconfigure,
+                down=self.devices.down,
+                timeout=self.config.cloud.deploy_timeout,
+            ),
+            set_entitlements=self.set_entitlements,
+            append=self.outbox.append_durable,
+            tenant=self.tenants.__getitem__,
+        )
+        self.downlink = Downlink(self.loaded, services, self.history)
+        self.module_control.platform_decides.update(self.downlink.platform_entitled)
+        self.module_control.on_module_start.append(self.downlink.entitlements.module_loaded)
+        await self.downlink.start()  # the last entitlement answers apply before any module starts
+        for run, name in self.downlink.tasks():
+            self._tasks.spawn(run, name)
+
+    def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
+        self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown
+        return DevicePoller(
+            spec,
+            self.registry.driver(spec.driver),
+            self.tenants[spec.tenant],
+            self.outbox,
+            gateway_id=self.config.gateway.id,
+            last_sequence=last_sequence,
+            stats=self.stats.devices[spec.name],
+            on_status=self._on_status,
+        )
+
+    async def _start_device(self, spec: DeviceSpec) -> DevicePoller:
+        sequences = await self.outbox.last_sequences()  # a device that comes back resumes its sequence
+        poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+        self._tasks.spawn(poller.run, f"poll-{spec.name}")
+        return poller
+
+    async def _stop_device(self, poller: DevicePoller) -> None:
+        poller.request_stop()
+        await self._tasks.cancel_one(f"poll-{poller.spec.name}")
+
+    async def reconfigure(self, loaded: LoadedConfig) -> DeviceChanges:
+        """Run on a new, already validated configuration: devices added, changed and removed live, and each
+        tenant's entitlements as the file says (except tenants whose platform decides them). Other sections
+        (bus, storage, api, modules) take effect at the next start."""
+        self.loaded, self.config = loaded, loaded.config
+        if self.api is not None:
+            self.api.config_changed(loaded)
+        changes = await self.devices.apply(enabled_devices(loaded))
+        for tenant in loaded.config.tenants:
+            if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
+                await self.tenants.set_entitlements(tenant.id, tenant.entitlements)
+        return changes
+
+    async def start_new_devices(self, loaded: LoadedConfig) -> list[str]:
+        """After `edge device add` or the console's commissioning re-read the file: its devices made the running
+        ones (added, changed and removed live); returns the names of those added."""
+        changes = await self.reconfigure(loaded)
+        return list(changes.added)
+
     async def submit_module_command(
-        self, tenant: str, module: str, action: str, args: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        module: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Queue a command for a module on behalf of a tenant (the REST API's entry); returns the request id
         to match the module's `org.edgegw.module.command.result` event. Raises ModuleCommandRejected."""
         if self.module_commands is None:
             raise RuntimeError("the gateway is not started")
-        return await self.module_commands.submit(tenant, module, action, args)
+        return await self.module_commands.submit(tenant, module, action, args, request_id)
 
     async def _module_write(self, module: str, site: str, device: str, point: str, value: Any) -> None:
         if self.commands is None:
@@ -292,6 +423,9 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._status.published(), 2.0)
         await self._tasks.cancel()
+        if self.downlink is not None:
+            await self.downlink.close()
+        self.history.close()
         if self.webhooks is not None:
             self.webhooks.close()
         await self.outbox.close()

@@ -18,6 +18,7 @@ def write_config(
     poll_interval: float = 0.2,
     tenants: tuple[str, ...] = ("acme", "globex"),
     prefix: str = "edge",
+    entitlements: tuple[str, ...] = ("solar",),
 ) -> Path:
     lines = [
         "[gateway]",
@@ -32,7 +33,8 @@ def write_config(
         "commit_interval_ms = 5",
     ]
     for tenant in tenants:
-        lines += ["[[tenants]]", f'id = "{tenant}"', 'entitlements = ["solar"]']
+        flags = ", ".join(f'"{flag}"' for flag in entitlements)
+        lines += ["[[tenants]]", f'id = "{tenant}"', f"entitlements = [{flags}]"]
     lines += ["[[sites]]", 'id = "roof"']
     for unit in range(1, devices + 1):
         tenant = tenants[(unit - 1) % len(tenants)]

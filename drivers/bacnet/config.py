@@ -14,7 +14,7 @@ from typing import Literal, Self
 from bacpypes3.primitivedata import ObjectType, PropertyIdentifier
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.sdk import PointConfig
+from edge.sdk import PointConfig, ValueKind
 
 MAX_INSTANCE = 4_194_302  # 4194303 is the "any device" wildcard
 DEFAULT_PORT = 47808
@@ -145,6 +145,19 @@ class BacnetPoint(PointConfig):
         if not isinstance(value, str):
             raise ValueError("property must be a BACnet property name")
         return canonical_property(value)
+
+    @builtins.property
+    def choices(self) -> tuple[str, ...] | None:
+        return self.states
+
+    @builtins.property
+    def value_kind(self) -> ValueKind | None:
+        kind = self.kind
+        if kind == "binary":
+            return "text" if self.states else "bool"
+        if kind == "multistate":
+            return "text" if self.states else "integer" if not self.is_scaled else "number"
+        return "number" if kind == "analog" else None  # other properties: their value tells
 
     @builtins.property  # the field `property` shadows the builtin in this class body
     def is_present_value(self) -> bool:

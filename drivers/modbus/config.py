@@ -9,7 +9,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from edge.sdk import PointConfig
+from edge.sdk import PointConfig, ValueKind
 
 Table = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -115,6 +115,18 @@ class ModbusPoint(PointConfig):
     bits: int = Field(default=1, ge=1, le=16, description="Width of the bit field at `bit`; 1 reads a bool.")
     labels: dict[int, str] | None = Field(default=None, description="Enumeration: raw value -> label.")
     sunspec: bool = Field(default=False, description="Report SunSpec 'not implemented' markers as faults.")
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return tuple(self.labels.values()) if self.labels else None
+
+    @property
+    def value_kind(self) -> ValueKind:
+        if self.type == "bool" or (self.bit is not None and self.bits == 1):
+            return "bool"
+        if self.type == "string" or self.labels:
+            return "text"
+        return "integer" if self.type in INTEGER_TYPES and not self.is_scaled else "number"
 
     @property
     def width(self) -> int:

@@ -3,9 +3,14 @@ site's LAN through the listeners of `[[bus.listeners]]` (edge.bus.listeners: TLS
 
 The SQLite outbox is the gateway's durability point: the publisher moves its cursor only on the broker's
 PUBACK and replays the rest after any restart. The broker keeps what it acknowledged for local subscribers
-(`persistence`, in the data directory): their persistent sessions, subscriptions and queued messages, saved
-every `autosave_interval` and when it stops (SIGTERM, which it also gets when the gateway dies). The config
-is written on every start, so edits to it are lost.
+(`persistence`, in `persistence/` of its directory): their persistent sessions, subscriptions and queued
+messages, saved every `autosave_interval` and when it stops (SIGTERM, which it also gets when the gateway
+dies). The config is written on every start, so edits to it are lost.
+
+Mosquitto runs in its directory, with a minimal environment and, when the gateway is root, under an
+unprivileged account (edge.bus.broker_process). Every path in its config is relative to that directory: the
+listeners' certificates and keys are copied into `tls/` at each start (the operator's files stay where they
+are, and may be unreadable to the broker's account).
 """
 
 from __future__ import annotations
@@ -13,26 +18,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import math
 import os
-import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from edge.bus.access import AccessStore
+from edge.bus.access import AccessError, AccessStore
+from edge.bus.broker_process import (
+    BrokerAccount,
+    broker_account,
+    file_owner,
+    launch_options,
+    prepare_broker_dir,
+    write_private,
+)
 from edge.bus.listeners import OWN, Listener, certificate_problems, mosquitto_lines, port_problems
+from edge.config.models import is_loopback
 from edge.sdk.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "Persistence", "reload_broker", "running_broker"]
+__all__ = [
+    "BrokerError",
+    "BrokerMissing",
+    "EmbeddedBroker",
+    "Persistence",
+    "apply_access",
+    "persistence_file",
+    "reload_broker",
+    "running_broker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +68,10 @@ _STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
 _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
 _PID_FILE: Final = "mosquitto.pid"
+_CONF_FILE: Final = "mosquitto.conf"  # named relative to the broker's directory, its working directory
+_PERSISTENCE_DIR: Final = "persistence"  # in the broker's directory, the broker's own (it writes there)
 _PERSISTENCE_FILE: Final = "mosquitto.db"
+_TLS_DIR: Final = "tls"  # the listeners' certificates and keys, copied for the broker's account
 _RELOAD_PAUSE: Final = 0.1  # seconds for Mosquitto to apply a SIGHUP (one turn of its loop)
 
 
@@ -87,7 +112,7 @@ class EmbeddedBroker:
         listeners: Sequence[Listener] = (),
         persistence: Persistence | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
             raise ValueError(
                 f"the embedded broker's own listener stays on loopback, got host {host!r}:"
@@ -101,18 +126,23 @@ class EmbeddedBroker:
         self.max_queued_messages = max_queued_messages
         self.message_size_limit = message_size_limit
         self.binary = binary
+        if access is not None and access.dir != data_dir:
+            raise ValueError(
+                f"the broker's access files must be in its directory {data_dir}, not {access.dir}"
+            )
         self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
         self.listeners = [Listener(OWN, host, port), *listeners]
         self.persistence = persistence  # None: nothing kept across restarts (tests, benchmarks)
         self.on_start: list[Callable[[], None]] = []  # called after every (re)start, before clients connect
         self.restarts = 0
-        self.conf_path = data_dir / "mosquitto.conf"
+        self.conf_path = data_dir / _CONF_FILE
         self.log_path = data_dir / "mosquitto.log"
         self.pid_path = data_dir / "mosquitto.pid"
         self._proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._account: BrokerAccount | None = None  # who mosquitto runs as: decided at start
 
     @property
     def pid(self) -> int | None:
@@ -124,12 +154,22 @@ class EmbeddedBroker:
         if self._supervisor is not None:
             raise RuntimeError("EmbeddedBroker.start() called twice")
         binary = self._find_binary()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._account = broker_account()
+        listed = [self.access.conf_dir] if self.access is not None else []
+        if any(item.tls for item in self.listeners):
+            listed.append(self.data_dir / _TLS_DIR)
+        prepare_broker_dir(self.data_dir, listed, self._account)
         if self.access is not None:
-            self.access.apply()
-        self.conf_path.write_text(self._config())
-        _kill_orphan(self.pid_path, self.conf_path)
-        taken = certificate_problems(self.listeners) + port_problems(self.listeners)
+            try:
+                self.access.apply()
+            except AccessError as exc:
+                raise BrokerError(f"cannot start the embedded broker: {exc}") from None
+        missing = certificate_problems(self.listeners)
+        if missing:
+            raise BrokerError("cannot start the embedded broker: " + "; ".join(missing))
+        self._prepare_files()
+        _kill_orphan(self.pid_path, self.data_dir)
+        taken = port_problems(self.listeners)
         if taken:
             raise BrokerError("cannot start the embedded broker: " + "; ".join(taken))
         self._stopping = False
@@ -149,19 +189,28 @@ class EmbeddedBroker:
 
     # ----------------------------------------------------------------------------------- internals
 
+    def _prepare_files(self) -> None:
+        """Write the config and what it names for the broker's account: copies of the listeners'
+        certificates and keys (rewritten when their source changed) and the persistence directory."""
+        owner = file_owner(self.data_dir)
+        _copy_certificates(self.listeners, self.data_dir, owner)
+        if self.persistence is not None:
+            _private_directory(self.data_dir / _PERSISTENCE_DIR, owner)
+            _give_file(persistence_file(self.data_dir), owner)  # one restored from a backup is root's
+        write_private(self.conf_path, self._config(), owner)
+
     def _config(self) -> str:
         return (
             "# Written by the edge gateway on every start: edits are overwritten.\n"
-            + mosquitto_lines(self.listeners)
+            + mosquitto_lines(_as_copied(item) for item in self.listeners)
             + self._limits_config()
-            + _persistence_config(self.persistence, self.data_dir)
+            + _persistence_config(self.persistence)
             + "log_dest stderr\nlog_type error\nlog_type warning\n"
             + (
-                f"include_dir {self.access.conf_dir}\n"
+                f"include_dir {self.access.conf_dir.relative_to(self.data_dir)}\n"
                 if self.access is not None
                 else "allow_anonymous true\n"
             )
-            + _same_user()
         )
 
     def _limits_config(self) -> str:
@@ -191,19 +240,22 @@ class EmbeddedBroker:
 
     async def _spawn(self, binary: str) -> None:
         """Start one mosquitto process and wait until it accepts; raise BrokerError if it does not."""
+        self._prepare_files()
         self._rotate_log()
         # stderr goes to a file, never to a pipe that could fill up and block mosquitto.
-        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - a local append, microseconds
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(log_fd, "ab") as log_file:  # noqa: ASYNC230 - a local append, microseconds
             self._log_offset = log_file.seek(0, os.SEEK_END)
             proc = await asyncio.create_subprocess_exec(
                 binary,
                 "-c",
-                str(self.conf_path),
+                _CONF_FILE,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
-                preexec_fn=_die_with_parent(),
+                preexec_fn=_die_with_parent(),  # runs after the change of user: the signal survives it
+                **launch_options(self.data_dir, self._account),
             )
         self._proc = proc
         self.pid_path.write_text(f"{proc.pid}\n")
@@ -310,13 +362,19 @@ class EmbeddedBroker:
         return " | ".join(line for line in lines if line and ": Note: " not in line)
 
 
-def _persistence_config(persistence: Persistence | None, data_dir: Path) -> str:
+def persistence_file(broker_dir: Path) -> Path:
+    """Where the broker saves sessions, subscriptions, queued and retained messages (`persistence`). It
+    writes a new file and renames it over this one, so a copy read at any time is one whole save."""
+    return broker_dir / _PERSISTENCE_DIR / _PERSISTENCE_FILE
+
+
+def _persistence_config(persistence: Persistence | None) -> str:
     if persistence is None:
         return "persistence false\n"
     hours = max(1, math.ceil(persistence.session_expiry / 3600))  # Mosquitto counts in h/d/w/m/y
     return (
         "persistence true\n"
-        f"persistence_location {data_dir}/\n"
+        f"persistence_location {_PERSISTENCE_DIR}/\n"  # relative: to the broker's working directory
         f"persistence_file {_PERSISTENCE_FILE}\n"
         f"autosave_interval {max(1, round(persistence.autosave_interval))}\n"
         f"persistent_client_expiration {hours}h\n"
@@ -343,17 +401,104 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PR_SET_PDEATHSIG: Final = 1
 
 
-def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
-    """Stop a mosquitto an earlier run of this gateway left behind (the pid file names it; the command line
-    must still name our config, so a recycled pid is left alone). Where PDEATHSIG is missing, this frees the
-    port for the restart."""
+def _copied_name(listener: Listener, kind: str) -> Path:
+    return Path(_TLS_DIR) / f"{listener.name}.{kind}.pem"
+
+
+def _as_copied(listener: Listener) -> Listener:
+    """The listener as the broker's config names it: its TLS files by their copies' relative paths."""
+    if not listener.tls:
+        return listener
+    return replace(
+        listener,
+        certfile=_copied_name(listener, "cert"),
+        keyfile=_copied_name(listener, "key"),
+        cafile=_copied_name(listener, "ca") if listener.cafile is not None else None,
+    )
+
+
+def _certificate_copies(listeners: Sequence[Listener]) -> list[tuple[Path, Path]]:
+    """(operator's file, copy relative to the broker's directory) for every TLS file of `listeners`."""
+    copies = []
+    for item in listeners:
+        copied = _as_copied(item)
+        for source, copy in ((item.certfile, copied.certfile), (item.keyfile, copied.keyfile)):
+            if source is not None and copy is not None:
+                copies.append((source, copy))
+        if item.cafile is not None and copied.cafile is not None:
+            copies.append((item.cafile, copied.cafile))
+    return copies
+
+
+def _copy_certificates(
+    listeners: Sequence[Listener], broker_dir: Path, owner: tuple[int, int] | None
+) -> None:
+    """Copy every TLS file of `listeners` into the broker's `tls/`, and delete the copies no listener names
+    any more (a listener removed from the configuration: its key goes too)."""
+    copies = _certificate_copies(listeners)
+    for source, copy in copies:
+        _copy_private(source, broker_dir / copy, owner)
+    kept = {broker_dir / copy for _, copy in copies}
+    tls_dir = broker_dir / _TLS_DIR
+    for stale in sorted(tls_dir.iterdir()) if tls_dir.is_dir() else []:
+        if stale not in kept:
+            stale.unlink()
+
+
+def _copy_private(source: Path, copy: Path, owner: tuple[int, int] | None) -> None:
+    """Copy `source` 0600 for the broker's account, unless the copy already holds the same bytes for it."""
+    text = source.read_text()
+    with contextlib.suppress(OSError):
+        if copy.read_text() == text and (owner is None or copy.stat().st_uid == owner[0]):
+            return
+    write_private(copy, text, owner)
+
+
+def _give_file(path: Path, owner: tuple[int, int] | None) -> None:
+    """Hand an existing regular file (never a link, never one with other names) to the broker's account."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if owner is not None and stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid != owner[0]:
+        os.chown(path, *owner, follow_symlinks=False)
+
+
+def _private_directory(path: Path, owner: tuple[int, int] | None) -> None:
+    """A directory only the broker's account may enter (it writes there); its parent is root's, so no one
+    else can have swapped it for a link."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
+    os.chmod(path, 0o700, follow_symlinks=False)
+
+
+def _runs_our_config(pid: int, broker_dir: Path) -> bool:
+    """Whether process `pid` is a mosquitto of `broker_dir`: it names our config and runs in that directory
+    (a pid file may be stale and its number recycled). PermissionError: it runs as another user."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if _CONF_FILE.encode() not in cmdline:
+        return False
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == broker_dir.resolve()
+    except FileNotFoundError:
+        return False
+
+
+def _kill_orphan(pid_path: Path, broker_dir: Path) -> None:
+    """Stop a mosquitto an earlier run of this gateway left behind (the pid file names it; it must still run
+    our config, so a recycled pid is left alone). Where PDEATHSIG is missing, this frees the port for the
+    restart."""
     try:
         pid = int(pid_path.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        ours = _runs_our_config(pid, broker_dir)
     except (OSError, ValueError):
         pid_path.unlink(missing_ok=True)
         return
-    if str(conf_path).encode() in cmdline:
+    if ours:
         # SIGTERM first: Mosquitto then saves its sessions and queued messages (persistence) before it exits
         log.warning("stopping mosquitto pid %d left over from an earlier run", pid)
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -386,53 +531,37 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _same_user() -> str:
-    """Started as root, Mosquitto switches to the `mosquitto` user, which cannot read the 0600 password and
-    ACL files the gateway writes: keep it under the gateway's own user instead."""
-    if os.geteuid() != 0:
-        return ""
-    return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-
-
-def running_broker(data_dir: Path) -> int | None:
-    """The pid of the embedded broker running on `data_dir`, or None. The pid file is trusted only if that
-    process runs mosquitto with this directory's config (else the number was recycled)."""
+def running_broker(broker_dir: Path) -> int | None:
+    """The pid of the embedded broker running in `broker_dir`, or None. The pid file is trusted only if that
+    process runs mosquitto with this directory's config (else the number was recycled). PermissionError: it
+    runs as another user (root's broker, this being another user's CLI)."""
     try:
-        pid = int((data_dir / _PID_FILE).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        pid = int((broker_dir / _PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if str(data_dir / "mosquitto.conf").encode() in cmdline else None
+    return pid if _runs_our_config(pid, broker_dir) else None
 
 
-def reload_broker(data_dir: Path) -> int | None:
-    """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
+def reload_broker(broker_dir: Path) -> int | None:
+    """Make the running embedded broker of `broker_dir` re-read its password, ACL and access files (SIGHUP;
     connected clients stay connected). Returns its pid, or None when none runs. Works from another process
     (the CLI)."""
-    pid = running_broker(data_dir)
-    if pid is None:
-        return None
-    deadline = time.monotonic() + _START_TIMEOUT  # a broker still starting would die of an uncaught SIGHUP
-    while not _catches_sighup(pid) and _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
     try:
+        pid = running_broker(broker_dir)
+        if pid is None:
+            return None
+        # a broker still starting would die of an uncaught SIGHUP
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not _catches_sighup(pid) and _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return None
     except PermissionError:
         raise BrokerError(
-            f"the broker (pid {pid}) runs as another user: run this as the gateway's user, or send it SIGHUP"
+            f"the broker of {broker_dir} runs as another user: run this as the gateway's user, or send it SIGHUP"
         ) from None
     return pid
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _accepts(host: str, port: int) -> bool:
@@ -444,3 +573,18 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def apply_access(store: AccessStore, data_dir: Path, mode: str) -> str:
+    """Render the broker's files from `store` and make the running embedded broker re-read them; returns
+    what happened, for people (the CLI and the console). Raises BrokerError when it cannot be applied now.
+    (The store wrote the files with each change.)"""
+    if mode == "external":
+        return (
+            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
+            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
+        )
+    pid = reload_broker(data_dir / "broker")
+    if pid is None:
+        return "the gateway is not running: its broker applies this when it starts"
+    return f"applied to the running broker (pid {pid}); connected clients stay connected"

@@ -91,6 +91,11 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
         raise ConfigError(_issues_from(exc, file, GatewayConfig)) from None
 
     issues = _check_references(config, file)
+    for index, tenant in enumerate(config.tenants):
+        key = (path.parent / tenant.cloud.verify_key) if tenant.cloud is not None else None
+        if key is not None and not key.is_file():
+            where = f"tenants[{index}] ({tenant.id}).cloud.verify_key"
+            issues.append(ConfigIssue(file, where, f"no such file {key} (the platform's public key, PEM)"))
     profiles = _ProfileCache(path.parent, registry)
     devices: list[DeviceSpec] = []
     for index, device in enumerate(config.devices):
@@ -138,6 +143,37 @@ def _check_references(config: GatewayConfig, file: str) -> list[ConfigIssue]:
             issues.append(ConfigIssue(file, f"{where}.tenant", f"unknown tenant {device.tenant!r}"))
         if device.site not in sites:
             issues.append(ConfigIssue(file, f"{where}.site", f"unknown site {device.site!r}"))
+    return issues + _check_dialects(config, file)
+
+
+def _check_dialects(config: GatewayConfig, file: str) -> list[ConfigIssue]:
+    """Sparkplug edge nodes must be unique on the broker; Home Assistant entities read the point topics."""
+    issues: list[ConfigIssue] = []
+    nodes: dict[tuple[str, str], str] = {}
+    for index, tenant in enumerate(config.tenants):
+        where = f"tenants[{index}] ({tenant.id})"
+        spb = tenant.sparkplug
+        if spb is not None and spb.enabled:
+            node = (spb.group_id or tenant.id, spb.edge_node_id or config.gateway.id)
+            if node in nodes:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.sparkplug",
+                        f"Sparkplug edge node {node[0]}/{node[1]} is already tenant {nodes[node]!r}'s: "
+                        "give this tenant another group_id or edge_node_id",
+                    )
+                )
+            nodes.setdefault(node, tenant.id)
+        ha = tenant.homeassistant
+        if ha is not None and ha.enabled and not config.bus.point_topics:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{where}.homeassistant",
+                    "Home Assistant entities read each point's retained topic: set [bus] point_topics = true",
+                )
+            )
     return issues
 
 

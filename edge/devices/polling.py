@@ -164,7 +164,9 @@ class DevicePoller:
 
     async def poll_once(self) -> None:
         async with self._lock:
+            started = time.perf_counter()
             raw, error = await self._read()
+            self.stats.poll_seconds += time.perf_counter() - started
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
         await self._emit(points, sample_time, error)

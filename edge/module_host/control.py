@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,9 @@ class ModuleControl:
         self.state = ModuleStateStore(loaded.data_dir)
         self._applied: dict[str, _Applied] = {}
         self._config_mtime = _mtime(loaded)
+        # tenants whose entitlements their platform decides (edge.downlink): file edits leave them alone
+        self.platform_decides: set[str] = set()
+        self.on_module_start: list[Callable[[str], None]] = []  # the entitlement service asks again
 
     async def start(self) -> None:
         desired = await asyncio.to_thread(self.state.desired)
@@ -75,6 +79,8 @@ class ModuleControl:
         return self._isolation.supervisors.get(name) if self._isolation is not None else None
 
     async def _start(self, module: ModuleConfig) -> HostedModule | None:
+        for listener in self.on_module_start:
+            listener(module.name)
         from edge.module_host.supervisor import Limits, runner_command
 
         limits = Limits(
@@ -187,6 +193,8 @@ class ModuleControl:
         tenants = self._host.tenants  # the one record of entitlements (API changes land there too)
         for tenant in loaded.config.tenants:
             flags = frozenset(tenant.entitlements)
+            if tenant.id in self.platform_decides:
+                continue
             if tenant.id in tenants and flags != tenants[tenant.id].entitlements:
                 log.info("configuration changed: applying tenant %s's entitlements", tenant.id)
                 await tenants.set_entitlements(tenant.id, flags)

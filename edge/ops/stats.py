@@ -11,6 +11,7 @@ class DeviceStats:
     up: bool | None = None  # None until the first poll finishes
     since: float = field(default_factory=time.monotonic)
     polls: int = 0
+    poll_seconds: float = 0.0  # time spent reading the device, all polls together (/metrics: mean per poll)
     failed_polls: int = 0
     points_read: int = 0  # published points read with a usable value
     bad_points: int = 0

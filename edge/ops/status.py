@@ -56,12 +56,21 @@ class StatusSnapshot:
     task_restarts: int
 
 
+@dataclass(frozen=True)
+class TenantOutbox:
+    tenant: str
+    events: int
+    bytes: int
+    backlogs: dict[str, int]  # consumer -> events it has not yet taken
+
+
 class _Backlogs(Protocol):
     """The outbox as the status reads it (backlogs are scoped to the current tenant)."""
 
     @property
     def committed_events(self) -> int: ...
     async def backlog(self, consumer: str) -> int: ...
+    def usage(self) -> tuple[int, int]: ...
     def holders(self) -> Set[str]: ...
 
 
@@ -105,6 +114,17 @@ class GatewayStatus:
                 for consumer in sorted(self._outbox.holders() - {MQTT_CONSUMER}):
                     totals[consumer] = totals.get(consumer, 0) + await self._outbox.backlog(consumer)
         return totals
+
+    async def tenant_outboxes(self) -> list[TenantOutbox]:
+        """Per tenant: its events and bytes in the outbox, and each consumer's backlog (MQTT, modules, cloud,
+        webhooks)."""
+        out = []
+        for ctx in self._tenants:
+            with tenant_scope(ctx):
+                events, size = self._outbox.usage()
+                backlogs = {c: await self._outbox.backlog(c) for c in sorted(self._outbox.holders())}
+            out.append(TenantOutbox(ctx.tenant_id, events, size, backlogs))
+        return out
 
     async def published(self) -> None:
         """Return once the MQTT publisher has caught up, or the bus is down (bound it with a timeout)."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import aiosqlite
 
+from edge.ops.files import private_database
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
 from edge.outbox import schema as sql
 from edge.outbox.migrations import migrate
@@ -113,7 +114,7 @@ class SqliteOutbox:
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
         self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
         await self._writer.execute("PRAGMA journal_mode=WAL")

@@ -19,6 +19,7 @@ from edge.sdk.points import Quality, Scalar
 
 __all__ = [
     "ASSET_FAILED",
+    "CLOUD_RESULT",
     "COMMAND_RESULT",
     "DEVICE_STATUS",
     "MODULE_COMMAND",
@@ -29,6 +30,7 @@ __all__ = [
     "TELEMETRY",
     "AssetFailedData",
     "CloudEventEnvelope",
+    "CloudResultData",
     "CommandResultData",
     "DeviceStatusData",
     "Event",
@@ -54,6 +56,7 @@ OUTBOX_DROPPED = "org.edgegw.outbox.dropped"
 ASSET_FAILED = "org.edgegw.asset.failed"  # ASSET_FAILED_ALERT: raised and cleared by domain modules
 MODULE_COMMAND = "org.edgegw.module.command"  # a request for a module (alarm acknowledgement, ...)
 MODULE_COMMAND_RESULT = "org.edgegw.module.command.result"  # the module's (or the kernel's refusal) answer
+CLOUD_RESULT = "org.edgegw.cloud.result"  # what became of a platform's command, deployment or entitlements
 
 DATA_VERSIONS: dict[str, str] = {
     TELEMETRY: "1.0",
@@ -63,6 +66,7 @@ DATA_VERSIONS: dict[str, str] = {
     MODULE_COMMAND: "1.0",
     MODULE_COMMAND_RESULT: "1.0",
     ASSET_FAILED: "1.0",
+    CLOUD_RESULT: "1.0",
 }
 
 SEQUENCE_DIGITS = 16  # the CloudEvents sequence extension is a lexicographically ordered string
@@ -161,6 +165,28 @@ class AssetFailedData(BaseModel):
     since: str = Field(description="When the condition began (RFC 3339).")
 
 
+class CloudResultData(BaseModel):
+    """The outcome of one message from the tenant's platform (downlink): a command executed, refused or
+    failed, a deployment applied or rolled back, entitlements applied. The uplink carries it back."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(description="The message's id (its `jti`); null when it could not be read.")
+    kind: str | None = Field(
+        description="'point.write', 'module.command', 'deployment' or 'entitlements' (null: unreadable)."
+    )
+    status: Literal["done", "accepted", "refused", "failed", "unreachable", "timeout", "rolled_back"] = Field(
+        description="done: executed (a deployment: applied); accepted: handed to the module, which answers "
+        "with its own result; refused: not acted on (signature, tenant, expiry, replay, checks); failed, "
+        "unreachable, timeout: the device's answer; rolled_back: a deployment undone."
+    )
+    ok: bool
+    reason: str | None = Field(default=None, description="Why it was refused, failed or rolled back.")
+    target: str | None = Field(
+        default=None, description="'site/device.point', 'module/action', or the configuration version."
+    )
+    detail: dict[str, Any] = Field(default_factory=dict, description="Request id, devices changed, flags.")
+
+
 DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     TELEMETRY: TelemetryData,
     DEVICE_STATUS: DeviceStatusData,
@@ -169,6 +195,7 @@ DATA_SCHEMAS: dict[str, type[BaseModel]] = {
     MODULE_COMMAND: ModuleCommandData,
     MODULE_COMMAND_RESULT: ModuleCommandResultData,
     ASSET_FAILED: AssetFailedData,
+    CLOUD_RESULT: CloudResultData,
 }
 
 

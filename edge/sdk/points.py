@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,12 +15,16 @@ __all__ = [
     "Qualified",
     "Quality",
     "Scalar",
+    "ValueKind",
 ]
 
 # Point, device, site and tenant names become MQTT topic levels: no '/', '+', '#' or spaces.
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 Scalar = bool | int | float | str
+
+# What a point's published values are: True/False, whole numbers, other numbers, or texts (enumerations too)
+ValueKind = Literal["bool", "integer", "number", "text"]
 
 
 class Quality(StrEnum):
@@ -60,3 +64,21 @@ class PointConfig(BaseModel):
     publish: bool = Field(default=True, description="False for helper points such as scale factors.")
     writable: bool = False
     description: str = ""
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The texts an enumerated point reads as (and accepts in writes); None for other points. Drivers with
+        enumerations (Modbus labels, BACnet state texts) override it; Home Assistant shows them as options."""
+        return None
+
+    @property
+    def value_kind(self) -> ValueKind | None:
+        """What the point's published values are, as its configuration says before any read; None when only a
+        value can tell. Drivers override it, so Home Assistant and Sparkplug can describe a point that has not
+        been read yet (a device down at start)."""
+        return None
+
+    @property
+    def is_scaled(self) -> bool:
+        """Whether the kernel scales the raw value (scale, offset or a scale factor): then it is not whole."""
+        return self.scale != 1.0 or self.offset != 0.0 or self.scale_factor is not None

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from edge.bus import BrokerError, BrokerMissing, EmbeddedBroker, MqttBus
-from tests.helpers import MosquittoProcess, free_port
+from edge.bus.access import AccessStore
+from edge.bus.broker import Persistence, persistence_file
+from edge.bus.listeners import Listener
+from edge.bus.tls import write_broker_certificates
+from tests.bus.site_clients import SiteClient
+from tests.helpers import MosquittoProcess, free_port, mqtt_connack, until
 
 
 @pytest.fixture
@@ -94,3 +102,117 @@ async def test_port_already_taken_is_reported(tmp_path: Path, mosquitto: Mosquit
 def test_refuses_a_non_loopback_listener(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
         EmbeddedBroker(1883, tmp_path, host="0.0.0.0")
+
+
+async def test_broker_gets_no_gateway_secret_and_no_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's environment holds the configuration's `env:` secrets; as root, the broker must not be."""
+    monkeypatch.setenv("EDGE_WEBHOOK_SECRET", "whsec-not-for-the-broker")
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    access = AccessStore(tmp_path / "broker", "edge")
+    _, password = access.add("acme", "bms")
+    broker = EmbeddedBroker(free_port(), tmp_path / "broker", access=access)
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        _assert_unprivileged(broker, psutil.Process(broker.pid))
+        # and it still reads its files: a tenant user logs in, a wrong password does not
+        assert mqtt_connack(broker.port, "bms@acme", password) == 0
+        assert mqtt_connack(broker.port, "bms@acme", "wrong") != 0
+    finally:
+        await broker.stop()
+
+
+def _assert_unprivileged(broker: EmbeddedBroker, process: psutil.Process) -> None:
+    environ = process.environ()
+    assert set(environ) <= {"PATH", "LANG", "TZ"} and environ["TZ"] == "Europe/Zurich", environ
+    assert "whsec-not-for-the-broker" not in str(environ)
+    if os.geteuid() != 0:
+        return
+    assert 0 not in process.uids() and 0 not in process.gids(), process.uids()
+    assert process.username() in ("mosquitto", "nobody")
+    for name in ("mosquitto.conf", "passwd", "acl", "conf.d/access.conf"):
+        info = (broker.data_dir / name).stat()
+        assert info.st_uid == process.uids().real and stat.S_IMODE(info.st_mode) == 0o600, name
+    assert stat.S_IMODE(broker.data_dir.stat().st_mode) == 0o710
+
+
+async def test_a_broker_left_over_from_an_earlier_run_is_stopped_and_a_recycled_pid_is_not(
+    tmp_path: Path,
+) -> None:
+    """Where PDEATHSIG did not act, the next start finds the old broker by its pid file, its config and its
+    working directory; a pid now used by another program is left alone."""
+    first = EmbeddedBroker(free_port(), tmp_path / "broker")
+    await first.start()
+    await first.stop()  # leaves its config behind, as a killed gateway would
+    leftover = await asyncio.create_subprocess_exec(
+        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        "-c",
+        "mosquitto.conf",
+        cwd=first.data_dir,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    bystander = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        first.pid_path.write_text(f"{leftover.pid}\n")
+        await until(lambda: mqtt_connack(first.port) == 0, 5, "the left-over broker serving")
+        again = EmbeddedBroker(first.port, first.data_dir)
+        await again.start()
+        await again.stop()
+        assert await asyncio.wait_for(leftover.wait(), 5) is not None
+        first.pid_path.write_text(f"{bystander.pid}\n")
+        await again.start()
+        await again.stop()
+        assert bystander.returncode is None
+    finally:
+        for process in (leftover, bystander):
+            if process.returncode is None:
+                process.kill()
+            await asyncio.wait_for(process.wait(), 5)
+
+
+async def test_tls_files_and_persistence_live_in_the_broker_directory_for_its_account(tmp_path: Path) -> None:
+    """The operator's certificate directory stays private (0700); the broker reads copies named relatively in
+    its directory, re-copied when the source changes, and saves its sessions in a directory of its own."""
+    operator = tmp_path / "operator-certs"
+    operator.mkdir(mode=0o700)
+    files = write_broker_certificates(operator, ["127.0.0.1"])
+    access = AccessStore(tmp_path / "broker", "edge", lan=True)
+    _, password = access.add("acme", "bms")
+    lan = Listener("mqtts-test", "127.0.0.1", free_port(), certfile=files.server, keyfile=files.server_key)
+    broker = EmbeddedBroker(
+        free_port(), tmp_path / "broker", access=access, listeners=[lan], persistence=Persistence()
+    )
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        account = psutil.Process(broker.pid).uids().real
+        conf = broker.conf_path.read_text()
+        assert str(tmp_path) not in conf, conf  # every path relative to the broker's working directory
+        assert "certfile tls/mqtts-test.cert.pem" in conf and "persistence_location persistence/" in conf
+        for name in ("tls/mqtts-test.cert.pem", "tls/mqtts-test.key.pem"):
+            info = (broker.data_dir / name).stat()
+            assert info.st_uid == account and stat.S_IMODE(info.st_mode) == 0o600, name
+        saved = persistence_file(broker.data_dir)
+        info = saved.parent.stat()
+        assert info.st_uid == account and stat.S_IMODE(info.st_mode) == 0o700
+        client = await asyncio.to_thread(SiteClient, lan.port, "bms@acme", password, ca=files.ca)
+        try:
+            assert client.error is None and client.refused is None, (client.error, client.refused)
+        finally:
+            client.close()
+    finally:
+        await broker.stop()
+    assert saved.stat().st_uid == account  # written by the broker as it stopped
+
+    renewed = write_broker_certificates(operator, ["127.0.0.1", "localhost"], overwrite=True)
+    again = EmbeddedBroker(
+        broker.port, broker.data_dir, access=access, listeners=[lan], persistence=Persistence()
+    )
+    await again.start()
+    try:
+        copied = (again.data_dir / "tls/mqtts-test.cert.pem").read_bytes()
+        assert copied == renewed.server.read_bytes(), "the renewed certificate is what the broker serves"
+    finally:
+        await again.stop()

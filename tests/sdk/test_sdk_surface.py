@@ -68,8 +68,10 @@ PINNED: dict[str, tuple[str, ...]] = {
     "edge.sdk.events": (
         "ASSET_FAILED",
         "AssetFailedData",
+        "CLOUD_RESULT",
         "COMMAND_RESULT",
         "CloudEventEnvelope",
+        "CloudResultData",
         "CommandResultData",
         "DEVICE_STATUS",
         "DeviceStatusData",
@@ -125,7 +127,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "TickHandler",
         "module_consumer",
     ),
-    "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar"),
+    "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar", "ValueKind"),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.transaction": ("async_transaction", "transaction"),
     "edge.sdk.versions": (

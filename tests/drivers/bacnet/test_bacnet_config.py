@@ -138,6 +138,23 @@ def test_requests_hold_at_most_max_objects_and_subsets_keep_indices() -> None:
 # ---- values and quality --------------------------------------------------------------------------
 
 
+def test_declared_value_kinds_are_the_kinds_decoding_gives() -> None:
+    """Home Assistant and Sparkplug describe a point by its declared kind before it is read: it must be the
+    kind its decoded values have."""
+    from edge.bus.ha_entities import kind_of
+
+    cases = [
+        (p("t"), Real(21.5)),
+        (p("b", "binary-input"), BinaryPV("active")),
+        (p("b", "binary-input", states=["off", "on"]), BinaryPV("inactive")),
+        (p("m", "multi-state-value", states=["off", "auto"]), Unsigned(2)),
+        (p("m", "multi-state-value"), Unsigned(2)),
+    ]
+    for point, raw in cases:
+        assert point.value_kind == kind_of(point, decode(raw, target_of(0, point))), point  # type: ignore[arg-type]
+    assert p("n", property="object-name").value_kind is None  # other properties: only a value tells
+
+
 def test_reals_are_the_float32_the_device_holds() -> None:
     assert tidy_real(float(Real(21.94))) == 21.94
     assert tidy_real(float(Real(0.1))) == 0.1

@@ -57,6 +57,24 @@ def test_encode_is_the_inverse_of_decode(type_: str, order: str, registers: list
     assert encode(pt(type_), value, default_word_order=order) == registers  # type: ignore[arg-type]
 
 
+def test_declared_value_kinds_are_the_kinds_decoding_gives() -> None:
+    """Home Assistant and Sparkplug describe a point by its declared kind before it is read."""
+    from edge.bus.ha_entities import kind_of
+
+    cases: list[tuple[ModbusPoint, list[Any]]] = [
+        (pt("uint16"), [7]),
+        (pt("int32"), [0xFFFF, 0xFFFE]),
+        (pt("float32"), encode(pt("float32"), 21.5)),  # type: ignore[list-item]
+        (pt("bool", "coil"), [True]),
+        (ModbusPoint(name="p", address=0, bit=3), [0b1000]),
+        (ModbusPoint(name="p", address=0, labels={1: "on", 2: "off"}), [2]),
+        (ModbusPoint(name="p", address=0, type="string", length=2), [0x4142, 0x4344]),
+    ]
+    for point, block in cases:
+        assert point.value_kind == kind_of(point, decode(point, block)), point  # type: ignore[arg-type]
+    assert ModbusPoint(name="p", address=0, scale=0.1).value_kind == "number"  # scaled: not whole
+
+
 def test_float32_nan_decodes_to_nan() -> None:
     assert math.isnan(decode(pt("float32"), [0x7FC0, 0x0000]))  # type: ignore[arg-type]
 
