@@ -122,6 +122,11 @@ class BusConfig(_Strict):
     point_topics: bool = Field(
         default=True, description="Publish each point's latest value on its own retained topic."
     )
+    point_topic_mode: Literal["point", "device"] = Field(
+        default="point",
+        description="'point': one retained topic per point; 'device': one retained message per device holding "
+        "all its points' latest values (one publish per device instead of one per point).",
+    )
     point_min_interval: float = Field(
         default=1.0, ge=0.0, description="At most one retained update per point in this many seconds."
     )
