@@ -177,6 +177,9 @@ class DevicePoller:
             # still down: the status event and one all-bad poll said so; repeating it every poll only fills
             # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
             return
+        points = self._normalizer.report(points)  # report by exception, where points ask for it
+        if not points:  # nothing moved: nothing to store or publish
+            return
         self._sequence += 1
         event = make_event(
             type=TELEMETRY,
