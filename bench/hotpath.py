@@ -6,12 +6,15 @@ docs/performance.md), and profiled with wall-clock stacks:
 
     python -m bench.hotpath --interval 1 --repeat 3                       # medians of 3
     python -m bench.hotpath --interval 1 --repeat 3 --against /work/base  # base and this tree, interleaved
-    python -m bench.hotpath --interval 1 --profile prof/ --idle           # py-spy stacks of the window
+    python -m bench.hotpath --interval 1 --profile prof/ --how wall       # py-spy stacks of the window
+    python -m bench.hotpath --set bus.point_topic_mode=device --point-default report_deadband=0
 
 `--against TREE` runs the gateway (and the simulators) from another checkout by putting it first on the
 children's PYTHONPATH; the harness itself stays this tree's. `--profile DIR` attaches py-spy (when
-installed) to the gateway for the measured window and writes collapsed stacks, `--idle` keeps the samples
-where a thread waits (wall clock), so what the gateway waits on shows as well as what it computes.
+installed) to the gateway for the measured window and writes collapsed stacks (`--how wall` keeps the samples
+where a thread waits, so what the gateway waits on shows as well as what it computes) and the CPU of each
+thread. `--set SECTION.KEY=VALUE` adds a setting to the generated gateway configuration, `--point-default
+KEY=VALUE` one to every point (the profiles' `[defaults]`), for both trees alike.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 
 import psutil
 
+import bench.harness
 from bench.harness import BenchEnv, measure
 from bench.procs import BenchBroker, Children
 from bench.scenarios import DeviceGroup, Load, Scenario
@@ -52,6 +56,39 @@ def hotpath_load(interval: float, devices: int = 20, registers: int = 50, point_
     return Load(f"{devices}x{registers}@{interval:g}s", (group,), point_topics=point_topics)
 
 
+def _toml_value(text: str) -> str:
+    try:
+        float(text)
+    except ValueError:
+        return text if text in ("true", "false") else f'"{text}"'
+    return text
+
+
+def _with_settings(settings: list[str], point_defaults: list[str]) -> None:
+    """Make the harness write these settings into every gateway configuration and profile it generates."""
+    write = bench.harness.write_gateway_config  # type: ignore[attr-defined]
+
+    def patched(path: Path, *args: Any, **kwargs: Any) -> Path:
+        written = write(path, *args, **kwargs)
+        text = written.read_text()
+        for setting in settings:
+            key, value = setting.split("=", 1)
+            section, name = key.rsplit(".", 1)
+            header = next(line for line in text.splitlines() if line.startswith(f"[{section}]"))
+            text = text.replace(header, f"{header}\n{name} = {_toml_value(value)}", 1)
+        written.write_text(text)
+        for profile in path.parent.glob("bench-*.toml"):
+            lines = [f"{k} = {_toml_value(v)}" for k, v in (d.split("=", 1) for d in point_defaults)]
+            profile.write_text(
+                profile.read_text().replace(
+                    "[defaults]\n", "[defaults]\n" + "".join(f"{line}\n" for line in lines), 1
+                )
+            )
+        return written
+
+    bench.harness.write_gateway_config = patched  # type: ignore[attr-defined]
+
+
 def _gateway_pid(config: Path, timeout: float) -> int | None:
     """The pid of the gateway started on `config` (a child of this process), once it exists."""
     deadline = time.monotonic() + timeout
@@ -63,7 +100,7 @@ def _gateway_pid(config: Path, timeout: float) -> int | None:
             except psutil.Error:
                 continue
             if "edge.cli" in argv and str(config) in argv:
-                return child.pid
+                return int(child.pid)
         time.sleep(0.1)
     return None
 
@@ -177,7 +214,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--out", type=Path, default=Path("bench-results") / time.strftime("hotpath-%Y%m%d-%H%M%S")
     )
+    parser.add_argument("--set", action="append", default=[], help="SECTION.KEY=VALUE in the gateway config")
+    parser.add_argument("--point-default", action="append", default=[], help="KEY=VALUE for every point")
     args = parser.parse_args(argv)
+    _with_settings(args.set, args.point_default)
     load = hotpath_load(args.interval, args.devices, args.registers, not args.no_point_topics)
     sc = Scenario("hotpath", "per-poll hot path", (load,), warmup=5.0, duration=args.duration)
     trees: dict[str, str | None] = {"this": None}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 1.0
+# an unchanged snapshot is rewritten this often (its time keeps it live: state.FRESH), not every second: each
+# write is a transaction with an fsync, the largest part of an idle gateway's CPU
+SNAPSHOT_REFRESH = 2.0
 
 
 @dataclass
@@ -53,6 +57,7 @@ class ModuleControl:
         self.state = ModuleStateStore(loaded.data_dir)
         self._applied: dict[str, _Applied] = {}
         self._config_mtime = _mtime(loaded)
+        self._written: tuple[list[ModuleSnapshot] | None, float] = (None, 0.0)  # last snapshots written, when
 
     async def start(self) -> None:
         desired = await asyncio.to_thread(self.state.desired)
@@ -138,7 +143,11 @@ class ModuleControl:
             hosted = self._host.modules.get(name)
             enabled = self._applied.get(name, _Applied(module.enabled, 0.0)).enabled
             snapshots.append(self._snapshot(name, module, hosted, health.get(name), enabled))
+        last, when = self._written
+        if snapshots == last and (not snapshots or time.monotonic() - when < SNAPSHOT_REFRESH):
+            return  # nothing changed (and with no module configured, an empty table stays empty)
         await asyncio.to_thread(self.state.write_snapshots, snapshots)
+        self._written = (snapshots, time.monotonic())
 
     def _snapshot(
         self, name: str, module: ModuleConfig, hosted: HostedModule | None, health: Any, enabled: bool
