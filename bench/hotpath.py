@@ -120,7 +120,7 @@ def _profile(config: Path, out: Path, start_after: float, seconds: float, how: s
     time.sleep(start_after)
     names = _thread_names(spy, pid) if have_spy else {}
     length = max(1.0, seconds - 4.0)  # inside the measured window
-    before, t0 = _thread_cpu(pid), time.monotonic()
+    before, waited, t0 = _thread_cpu(pid), _run_delay(pid), time.monotonic()
     if how == "cprofile":
         os.kill(pid, signal.SIGRTMIN + 1)
         time.sleep(length)
@@ -131,14 +131,28 @@ def _profile(config: Path, out: Path, start_after: float, seconds: float, how: s
         subprocess.run(argv, check=False, capture_output=True, timeout=length + 30)
     else:
         time.sleep(length)
-    after, t1 = _thread_cpu(pid), time.monotonic()
+    after, waited_after, t1 = _thread_cpu(pid), _run_delay(pid), time.monotonic()
     lines = [
-        f"{(cpu - before.get(tid, 0.0)) / (t1 - t0) * 1000:8.2f} ms/s  {names.get(tid, '?')} ({tid})"
+        f"{(cpu - before.get(tid, 0.0)) / (t1 - t0) * 1000:8.2f} ms/s CPU"
+        f" {(waited_after.get(tid, 0.0) - waited.get(tid, 0.0)) / (t1 - t0) * 1000:8.2f} ms/s waiting for a CPU"
+        f"  {names.get(tid, '?')} ({tid})"
         for tid, cpu in sorted(after.items(), key=lambda kv: before.get(kv[0], 0.0) - kv[1])
     ]
     total = sum(after.values()) - sum(before.get(t, 0.0) for t in after)
     lines.append(f"{total / (t1 - t0) * 1000:8.2f} ms/s  all threads")
     out.with_suffix(".threads").write_text(f"CPU per thread ({how})\n" + "\n".join(lines) + "\n")
+
+
+def _run_delay(pid: int) -> dict[int, float]:
+    """Seconds each thread of `pid` spent runnable but waiting for a CPU (Linux schedstat): a thread that is
+    late although the gateway's own CPU is low is waiting for the machine, not for anything of the gateway."""
+    delays = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            delays[int(task.name)] = int((task / "schedstat").read_text().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return delays
 
 
 def _thread_cpu(pid: int) -> dict[int, float]:
