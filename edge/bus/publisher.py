@@ -34,6 +34,9 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
+# retained updates sent in one go before the flush yields to the loop: a flush of thousands of per-point messages
+# (~25 µs each) would otherwise hold events and polls back for tens of milliseconds
+_YIELD_EVERY = 64
 
 
 class OutboxPublisher:
@@ -118,6 +121,7 @@ class LastValuePublisher:
         # topic -> (when, value, quality, payload) of what was last sent; per device: (when, points, None, payload)
         self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
         self._wake = asyncio.Event()
+        self._sent_since_yield = 0
         bus.on_connect_hooks.append(self._republish_all)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
@@ -169,8 +173,9 @@ class LastValuePublisher:
             )
         latest, self._latest = self._latest, {}
         now = time.monotonic()
-        for count, ((tenant, site, device), events) in enumerate(latest.items()):
-            if count % 16 == 15:
+        for (tenant, site, device), events in latest.items():
+            if self._sent_since_yield >= _YIELD_EVERY:
+                self._sent_since_yield = 0
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
             flush = self._flush_device_state if self._per_device else self._flush_device
             if not await flush(tenant, site, device, events, now):
@@ -243,6 +248,7 @@ class LastValuePublisher:
             return False  # the reconnect hook republishes everything
         future.add_done_callback(_ignore_outcome)
         self._stats.point_updates_published += 1
+        self._sent_since_yield += 1
         return True
 
 

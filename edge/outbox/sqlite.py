@@ -85,7 +85,7 @@ class SqliteOutbox:
         self,
         path: Path,
         *,
-        commit_interval: float = 0.01,
+        commit_interval: float = 0.002,
         commit_max_events: int = 1000,
         synchronous: str = "full",
         queue_size: int = 20_000,
@@ -254,9 +254,8 @@ class SqliteOutbox:
     def _schedule_flush(self) -> None:
         """Persist pending cursors and status within `_CURSOR_FLUSH_INTERVAL` if no commit carries them first."""
         if self._flush_timer is None and self._task is not None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                _CURSOR_FLUSH_INTERVAL, self._request_flush
-            )
+            # the writer's loop: a cursor may be moved from synchronous code between two runs of it
+            self._flush_timer = self._task.get_loop().call_later(_CURSOR_FLUSH_INTERVAL, self._request_flush)
 
     def _request_flush(self) -> None:
         self._flush_timer = None
