@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(
                     f"{name} run {k + 1}: "
                     + ", ".join(f"{f} {_fmt(run.get(f))}" for f in FIGURES)
-                    + f", loss {'none' if run['loss']['zero_loss'] else 'YES'}",
+                    + f", loss {'none' if run['loss']['zero_loss'] else 'YES'}, {_flatness(run)}",
                     flush=True,
                 )
     medians = {
@@ -260,6 +260,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, figures in medians.items():
         print(f"median {name} ({load.label}): " + ", ".join(f"{f} {_fmt(v)}" for f, v in figures.items()))
     return medians
+
+
+def _flatness(run: dict[str, Any]) -> str:
+    """Memory and backlog over the window: past saturation both must stay flat (polls late, not piled up)."""
+    rss = [t["rss_mb"] for t in run["timeline"] if t["rss_mb"]]
+    backlog = [t["backlog"] or 0 for t in run["timeline"]]
+    if not rss:
+        return "no timeline"
+    return (
+        f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MB (max {max(rss):.0f}), backlog {backlog[0]} -> {backlog[-1]}"
+        f" events (max {max(backlog)})"
+    )
 
 
 def _fmt(value: Any) -> str:
