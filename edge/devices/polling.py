@@ -167,6 +167,9 @@ class DevicePoller:
             raw, error = await self._read()
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
+        log.debug(
+            "device %s polled: %d points%s", self.spec.name, len(points), f" ({error})" if error else ""
+        )
         await self._emit(points, sample_time, error)
 
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
