@@ -187,6 +187,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
+            per_device=self.config.bus.point_topic_mode == "device",
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)

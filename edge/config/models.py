@@ -187,6 +187,11 @@ class BusConfig(_Strict):
     point_topics: bool = Field(
         default=True, description="Publish each point's latest value on its own retained topic."
     )
+    point_topic_mode: Literal["point", "device"] = Field(
+        default="point",
+        description="'point': one retained topic per point; 'device': one retained message per device holding "
+        "all its points' latest values (one publish per device instead of one per point).",
+    )
     point_min_interval: float = Field(
         default=1.0, ge=0.0, description="At most one retained update per point in this many seconds."
     )
@@ -196,7 +201,13 @@ class BusConfig(_Strict):
 
 class StorageConfig(_Strict):
     path: str = Field(default="outbox.db", description="SQLite file; relative to data_dir.")
-    commit_interval_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
+    commit_interval_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long the first event of a commit waits for the rest of its burst: 2 ms keeps a poll round in"
+        " one or two commits while adding little to sample-to-MQTT latency (10 ms: -1 µs CPU/point, +8 ms p50).",
+    )
     commit_max_events: int = Field(default=1000, ge=1, le=100_000)
     synchronous: Literal["full", "normal"] = "full"
     retention: RetentionConfig = RetentionConfig()
