@@ -138,30 +138,23 @@ def table(results: dict[str, Any]) -> str:
     extra: list[str] = []
     for sc in results["scenarios"]:
         for entry in sc["loads"]:
-            if sc["scenario"] == "compare":
-                lines.append(_row(f"compare {entry['load']}", entry["ours"]))
+            if "ours" in entry:  # a comparison (its peers may not have run: --no-peer)
+                lines.append(_row(f"{sc['scenario']} {entry['load']}", entry["ours"]))
                 for peer in entry["peers"]:
                     if "error" in peer:
-                        extra.append(
-                            f"compare {entry['load']}: ThingsBoard ({peer['storage']}): {peer['error']}"
-                        )
+                        extra.append(f"{sc['scenario']} {entry['load']}: {peer['label']}: {peer['error']}")
                         continue
                     p = peer["result"]
                     lines.append(
                         _row(
-                            f"  ThingsBoard {peer['storage']}",
-                            {
-                                **p,
-                                "devices": entry["ours"]["devices"],
-                                "offered_points_per_s": p.get("offered_points_per_s"),
-                                "keeps_up": None,
-                            },
+                            f"  {peer['label']}",
+                            {**p, "devices": entry["ours"]["devices"], "keeps_up": None},
                         )
                     )
                     ra = peer["ratios"]
                     extra.append(
-                        f"compare {entry['load']} vs ThingsBoard ({peer['storage']}): delivered x"
-                        f"{_f(ra['delivered_points_per_s_ours_over_peer'], 2)}, ThingsBoard needs x"
+                        f"{sc['scenario']} {entry['load']} vs {peer['label']}: delivered x"
+                        f"{_f(ra['delivered_points_per_s_ours_over_peer'], 2)}, {peer['label']} needs x"
                         f"{_f(ra['cpu_per_point_peer_over_ours'], 1)} the CPU per point and x"
                         f"{_f(ra['peak_rss_peer_over_ours'], 1)} the memory"
                     )
@@ -264,13 +257,13 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     series: dict[str, list[tuple[float, dict[str, Any]]]] = {}
     for sc in results["scenarios"]:
         for entry in sc["loads"]:
-            if sc["scenario"] == "compare":
-                series.setdefault("edge-gateway (compare 20x50)", []).append(
+            if "ours" in entry:
+                series.setdefault(f"edge-gateway ({sc['scenario']} 20x50)", []).append(
                     (entry["offered_points_per_s"], entry["ours"])
                 )
                 for peer in entry["peers"]:
                     if "result" in peer:
-                        name = f"ThingsBoard GW ({peer['storage']}, 20x50)"
+                        name = f"{peer['label']} (20x50)"
                         series.setdefault(name, []).append((entry["offered_points_per_s"], peer["result"]))
             else:
                 label = (
@@ -362,7 +355,7 @@ def markdown(results: dict[str, Any]) -> str:
                     if "result" in peer:
                         rows.append(
                             row(
-                                f"compare {entry['load']}: ThingsBoard ({peer['storage']})",
+                                f"compare {entry['load']}: {peer['label']}",
                                 peer["result"],
                                 entry["ours"]["devices"],
                             )
