@@ -18,7 +18,9 @@ def bench(
         None, "--out", help="Output directory (default: bench-results/<timestamp>/)."
     ),
     peer: bool = typer.Option(
-        True, "--peer/--no-peer", help="Also run ThingsBoard IoT Gateway in the compare scenario."
+        True,
+        "--peer/--no-peer",
+        help="Also run the peers (ThingsBoard IoT Gateway, Node-RED + node-red-contrib-modbus) in the compare scenario.",
     ),
     repeat: int = typer.Option(
         1, "--repeat", min=1, max=20, help="Runs per measurement; medians are reported."
