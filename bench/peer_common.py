@@ -234,8 +234,8 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def memory_mb(proc: psutil.Process, field: str) -> float:
-    """A /proc status field (VmRSS, VmHWM) summed over the process tree, in MB (2^20 bytes)."""
-    return sum(_status_kb(p.pid, field) for p in process_family(proc)) / 1024.0
+    """A /proc status field (VmRSS, VmHWM, in KiB) summed over the process tree, in MB (10^6 bytes, as ours)."""
+    return sum(_status_kb(p.pid, field) for p in process_family(proc)) * 1024 / 1e6
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
