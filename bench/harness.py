@@ -4,8 +4,10 @@ One measurement (`measure`) is: a clean bench broker, the load's simulators (own
 subscriber (own process), the gateway (`python -m edge.cli run`, bus in external mode on the bench broker);
 wait until every device is up, warm up, then a measured window sampling the gateway's CPU time and RSS every
 0.5 s; optionally a broker outage and its backlog drain; then SIGTERM to the gateway (it must exit 0 within
-10 s), the subscriber's records, and the outbox read back to check that nothing acknowledged was lost.
-Only the gateway's own CPU (user + system of its PID, no children) is charged to it; the simulators', the
+10 s), the subscriber's records (split by protocol), the cloud simulator's arrivals (sample -> cloud, when the
+load syncs to the cloud), and the outbox read back to check that nothing acknowledged was lost.
+A scenario with peers (`compare`) runs each peer (`bench.peer_common.PEERS`) on the same simulators and
+broker after ours. Only the gateway's own CPU (user + system of its PID, no children) is charged to it; the simulators', the
 broker's and the subscriber's are reported beside it so a bottleneck outside the gateway shows.
 """
 
