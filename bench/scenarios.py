@@ -27,6 +27,7 @@ __all__ = [
     "ProtocolBench",
     "Scenario",
     "building",
+    "building_parts",
     "coalescing",
     "compare",
     "pending_reason",
@@ -169,6 +170,23 @@ def building() -> Scenario:
     )
 
 
+def building_parts() -> Scenario:
+    """The building's cost split by what it runs: inverters alone, + BACnet and OPC UA, + modules, + cloud sync."""
+    full = building().loads[0]
+    loads = (
+        replace(full, label="inverters", groups=full.groups[:1], modules=False, cloud=False),
+        replace(full, label="+bacnet+opcua", modules=False, cloud=False),
+        replace(full, label="+modules", modules=True, cloud=False),
+        replace(full, label="+cloud", modules=True, cloud=True),
+    )
+    return Scenario(
+        name="building-parts",
+        description="the building step by step: 50 inverters (Modbus) alone, + 45 BACnet and 10 OPC UA devices, "
+        "+ the five domain modules, + cloud sync of both tenants (no outage)",
+        loads=loads,
+    )
+
+
 STRESS_STEPS: tuple[int, ...] = (5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000)
 STRESS_DEVICES = 100
 STRESS_REGISTERS = 50
@@ -286,6 +304,7 @@ def _coalescing_pair() -> list[Scenario]:
 
 _SCENARIOS = {
     "building": building,
+    "building-parts": building_parts,
     "stress": stress,
     "compare": compare,
     "smoke": smoke,

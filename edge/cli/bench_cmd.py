@@ -8,7 +8,7 @@ import typer
 def bench(
     scenario: str = typer.Argument(
         "all",
-        help="building, stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
+        help="building, building-parts (its cost step by step), stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
         "vs off), or all (building + stress + compare).",
     ),
     duration: float | None = typer.Option(
