@@ -192,6 +192,8 @@ def table(results: dict[str, Any]) -> str:
 def _building_lines(scenario: str, entry: dict[str, Any]) -> list[str]:
     """Per protocol (polled: offered and delivered; COV and subscriptions: delivered) and sample -> cloud."""
     lines = []
+    if entry.get("load") not in (None, scenario):
+        scenario = f"{scenario} {entry['load']}"
     protocols = entry.get("by_protocol") or {}
     for name, p in protocols.items() if len(protocols) > 1 else ():  # one protocol: the row says it all
         offered = p.get("offered_points_per_s")

@@ -34,21 +34,20 @@ def test_a_tiny_building_measures_every_protocol_and_the_cloud(tmp_path: Path) -
         env = BenchEnv(out=tmp_path, children=children, broker=broker, say=lambda _line: None)
         result = run_scenario(sc, env)["loads"][0]
 
-    assert result["devices"] == 6 and result["exit_code"] == 0
+    assert result["devices"] == 6 and result["exit_code"] == 0, result["verdict"]
     assert result["loss"]["zero_loss"], result["loss"]
-    assert result["loss"]["devices_seen"] == 6  # every device published, the BACnet ones included
+    assert result["loss"]["devices_seen"] == 6, result["loss"]  # every device published, BACnet's included
     protocols = result["by_protocol"]
-    assert set(protocols) >= {
-        "modbus",
-        "opcua",
-    }  # BACnet COV may stay quiet for 2 s; its first values come early
+    # COV and subscriptions may stay quiet within 2 s (every device published: devices_seen above)
+    assert "modbus" in protocols and set(protocols) <= {"modbus", "bacnet", "opcua"}, protocols
     assert protocols["modbus"]["offered_points_per_s"] == pytest.approx(160)
-    assert protocols["modbus"]["delivered_points_per_s"] > 0.8 * 160
-    assert protocols["opcua"]["offered_points_per_s"] is None  # subscriptions offer what changes
+    assert protocols["modbus"]["delivered_points_per_s"] > 0.8 * 160, protocols
+    for changed in set(protocols) - {"modbus"}:
+        assert protocols[changed]["offered_points_per_s"] is None  # they offer what changes
     cloud = result["cloud"]
-    assert cloud["events_sampled"] > 0
-    assert cloud["events_in_cloud"] >= 0.8 * cloud["events_sampled"]
-    assert 0 < cloud["p50_latency_ms"] <= cloud["p99_latency_ms"] < 10_000
+    assert cloud["events_sampled"] > 0, cloud
+    assert cloud["events_in_cloud"] >= 0.8 * cloud["events_sampled"], cloud
+    assert 0 < cloud["p50_latency_ms"] <= cloud["p99_latency_ms"] < 10_000, cloud
     results = {"machine": {}, "repeat": 1, "scenarios": [{"scenario": "building", "loads": [result]}]}
     assert "building: modbus: 2 devices, 160 points/s offered (polled)" in table(results)
     assert "sample -> cloud p50" in markdown(results)
