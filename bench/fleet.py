@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,8 +161,16 @@ class Fleet:
         return [sys.executable, "-m", module, "--port", str(port), "--devices", str(n), *extra]
 
 
-def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_id: str = "bench") -> Path:
-    """The gateway's TOML (and the profiles it names, next to it); devices spread over the load's tenants."""
+def write_gateway_config(
+    path: Path,
+    fleet: Fleet,
+    *,
+    broker_port: int,
+    gateway_id: str = "bench",
+    bus: Sequence[str] = (),
+) -> Path:
+    """The gateway's TOML (and the profiles it names, next to it); devices spread over the load's tenants.
+    `bus`: the `[bus]` settings (default: external mode on the bench broker's port)."""
     load = fleet.load
     lines = [
         "# written by edge bench",
@@ -170,9 +179,7 @@ def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_
         'data_dir = "data"',
         "",
         "[bus]",
-        'mode = "external"',
-        'host = "127.0.0.1"',
-        f"port = {broker_port}",
+        *(bus or ('mode = "external"', 'host = "127.0.0.1"', f"port = {broker_port}")),
         f"point_topics = {'true' if load.point_topics else 'false'}",
         "",
         "[storage]  # defaults",
