@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from edge.bus.nats import jetstream_name
 from edge.bus.topics import mqtt_topic, nats_subject
 from edge.gateway import Gateway
+from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, make_event
 from edge.sdk.tenancy import tenant_scope
 from tests.bus.nats_server import GATEWAY, NatsServer, gateway_config
@@ -244,3 +245,13 @@ async def test_a_nats_server_restart_mid_stream_loses_nothing_acknowledged(
     stored = await _stream_events(private_nats, "acme")
     assert [e["id"] for e in stored] == appended  # each once (duplicates dropped by Nats-Msg-Id), in order
     assert [e["sequence"] for e in stored] == list(range(1, 1001))
+
+
+def test_config_check_refuses_mqtt_dialects_on_the_nats_bus(tmp_path: Path, nats_server: NatsServer) -> None:
+    config = gateway_config(tmp_path / "edge.toml", nats_server)
+    config.write_text(config.read_text().replace('entitlements = ["nats_probe"]', "[tenants.sparkplug]"))
+    with pytest.raises(ConfigError) as caught:
+        load(config)
+    (issue,) = caught.value.issues
+    assert issue.location == "tenants[0] (acme).sparkplug"
+    assert "MQTT retained messages and last wills" in issue.reason
