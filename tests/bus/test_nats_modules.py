@@ -55,6 +55,8 @@ def test_a_jetstream_module_sees_every_event_at_least_once_across_a_gateway_kill
         child.wait(10)
         before_kill = len(_recorded(record))
         child = _child(config, record, produce=False)
+        log = tmp_path / "child.log"
+        wait_until(lambda: log.read_text().count("started") == 2, 30.0, "the gateway started again")
         committed = _outbox_ids(tmp_path / "data")
         assert len(committed) >= before_kill
         wait_until(
