@@ -190,6 +190,13 @@ class NatsConfig(_Strict):
     ack_timeout: Seconds = Field(
         default=10.0, gt=0, le=600, description="A publish not acknowledged by JetStream by then is replayed."
     )
+    mqtt_host: str = Field(default="127.0.0.1", description="nats-server's MQTT listener, for local tools.")
+    mqtt_port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="`edge point write` and `edge module command` connect there.",
+    )
     modules: Literal["jetstream", "outbox"] = Field(
         default="jetstream",
         description="Where in-process modules' event subscriptions read: durable JetStream consumers, or the outbox.",

@@ -74,6 +74,7 @@ username = "{GATEWAY.name}"
 password = "{GATEWAY.password}"
 [bus.nats]
 servers = ["{server.url}"]
+mqtt_port = {server.mqtt_port}
 ack_timeout = 3
 [storage]
 commit_interval_ms = 2

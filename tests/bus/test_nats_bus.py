@@ -18,9 +18,11 @@ import pytest
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from typer.testing import CliRunner
 
 from edge.bus.nats import jetstream_name
 from edge.bus.topics import mqtt_topic, nats_subject
+from edge.cli import app
 from edge.gateway import Gateway
 from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, make_event
@@ -255,3 +257,18 @@ def test_config_check_refuses_mqtt_dialects_on_the_nats_bus(tmp_path: Path, nats
     (issue,) = caught.value.issues
     assert issue.location == "tenants[0] (acme).sparkplug"
     assert "MQTT retained messages and last wills" in issue.reason
+
+
+async def test_edge_module_command_gets_its_answer_through_the_nats_mqtt_listener(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    config = gateway_config(tmp_path / "edge.toml", nats_server)
+    gateway = Gateway(*load(config))
+    await gateway.start()
+    try:
+        args = ["module", "command", "alarms", "list", "-t", "acme", "-c", str(config), "--timeout", "10"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    finally:
+        await gateway.stop()
+    assert result.exit_code == 1, result.output  # answered (refused), not "no answer" (2)
+    assert "refused: module 'alarms' is not running on this gateway" in result.output
