@@ -97,16 +97,17 @@ def _run_bus(*, duration: float | None, out: Path | None, repeat: int, say: Any)
     previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         with Children() as children:
-            result = run_bus_backends(out, children, repeat=repeat, duration=duration or 10.0, say=say)
+            measured = run_bus_backends(out, children, repeat=repeat, duration=duration or 10.0, say=say)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    results = {"machine": machine_info(), "scenarios": [result]}
+    results = {"machine": machine_info(), "scenarios": measured}
     write_json(out / "results.json", results)
-    for backend, medians in result["medians"].items():
-        say(
-            f"{backend}: {medians['points_per_s']:,.0f} points/s, "
-            f"{medians['gateway_cpu_us_per_point']:.1f} µs gateway CPU per point, "
-            f"server {medians['server_cpu_pct']:.0f} % CPU (medians of {repeat})"
-        )
+    for result in measured:
+        for backend, medians in result["medians"].items():
+            say(
+                f"{result['load']} offered, {backend}: {medians['points_per_s']:,.0f} points/s, "
+                f"{medians['gateway_cpu_us_per_point']:.1f} µs gateway CPU per point, "
+                f"server {medians['server_cpu_pct']:.0f} % CPU (medians of {repeat})"
+            )
     say(f"results: {out / 'results.json'}")
     return results
