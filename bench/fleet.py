@@ -18,6 +18,7 @@ import random
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,8 +295,16 @@ def free_udp_ports(n: int, attempts: int = 100) -> list[int]:
     raise RuntimeError(f"no {n} consecutive free UDP ports on 127.0.0.1 after {attempts} attempts")
 
 
-def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_id: str = "bench") -> Path:
-    """The gateway's TOML (and the profiles and secrets it names, next to it); devices spread over the tenants."""
+def write_gateway_config(
+    path: Path,
+    fleet: Fleet,
+    *,
+    broker_port: int,
+    gateway_id: str = "bench",
+    bus: Sequence[str] = (),
+) -> Path:
+    """The gateway's TOML (and the profiles and secrets it names, next to it); devices spread over the load's tenants.
+    `bus`: the `[bus]` settings (default: external mode on the bench broker's port)."""
     load = fleet.load
     lines = [
         "# written by edge bench",
@@ -304,9 +313,7 @@ def write_gateway_config(path: Path, fleet: Fleet, *, broker_port: int, gateway_
         'data_dir = "data"',
         "",
         "[bus]",
-        'mode = "external"',
-        'host = "127.0.0.1"',
-        f"port = {broker_port}",
+        *(bus or ('mode = "external"', 'host = "127.0.0.1"', f"port = {broker_port}")),
         f"point_topics = {'true' if load.point_topics else 'false'}",
         "",
         "[storage]  # defaults",

@@ -171,8 +171,40 @@ class DeviceConfig(_Strict):
     connection: dict[str, Any] = Field(default_factory=dict)
 
 
+class NatsConfig(_Strict):
+    """`[bus.nats]`, for `[bus] mode = "nats"` (edge/bus/nats.py, docs/scale.md "Bus backends")."""
+
+    servers: tuple[str, ...] = Field(
+        default=("nats://127.0.0.1:4222",), min_length=1, description="NATS server URLs (one cluster)."
+    )
+    max_age: Seconds = Field(
+        default=7 * 86_400, gt=0, description="How long each tenant's stream keeps events."
+    )
+    max_bytes: Bytes = Field(default=1 << 30, ge=1 << 20, description="Size of each tenant's events stream.")
+    replicas: int = Field(
+        default=1, ge=1, le=5, description="Stream replicas: 1 on one server, 3 in a cluster."
+    )
+    duplicate_window: Seconds = Field(
+        default=120.0, gt=0, le=86_400, description="A replayed event id within this long is stored once."
+    )
+    ack_timeout: Seconds = Field(
+        default=10.0, gt=0, le=600, description="A publish not acknowledged by JetStream by then is replayed."
+    )
+    mqtt_host: str = Field(default="127.0.0.1", description="nats-server's MQTT listener, for local tools.")
+    mqtt_port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="`edge point write` and `edge module command` connect there.",
+    )
+    modules: Literal["jetstream", "outbox"] = Field(
+        default="jetstream",
+        description="Where in-process modules' event subscriptions read: durable JetStream consumers, or the outbox.",
+    )
+
+
 class BusConfig(_Strict):
-    mode: Literal["embedded", "external"] = "embedded"
+    mode: Literal["embedded", "external", "nats"] = "embedded"
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -197,6 +229,7 @@ class BusConfig(_Strict):
     )
     max_queued_messages: int = Field(default=100_000, ge=1000)
     max_payload: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    nats: NatsConfig = NatsConfig()
 
 
 class StorageConfig(_Strict):
