@@ -22,12 +22,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from edge.bus.access import GATEWAY_USER, AccessStore
-from edge.bus.broker import EmbeddedBroker, Persistence
+from edge.bus.backend import open_bus
 from edge.bus.homeassistant import HomeAssistantDiscovery
-from edge.bus.listeners import broker_listeners
 from edge.bus.mqtt import MqttBus, Will
-from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher, SessionGate
+from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
 from edge.config.history import ConfigHistory
@@ -84,54 +82,25 @@ class Gateway:
             if t.storage == "dedicated"
         }
         self.outbox = tiered_outbox(loaded.data_dir / storage.path, dedicated, **options)
-        bus = self.config.bus
         gateway_id = self.config.gateway.id
-        self.broker: EmbeddedBroker | None = None
-        username, password = bus.username, bus.password
-        if bus.mode == "embedded":
-            access = AccessStore.for_config(loaded.data_dir, self.config)
-            self.broker = EmbeddedBroker(
-                bus.port,
-                loaded.data_dir / "broker",
-                host=bus.host,
-                max_queued_messages=bus.max_queued_messages,
-                message_size_limit=bus.max_payload,
-                access=access,
-                listeners=broker_listeners(bus, loaded.path.parent, loaded.data_dir)[1:],
-                persistence=(
-                    Persistence(bus.autosave_interval, bus.session_expiry, bus.max_queued_bytes)
-                    if bus.persistence
-                    else None
-                ),
-            )
-            # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
-            # password are for an external broker.
-            username, password = GATEWAY_USER, access.gateway_password()
-        self._login = (username, password)  # the site dialects' own sessions log in like the bus
-        status_topic = self.topics.gateway_status(gateway_id)
-        self.bus = MqttBus(
-            bus.host,
-            bus.port,
-            client_id=f"edge-gateway-{gateway_id}",
-            username=username,
-            password=password,
-            max_inflight=bus.max_inflight,
-            will=Will(status_topic, b"offline"),
-            birth=(status_topic, b"online"),
-            max_inbound_payload=bus.max_payload,
-            max_outbound_payload=bus.max_payload,
-            reconnect_max=5.0,  # a local broker: come back within seconds of it
-        )
-        self._session_gate: SessionGate | None = None
-        if self.broker is not None and self.broker.persistence is not None and bus.session_grace > 0:
-            self._session_gate = SessionGate(self.bus, bus.session_grace)
-            self.broker.on_start.append(self._session_gate.broker_started)
+        backend = open_bus(loaded, self.topics, [t.id for t in self.config.tenants])  # [bus] mode
+        self.broker = backend.broker
+        self._login = backend.login  # the site dialects' own sessions log in like the bus
+        self._bus_address = backend.address
+        self.bus = backend.bus
+        self._session_gate = backend.session_gate
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
-        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
+        self.modules = ModuleHost(
+            self.outbox,
+            self.tenants,
+            gateway_id,
+            loaded.data_dir,
+            feed=backend.module_feed,  # type: ignore[arg-type]
+        )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
@@ -146,7 +115,7 @@ class Gateway:
             data_dir=loaded.data_dir,
             outbox=self.outbox,
             bus=self.bus,
-            broker_address=f"{bus.host}:{bus.port}",
+            broker_address=backend.address,
             pollers=self.pollers,
             stats=self.stats,
             modules=self.modules,
@@ -197,6 +166,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
+            per_device=self.config.bus.point_topic_mode == "device",
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
@@ -207,7 +177,7 @@ class Gateway:
             self.tenants.values(),
             self.stats,
             qos=self.config.bus.qos,
-            gate=self._session_gate,
+            gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
         )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
@@ -270,12 +240,12 @@ class Gateway:
             await self.api.start()
             self._tasks.spawn(self.api.serve, "api")
         log.info(
-            "gateway %s started: %d devices, %d tenants, bus %s:%d",
+            "gateway %s started: %d devices, %d tenants, bus %s (%s)",
             self.config.gateway.id,
             len(self.pollers),
             len(self.tenants),
-            self.config.bus.host,
-            self.config.bus.port,
+            self._bus_address,
+            self.config.bus.mode,
         )
 
     def _start_dialects(self, commands: CommandHandler) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.bus.mqtt import BusStats
+from edge.bus.base import BusStats
 from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule

@@ -2,6 +2,8 @@
 
     {prefix}/{tenant}/events/{site}/{device}               CloudEvents about a device (telemetry, status), QoS 1
     {prefix}/{tenant}/points/{site}/{device}/{point}       latest value of one point, retained
+    {prefix}/{tenant}/points/{site}/{device}               latest values of all its points, retained
+                                                           (instead, with `bus.point_topic_mode = "device"`)
     {prefix}/{tenant}/status/{site}/{device}               device up/down, retained
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/set      write request in
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/result   write result out
@@ -29,6 +31,9 @@ class Topics:
 
     def point(self, tenant: str, site: str, device: str, point: str) -> str:
         return f"{self.prefix}/{tenant}/points/{site}/{device}/{point}"
+
+    def device_points(self, tenant: str, site: str, device: str) -> str:
+        return f"{self.prefix}/{tenant}/points/{site}/{device}"
 
     def device_status(self, tenant: str, site: str, device: str) -> str:
         return f"{self.prefix}/{tenant}/status/{site}/{device}"
@@ -84,3 +89,23 @@ class Topics:
         if len(parts) != 7 or parts[0] != self.prefix or parts[2] != "cmd" or parts[6] != "set":
             return None
         return parts[1], parts[3], parts[4], parts[5]
+
+
+def nats_subject(topic: str) -> str:
+    """An MQTT topic or filter as the NATS subject nats-server's own MQTT listener maps it to, so NATS and
+    MQTT clients of one server meet on the same events: levels become tokens ('/' -> '.'), a '.' inside a
+    level becomes '//', and the wildcards '+' and '#' become '*' and '>'."""
+    tokens = []
+    for level in topic.split("/"):
+        if level == "+":
+            tokens.append("*")
+        elif level == "#":
+            tokens.append(">")
+        else:
+            tokens.append(level.replace(".", "//"))
+    return ".".join(tokens)
+
+
+def mqtt_topic(subject: str) -> str:
+    """The MQTT topic of a NATS subject (the inverse of `nats_subject` for topics without wildcards)."""
+    return "/".join(token.replace("//", ".") for token in subject.split("."))

@@ -165,6 +165,16 @@ def _check_dialects(config: GatewayConfig, file: str) -> list[ConfigIssue]:
                     )
                 )
             nodes.setdefault(node, tenant.id)
+        for dialect, settings in (("sparkplug", spb), ("homeassistant", tenant.homeassistant)):
+            if config.bus.mode == "nats" and settings is not None and settings.enabled:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.{dialect}",
+                        "needs MQTT retained messages and last wills, which the NATS bus does not carry: "
+                        'use [bus] mode = "embedded" or "external"',
+                    )
+                )
         ha = tenant.homeassistant
         if ha is not None and ha.enabled and not config.bus.point_topics:
             issues.append(

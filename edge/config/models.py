@@ -232,8 +232,40 @@ class ListenerConfig(_Strict):
         return self.name or f"{scheme}-{self.port}"
 
 
+class NatsConfig(_Strict):
+    """`[bus.nats]`, for `[bus] mode = "nats"` (edge/bus/nats.py, docs/scale.md "Bus backends")."""
+
+    servers: tuple[str, ...] = Field(
+        default=("nats://127.0.0.1:4222",), min_length=1, description="NATS server URLs (one cluster)."
+    )
+    max_age: Seconds = Field(
+        default=7 * 86_400, gt=0, description="How long each tenant's stream keeps events."
+    )
+    max_bytes: Bytes = Field(default=1 << 30, ge=1 << 20, description="Size of each tenant's events stream.")
+    replicas: int = Field(
+        default=1, ge=1, le=5, description="Stream replicas: 1 on one server, 3 in a cluster."
+    )
+    duplicate_window: Seconds = Field(
+        default=120.0, gt=0, le=86_400, description="A replayed event id within this long is stored once."
+    )
+    ack_timeout: Seconds = Field(
+        default=10.0, gt=0, le=600, description="A publish not acknowledged by JetStream by then is replayed."
+    )
+    mqtt_host: str = Field(default="127.0.0.1", description="nats-server's MQTT listener, for local tools.")
+    mqtt_port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="`edge point write` and `edge module command` connect there.",
+    )
+    modules: Literal["jetstream", "outbox"] = Field(
+        default="jetstream",
+        description="Where in-process modules' event subscriptions read: durable JetStream consumers, or the outbox.",
+    )
+
+
 class BusConfig(_Strict):
-    mode: Literal["embedded", "external"] = "embedded"
+    mode: Literal["embedded", "external", "nats"] = "embedded"
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -247,6 +279,11 @@ class BusConfig(_Strict):
     max_inflight: int = Field(default=1000, ge=1, le=20_000)
     point_topics: bool = Field(
         default=True, description="Publish each point's latest value on its own retained topic."
+    )
+    point_topic_mode: Literal["point", "device"] = Field(
+        default="point",
+        description="'point': one retained topic per point; 'device': one retained message per device holding "
+        "all its points' latest values (one publish per device instead of one per point).",
     )
     point_min_interval: float = Field(
         default=1.0, ge=0.0, description="At most one retained update per point in this many seconds."
@@ -282,6 +319,8 @@ class BusConfig(_Strict):
         default=(), description="LAN listeners of the embedded broker; login required on each."
     )
 
+    nats: NatsConfig = NatsConfig()
+
     @model_validator(mode="after")
     def _listeners_fit(self) -> BusConfig:
         if self.mode == "embedded" and not is_loopback(self.host):
@@ -289,9 +328,10 @@ class BusConfig(_Strict):
                 f"host {self.host!r}: the embedded broker's own listener stays on loopback (127.0.0.1); "
                 "open the bus to the LAN with a [[bus.listeners]] entry (TLS, login required)"
             )
-        if self.mode == "external" and self.listeners:
+        if self.mode != "embedded" and self.listeners:
             raise ValueError(
-                "listeners are the embedded broker's: an external broker is configured where it runs"
+                f"listeners are the embedded broker's: with mode {self.mode!r}, configure them where the"
+                " broker or server runs"
             )
         ports = [self.port, *(listener.port for listener in self.listeners)]
         taken = sorted({p for p in ports if ports.count(p) > 1})
@@ -302,7 +342,13 @@ class BusConfig(_Strict):
 
 class StorageConfig(_Strict):
     path: str = Field(default="outbox.db", description="SQLite file; relative to data_dir.")
-    commit_interval_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
+    commit_interval_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long the first event of a commit waits for the rest of its burst: 2 ms keeps a poll round in"
+        " one or two commits while adding little to sample-to-MQTT latency (10 ms: -1 µs CPU/point, +8 ms p50).",
+    )
     commit_max_events: int = Field(default=1000, ge=1, le=100_000)
     synchronous: Literal["full", "normal"] = "full"
     retention: RetentionConfig = RetentionConfig()

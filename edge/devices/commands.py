@@ -24,10 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.base import Bus, InboundMessage, MessageProperties
 from edge.bus.topics import Topics
 from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
@@ -168,12 +166,8 @@ def _number(x: float) -> str:
     return f"{x:.10g}"
 
 
-def _response_properties(correlation: bytes | None) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    properties.ContentType = "application/json"
-    if correlation is not None:
-        properties.CorrelationData = correlation
-    return properties
+def _response_properties(correlation: bytes | None) -> MessageProperties:
+    return MessageProperties(content_type="application/json", correlation_data=correlation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +180,7 @@ class WriteOutcome:
 class CommandHandler:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
         tenants: Mapping[str, TenantContext],

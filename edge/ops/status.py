@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge.bus.mqtt import BusStats
+from edge.bus.base import BusStats
 from edge.bus.publisher import MQTT_CONSUMER
 from edge.ops.stats import GatewayStats
 from edge.sdk.tenancy import TenantContext, tenant_scope

