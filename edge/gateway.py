@@ -162,6 +162,7 @@ class Gateway:
             start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            supervisors=self.module_control.supervisors,
         )
         return ApiServer(services, self.config.api)
 
