@@ -25,7 +25,7 @@ from edge.downlink.deploy import Deployer, DeployServices
 from edge.downlink.entitlements import EntitlementService
 from edge.downlink.ledger import DownlinkLedger
 from edge.downlink.link import TenantLink
-from edge.downlink.signing import Refused, Verifier, load_public_key, utc
+from edge.downlink.signing import KeyRing, Refused, Verifier, utc
 from edge.sdk.events import CLOUD_RESULT, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -66,12 +66,12 @@ class Downlink:
                 continue
             try:
                 secret = resolve(cloud.client_secret, base, private=False)
-                key = load_public_key(base / cloud.verify_key)
+                keys = KeyRing([base / path for path in cloud.key_paths])
             except (SecretError, ValueError) as exc:
                 log.error("tenant %s: downlink not started: %s", tenant.id, exc)
                 continue
             self._verifiers[tenant.id] = Verifier(
-                tenant.id, self._gateway, key, leeway=config.cloud.clock_leeway
+                tenant.id, self._gateway, keys, leeway=config.cloud.clock_leeway
             )
             self.links[tenant.id] = TenantLink(
                 tenant.id, cloud, config.cloud, self._gateway, secret, self.ledger
