@@ -17,7 +17,7 @@ from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
-from edge.ops.status import StatusSnapshot, TenantOutbox
+from edge.ops.status import DownlinkStatus, StatusSnapshot, TenantOutbox
 from edge.outbox import CommitListener
 from edge.plugins import PluginRegistry
 from edge.sdk.events import StoredEvent
@@ -110,3 +110,4 @@ class ApiServices:
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
     supervisors: Callable[[], Mapping[str, SupervisedModule]] = dict  # isolated modules, by name
+    downlink: Callable[[], Mapping[str, DownlinkStatus]] = dict  # each tenant's link to its platform

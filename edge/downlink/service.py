@@ -26,6 +26,7 @@ from edge.downlink.entitlements import EntitlementService
 from edge.downlink.ledger import DownlinkLedger
 from edge.downlink.link import TenantLink
 from edge.downlink.signing import KeyRing, Refused, Verifier, utc
+from edge.ops.status import DownlinkStatus
 from edge.sdk.events import CLOUD_RESULT, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -116,6 +117,25 @@ class Downlink:
         out.append((self._prune, "downlink-prune"))
         return out
 
+    def status(self) -> dict[str, DownlinkStatus]:
+        """Each tenant's link and the platform's last entitlement answer (the gateway's status snapshot)."""
+        answers = self.entitlements.status()
+        out = {}
+        for tenant, link in self.links.items():
+            stats, answer = link.stats, answers.get(tenant, {})
+            out[tenant] = DownlinkStatus(
+                state="connected" if stats.connected else "retrying" if stats.failures else "starting",
+                since=stats.since,
+                last_error=stats.last_error,
+                failures=stats.failures,
+                last_message=stats.last_message,
+                last_message_at=stats.last_message_at,
+                entitlements=answer.get("flags"),
+                entitlements_age=answer.get("age_s"),
+                entitlements_lapsed=bool(answer.get("lapsed")),
+            )
+        return out
+
     async def close(self) -> None:
         for link in self.links.values():
             await link.close()
@@ -132,8 +152,10 @@ class Downlink:
             log.warning(
                 "tenant %s: downlink message %s refused: %s", tenant, exc.claims.get("jti"), exc.reason
             )
+            self.links[tenant].stats.message(exc.claims.get("jti"))
             await self._report(tenant, exc.claims, Outcome("refused", exc.reason))
             return
+        self.links[tenant].stats.message(claims["jti"])
         outcome = await self._act(tenant, claims)
         await self._report(tenant, claims, outcome)
 

@@ -90,12 +90,28 @@ function overviewPage() {
         h("h2", {}, "Modules"),
         h("table", {}, h("tr", {}, h("th", {}, "module"), h("th", {}, "state"), h("th", {}, "health")),
           o.modules.map((m) => h("tr", {}, h("td", {}, m.name), h("td", {}, m.state), h("td", { class: m.healthy ? "up" : "down" }, m.healthy ? "healthy" : "unhealthy")))),
+        ...downlinkSection(o.downlink),
         h("h2", {}, "Certificates"),
         o.certificates.length ? h("table", {}, h("tr", {}, h("th", {}, "use"), h("th", {}, "expires"), h("th", {}, "days left")),
           o.certificates.map((c) => h("tr", {}, h("td", {}, c.use), h("td", {}, c.not_after), h("td", { class: c.days_left < 30 ? "bad" : "" }, c.days_left))))
           : h("p", {}, "No certificate: the API serves plain HTTP on a loopback address."));
     } catch (error) { body.replaceChildren(failure(error)); }
   });
+}
+
+// The tenant's link to its cloud platform: state, why it is retrying, the last message, the entitlement answer's age.
+function downlinkSection(link) {
+  if (!link) return [];
+  const since = link.since ? ` since ${new Date(link.since * 1000).toLocaleTimeString()}` : "";
+  const rows = [
+    ["link", h("span", { class: link.state === "connected" ? "up" : "down" }, `${link.state}${since}`)],
+    ["last error", link.last_error || "—"],
+    ["last message", link.last_message ? `${link.last_message} (${age(new Date(link.last_message_at * 1000).toISOString())} ago)` : "none yet"],
+    ["entitlement answer", link.entitlements === null ? "from the configuration file"
+      : `${link.entitlements.join(", ") || "none"} (${link.entitlements_age.toFixed(0)} s old${link.entitlements_lapsed ? ", lapsed" : ""})`],
+  ];
+  return [h("h2", {}, "Cloud downlink"),
+    h("table", { id: "downlink", "data-state": link.state }, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))))];
 }
 
 // ---- devices and points ----------------------------------------------------------------------------------
