@@ -1,7 +1,9 @@
-"""The Modbus driver plug-in (TCP and RTU) and its per-device session (the only module here that does I/O).
+"""The Modbus driver plug-in (TCP, RTU, ASCII, RTU/ASCII over TCP) and its per-device session (the only module
+here that does I/O).
 
 The session sends one request at a time on its connection (pymodbus 3.16's server answers one request per
-TCP read, so pipelining loses requests; on a serial line every device shares the line's lock) and turns
+TCP read, so pipelining loses requests; on a serial line, or behind a serial device server, every device
+shares the line's lock) and turns
 pymodbus' *returned* errors into typed ones: exception responses and timeouts become a `PointFault` for the
 points of that request; a lost connection, or a device that answered no request at all, raises
 `DeviceUnreachable`. pymodbus' own reconnect and retries are off: the kernel's poller owns reconnecting with
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
@@ -38,7 +39,7 @@ from drivers.modbus.errors import (
     fault_for,
     quiet_pymodbus_logging,
 )
-from drivers.modbus.lines import Line, LineError, LineRegistry
+from drivers.modbus.lines import Line, LineError, LineRegistry, describe, open_client
 from drivers.modbus.planner import ModbusPlan, ReadRequest, plan_reads
 from edge.sdk import (
     DeviceSpec,
@@ -94,7 +95,8 @@ class ModbusDriver:
     async def discover(
         self, target: dict[str, Any], progress: Callable[[str], None]
     ) -> list[DiscoveredDevice]:
-        """Scan unit ids of a Modbus TCP host for SunSpec devices (see `drivers.modbus.discovery`)."""
+        """Scan unit ids behind a Modbus TCP host, a serial device server or a serial port for SunSpec devices
+        (see `drivers.modbus.discovery`)."""
         return await discover(target, progress)
 
 
@@ -102,7 +104,8 @@ _RELEARN_EVERY = 1000  # reads: then refused addresses are tried again (a device
 
 
 class ModbusSession:
-    """One device (one unit id): its own TCP connection, or its turn on a shared serial line."""
+    """One device (one unit id): its own TCP connection, or its turn on a shared line (serial port or serial
+    device server)."""
 
     def __init__(self, device: DeviceSpec, lines: LineRegistry | None = None) -> None:
         self._device = device.name
@@ -124,20 +127,18 @@ class ModbusSession:
         return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
-        """(Re)open the connection, or join the serial line; raises `DeviceUnreachable`."""
+        """(Re)open the connection, or join the shared line; raises `DeviceUnreachable`."""
         await self.close()
         conn = self._connection
         client: ModbusBaseClient
-        if conn.transport == "rtu":
+        if conn.is_shared_line:
             try:
                 line = await self._lines.acquire(conn, self._timeout)
             except LineError as exc:
                 raise DeviceUnreachable(self._device, str(exc)) from exc
             self._line, client, self._lock, self._gap = line, line.client, line.lock, line.gap
         else:
-            client = AsyncModbusTcpClient(
-                str(conn.host), port=int(conn.port), timeout=self._timeout, retries=0, reconnect_delay=0
-            )
+            client = open_client(conn, self._timeout)
             if not await client.connect():  # pymodbus catches OSError and timeouts and returns False
                 client.close()
                 raise DeviceUnreachable(
@@ -199,9 +200,16 @@ class ModbusSession:
                 f"{reason}: {conn.host}:{conn.port} accepts connections, so check the unit id "
                 f"(connection.unit_id = {conn.unit_id}) and that the device behind it is powered"
             )
+        if not conn.is_serial:
+            return (
+                f"{reason} from {describe(conn)}: the device server accepts connections, so check the unit id "
+                f"(connection.unit_id = {conn.unit_id}), the framing ({conn.transport}) and the serial "
+                "settings configured in the device server, and the wiring behind it"
+            )
         return (
             f"{reason} on {conn.port}: check the unit id (connection.unit_id = {conn.unit_id}), the line "
-            f"settings ({conn.baudrate} baud, {conn.bytesize}{conn.parity}{conn.stopbits}) and the wiring"
+            f"settings ({conn.baudrate} baud, {conn.bytesize}{conn.parity}{conn.stopbits}, {conn.framing}) "
+            "and the wiring"
         )
 
     def _adjust(self, plan: ModbusPlan) -> AdjustedPlan:
@@ -252,6 +260,7 @@ class ModbusSession:
         client = self._client_or_raise()
         try:
             async with self._lock:
+                await self._rejoin(client)
                 try:
                     return await self._readers[request.table](
                         request.start, count=request.count, device_id=self._connection.unit_id
@@ -283,6 +292,7 @@ class ModbusSession:
         unit = conn.unit_id
         try:
             async with self._lock:
+                await self._rejoin(client)
                 try:
                     if isinstance(payload, bool):
                         response = await client.write_coil(point.address, payload, device_id=unit)
@@ -331,9 +341,15 @@ class ModbusSession:
         elif client is not None:
             client.close()
 
+    async def _rejoin(self, client: ModbusBaseClient) -> None:
+        """Reopen a device server's shared connection that pymodbus closed after another unit's timeouts, so
+        one silent unit id does not take its neighbours down. Called under the line's lock."""
+        if self._line is not None and not client.connected and not await client.connect():
+            raise DeviceUnreachable(self._device, f"cannot reconnect to {describe(self._connection)}")
+
     def _client_or_raise(self) -> ModbusBaseClient:
         client = self._client
-        if client is None or not client.connected:
+        if client is None or (self._line is None and not client.connected):
             raise DeviceUnreachable(self._device, "not connected")
         return client
 
