@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,14 +37,14 @@ from drivers.bacnet.config import (
     OUTPUT_TYPES,
     parse_address,
 )
+from drivers.bacnet.names import sanitize_name, unique_name
 from drivers.bacnet.plan import key_of
 from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
-from drivers.bacnet.units import unit_for
+from drivers.bacnet.units import unit_with_note
 from drivers.bacnet.values import scalar
 from edge.sdk import DeviceUnreachable, DiscoveredDevice
 
 _ASHRAE = get_vendor_info(0)
-_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]+")
 NUMBER_TYPES = frozenset({"integer-value", "positive-integer-value", "accumulator", "pulse-converter"})
 PROPOSED_TYPES = ANALOG_TYPES | BINARY_TYPES | MULTISTATE_TYPES | NUMBER_TYPES | {"characterstring-value"}
 _IDENTITY = ("object-name", "vendor-name", "model-name", "firmware-revision", "protocol-services-supported")
@@ -194,7 +193,7 @@ async def _identify(
         identity["cov"] = "yes" if _bit(services, ServicesSupported.subscribeCOV) else "no"
     address = _address_text(source)
     model = identity.get("model", "")
-    profile = _sanitize(model) if model and model != "N/A" else f"bacnet-device-{instance}"
+    profile = sanitize_name(model) if model and model != "N/A" else f"bacnet-device-{instance}"
     return DiscoveredDevice(
         address=address,
         identity=identity,
@@ -261,17 +260,17 @@ def _properties_for(object_type: str) -> list[str]:
 def _propose(oid: Any, props: list[str], values: dict[Any, Any], names: set[str]) -> dict[str, Any]:
     object_type, instance = str(oid[0]), int(oid[1])
     got = {name: values.get(key_of(oid, PropertyIdentifier(name), None)) for name in props}
-    name = _unique(_sanitize(str(scalar(got["object-name"]) or "")) or f"{object_type}-{instance}", names)
+    name = unique_name(
+        sanitize_name(str(scalar(got["object-name"]) or "")) or f"{object_type}-{instance}", names
+    )
     point: dict[str, Any] = {"name": name, "object_type": object_type, "instance": instance}
     description = scalar(got.get("description"))
     description = description if isinstance(description, str) else ""
     units = scalar(got.get("units")) if "units" in got else None
     if isinstance(units, str):
-        unit = unit_for(units)
+        unit, description = unit_with_note(units, description)
         if unit is not None:
             point["unit"] = unit
-        elif units != "no-units":
-            description = f"{description} (BACnet units: {units})".strip()
     if description:
         point["description"] = description
     states = _states(object_type, got)
@@ -342,18 +341,3 @@ def _bit(bits: list[Any], position: int) -> bool:
 def _address_text(address: Any) -> str:
     tuple_ = getattr(address, "addrTuple", None)
     return f"{tuple_[0]}:{tuple_[1]}" if tuple_ else str(address)
-
-
-def _sanitize(text: str) -> str:
-    """A point or profile name from a device's object name: [A-Za-z0-9][A-Za-z0-9_.-]*, at most 64."""
-    cleaned = _NAME_BAD.sub("_", text.strip()).strip("_.-")
-    return cleaned[:64]
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 2
-    while candidate in taken:
-        suffix = f"_{n}"
-        candidate, n = name[: 64 - len(suffix)] + suffix, n + 1
-    taken.add(candidate)
-    return candidate

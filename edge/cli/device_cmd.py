@@ -11,6 +11,7 @@ from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
 from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config.edit import replace_if_valid
+from edge.config.pointlists import profile_text
 from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
 from edge.plugins import PluginRegistry
@@ -123,28 +124,11 @@ def discover(
 
 def write_profile(folder: Path, driver: str, device: DiscoveredDevice) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    name = device.profile_name or device.address.replace(":", "-").replace("/", "-")
-    doc = tomlkit.document()
-    doc.add(
-        tomlkit.comment(
-            f"Proposed by `edge device discover {driver}` from {device.address}. Review before use."
-        )
-    )
-    header = tomlkit.table()
-    header.update(
-        {
-            "name": name,
-            "driver": driver,
-            "description": ", ".join(f"{k}={v}" for k, v in device.identity.items()),
-        }
-    )
-    doc["profile"] = header
-    points = tomlkit.aot()
-    for point in device.points:
-        points.append(tomlkit.item({k: v for k, v in point.items() if v is not None}))
-    doc["points"] = points
+    name = device.profile_name or device.address.replace(":", "-").replace("/", "-").replace(" ", "-")
+    description = ", ".join(f"{k}={v}" for k, v in device.identity.items())
+    source = f"Proposed by `edge device discover {driver}` from {device.address}"
     path = folder / f"{name}.toml"
-    path.write_text(tomlkit.dumps(doc))
+    path.write_text(profile_text(name, driver, description, device.points, source))
     return path
 
 
@@ -172,8 +156,6 @@ def add_device(
     if mode not in modes:
         typer.echo(f"--mode must be poll, push or auto, not {mode!r}", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    document = tomlkit.parse(config.read_text())
-    devices = document.setdefault("devices", tomlkit.aot())
     entry: dict[str, Any] = {
         "name": name,
         "driver": driver,
@@ -185,14 +167,23 @@ def add_device(
     }
     if modes[mode] != "auto":  # "auto" is the default: leave the file as short as it was
         entry["mode"] = modes[mode]
-    table = tomlkit.table()
-    table.update(entry)
-    inline = tomlkit.inline_table()
-    inline.update(parse_pairs(connection, "--connection"))
-    table["connection"] = inline
-    devices.append(table)
-    _replace_if_valid(config, tomlkit.dumps(document))
+    add_entries(config, [(entry, parse_pairs(connection, "--connection"))])
     typer.echo(f"added device {name!r} to {config}")
+
+
+def add_entries(config: Path, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Append device tables (fields, connection) to the file in one validated replacement, keeping its
+    comments; exits with the loader's problems if the result would be invalid (nothing is written then)."""
+    document = tomlkit.parse(config.read_text())
+    devices = document.setdefault("devices", tomlkit.aot())
+    for fields, connection in entries:
+        table = tomlkit.table()
+        table.update(fields)
+        inline = tomlkit.inline_table()
+        inline.update(connection)
+        table["connection"] = inline
+        devices.append(table)
+    _replace_if_valid(config, tomlkit.dumps(document))
 
 
 @app.command("remove")
