@@ -65,6 +65,7 @@ class _Options:
     request_timeout: float = 2.0
     local: str = "0.0.0.0:47808"
     local_instance: int = MAX_INSTANCE - 1
+    points: bool = False  # propose a point map for every device found (site commissioning), not only `device`
 
     @classmethod
     def parse(cls, target: dict[str, Any]) -> _Options:
@@ -77,7 +78,9 @@ class _Options:
             kind = cls.__dataclass_fields__[key].type
             try:
                 values[key] = (
-                    float(value)
+                    _flag(value)
+                    if "bool" in str(kind)
+                    else float(value)
                     if "float" in str(kind)
                     else (int(value) if "int" in str(kind) else str(value))
                 )
@@ -115,24 +118,42 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
                 return await _identify(stack, instance, source, answers[instance], options)
 
         found = list(await asyncio.gather(*(identify(i, a.pduSource) for i, a in sorted(answers.items()))))
+        if options.points:
+            return [await _with_points(stack, device, options, progress) for device in found]
         if options.device is not None:
             chosen = next((d for d in found if d.connection["device_instance"] == options.device), None)
             if chosen is None:
                 progress(f"device {options.device} did not answer")
                 return found
-            points = await _propose_points(stack, chosen, options, progress)
-            found[found.index(chosen)] = DiscoveredDevice(
-                address=chosen.address,
-                identity=chosen.identity,
-                connection=chosen.connection,
-                points=points,
-                profile_name=chosen.profile_name,
-            )
+            found[found.index(chosen)] = await _with_points(stack, chosen, options, progress)
         return found
     except BacnetFailure as failure:
         raise DeviceUnreachable("discovery", failure.reason) from None
     finally:
         pool.release(stack)
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "yes", "1"):
+        return True
+    if str(value).lower() in ("false", "no", "0"):
+        return False
+    raise ValueError(value)
+
+
+async def _with_points(
+    stack: Stack, device: DiscoveredDevice, options: _Options, progress: Progress
+) -> DiscoveredDevice:
+    points = await _propose_points(stack, device, options, progress)
+    return DiscoveredDevice(
+        address=device.address,
+        identity=device.identity,
+        connection=device.connection,
+        points=points,
+        profile_name=device.profile_name,
+    )
 
 
 async def _who_is(stack: Stack, options: _Options, progress: Progress) -> dict[int, Any]:
@@ -194,12 +215,10 @@ async def _identify(
     address = _address_text(source)
     model = identity.get("model", "")
     profile = sanitize_name(model) if model and model != "N/A" else f"bacnet-device-{instance}"
-    return DiscoveredDevice(
-        address=address,
-        identity=identity,
-        connection={"address": address, "device_instance": instance},
-        profile_name=profile,
-    )
+    connection: dict[str, Any] = {"address": address, "device_instance": instance}
+    if options.local != _Options.local:  # the gateway must speak from where it discovered the device
+        connection["local_address"] = options.local
+    return DiscoveredDevice(address=address, identity=identity, connection=connection, profile_name=profile)
 
 
 async def _propose_points(

@@ -10,7 +10,7 @@ import typer
 from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
 from edge.cli.output import JSON_OPTION, Column, emit
-from edge.config.edit import replace_if_valid
+from edge.config.edit import append_devices, device_table, replace_if_valid
 from edge.config.pointlists import profile_text
 from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
@@ -124,12 +124,18 @@ def discover(
 
 def write_profile(folder: Path, driver: str, device: DiscoveredDevice) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
+    name, text = proposed_profile(driver, device)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def proposed_profile(driver: str, device: DiscoveredDevice) -> tuple[str, str]:
+    """The name and the profile file text of the point map discovery proposed for `device`."""
     name = device.profile_name or device.address.replace(":", "-").replace("/", "-").replace(" ", "-")
     description = ", ".join(f"{k}={v}" for k, v in device.identity.items())
     source = f"Proposed by `edge device discover {driver}` from {device.address}"
-    path = folder / f"{name}.toml"
-    path.write_text(profile_text(name, driver, description, device.points, source))
-    return path
+    return name, profile_text(name, driver, description, device.points, source)
 
 
 @app.command("add")
@@ -156,15 +162,7 @@ def add_device(
     if mode not in modes:
         typer.echo(f"--mode must be poll, push or auto, not {mode!r}", err=True)
         raise typer.Exit(EXIT_CONFIG)
-    entry: dict[str, Any] = {
-        "name": name,
-        "driver": driver,
-        "tenant": tenant,
-        "site": site,
-        "profile": profile,
-        "poll_interval": poll_interval,
-        "timeout": timeout,
-    }
+    entry = device_table(name, driver, tenant, site, profile, poll_interval, timeout=timeout)
     if modes[mode] != "auto":  # "auto" is the default: leave the file as short as it was
         entry["mode"] = modes[mode]
     add_entries(config, [(entry, parse_pairs(connection, "--connection"))])
@@ -172,18 +170,12 @@ def add_device(
 
 
 def add_entries(config: Path, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    """Append device tables (fields, connection) to the file in one validated replacement, keeping its
-    comments; exits with the loader's problems if the result would be invalid (nothing is written then)."""
-    document = tomlkit.parse(config.read_text())
-    devices = document.setdefault("devices", tomlkit.aot())
-    for fields, connection in entries:
-        table = tomlkit.table()
-        table.update(fields)
-        inline = tomlkit.inline_table()
-        inline.update(connection)
-        table["connection"] = inline
-        devices.append(table)
-    _replace_if_valid(config, tomlkit.dumps(document))
+    """Append device tables (fields, connection) to the file, keeping its comments; exits with the loader's
+    problems if the result would be invalid (nothing is written then)."""
+    try:
+        append_devices(config, entries)
+    except ConfigError as exc:
+        _refuse_invalid(exc, "added")
 
 
 @app.command("remove")
@@ -208,12 +200,14 @@ def _replace_if_valid(config: Path, text: str, action: str = "added") -> None:
     try:
         replace_if_valid(config, text)
     except ConfigError as exc:
-        typer.echo(
-            f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True
-        )
-        for issue in exc.issues:
-            typer.echo(f"  {issue}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        _refuse_invalid(exc, action)
+
+
+def _refuse_invalid(exc: ConfigError, action: str) -> None:
+    typer.echo(f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True)
+    for issue in exc.issues:
+        typer.echo(f"  {issue}", err=True)
+    raise typer.Exit(EXIT_CONFIG) from None
 
 
 class _NoSink:

@@ -11,6 +11,7 @@ import typer
 from edge.cli.common import EXIT_CONFIG, load_or_exit
 from edge.cli.device_cmd import add_entries
 from edge.cli.options import parse_pairs
+from edge.config.edit import device_table
 from edge.config.pointlists import (
     CSV_FORMAT,
     export_csv,
@@ -73,14 +74,7 @@ def import_points(
         key = rows[0].device if rows else ""
         given: dict[str, Any] = dict(listed.devices.get(key, {}))
         given.pop("name", None)
-        entry = {
-            "name": add_device,
-            "driver": driver,
-            "tenant": tenant,
-            "site": site,
-            "profile": str(output.resolve()),
-            "poll_interval": poll_interval,
-        }
+        entry = device_table(add_device, driver, tenant, site, str(output.resolve()), poll_interval)
         add_entries(config, [(entry, given | parse_pairs(connection, "--connection"))])
         typer.echo(f"added device {add_device!r} to {config}")
 

@@ -132,11 +132,13 @@ async def test_the_driver_offers_discovery_and_its_sessions_push() -> None:
 
 async def test_who_is_finds_every_simulated_device_with_its_identity(sim: HvacSimulator) -> None:
     lines: list[str] = []
+    gateway_side = local()
     found = await BacnetDriver().discover(
-        {"network": "127.255.255.255", "port": sim.port, "local": local(), "timeout": 0.5}, lines.append
+        {"network": "127.255.255.255", "port": sim.port, "local": gateway_side, "timeout": 0.5}, lines.append
     )
-    assert [d.connection for d in found] == [
-        {"address": d.address, "device_instance": d.instance} for d in sim.devices
+    assert [d.connection for d in found] == [  # the gateway must speak from where it found them
+        {"address": d.address, "device_instance": d.instance, "local_address": gateway_side}
+        for d in sim.devices
     ]
     ahu = found[0]
     assert ahu.identity["model"] == "sim-ahu" and ahu.identity["vendor"] == "EdgeSim"
