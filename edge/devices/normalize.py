@@ -53,6 +53,8 @@ class DeviceNormalizer:
                 self._affected.setdefault(entry[5], []).append(entry)
         self._by_name = {p.name: p for p in points}
         self._current: list[RawValue] = [None] * len(points)
+        # Semantic tags ride in every sample of a tagged point; untagged devices pay nothing.
+        self._tags = tuple((p.name, p.tags) for p in points if p.publish and p.tags)
 
     def normalize(self, raw: Sequence[RawValue]) -> dict[str, dict[str, Any]]:
         """Every published point of a full read, in plan order."""
@@ -75,7 +77,15 @@ class DeviceNormalizer:
                     }
             else:
                 out[name] = _sample(entry, value, raw)
+        if self._tags:
+            self._tag(out)
         return out
+
+    def _tag(self, out: dict[str, dict[str, Any]]) -> None:
+        for name, tags in self._tags:
+            sample = out.get(name)
+            if sample is not None:
+                sample.update(tags)
 
     def normalize_changes(self, changes: Mapping[int, RawValue]) -> dict[str, dict[str, Any]]:
         """Apply pushed changes ({plan index: raw value}); returns only the published points they affect."""
@@ -86,6 +96,8 @@ class DeviceNormalizer:
         for i in changes:
             for entry in self._affected.get(i, ()):
                 out[entry[0]] = _sample(entry, current[entry[1]], current)
+        if self._tags:
+            self._tag(out)
         return out
 
     def to_raw(self, point_name: str, value: Scalar) -> Scalar:

@@ -95,6 +95,8 @@ from edge.sdk.modules import (
     module_consumer,
 )
 from edge.sdk.points import (
+    BrickClass,
+    HaystackTag,
     Name,
     PointConfig,
     PointFault,
@@ -173,6 +175,8 @@ __all__ = [
     "ModuleStore",
     "ModuleStoreError",
     "Name",
+    "BrickClass",
+    "HaystackTag",
     "NoTenantContext",
     "OutboxDroppedData",
     "OutboxFull",

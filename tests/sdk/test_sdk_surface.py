@@ -129,7 +129,17 @@ PINNED: dict[str, tuple[str, ...]] = {
         "TickHandler",
         "module_consumer",
     ),
-    "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar", "ValueKind"),
+    "edge.sdk.points": (
+        "BrickClass",
+        "HaystackTag",
+        "Name",
+        "PointConfig",
+        "PointFault",
+        "Qualified",
+        "Quality",
+        "Scalar",
+        "ValueKind",
+    ),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.transaction": ("async_transaction", "transaction"),
     "edge.sdk.versions": (
