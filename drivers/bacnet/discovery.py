@@ -39,6 +39,7 @@ from drivers.bacnet.config import (
 )
 from drivers.bacnet.names import sanitize_name, unique_name
 from drivers.bacnet.plan import key_of
+from drivers.bacnet.semantics import tags_for
 from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
 from drivers.bacnet.units import unit_with_note
 from drivers.bacnet.values import scalar
@@ -297,6 +298,7 @@ def _propose(oid: Any, props: list[str], values: dict[Any, Any], names: set[str]
         point["states"] = states
     if object_type in OUTPUT_TYPES or isinstance(got.get("priority-array"), list):
         point["writable"] = True
+    point.update(tags_for(object_type, point.get("unit"), name, description, bool(point.get("writable"))))
     return point
 
 

@@ -28,6 +28,7 @@ from bacpypes3.primitivedata import ObjectType
 
 from drivers.bacnet.config import COV_TYPES, MAX_INSTANCE, BacnetPoint
 from drivers.bacnet.names import sanitize_name, unique_name
+from drivers.bacnet.semantics import tags_for
 from drivers.bacnet.units import UNITS, unit_with_note
 from edge.sdk import DeviceSpec, PointList, PointListError, PointRow
 
@@ -122,6 +123,8 @@ def _point(cells: list[str], object_type: str, instance: int, taken: set[str]) -
         fields["description"] = description
     if cell[9].lower() in _YES:
         fields["writable"] = True
+    writable = bool(fields.get("writable"))
+    fields.update(tags_for(object_type, fields.get("unit"), cell[2] or cell[0], description, writable))
     return fields
 
 

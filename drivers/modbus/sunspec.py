@@ -21,6 +21,7 @@ from sunspec2 import device as sunspec_device
 from sunspec2 import mdef
 
 from edge.sdk import Name
+from edge.sdk.tags import Role, name_words, propose_tags
 
 __all__ = ["SunSpecModelError", "model_points", "profile_name"]
 
@@ -145,6 +146,10 @@ def _point(
     description = _description(definition)
     if description:
         out["description"] = description
+    if definition[mdef.TYPE] != "sunssf":
+        role: Role = "setpoint" if out.get("writable") else "sensor"
+        words = name_words(str(point.pdef[mdef.NAME]), str(definition.get(mdef.LABEL) or ""))
+        out.update(propose_tags(out.get("unit"), words, role))
     return out
 
 

@@ -71,9 +71,12 @@ class PointConfig(BaseModel):
     publish: bool = Field(default=True, description="False for helper points such as scale factors.")
     writable: bool = False
     description: str = ""
-    brick: BrickClass | None = Field(default=None, description="Brick class, e.g. Zone_Air_Temperature_Sensor.")
+    brick: BrickClass | None = Field(
+        default=None, description="Brick class, e.g. Zone_Air_Temperature_Sensor."
+    )
     haystack: tuple[HaystackTag, ...] = Field(
-        default=(), description="Haystack marker tags, e.g. [zone, air, temp, sensor] (or one string of them)."
+        default=(),
+        description="Haystack marker tags, e.g. [zone, air, temp, sensor] (or one string of them).",
     )
 
     @field_validator("haystack", mode="before")

@@ -141,6 +141,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "ValueKind",
     ),
     "edge.sdk.proto": ("TOKEN_HEADER",),
+    "edge.sdk.tags": ("Role", "name_words", "propose_tags"),
     "edge.sdk.transaction": ("async_transaction", "transaction"),
     "edge.sdk.versions": (
         "ADAPTORS",

@@ -88,7 +88,11 @@ async def test_an_ede_file_becomes_a_profile_and_a_device_that_reads_the_simulat
         "instance": 1,
         "unit": "Cel",
         "description": "Supply air temperature",
+        "brick": "Supply_Air_Temperature_Sensor",  # proposed from the object type, unit code and name
+        "haystack": ["point", "supply", "air", "temp", "sensor"],
     }
+    assert by_name["AHU01_SAT_Setpoint"]["brick"] == "Supply_Air_Temperature_Setpoint"
+    assert by_name["AHU01_Supply_Fan_Status"]["brick"] == "Fan_Status"
     assert by_name["AHU01_Filter_dP"]["unit"] == "Pa" and by_name["AHU01_Supply_Air_RH"]["unit"] == "%"
     assert by_name["AHU01_SAT_Setpoint"]["writable"] is True
     assert "writable" not in by_name["AHU01_Supply_Fan_Status"]
