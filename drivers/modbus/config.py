@@ -144,6 +144,14 @@ class ModbusPoint(PointConfig):
     bits: int = Field(default=1, ge=1, le=16, description="Width of the bit field at `bit`; 1 reads a bool.")
     labels: dict[int, str] | None = Field(default=None, description="Enumeration: raw value -> label.")
     sunspec: bool = Field(default=False, description="Report SunSpec 'not implemented' markers as faults.")
+    enable_address: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ADDRESS,
+        description="Holding register that enables this control (SunSpec WMaxLim_Ena): written with "
+        "`enable_value` after each write of the point.",
+    )
+    enable_value: int = Field(default=1, ge=0, le=65535, description="What enables the control (1).")
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -195,4 +203,6 @@ class ModbusPoint(PointConfig):
             )
         if self.writable and self.table not in WRITABLE_TABLES:
             raise ValueError(f"the {self.table} table is read-only: the point cannot be writable")
+        if self.enable_address is not None and not (self.writable and self.table == "holding"):
+            raise ValueError("`enable_address` is for writable holding registers (a control and its enable)")
         return self

@@ -276,7 +276,8 @@ class ModbusSession:
             raise DeviceUnreachable(self._device, "connection lost") from exc
 
     async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
-        """fc5 for a coil, fc6 for a 16-bit register, fc16 for wider ones; then read back and compare."""
+        """fc5 for a coil, fc6 for a 16-bit register, fc16 for wider ones; then read back and compare. A point
+        with an `enable_address` (a SunSpec control and its enable register) then writes `enable_value` there."""
         if raw_value is None:
             raise WriteRejected(self._device, "Modbus has no release: write a value", point=point.name)
         if not isinstance(point, ModbusPoint):
@@ -288,18 +289,30 @@ class ModbusSession:
             payload = encode(point, raw_value, conn.word_order, conn.byte_order)
         except ValueError as exc:
             raise WriteRejected(self._device, str(exc), point=point.name) from exc
+        await self._write_verified(point.name, point.table, point.address, payload)
+        if point.enable_address is not None:  # the value first, so the device never enables an old one
+            enable = point.enable_address
+            await self._write_verified(
+                point.name, "holding", enable, [point.enable_value], f"enable register {enable}: "
+            )
+
+    async def _write_verified(
+        self, name: str, table: Table, address: int, payload: list[int] | bool, what: str = ""
+    ) -> None:
+        """One write request, its exception mapped to a typed error naming point `name` (and `what` was
+        written, for an enable register), then the read-back."""
         client = self._client_or_raise()
-        unit = conn.unit_id
+        unit = self._connection.unit_id
         try:
             async with self._lock:
                 await self._rejoin(client)
                 try:
                     if isinstance(payload, bool):
-                        response = await client.write_coil(point.address, payload, device_id=unit)
+                        response = await client.write_coil(address, payload, device_id=unit)
                     elif len(payload) == 1:
-                        response = await client.write_register(point.address, payload[0], device_id=unit)
+                        response = await client.write_register(address, payload[0], device_id=unit)
                     else:
-                        response = await client.write_registers(point.address, payload, device_id=unit)
+                        response = await client.write_registers(address, payload, device_id=unit)
                 finally:
                     if self._gap:
                         await asyncio.sleep(self._gap)
@@ -307,30 +320,31 @@ class ModbusSession:
             reason = (
                 "connection lost" if not client.connected else "no answer to the write (it may have applied)"
             )
-            raise DeviceUnreachable(self._device, reason, point=point.name) from exc
+            raise DeviceUnreachable(self._device, what + reason, point=name) from exc
         except ConnectionException as exc:
-            raise DeviceUnreachable(self._device, "connection lost", point=point.name) from exc
+            raise DeviceUnreachable(self._device, "connection lost", point=name) from exc
         if response.isError():
             code = response.exception_code
             error = DeviceUnreachable if code in GATEWAY_CODES else WriteRejected
-            raise error(self._device, exception_reason(code), point=point.name)
-        if conn.verify_writes:
-            await self._read_back(point, payload)
+            raise error(self._device, what + exception_reason(code), point=name)
+        if self._connection.verify_writes:
+            await self._read_back(name, table, address, payload, what)
 
-    async def _read_back(self, point: ModbusPoint, payload: list[int] | bool) -> None:
+    async def _read_back(
+        self, name: str, table: Table, address: int, payload: list[int] | bool, what: str
+    ) -> None:
         """Raise `WriteRejected` if the device holds something else than what was written.
 
         A read-back that fails (write-only register, timeout) proves nothing either way and is ignored."""
         width = 1 if isinstance(payload, bool) else len(payload)
-        request = ReadRequest(point.table, point.address, width, ())
-        response = await self._transact(request)
+        response = await self._transact(ReadRequest(table, address, width, ()))
         if isinstance(response, PointFault) or response.isError():
             return
         got: list[int] | bool = (
             bool(response.bits[0]) if isinstance(payload, bool) else list(response.registers[:width])
         )
         if got != payload:
-            raise WriteRejected(self._device, f"read back {got}, expected {payload}", point=point.name)
+            raise WriteRejected(self._device, f"{what}read back {got}, expected {payload}", point=name)
 
     async def close(self) -> None:
         client, self._client = self._client, None
