@@ -23,7 +23,6 @@ import enum
 import functools
 import math
 import random
-import signal
 import struct
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
+
+from simulators.serving import serve_until_signal
 
 _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerType.ASCII}
 
@@ -566,13 +567,8 @@ async def main(
 
 
 async def _serve_until_signal(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main(
+    await serve_until_signal(
+        main(
             args.port,
             args.devices,
             args.host,
@@ -584,6 +580,7 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
             parity=args.parity,
             framing=args.framing,
         )
+    )
 
 
 def _cli(argv: list[str] | None = None) -> None:

@@ -67,6 +67,17 @@ class _Options:
     local: str = "0.0.0.0:47808"
     local_instance: int = MAX_INSTANCE - 1
     points: bool = False  # propose a point map for every device found (site commissioning), not only `device`
+    router: str | None = None  # ask this router which networks are behind it (else a broadcast)
+    networks: str = ""  # "all", or "2,5": search these networks behind routers (Who-Is-Router-To-Network)
+    bbmd: str | None = None  # register as a foreign device with this BBMD first
+    ttl: int = 300
+
+    @property
+    def wanted_networks(self) -> set[int] | None:
+        """The remote networks to search: None for all that routers announce; empty for none."""
+        if self.networks.strip().lower() == "all" or (self.router and not self.networks):
+            return None
+        return {int(n) for n in self.networks.replace(" ", "").split(",") if n}
 
     @classmethod
     def parse(cls, target: dict[str, Any]) -> _Options:
@@ -90,24 +101,41 @@ class _Options:
         options = cls(**values)
         parse_address(options.network, allow_mask=False)
         parse_address(options.local, allow_mask=True)
-        if options.address is not None:
-            parse_address(options.address, allow_mask=False)
+        for given in (options.address, options.router, options.bbmd):
+            if given is not None:
+                parse_address(given, allow_mask=False)
+        try:
+            options.wanted_networks  # noqa: B018  (parsing it is the check)
+        except ValueError:
+            raise ValueError(
+                f"networks={options.networks!r}: 'all' or network numbers such as '2,5'"
+            ) from None
         if (options.low is None) != (options.high is None):
             raise ValueError("give both low and high, or neither")
         return options
 
 
 async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) -> list[DiscoveredDevice]:
-    """Who-Is, identify the devices that answer, and propose a point map for `target["device"]`."""
+    """Who-Is (on the local network, or on the networks behind routers), identify the devices that answer,
+    and propose a point map for `target["device"]` (or every device, with `points`)."""
     options = _Options.parse(target)
     try:
-        stack = pool.acquire(options.local, options.local_instance, options.request_timeout)
+        stack = pool.acquire(
+            options.local, options.local_instance, options.request_timeout, options.bbmd, options.ttl
+        )
     except OSError as exc:
         raise DeviceUnreachable(
             "discovery", f"cannot use local address {options.local}: {exc.strerror}"
         ) from None
+    except ValueError as exc:
+        raise DeviceUnreachable("discovery", str(exc)) from None
     try:
-        answers = await _who_is(stack, options, progress)
+        if options.bbmd is not None:
+            await _registered(stack, options, progress)
+        if options.router is not None or options.networks:
+            answers = await _who_is_on_networks(stack, options, progress)
+        else:
+            answers = await _who_is(stack, options, progress)
         if not answers:
             progress("no device answered")
             return []
@@ -157,7 +185,36 @@ async def _with_points(
     )
 
 
-async def _who_is(stack: Stack, options: _Options, progress: Progress) -> dict[int, Any]:
+async def _registered(stack: Stack, options: _Options, progress: Progress) -> None:
+    """Wait (up to `timeout`) for the foreign device registration, so broadcasts go through the BBMD.
+
+    bacpypes3 signals the registration only in its link layer's status: look at it every 50 ms."""
+    for _ in range(max(1, int(options.timeout / 0.05))):
+        if stack.registration == f"registered with BBMD {options.bbmd}":
+            break
+        await asyncio.sleep(0.05)
+    progress(f"{stack.registration} (ttl {options.ttl} s)")
+
+
+async def _who_is_on_networks(stack: Stack, options: _Options, progress: Progress) -> dict[int, Any]:
+    """Who-Is-Router-To-Network, then a Who-Is to each network found behind the routers (remote broadcast)."""
+    routes = await stack.routers(options.router, options.timeout)
+    where = f"router {options.router}" if options.router else "a broadcast"
+    listed = ", ".join(f"{net} (router {router})" for net, router in sorted(routes.items())) or "none"
+    progress(f"networks behind routers, from {where}: {listed}")
+    wanted = options.wanted_networks
+    answers: dict[int, Any] = {}
+    for network in sorted(routes):
+        if wanted is None or network in wanted:
+            answers |= await _who_is(stack, options, progress, Address(f"{network}:*"))
+    for network in sorted((wanted or set()) - set(routes)):
+        progress(f"network {network}: no router announced it")
+    return answers
+
+
+async def _who_is(
+    stack: Stack, options: _Options, progress: Progress, destination: Address | None = None
+) -> dict[int, Any]:
     low, high = options.low, options.high
     if options.device is not None:
         low = high = options.device
@@ -173,15 +230,17 @@ async def _who_is(stack: Stack, options: _Options, progress: Progress) -> dict[i
             answers[instance] = apdu
             progress(f"I-Am: device {instance} at {_address_text(apdu.pduSource)} (vendor {apdu.vendorID})")
 
-    ip, _, port = parse_address(options.address or f"{options.network}:{options.port}", allow_mask=False)
-    request = WhoIsRequest(destination=Address(f"{ip}:{port}"))
+    if destination is None:
+        ip, _, port = parse_address(options.address or f"{options.network}:{options.port}", allow_mask=False)
+        destination = Address(f"{ip}:{port}")
+    request = WhoIsRequest(destination=destination)
     if low is not None and high is not None:
         request.deviceInstanceRangeLowLimit = low
         request.deviceInstanceRangeHighLimit = high
     stack.app.iam_listeners.append(on_i_am)
     try:
         stack.app.request(request)
-        progress(f"Who-Is sent to {ip}:{port}; waiting up to {options.timeout:g} s for I-Am answers")
+        progress(f"Who-Is sent to {destination}; waiting up to {options.timeout:g} s for I-Am answers")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.timeout
         while loop.time() < deadline:
@@ -217,6 +276,15 @@ async def _identify(
     model = identity.get("model", "")
     profile = sanitize_name(model) if model and model != "N/A" else f"bacnet-device-{instance}"
     connection: dict[str, Any] = {"address": address, "device_instance": instance}
+    if source.addrNet is not None:  # behind a router: its network and MAC there, and the router
+        identity["network"] = str(source.addrNet)
+        connection = {"network": int(source.addrNet), "mac": f"0x{bytes(source.addrAddr).hex()}"}
+        router = options.router or stack.routes.get(int(source.addrNet))
+        if router is not None:
+            connection["router"] = router
+        connection["device_instance"] = instance
+    if options.bbmd is not None:
+        connection |= {"bbmd": options.bbmd, "bbmd_ttl": options.ttl}
     if options.local != _Options.local:  # the gateway must speak from where it discovered the device
         connection["local_address"] = options.local
     return DiscoveredDevice(address=address, identity=identity, connection=connection, profile_name=profile)
@@ -360,5 +428,8 @@ def _bit(bits: list[Any], position: int) -> bool:
 
 
 def _address_text(address: Any) -> str:
+    """'ip:port' of a BACnet/IP station; 'network:0xmac' of a routed one."""
+    if getattr(address, "addrNet", None) is not None:
+        return f"{address.addrNet}:0x{bytes(address.addrAddr).hex()}"
     tuple_ = getattr(address, "addrTuple", None)
     return f"{tuple_[0]}:{tuple_[1]}" if tuple_ else str(address)
