@@ -1,7 +1,8 @@
 """SunSpec discovery on a Modbus TCP host, a serial device server or a serial port: scan unit ids, find
 "SunS", walk the model chain.
 
-Target keys: `host` (required but on a serial port), `port` (502, or the serial device path), `units`
+Target keys: `host` (required but on a serial port; several: `10.0.4.11-30,10.0.5.7`, scanned concurrently),
+`port` (502, or the serial device path), `units`
 ("1-247", "1,2,5" or "1-3,9"), `timeout` (seconds per request, 0.5), and `transport` with the line settings
 exactly as a device's connection takes them (`rtu-over-tcp` for a serial device server, `rtu` / `ascii` with
 `baudrate`, `parity`, `stopbits`, `bytesize` on a serial port). Units are probed one at a time on one
@@ -14,6 +15,9 @@ registers and model 103 at 40069.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +38,10 @@ _MAX_MODEL_REGISTERS = 4096  # a longer model is not read (and not mapped): no s
 _READ_CHUNK = 125  # Modbus limit per read
 _END = 0xFFFF
 _PROGRESS_EVERY = 10
-_SCAN_KEYS = ("units", "timeout")  # target keys of the scan itself; the others describe the connection
+_SCAN_KEYS = ("units", "timeout")
+_MAX_HOSTS = 1024
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_HOSTS_AT_ONCE = 16  # concurrent host scans: each is one connection, one request at a time  # target keys of the scan itself; the others describe the connection
 # common model 1, data offsets (after id and length) and register counts of its strings
 _COMMON = {
     "manufacturer": (0, 16),
@@ -74,12 +81,59 @@ def target_connection(target: dict[str, Any]) -> ModbusConnection:
         raise ValueError(f"modbus discovery target: {problems}") from None
 
 
+def parse_hosts(text: str) -> list[str]:
+    """'10.0.4.11', '10.0.4.11-10.0.4.30', '10.0.4.11-30' or several of them comma-separated -> the hosts, in
+    order; a name is kept as it is. Raises ValueError for a bad range or more than 1024 hosts."""
+    hosts: list[str] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        first, dash, last = part.partition("-")
+        if not dash or not _IPV4.match(first):  # one address or host name (names may hold dashes)
+            hosts.append(part)
+            continue
+        try:
+            low = ipaddress.IPv4Address(first)
+            high = ipaddress.IPv4Address(last if "." in last else first.rsplit(".", 1)[0] + "." + last)
+        except ValueError:
+            raise ValueError(f"host: {part!r} is not an IPv4 range such as 10.0.4.11-30") from None
+        if high < low:
+            raise ValueError(f"host: {part!r} runs backwards")
+        hosts.extend(str(ipaddress.IPv4Address(n)) for n in range(int(low), int(high) + 1))
+        if len(hosts) > _MAX_HOSTS:
+            raise ValueError(f"host: more than {_MAX_HOSTS} hosts in one discovery")
+    return list(dict.fromkeys(h for h in hosts if h))
+
+
 async def discover(target: dict[str, Any], progress: Callable[[str], None]) -> list[DiscoveredDevice]:
+    """Scan the unit ids behind one host (or serial port), or behind each of several hosts concurrently
+    (`host=10.0.4.11-30`: a host that does not accept the connection is reported and skipped)."""
     units = parse_units(str(target.get("units", "1-247")))
     timeout = float(target.get("timeout", 0.5))
-    connection = target_connection(target)
+    hosts = parse_hosts(str(target["host"])) if target.get("host") else [""]
+    connections = [target_connection(target | ({"host": h} if h else {})) for h in hosts]
+    if len(connections) == 1:
+        return await _scan(connections[0], units, timeout, progress)
+    progress(f"scanning {len(connections)} hosts, {len(units)} unit ids each")
+    gate = asyncio.Semaphore(_HOSTS_AT_ONCE)
+
+    async def one(connection: ModbusConnection) -> list[DiscoveredDevice]:
+        async with gate:
+            try:
+                return await _scan(connection, units, timeout, lambda line: None)
+            except DeviceUnreachable as exc:
+                progress(f"{describe(connection)}: {exc.reason}, skipped")
+                return []
+
+    results = await asyncio.gather(*(one(c) for c in connections))
+    found = [device for devices in results for device in devices]
+    progress(f"scanned {len(connections)} hosts: {len(found)} SunSpec device(s)")
+    return found
+
+
+async def _scan(
+    connection: ModbusConnection, units: list[int], per_request: float, progress: Callable[[str], None]
+) -> list[DiscoveredDevice]:
     where = describe(connection)
-    client = open_client(connection, timeout)
+    client = open_client(connection, per_request)
     if not await client.connect():
         raise DeviceUnreachable(where, "cannot connect")
     found: list[DiscoveredDevice] = []

@@ -44,6 +44,11 @@ def modbus_scans(port: int) -> list[str]:
     return [f"--scan=modbus host={host} port={port} units=1-{PER_HOST} timeout=0.2" for host in HOSTS]
 
 
+def one_scan_of_every_host(port: int) -> str:
+    """The five hosts as one range: the Modbus discovery scans them concurrently."""
+    return f"--scan=modbus host=127.0.31.1-5 port={port} units=1-{PER_HOST} timeout=0.2"
+
+
 async def test_a_100_device_site_goes_from_nothing_to_publishing(
     tmp_path: Path, inverter_hosts: int, mosquitto: MosquittoProcess
 ) -> None:
@@ -55,13 +60,14 @@ async def test_a_100_device_site_goes_from_nothing_to_publishing(
     )
     plan = tmp_path / "plan.toml"
     code, out, err = await run_edge(
-        "site", "plan", *modbus_scans(inverter_hosts), "--tenant", "acme", "--site", "hq",
+        "site", "plan", one_scan_of_every_host(inverter_hosts), "--tenant", "acme", "--site", "hq",
         "--name-pattern", "{site}-{host}-u{unit_id:02d}", "-o", str(plan), "--json",
     )  # fmt: skip
     assert code == 0, err
     assert "wrote a plan of 100 device(s)" in err
     entries = tomllib.loads(plan.read_text())["devices"]
     assert len(entries) == 100 and entries[0]["name"] == "hq-127.0.31.1-u01"
+    assert [e["connection"]["host"] for e in entries[::PER_HOST]] == HOSTS  # in host order, then unit order
     assert entries[0]["profile"] == "sunspec-inverter" and entries[99]["identity"]["serial"] == "SIM00020"
     code, out, err = await run_edge("site", "apply", str(plan), "--config", str(config))
     assert code == 0, err

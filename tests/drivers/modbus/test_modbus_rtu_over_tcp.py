@@ -20,6 +20,7 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.modbus import ModbusConnection, ModbusDriver, ModbusPoint
+from drivers.modbus.discovery import parse_hosts
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.errors import DeviceUnreachable
 from simulators.modbus_inverter import InverterSimulator
@@ -211,3 +212,29 @@ async def test_discovery_target_errors_name_the_field() -> None:
         await ModbusDriver().discover({"transport": "rtu-over-tcp"}, print)
     with pytest.raises(ValueError, match="parity"):
         await ModbusDriver().discover({"transport": "rtu", "port": "/dev/x", "parity": "X"}, print)
+
+
+def test_host_ranges_for_a_scan_of_many_hosts() -> None:
+    assert parse_hosts("10.0.4.11-13,10.0.5.7") == ["10.0.4.11", "10.0.4.12", "10.0.4.13", "10.0.5.7"]
+    assert parse_hosts("10.0.4.254-10.0.5.1") == ["10.0.4.254", "10.0.4.255", "10.0.5.0", "10.0.5.1"]
+    assert parse_hosts("inverter-1.local") == ["inverter-1.local"]
+    with pytest.raises(ValueError, match="runs backwards"):
+        parse_hosts("10.0.4.20-11")
+    with pytest.raises(ValueError, match="more than 1024 hosts"):
+        parse_hosts("10.0.0.0-10.0.8.0")
+
+
+async def test_a_host_that_refuses_is_skipped_when_scanning_many(server_sim: InverterSimulator) -> None:
+    lines: list[str] = []
+    target = {
+        "host": "127.0.0.1,127.0.0.2",
+        "port": server_sim.port,
+        "transport": "rtu-over-tcp",
+        "units": "1-2",
+    }
+    found = await ModbusDriver().discover(target | {"timeout": 0.3}, lines.append)
+    assert [d.connection["unit_id"] for d in found] == [1, 2]
+    assert any(
+        line.startswith("RTU over TCP 127.0.0.2:") and line.endswith("cannot connect, skipped")
+        for line in lines
+    )
