@@ -153,11 +153,15 @@ class BacnetConnection(BaseModel):
         ip, _, port = parse_address(value, allow_mask=False)
         return f"{ip}:{port}"
 
-    @field_validator("mac")
+    @field_validator("mac", mode="before")
     @classmethod
-    def _check_mac(cls, value: str | None) -> str | None:
+    def _check_mac(cls, value: object) -> str | None:
         if value is None:
             return None
+        if isinstance(value, int) and not isinstance(value, bool):  # `mac = 10` in TOML, `mac=10` on the CLI
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a MAC address ('10', '0x0a' or hex bytes)")
         return f"0x{mac_bytes(value).hex()}"
 
     @model_validator(mode="after")

@@ -220,10 +220,14 @@ async def _who_is(
         low = high = options.device
     answers: dict[int, Any] = {}
 
+    # I-Ams reach every listener of the stack: keep those from where this Who-Is went (its network, or none)
+    network = destination.addrNet if destination is not None else None
+
     def on_i_am(apdu: Any) -> None:
         instance = int(apdu.iAmDeviceIdentifier[1])
         if (
-            (low is None or low <= instance)
+            getattr(apdu.pduSource, "addrNet", None) == network
+            and (low is None or low <= instance)
             and (high is None or instance <= high)
             and instance not in answers
         ):

@@ -74,8 +74,13 @@ def plan(
     entries: list[PlanEntry] = []
     taken: set[str] = set()
     written: dict[Path, str] = {}
+    seen: set[str] = set()  # overlapping scans find a device twice: one entry
     for (driver, _), found in zip(scans, results, strict=True):
         for device in found:
+            key = json.dumps([driver, device.connection], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
             try:
                 entries.append(
                     entry_for(

@@ -1,5 +1,5 @@
 """Commissioning a whole site in one pass (issue 23): `edge site plan` discovers a Modbus unit-id range on many
-hosts, a BACnet network and a list of OPC UA endpoints into one plan; `edge site apply` adds it all or nothing.
+hosts, a BACnet network, the devices behind a BACnet router and a list of OPC UA endpoints into one plan; `edge site apply` adds it all or nothing.
 
 The 100-device site: five hosts (loopback addresses 127.0.31.1..5), twenty SunSpec inverters behind each; after
 plan and apply, a real gateway publishes every device, checked by a plain paho subscriber. The timing of the
@@ -21,6 +21,7 @@ from edge.config import load_config
 from edge.gateway import Gateway
 from edge.plugins import PluginRegistry
 from simulators.bacnet_hvac import HvacSimulator
+from simulators.bacnet_router import RoutedSite
 from simulators.modbus_inverter import InverterSimulator
 from simulators.opcua_lift import LiftSimulator
 from tests.helpers import MosquittoProcess, MqttRecorder, free_port, free_udp_port, run_edge, small_config
@@ -139,8 +140,10 @@ async def test_one_plan_covers_a_bacnet_network_opcua_endpoints_and_modbus_hosts
     tmp_path: Path, inverter_hosts: int
 ) -> None:
     bacnet = HvacSimulator(2, "127.0.32.10", free_udp_port("127.0.32.10"), update_interval=3600)
+    routed = RoutedSite(free_udp_port(), devices=2)
     lifts = [LiftSimulator(free_port(), 1, auto=False), LiftSimulator(free_port(), 1, auto=False)]
     await bacnet.start()
+    await routed.start()
     for lift in lifts:
         await lift.start()
     try:
@@ -148,6 +151,7 @@ async def test_one_plan_covers_a_bacnet_network_opcua_endpoints_and_modbus_hosts
         code, out, err = await run_edge(
             "site", "plan", "--tenant", "acme", "--site", "hq", "-o", str(tmp_path / "plan.toml"), "--json",
             f"--scan=bacnet network=127.255.255.255 port={bacnet.ahu.port} local={local} points=true timeout=1",
+            f"--scan=bacnet router={routed.router_address} local={local} points=true timeout=1",
             *(f"--scan=opcua url={lift.url} security=None depth=2" for lift in lifts),
             modbus_scans(inverter_hosts)[0].replace(f"units=1-{PER_HOST}", "units=1-2"),
             "--name-pattern", "{driver}-{n:02d}",
@@ -155,17 +159,20 @@ async def test_one_plan_covers_a_bacnet_network_opcua_endpoints_and_modbus_hosts
         assert code == 0, err
         entries = tomllib.loads((tmp_path / "plan.toml").read_text())["devices"]
         drivers = [e["driver"] for e in entries]
-        assert drivers == ["bacnet"] * 3 + ["opcua"] * 2 + ["modbus"] * 2
-        assert [e["name"] for e in entries][:4] == ["bacnet-01", "bacnet-02", "bacnet-03", "opcua-04"]
+        assert drivers == ["bacnet"] * 5 + ["opcua"] * 2 + ["modbus"] * 2
+        assert [e["name"] for e in entries][5:7] == ["opcua-06", "opcua-07"]
+        assert [e["connection"].get("network") for e in entries[3:5]] == [2, 2]  # behind the router
         vavs = [e for e in entries if e.get("identity", {}).get("model") == "sim-vav"]
         assert len(vavs) == 2 and vavs[0]["profile"] == vavs[1]["profile"]  # one proposed map for one model
         assert all(e["connection"]["local_address"] == local for e in entries[:3])
         config = small_config(tmp_path, "gw-mixed")
         code, out, err = await run_edge("site", "apply", str(tmp_path / "plan.toml"), "--config", str(config))
         assert code == 0, err
-        code, out, err = await run_edge("device", "test", "bacnet-02", "--config", str(config))
-        assert code == 0, out + err
+        for name in ("bacnet-02", "bacnet-05"):  # a VAV box on the IP network; a controller behind the router
+            code, out, err = await run_edge("device", "test", name, "--config", str(config))
+            assert code == 0, out + err
     finally:
         for lift in lifts:
             await lift.stop()
+        await routed.stop()
         await bacnet.stop()

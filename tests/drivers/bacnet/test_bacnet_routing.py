@@ -152,6 +152,7 @@ async def test_a_foreign_device_registration_is_renewed(site: RoutedSite) -> Non
 
 async def test_routed_connections_are_checked() -> None:
     assert BacnetConnection(network=2, mac="0A").target == "2:0x0a"
+    assert BacnetConnection.model_validate({"network": 2, "mac": 10}).target == "2:0x0a"  # mac = 10 in TOML
     with pytest.raises(ValidationError, match="needs its `mac` there"):
         BacnetConnection(network=2)
     with pytest.raises(ValidationError, match="a routed device has no `address`"):
