@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from drivers.bacnet.config import BacnetConnection, BacnetPoint
 from drivers.bacnet.discovery import discover
-from drivers.bacnet.ede import EDE_FORMAT, read_ede, write_ede
+from drivers.bacnet.ede import EDE_FORMAT, read_ede, read_state_texts, write_ede
 from drivers.bacnet.plan import BacnetPlan, plan_reads
 from drivers.bacnet.session import BacnetSession
 from drivers.bacnet.stack import StackPool
@@ -33,11 +33,12 @@ class BacnetDriver:
     def __init__(self) -> None:
         self._pool = StackPool()
 
-    def read_point_list(self, text: str, format: str) -> PointList:
-        """An EDE file's points by device instance (`edge.sdk.SupportsPointLists`, see `drivers.bacnet.ede`)."""
+    def read_point_list(self, text: str, format: str, companion: str | None = None) -> PointList:
+        """An EDE file's points by device instance, with states from its state texts file (`companion`)
+        (`edge.sdk.SupportsPointLists`, see `drivers.bacnet.ede`)."""
         if format != EDE_FORMAT:
             raise ValueError(f"unknown BACnet point list format {format!r}")
-        return read_ede(text)
+        return read_ede(text, read_state_texts(companion) if companion is not None else None)
 
     def write_point_list(self, devices: Sequence[DeviceSpec], format: str) -> str:
         """An EDE file of every BACnet device and point of `devices`."""

@@ -13,7 +13,9 @@ The object type and the unit are BACnet enumeration numbers (object type 0 is an
 62 is degrees-celsius); the first five columns are mandatory. A device object's line names the device; every
 other object with a present value becomes a point: its object name (made a valid point name), type,
 instance, description, unit (through `units.unit_for`), and `writable` when settable. State texts live in a
-separate file an EDE line only refers to, so they are not imported. Objects without a present value
+separate file (`<project>_StateTexts.csv`: the same header lines, then `reference;text 1;text 2;...`) that an
+object line refers to by number (state-text-reference); given that file, binary objects get `[text 1, text 2]`
+(inactive, active) and multi-state objects their texts as `states`. Objects without a present value
 (schedules, trend logs, notification classes...) are listed in the notes, not imported.
 """
 
@@ -26,13 +28,13 @@ from typing import Any
 from bacpypes3.basetypes import EngineeringUnits
 from bacpypes3.primitivedata import ObjectType
 
-from drivers.bacnet.config import COV_TYPES, MAX_INSTANCE, BacnetPoint
+from drivers.bacnet.config import BINARY_TYPES, COV_TYPES, MAX_INSTANCE, MULTISTATE_TYPES, BacnetPoint
 from drivers.bacnet.names import sanitize_name, unique_name
 from drivers.bacnet.semantics import tags_for
 from drivers.bacnet.units import UNITS, unit_with_note
 from edge.sdk import DeviceSpec, PointList, PointListError, PointRow
 
-__all__ = ["EDE_FORMAT", "read_ede", "write_ede"]
+__all__ = ["EDE_FORMAT", "read_ede", "read_state_texts", "write_ede"]
 
 EDE_FORMAT = "ede"
 HEADER_KEYS = (
@@ -59,8 +61,31 @@ _YES = frozenset({"y", "yes", "1", "true", "x", "w"})
 _UNIT_CODES = {gateway: bacnet for bacnet, gateway in reversed(UNITS.items())}  # first BACnet name wins
 
 
-def read_ede(text: str) -> PointList:
-    """The points of an EDE file, by device instance; raises `PointListError` naming each bad line."""
+def read_state_texts(text: str) -> dict[str, tuple[str, ...]]:
+    """An EDE state texts file: reference number -> its texts (1, 2, ...); raises `PointListError` (in the
+    companion file) naming each bad line."""
+    texts: dict[str, tuple[str, ...]] = {}
+    problems: list[tuple[int, str]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        cells = [cell.strip() for cell in raw.split(";")]
+        if not raw.strip() or raw.lstrip().startswith("#") or cells[0].upper() in HEADER_KEYS:
+            continue
+        if not cells[0].isdigit():
+            problems.append((number, f"{cells[0]!r} is not a state text reference number"))
+        elif cells[0] in texts:
+            problems.append((number, f"reference {cells[0]} is defined twice"))
+        else:
+            while cells and not cells[-1]:
+                cells.pop()
+            texts[cells[0]] = tuple(cells[1:])
+    if problems:
+        raise PointListError(problems, in_companion=True)
+    return texts
+
+
+def read_ede(text: str, state_texts: dict[str, tuple[str, ...]] | None = None) -> PointList:
+    """The points of an EDE file, by device instance (with `states` from `state_texts`, when given); raises
+    `PointListError` naming each bad line."""
     rows: list[PointRow] = []
     notes: list[str] = []
     problems: list[tuple[int, str]] = []
@@ -95,6 +120,8 @@ def read_ede(text: str) -> PointList:
             continue
         try:
             fields = _point(cells, object_type, instance, names.setdefault(str(device), set()))
+            if state_texts is not None:
+                fields |= _states(object_type, cells, state_texts)
         except ValueError as exc:
             problems.append((number, str(exc)))
             continue
@@ -126,6 +153,21 @@ def _point(cells: list[str], object_type: str, instance: int, taken: set[str]) -
     writable = bool(fields.get("writable"))
     fields.update(tags_for(object_type, fields.get("unit"), cell[2] or cell[0], description, writable))
     return fields
+
+
+def _states(object_type: str, cells: list[str], state_texts: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """`states` for a binary or multi-state object from its state-text-reference; {} for other objects."""
+    reference = cells[13] if len(cells) > 13 else ""
+    binary, multistate = object_type in BINARY_TYPES, object_type in MULTISTATE_TYPES
+    if not reference or not (binary or multistate):
+        return {}
+    texts = state_texts.get(reference)
+    if texts is None:
+        raise ValueError(f"state-text-reference {reference} is not in the state texts file")
+    texts = texts[:2] if binary else texts
+    if len(texts) < 2 or not all(texts) or len(set(texts)) != len(texts):
+        raise ValueError(f"state texts {reference} ({'; '.join(texts)}) are not distinct, non-empty texts")
+    return {"states": list(texts)}
 
 
 def _instance(text: str, column: str) -> int:

@@ -37,6 +37,12 @@ def import_points(
     format: str = typer.Option(
         "", help="csv, or the driver's own (bacnet: ede); default: the file's suffix."
     ),
+    companion: Path = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="A file the point list refers to (BACnet EDE: its state texts).",
+    ),
     device: str = typer.Option(
         None, help="The device to take from a file that lists several (EDE: its device instance)."
     ),
@@ -53,7 +59,7 @@ def import_points(
     optionally a device entry that uses it."""
     plugin = _driver(driver)
     try:
-        listed = read_point_list(file, plugin, driver, format or None)
+        listed = read_point_list(file, plugin, driver, format or None, companion)
         rows = rows_of_device(listed, device, str(file))
         points = validate_rows(rows, plugin, str(file))
     except ConfigError as exc:

@@ -55,9 +55,11 @@ def formats_of(driver: Driver) -> tuple[str, ...]:
     return (CSV_FORMAT, *extra)
 
 
-def read_point_list(path: Path, driver: Driver, driver_name: str, format: str | None = None) -> PointList:
-    """Parse the file at `path` in `format` (by default its suffix: `.csv`, `.ede`...); raises ConfigError
-    naming the file and each bad line."""
+def read_point_list(
+    path: Path, driver: Driver, driver_name: str, format: str | None = None, companion: Path | None = None
+) -> PointList:
+    """Parse the file at `path` in `format` (by default its suffix: `.csv`, `.ede`...), with `companion`, a
+    file it refers to (an EDE file's state texts); raises ConfigError naming the file and each bad line."""
     chosen = (format or path.suffix.lstrip(".") or CSV_FORMAT).lower()
     known = formats_of(driver)
     if chosen not in known:
@@ -71,14 +73,20 @@ def read_point_list(path: Path, driver: Driver, driver_name: str, format: str | 
             ]
         )
     text = path.read_text(encoding="utf-8-sig")  # spreadsheets often save a byte order mark
+    companion_text = companion.read_text(encoding="utf-8-sig") if companion is not None else None
     try:
         if chosen == CSV_FORMAT:
+            if companion is not None:
+                raise ConfigError(
+                    [ConfigIssue(str(companion), "", "a CSV point list takes no companion file")]
+                )
             return read_csv(text, driver, driver_name)
         assert isinstance(driver, SupportsPointLists)
-        return driver.read_point_list(text, chosen)
+        return driver.read_point_list(text, chosen, companion_text)
     except PointListError as exc:
+        where = str(companion) if exc.in_companion and companion is not None else str(path)
         raise ConfigError(
-            [ConfigIssue(str(path), f"line {line}", reason) for line, reason in exc.problems]
+            [ConfigIssue(where, f"line {line}", reason) for line, reason in exc.problems]
         ) from None
 
 

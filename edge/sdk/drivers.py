@@ -172,10 +172,12 @@ class PointList:
 
 
 class PointListError(ValueError):
-    """A point list file that cannot be read: every problem with its line number (1-based)."""
+    """A point list file that cannot be read: every problem with its line number (1-based); `in_companion`
+    when the problems are in the companion file (an EDE file's state texts)."""
 
-    def __init__(self, problems: Sequence[tuple[int, str]]) -> None:
+    def __init__(self, problems: Sequence[tuple[int, str]], *, in_companion: bool = False) -> None:
         self.problems = list(problems)
+        self.in_companion = in_companion
         super().__init__("; ".join(f"line {line}: {reason}" for line, reason in self.problems))
 
 
@@ -187,8 +189,9 @@ class SupportsPointLists(Protocol):
 
     point_list_formats: ClassVar[tuple[str, ...]]
 
-    def read_point_list(self, text: str, format: str) -> PointList:
-        """Parse `text`; raises `PointListError` naming each bad line."""
+    def read_point_list(self, text: str, format: str, companion: str | None = None) -> PointList:
+        """Parse `text` (and `companion`, the text of a file it refers to, such as an EDE file's state texts);
+        raises `PointListError` naming each bad line."""
 
     def write_point_list(self, devices: Sequence[DeviceSpec], format: str) -> str:
         """The file text listing every point of `devices`."""

@@ -59,6 +59,21 @@ async def sim() -> AsyncIterator[HvacSimulator]:
     await simulator.stop()
 
 
+# The companion file: the texts the objects' state-text-reference column points at (1: fan status, 2: fan
+# enable, 3: operating mode), with the same header lines.
+STATE_TEXTS = """\
+PROJECT_NAME;Riverside Offices - AHU retrofit
+VERSION_OF_REFERENCEFILE;7
+TIMESTAMP_OF_LAST_CHANGE;2026-10-02 14:31:07
+AUTHOR_OF_LAST_CHANGE;J. Integrator
+VERSION_OF_LAYOUT;2.2
+#State Text Reference;Text 1;Text 2;Text 3;Text 4
+1;off;on;;
+2;stop;start;;
+3;off;occupied;unoccupied;night-purge
+"""
+
+
 def config_file(tmp_path: Path) -> Path:
     return small_config(tmp_path, "gw-ede")
 
@@ -106,6 +121,42 @@ async def test_an_ede_file_becomes_a_profile_and_a_device_that_reads_the_simulat
     assert rows["AHU01_Supply_Air_Temp"]["value"] == pytest.approx(ahu.value("supply-air-temp"), abs=1e-4)
     assert rows["AHU01_Operating_Mode"]["value"] == ahu.value("operating-mode")
     assert rows["AHU01_Supply_Fan_Enable"]["value"] is True
+
+
+async def test_the_state_texts_file_gives_binary_and_multistate_points_their_texts(
+    tmp_path: Path, sim: HvacSimulator
+) -> None:
+    ede, texts = tmp_path / "ahu.ede", tmp_path / "ahu_StateTexts.csv"
+    ede.write_text(AHU_EDE)
+    texts.write_text(STATE_TEXTS)
+    config = config_file(tmp_path)
+    code, _, err = await run_edge(
+        "point", "import", str(ede), "--companion", str(texts), "--driver", "bacnet",
+        "-o", str(tmp_path / "ahu.toml"), "--add-device", "ahu-01", "--tenant", "acme", "--site", "hq",
+        "--config", str(config), "--connection", f"address={sim.ahu.address}",
+        "--connection", f"local_address=127.0.0.1/8:{free_udp_port()}",
+    )  # fmt: skip
+    assert code == 0, err
+    points = {p["name"]: p for p in tomllib.loads((tmp_path / "ahu.toml").read_text())["points"]}
+    assert points["AHU01_Supply_Fan_Status"]["states"] == ["off", "on"]
+    assert points["AHU01_Operating_Mode"]["states"] == ["off", "occupied", "unoccupied", "night-purge"]
+    code, out, err = await run_edge("device", "test", "ahu-01", "--config", str(config), "--json")
+    assert code == 0, out + err
+    rows = {row["point"]: row["value"] for row in json.loads(out)}
+    assert rows["AHU01_Supply_Fan_Enable"] == "start" and rows["AHU01_Operating_Mode"] == "occupied"
+    texts.write_text(STATE_TEXTS.replace("2;stop;start;;", "x;stop;start").replace("3;off;", "3;on;"))
+    code, _, err = await run_edge(
+        "point",
+        "import",
+        str(ede),
+        "--companion",
+        str(texts),
+        "--driver",
+        "bacnet",
+        "-o",
+        str(tmp_path / "x.toml"),
+    )
+    assert code == 2 and "ahu_StateTexts.csv: line 8: 'x' is not a state text reference number" in err
 
 
 async def test_bad_lines_are_refused_with_their_numbers(tmp_path: Path) -> None:
