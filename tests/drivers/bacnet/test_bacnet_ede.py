@@ -61,17 +61,12 @@ async def sim() -> AsyncIterator[HvacSimulator]:
 
 # The companion file: the texts the objects' state-text-reference column points at (1: fan status, 2: fan
 # enable, 3: operating mode), with the same header lines.
-STATE_TEXTS = """\
-PROJECT_NAME;Riverside Offices - AHU retrofit
-VERSION_OF_REFERENCEFILE;7
-TIMESTAMP_OF_LAST_CHANGE;2026-10-02 14:31:07
-AUTHOR_OF_LAST_CHANGE;J. Integrator
-VERSION_OF_LAYOUT;2.2
-#State Text Reference;Text 1;Text 2;Text 3;Text 4
-1;off;on;;
-2;stop;start;;
-3;off;occupied;unoccupied;night-purge
-"""
+HEADER = "".join(AHU_EDE.splitlines(keepends=True)[:5])  # the state texts file repeats the header lines
+STATE_TEXTS = (
+    HEADER
+    + "#State Text Reference;Text 1;Text 2;Text 3;Text 4\n"
+    + "1;off;on;;\n2;stop;start;;\n3;off;occupied;unoccupied;night-purge\n"
+)
 
 
 def config_file(tmp_path: Path) -> Path:
