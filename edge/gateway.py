@@ -39,7 +39,7 @@ from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.stats import DeviceStats, GatewayStats
-from edge.ops.status import GatewayStatus, StatusSnapshot
+from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
@@ -106,7 +106,9 @@ class Gateway:
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
-        self._status = GatewayStatus(self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers)
+        self._status = GatewayStatus(
+            self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers, self._downlink_status
+        )
         if self.config.api.enabled:
             self.api = self._api()
         self._tasks = TaskSupervisor(self.stats.task_restarts)
@@ -120,6 +122,9 @@ class Gateway:
             stats=self.stats,
             modules=self.modules,
         )
+
+    def _downlink_status(self) -> dict[str, DownlinkStatus]:
+        return self.downlink.status() if self.downlink is not None else {}
 
     def _api(self) -> ApiServer:
         # FastAPI and uvicorn load only for a gateway that serves the API
@@ -141,6 +146,8 @@ class Gateway:
             start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            supervisors=self.module_control.supervisors,
+            downlink=self._downlink_status,
         )
         return ApiServer(services, self.config.api)
 

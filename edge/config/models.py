@@ -117,9 +117,17 @@ class TenantCloudConfig(_Strict):
     client_id: str = Field(min_length=1, max_length=256)
     client_secret: str = Field(description="A secret reference: env:NAME or file:PATH (never the value).")
     scope: str | None = None
-    verify_key: str = Field(
-        description="PEM file (relative to the config file) of the platform's public key for this tenant: "
-        "commands, deployments and entitlement answers must be signed with its private half (ES256)."
+    verify_key: str | None = Field(
+        default=None,
+        description="PEM file (relative to the config file) of the platform's public key for this tenant, or a "
+        "directory of them (*.pem): commands, deployments and entitlement answers must be signed with a "
+        "private half (ES256). Read again when it changes (rotation without a restart).",
+    )
+    verify_keys: tuple[str, ...] = Field(
+        default=(),
+        max_length=8,
+        description="More key files or directories, e.g. the old and the new key during a rotation: a message "
+        "signed with any of them verifies.",
     )
     entitlements: bool = Field(
         default=True,
@@ -135,7 +143,16 @@ class TenantCloudConfig(_Strict):
     def _secret_is_a_reference(self) -> TenantCloudConfig:
         if not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+", self.client_secret):
             raise ValueError("client_secret must be a reference (env:NAME or file:PATH), not the secret")
+        if not self.key_paths:
+            raise ValueError(
+                "verify_key or verify_keys: the platform's public key (a PEM file or a directory)"
+            )
         return self
+
+    @property
+    def key_paths(self) -> tuple[str, ...]:
+        """Every configured key file or directory (relative to the config file)."""
+        return (*((self.verify_key,) if self.verify_key else ()), *self.verify_keys)
 
 
 class TenantConfig(_Strict):
