@@ -62,19 +62,17 @@ class Recorder:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.bad += 1
             return
-        n = 0
         source = ev.get("source", "")
         origin = self._origin_of.get(source)
         if origin is None:
             origin = self._origin(source)
-        if ev.get("type") == TELEMETRY:
-            n = len(ev["data"]["points"])
-            seq = ev.get("sequence")
-            if seq is not None:
-                seqs = self.sequences.get(source)
-                if seqs is None:
-                    seqs = self.sequences[source] = array("q")
-                seqs.append(int(seq))
+        n = len(ev["data"]["points"]) if ev.get("type") == TELEMETRY else 0
+        seq = ev.get("sequence")
+        if seq is not None:  # a device's telemetry and status events share its sequence
+            seqs = self.sequences.get(source)
+            if seqs is None:
+                seqs = self.sequences[source] = array("q")
+            seqs.append(int(seq))
         self.events += 1
         self.points += n
         self.recv.append(now)

@@ -88,6 +88,7 @@ class Gateway:
         self._login = backend.login  # the site dialects' own sessions log in like the bus
         self._bus_address = backend.address
         self.bus = backend.bus
+        self._session_gate = backend.session_gate
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
         self._on_status: StatusListener | None = None
@@ -177,7 +178,13 @@ class Gateway:
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
         publisher = OutboxPublisher(
-            self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
+            self.outbox,
+            self.bus,
+            self.topics,
+            self.tenants.values(),
+            self.stats,
+            qos=self.config.bus.qos,
+            gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
         )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status

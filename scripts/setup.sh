@@ -15,6 +15,7 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 { command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || missing+=(nats-server)  # [bus] mode = "nats" (tests/bus/test_nats_*.py)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+{ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ]; } || missing+=(iproute2)  # a BMS on another host: a test network namespace
 # Node.js: the sidecar example and `edge bench compare`'s Node-RED peer (bench/peer_nodered.py, Node 18+)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)

@@ -1,7 +1,8 @@
 """The one place `[bus] mode` is read: which backend carries the local bus (edge.bus.base.Bus).
 
-- "embedded" (default): the gateway's own Mosquitto (`EmbeddedBroker`) and `MqttBus`, logged in as the
-  broker's gateway user.
+- "embedded" (default): the gateway's own Mosquitto (`EmbeddedBroker`, with the LAN listeners of
+  `[[bus.listeners]]` and its persistence) and `MqttBus`, logged in as the broker's gateway user; with
+  persistence, a `SessionGate` holds the events after each broker start until its restored sessions are back.
 - "external": `MqttBus` to a broker someone else runs, with `[bus] username` and `password`.
 - "nats": `NatsBus` to `[bus.nats] servers`, with per-tenant JetStream streams; in-process modules read
   their subscriptions from JetStream (`JetStreamFeed`) unless `[bus.nats] modules = "outbox"`.
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 from edge.bus.access import GATEWAY_USER, AccessStore
 from edge.bus.base import Bus
-from edge.bus.broker import EmbeddedBroker
-from edge.bus.dialects import dialect_rules
+from edge.bus.broker import EmbeddedBroker, Persistence
+from edge.bus.listeners import broker_listeners
 from edge.bus.mqtt import MqttBus, Will
+from edge.bus.publisher import SessionGate
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
 
@@ -30,6 +32,9 @@ class BusBackend:
     broker: EmbeddedBroker | None = None  # started before and stopped after the bus
     login: tuple[str | None, str | None] = (None, None)  # what the MQTT dialects' own sessions log in as
     module_feed: object | None = None  # an edge.module_host.feed.EventFeed; None: the outbox
+    session_gate: SessionGate | None = (
+        None  # for the outbox publisher: the embedded broker's restored sessions
+    )
 
 
 def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> BusBackend:
@@ -42,7 +47,7 @@ def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> Bu
     broker = None
     username, password = bus.username, bus.password
     if bus.mode == "embedded":
-        access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix, dialect_rules(config))
+        access = AccessStore.for_config(loaded.data_dir, config)
         broker = EmbeddedBroker(
             bus.port,
             loaded.data_dir / "broker",
@@ -50,6 +55,12 @@ def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> Bu
             max_queued_messages=bus.max_queued_messages,
             message_size_limit=bus.max_payload,
             access=access,
+            listeners=broker_listeners(bus, loaded.path.parent, loaded.data_dir)[1:],
+            persistence=(
+                Persistence(bus.autosave_interval, bus.session_expiry, bus.max_queued_bytes)
+                if bus.persistence
+                else None
+            ),
         )
         # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
         # password are for an external broker.
@@ -67,7 +78,11 @@ def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> Bu
         max_outbound_payload=bus.max_payload,
         reconnect_max=5.0,  # a local broker: come back within seconds of it
     )
-    return BusBackend(mqtt, f"{bus.host}:{bus.port}", broker, (username, password))
+    gate = None
+    if broker is not None and broker.persistence is not None and bus.session_grace > 0:
+        gate = SessionGate(mqtt, bus.session_grace)
+        broker.on_start.append(gate.broker_started)
+    return BusBackend(mqtt, f"{bus.host}:{bus.port}", broker, (username, password), session_gate=gate)
 
 
 def _nats(loaded: LoadedConfig, tenants: Iterable[str], status: tuple[str, bytes, bytes]) -> BusBackend:

@@ -21,7 +21,15 @@ from typing import Protocol
 
 from edge.sdk.errors import EdgeError
 
-__all__ = ["Bus", "BusDisconnected", "BusError", "BusStats", "InboundMessage", "PublishRejected"]
+__all__ = [
+    "Bus",
+    "BusDisconnected",
+    "BusError",
+    "BusStats",
+    "InboundMessage",
+    "MessageProperties",
+    "PublishRejected",
+]
 
 
 class BusError(EdgeError):
@@ -47,6 +55,17 @@ class InboundMessage:
     payload: bytes
     qos: int
     retain: bool
+    response_topic: str | None = None  # MQTT 5 request/response: where the sender wants the answer
+    correlation_data: bytes | None = None  # MQTT 5: echoed with the answer, so the sender can match it
+
+
+@dataclass(frozen=True, slots=True)
+class MessageProperties:
+    """MQTT 5 publish properties the gateway sets, in the bus's own terms: what the payload is (Content Type)
+    and, on an answer, the request's Correlation Data. A backend without them (NATS) leaves them out."""
+
+    content_type: str | None = None
+    correlation_data: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -90,9 +109,14 @@ class Bus(Protocol):
         retain: bool = False,
         *,
         message_id: str | None = None,
+        properties: MessageProperties | None = None,
     ) -> asyncio.Future[None]:
         """`message_id`: the event's id, for backends that drop a replayed duplicate (JetStream)."""
         ...
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None: ...
+    def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
+        """`retain_as_published`: a message published retained keeps its retain flag also when delivered
+        live (MQTT 5), so a consumer can refuse it; no effect where nothing is retained (NATS)."""
+        ...
+
     def messages(self) -> AsyncIterator[InboundMessage]: ...

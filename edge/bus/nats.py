@@ -38,7 +38,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-from edge.bus.base import BusDisconnected, BusStats, InboundMessage, PublishRejected
+from edge.bus.base import BusDisconnected, BusStats, InboundMessage, MessageProperties, PublishRejected
 from edge.bus.topics import mqtt_topic, nats_subject
 from edge.sdk.backoff import Backoff
 
@@ -250,7 +250,9 @@ class NatsBus:
         retain: bool = False,
         *,
         message_id: str | None = None,
+        properties: MessageProperties | None = None,
     ) -> asyncio.Future[None]:
+        """As `Bus.publish`; `properties` (MQTT 5's) are left out: a CloudEvent says its own type."""
         if qos not in (0, 1, 2):
             raise ValueError(f"invalid QoS {qos}")
         if not topic or "+" in topic or "#" in topic:
@@ -285,8 +287,9 @@ class NatsBus:
             self._settle(token, BusDisconnected(f"NATS publish failed: {exc}"))
         return future
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        """Remember a subscription (an MQTT filter); made at once when connected, and on every connect."""
+    def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
+        """Remember a subscription (an MQTT filter); made at once when connected, and on every connect.
+        (NATS retains nothing: `retain_as_published` changes nothing.)"""
         self._subscriptions[topic_filter] = qos
         if self._connected and self._readying is None:
             self._readying = asyncio.create_task(self._make_ready())

@@ -15,14 +15,16 @@ per device and interval rather than one per point, which is what bounds a busy g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 
-from edge.bus.base import Bus, BusDisconnected
+from edge.bus.access import SESSIONS_AWAY
+from edge.bus.base import Bus, BusDisconnected, MessageProperties
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
 from edge.outbox.consumer import DurableConsumer
@@ -39,6 +41,66 @@ MQTT_CONSUMER = "mqtt"
 _YIELD_EVERY = 64
 
 
+# CloudEvents MQTT binding, structured mode: on MQTT 5 the Content Type property says the payload is a whole
+# CloudEvent in JSON.
+CLOUDEVENT_PROPERTIES = MessageProperties(content_type="application/cloudevents+json")
+
+
+class _Watchable(Protocol):
+    def watch(self, topic: str, callback: Callable[[bytes], None]) -> None: ...
+
+
+class SessionGate:
+    """Holds the publisher after the embedded broker (re)started until the persistent sessions it restored
+    from disk are back, for at most `grace` seconds.
+
+    Mosquitto 2.0 restores a persistent session without its user's ACL (it finds it when the client connects)
+    and queues nothing for it meanwhile: an event published before its client reconnects would never reach
+    it. The broker counts the sessions whose client is away (`$SYS/broker/clients/disconnected`, retained,
+    every second); the gate opens when that count is 0 or the grace is over. Events wait in the outbox."""
+
+    def __init__(self, bus: _Watchable, grace: float) -> None:
+        self._grace = grace
+        self._open = asyncio.Event()
+        self._open.set()
+        self._away: int | None = None
+        self._deadline = 0.0
+        bus.watch(SESSIONS_AWAY, self._on_count)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def broker_started(self) -> None:
+        """The broker just (re)started: close until its restored sessions are back (or the grace is over)."""
+        self._away = None
+        self._deadline = time.monotonic() + self._grace
+        self._open.clear()
+
+    async def wait(self) -> None:
+        while not self._open.is_set():
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "%s persistent MQTT session(s) restored by the broker still away after %g s: publishing;"
+                    " they miss what is published before they reconnect",
+                    "some" if self._away is None else self._away,
+                    self._grace,
+                )
+                self._open.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), remaining)
+
+    def _on_count(self, payload: bytes) -> None:
+        try:
+            self._away = int(payload)
+        except ValueError:
+            return
+        if self._away == 0 and not self._open.is_set():
+            self._open.set()
+
+
 class OutboxPublisher:
     def __init__(
         self,
@@ -50,6 +112,7 @@ class OutboxPublisher:
         *,
         qos: int = 1,
         batch: int = 500,
+        gate: SessionGate | None = None,
     ) -> None:
         self._outbox = outbox
         self._bus = bus
@@ -58,6 +121,7 @@ class OutboxPublisher:
         self._stats = stats
         self._qos = qos
         self._batch = batch
+        self._gate = gate
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -70,6 +134,8 @@ class OutboxPublisher:
             await self._bus.wait_connected()
             async with events:
                 async for batch in events:
+                    if self._gate is not None and not self._gate.is_open:
+                        await self._gate.wait()
                     if await self._publish(batch.events):
                         events.ack(batch)
                         self._stats.events_published += len(batch.events)
@@ -83,7 +149,10 @@ class OutboxPublisher:
         try:
             for row in rows:
                 topic = self._topics.events(tenant, row.subject)
-                pending.append(await self._bus.publish(topic, row.body, qos=self._qos, message_id=row.id))
+                published = self._bus.publish(
+                    topic, row.body, qos=self._qos, message_id=row.id, properties=CLOUDEVENT_PROPERTIES
+                )
+                pending.append(await published)
         except BusDisconnected:
             pass
         results = await asyncio.gather(*pending, return_exceptions=True)

@@ -10,6 +10,8 @@
     {prefix}/{tenant}/cmd/module/{module}/{action}         module command in (e.g. alarms/ack)
     {prefix}/{tenant}/cmd/module/{module}/{action}/result  the kernel's refusal of one; modules answer with
                                                            an event on {prefix}/{tenant}/events/module/{module}
+    {prefix}/{tenant}/reply/...                            MQTT 5 Response Topic of a write request: the
+                                                           only place the gateway answers a sender's choice
     {prefix}/_gateway/{gateway}/status                     'online' / 'offline' (last will), retained
 
 The tenant is always the second level, so one ACL pattern (`{prefix}/{tenant}/#`) scopes a local system.
@@ -64,6 +66,19 @@ class Topics:
         if len(parts) != 6 or parts[0] != self.prefix or parts[2] != "cmd" or parts[3] != "module":
             return None
         return parts[1], parts[4], parts[5]
+
+    def reply_allowed(self, tenant: str, topic: str) -> bool:
+        """Whether an MQTT 5 Response Topic stays in the tenant's `reply/` branch: the gateway publishes there
+        as itself, so a sender must not point it at another tenant or at topics others trust (events,
+        points, commands)."""
+        base = f"{self.prefix}/{tenant}/reply/"
+        return (
+            topic.startswith(base)
+            and len(topic) > len(base)
+            and "+" not in topic
+            and "#" not in topic
+            and len(topic.encode()) <= 1024
+        )
 
     def gateway_status(self, gateway: str) -> str:
         return f"{self.prefix}/_gateway/{gateway}/status"

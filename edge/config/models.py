@@ -10,7 +10,15 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyNetwork, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 
 from edge.outbox import RetentionPolicy
 from edge.sdk.points import Name
@@ -188,6 +196,59 @@ class DeviceConfig(_Strict):
     connection: dict[str, Any] = Field(default_factory=dict)
 
 
+class ListenerConfig(_Strict):
+    """A listener of the embedded broker for the site's LAN (docs/mqtt-access.md): BMS, SCADA, Node-RED.
+
+    Every client logs in as a tenant user (`edge tenant credentials add`), by password or, with
+    `require_certificate`, by a client certificate whose common name is the user (`name@tenant`)."""
+
+    name: Name | None = Field(
+        default=None, description="Shown in messages; default mqtts-<port>, mqtt-, wss- or ws-<port>."
+    )
+    host: str = Field(default="0.0.0.0", description="Address to listen on; 0.0.0.0: every IPv4 address.")
+    port: int = Field(default=8883, ge=1, le=65535)
+    protocol: Literal["mqtt", "websockets"] = "mqtt"
+    tls: bool = Field(default=True, description="false: plain text (passwords cross the LAN readable).")
+    certfile: str | None = Field(
+        default=None,
+        description="Server certificate (PEM, chain after it); relative to the file. Default: the one "
+        "`edge certs create --profile broker` writes to <data_dir>/certs/broker/server.pem.",
+    )
+    keyfile: str | None = Field(default=None, description="Its private key (PEM); with certfile.")
+    cafile: str | None = Field(
+        default=None,
+        description="CA whose client certificates are accepted (require_certificate); default the broker CA.",
+    )
+    require_certificate: bool = Field(
+        default=False,
+        description="Clients log in with a certificate signed by cafile; its common name is the tenant user.",
+    )
+    allow_anonymous: bool = Field(default=False, description="Never true: a LAN listener requires a login.")
+
+    @field_validator("allow_anonymous")
+    @classmethod
+    def _never_anonymous(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "anonymous access is never allowed on a LAN listener: give each local system a tenant "
+                "login (edge tenant credentials add) and remove this line"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ListenerConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (or neither, for the broker profile's files)")
+        if not self.tls and (self.require_certificate or self.certfile is not None):
+            raise ValueError("certificates need tls = true")
+        return self
+
+    @property
+    def label(self) -> str:
+        scheme = {"mqtt": "mqtt", "websockets": "ws"}[self.protocol] + ("s" if self.tls else "")
+        return self.name or f"{scheme}-{self.port}"
+
+
 class NatsConfig(_Strict):
     """`[bus.nats]`, for `[bus] mode = "nats"` (edge/bus/nats.py, docs/scale.md "Bus backends")."""
 
@@ -244,9 +305,56 @@ class BusConfig(_Strict):
     point_min_interval: float = Field(
         default=1.0, ge=0.0, description="At most one retained update per point in this many seconds."
     )
-    max_queued_messages: int = Field(default=100_000, ge=1000)
+    max_queued_messages: int = Field(
+        default=100_000, ge=1000, description="Per client: QoS 1 messages queued for an offline session."
+    )
+    max_queued_bytes: Bytes = Field(
+        default=64 << 20, ge=0, description="Per client: bytes queued for an offline session (0: no limit)."
+    )
     max_payload: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    persistence: bool = Field(
+        default=True,
+        description="The embedded broker keeps sessions, subscriptions, queued and retained messages in "
+        "<data_dir>/broker/persistence/mosquitto.db across restarts.",
+    )
+    autosave_interval: Seconds = Field(
+        default=60.0, ge=1, le=86_400, description="Seconds between the broker's saves (and on every stop)."
+    )
+    session_expiry: Seconds = Field(
+        default=7 * 86_400.0,
+        ge=60,
+        description="A persistent session whose client stays away this long is dropped with its queue.",
+    )
+    session_grace: Seconds = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="After the broker restarts, events wait this long at most for the persistent sessions it "
+        "restored to reconnect (Mosquitto queues nothing for them before).",
+    )
+    listeners: tuple[ListenerConfig, ...] = Field(
+        default=(), description="LAN listeners of the embedded broker; login required on each."
+    )
+
     nats: NatsConfig = NatsConfig()
+
+    @model_validator(mode="after")
+    def _listeners_fit(self) -> BusConfig:
+        if self.mode == "embedded" and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r}: the embedded broker's own listener stays on loopback (127.0.0.1); "
+                "open the bus to the LAN with a [[bus.listeners]] entry (TLS, login required)"
+            )
+        if self.mode != "embedded" and self.listeners:
+            raise ValueError(
+                f"listeners are the embedded broker's: with mode {self.mode!r}, configure them where the"
+                " broker or server runs"
+            )
+        ports = [self.port, *(listener.port for listener in self.listeners)]
+        taken = sorted({p for p in ports if ports.count(p) > 1})
+        if taken:
+            raise ValueError(f"port {taken[0]} is used by two listeners: give each its own port")
+        return self
 
 
 class StorageConfig(_Strict):

@@ -312,6 +312,9 @@ class DevicePoller:
             self._on_status(self.spec, up, reason)
 
     def status_event(self, up: bool, reason: str | None, *, status: str | None = None) -> Event:
+        """A status event numbered in the device's own sequence, with its telemetry: a subscriber of the
+        device's events sees every number, so a missed status change shows as a gap like a missed poll."""
+        self._sequence += 1
         return make_event(
             type=DEVICE_STATUS,
             source=self._source,
@@ -324,6 +327,8 @@ class DevicePoller:
                 "status": status or ("up" if up else "down"),
                 "reason": reason,
             },
+            device=self.spec.name,
+            sequence=self._sequence,
         )
 
     async def _close(self) -> None:

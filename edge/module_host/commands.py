@@ -93,7 +93,7 @@ class ModuleCommands:
         self._gate = gate
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
-        bus.subscribe(topics.module_command_filter(), qos=1)
+        bus.subscribe(topics.module_command_filter(), qos=1, retain_as_published=True)  # retained: refused
 
     async def submit(
         self,

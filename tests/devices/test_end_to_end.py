@@ -40,10 +40,12 @@ async def _drained(gateway: Gateway) -> bool:
     return await gateway.backlog() == 0
 
 
-def _outbox_rows(gateway: Gateway) -> list[tuple[str, str, int, bytes]]:
+def _outbox_rows(gateway: Gateway, *, status: bool = False) -> list[tuple[str, str, int, bytes]]:
+    """Telemetry rows; `status`: device status events too (they share the device's sequence)."""
+    types = "('org.edgegw.telemetry', 'org.edgegw.device.status')" if status else "('org.edgegw.telemetry')"
     with sqlite3.connect(gateway.outbox.path) as db:
         return db.execute(
-            "SELECT tenant, device, sequence, body FROM outbox WHERE type = 'org.edgegw.telemetry' ORDER BY position"
+            f"SELECT tenant, device, sequence, body FROM outbox WHERE type IN {types} ORDER BY position"
         ).fetchall()
 
 
@@ -86,7 +88,7 @@ async def test_every_point_arrives_as_a_valid_cloudevent_on_the_right_topic_and_
             data.points["ac_power"].unit == "W" and data.points["ac_power"].value > 0
         )  # noon on the simulator
         assert data.points["dc_voltage"].unit == "V"
-    stored = _outbox_rows(gateway)
+    stored = _outbox_rows(gateway, status=True)
     assert {r[1] for r in stored} == {f"inv-{u:02d}" for u in range(1, DEVICES + 1)}
     for device in {r[1] for r in stored}:
         sequences = [r[2] for r in stored if r[1] == device]
@@ -132,7 +134,8 @@ async def test_device_down_then_back_marks_points_bad_and_recovers(
     assert bad, "polls while the device was down are stored with quality bad"
     assert bad[0]["data"]["points"]["ac_power"]["reason"]
     assert rows[-1]["data"]["points"]["ac_power"]["quality"] == "good"
-    assert [int(e["sequence"]) for e in rows] == list(range(1, len(rows) + 1))  # no gap across the outage
+    every = [orjson.loads(r[3]) for r in _outbox_rows(gateway, status=True) if r[1] == "inv-01"]
+    assert [int(e["sequence"]) for e in every] == list(range(1, len(every) + 1))  # no gap across the outage
 
 
 async def test_broker_restart_loses_nothing_that_was_stored(
@@ -186,8 +189,8 @@ async def test_sequences_continue_after_a_gateway_restart(
         await gateway.start()
         await asyncio.sleep(0.8)
         await gateway.stop()
-    sequences = [r[2] for r in _outbox_rows(gateway)]
-    assert len(sequences) >= 4
+    sequences = [r[2] for r in _outbox_rows(gateway, status=True)]  # up, polls, stopped; up, polls, stopped
+    assert len(sequences) >= 6
     assert sequences == list(range(1, len(sequences) + 1))
 
 
