@@ -23,9 +23,7 @@ import socket
 from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
-from edge.bus.access import GATEWAY_USER, AccessStore
-from edge.bus.broker import EmbeddedBroker
-from edge.bus.dialects import dialect_rules
+from edge.bus.backend import open_bus
 from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
@@ -45,7 +43,7 @@ from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.stats import DeviceStats, GatewayStats
-from edge.ops.status import GatewayStatus, StatusSnapshot
+from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.backends import build_outbox, module_store
 from edge.outbox.retention import Retention
@@ -77,41 +75,17 @@ class Gateway:
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
         self.outbox = build_outbox(self.config, loaded.data_dir)  # the configured backend and tiers
-        bus = self.config.bus
         gateway_id = self.config.gateway.id
-        self.broker: EmbeddedBroker | None = None
-        username, password = bus.username, bus.password
-        if bus.mode == "embedded":
-            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix, dialect_rules(self.config))
-            self.broker = EmbeddedBroker(
-                bus.port,
-                loaded.data_dir / "broker",
-                host=bus.host,
-                max_queued_messages=bus.max_queued_messages,
-                message_size_limit=bus.max_payload,
-                access=access,
-            )
-            # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
-            # password are for an external broker.
-            username, password = GATEWAY_USER, access.gateway_password()
-        self._login = (username, password)  # the site dialects' own sessions log in like the bus
         # cluster mode: instances share the broker, so each needs its own session and status topic
         self.instance = (loaded.instance or socket.gethostname()) if self.config.cluster.enabled else None
         member_id = gateway_id if self.instance is None else f"{gateway_id}-{self.instance}"
-        status_topic = self.topics.gateway_status(member_id)
-        self.bus = MqttBus(
-            bus.host,
-            bus.port,
-            client_id=f"edge-gateway-{member_id}",
-            username=username,
-            password=password,
-            max_inflight=bus.max_inflight,
-            will=Will(status_topic, b"offline"),
-            birth=(status_topic, b"online"),
-            max_inbound_payload=bus.max_payload,
-            max_outbound_payload=bus.max_payload,
-            reconnect_max=5.0,  # a local broker: come back within seconds of it
-        )
+        tenant_ids = [t.id for t in self.config.tenants]
+        backend = open_bus(loaded, self.topics, tenant_ids, member_id)  # [bus] mode
+        self.broker = backend.broker
+        self._login = backend.login  # the site dialects' own sessions log in like the bus
+        self._bus_address = backend.address
+        self.bus = backend.bus
+        self._session_gate = backend.session_gate
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
         self._last_sequences: dict[str, int] = {}  # of pollers stopped in this process: a restart continues
@@ -128,14 +102,17 @@ class Gateway:
             self.tenants,
             gateway_id,
             loaded.data_dir,
-            lambda name: module_store(self.config, loaded.data_dir, name),  # the storage backend's
+            stores=lambda name: module_store(self.config, loaded.data_dir, name),  # the storage backend's
+            feed=backend.module_feed,  # type: ignore[arg-type]
         )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
-        self._status = GatewayStatus(self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers)
+        self._status = GatewayStatus(
+            self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers, self._downlink_status
+        )
         if self.config.api.enabled:
             self.api = self._api()
         self._tasks = TaskSupervisor(self.stats.task_restarts)
@@ -144,11 +121,14 @@ class Gateway:
             data_dir=loaded.data_dir,
             outbox=self.outbox,
             bus=self.bus,
-            broker_address=f"{bus.host}:{bus.port}",
+            broker_address=backend.address,
             pollers=self.pollers,
             stats=self.stats,
             modules=self.modules,
         )
+
+    def _downlink_status(self) -> dict[str, DownlinkStatus]:
+        return self.downlink.status() if self.downlink is not None else {}
 
     def _api(self) -> ApiServer:
         # FastAPI and uvicorn load only for a gateway that serves the API
@@ -170,6 +150,8 @@ class Gateway:
             start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            supervisors=self.module_control.supervisors,
+            downlink=self._downlink_status,
         )
         return ApiServer(services, self.config.api)
 
@@ -197,6 +179,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
+            per_device=self.config.bus.point_topic_mode == "device",
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
@@ -267,17 +250,23 @@ class Gateway:
             await self.api.start()
             self._tasks.spawn(self.api.serve, "api")
         log.info(
-            "gateway %s started: %d devices, %d tenants, bus %s:%d",
+            "gateway %s started: %d devices, %d tenants, bus %s (%s)",
             self.config.gateway.id,
             len(self.pollers),
             len(self.tenants),
-            self.config.bus.host,
-            self.config.bus.port,
+            self._bus_address,
+            self.config.bus.mode,
         )
 
     def _publisher(self, tenants: Iterable[TenantContext]) -> OutboxPublisher:
         return OutboxPublisher(
-            self.outbox, self.bus, self.topics, tenants, self.stats, qos=self.config.bus.qos
+            self.outbox,
+            self.bus,
+            self.topics,
+            tenants,
+            self.stats,
+            qos=self.config.bus.qos,
+            gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
         )
 
     def _retention(self, tenants: Iterable[TenantContext]) -> Retention:

@@ -9,6 +9,7 @@ refuse connections, reset them before or after storing a batch, or stall, which 
     POST /v1/events      CloudEvents batch (application/cloudevents-batch+json, gzip), signed:
                          X-Edge-Timestamp, X-Edge-Key-Id, X-Edge-Signature: v1=HMAC-SHA256(key, "ts." + body)
     GET  /_sim/stats     what was received, per tenant (JSON)
+    GET  /_sim/arrivals  when each stored event was first stored, per tenant: {tenant: {event id: epoch s}}
     POST /_sim/faults    fault injection (JSON, see `Faults.update`)
 
 Each tenant has one OAuth2 client; a batch must hold only events whose `tenantid` is the token's tenant.
@@ -290,6 +291,8 @@ class CloudSimulator:
             return await self._events(headers, body, writer)
         if method == "GET" and path == "/_sim/stats":
             return _json(200, self.stats())
+        if method == "GET" and path == "/_sim/arrivals":
+            return _json(200, {t: r.arrived for t, r in self.tenants.items()})
         if method == "POST" and path == "/_sim/faults":
             return await self._set_faults(body)
         if path.startswith(("/v1/downlink/", "/v1/entitlements/", "/_sim/platform/")):

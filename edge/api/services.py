@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge.bus.mqtt import BusStats
+from edge.bus.base import BusStats
 from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
-from edge.ops.status import StatusSnapshot, TenantOutbox
+from edge.ops.status import DownlinkStatus, StatusSnapshot, TenantOutbox
 from edge.outbox import CommitListener, DeviceHistory
 from edge.outbox.inspect import OutboxInspector
 from edge.plugins import PluginRegistry
@@ -24,7 +24,7 @@ from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
 from edge.webhooks import WebhookStore
 
-__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites"]
+__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites", "SupervisedModule"]
 
 
 class EventHistory(DeviceHistory, Protocol):
@@ -46,6 +46,15 @@ class HostedModules(Protocol):
     @property
     def modules(self) -> Mapping[str, HostedModule]: ...
     async def health(self) -> Mapping[str, Health]: ...
+
+
+class SupervisedModule(Protocol):
+    """An isolated module's or sidecar's supervisor as /metrics reads it (edge.module_host.supervisor)."""
+
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def circuit_open(self) -> bool: ...
 
 
 class ModuleCommandSubmit(Protocol):
@@ -87,3 +96,5 @@ class ApiServices:
     start_new_devices: Callable[[LoadedConfig], Awaitable[list[str]]]  # after the file gained devices
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
+    supervisors: Callable[[], Mapping[str, SupervisedModule]] = dict  # isolated modules, by name
+    downlink: Callable[[], Mapping[str, DownlinkStatus]] = dict  # each tenant's link to its platform

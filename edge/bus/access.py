@@ -9,8 +9,10 @@ renders what Mosquitto reads:
   `gateway.password` (0600) for the gateway to log in with;
 - `acl`: the gateway may read and write everything; a tenant's user `<name>@<tenant>` may read
   `{prefix}/{tenant}/#` (events, points, status, command results) and, unless read-only, publish write requests
-  `{prefix}/{tenant}/cmd/+/+/+/set`; nothing else. Anonymous clients get every topic only while no tenant
-  user has ever existed (the broker then listens on loopback only), and are refused from the first one on;
+  `{prefix}/{tenant}/cmd/+/+/+/set` and module commands `{prefix}/{tenant}/cmd/module/+/+` (an alarm
+  acknowledgement), plus its site dialects' topics (edge.bus.dialects); nothing else. Anonymous clients get
+  every topic only while no tenant user has ever existed and the broker listens on loopback only; they are
+  refused from the first user or LAN listener on;
 - `conf.d/access.conf`: `allow_anonymous`, `password_file` and `acl_file` (relative to the broker's directory,
   its working directory), included by the embedded broker's config.
 
@@ -39,7 +41,8 @@ from pathlib import Path
 import orjson
 
 from edge.bus.broker_process import file_owner, write_private
-from edge.config.models import BusConfig
+from edge.bus.dialects import dialect_rules
+from edge.config.models import BusConfig, GatewayConfig
 from edge.sdk.errors import EdgeError
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "verify_mosquitto_hash",
 ]
 
+SESSIONS_AWAY = "$SYS/broker/clients/disconnected"  # Mosquitto: persistent sessions whose client is away
 GATEWAY_USER = "_gateway"  # `_` never starts a tenant or user name, so it cannot collide
 _ITERATIONS = 20_000  # PBKDF2 rounds: Mosquitto reads them from the hash ($7$ accepts any count)
 _SALT_BYTES = 12  # as mosquitto_passwd
@@ -113,9 +117,12 @@ class AccessStore:
         broker_dir: Path,
         topic_prefix: str,
         tenant_rules: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+        *,
+        lan: bool = False,
     ) -> None:
         self.dir = broker_dir
         self.prefix = topic_prefix
+        self.lan = lan  # a listener beyond loopback exists: never anonymous
         # Per tenant, more (access, topic) rules for its users: Sparkplug, Home Assistant (edge.bus.dialects);
         # read-only users get only the "read" ones.
         self.tenant_rules = dict(tenant_rules or {})
@@ -126,6 +133,18 @@ class AccessStore:
         self._path = broker_dir / _STORE
         self._gateway_path = broker_dir / "gateway.password"
         self.marker_path = broker_dir.parent / AUTH_MARKER
+
+    @classmethod
+    def for_config(cls, data_dir: Path, config: GatewayConfig) -> AccessStore:
+        """The embedded broker's store of a configuration (in `<data_dir>/broker`): its tenants' dialect rules,
+        and whether LAN listeners exist. Everything that changes users goes through it, so the files it
+        rewrites keep both."""
+        return cls(
+            data_dir / "broker",
+            config.bus.topic_prefix,
+            dialect_rules(config),
+            lan=bool(config.bus.listeners),
+        )
 
     # ---- users -----------------------------------------------------------------------------------------
 
@@ -183,7 +202,7 @@ class AccessStore:
     # ---- broker files ------------------------------------------------------------------------------------
 
     def anonymous_allowed(self) -> bool:
-        return not self._load() and not self.marker_path.exists()
+        return not self.lan and not self._load() and not self.marker_path.exists()
 
     def apply(self) -> None:
         """(Re)write the broker files from the store, under the store's lock; refuse when the store is gone
@@ -230,12 +249,13 @@ class AccessStore:
                 "# no tenant credentials yet: anonymous local clients may use every topic",
                 "topic readwrite #",
             ]
-        lines += ["", f"user {GATEWAY_USER}", "topic readwrite #"]
+        # `#` never matches $SYS: the gateway reads how many persistent sessions are away (SessionGate)
+        lines += ["", f"user {GATEWAY_USER}", "topic readwrite #", f"topic read {SESSIONS_AWAY}"]
         for user in sorted(users, key=lambda u: (u.tenant, u.name)):
             base = f"{self.prefix}/{user.tenant}"
             lines += ["", f"user {user.username}", f"topic read {base}/#"]
             if not user.read_only:
-                lines.append(f"topic write {base}/cmd/+/+/+/set")
+                lines += [f"topic write {base}/cmd/+/+/+/set", f"topic write {base}/cmd/module/+/+"]
             for access, topic in self.tenant_rules.get(user.tenant, ()):
                 if access == "read" or not user.read_only:
                     lines.append(f"topic {access} {topic}")

@@ -1,4 +1,4 @@
-"""The kernel's local MQTT bus: paho-mqtt 2.x driven by the asyncio loop, on one thread.
+"""The MQTT backend of the local bus (`edge.bus.base.Bus`): paho-mqtt 2.x driven by the asyncio loop, on one thread.
 
 paho is used the way its ``examples/loop_asyncio.py`` does: the socket is registered with
 ``loop.add_reader``/``add_writer`` through paho's ``on_socket_*`` callbacks and a 1 s task calls
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -27,21 +28,21 @@ from typing import Any, Final
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.bus.base import (
+    BusDisconnected,
+    BusError,
+    BusStats,
+    InboundMessage,
+    MessageProperties,
+    PublishRejected,
+)
 from edge.sdk.backoff import Backoff
-from edge.sdk.errors import EdgeError
 
-__all__ = [
-    "BusDisconnected",
-    "BusError",
-    "BusStats",
-    "InboundMessage",
-    "MqttBus",
-    "PublishRejected",
-    "Will",
-]
+__all__ = ["MqttBus", "Will"]
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +52,6 @@ _STABLE_AFTER: Final = 10.0  # a connection that lasted this long resets the rec
 _DISCONNECT_GRACE: Final = 2.0  # stop(): time for the DISCONNECT packet to go out before the socket is cut
 _READS_PER_WAKEUP: Final = 64  # loop_read() calls per readable event while they keep making progress
 _LOG_EVERY: Final = 100  # rate limit for per-message warnings: the 1st, then every 100th
-
-
-class BusError(EdgeError):
-    """Base of the local bus's errors."""
-
-
-class BusDisconnected(BusError):
-    """The bus is not connected, lost its connection before a publish was confirmed, or was stopped."""
-
-
-class PublishRejected(BusError):
-    """A message was refused, either before sending (too large) or by the broker (PUBACK reason code)."""
-
-    def __init__(self, topic: str, reason: str) -> None:
-        self.topic = topic
-        self.reason = reason
-        super().__init__(f"publish to {topic!r} rejected: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,30 +64,33 @@ class Will:
     retain: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
+class _PackedOnce(Properties):
+    """Properties packed once: paho packs a publish's properties for every message (6 µs each here), and the
+    CloudEvents Content Type goes with every event."""
+
+    def __init__(self, given: MessageProperties) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if given.content_type is not None:
+            self.ContentType = given.content_type
+        if given.correlation_data is not None:
+            self.CorrelationData = given.correlation_data
+        # paho's __setattr__ takes property names only
+        object.__setattr__(self, "packed_once", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        packed: bytes = self.__dict__["packed_once"]
+        return packed
 
 
-@dataclass(slots=True)
-class BusStats:
-    """Counters since the bus was created.
+def _paho_properties(given: MessageProperties) -> Properties:
+    if given.correlation_data is None:
+        return _constant_properties(given)
+    return _PackedOnce(given)  # an answer's: its request's correlation data, used once
 
-    ``acked`` counts confirmed publishes (PUBACK/PUBCOMP, or written for QoS 0); ``inbound`` counts messages
-    accepted into the inbound queue.
-    """
 
-    published: int = 0
-    acked: int = 0
-    rejected: int = 0
-    connects: int = 0
-    disconnects: int = 0
-    inbound: int = 0
-    inbound_dropped_overflow: int = 0
-    inbound_rejected_oversize: int = 0
+@functools.lru_cache(maxsize=16)  # the few constant ones (the events' content type) are packed once, ever
+def _constant_properties(given: MessageProperties) -> Properties:
+    return _PackedOnce(given)
 
 
 class _Closed:
@@ -203,7 +190,8 @@ class MqttBus:
         self.stats = BusStats()
         self.on_connect_hooks: list[Callable[[], None]] = []
 
-        self._subscriptions: dict[str, int] = {}  # filter -> qos, replayed on every connect
+        self._subscriptions: dict[str, SubscribeOptions] = {}  # filter -> options, replayed on every connect
+        self._watched: dict[str, Callable[[bytes], None]] = {}  # topic -> callback, never in the inbox
         self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}  # mid -> (future, topic)
         self._early_acks: dict[int, ReasonCode] = {}  # acks seen inside client.publish(), before the mid
         self._sending = False
@@ -291,9 +279,17 @@ class MqttBus:
         return self._connected
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        message_id: str | None = None,
+        properties: MessageProperties | None = None,
     ) -> asyncio.Future[None]:
         """Wait for the connection and a free in-flight slot, send, and return the delivery future.
+        (`message_id` is unused: MQTT has no broker-side duplicate check; subscribers see replays.)
 
         The window counts QoS 1/2 messages until acknowledged and QoS 0 ones until written, so no kind of
         message piles up inside paho. Raises `PublishRejected` at once for a payload above
@@ -311,16 +307,27 @@ class MqttBus:
             )
         if not self._connected or len(self._pending) >= self._window or self._slot_waiters:
             await self._wait_for_slot()
-        return self._send(topic, payload, qos, retain)
+        packed = None if properties is None else _paho_properties(properties)
+        return self._send(topic, payload, qos, retain, packed)
 
-    def subscribe(self, topic_filter: str, qos: int = 1) -> None:
-        """Remember a subscription; it is (re)made on every connect, and at once when connected."""
+    def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
+        """Remember a subscription; it is (re)made on every connect, and at once when connected.
+
+        `retain_as_published`: deliver a message published with the retain flag with that flag set, also
+        when it arrives live (by default only stored messages sent on subscribing carry it)."""
         _check_filter(topic_filter)
         if qos not in (0, 1, 2):
             raise ValueError(f"invalid QoS {qos}")
-        self._subscriptions[topic_filter] = qos
+        options = SubscribeOptions(qos=qos, retainAsPublished=retain_as_published)
+        self._subscriptions[topic_filter] = options
         if self._mqtt_up:
-            self._client.subscribe(topic_filter, qos=qos)
+            self._client.subscribe(topic_filter, options=options)
+
+    def watch(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Subscribe to one exact topic (QoS 0) whose payloads go to `callback` on the loop, not to
+        `messages()` (broker state such as $SYS counters)."""
+        self._watched[topic] = callback
+        self.subscribe(topic, qos=0)
 
     async def messages(self) -> AsyncIterator[InboundMessage]:
         """Inbound messages, in arrival order; ends after stop(). Meant for one consumer."""
@@ -477,12 +484,14 @@ class MqttBus:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> asyncio.Future[None]:
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: Properties | None = None
+    ) -> asyncio.Future[None]:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         self._sending = True
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         finally:
             self._sending = False
         mid = info.mid
@@ -606,8 +615,7 @@ class MqttBus:
             topic, payload = self._birth
             self._send(topic, payload, 1, True)  # future failures are marked retrieved on loss
         if self._subscriptions:
-            options = [(f, SubscribeOptions(qos=q)) for f, q in self._subscriptions.items()]
-            _rc, session.suback_mid = client.subscribe(options)
+            _rc, session.suback_mid = client.subscribe(list(self._subscriptions.items()))
         else:
             self._on_ready(session)
 
@@ -670,6 +678,11 @@ class MqttBus:
                     stats.inbound_rejected_oversize,
                 )
             return
+        if self._watched:
+            watcher = self._watched.get(topic)
+            if watcher is not None:
+                watcher(payload)
+                return
         if self._inbox.qsize() >= self._inbound_limit:
             stats.inbound_dropped_overflow += 1
             if _should_log(stats.inbound_dropped_overflow):
@@ -681,7 +694,12 @@ class MqttBus:
                 )
             return
         stats.inbound += 1
-        self._inbox.put_nowait(InboundMessage(topic, payload, msg.qos, bool(msg.retain)))
+        props = getattr(msg, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        self._inbox.put_nowait(
+            InboundMessage(topic, payload, msg.qos, bool(msg.retain), response_topic, correlation)
+        )
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any

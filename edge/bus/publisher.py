@@ -1,26 +1,30 @@
-"""From the outbox to the local MQTT bus.
+"""From the outbox to the local bus (MQTT or NATS JetStream: `edge.bus.base.Bus`).
 
 `OutboxPublisher` is a durable outbox consumer: per tenant it reads committed events after its cursor, publishes
-them (QoS 1 by default), and moves the cursor only once the broker acknowledged the whole batch. A lost
+them (QoS 1 by default), and moves the cursor only once the broker (or JetStream) acknowledged the whole batch. A lost
 connection simply means reading again from the cursor, so a broker restart loses nothing that was stored.
 
 `LastValuePublisher` keeps each point's latest value on its own retained topic. It is state, not history: it
 coalesces updates per point, publishes a point at most every `min_interval` seconds and only when its value or
 quality changed (or `refresh` seconds passed), and republishes everything after a reconnect, because a broker
-without persistence forgets retained messages when it restarts.
+without persistence forgets retained messages when it restarts. With `per_device` (`bus.point_topic_mode =
+"device"`) it keeps one retained message per device instead, holding every point's latest sample: one publish
+per device and interval rather than one per point, which is what bounds a busy gateway's CPU otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 
-from edge.bus.mqtt import BusDisconnected, MqttBus
+from edge.bus.access import SESSIONS_AWAY
+from edge.bus.base import Bus, BusDisconnected, MessageProperties
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
 from edge.outbox import OutboxStore
@@ -32,19 +36,83 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
+# retained updates sent in one go before the flush yields to the loop: a flush of thousands of per-point messages
+# (~25 µs each) would otherwise hold events and polls back for tens of milliseconds
+_YIELD_EVERY = 64
+
+
+# CloudEvents MQTT binding, structured mode: on MQTT 5 the Content Type property says the payload is a whole
+# CloudEvent in JSON.
+CLOUDEVENT_PROPERTIES = MessageProperties(content_type="application/cloudevents+json")
+
+
+class _Watchable(Protocol):
+    def watch(self, topic: str, callback: Callable[[bytes], None]) -> None: ...
+
+
+class SessionGate:
+    """Holds the publisher after the embedded broker (re)started until the persistent sessions it restored
+    from disk are back, for at most `grace` seconds.
+
+    Mosquitto 2.0 restores a persistent session without its user's ACL (it finds it when the client connects)
+    and queues nothing for it meanwhile: an event published before its client reconnects would never reach
+    it. The broker counts the sessions whose client is away (`$SYS/broker/clients/disconnected`, retained,
+    every second); the gate opens when that count is 0 or the grace is over. Events wait in the outbox."""
+
+    def __init__(self, bus: _Watchable, grace: float) -> None:
+        self._grace = grace
+        self._open = asyncio.Event()
+        self._open.set()
+        self._away: int | None = None
+        self._deadline = 0.0
+        bus.watch(SESSIONS_AWAY, self._on_count)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def broker_started(self) -> None:
+        """The broker just (re)started: close until its restored sessions are back (or the grace is over)."""
+        self._away = None
+        self._deadline = time.monotonic() + self._grace
+        self._open.clear()
+
+    async def wait(self) -> None:
+        while not self._open.is_set():
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning(
+                    "%s persistent MQTT session(s) restored by the broker still away after %g s: publishing;"
+                    " they miss what is published before they reconnect",
+                    "some" if self._away is None else self._away,
+                    self._grace,
+                )
+                self._open.set()
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._open.wait(), remaining)
+
+    def _on_count(self, payload: bytes) -> None:
+        try:
+            self._away = int(payload)
+        except ValueError:
+            return
+        if self._away == 0 and not self._open.is_set():
+            self._open.set()
 
 
 class OutboxPublisher:
     def __init__(
         self,
         outbox: OutboxStore,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         tenants: Iterable[TenantContext],
         stats: GatewayStats,
         *,
         qos: int = 1,
         batch: int = 500,
+        gate: SessionGate | None = None,
     ) -> None:
         self._outbox = outbox
         self._bus = bus
@@ -53,6 +121,7 @@ class OutboxPublisher:
         self._stats = stats
         self._qos = qos
         self._batch = batch
+        self._gate = gate
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -65,6 +134,8 @@ class OutboxPublisher:
             await self._bus.wait_connected()
             async with events:
                 async for batch in events:
+                    if self._gate is not None and not self._gate.is_open:
+                        await self._gate.wait()
                     if await self._publish(batch.events):
                         events.ack(batch)
                         self._stats.events_published += len(batch.events)
@@ -78,7 +149,10 @@ class OutboxPublisher:
         try:
             for row in rows:
                 topic = self._topics.events(tenant, row.subject)
-                pending.append(await self._bus.publish(topic, row.body, qos=self._qos))
+                published = self._bus.publish(
+                    topic, row.body, qos=self._qos, message_id=row.id, properties=CLOUDEVENT_PROPERTIES
+                )
+                pending.append(await published)
         except BusDisconnected:
             pass
         results = await asyncio.gather(*pending, return_exceptions=True)
@@ -91,15 +165,17 @@ class OutboxPublisher:
 class LastValuePublisher:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         stats: GatewayStats,
         *,
         qos: int = 1,
         min_interval: float = 1.0,
         refresh: float = 60.0,
+        per_device: bool = False,
     ) -> None:
         self._bus = bus
+        self._per_device = per_device
         self._topics = topics
         self._stats = stats
         self._qos = qos
@@ -111,9 +187,10 @@ class LastValuePublisher:
         self._latest: dict[tuple[str, str, str], list[Event]] = {}
         self._full: dict[tuple[str, str, str], int] = {}  # most points one event of the device carried
         self._resend: dict[str, bytes] = {}  # topic -> payload to send as it is (device status, republishing)
-        # topic -> (when, value, quality, payload) of what was last sent
+        # topic -> (when, value, quality, payload) of what was last sent; per device: (when, points, None, payload)
         self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
         self._wake = asyncio.Event()
+        self._sent_since_yield = 0
         bus.on_connect_hooks.append(self._republish_all)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
@@ -165,10 +242,12 @@ class LastValuePublisher:
             )
         latest, self._latest = self._latest, {}
         now = time.monotonic()
-        for count, ((tenant, site, device), events) in enumerate(latest.items()):
-            if count % 16 == 15:
+        for (tenant, site, device), events in latest.items():
+            if self._sent_since_yield >= _YIELD_EVERY:
+                self._sent_since_yield = 0
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
-            if not await self._flush_device(tenant, site, device, events, now):
+            flush = self._flush_device_state if self._per_device else self._flush_device
+            if not await flush(tenant, site, device, events, now):
                 key = (tenant, site, device)
                 self._latest[key] = events + self._latest.get(key, [])  # newer ones stay last
                 return
@@ -204,6 +283,33 @@ class LastValuePublisher:
                 self._published[topic] = (now, value, quality, payload)
         return True
 
+    async def _flush_device_state(
+        self, tenant: str, site: str, device: str, events: list[Event], now: float
+    ) -> bool:
+        """Publish the device's latest samples as one retained message if any changed; False once disconnected."""
+        topic = self._topics.device_points(tenant, site, device)
+        last = self._published.get(topic)
+        points: dict[str, Any] = dict(last[1]) if last is not None else {}
+        for event in events:  # oldest first: a newer sample of a point replaces an older one
+            assert event.data is not None
+            points.update(event.data["points"])
+        if last is not None and last[1] == points and now - last[0] < self._refresh:
+            return True
+        newest = events[-1]
+        payload = orjson.dumps(
+            {
+                "device": device,
+                "site": site,
+                "time": rfc3339(newest.time),
+                "sequence": newest.sequence,
+                "points": points,
+            }
+        )
+        if not await self._send(topic, payload):
+            return False
+        self._published[topic] = (now, points, None, payload)
+        return True
+
     async def _send(self, topic: str, payload: bytes) -> bool:
         try:
             future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
@@ -211,6 +317,7 @@ class LastValuePublisher:
             return False  # the reconnect hook republishes everything
         future.add_done_callback(_ignore_outcome)
         self._stats.point_updates_published += 1
+        self._sent_since_yield += 1
         return True
 
 

@@ -17,7 +17,6 @@ import typer
 
 from edge.bus.access import AccessError, AccessStore, MqttUser
 from edge.bus.broker import BrokerError, apply_access
-from edge.bus.dialects import dialect_rules
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
 
@@ -37,9 +36,7 @@ def _access(config: Path, tenant: str) -> Iterator[tuple[AccessStore, LoadedConf
         known = ", ".join(sorted(loaded.tenant_contexts()))
         typer.echo(f"unknown tenant {tenant!r} (known: {known})", err=True)
         raise typer.Exit(EXIT_USAGE)
-    store = AccessStore(
-        loaded.data_dir / "broker", loaded.config.bus.topic_prefix, dialect_rules(loaded.config)
-    )
+    store = AccessStore.for_config(loaded.data_dir, loaded.config)
     try:
         yield store, loaded
     except AccessError as exc:

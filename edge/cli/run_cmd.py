@@ -84,7 +84,7 @@ def run_gateway(
 ) -> None:
     try:
         asyncio.run(_serve(loaded, registry, on_status))
-    except BrokerError as exc:  # no mosquitto, or it may not start (e.g. its users' file is gone)
+    except BrokerError as exc:  # no mosquitto, a port taken, its users' file gone: one line saying what to do
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
     except (AlreadyRunning, InstanceTaken) as exc:

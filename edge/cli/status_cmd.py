@@ -20,7 +20,10 @@ from typing import Any
 import orjson
 import typer
 
+from edge.bus.listeners import broker_listeners
+from edge.bus.tls import certificate_expiry
 from edge.cli.common import load_or_exit
+from edge.config import LoadedConfig
 from edge.downlink.ledger import EntitlementAnswer, read_entitlement_answers
 from edge.ops.health import HealthReport
 from edge.ops.status import status_file
@@ -50,21 +53,29 @@ def status(
     age = time.time() - float(body.get("time", 0))
     report = HealthReport.from_dict(body.get("health", {}))
     stale = age > STALE_AFTER or not _alive(int(body.get("pid", 0)))
+    certificates = _certificates(loaded)
     if as_json:
         platform = {
             t: {"entitlements": list(a.flags), "age_s": round(a.age(), 1)} for t, a in answers.items()
         }
         health = body.get("health", {})
-        typer.echo(
-            orjson.dumps({"age": round(age, 1), "stale": stale, **health, "platform": platform}).decode()
-        )
+        downlink = body.get("downlink", {})
+        document = {
+            "age": round(age, 1),
+            "stale": stale,
+            **health,
+            "platform": platform,
+            "downlink": downlink,
+            "certificates": certificates,
+        }
+        typer.echo(orjson.dumps(document).decode())
     else:
         _print_table(body, report, age, stale)
-        for tenant, answer in sorted(answers.items()):  # the entitlement service's last answers (downlink)
-            flags = ", ".join(answer.flags) or "none"
-            typer.echo(
-                f"entitlements of {tenant} from its platform: {flags} (answer {answer.age():.0f} s old)"
-            )
+        for tenant, link in sorted(body.get("downlink", {}).items()):
+            typer.echo(_downlink_line(tenant, link))
+        _print_entitlements(answers)
+        for row in certificates:
+            typer.echo(_certificate_line(row))
     if stale or not report.live:
         raise typer.Exit(EXIT_NOT_LIVE)
     if not report.ready:
@@ -72,11 +83,58 @@ def status(
     raise typer.Exit(EXIT_DEGRADED if report.degraded else EXIT_OK)
 
 
+def _certificates(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    """Expiry of each TLS listener's server certificate (`[[bus.listeners]]`), read from its file."""
+    bus = loaded.config.bus
+    if bus.mode != "embedded":
+        return []
+    rows: list[dict[str, Any]] = []
+    for listener in broker_listeners(bus, loaded.path.parent, loaded.data_dir):
+        if listener.certfile is None:
+            continue
+        row: dict[str, Any] = {"listener": listener.name, "file": str(listener.certfile)}
+        try:
+            expiry = certificate_expiry(listener.certfile)
+        except (OSError, ValueError) as exc:
+            row["error"] = str(exc)
+        else:
+            row |= {"not_after": expiry.not_after.isoformat(), "days_left": expiry.days_left}
+            row["warning"] = expiry.warning
+        rows.append(row)
+    return rows
+
+
+def _certificate_line(row: dict[str, Any]) -> str:
+    where = f"certificate of listener {row['listener']} ({row['file']})"
+    if "error" in row:
+        return f"WARNING {where}: cannot read it: {row['error']}"
+    days = row["days_left"]
+    text = f"{where}: expires {row['not_after'][:10]}, {days} days left"
+    if days < 0:
+        return f"WARNING {text.replace(f'{days} days left', 'EXPIRED')}: renew it with `edge certs create --profile broker --force`"
+    if row["warning"]:
+        return f"WARNING {text}: renew it with `edge certs create --profile broker --force`"
+    return text
+
+
 def _print_entitlements(answers: dict[str, EntitlementAnswer]) -> None:
     """The entitlement service's last answer per tenant (edge.downlink), with its age."""
     for tenant, answer in sorted(answers.items()):
         flags = ", ".join(answer.flags) or "none"
         typer.echo(f"entitlements of {tenant} from its platform: {flags} (answer {answer.age():.0f} s old)")
+
+
+def _downlink_line(tenant: str, link: dict[str, Any]) -> str:
+    """`downlink of acme: connected since 12:00:03 UTC, last message m-7 (40 s ago)`, or retrying with why."""
+    now = time.time()
+    since = link.get("since")
+    when = f" since {time.strftime('%H:%M:%S UTC', time.gmtime(since))}" if since else ""
+    line = f"downlink of {tenant}: {link.get('state')}{when}"
+    if link.get("state") == "retrying":
+        line += f" ({link.get('failures')} failed attempts; last error: {link.get('last_error')})"
+    message, at = link.get("last_message"), link.get("last_message_at")
+    line += f", last message {message} ({now - at:.0f} s ago)" if message and at else ", no message yet"
+    return line
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:

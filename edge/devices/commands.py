@@ -5,6 +5,11 @@ A request is published on `{prefix}/{tenant}/cmd/{site}/{device}/{point}/set` wi
 point's own) or a bare JSON value. Anything malformed, too large, for an unknown target
 or a read-only point is refused with a logged reason, counted, and answered on the `.../result` topic; the
 gateway carries on. Every outcome is also an `org.edgegw.command.result` event in the outbox.
+
+MQTT 5 request/response: a request with a Response Topic (in the tenant's `{prefix}/{tenant}/reply/` branch)
+is answered there too, with its Correlation Data. A retained request (module commands too) is never executed:
+it would run again on every reconnect and reach every new subscriber. It is cleared (an empty retained
+message on its topic) with a logged reason.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
-from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.base import Bus, InboundMessage, MessageProperties
 from edge.bus.topics import Topics
 from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
@@ -50,6 +55,8 @@ class WriteRequest:
     value: Scalar | None  # None releases the point (BACnet relinquish)
     request_id: str | None
     priority: int | None = None  # BACnet write priority 1..16 for this write; None: the point's own
+    response_topic: str | None = None  # MQTT 5: also answer here (checked against the tenant's reply/ branch)
+    correlation_data: bytes | None = None
 
 
 def parse_write_request(topics: Topics, topic: str, payload: bytes) -> WriteRequest:
@@ -159,6 +166,10 @@ def _number(x: float) -> str:
     return f"{x:.10g}"
 
 
+def _response_properties(correlation: bytes | None) -> MessageProperties:
+    return MessageProperties(content_type="application/json", correlation_data=correlation)
+
+
 @dataclass(frozen=True, slots=True)
 class WriteOutcome:
     ok: bool
@@ -169,7 +180,7 @@ class WriteOutcome:
 class CommandHandler:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
         tenants: Mapping[str, TenantContext],
@@ -191,13 +202,17 @@ class CommandHandler:
         self.polled_elsewhere: Callable[[tuple[str, str, str]], bool] = lambda key: False
         # cluster mode: a module command is taken by its tenant's leader only, so it is queued once
         self.leads: Callable[[str], bool] = lambda tenant: True
-        bus.subscribe(topics.command_filter(), qos=1)
+        # retain as published: a retained request shows its flag also when it arrives live, so it is refused
+        bus.subscribe(topics.command_filter(), qos=1, retain_as_published=True)
 
     async def run(self) -> None:
         async for message in self._bus.messages():
             self._accept(message)
 
     def _accept(self, message: InboundMessage) -> None:
+        if message.retain:
+            self._refuse_retained(message)
+            return
         module_command = self._topics.parse_module_command(message.topic)
         if self._module_commands is not None and module_command:
             if not self.leads(module_command[0]):
@@ -208,6 +223,17 @@ class CommandHandler:
             return
         try:
             request = parse_write_request(self._topics, message.topic, message.payload)
+            if message.response_topic is not None:
+                if not self._topics.reply_allowed(request.tenant, message.response_topic):
+                    raise CommandRejected(
+                        f"response topic {message.response_topic[:200]!r} is outside "
+                        f"{self._topics.prefix}/{request.tenant}/reply/"
+                    )
+                request = replace(
+                    request,
+                    response_topic=message.response_topic,
+                    correlation_data=message.correlation_data,
+                )
             key = (request.tenant, request.site, request.device)
             poller = self._pollers.get(key)
             if poller is None and self.polled_elsewhere(key):
@@ -221,11 +247,39 @@ class CommandHandler:
             log.warning("command on %s rejected: %s", message.topic, exc)
             target = self._topics.parse_command(message.topic)
             if target is not None and target[0] in self._tenants:  # answer only tenants this gateway serves
-                self._reply_later(*target, value=None, ok=False, reason=str(exc), request_id=None)
+                reply_to = message.response_topic
+                allowed = reply_to is not None and self._topics.reply_allowed(target[0], reply_to)
+                refusal = WriteRequest(
+                    *target,
+                    value=None,
+                    request_id=None,
+                    response_topic=reply_to if allowed else None,
+                    correlation_data=message.correlation_data,
+                )
+                self._spawn(self._reply(refusal, ok=False, reason=str(exc)))
             return
-        write = asyncio.create_task(self._execute(poller, request))
-        self._running.add(write)
-        write.add_done_callback(self._running.discard)
+        self._spawn(self._execute(poller, request))
+
+    def _refuse_retained(self, message: InboundMessage) -> None:
+        """Never execute a retained command; clear it so the broker stops handing it out."""
+        if not message.payload:
+            return  # the empty message that clears one (ours, or the sender's own)
+        self._stats.commands_rejected += 1
+        log.warning(
+            "retained command on %s ignored and cleared: a retained request would run again on every reconnect"
+            " (publish commands without the retain flag)",
+            message.topic,
+        )
+        self._spawn(self._clear(message.topic))
+
+    async def _clear(self, topic: str) -> None:
+        future = await self._bus.publish(topic, b"", qos=1, retain=True)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def write(self, request: WriteRequest) -> WriteOutcome:
         """One write from another face (the REST API): the MQTT path's checks, result topic and event.
@@ -273,12 +327,6 @@ class CommandHandler:
         if not outcome.ok:
             raise DeviceError(device, outcome.reason or "write failed", point)
 
-    def _reply_later(self, tenant: str, site: str, device: str, point: str, **result: Any) -> None:
-        request = WriteRequest(tenant, site, device, point, result.pop("value"), result.pop("request_id"))
-        task = asyncio.create_task(self._reply(request, **result))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
     async def _reply(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
         with tenant_scope(self._tenants[request.tenant]):
             await self._record(request, ok=ok, reason=reason)
@@ -294,8 +342,14 @@ class CommandHandler:
             "request_id": request.request_id,
         }
         topic = self._topics.command_result(request.tenant, request.site, request.device, request.point)
-        future = await self._bus.publish(topic, orjson.dumps(data), qos=1)
+        body = orjson.dumps(data)
+        future = await self._bus.publish(topic, body, qos=1)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if request.response_topic is not None:
+            answer = await self._bus.publish(
+                request.response_topic, body, qos=1, properties=_response_properties(request.correlation_data)
+            )
+            answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         event = make_event(
             type=COMMAND_RESULT,
             source=self._source,

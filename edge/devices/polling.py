@@ -181,9 +181,12 @@ class DevicePoller:
         async with self._lock:
             started = time.perf_counter()
             raw, error = await self._read()
-            self.stats.poll_seconds += time.perf_counter() - started
+            self.stats.timed_poll(time.perf_counter() - started)
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
+        log.debug(
+            "device %s polled: %d points%s", self.spec.name, len(points), f" ({error})" if error else ""
+        )
         await self._emit(points, sample_time, error)
 
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
@@ -193,6 +196,9 @@ class DevicePoller:
         elif error is not None:
             # still down: the status event and one all-bad poll said so; repeating it every poll only fills
             # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
+            return
+        points = self._normalizer.report(points)  # report by exception, where points ask for it
+        if not points:  # nothing moved: nothing to store or publish
             return
         self._sequence += 1
         event = make_event(
@@ -321,6 +327,9 @@ class DevicePoller:
             self._on_status(self.spec, up, reason)
 
     def status_event(self, up: bool, reason: str | None, *, status: str | None = None) -> Event:
+        """A status event numbered in the device's own sequence, with its telemetry: a subscriber of the
+        device's events sees every number, so a missed status change shows as a gap like a missed poll."""
+        self._sequence += 1
         return make_event(
             type=DEVICE_STATUS,
             source=self._source,
@@ -333,6 +342,8 @@ class DevicePoller:
                 "status": status or ("up" if up else "down"),
                 "reason": reason,
             },
+            device=self.spec.name,
+            sequence=self._sequence,
         )
 
     async def _close(self) -> None:

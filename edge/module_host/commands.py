@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.base import Bus, InboundMessage
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
 from edge.outbox import OutboxStore
@@ -78,7 +78,7 @@ class ModuleCommands:
 
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         tenants: Mapping[str, TenantContext],
         outbox: OutboxStore,
@@ -93,7 +93,7 @@ class ModuleCommands:
         self._gate = gate
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
-        bus.subscribe(topics.module_command_filter(), qos=1)
+        bus.subscribe(topics.module_command_filter(), qos=1, retain_as_published=True)  # retained: refused
 
     async def submit(
         self,

@@ -5,7 +5,10 @@ The archive (tar.gz) holds:
 - `data/identity/`: the gateway's key pair and certificate;
 - `data/broker/`: the embedded broker's users (`access.json`, the password file, the ACL, the gateway's own
   broker password) and `data/broker-auth-required`, so a restore neither loses the users nor opens the broker
-  to anonymous clients (edge.bus.access); 0600 in the archive and on disk;
+  to anonymous clients (edge.bus.access); 0600 in the archive and on disk; and its last save of local
+  subscribers' persistent sessions and their queues (`persistence/mosquitto.db`, edge.bus.broker);
+- `data/certs/broker/`: the LAN listeners' CA, server and client certificates with their keys (edge.bus.tls),
+  so BMS and SCADA clients that trust the CA keep connecting after a restore;
 - `data/<outbox>`, `data/modules/*.sqlite`, `data/tenants/*.db`: every database, copied with SQLite's online
   backup API, so the copy is consistent even while the gateway keeps writing (WAL readers see one snapshot);
 - `manifest.json`: release, schema version, gateway id, time, and the size and SHA-256 of every member.
@@ -34,6 +37,8 @@ from typing import Any
 import orjson
 
 from edge.bus.access import AccessStore
+from edge.bus.broker import persistence_file
+from edge.bus.tls import broker_cert_dir
 from edge.ops.firstrun import IDENTITY_DIR, SECRETS_DIR
 from edge.ops.instance import AlreadyRunning, InstanceLock
 from edge.outbox.migrations import SCHEMA_VERSION, backup_database
@@ -120,7 +125,14 @@ def _plain_members(config_path: Path, data_dir: Path) -> list[tuple[str, Path]]:
     if identity.is_dir():
         members += [(f"data/{IDENTITY_DIR}/{p.name}", p) for p in sorted(identity.iterdir()) if p.is_file()]
     access = AccessStore(data_dir / BROKER_DIR, topic_prefix="")  # only its file names are used
-    members += [(f"data/{p.relative_to(data_dir).as_posix()}", p) for p in access.backup_files()]
+    kept = access.backup_files()
+    persisted = persistence_file(data_dir / BROKER_DIR)
+    if persisted.is_file():
+        kept.append(persisted)
+    certs = broker_cert_dir(data_dir)
+    if certs.is_dir():
+        kept += sorted(p for p in certs.rglob("*") if p.is_file())
+    members += [(f"data/{p.relative_to(data_dir).as_posix()}", p) for p in kept]
     return members
 
 

@@ -20,6 +20,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.bus.listeners import free_port_from
 from edge.config.versions import CONFIG_VERSION
 from edge.ops.files import private_dir
 from edge.sdk.certs import CertificateFiles, default_dns_names, write_application_certificate
@@ -52,6 +53,10 @@ def write_private(path: Path, data: bytes) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+DEFAULT_BUS_PORT = 1883
+DEFAULT_TLS_PORT = 8883
 
 
 def init_gateway(
@@ -96,7 +101,9 @@ def init_gateway(
             dns_names=default_dns_names(),
         )
     tmp = config.with_name(config.name + ".tmp")
-    tmp.write_text(starter_config(gateway_id, tenant, site, data_dir))
+    # Default ports another broker on this machine (a system Mosquitto) already holds would stop `edge run`
+    ports = (free_port_from(DEFAULT_BUS_PORT), free_port_from(DEFAULT_TLS_PORT, "0.0.0.0"))
+    tmp.write_text(starter_config(gateway_id, tenant, site, data_dir, *ports))
     tmp.replace(config)
     return InitResult(config, data.resolve(), identity, tuple(created))
 
@@ -106,7 +113,14 @@ def _default_id() -> str:
     return host or "gateway"
 
 
-def starter_config(gateway_id: str, tenant: str, site: str, data_dir: str) -> str:
+def starter_config(
+    gateway_id: str,
+    tenant: str,
+    site: str,
+    data_dir: str,
+    bus_port: int = 1883,
+    tls_port: int = 8883,
+) -> str:
     return f'''# Edge gateway configuration, written by `edge init`. Check it with `edge config check <this file>`.
 # Reference: README.md and docs/operations.md. Secrets are references, never plain text here:
 #   "env:NAME"   an environment variable (e.g. set in a systemd drop-in)
@@ -129,14 +143,23 @@ name = ""
 id = "{site}"
 timezone = "UTC"
 
-# The local MQTT bus. "embedded" runs Mosquitto for the gateway on 127.0.0.1 only;
+# The local MQTT bus. "embedded" runs Mosquitto for the gateway on 127.0.0.1;
 # "external" connects to a broker you run (then set host, port and the credentials).
 [bus]
 mode = "embedded"
 host = "127.0.0.1"
-port = 1883
+port = {bus_port}{"" if bus_port == DEFAULT_BUS_PORT else "               # 1883 was taken on this machine"}
 username = "edge-gateway"
 password = "file:{SECRETS_DIR}/mqtt.password"
+persistence = true          # local subscribers' sessions and queued messages survive restarts
+# max_queued_bytes = "64MiB"  # per offline session, with max_queued_messages = 100000
+
+# Open the bus to the site's LAN (BMS, SCADA, Node-RED; docs/mqtt-access.md): MQTT over TLS with a tenant
+# login. First `edge certs create --profile broker -c <this file> --host <name or address>`.
+# [[bus.listeners]]
+# port = {tls_port}
+# protocol = "mqtt"         # or "websockets"
+# tls = true
 
 [storage]
 path = "outbox.db"

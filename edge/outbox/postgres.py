@@ -25,8 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Unpack
@@ -35,9 +34,11 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from edge.outbox import Dropped
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.pg_schema import POSTGRES, migrate
-from edge.outbox.store import GroupCommitOutbox, Row, StoreOptions, Transaction
+from edge.outbox.schema import tenant_filter
+from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, Row, StoreOptions
 from edge.sdk.backoff import Backoff
 from edge.sdk.errors import EdgeError
 from edge.version import __version__
@@ -63,6 +64,17 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 class StorageUnavailable(EdgeError):
     """The outbox's database cannot be reached when the gateway starts (`edge run` exits 7)."""
+
+
+class _CursorTransaction:
+    """The commit's open transaction, for a `CommitFence` (edge/cluster/fence.py)."""
+
+    def __init__(self, cursor: psycopg.AsyncCursor[Any]) -> None:
+        self._cursor = cursor
+
+    async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]:
+        await self._cursor.execute(_dialect(query), params)
+        return list(await self._cursor.fetchall())
 
 
 @lru_cache(maxsize=512)
@@ -175,29 +187,6 @@ async def _ensure_role(db: AsyncConn, role: str, schema: str) -> None:
         )
 
 
-class _PgTransaction:
-    def __init__(self, db: AsyncConn) -> None:
-        self._db = db
-
-    async def execute(self, query: str, params: Sequence[object] = ()) -> int:
-        cursor = await self._db.execute(_dialect(query), params)
-        return max(0, cursor.rowcount)
-
-    async def executemany(self, query: str, params: Sequence[Sequence[object]]) -> None:
-        if params:
-            async with self._db.cursor() as cursor:
-                await cursor.executemany(_dialect(query), params)
-
-    async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]:
-        cursor = await self._db.execute(_dialect(query), params)
-        return list(await cursor.fetchall())
-
-    async def copy_events(self, rows: Sequence[Row]) -> None:
-        async with self._db.cursor() as cursor, cursor.copy(f"COPY outbox ({_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                await copy.write_row(row)
-
-
 class PostgresOutbox(GroupCommitOutbox):
     def __init__(self, place: PgPlace, **options: Unpack[StoreOptions]) -> None:
         super().__init__(POSTGRES, **options)
@@ -222,10 +211,6 @@ class PostgresOutbox(GroupCommitOutbox):
         except psycopg.OperationalError as exc:  # the server is down, refuses the login, or is out of reach
             raise StorageUnavailable(f"cannot reach the outbox at {self.place.describe()}: {exc}") from None
         self._listener = asyncio.create_task(self._listen(), name="outbox-listen")
-
-    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
-        """NOTIFY, delivered by PostgreSQL only once the transaction commits (never for a rolled-back one)."""
-        await tx.execute("SELECT pg_notify(?, ?)", (self._channel, ",".join(sorted(tenants))))
 
     async def _listen(self) -> None:
         """Wake-ups from other processes' commits to this store, while it is open; a lost session is opened
@@ -269,12 +254,6 @@ class PostgresOutbox(GroupCommitOutbox):
                 with contextlib.suppress(psycopg.Error):  # a server that is gone must not stop the shutdown
                     await db.close()
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[Transaction]:
-        db = await self._writable()
-        async with db.transaction():
-            yield _PgTransaction(db)
-
     async def _writable(self) -> AsyncConn:
         """The writer connection, opened again after the server restarted or the network dropped it (the
         failed batch is retried by the writer loop, so nothing appended is lost meanwhile)."""
@@ -284,13 +263,87 @@ class PostgresOutbox(GroupCommitOutbox):
             self._writer = await self._open_connection()
         return self._writer
 
-    async def _allocate(self, tx: Transaction, count: int) -> int:
-        (last,), *_ = await tx.rows("UPDATE outbox_head SET last = last + ? RETURNING last", (count,))
-        return int(last) - count + 1
+    async def _write_batch(self, batch: CommitBatch) -> int:
+        db = await self._writable()
+        sql = self._sql
+        async with db.transaction(), db.cursor() as cursor:
+            if batch.fenced is not None:  # cluster mode: drop the events of devices whose leases are lost
+                batch = await batch.fenced(_CursorTransaction(cursor))
+            first = 0
+            if batch.rows:
+                # the row lock on outbox_head orders concurrent writers until COMMIT: positions in commit order
+                count = len(batch.rows)
+                await cursor.execute("UPDATE outbox_head SET last = last + %s RETURNING last", (count,))
+                (last,) = await cursor.fetchone() or (count,)
+                first = int(last) - count + 1
+                async with cursor.copy(f"COPY outbox ({_COLUMNS}) FROM STDIN") as copy:
+                    for offset, row in enumerate(batch.rows):
+                        await copy.write_row((first + offset, *row))
+                # delivered by PostgreSQL only once the transaction commits (never for a rolled-back one)
+                await cursor.execute(
+                    "SELECT pg_notify(%s, %s)", (self._channel, ",".join(sorted(batch.usage)))
+                )
+            for query, params in (
+                (sql.upsert_sequence, [(t, d, q) for (t, d), q in batch.sequences.items()]),
+                (sql.add_usage, [(t, n, b) for t, (n, b) in batch.usage.items()]),
+                (sql.upsert_cursor, [(c, t, p) for (c, t), p in batch.cursors.items()]),
+                (sql.upsert_status, [(c, t, *v) for (c, t), v in batch.status.items()]),
+            ):
+                if params:
+                    await cursor.executemany(_dialect(query), params)
+        return first
 
-    async def _insert(self, tx: Transaction, rows: Sequence[Row]) -> None:
-        assert isinstance(tx, _PgTransaction)
-        await tx.copy_events(rows)
+    async def _write_statements(self, query: str, params: Sequence[Sequence[object]]) -> int:
+        db = await self._writable()
+        changed = 0
+        async with db.transaction(), db.cursor() as cursor:
+            for one in params:
+                await cursor.execute(_dialect(query), one)
+                changed += max(0, cursor.rowcount)
+        return changed
+
+    async def _delete_chunk(
+        self, tenant: str, position: int, delivered_through: int, reason: str | None
+    ) -> tuple[int, int, int, Dropped]:
+        clause, _ = tenant_filter()
+        db = await self._writable()
+        async with db.transaction():
+            # one statement: pick the chunk, delete it, and measure what went (all of it, and the undelivered)
+            cursor = await db.execute(
+                _dialect(
+                    f"WITH chunk AS (SELECT position FROM outbox WHERE {clause} AND position <= ?"
+                    " ORDER BY position LIMIT ?),"
+                    " gone AS (DELETE FROM outbox o USING chunk c WHERE o.position = c.position"
+                    " RETURNING o.position, length(o.body) AS size, o.time)"
+                    " SELECT COALESCE(MAX(position), ?), COUNT(*), COALESCE(SUM(size), 0),"
+                    " COUNT(*) FILTER (WHERE position > ?), COALESCE(SUM(size) FILTER (WHERE position > ?), 0),"
+                    " MIN(time) FILTER (WHERE position > ?), MAX(time) FILTER (WHERE position > ?),"
+                    " COALESCE(MAX(position) FILTER (WHERE position > ?), 0) FROM gone"
+                ),
+                (tenant, position, DELETE_CHUNK, position, *[delivered_through] * 5),
+            )
+            end, events, size, n, b, t0, t1, last = await cursor.fetchone() or (
+                position,
+                0,
+                0,
+                0,
+                0,
+                None,
+                None,
+                0,
+            )
+            if not events:
+                end = position
+            await db.execute(
+                _dialect("UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?"),
+                (events, size, tenant),
+            )
+            lost = Dropped(int(n), int(b), t0, t1, int(last)) if reason is not None else Dropped()
+            if lost.events:
+                await db.execute(
+                    _dialect(self._sql.add_drops), (tenant, reason, lost.events, lost.bytes, self._clock())
+                )
+        return int(end), int(events), int(size), lost
 
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
         """Reads are idempotent: a connection the server ended (restart, failover) is reopened and the

@@ -1,4 +1,5 @@
-"""The SQLite backend of the outbox (the default): one file, one writer connection, one reader connection.
+"""The SQLite backend of the outbox (the default): one file, a writer and a reader connection on threads of their
+own (`SqliteThread`: a whole transaction, or a query with its fetch, is one hop).
 
 WAL with `synchronous=FULL` by default, so a committed batch survives power loss. The process is the file's
 only writer (the data directory's instance lock), so positions are numbered in memory. The contract itself
@@ -8,38 +9,22 @@ only writer (the data directory's instance lock), so positions are numbered in m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Unpack
-
-import aiosqlite
+from typing import Any, Unpack
 
 from edge.ops.files import private_database
+from edge.outbox import Dropped
+from edge.outbox import schema as sql
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.migrations import migrate
-from edge.outbox.schema import SQLITE
-from edge.outbox.store import GroupCommitOutbox, OutboxClock, Row, StoreOptions, Transaction
-from edge.sdk.transaction import async_transaction
+from edge.outbox.sqlite_thread import SqliteThread
+from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, OutboxClock, Row, StoreOptions
+from edge.sdk.transaction import transaction
 from edge.version import __version__
 
 __all__ = ["OutboxClock", "SqliteOutbox"]
-
-
-class _SqliteTransaction:
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
-
-    async def execute(self, query: str, params: Sequence[object] = ()) -> int:
-        async with self._db.execute(query, params) as cursor:
-            return int(cursor.rowcount)
-
-    async def executemany(self, query: str, params: Sequence[Sequence[object]]) -> None:
-        await self._db.executemany(query, params)
-
-    async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]:
-        async with self._db.execute(query, params) as cursor:
-            return [tuple(r) for r in await cursor.fetchall()]
 
 
 class SqliteOutbox(GroupCommitOutbox):
@@ -51,12 +36,12 @@ class SqliteOutbox(GroupCommitOutbox):
         busy_timeout: float = 5.0,
         **options: Unpack[StoreOptions],
     ) -> None:
-        super().__init__(SQLITE, **options)
+        super().__init__(sql.SQLITE, **options)
         self.path = path
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: SqliteThread | None = None  # the file's only writer; one hop per transaction
+        self._reader: SqliteThread | None = None
 
     @property
     def location(self) -> str:
@@ -68,11 +53,14 @@ class SqliteOutbox(GroupCommitOutbox):
     async def _connect(self) -> None:
         private_database(self.path)
         await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._reader.execute("PRAGMA query_only=ON")
+        self._writer = SqliteThread("outbox-writer")
+        await self._writer.open(
+            self.path,
+            busy_timeout=self._busy_timeout,
+            pragmas=("journal_mode=WAL", f"synchronous={self._synchronous}"),
+        )
+        self._reader = SqliteThread("outbox-reader")
+        await self._reader.open(self.path, pragmas=("query_only=ON",))
 
     async def _disconnect(self) -> None:
         for db in (self._writer, self._reader):
@@ -80,15 +68,89 @@ class SqliteOutbox(GroupCommitOutbox):
                 await db.close()
         self._writer = self._reader = None
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[Transaction]:
+    def _thread(self) -> SqliteThread:
         assert self._writer is not None, "outbox is not open"
-        async with async_transaction(self._writer, immediate=False) as db:  # the file's only writer
-            yield _SqliteTransaction(db)
+        return self._writer
 
-    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
-        """Nobody else writes the file (the data directory's instance lock): no other process to tell."""
+    async def _write_batch(self, batch: CommitBatch) -> int:
+        first = self._next_position  # the file's only writer numbers its rows itself
+        await self._thread().call(_commit_rows, first, batch)
+        return first
+
+    async def _write_statements(self, query: str, params: Sequence[Sequence[object]]) -> int:
+        return await self._thread().call(_execute_many, query, params)
+
+    async def _delete_chunk(
+        self, tenant: str, position: int, delivered_through: int, reason: str | None
+    ) -> tuple[int, int, int, Dropped]:
+        clause, _ = sql.tenant_filter()  # here: the writer's thread does not carry the tenant context
+        return await self._thread().call(
+            _delete_chunk, clause, tenant, position, delivered_through, reason, self._clock()
+        )
 
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
         assert self._reader is not None, "outbox is not open"
-        return [tuple(r) for r in await self._reader.execute_fetchall(query, params)]
+        return await self._reader.rows(query, params)
+
+
+# ---- transactions, run whole on the writer's thread ----------------------------------------------------
+
+
+def _commit_rows(db: sqlite3.Connection, first: int, batch: CommitBatch) -> None:
+    """A group commit: the events, the devices' last sequences, the usage counters and the consumers'
+    pending cursors and status, in one transaction (deferred: the writer is the file's only writer)."""
+    with transaction(db, immediate=False):
+        if batch.rows:
+            db.executemany(sql.INSERT, [(first + offset, *row) for offset, row in enumerate(batch.rows)])
+        if batch.sequences:
+            db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in batch.sequences.items()])
+        if batch.usage:
+            db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in batch.usage.items()])
+        if batch.cursors:
+            db.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in batch.cursors.items()])
+        if batch.status:
+            db.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in batch.status.items()])
+
+
+def _execute_many(db: sqlite3.Connection, query: str, params: Sequence[Sequence[object]]) -> int:
+    with transaction(db, immediate=False):
+        before = db.total_changes
+        db.executemany(query, params)
+        return db.total_changes - before
+
+
+def _delete_chunk(
+    db: sqlite3.Connection,
+    clause: str,
+    tenant: str,
+    position: int,
+    delivered_through: int,
+    reason: str | None,
+    now: float,
+) -> tuple[int, int, int, Dropped]:
+    where = f"{clause} AND position <= ?"
+    rows: list[Any] = db.execute(
+        f"SELECT position FROM outbox WHERE {where} ORDER BY position LIMIT 1 OFFSET ?",
+        (tenant, position, DELETE_CHUNK - 1),
+    ).fetchall()
+    end = int(rows[0][0]) if rows else position
+    with transaction(db, immediate=False):
+        events, size = db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox WHERE {where}", (tenant, end)
+        ).fetchone()
+        lost = Dropped()
+        if reason is not None and end > delivered_through:
+            n, b, t0, t1, last = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MIN(time), MAX(time),"
+                f" COALESCE(MAX(position), 0) FROM outbox WHERE {where} AND position > ?",
+                (tenant, end, delivered_through),
+            ).fetchone()
+            lost = Dropped(int(n), int(b), t0, t1, int(last))
+        db.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
+        db.execute(
+            "UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?",
+            (events, size, tenant),
+        )
+        if lost.events:
+            db.execute(sql.ADD_DROPS, (tenant, reason, lost.events, lost.bytes, now))
+    return end, int(events), int(size), lost

@@ -1,14 +1,15 @@
 """The outbox engine both storage backends share: group commit, admission, cursors, dead letters, retention.
 
 `GroupCommitOutbox` is the whole outbox contract written once; a backend (`edge.outbox.sqlite`,
-`edge.outbox.postgres`) supplies only its connections, its dialect (`edge.outbox.schema.Statements`) and how a
-batch gets its positions and is inserted. Everything above the outbox types against
+`edge.outbox.postgres`) supplies its connections, its dialect (`edge.outbox.schema.Statements`) and its three
+write transactions, each one call (`_write_batch`, `_write_statements`, `_delete_chunk`): on SQLite one hop to
+the writer's thread, on PostgreSQL one transaction of pipelined statements. Everything above the outbox types against
 `edge.outbox.OutboxStore`, so the gateway, consumers and modules never learn which database they talk to.
 
 One writer task group-commits appended events and only then tells its listeners, which publish: an event is
 acknowledged (`append_durable` returns, listeners run) only after its transaction committed. Consumers (the
 MQTT publisher, modules, cloud sync) read forward from their own durable cursor, so anyone who missed
-messages is replayed from here. Positions are handed out in commit order (the backend's `_allocate` runs
+messages is replayed from here. Positions are handed out in commit order (the backend numbers a batch
 inside the committing transaction), so a reader that sees position N has every committed row below it.
 
 Every tenant-owned read goes through `edge.outbox.schema.tenant_filter`, the one place that turns the current
@@ -31,8 +32,8 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy, WakeListener
@@ -43,23 +44,56 @@ from edge.sdk.errors import EdgeError, NoTenantContext, OutboxFull
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import current_tenant
 
-__all__ = ["CommitFence", "FencedOut", "GroupCommitOutbox", "OutboxClock", "StoreOptions", "Transaction"]
+__all__ = [
+    "DELETE_CHUNK",
+    "CommitBatch",
+    "CommitFence",
+    "FencedOut",
+    "GroupCommitOutbox",
+    "OutboxClock",
+    "StoreOptions",
+    "Transaction",
+]
 
 log = logging.getLogger(__name__)
 
-_CURSOR_FLUSH_INTERVAL = 0.2  # seconds an idle writer waits before persisting consumer cursors on their own
-_DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
+# seconds after a consumer moved its cursor before the writer persists it on its own; a commit within that
+# time carries it (at 1 s polls, the next poll's commit), so an idle second costs no transaction of its own
+_CURSOR_FLUSH_INTERVAL = 1.0
+DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
 
 Row = tuple[Any, ...]
+Cursors = dict[tuple[str, str], int]  # (consumer, tenant) -> position
+# (consumer, tenant) -> [last_success, last_failure, last_error, delivered]
+Statuses = dict[tuple[str, str], list[Any]]
+
+
+class _FlushRequest:
+    """Queued to make an idle writer persist the consumers' cursors and status."""
+
+
+_FLUSH = _FlushRequest()
+_Queued = tuple[Event, "asyncio.Future[int] | None"] | _FlushRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBatch:
+    """What one group commit writes, in one transaction: events (without positions: the backend numbers them
+    in commit order), devices' last sequences, usage per tenant, and the consumers' pending progress."""
+
+    rows: list[Row]  # (id, tenant, type, subject, device, sequence, time, enqueued, body)
+    sequences: dict[tuple[str, str], int]
+    usage: dict[str, list[int]]  # tenant -> [events, bytes]
+    cursors: Cursors
+    status: Statuses
+    # cluster mode on a shared outbox: called inside the transaction before anything is written; returns the
+    # batch without the events of devices whose leases are lost (GroupCommitOutbox.fence)
+    fenced: Callable[[Transaction], Awaitable[CommitBatch]] | None = None
 
 
 class Transaction(Protocol):
-    """One open write transaction of a backend (statements use `?` placeholders in every dialect)."""
+    """The open transaction of a group commit, as a `CommitFence` reads it (`?` placeholders in every dialect)."""
 
-    async def execute(self, query: str, params: Sequence[object] = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
-
-    async def executemany(self, query: str, params: Sequence[Sequence[object]]) -> None: ...
     async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]: ...
 
 
@@ -115,7 +149,7 @@ class GroupCommitOutbox(ABC):
         self,
         statements: Statements,
         *,
-        commit_interval: float = 0.01,
+        commit_interval: float = 0.002,
         commit_max_events: int = 1000,
         queue_size: int = 20_000,
         retention: dict[str, RetentionPolicy] | None = None,
@@ -124,7 +158,9 @@ class GroupCommitOutbox(ABC):
         self._sql = statements
         self._commit_interval = commit_interval
         self._commit_max = commit_max_events
-        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int] | None]] = asyncio.Queue(queue_size)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_size)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_requested = False  # a _FLUSH marker is in the queue
         self._listeners: list[CommitListener] = []
         self._wake_listeners: list[WakeListener] = []  # commits of other processes (backends that share)
         self._pending_cursors: dict[tuple[str, str], int] = {}
@@ -166,24 +202,26 @@ class GroupCommitOutbox(ABC):
     async def _disconnect(self) -> None: ...
 
     @abstractmethod
-    def _begin(self) -> AbstractAsyncContextManager[Transaction]:
-        """A transaction on the writer connection: committed when the block ends (the caller holds `_lock`)."""
+    async def _write_batch(self, batch: CommitBatch) -> int:
+        """Commit `batch` in one transaction; returns the first of its consecutive positions, handed out in
+        commit order. Other processes sharing the store are told which tenants got rows."""
+
+    @abstractmethod
+    async def _write_statements(self, query: str, params: Sequence[Sequence[object]]) -> int:
+        """One statement for each parameter set, in one transaction; returns the rows changed."""
+
+    @abstractmethod
+    async def _delete_chunk(
+        self, tenant: str, position: int, delivered_through: int, reason: str | None
+    ) -> tuple[int, int, int, Dropped]:
+        """Delete up to `DELETE_CHUNK` of the tenant's rows up to `position` in one transaction, updating its
+        usage and counting those after `delivered_through` as dropped under `reason`: (last position deleted,
+        events, bytes, dropped)."""
 
     @abstractmethod
     async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
         """One query on the reader connection, executed and fetched in one step: a statement left open would
         hold an older snapshot, and a consumer could pass rows it never saw (tests/reliability)."""
-
-    async def _allocate(self, tx: Transaction, count: int) -> int:
-        """The first of `count` positions for a batch committed in `tx`: the sole writer numbers them itself."""
-        return self._next_position
-
-    async def _insert(self, tx: Transaction, rows: Sequence[Row]) -> None:
-        await tx.executemany(self._sql.insert, rows)
-
-    @abstractmethod
-    async def _announce(self, tx: Transaction, tenants: Iterable[str]) -> None:
-        """Tell other processes sharing the store, on COMMIT, which tenants got rows (`add_wake_listener`)."""
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -197,8 +235,8 @@ class GroupCommitOutbox(ABC):
         if isinstance(self._clock, OutboxClock) and newest is not None:
             self._clock.not_before(float(newest))
         if self.last_position and not (await self._read("SELECT COUNT(*) FROM tenant_usage", ()))[0][0]:
-            async with self._lock, self._begin() as tx:  # an outbox from before usage was tracked
-                await tx.execute(self._sql.rebuild_usage)
+            async with self._lock:  # an outbox from before usage was tracked
+                await self._write_statements(self._sql.rebuild_usage, [()])
         rows = await self._read("SELECT tenant, events, bytes FROM tenant_usage", ())
         self._usage = {str(t): [int(e), int(b)] for t, e, b in rows}
         self._connected = True
@@ -212,6 +250,9 @@ class GroupCommitOutbox(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._connected:
             await self._flush_cursors()
             self._connected = False
@@ -271,48 +312,70 @@ class GroupCommitOutbox(ABC):
         return self._queue.qsize()
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Group commits: the first event waits `commit_interval` for the rest of its burst (a poll round of
+        every device), then everything queued (up to `commit_max_events`) is committed in one transaction.
+        An idle writer waits on the queue alone, with no timer: a cursor flush is requested through it."""
+        queue = self._queue
         while True:
-            try:
-                first = await asyncio.wait_for(self._queue.get(), _CURSOR_FLUSH_INTERVAL)
-            except TimeoutError:
-                await self._flush_cursors()  # idle: persist consumer progress on its own
+            first = await queue.get()
+            if isinstance(first, _FlushRequest):
+                self._flush_requested = False
+                try:
+                    await self._flush_cursors()
+                finally:
+                    queue.task_done()
                 continue
-            batch = [first]
-            deadline = loop.time() + self._commit_interval
-            while len(batch) < self._commit_max:
-                if self._queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except TimeoutError:
-                        break
+            if self._commit_interval > 0 and queue.qsize() < self._commit_max - 1:
+                await asyncio.sleep(self._commit_interval)  # linger: the burst joins this commit
+            batch: list[tuple[Event, asyncio.Future[int] | None]] = [first]
+            flushes = 0
+            while len(batch) < self._commit_max and not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, _FlushRequest):  # this commit writes the pending cursors anyway
+                    self._flush_requested = False
+                    flushes += 1
                 else:
-                    batch.append(self._queue.get_nowait())
-            await self._commit_until_done(batch)
-            for _ in batch:
-                self._queue.task_done()
+                    batch.append(item)
+            try:
+                await self._commit_until_done(batch)
+            finally:
+                for _ in range(len(batch) + flushes):
+                    queue.task_done()
+
+    def _schedule_flush(self) -> None:
+        """Persist pending cursors and status within `_CURSOR_FLUSH_INTERVAL` if no commit carries them first."""
+        if self._flush_timer is None and self._task is not None:
+            # the writer's loop: a cursor may be moved from synchronous code between two runs of it
+            self._flush_timer = self._task.get_loop().call_later(_CURSOR_FLUSH_INTERVAL, self._request_flush)
+
+    def _request_flush(self) -> None:
+        self._flush_timer = None
+        if (self._pending_cursors or self._pending_status) and not self._flush_requested:
+            try:
+                self._queue.put_nowait(_FLUSH)
+            except asyncio.QueueFull:  # the writer is busy committing, and each commit writes them
+                return
+            self._flush_requested = True
 
     async def _commit_until_done(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
-        """Commit a batch, retrying for as long as the disk refuses it: appended events are never dropped.
+        """Commit a batch, retrying for as long as the database refuses it: appended events are never dropped.
 
         Meanwhile the bounded queue fills up and `append` blocks, which slows the producers down."""
+        try:
+            await self._commit(batch)  # the common case: no retry state to build
+            return
+        except Exception as exc:  # disk full, I/O error, locked file, server gone: keep the batch, try again
+            self.commit_failures += 1
+            log.error("outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc)
         backoff = Backoff(0.1, 5.0)
         while True:
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self._commit(batch)
-            except Exception as exc:  # disk full, I/O error, locked file: keep the batch and try again
+            except Exception:
                 self.commit_failures += 1
-                if backoff.attempts == 0:
-                    log.error(
-                        "outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc
-                    )
-                await asyncio.sleep(backoff.next_delay())
                 continue
-            if backoff.attempts:
-                log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
+            log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
             return
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
@@ -320,28 +383,27 @@ class GroupCommitOutbox(ABC):
         rows, sequences, usage = _prepare(batch, now)
         async with self._lock:
             cursors, status = self._take_pending()
-            try:
-                async with self._begin() as tx:
-                    if self.fence is not None:
-                        # a device's sequenced events: those its owner's poller wrote
-                        devices = {
-                            e.device for e, _ in batch if e.device is not None and e.sequence is not None
-                        }
-                        refused = await self.fence.refused(tx, devices) if devices else set()
-                        if refused:  # checked under the lease rows' lock: a takeover waits for this commit
-                            batch = self._drop_fenced(batch, refused)
-                            rows, sequences, usage = _prepare(batch, now)
-                    first = await self._allocate(tx, len(batch))
-                    await self._insert(tx, [(first + offset, *row) for offset, row in enumerate(rows)])
-                    await self._announce(tx, usage)
-                    await tx.executemany(
-                        self._sql.upsert_sequence, [(t, d, s) for (t, d), s in sequences.items()]
-                    )
-                    await tx.executemany(self._sql.add_usage, [(t, n, b) for t, (n, b) in usage.items()])
-                    await self._write_pending(tx, cursors, status)
+            kept = batch
+
+            async def fenced(tx: Transaction) -> CommitBatch:
+                """Inside the transaction, under the lease rows' lock: a takeover waits for this commit."""
+                nonlocal kept, rows, sequences, usage
+                assert self.fence is not None
+                # a device's sequenced events: those its owner's poller wrote
+                devices = {e.device for e, _ in batch if e.device is not None and e.sequence is not None}
+                refused = await self.fence.refused(tx, devices) if devices else set()
+                if refused:
+                    kept = self._drop_fenced(batch, refused)
+                    rows, sequences, usage = _prepare(kept, now)
+                return CommitBatch(rows, sequences, usage, cursors, status)
+
+            fence = fenced if self.fence is not None else None
+            try:  # the whole transaction in one call of the backend
+                first = await self._write_batch(CommitBatch(rows, sequences, usage, cursors, status, fence))
             except BaseException:
                 self._restore_pending(cursors, status)
                 raise
+        batch = kept
         for tenant, (n, b) in usage.items():
             counts = self._usage.setdefault(tenant, [0, 0])
             counts[0] += n
@@ -386,17 +448,20 @@ class GroupCommitOutbox(ABC):
         key = (consumer, current_tenant().tenant_id)
         if position > self._pending_cursors.get(key, 0):
             self._pending_cursors[key] = position
+            self._schedule_flush()
 
     def record_success(self, consumer: str, delivered: int) -> None:
         """A consumer delivered `delivered` events for the current tenant (shown by `edge sync status`)."""
         entry = self._status_entry(consumer)
         entry[0] = self._clock()
         entry[3] += delivered
+        self._schedule_flush()
 
     def record_failure(self, consumer: str, reason: str) -> None:
         """A consumer's attempt failed; `reason` must not contain secrets (it is stored and shown)."""
         entry = self._status_entry(consumer)
         entry[1], entry[2] = self._clock(), reason[:500]
+        self._schedule_flush()
 
     def _status_entry(self, consumer: str) -> list[Any]:
         key = (consumer, current_tenant().tenant_id)
@@ -406,14 +471,6 @@ class GroupCommitOutbox(ABC):
         cursors, self._pending_cursors = self._pending_cursors, {}
         status, self._pending_status = self._pending_status, {}
         return cursors, status
-
-    async def _write_pending(
-        self, tx: Transaction, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
-    ) -> None:
-        if cursors:
-            await tx.executemany(self._sql.upsert_cursor, [(c, t, p) for (c, t), p in cursors.items()])
-        if status:
-            await tx.executemany(self._sql.upsert_status, [(c, t, *v) for (c, t), v in status.items()])
 
     def _restore_pending(
         self, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
@@ -433,8 +490,7 @@ class GroupCommitOutbox(ABC):
         async with self._lock:
             cursors, status = self._take_pending()
             try:
-                async with self._begin() as tx:
-                    await self._write_pending(tx, cursors, status)
+                await self._write_batch(CommitBatch([], {}, {}, cursors, status))
             except Exception as exc:  # the database refused (disk full, server gone): keep them for later
                 self._restore_pending(cursors, status)
                 log.warning("saving consumer cursors failed (%s); will retry", exc)
@@ -593,8 +649,8 @@ class GroupCommitOutbox(ABC):
         if consumer is not None:
             query += " AND consumer = ?"
             params.append(consumer)
-        async with self._lock, self._begin() as tx:
-            return await tx.execute(query, params)
+        async with self._lock:
+            return await self._write_statements(query, [params])
 
     # ---- retention primitives (kernel, tenant-scoped; used by edge.outbox.retention) ---------------
 
@@ -679,41 +735,16 @@ class GroupCommitOutbox(ABC):
     async def delete_through(self, position: int, delivered_through: int, reason: str | None) -> Dropped:
         """Delete the tenant's rows up to `position`. Those after `delivered_through` (not every holder had
         them) are counted as dropped under `reason` in the same transaction, and returned."""
-        clause, tenant = tenant_filter()
-        where = f"{clause} AND position <= ?"
+        _, tenant = tenant_filter()
         total = Dropped()
         while True:
             async with self._lock:
-                rows = await self._read(
-                    f"SELECT position FROM outbox WHERE {where} ORDER BY position LIMIT 1 OFFSET ?",
-                    (tenant, position, _DELETE_CHUNK - 1),
+                end, events, size, lost = await self._delete_chunk(
+                    tenant, position, delivered_through, reason
                 )
-                end = int(rows[0][0]) if rows else position
-                async with self._begin() as tx:
-                    (events, size), *_ = await tx.rows(
-                        f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox WHERE {where}",
-                        (tenant, end),
-                    )
-                    lost = Dropped()
-                    if reason is not None and end > delivered_through:
-                        (n, b, t0, t1, last), *_ = await tx.rows(
-                            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MIN(time), MAX(time),"
-                            f" COALESCE(MAX(position), 0) FROM outbox WHERE {where} AND position > ?",
-                            (tenant, end, delivered_through),
-                        )
-                        lost = Dropped(int(n), int(b), t0, t1, int(last))
-                    await tx.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
-                    await tx.execute(
-                        "UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?",
-                        (events, size, tenant),
-                    )
-                    if lost.events:
-                        await tx.execute(
-                            self._sql.add_drops, (tenant, reason, lost.events, lost.bytes, self._clock())
-                        )
             counts = self._usage.setdefault(tenant, [0, 0])
-            counts[0] -= int(events)
-            counts[1] -= int(size)
+            counts[0] -= events
+            counts[1] -= size
             total = total + lost
             if end >= position or not events:
                 return total
@@ -735,8 +766,8 @@ class GroupCommitOutbox(ABC):
 
     async def _write_many(self, query: str, params: Sequence[Sequence[object]]) -> None:
         """One short transaction on the writer connection."""
-        async with self._lock, self._begin() as tx:
-            await tx.executemany(query, params)
+        async with self._lock:
+            await self._write_statements(query, params)
 
 
 def _prepare(

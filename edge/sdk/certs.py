@@ -37,6 +37,7 @@ __all__ = [
     "load_private_key",
     "thumbprint",
     "write_application_certificate",
+    "write_private_file",
 ]
 
 CERTIFICATE_DER = "certificate.der"
@@ -159,13 +160,13 @@ def write_application_certificate(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    _write_private(files[2], key_pem)
+    write_private_file(files[2], key_pem)
     files[0].write_bytes(cert.public_bytes(serialization.Encoding.DER))
     files[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return CertificateFiles(files[0], files[1], files[2], thumbprint(cert))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes) -> None:
     """Write a secret readable by the owner only (created 0600, never world-readable in between)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

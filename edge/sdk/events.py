@@ -7,6 +7,7 @@ define and export the data schemas (see `edge events schema`) and validate event
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.sdk.points import Quality, Scalar
+from edge.sdk.versions import ADAPTORS
 
 __all__ = [
     "ASSET_FAILED",
@@ -59,7 +61,7 @@ MODULE_COMMAND_RESULT = "org.edgegw.module.command.result"  # the module's (or t
 CLOUD_RESULT = "org.edgegw.cloud.result"  # what became of a platform's command, deployment or entitlements
 
 DATA_VERSIONS: dict[str, str] = {
-    TELEMETRY: "1.0",
+    TELEMETRY: "1.1",  # 1.1: optional brick / haystack per point
     DEVICE_STATUS: "1.0",
     COMMAND_RESULT: "1.0",
     OUTBOX_DROPPED: "1.0",
@@ -81,6 +83,10 @@ class PointSample(BaseModel):
         default=None, description="The value read before scaling, when scaling applied."
     )
     reason: str | None = Field(default=None, description="Why the quality is not good.")
+    brick: str | None = Field(default=None, description="The point's Brick class, when it has one (1.1).")
+    haystack: list[str] | None = Field(
+        default=None, description="The point's Haystack marker tags, when it has some (1.1)."
+    )
 
 
 class TelemetryData(BaseModel):
@@ -219,8 +225,22 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text: polls share their second
+
+
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`ts` as RFC 3339 UTC with milliseconds (truncated), e.g. 2026-05-01T12:00:00.250Z.
+
+    The same text as `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")` with a Z (microseconds
+    rounded first, as datetime does), at a quarter of the cost: every event of the same second reuses its
+    formatted date and time."""
+    second = math.floor(ts)
+    micros = round((ts - second) * 1e6)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if _second[0] != second:
+        _second[0], _second[1] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 def make_event(
@@ -284,3 +304,13 @@ class StoredEvent:
     sequence: int | None
     time: float
     body: bytes
+
+
+@ADAPTORS.adaptor(TELEMETRY, "1.1", "1.0")
+def _telemetry_without_tags(data: dict[str, Any]) -> dict[str, Any]:
+    """Telemetry 1.1 for a module that handles 1.0 only: the same samples without the semantic tags."""
+    points = {
+        name: {k: v for k, v in sample.items() if k not in ("brick", "haystack")}
+        for name, sample in data.get("points", {}).items()
+    }
+    return {**data, "points": points}

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "BrickClass",
+    "HaystackTag",
     "Name",
     "PointConfig",
     "PointFault",
@@ -22,6 +24,11 @@ __all__ = [
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 Scalar = bool | int | float | str
+
+# Semantic tags: a Brick class name (https://brickschema.org, e.g. Supply_Air_Temperature_Sensor) and Project
+# Haystack marker tags (e.g. supply, air, temp, sensor), as their vocabularies spell them.
+BrickClass = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Z][A-Za-z0-9_]*$")]
+HaystackTag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][A-Za-z0-9_]*$")]
 
 # What a point's published values are: True/False, whole numbers, other numbers, or texts (enumerations too)
 ValueKind = Literal["bool", "integer", "number", "text"]
@@ -64,6 +71,52 @@ class PointConfig(BaseModel):
     publish: bool = Field(default=True, description="False for helper points such as scale factors.")
     writable: bool = False
     description: str = ""
+    # Report by exception (applied once, in the kernel's normalizer): with any of these three set, a sample is
+    # published only when its quality changed, its value moved out of the deadbands around the value last
+    # published, or `max_silence` passed since then. Unchanged values then cost neither storage nor bus.
+    report_deadband: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Report by exception: publish a numeric value only when it moved more than this (in the "
+        "point's units) from the last published one; 0: on any change.",
+    )
+    report_deadband_percent: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Report by exception: publish a numeric value only when it moved more than this percentage of "
+        "the last published one (with report_deadband too, it must leave both bands).",
+    )
+    max_silence: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Report by exception: publish the point at least every this many seconds, changed or not "
+        "(heartbeat); alone, it means 'on any change, and at least this often'.",
+    )
+    brick: BrickClass | None = Field(
+        default=None, description="Brick class, e.g. Zone_Air_Temperature_Sensor."
+    )
+    haystack: tuple[HaystackTag, ...] = Field(
+        default=(),
+        description="Haystack marker tags, e.g. [zone, air, temp, sensor] (or one string of them).",
+    )
+
+    @field_validator("haystack", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        """'zone air temp sensor' or 'zone,air,...' (a spreadsheet cell) is the list of those tags."""
+        if isinstance(value, str):
+            return tuple(t for t in value.replace(",", " ").replace(";", " ").split() if t)
+        return value
+
+    @property
+    def tags(self) -> dict[str, str | list[str]]:
+        """The point's semantic tags as samples carry them: only those set."""
+        out: dict[str, str | list[str]] = {}
+        if self.brick is not None:
+            out["brick"] = self.brick
+        if self.haystack:
+            out["haystack"] = list(self.haystack)
+        return out
 
     @property
     def choices(self) -> tuple[str, ...] | None:

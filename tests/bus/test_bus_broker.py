@@ -15,6 +15,10 @@ import pytest
 
 from edge.bus import BrokerError, BrokerMissing, EmbeddedBroker, MqttBus
 from edge.bus.access import AccessStore
+from edge.bus.broker import Persistence, persistence_file
+from edge.bus.listeners import Listener
+from edge.bus.tls import write_broker_certificates
+from tests.bus.site_clients import SiteClient
 from tests.helpers import MosquittoProcess, free_port, mqtt_connack, until
 
 
@@ -90,7 +94,7 @@ async def test_stop_leaves_no_process(tmp_path: Path) -> None:
 
 async def test_port_already_taken_is_reported(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
     broker = EmbeddedBroker(mosquitto.port, tmp_path)
-    with pytest.raises(BrokerError, match="already listens"):
+    with pytest.raises(BrokerError, match="already in use"):
         await broker.start()
     assert broker.pid is None
 
@@ -166,3 +170,49 @@ async def test_a_broker_left_over_from_an_earlier_run_is_stopped_and_a_recycled_
             if process.returncode is None:
                 process.kill()
             await asyncio.wait_for(process.wait(), 5)
+
+
+async def test_tls_files_and_persistence_live_in_the_broker_directory_for_its_account(tmp_path: Path) -> None:
+    """The operator's certificate directory stays private (0700); the broker reads copies named relatively in
+    its directory, re-copied when the source changes, and saves its sessions in a directory of its own."""
+    operator = tmp_path / "operator-certs"
+    operator.mkdir(mode=0o700)
+    files = write_broker_certificates(operator, ["127.0.0.1"])
+    access = AccessStore(tmp_path / "broker", "edge", lan=True)
+    _, password = access.add("acme", "bms")
+    lan = Listener("mqtts-test", "127.0.0.1", free_port(), certfile=files.server, keyfile=files.server_key)
+    broker = EmbeddedBroker(
+        free_port(), tmp_path / "broker", access=access, listeners=[lan], persistence=Persistence()
+    )
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        account = psutil.Process(broker.pid).uids().real
+        conf = broker.conf_path.read_text()
+        assert str(tmp_path) not in conf, conf  # every path relative to the broker's working directory
+        assert "certfile tls/mqtts-test.cert.pem" in conf and "persistence_location persistence/" in conf
+        for name in ("tls/mqtts-test.cert.pem", "tls/mqtts-test.key.pem"):
+            info = (broker.data_dir / name).stat()
+            assert info.st_uid == account and stat.S_IMODE(info.st_mode) == 0o600, name
+        saved = persistence_file(broker.data_dir)
+        info = saved.parent.stat()
+        assert info.st_uid == account and stat.S_IMODE(info.st_mode) == 0o700
+        client = await asyncio.to_thread(SiteClient, lan.port, "bms@acme", password, ca=files.ca)
+        try:
+            assert client.error is None and client.refused is None, (client.error, client.refused)
+        finally:
+            client.close()
+    finally:
+        await broker.stop()
+    assert saved.stat().st_uid == account  # written by the broker as it stopped
+
+    renewed = write_broker_certificates(operator, ["127.0.0.1", "localhost"], overwrite=True)
+    again = EmbeddedBroker(
+        broker.port, broker.data_dir, access=access, listeners=[lan], persistence=Persistence()
+    )
+    await again.start()
+    try:
+        copied = (again.data_dir / "tls/mqtts-test.cert.pem").read_bytes()
+        assert copied == renewed.server.read_bytes(), "the renewed certificate is what the broker serves"
+    finally:
+        await again.stop()

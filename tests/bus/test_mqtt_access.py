@@ -27,7 +27,7 @@ from edge.bus.access import (
 from edge.bus.broker import BrokerError, EmbeddedBroker, reload_broker
 from edge.cli import app
 from tests.e2e import write_config
-from tests.helpers import SimulatorProcess, free_port, wait_port
+from tests.helpers import SimulatorProcess, free_port, wait_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 
@@ -253,6 +253,8 @@ def test_a_running_gateway_serves_tenant_users_and_their_commands(
         assert "applied to the running broker" in added.output, added.output
         acme = Client(port, "bms@acme", added.output.split("password: ")[1].split()[0])
         acme.subscribe("#")
+        # the broker accepts before the gateway has subscribed to write requests: wait for its events first
+        wait_until(lambda: "edge/acme/events/roof/inv-01" in acme.topics(), 15, "the gateway's events")
         acme.publish("edge/acme/cmd/roof/inv-01/power_limit/set", b'{"value": 40, "id": "r1"}')
         deadline = time.monotonic() + 10
         while (

@@ -11,6 +11,7 @@ import pytest
 from edge.config import load_config
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError
+from tests.helpers import free_port
 
 VALID = """
 [gateway]
@@ -129,7 +130,8 @@ def test_config_check_cli_exits_nonzero_with_the_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "devices[0] (inv-01).connection.port" in result.stderr
-    good = _write(tmp_path, VALID, "good.toml")
+    # a free bus port: `config check` also reports a port already taken (a system Mosquitto on 1883)
+    good = _write(tmp_path, VALID + f"\n[bus]\nport = {free_port()}\n", "good.toml")
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "config", "check", str(good)],
         capture_output=True,

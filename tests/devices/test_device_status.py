@@ -17,7 +17,7 @@ import orjson
 
 from edge.devices.polling import DevicePoller
 from edge.gateway import Gateway
-from edge.sdk.events import DEVICE_STATUS, TELEMETRY, Event
+from edge.sdk.events import DEVICE_STATUS, Event
 from simulators.modbus_inverter import InverterSimulator
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, free_port, until
@@ -82,8 +82,9 @@ async def test_a_down_device_is_told_once_then_nothing_until_it_recovers(tmp_pat
     assert down[-2:] == ["down", "all-bad"]  # eight polls or more, one event
     after = sink.kinds()[len(down) :]
     assert after[0] == "up" and set(after[1:-1]) == {"poll"} and after[-1] == "stopped"
-    sequences = [int(e.sequence or 0) for e in sink.events if e.type == TELEMETRY]
-    assert sequences == list(range(1, len(sequences) + 1))  # still contiguous
+    sequences = [int(e.sequence or 0) for e in sink.events]
+    assert sequences == list(range(1, len(sequences) + 1))  # status events too: one contiguous sequence
+    assert all(e.device == "inv-01" for e in sink.events)
     reason = next(str(e.data["reason"]) for e in sink.events if e.data and e.data.get("status") == "down")
     assert "check the unit id (connection.unit_id = 1)" in reason
 

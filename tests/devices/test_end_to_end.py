@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from edge.gateway import Gateway
-from edge.sdk.events import TelemetryData
+from edge.sdk.events import PointSample, TelemetryData
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, until
 
@@ -40,10 +40,12 @@ async def _drained(gateway: Gateway) -> bool:
     return await gateway.backlog() == 0
 
 
-def _outbox_rows(gateway: Gateway) -> list[tuple[str, str, int, bytes]]:
+def _outbox_rows(gateway: Gateway, *, status: bool = False) -> list[tuple[str, str, int, bytes]]:
+    """Telemetry rows; `status`: device status events too (they share the device's sequence)."""
+    types = "('org.edgegw.telemetry', 'org.edgegw.device.status')" if status else "('org.edgegw.telemetry')"
     with sqlite3.connect(gateway.outbox.path) as db:
         return db.execute(
-            "SELECT tenant, device, sequence, body FROM outbox WHERE type = 'org.edgegw.telemetry' ORDER BY position"
+            f"SELECT tenant, device, sequence, body FROM outbox WHERE type IN {types} ORDER BY position"
         ).fetchall()
 
 
@@ -77,7 +79,7 @@ async def test_every_point_arrives_as_a_valid_cloudevent_on_the_right_topic_and_
         assert spec is not None
         assert topic == f"edge/{spec.tenant}/events/roof/{device}"
         assert event["specversion"] == "1.0" and event["tenantid"] == spec.tenant
-        assert event["source"] == f"/gw-test/modbus/{device}" and event["dataversion"] == "1.0"
+        assert event["source"] == f"/gw-test/modbus/{device}" and event["dataversion"] == "1.1"
         assert event["time"].endswith("Z") and len(event["sequence"]) == 16
         data = TelemetryData.model_validate(event["data"])
         assert set(data.points) == published
@@ -86,7 +88,7 @@ async def test_every_point_arrives_as_a_valid_cloudevent_on_the_right_topic_and_
             data.points["ac_power"].unit == "W" and data.points["ac_power"].value > 0
         )  # noon on the simulator
         assert data.points["dc_voltage"].unit == "V"
-    stored = _outbox_rows(gateway)
+    stored = _outbox_rows(gateway, status=True)
     assert {r[1] for r in stored} == {f"inv-{u:02d}" for u in range(1, DEVICES + 1)}
     for device in {r[1] for r in stored}:
         sequences = [r[2] for r in stored if r[1] == device]
@@ -132,7 +134,8 @@ async def test_device_down_then_back_marks_points_bad_and_recovers(
     assert bad, "polls while the device was down are stored with quality bad"
     assert bad[0]["data"]["points"]["ac_power"]["reason"]
     assert rows[-1]["data"]["points"]["ac_power"]["quality"] == "good"
-    assert [int(e["sequence"]) for e in rows] == list(range(1, len(rows) + 1))  # no gap across the outage
+    every = [orjson.loads(r[3]) for r in _outbox_rows(gateway, status=True) if r[1] == "inv-01"]
+    assert [int(e["sequence"]) for e in every] == list(range(1, len(every) + 1))  # no gap across the outage
 
 
 async def test_broker_restart_loses_nothing_that_was_stored(
@@ -186,8 +189,8 @@ async def test_sequences_continue_after_a_gateway_restart(
         await gateway.start()
         await asyncio.sleep(0.8)
         await gateway.stop()
-    sequences = [r[2] for r in _outbox_rows(gateway)]
-    assert len(sequences) >= 4
+    sequences = [r[2] for r in _outbox_rows(gateway, status=True)]  # up, polls, stopped; up, polls, stopped
+    assert len(sequences) >= 6
     assert sequences == list(range(1, len(sequences) + 1))
 
 
@@ -252,3 +255,37 @@ async def test_a_second_gateway_on_the_same_data_directory_is_refused(
     second = Gateway(*load(path))  # once the first has stopped, the directory is free again
     await second.start()
     await second.stop()
+
+
+async def test_one_retained_message_per_device_holds_every_point(
+    tmp_path: Path, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+) -> None:
+    ports = {"mqtt_port": mosquitto.port, "modbus_port": simulator.port}
+    # the broker is shared: no retained topic of another test under this prefix
+    config = write_config(tmp_path / "edge.toml", **ports, devices=2, prefix="bydevice")
+    config.write_text(config.read_text().replace("[bus]\n", '[bus]\npoint_topic_mode = "device"\n', 1))
+    loaded, registry = load(config)
+    published = {p.name for p in loaded.devices[0].points if p.publish}
+    gateway = Gateway(loaded, registry)
+    await gateway.start()
+    try:
+        await asyncio.sleep(1.0)  # a few polls and flushes
+        late = MqttRecorder(mosquitto.port, "bydevice/acme/points/#")
+        try:
+            retained = await asyncio.to_thread(late.wait_for, lambda m: len(m) >= 1)
+            await asyncio.sleep(0.5)  # live updates, and anything else under the prefix
+            got = late.snapshot()
+        finally:
+            late.close()
+    finally:
+        await gateway.stop()
+
+    assert retained[0][2]  # what a late subscriber gets first is the retained state; live updates follow
+    topics = {t for t, _, _ in got}
+    assert topics == {"bydevice/acme/points/roof/inv-01"}  # inv-02 is globex's; no per-point topic at all
+    state = orjson.loads(dict((t, p) for t, p, _ in got)["bydevice/acme/points/roof/inv-01"])
+    assert state["device"] == "inv-01" and state["site"] == "roof"
+    assert state["time"].endswith("Z") and state["sequence"] >= 1
+    assert set(state["points"]) == published
+    samples = {name: PointSample.model_validate(s) for name, s in state["points"].items()}
+    assert samples["ac_power"].unit == "W" and samples["ac_power"].quality == "good"

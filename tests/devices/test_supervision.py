@@ -91,7 +91,7 @@ async def test_a_crashing_poller_is_restarted_and_keeps_its_sequence(
         sequences = [
             r[0]
             for r in db.execute(
-                "SELECT sequence FROM outbox WHERE type = 'org.edgegw.telemetry' ORDER BY position"
+                "SELECT sequence FROM outbox WHERE device IS NOT NULL ORDER BY position"  # telemetry and status
             )
         ]
     assert sequences == list(range(1, len(sequences) + 1))

@@ -12,15 +12,19 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.bus.access import AccessStore
-from edge.bus.broker import EmbeddedBroker
+from edge.bus.broker import EmbeddedBroker, Persistence
+from edge.bus.tls import broker_cert_dir, write_broker_certificates
 from edge.gateway import Gateway
 from edge.ops.backup import BackupError, create_backup, restore_backup
 from edge.sdk.certs import write_application_certificate
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, mqtt_connack, until
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, mqtt_connack, until, wait_until
 
 DEVICES = 3
 
@@ -172,3 +176,58 @@ async def test_broker_users_survive_a_restore_at_0600_and_the_broker_stays_close
         assert mqtt_connack(broker.port, None, None) != 0  # and no one gets in anonymously
     finally:
         await broker.stop()
+
+
+def _persistent_session(port: int, client_id: str, *, subscribe: bool) -> bool:
+    """Connect a paho MQTT 5 client with a session the broker keeps; whether the broker had it already."""
+    present: list[bool] = []
+    subscribed: list[int] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, u, flags, rc, p: present.append(bool(flags.session_present))
+    client.on_subscribe = lambda c, u, mid, codes, p: subscribed.append(mid)
+    connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    connect.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=connect)
+    client.loop_start()
+    try:
+        wait_until(lambda: present, 5, "CONNACK")
+        if subscribe:
+            client.subscribe("edge/acme/events/#", qos=1)
+            wait_until(lambda: subscribed, 5, "SUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return present[0]
+
+
+async def test_broker_sessions_and_certificates_survive_a_restore(tmp_path: Path) -> None:
+    """A BMS's persistent session (the broker's persistence file) and the LAN listeners' CA and keys are in
+    the backup, 0600; the restored broker, under its own account, knows the session again."""
+    old = tmp_path / "old"
+    (old / "data").mkdir(parents=True)
+    (old / "edge.toml").write_text('[gateway]\nid = "gw"\ndata_dir = "data"\n')
+    write_broker_certificates(broker_cert_dir(old / "data"), ["127.0.0.1"])
+    broker = EmbeddedBroker(free_port(), old / "data" / "broker", persistence=Persistence())
+    await broker.start()
+    try:
+        assert not await asyncio.to_thread(_persistent_session, broker.port, "bms-1", subscribe=True)
+    finally:
+        await broker.stop()  # saves the session
+    archive = tmp_path / "b.tar.gz"
+    create_backup(old / "edge.toml", old / "data", "outbox.db", "gw", archive)
+    kept = [
+        "data/broker/persistence/mosquitto.db",
+        "data/certs/broker/ca.pem",
+        "data/certs/broker/server.key",
+    ]
+    with tarfile.open(archive) as tar:
+        modes = {member.name: member.mode for member in tar.getmembers()}
+    assert all(modes.get(name) == 0o600 for name in kept), modes
+
+    result = restore_backup(archive, tmp_path / "new" / "edge.toml")
+    restored = EmbeddedBroker(free_port(), result.data_dir / "broker", persistence=Persistence())
+    await restored.start()
+    try:
+        assert await asyncio.to_thread(_persistent_session, restored.port, "bms-1", subscribe=False)
+    finally:
+        await restored.stop()

@@ -124,10 +124,6 @@ def test_01_an_unauthenticated_large_post_is_refused_before_its_body(target: Tar
 # ---- 2. retained commands ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 21 item 2 is fixed on branch `listeners` (retained commands refused): drop this mark there",
-)
 def test_02_a_retained_write_request_is_not_kept_for_later_subscribers(target: Target) -> None:
     topic = "edge/acme/cmd/roof/inv-01/power_limit/set"
     writer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"matrix-w-{free_port()}")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from edge.api.auth import Principal
 from edge.api.deps import Caller, State, TenantQuery, Viewer, principal, resolve_tenant
+from edge.ops.status import DownlinkStatus
 from edge.sdk.certs import load_certificate
 
 router = APIRouter(tags=["health"])
@@ -36,6 +37,9 @@ class TenantStatus(BaseModel):
     devices_up: int
     bus_connected: bool
     live_clients: int
+    downlink: DownlinkStatus | None = Field(
+        default=None, description="The tenant's link to its platform; null without a [tenants.cloud]."
+    )
 
 
 @router.get(
@@ -61,6 +65,7 @@ async def status(
         devices_up=sum(1 for s in mine if services.stats.devices[s.name].up),
         bus_connected=snapshot.bus_connected,
         live_clients=state.feed.clients([caller.tenant]),
+        downlink=snapshot.downlink.get(caller.tenant),
     ).model_dump()
 
 
@@ -99,6 +104,11 @@ class Overview(BaseModel):
     )
     modules: list[ModuleHealth]
     certificates: list[Certificate]
+    downlink: DownlinkStatus | None = Field(
+        default=None,
+        description="The tenant's link to its platform and the age of its last entitlement answer; null "
+        "without a [tenants.cloud].",
+    )
 
 
 @router.get(
@@ -134,6 +144,7 @@ async def overview(state: State, caller: Viewer) -> Overview:
         backlogs=outbox.backlogs,
         modules=modules,
         certificates=[_certificate("API and console (HTTPS)", state.tls_cert)] if state.tls_cert else [],
+        downlink=services.downlink().get(caller.tenant),
     )
 
 

@@ -56,7 +56,12 @@ async def stream(websocket: WebSocket) -> None:
         await websocket.close(code, exc.detail[:120])
         return
     wanted = EventFilter(
-        _set(websocket, "type"), _set(websocket, "site"), _set(websocket, "device"), _set(websocket, "point")
+        _set(websocket, "type"),
+        _set(websocket, "site"),
+        _set(websocket, "device"),
+        _set(websocket, "point"),
+        _set(websocket, "brick"),
+        _set(websocket, "tag"),
     )
     subscriber = state.feed.subscribe(context.tenant_id, wanted)
     try:

@@ -111,7 +111,7 @@ def _access(state: State, tenant: str) -> AccessStore:
     if tenant not in state.services.tenants:
         raise Problem(404, f"tenant {tenant!r} is not served by this gateway", tenant=tenant)
     loaded = state.services.loaded
-    return AccessStore(loaded.data_dir / "broker", loaded.config.bus.topic_prefix)
+    return AccessStore.for_config(loaded.data_dir, loaded.config)
 
 
 def _user(user: MqttUser) -> dict[str, Any]:
