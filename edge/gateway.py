@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from edge.module_host.host import ModuleHost
 from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
+from edge.ops.quotas import Quotas
 from edge.ops.stats import GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
@@ -59,6 +61,9 @@ class Gateway:
         self.config = loaded.config
         self.registry = registry
         self.stats = GatewayStats()
+        self.quotas = Quotas(
+            {t.id: loaded.config.tenant_limits(t.id) for t in loaded.config.tenants}, self.stats
+        )
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
         storage = self.config.storage
@@ -107,7 +112,7 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
-        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir)
+        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir, quotas=self.quotas)
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
@@ -144,6 +149,7 @@ class Gateway:
             set_entitlements=self.set_entitlements,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            limits=self.quotas,
         )
         return ApiServer(services, self.config.api)
 
@@ -173,7 +179,13 @@ class Gateway:
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
         publisher = OutboxPublisher(
-            self.outbox, self.bus, self.topics, self.tenants.values(), self.stats, qos=self.config.bus.qos
+            self.outbox,
+            self.bus,
+            self.topics,
+            self.tenants.values(),
+            self.stats,
+            qos=self.config.bus.qos,
+            pace=self.quotas.publish,
         )
         sequences = await self.outbox.last_sequences()
         disabled = {d.name for d in self.config.devices if not d.enabled}
@@ -189,6 +201,7 @@ class Gateway:
                 last_sequence=sequences.get((spec.tenant, spec.name), 0),
                 stats=self.stats.device(spec.name),
                 on_status=last_values.on_status,
+                pace=functools.partial(self.quotas.ingest, spec.tenant),
             )
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
@@ -199,6 +212,7 @@ class Gateway:
             self.modules.serves,
             self.stats,
             self.config.gateway.id,
+            limit=self.quotas.module_command,
         )
         commands = CommandHandler(
             self.bus,
@@ -223,6 +237,7 @@ class Gateway:
             destination_policy(self.loaded),
             delivery_policy(self.loaded),
             reload_interval=self.config.webhooks.reload_interval,
+            pace=self.quotas.webhook,
         )
         await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
         self._tasks.spawn(webhooks.run, "webhooks")

@@ -18,7 +18,11 @@ def write_config(
     poll_interval: float = 0.2,
     tenants: tuple[str, ...] = ("acme", "globex"),
     prefix: str = "edge",
+    poll_intervals: dict[str, float] | None = None,
+    tenant_limits: dict[str, str] | None = None,
 ) -> Path:
+    """`poll_intervals`: per tenant, overriding `poll_interval`; `tenant_limits`: per tenant, the inline TOML
+    table of its `limits` (e.g. "{ ingest_rate = 10 }")."""
     lines = [
         "[gateway]",
         'id = "gw-test"',
@@ -33,6 +37,8 @@ def write_config(
     ]
     for tenant in tenants:
         lines += ["[[tenants]]", f'id = "{tenant}"', 'entitlements = ["solar"]']
+        if tenant_limits and tenant in tenant_limits:
+            lines.append(f"limits = {tenant_limits[tenant]}")
     lines += ["[[sites]]", 'id = "roof"']
     for unit in range(1, devices + 1):
         tenant = tenants[(unit - 1) % len(tenants)]
@@ -43,7 +49,7 @@ def write_config(
             f'tenant = "{tenant}"',
             'site = "roof"',
             'profile = "sunspec-inverter"',
-            f"poll_interval = {poll_interval}",
+            f"poll_interval = {(poll_intervals or {}).get(tenant, poll_interval)}",
             "timeout = 0.5",
             f'connection = {{ host = "127.0.0.1", port = {modbus_port}, unit_id = {unit} }}',
         ]

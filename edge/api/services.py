@@ -23,7 +23,7 @@ from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
 from edge.webhooks import WebhookStore
 
-__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites"]
+__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites", "TenantLimits"]
 
 
 class EventHistory(Protocol):
@@ -64,6 +64,13 @@ class BusLink(Protocol):
     def connected(self) -> bool: ...
 
 
+class TenantLimits(Protocol):
+    """Each tenant's request rate and live stream count (edge.ops.quotas.Quotas)."""
+
+    def api_request(self, tenant: str) -> float | None: ...  # None: go on; else seconds for Retry-After
+    def ws_client(self, tenant: str, open_now: int) -> str | None: ...  # None: go on; else the reason
+
+
 @dataclass(frozen=True)
 class ApiServices:
     loaded: LoadedConfig  # devices, tenants' names, the file entitlement changes are written to
@@ -77,3 +84,4 @@ class ApiServices:
     set_entitlements: Callable[[str, Iterable[str]], Awaitable[None]]  # live; the file is the API's part
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
+    limits: TenantLimits | None = None  # per-tenant limits; None: unlimited (tests of single routes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -27,11 +27,15 @@ from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
+from edge.sdk.ratelimit import FairScheduler
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
+PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
+
+Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
 
 
 class OutboxPublisher:
@@ -45,6 +49,7 @@ class OutboxPublisher:
         *,
         qos: int = 1,
         batch: int = 500,
+        pace: Pace | None = None,
     ) -> None:
         self._outbox = outbox
         self._bus = bus
@@ -53,6 +58,12 @@ class OutboxPublisher:
         self._stats = stats
         self._qos = qos
         self._batch = batch
+        self._pace = pace
+        # Tenants share the bus's in-flight window: a tenant with a large backlog gets its turn and no more
+        # (start-time fair queueing in events, as the cloud uplink), so a fresh batch of another goes next.
+        self._turns = FairScheduler(PUBLISH_SLOTS, anticipation=0.0)
+        for tenant in self._tenants:
+            self._turns.add(tenant)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -65,7 +76,11 @@ class OutboxPublisher:
             await self._bus.wait_connected()
             async with events:
                 async for batch in events:
-                    if await self._publish(batch.events):
+                    if self._pace is not None:
+                        await self._pace(ctx.tenant_id, len(batch.events))
+                    async with self._turns.turn(ctx.tenant_id, len(batch.events)):
+                        published = await self._publish(batch.events)
+                    if published:
                         events.ack(batch)
                         self._stats.events_published += len(batch.events)
                     else:  # not acknowledged: read again from the cursor once connected

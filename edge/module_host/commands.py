@@ -85,12 +85,14 @@ class ModuleCommands:
         gate: ModuleGate,
         stats: GatewayStats,
         gateway_id: str,
+        limit: ModuleGate | None = None,
     ) -> None:
         self._bus = bus
         self._topics = topics
         self._tenants = tenants
         self._outbox = outbox
         self._gate = gate
+        self._limit = limit  # the tenant's command rate (edge.ops.quotas): the reason when it is over it
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
         bus.subscribe(topics.module_command_filter(), qos=1)
@@ -134,6 +136,8 @@ class ModuleCommands:
         if not _NAME.match(command.module) or not _NAME.match(command.action):
             raise reject("module and action must be names (letters, digits, '_', '.', '-')")
         refusal = self._gate(command.tenant, command.module)
+        if refusal is None and self._limit is not None:
+            refusal = self._limit(command.tenant, command.module)
         if refusal is not None:
             raise reject(refusal)
         data = {

@@ -8,6 +8,7 @@ the health report to `status_file(data_dir)` every second (`write_status_file`),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Collection, Set, Sized
@@ -20,6 +21,7 @@ import orjson
 from edge.bus.mqtt import BusStats
 from edge.bus.publisher import MQTT_CONSUMER
 from edge.ops.stats import GatewayStats
+from edge.outbox import RetentionPolicy
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
@@ -54,6 +56,8 @@ class StatusSnapshot:
     commands_rejected: int
     inbound_oversize_rejected: int
     task_restarts: int
+    # tenant -> limit -> its counter (edge.ops.quotas), "storage": the outbox quota's use and policy
+    limits: dict[str, dict[str, dict[str, Any]]]
 
 
 class _Backlogs(Protocol):
@@ -63,6 +67,8 @@ class _Backlogs(Protocol):
     def committed_events(self) -> int: ...
     async def backlog(self, consumer: str) -> int: ...
     def holders(self) -> Set[str]: ...
+    def usage(self) -> tuple[int, int]: ...
+    def policy(self) -> RetentionPolicy: ...
 
 
 class _Bus(Protocol):
@@ -106,6 +112,19 @@ class GatewayStatus:
                     totals[consumer] = totals.get(consumer, 0) + await self._outbox.backlog(consumer)
         return totals
 
+    def limits(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per tenant: each limit's counter, and the outbox bytes it holds against its storage quota."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for ctx in self._tenants:
+            tenant = ctx.tenant_id
+            own = {name: dataclasses.asdict(c) for name, c in self._stats.quotas.get(tenant, {}).items()}
+            with tenant_scope(ctx):
+                _, used = self._outbox.usage()
+                policy = self._outbox.policy()
+            own["storage"] = {"limit": policy.max_bytes, "policy": policy.policy, "used": used}
+            out[tenant] = own
+        return out
+
     async def published(self) -> None:
         """Return once the MQTT publisher has caught up, or the bus is down (bound it with a timeout)."""
         while self._bus.connected and await self.backlog() > 0:  # noqa: ASYNC110 (bounded by the caller)
@@ -128,4 +147,5 @@ class GatewayStatus:
             commands_rejected=stats.commands_rejected,
             inbound_oversize_rejected=self._bus.stats.inbound_rejected_oversize,
             task_restarts=sum(stats.task_restarts.values()),
+            limits=self.limits(),
         )

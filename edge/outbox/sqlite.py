@@ -32,6 +32,7 @@ import aiosqlite
 
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
 from edge.outbox import schema as sql
+from edge.outbox.fair_queue import TenantQueue
 from edge.outbox.migrations import migrate
 from edge.outbox.schema import tenant_filter
 from edge.sdk.backoff import Backoff
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 _CURSOR_FLUSH_INTERVAL = 0.2  # seconds an idle writer waits before persisting consumer cursors on their own
 _DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
+
+
+def _tenant_of(item: tuple[Event, asyncio.Future[int] | None]) -> str:
+    return item[0].tenant
 
 
 def _check_owner(event: Event) -> None:
@@ -89,7 +94,10 @@ class SqliteOutbox:
         self._commit_max = commit_max_events
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int] | None]] = asyncio.Queue(queue_size)
+        # one bounded FIFO per tenant, taken in turns: a tenant flooding the writer blocks only itself
+        self._queue: TenantQueue[tuple[Event, asyncio.Future[int] | None]] = TenantQueue(
+            queue_size, _tenant_of
+        )
         self._listeners: list[CommitListener] = []
         self._pending_cursors: dict[tuple[str, str], int] = {}
         # (consumer, tenant) -> [last_success, last_failure, last_error, delivered], persisted with the cursors

@@ -16,10 +16,10 @@ import pytest
 from cloud_sync import wire
 from cloud_sync._oauth import AsyncOAuth2Client
 from cloud_sync.config import CloudSyncConfig, SecretUnavailable, resolve_secret
-from cloud_sync.scheduler import FairScheduler, TokenBucket
 from cloud_sync.uplink import Circuit, TenantUplink
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Rejected, RetryLater
+from edge.sdk.ratelimit import FairScheduler, TokenBucket
 from simulators.cloud import CloudSimulator, Credentials
 from tests.cloud_harness import telemetry
 

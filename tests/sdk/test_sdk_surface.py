@@ -24,6 +24,7 @@ NOT_REEXPORTED = (
     "edge.sdk.runner",
     "edge.sdk.transaction",
     "edge.sdk.ticks",
+    "edge.sdk.ratelimit",
     "edge.sdk.proto",
 )  # imported by their full name
 
@@ -125,6 +126,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "TickHandler",
         "module_consumer",
     ),
+    "edge.sdk.ratelimit": ("FairScheduler", "TokenBucket"),
     "edge.sdk.points": ("Name", "PointConfig", "PointFault", "Qualified", "Quality", "Scalar", "ValueKind"),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.transaction": ("async_transaction", "transaction"),

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from edge.api.auth import Principal
 from edge.api.deps import Caller, State, TenantQuery, principal, resolve_tenant
@@ -32,6 +32,10 @@ class TenantStatus(BaseModel):
     devices_up: int
     bus_connected: bool
     live_clients: int
+    limits: dict[str, dict[str, Any]] = Field(
+        description="Per limit (ingest, mqtt, module_time, webhooks, api, ws_clients, commands, storage): "
+        "the limit, its policy (slow or refuse), how often it acted, the units slowed or refused, seconds waited."
+    )
 
 
 @router.get(
@@ -57,4 +61,5 @@ async def status(
         devices_up=sum(1 for s in mine if services.stats.devices[s.name].up),
         bus_connected=snapshot.bus_connected,
         live_clients=state.feed.clients([caller.tenant]),
+        limits=snapshot.limits.get(caller.tenant, {}),
     ).model_dump()
