@@ -9,8 +9,9 @@ def bench(
     scenario: str = typer.Argument(
         "all",
         help="building, stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
-        "vs off), dialects (Sparkplug B and Home Assistant discovery off vs on), or all (building + stress + "
-        "compare).",
+        "vs off), dialects (Sparkplug B and Home Assistant discovery off vs on), noisy-neighbour (a victim "
+        "tenant's latency with an attacker tenant ramped to saturation, against the victim alone), or all "
+        "(building + stress + compare).",
     ),
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."
@@ -26,6 +27,14 @@ def bench(
     ),
 ) -> None:
     """Benchmark the real gateway process: throughput, latency, CPU per point, memory, backlog drain."""
+    if scenario == "noisy-neighbour":
+        import importlib  # the bench package is a development tool: imported only when used, never type-checked
+
+        noisy = importlib.import_module("bench.noisy").main  # its own runs: a victim and an attacker tenant
+        argv = ["--repeat", str(repeat if repeat > 1 else 3)]
+        argv += ["--duration", str(duration)] if duration else []
+        argv += ["--out", str(out)] if out else []
+        raise typer.Exit(noisy(argv))
     from bench import run_bench  # the bench package is a development tool: imported only when used
 
     try:

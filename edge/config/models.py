@@ -244,6 +244,12 @@ class ModuleLimits(_Strict):
         default=None, gt=0, description="Share of one core averaged over 10 s; unset: no limit."
     )
     health_timeout: Seconds = Field(default=15.0, gt=0, description="Ended when it stops reporting health.")
+    handler_timeout: Seconds = Field(
+        default=60.0,
+        gt=0,
+        description="One handler call running this long counts as deadlocked: the SDK runner stops reporting "
+        "health, so the process is ended after health_timeout and restarted (the batch comes again).",
+    )
     max_crashes: int = Field(
         default=5, ge=1, description="Short-lived runs in a row before the circuit opens."
     )
