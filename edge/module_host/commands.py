@@ -47,6 +47,11 @@ class ModuleCommandRejected(EdgeError):
         super().__init__(f"command {module}/{action} for tenant {tenant!r}: {reason}")
 
 
+class ModuleCommandThrottled(ModuleCommandRejected):
+    """Refused because the tenant is over its command rate (edge.ops.quotas): answered on MQTT but, unlike
+    other refusals, not stored as a result event, or a flood of commands would become a flood of events."""
+
+
 def parse_payload(tenant: str, module: str, action: str, payload: bytes) -> ModuleCommand:
     """Validate one inbound request body; raises ModuleCommandRejected with the reason."""
 
@@ -121,10 +126,14 @@ class ModuleCommands:
             await self._enqueue(parse_payload(tenant, module, action, message.payload))
         except ModuleCommandRejected as exc:
             self._stats.commands_rejected += 1
-            log.warning("module command on %s rejected: %s", message.topic, exc.reason)
+            if not isinstance(
+                exc, ModuleCommandThrottled
+            ):  # throttling is logged by the limits, once a minute
+                log.warning("module command on %s rejected: %s", message.topic, exc.reason)
             if tenant in self._tenants:  # answer only tenants this gateway serves
                 request_id = _request_id(message.payload)
-                await self._refuse(ModuleCommand(tenant, module, action, {}, request_id), exc.reason)
+                command = ModuleCommand(tenant, module, action, {}, request_id)
+                await self._refuse(command, exc.reason, stored=not isinstance(exc, ModuleCommandThrottled))
 
     async def _enqueue(self, command: ModuleCommand) -> str:
         def reject(reason: str) -> ModuleCommandRejected:
@@ -136,10 +145,11 @@ class ModuleCommands:
         if not _NAME.match(command.module) or not _NAME.match(command.action):
             raise reject("module and action must be names (letters, digits, '_', '.', '-')")
         refusal = self._gate(command.tenant, command.module)
-        if refusal is None and self._limit is not None:
-            refusal = self._limit(command.tenant, command.module)
         if refusal is not None:
             raise reject(refusal)
+        throttled = self._limit(command.tenant, command.module) if self._limit is not None else None
+        if throttled is not None:
+            raise ModuleCommandThrottled(command.tenant, command.module, command.action, throttled)
         data = {
             "module": command.module,
             "action": command.action,
@@ -166,11 +176,13 @@ class ModuleCommands:
         )
         return command.request_id
 
-    async def _refuse(self, command: ModuleCommand, reason: str) -> None:
+    async def _refuse(self, command: ModuleCommand, reason: str, *, stored: bool = True) -> None:
         data = result_data(command, ok=False, reason=reason)
         topic = self._topics.module_command_result(command.tenant, command.module, command.action)
         future = await self._bus.publish(topic, orjson.dumps(data), qos=1)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not stored:
+            return
         event = make_event(
             type=MODULE_COMMAND_RESULT,
             source=self._source,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 from websockets.exceptions import ConnectionClosed
@@ -26,13 +27,15 @@ from edge.ops.quotas import Quotas
 from edge.ops.stats import GatewayStats
 from edge.ops.status import status_file
 from edge.outbox.sqlite import SqliteOutbox
-from edge.sdk.events import Event, make_event
+from edge.sdk.events import MODULE_COMMAND, MODULE_COMMAND_RESULT, Event, make_event
 from edge.sdk.ratelimit import TokenBucket
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.api_harness import ApiGateway, api_with_simulator
-from tests.helpers import MosquittoProcess, until
+from tests.helpers import MosquittoProcess, MqttRecorder, until
 
-ACME_LIMITS = "{ ingest_rate = 5, ingest_burst = 1, api_rate = 1, api_burst = 2, ws_clients = 1 }"
+ACME_LIMITS = (
+    "{ ingest_rate = 5, ingest_burst = 1, api_rate = 1, api_burst = 2, ws_clients = 1, command_rate = 0.2 }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -
         devices=2,  # inv-01 of acme, inv-02 of globex
         poll_interval=0.1,
         tenant_limits={"acme": ACME_LIMITS},
-        more_config="\n[limits]\napi_rate = 200\n",  # the default every tenant without its own has
+        # the default every tenant without its own has; a module to send commands to
+        more_config='\n[limits]\napi_rate = 200\n[[modules]]\nname = "solar"\n',
     )
 
 
@@ -106,6 +110,29 @@ def test_a_tenant_at_its_stream_limit_has_the_next_stream_closed_with_the_reason
         with connect(f"{api.ws_url}?access_token={api.token('globex')}"):  # another tenant: not refused
             api.wait_for(lambda: feed.clients(["globex"]) == 1, what="globex's stream subscribed")
     assert api.gateway.stats.quotas["acme"]["ws_clients"].acted == 1
+
+
+def test_module_commands_over_the_rate_are_answered_with_the_reason_but_not_stored(api: ApiGateway) -> None:
+    topic = "edge/acme/cmd/module/solar/status"
+    recorder = MqttRecorder(api.gateway.config.bus.port, f"{topic}/result")
+    try:
+        for n in range(3):  # a burst of one command, then one every 5 s: the 2nd and 3rd are over the rate
+            recorder.publish(topic, orjson.dumps({"args": {}, "id": f"q{n}"}))
+        answers = recorder.wait_for(lambda got: len(got) >= 2)
+    finally:
+        recorder.close()
+    refused = [orjson.loads(payload) for _, payload, _ in answers]
+    assert {a["request_id"] for a in refused} == {"q1", "q2"}
+    assert all("over its module command limit (0.2/s" in a["reason"] for a in refused)
+    assert api.gateway.stats.quotas["acme"]["commands"].acted == 2
+
+    async def stored() -> list[str]:
+        with tenant_scope(api.gateway.tenants["acme"]):
+            rows = await api.gateway.outbox.read_after(0, 100_000, [MODULE_COMMAND, MODULE_COMMAND_RESULT])
+        return [orjson.loads(r.body)["data"]["request_id"] for r in rows]
+
+    api.wait_for(lambda: "q0" in api.loop.run(stored()), what="the accepted command stored")
+    assert not {"q1", "q2"} & set(api.loop.run(stored()))  # a flood of refusals is not a flood of events
 
 
 # ---- the limits themselves, without a gateway --------------------------------------------------------------
