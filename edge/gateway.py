@@ -175,6 +175,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
+            share=self.quotas,
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)

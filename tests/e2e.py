@@ -22,6 +22,7 @@ def write_config(
     tenant_limits: dict[str, str] | None = None,
     endpoints: list[tuple[int, int]] | None = None,
     profile: str = "sunspec-inverter",
+    point_min_interval: float = 0.0,
 ) -> Path:
     """`poll_intervals`: per tenant, overriding `poll_interval`; `tenant_limits`: per tenant, the inline TOML
     table of its `limits` (e.g. "{ ingest_rate = 10 }"); `endpoints`: (port, unit id) of each device when
@@ -34,7 +35,7 @@ def write_config(
         "[bus]",
         f'mode = "{mode}"',
         f"port = {mqtt_port}",
-        "point_min_interval = 0.0",
+        f"point_min_interval = {point_min_interval}",
         f'topic_prefix = "{prefix}"',
         "[storage]",
         "commit_interval_ms = 5",

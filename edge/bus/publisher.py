@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -36,6 +36,14 @@ MQTT_CONSUMER = "mqtt"
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
 
 Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
+
+
+class PointShare(Protocol):
+    """The tenant's MQTT limit as retained point updates use it (edge.ops.quotas.Quotas): checked before a
+    device's updates go out, charged with what went."""
+
+    def point_updates_due(self, tenant: str) -> bool: ...
+    def point_updates_sent(self, tenant: str, updates: int) -> None: ...
 
 
 class OutboxPublisher:
@@ -113,10 +121,12 @@ class LastValuePublisher:
         qos: int = 1,
         min_interval: float = 1.0,
         refresh: float = 60.0,
+        share: PointShare | None = None,
     ) -> None:
         self._bus = bus
         self._topics = topics
         self._stats = stats
+        self._share = share
         self._qos = qos
         self._min_interval = min_interval
         self._refresh = max(refresh, min_interval)
@@ -183,8 +193,15 @@ class LastValuePublisher:
         for count, ((tenant, site, device), events) in enumerate(latest.items()):
             if count % 16 == 15:
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
-            if not await self._flush_device(tenant, site, device, events, now):
-                key = (tenant, site, device)
+            key = (tenant, site, device)
+            if self._share is not None and not self._share.point_updates_due(tenant):
+                self._latest[key] = events + self._latest.get(key, [])  # over its MQTT rate: coalesced, later
+                continue
+            sent = self._stats.point_updates_published
+            connected = await self._flush_device(tenant, site, device, events, now)
+            if self._share is not None:
+                self._share.point_updates_sent(tenant, self._stats.point_updates_published - sent)
+            if not connected:
                 self._latest[key] = events + self._latest.get(key, [])  # newer ones stay last
                 return
 

@@ -6,7 +6,7 @@ tenant in `[[tenants]] limits` (`GatewayConfig.tenant_limits`), and acts by its 
 | limit | counted where | over the limit |
 |---|---|---|
 | `ingest` (events/s) | each poll or pushed change of the tenant's devices, before the device is read | slowed: the tenant's pollers wait (the devices are read less often), nothing read is dropped |
-| `mqtt` (events/s) | each batch the MQTT publisher sends for the tenant | slowed: the events wait in the outbox (durable) and go out later |
+| `mqtt` (messages/s) | each batch of events the MQTT publisher sends, and each retained point update | slowed: the events wait in the outbox (durable) and go out later; point updates coalesce (the newest value goes out later) |
 | `module_time` (s/s) | in-process handler time the tenant's events cost | slowed: that tenant's deliveries to modules wait until the time is paid back |
 | `webhooks` (deliveries/s) | each delivery attempt of any of the tenant's subscriptions | slowed: the deliveries wait, the events stay in the outbox |
 | `api` (requests/s) | each authenticated REST request acting for the tenant | refused: 429 with Retry-After |
@@ -39,7 +39,7 @@ LOG_EVERY = 60.0  # seconds between two log lines about the same tenant and limi
 
 _WHAT = {
     "ingest": "its devices' polls are slowed",
-    "mqtt": "its MQTT publishing waits (events stay in the outbox)",
+    "mqtt": "its MQTT publishing waits (events stay in the outbox, point updates coalesce)",
     "module_time": "its module deliveries wait",
     "webhooks": "its webhook deliveries wait (events stay in the outbox)",
     "api": "REST requests refused with 429",
@@ -92,6 +92,23 @@ class Quotas:
     async def publish(self, tenant: str, events: int) -> None:
         """Before the MQTT publisher sends a batch of `tenant`'s events."""
         await self._wait(tenant, "mqtt", events)
+
+    def point_updates_due(self, tenant: str) -> bool:
+        """Whether `tenant`'s retained point updates may go out now: not while its MQTT rate is in debt (they
+        are state, not history: held back, they coalesce, and the newest value goes out later)."""
+        own = self._tenants.get(tenant)
+        if own is None or not own.mqtt.in_debt:
+            return True
+        counter = self._stats.quota(tenant, "mqtt")
+        counter.act(1)
+        self._note(tenant, "mqtt", counter)
+        return False
+
+    def point_updates_sent(self, tenant: str, updates: int) -> None:
+        """Retained point updates of `tenant` that went out: they count against its MQTT rate."""
+        own = self._tenants.get(tenant)
+        if own is not None and updates:
+            own.mqtt.charge(updates)
 
     async def webhook(self, tenant: str) -> None:
         """Before one webhook delivery attempt of `tenant`."""

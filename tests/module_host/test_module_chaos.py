@@ -4,7 +4,8 @@ deadlock a handler, freeze their process, or crash at every start, beside a modu
 What must hold each time: the kernel goes on (an in-process neighbour gets every event of both tenants,
 once), the bad module is ended for the stated reason and restarted with backoff (or its circuit opens), and
 every event still reaches a restarted module (by sequence: at least once, nothing missed). Single kills, the
-fast memory bomb and the CPU spinner are in test_sidecar.py.
+fast memory bomb and the CPU spinner are in test_sidecar.py. The longer runs (repeated kills, the leak, the
+frozen process) are marked slow.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def _progress(k: Kernel, minimum: int) -> Callable[[], Awaitable[bool]]:
     return echoed
 
 
+@pytest.mark.slow
 async def test_a_module_killed_again_and_again_under_load_misses_nothing(kernel: Kernel) -> None:
     total, kills = 1500, 4
     neighbour = await _neighbour(kernel)
@@ -93,6 +95,7 @@ async def test_a_module_killed_again_and_again_under_load_misses_nothing(kernel:
     )
 
 
+@pytest.mark.slow
 async def test_a_module_that_leaks_is_ended_at_its_memory_limit_and_restarted_and_misses_nothing(
     kernel: Kernel,
 ) -> None:
@@ -117,7 +120,9 @@ async def test_a_module_that_leaks_is_ended_at_its_memory_limit_and_restarted_an
     ("factory", "reason"),
     [
         ("Deadlock", "no health report"),  # the runner's handler watchdog falls silent (handler_timeout)
-        ("Freeze", "no health report"),  # the whole process hangs: no report at all
+        pytest.param(  # the whole process hangs: no report at all
+            "Freeze", "no health report", marks=pytest.mark.slow
+        ),
     ],
 )
 async def test_a_module_whose_handler_hangs_is_ended_by_its_health_timeout_and_misses_nothing(

@@ -164,6 +164,19 @@ async def test_commands_are_refused_with_the_reason_and_handler_time_is_waited_o
     assert samples[("edge_tenant_limit", "acme", "commands")] == 2.0
 
 
+async def test_retained_point_updates_count_against_the_mqtt_rate_and_hold_back_when_over_it() -> None:
+    stats = GatewayStats()
+    quotas = Quotas({"acme": TenantLimits(mqtt_rate=100), "globex": TenantLimits()}, stats)
+    assert quotas.point_updates_due("acme")
+    quotas.point_updates_sent("acme", 250)  # a burst of updates: 150 over the bucket of 100
+    assert not quotas.point_updates_due("acme") and quotas.point_updates_due("globex")
+    assert stats.quotas["acme"]["mqtt"].acted == 1
+    started = time.monotonic()
+    await quotas.publish("acme", 10)  # its events wait for the debt too: one MQTT rate for both
+    assert time.monotonic() - started > 1.0
+    assert quotas.point_updates_due("acme")
+
+
 async def test_a_token_bucket_refuses_or_charges_without_waiting() -> None:
     bucket = TokenBucket(rate=10, burst=2)
     assert bucket.try_take() == 0.0 and bucket.try_take() == 0.0

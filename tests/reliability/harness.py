@@ -584,7 +584,8 @@ class Rig:
         if self.banks is not None:
             (self.tmp / "bank.toml").write_text(bank_profile(self.banks.registers))
             endpoints = [(b.port, unit) for b in self.bank_processes for unit in range(1, b.devices + 1)]
-            fleet = {"endpoints": endpoints, "profile": "bank.toml"}
+            # a site's retained point topics: each point at most once a second, as configured by default
+            fleet = {"endpoints": endpoints, "profile": "bank.toml", "point_min_interval": 1.0}
         config = write_config(
             self.tmp / "edge.toml",
             mqtt_port=self.mqtt_port,
