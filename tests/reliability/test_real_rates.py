@@ -96,8 +96,13 @@ async def test_t24_isolated_uplink_killed_at_5000_events_per_s_loses_nothing_ack
 
         def uplink_pid() -> int | None:
             for child in gateway.children():
-                if "edge.sdk.runner" in " ".join(child.cmdline()):
-                    return child.pid
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE and "edge.sdk.runner" in " ".join(
+                        child.cmdline()
+                    ):
+                        return child.pid
+                except psutil.Error:  # gone or reaped meanwhile
+                    continue
             return None
 
         await until(lambda: uplink_pid() is not None and rig.cloud.unique() > 0, 60, "the uplink uploads")
