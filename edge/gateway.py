@@ -31,8 +31,10 @@ from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
 from edge.config import LoadedConfig
+from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
-from edge.devices.polling import DevicePoller
+from edge.devices.fleet import DeviceChanges, LiveDevices
+from edge.devices.polling import DevicePoller, StatusListener
 from edge.module_host.commands import ModuleCommands
 from edge.module_host.control import ModuleControl
 from edge.module_host.host import ModuleHost
@@ -40,17 +42,25 @@ from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.quotas import Quotas
-from edge.ops.stats import GatewayStats
+from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
 from edge.plugins import PluginRegistry
+from edge.sdk.drivers import DeviceSpec
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
+
+def enabled_devices(loaded: LoadedConfig) -> list[DeviceSpec]:
+    disabled = {d.name for d in loaded.config.devices if not d.enabled}
+    return [spec for spec in loaded.devices if spec.name not in disabled]
+
+
 if TYPE_CHECKING:
     from edge.api import ApiServer
+    from edge.downlink import Downlink
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,10 @@ class Gateway:
             reconnect_max=5.0,  # a local broker: come back within seconds of it
         )
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
+        self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        self._on_status: StatusListener | None = None
+        self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
+        self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
         self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir, quotas=self.quotas)
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -146,7 +160,11 @@ class Gateway:
             bus=self.bus,
             modules=self.modules,
             status=self._status.snapshot,
+            outboxes=self._status.tenant_outboxes,
             set_entitlements=self.set_entitlements,
+            submit_module_command=self.submit_module_command,
+            registry=self.registry,
+            start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
             limits=self.quotas,
@@ -175,6 +193,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
+            per_device=self.config.bus.point_topic_mode == "device",
             share=self.quotas,
         )
         if self.config.bus.point_topics:
@@ -189,21 +208,9 @@ class Gateway:
             pace=self.quotas.publish,
         )
         sequences = await self.outbox.last_sequences()
-        disabled = {d.name for d in self.config.devices if not d.enabled}
-        for spec in self.loaded.devices:
-            if spec.name in disabled:
-                continue
-            poller = DevicePoller(
-                spec,
-                self.registry.driver(spec.driver),
-                self.tenants[spec.tenant],
-                self.outbox,
-                gateway_id=self.config.gateway.id,
-                last_sequence=sequences.get((spec.tenant, spec.name), 0),
-                stats=self.stats.device(spec.name),
-                on_status=last_values.on_status,
-                pace=functools.partial(self.quotas.ingest, spec.tenant),
-            )
+        self._on_status = last_values.on_status
+        for spec in enabled_devices(self.loaded):
+            poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
             self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
             self.bus,
@@ -228,6 +235,9 @@ class Gateway:
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write
+        self.history.record(self.loaded.path.read_text(), source="start")
+        if any(t.cloud is not None for t in self.config.tenants):
+            await self._start_downlink(commands)
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
@@ -311,14 +321,90 @@ class Gateway:
             reconnect_max=5.0,
         )
 
+    async def _start_downlink(self, commands: CommandHandler) -> None:
+        from edge.downlink import Downlink, DownlinkServices
+        from edge.downlink.commands import CommandServices
+        from edge.downlink.deploy import DeployServices
+
+        module_commands = self.module_commands
+        assert module_commands is not None
+        services = DownlinkServices(
+            commands=CommandServices(commands.write, module_commands.submit),
+            deploy=DeployServices(
+                path=self.loaded.path,
+                registry=self.registry,
+                history=self.history,
+                reconfigure=self.reconfigure,
+                down=self.devices.down,
+                timeout=self.config.cloud.deploy_timeout,
+            ),
+            set_entitlements=self.set_entitlements,
+            append=self.outbox.append_durable,
+            tenant=self.tenants.__getitem__,
+        )
+        self.downlink = Downlink(self.loaded, services, self.history)
+        self.module_control.platform_decides.update(self.downlink.platform_entitled)
+        self.module_control.on_module_start.append(self.downlink.entitlements.module_loaded)
+        await self.downlink.start()  # the last entitlement answers apply before any module starts
+        for run, name in self.downlink.tasks():
+            self._tasks.spawn(run, name)
+
+    def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
+        self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown
+        return DevicePoller(
+            spec,
+            self.registry.driver(spec.driver),
+            self.tenants[spec.tenant],
+            self.outbox,
+            gateway_id=self.config.gateway.id,
+            last_sequence=last_sequence,
+            stats=self.stats.devices[spec.name],
+            on_status=self._on_status,
+            pace=functools.partial(self.quotas.ingest, spec.tenant),
+        )
+
+    async def _start_device(self, spec: DeviceSpec) -> DevicePoller:
+        sequences = await self.outbox.last_sequences()  # a device that comes back resumes its sequence
+        poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+        self._tasks.spawn(poller.run, f"poll-{spec.name}")
+        return poller
+
+    async def _stop_device(self, poller: DevicePoller) -> None:
+        poller.request_stop()
+        await self._tasks.cancel_one(f"poll-{poller.spec.name}")
+
+    async def reconfigure(self, loaded: LoadedConfig) -> DeviceChanges:
+        """Run on a new, already validated configuration: devices added, changed and removed live, and each
+        tenant's entitlements as the file says (except tenants whose platform decides them). Other sections
+        (bus, storage, api, modules) take effect at the next start."""
+        self.loaded, self.config = loaded, loaded.config
+        if self.api is not None:
+            self.api.config_changed(loaded)
+        changes = await self.devices.apply(enabled_devices(loaded))
+        for tenant in loaded.config.tenants:
+            if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
+                await self.tenants.set_entitlements(tenant.id, tenant.entitlements)
+        return changes
+
+    async def start_new_devices(self, loaded: LoadedConfig) -> list[str]:
+        """After `edge device add` or the console's commissioning re-read the file: its devices made the running
+        ones (added, changed and removed live); returns the names of those added."""
+        changes = await self.reconfigure(loaded)
+        return list(changes.added)
+
     async def submit_module_command(
-        self, tenant: str, module: str, action: str, args: dict[str, Any] | None = None
+        self,
+        tenant: str,
+        module: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Queue a command for a module on behalf of a tenant (the REST API's entry); returns the request id
         to match the module's `org.edgegw.module.command.result` event. Raises ModuleCommandRejected."""
         if self.module_commands is None:
             raise RuntimeError("the gateway is not started")
-        return await self.module_commands.submit(tenant, module, action, args)
+        return await self.module_commands.submit(tenant, module, action, args, request_id)
 
     async def _module_write(self, module: str, site: str, device: str, point: str, value: Any) -> None:
         if self.commands is None:
@@ -338,6 +424,9 @@ class Gateway:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._status.published(), 2.0)
         await self._tasks.cancel()
+        if self.downlink is not None:
+            await self.downlink.close()
+        self.history.close()
         if self.webhooks is not None:
             self.webhooks.close()
         await self.outbox.close()

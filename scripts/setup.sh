@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway and its tests need on a Debian/Ubuntu machine:
-# Mosquitto (the local bus), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
+# Mosquitto (the local bus), chromium and its driver (the console's browser tests), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
 # with this package and its development tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)  # clock-step tests (docs/reliability.md)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser tests (tests/console)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)  # Selenium drives chromium through Debian's driver
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq

@@ -45,6 +45,8 @@ from typing import Any
 import h11
 import orjson
 
+from simulators.cloud_platform import RESULT_TYPE, Platform, Scenario, public_pem
+
 MAX_BODY = 32 << 20  # bytes on the wire
 MAX_INFLATED = 128 << 20
 SIGNATURE_WINDOW = 300.0  # seconds either side of our clock
@@ -155,6 +157,8 @@ class CloudSimulator:
         self._connections: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._down_task: asyncio.Task[None] | None = None
+        # the platform side (commands, deployments, entitlements, signing keys): simulators/cloud_platform.py
+        self.platform = Platform([c.tenant for c in self.clients.values()], seed=seed)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class CloudSimulator:
             self._server.close()
             for writer in list(self._connections):
                 _reset(writer)
+            self.platform.wake_all()
             await self._server.wait_closed()
             self._server = None
         if self._handlers:  # connection handlers end once their sockets are gone
@@ -309,9 +314,50 @@ class CloudSimulator:
             return _json(200, self.latency(tenant, since))
         if method == "POST" and path == "/_sim/faults":
             return await self._set_faults(body)
+        if path.startswith(("/v1/downlink/", "/v1/entitlements/", "/_sim/platform/")):
+            return await self._platform(method, head.target.decode(), headers, body)
         if method == "GET" and path == "/healthz":
             return _json(200, {"ok": True})
         return _json(404, {"error": "not found"})
+
+    async def _platform(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        path, _, query_text = target.partition("?")
+        query = dict(urllib.parse.parse_qsl(query_text))
+        parts = path.strip("/").split("/")
+        tenant = parts[2] if len(parts) > 2 else ""
+        if tenant not in self.platform.tenants:
+            return _json(404, {"error": f"unknown tenant {tenant!r}"})
+        if parts[0] == "_sim":
+            if len(parts) == 4 and parts[3] == "key":
+                return (
+                    200,
+                    [(b"content-type", b"application/x-pem-file")],
+                    public_pem(self.platform.tenants[tenant].key),
+                )
+            if len(parts) == 4 and parts[3] == "results":
+                return _json(200, {"results": self.platform.tenants[tenant].results})
+            try:
+                spec = orjson.loads(body or b"{}")
+                return _json(*self.platform.control(tenant, parts[3] if len(parts) == 4 else "", spec))
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                return _json(400, {"error": str(exc)})
+        auth = headers.get("authorization", "")
+        token = self._tokens.get(auth[7:]) if auth.lower().startswith("bearer ") else None
+        if token is None or token[1] < time.time():
+            return _json(
+                401, {"error": "invalid_token"}, [(b"www-authenticate", b'Bearer error="invalid_token"')]
+            )
+        if self.clients[token[0]].tenant != tenant:
+            self.cross_tenant += 1
+            return _json(403, {"error": "another tenant's downlink"})
+        if method == "GET" and parts[1] == "entitlements":
+            return _json(*self.platform.entitlement_answer(tenant, query.get("gateway", "")))
+        if method == "GET" and parts[1] == "downlink":
+            status, answer = await self.platform.downlink(tenant, query)
+            return (204, [], b"") if answer is None else _json(status, answer)
+        return _json(405, {"error": "method not allowed"})
 
     def _token(self, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         form = dict(urllib.parse.parse_qsl(body.decode("latin1")))
@@ -456,6 +502,8 @@ class CloudSimulator:
             new += 1
             seq = int(event["sequence"]) if isinstance(event.get("sequence"), str) else None
             record.events.append((event["source"], event["id"], seq, event["type"]))
+            if event["type"] == RESULT_TYPE and isinstance(event.get("data"), dict):
+                self.platform.received_result(tenant, event["data"])
             record.arrived[event["id"]] = now
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 record.latencies.append((now, now - datetime.fromisoformat(event["time"]).timestamp()))
@@ -593,8 +641,10 @@ async def main(
     host: str = "127.0.0.1",
     token_ttl: float = 300.0,
     sink: bool = False,
+    scenario: Scenario | None = None,
 ) -> None:
-    """Serve until cancelled, with `Credentials.demo(tenant)` for each tenant (printed at start)."""
+    """Serve until cancelled, with `Credentials.demo(tenant)` for each tenant (printed at start); with a
+    `scenario`, the platform sends its command and deployment and reports their results on stderr."""
     creds = [Credentials.demo(t) for t in tenants]
     sim = CloudSimulator(creds, port=port, host=host, token_ttl=token_ttl, sink=sink)
     await sim.start()
@@ -605,10 +655,36 @@ async def main(
             f" hmac_key={c.hmac_key.decode()} key_id={c.key_id}",
             flush=True,
         )
+    if scenario is not None:
+        sim.platform.on_result = _print_result
+        asyncio.get_running_loop().call_later(scenario.after, _play, sim.platform, scenario)
     try:
         await asyncio.Event().wait()
     finally:
         await sim.stop()
+
+
+def _play(platform: Platform, scenario: Scenario) -> None:
+    for kind, body in scenario.messages():
+        jti = platform.send(scenario.tenant, scenario.gateway, kind, body)
+        shown = body.get("version") or f"{body.get('device')}.{body.get('point')} = {body.get('value')}"
+        print(
+            f"platform: sent {kind} {shown} to {scenario.gateway} for {scenario.tenant} (id {jti[:8]})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _print_result(tenant: str, data: dict[str, Any]) -> None:
+    reason = f": {data['reason']}" if data.get("reason") else ""
+    detail = data.get("detail") or {}
+    extra = f" {detail}" if detail and data.get("kind") == "deployment" else ""
+    print(
+        f"platform: result for {tenant} (id {str(data.get('id'))[:8]}): {data.get('kind')} {data.get('target')}"
+        f" -> {data.get('status')}{reason}{extra}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _cli(argv: Sequence[str] | None = None) -> None:
@@ -620,11 +696,20 @@ def _cli(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--sink", action="store_true", help="count batches without parsing events (benchmarks)"
     )
+    parser.add_argument("--scenario", help="JSON of a platform scenario (edge demo): see Scenario")
     args = parser.parse_args(argv)
     tenants = [t for t in args.tenants.split(",") if t]
+    scenario = Scenario(**orjson.loads(args.scenario)) if args.scenario else None
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            main(port=args.port, tenants=tenants, host=args.host, token_ttl=args.token_ttl, sink=args.sink)
+            main(
+                port=args.port,
+                tenants=tenants,
+                host=args.host,
+                token_ttl=args.token_ttl,
+                sink=args.sink,
+                scenario=scenario,
+            )
         )
 
 

@@ -8,7 +8,12 @@ it signs RS256 access tokens whose claims carry the tenant and role the API maps
                                              previous one until it is dropped)
     POST /token                              grant_type=client_credentials (HTTP Basic or form); client
                                              `<tenant>-<role>` with secret `<client>-secret`, or `admin`
-                                             (every tenant, role admin); optional `audience`
+                                             (every tenant, role admin); optional `audience`;
+                                             grant_type=authorization_code for a public client: the code from
+                                             /authorize, the same redirect_uri and the PKCE code_verifier (S256)
+    GET  /authorize                          the sign-in page of an authorization request (response_type=code,
+                                             S256 code_challenge required): pick an identity (tenant and role)
+    POST /authorize                          the page's answer: redirects to redirect_uri with code and state
     POST /_sim/rotate                        {"drop_old": bool}: a new signing key; old tokens fail once dropped
     POST /_sim/token                         mint any claims for tests: {"tenant", "role", "ttl", "nbf_in",
                                              "aud", "iss", "sub", "kid", "extra"}
@@ -24,6 +29,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
+import html
 import secrets
 import socket
 import time
@@ -38,7 +45,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 ROLES = ("viewer", "operator", "admin")
@@ -74,6 +81,7 @@ class OidcIssuer:
         if not self.keys:
             self.keys.append(_new_key())
         self.clients = {"admin": Client("admin", "admin-secret", None, "admin")}
+        self.codes: dict[str, _Grant] = {}  # authorization codes, used once
         for tenant in self.tenants:
             for role in ROLES:
                 client_id = f"{tenant}-{role}"
@@ -130,6 +138,7 @@ class OidcIssuer:
                 Route("/.well-known/openid-configuration", self._discovery),
                 Route("/jwks", self._jwks),
                 Route("/token", self._token, methods=["POST"]),
+                Route("/authorize", self._authorize, methods=["GET", "POST"]),
                 Route("/_sim/rotate", self._rotate, methods=["POST"]),
                 Route("/_sim/token", self._sim_token, methods=["POST"]),
                 Route("/_sim/outage", self._outage, methods=["POST"]),
@@ -146,10 +155,16 @@ class OidcIssuer:
                 "issuer": self.issuer,
                 "jwks_uri": f"{self.issuer}/jwks",
                 "token_endpoint": f"{self.issuer}/token",
-                "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "authorization_endpoint": f"{self.issuer}/authorize",
+                "grant_types_supported": ["client_credentials", "authorization_code"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                    "none",
+                ],
+                "code_challenge_methods_supported": ["S256"],
                 "id_token_signing_alg_values_supported": ["RS256"],
-                "response_types_supported": ["token"],
+                "response_types_supported": ["token", "code"],
                 "subject_types_supported": ["public"],
             }
         )
@@ -167,6 +182,8 @@ class OidcIssuer:
         client_id, secret = _basic(request.headers.get("authorization"))
         client_id = client_id or str(form.get("client_id") or "")
         secret = secret or str(form.get("client_secret") or "")
+        if form.get("grant_type") == "authorization_code":
+            return self._exchange_code(form)
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         client = self.clients.get(client_id)
@@ -174,6 +191,68 @@ class OidcIssuer:
             return JSONResponse({"error": "invalid_client"}, 401, headers={"WWW-Authenticate": "Basic"})
         audience = str(form.get("audience") or self.audience)
         token = self.mint(tenant=client.tenant, role=client.role, subject=client.client_id, aud=audience)
+        return JSONResponse(
+            {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)}
+        )
+
+    async def _authorize(self, request: Request) -> Response:
+        if request.method == "GET":
+            query = dict(request.query_params)
+            problem = _authorization_problem(query)
+            if problem:
+                return JSONResponse({"error": "invalid_request", "error_description": problem}, 400)
+            return HTMLResponse(self._sign_in_page(query))
+        form = {
+            k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode(errors="replace")).items()
+        }
+        if any(not form.get(k) for k in ("client_id", "redirect_uri", "code_challenge")):
+            return JSONResponse({"error": "invalid_request"}, 400)
+        tenant, _, role = form.get("identity", "").partition(":")
+        if role not in ROLES or (tenant and tenant not in self.tenants):
+            return JSONResponse({"error": "access_denied"}, 400)
+        code = secrets.token_urlsafe(24)
+        self.codes[code] = _Grant(
+            form["client_id"], form["redirect_uri"], form["code_challenge"], tenant or None, role,
+            form.get("subject") or f"user-{tenant or 'all'}-{role}", time.monotonic() + _CODE_TTL,
+        )  # fmt: skip
+        answer = urllib.parse.urlencode({"code": code, "state": form.get("state", "")})
+        return RedirectResponse(f"{form['redirect_uri']}?{answer}", 303)
+
+    def _sign_in_page(self, query: dict[str, str]) -> str:
+        hidden = "".join(
+            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(query.get(k, ""))}">'
+            for k in ("client_id", "redirect_uri", "code_challenge", "state")
+        )
+        options = (
+            "".join(
+                f'<option value="{t}:{r}">{t} {r}</option>'
+                for t in self.tenants
+                for r in ROLES
+                if r != "admin"
+            )
+            + '<option value=":admin">admin (every tenant)</option>'
+        )
+        return (
+            "<!doctype html><title>Test issuer sign-in</title><h1>Test issuer</h1>"
+            f'<form method="post" action="{html.escape(self.issuer)}/authorize">{hidden}'
+            f'<label>Identity <select name="identity" id="identity">{options}</select></label>'
+            '<label>Name <input name="subject" id="subject"></label>'
+            '<button type="submit" id="approve">Sign in</button></form>'
+        )
+
+    def _exchange_code(self, form: dict[str, str]) -> JSONResponse:
+        grant = self.codes.pop(str(form.get("code")), None)
+        verifier = str(form.get("code_verifier") or "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if (
+            grant is None
+            or grant.expires < time.monotonic()
+            or grant.client_id != form.get("client_id")
+            or grant.redirect_uri != form.get("redirect_uri")
+            or not secrets.compare_digest(grant.code_challenge, challenge)
+        ):
+            return JSONResponse({"error": "invalid_grant"}, 400)
+        token = self.mint(tenant=grant.tenant, role=grant.role, subject=grant.subject)
         return JSONResponse(
             {"access_token": token, "token_type": "Bearer", "expires_in": int(self.token_ttl)}
         )
@@ -197,6 +276,30 @@ class OidcIssuer:
         return JSONResponse(
             {"discovery": s.discovery, "jwks": s.jwks, "tokens": s.tokens, "keys": len(self.keys)}
         )
+
+
+_CODE_TTL = 60.0  # seconds an authorization code stays valid
+
+
+@dataclass(frozen=True)
+class _Grant:
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    tenant: str | None
+    role: str
+    subject: str
+    expires: float
+
+
+def _authorization_problem(query: dict[str, str]) -> str | None:
+    if query.get("response_type") != "code":
+        return "response_type must be code"
+    if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+        return "PKCE with code_challenge_method=S256 is required"
+    if not query.get("client_id") or not query.get("redirect_uri", "").startswith(("http://", "https://")):
+        return "client_id and an http(s) redirect_uri are required"
+    return None
 
 
 def _new_key() -> RSAKey:

@@ -8,6 +8,7 @@ append events (`inject`) when a test needs more traffic than the devices produce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -79,6 +80,18 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+def issuer_on_a_thread(tenants: tuple[str, ...] = ("acme", "globex")) -> Iterator[OidcIssuer]:
+    """The test OIDC issuer on its own loop thread while the generator runs (the body of a fixture that
+    serves a gateway in another process)."""
+    loop = LoopThread()
+    serving = running(0, tenants)
+    try:
+        yield loop.run(serving.__aenter__())
+    finally:
+        loop.run(serving.__aexit__(None, None, None))
+        loop.close()
 
 
 @dataclass
@@ -181,3 +194,65 @@ def api_with_simulator(
         yield from api_gateway(tmp_path, mqtt_port, sim.port, devices=devices, **options)
     finally:
         sim.stop()
+
+
+@dataclass
+class LocalGateway:
+    """A gateway whose API has no token issuer: callers sign in with local accounts."""
+
+    loop: LoopThread
+    gateway: Gateway
+    base_url: str
+    config: Path
+
+    def client(self, **options: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=15.0, **options)
+
+    @contextlib.contextmanager
+    def sign_in(self, name: str, password: str, **options: Any) -> Iterator[tuple[httpx.Client, str]]:
+        """A client holding a session of `name`, and the session's CSRF token."""
+        with self.client(**options) as http:
+            answer = http.post("/v1/session", json={"username": name, "password": password})
+            assert answer.status_code == 200, answer.text
+            yield http, str(answer.json()["csrf_token"])
+
+
+def local_gateway(
+    tmp_path: Path,
+    mqtt_port: int,
+    modbus_port: int,
+    accounts: tuple[tuple[str, str, str, str | None], ...],
+    devices: int = 4,
+    api_settings: str = "",
+    more_config: str = "",
+    entitlements: tuple[str, ...] = ("solar",),
+) -> Iterator[LocalGateway]:
+    """A gateway with `[api]` and no issuer, with `accounts` (name, password, role, tenant) in its data dir."""
+    from edge.api.accounts import AccountStore, accounts_path
+
+    loop = LoopThread()
+    path = write_config(
+        tmp_path / "edge.toml",
+        mqtt_port=mqtt_port,
+        modbus_port=modbus_port,
+        devices=devices,
+        entitlements=entitlements,
+    )
+    with path.open("a") as f:
+        f.write(f'\n[api]\nenabled = true\nhost = "127.0.0.1"\nport = 0\n{api_settings}\n{more_config}')
+    loaded, registry = load(path)
+    store = AccountStore(accounts_path(loaded.data_dir))
+    for name, password, role, tenant in accounts:
+        store.add(name, password, role, tenant)
+
+    async def make() -> Gateway:  # built on the gateway's loop, as in its process
+        return Gateway(loaded, registry)
+
+    gateway = loop.run(make())
+    try:
+        loop.run(gateway.start())
+        assert gateway.api is not None
+        yield LocalGateway(loop, gateway, gateway.api.url, path)
+    finally:
+        loop.run(gateway.stop())
+        loop.close()

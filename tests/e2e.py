@@ -23,6 +23,7 @@ def write_config(
     endpoints: list[tuple[int, int]] | None = None,
     profile: str = "sunspec-inverter",
     point_min_interval: float = 0.0,
+    entitlements: tuple[str, ...] = ("solar",),
 ) -> Path:
     """`poll_intervals`: per tenant, overriding `poll_interval`; `tenant_limits`: per tenant, the inline TOML
     table of its `limits` (e.g. "{ ingest_rate = 10 }"); `endpoints`: (port, unit id) of each device when
@@ -41,7 +42,8 @@ def write_config(
         "commit_interval_ms = 5",
     ]
     for tenant in tenants:
-        lines += ["[[tenants]]", f'id = "{tenant}"', 'entitlements = ["solar"]']
+        flags = ", ".join(f'"{flag}"' for flag in entitlements)
+        lines += ["[[tenants]]", f'id = "{tenant}"', f"entitlements = [{flags}]"]
         if tenant_limits and tenant in tenant_limits:
             lines.append(f"limits = {tenant_limits[tenant]}")
     lines += ["[[sites]]", 'id = "roof"']

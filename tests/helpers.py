@@ -192,6 +192,28 @@ class MqttRecorder:
         self._client.disconnect()
 
 
+def mqtt_connack(port: int, username: str | None = None, password: str | None = None) -> int:
+    """The broker's CONNACK reason code for this login, as a paho client sees it (0: accepted; -1: nothing
+    listening yet, or no answer within 5 s)."""
+    import paho.mqtt.client as mqtt
+
+    codes: list[int] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"login-{free_port()}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: codes.append(int(rc.value))
+    try:
+        client.connect("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return -1
+    for _ in range(50):  # bounded: 50 turns of at most 0.1 s
+        client.loop(0.1)
+        if codes:
+            break
+    client.disconnect()
+    return codes[0] if codes else -1
+
+
 class SimulatorProcess:
     """The Modbus inverter simulator as its own process, which a test may kill and start again."""
 
@@ -212,3 +234,10 @@ class SimulatorProcess:
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+    def __enter__(self) -> SimulatorProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -18,20 +18,30 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from edge.api import problems
-from edge.api.auth import OidcVerifier
+from edge.api.accounts import AccountStore, accounts_path
+from edge.api.auth import FailureLimiter, OidcVerifier
+from edge.api.counting import RequestCounts, RequestMetrics
 from edge.api.deps import ApiState
 from edge.api.limits import BodyLimit
 from edge.api.live import LatestValues, LiveFeed
+from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
+from edge.api.sessions import SessionStore
+from edge.config import LoadedConfig
 from edge.config.models import ApiConfig
+from edge.console import ConsoleFiles
 from edge.ops.logs import redact
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import TELEMETRY
@@ -54,15 +64,24 @@ def build_app(state: ApiState | None = None, config: ApiConfig | None = None) ->
         title="Edge gateway API",
         version=API_VERSION,
         description="Devices, points, history, writes, modules, tenants, sync status and live events of one "
-        "gateway. Bearer tokens from the configured OpenID Connect issuer; errors are RFC 9457 problem+json.",
+        "gateway. Bearer tokens from the configured OpenID Connect issuer, or a console session of a local "
+        "account (cookie and X-CSRF-Token); errors are RFC 9457 problem+json.",
     )
     app.state.api = state
+    app.state.api_config = config or ApiConfig()
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/console", ConsoleFiles(), name="console")
+    app.add_api_route("/", _to_console, include_in_schema=False)
     routes = [route for router in ROUTERS for route in router.routes]  # with their full paths
     app.add_middleware(BodyLimit, routes=routes, default=(config or ApiConfig()).max_body)
+    app.add_middleware(RequestMetrics, counts=state.requests if state else RequestCounts())  # outermost
     return app
+
+
+async def _to_console() -> RedirectResponse:
+    return RedirectResponse("/console/")
 
 
 class _Server(uvicorn.Server):
@@ -74,13 +93,26 @@ class _Server(uvicorn.Server):
 
 class ApiServer:
     def __init__(self, services: ApiServices, config: ApiConfig) -> None:
-        assert config.oidc is not None  # ApiConfig refuses an enabled API without an issuer
         self.config = config
         self.latest = LatestValues()
         self.feed = LiveFeed(config.ws_queue)
-        self.verifier = OidcVerifier(config.oidc)
-        self.verifier.limiter.limit = config.max_auth_failures
-        self.state = ApiState(services, self.verifier, self.latest, self.feed)
+        self.verifier = OidcVerifier(config.oidc) if config.oidc else None
+        if self.verifier is not None:
+            self.verifier.limiter.limit = config.max_auth_failures
+        accounts = AccountStore(accounts_path(services.loaded.data_dir))
+        self.tls = tls_files(services.loaded.path, config)
+        self.state = ApiState(
+            services,
+            self.verifier,
+            self.latest,
+            self.feed,
+            SessionStore(accounts, config.session_idle, config.session_max),
+            accounts,
+            FailureLimiter(config.sign_in_failures, config.sign_in_lockout),
+            tls_cert=self.tls.cert if self.tls else None,
+        )
+        if self.verifier is not None and config.oidc and config.oidc.client_id:
+            self.state.oidc_sign_in = OidcSignIn(self.verifier, config.oidc.client_id, config.oidc.scope)
         self.app = build_app(self.state, config)
         self._services = services
         self._socket: socket.socket | None = None
@@ -89,6 +121,11 @@ class ApiServer:
         self._done = asyncio.Event()
         services.outbox.add_commit_listener(self.latest.on_commit)
         services.outbox.add_commit_listener(self.feed.on_commit)
+
+    def config_changed(self, loaded: LoadedConfig) -> None:
+        """The running gateway took a new configuration (a deployment, a device added from the console or the
+        CLI): answer from it, so devices, metrics and commissioning see what is now polled."""
+        self.state.services = replace(self.state.services, loaded=loaded)
 
     @property
     def port(self) -> int:
@@ -99,7 +136,13 @@ class ApiServer:
         """Seed the latest values from the outbox and bind the listening socket."""
         await self._seed()
         self._bind()
-        log.info("API on http://%s:%d (issuer %s)", self.config.host, self.port, self.verifier.config.issuer)
+        signs_in = f"issuer {self.verifier.config.issuer}" if self.verifier else "local accounts"
+        log.info("API on %s (%s)", self.url, signs_in)
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if ":" not in self.config.host else f"[{self.config.host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def _bind(self) -> None:
         host, port = self.config.host, self._port if self._port is not None else self.config.port
@@ -147,6 +190,8 @@ class ApiServer:
             # X-Forwarded-For only from configured proxies (uvicorn trusts loopback unless told otherwise)
             proxy_headers=bool(proxies),
             forwarded_allow_ips=proxies or None,
+            ssl_certfile=self.tls.cert if self.tls else None,
+            ssl_keyfile=self.tls.key if self.tls else None,
         )
         self._server = _Server(config)
         try:
@@ -159,7 +204,8 @@ class ApiServer:
             self._server.should_exit = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), grace)
-        await self.verifier.aclose()
+        if self.verifier is not None:
+            await self.verifier.aclose()
         if self._socket is not None:
             self._socket.close()
 
@@ -174,6 +220,28 @@ class _Redacted(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: str
+    key: str
+
+
+def tls_files(config_path: Path, config: ApiConfig) -> TlsFiles | None:
+    """The certificate and key files of `[api]` (relative to the config file), checked to exist and load."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    cert, key = (
+        (config_path.parent / config.tls_cert).resolve(),
+        (config_path.parent / config.tls_key).resolve(),
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"[api] tls_cert {cert} / tls_key {key}: cannot be used: {exc}") from None
+    return TlsFiles(str(cert), str(key))
 
 
 def _add_filter_once(logger: logging.Logger, log_filter: logging.Filter) -> None:

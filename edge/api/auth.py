@@ -118,9 +118,17 @@ class OidcVerifier:
         self._lock = asyncio.Lock()
         self.fetches = 0
         self.limiter = FailureLimiter()
+        self._meta: dict[str, Any] | None = None  # the discovery document, fetched with the keys
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def metadata(self) -> dict[str, Any]:
+        """The issuer's discovery document (authorization and token endpoints), fetched with its keys."""
+        if self._meta is None:
+            await self._refresh(force=True)
+        assert self._meta is not None
+        return self._meta
 
     async def authenticate(self, token: str | None, client: str = "-") -> Principal:
         """The caller of a request from `client` (its address); raises Problem 401/403/429/503."""
@@ -238,6 +246,7 @@ class OidcVerifier:
         response = await self._client.get(discovery_url)
         response.raise_for_status()
         meta = response.json()
+        self._meta = meta if meta.get("issuer") == self.config.issuer else None
         if meta.get("issuer") != self.config.issuer:
             raise ValueError(
                 f"discovery document names issuer {meta.get('issuer')!r}, not {self.config.issuer!r}"

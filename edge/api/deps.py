@@ -1,33 +1,55 @@
 """The request's context as FastAPI dependencies: the API's state, the caller and the tenant it acts for.
 
-`role(...)` (`Viewer`, `Operator`) authenticates the bearer token and resolves the tenant: the token's own, or for an admin the one
+The caller is a bearer token's (`Authorization` header) or, without that header, a console session's (its
+cookie; a state-changing request must also carry the session's CSRF token, edge.api.sessions). Both give a
+`Principal`, and everything after this point treats them alike.
+`role(...)` (`Viewer`, `Operator`) authenticates the caller and resolves the tenant: the token's own, or for an admin the one
 named by `?tenant=`. A non-admin naming another tenant is refused (403), so no route can be asked for another
 tenant's data. The rest of the request runs inside `tenant_scope(caller.context)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from edge.api.auth import OidcVerifier, Principal, Role, unauthorized
+from edge.api.accounts import AccountStore
+from edge.api.auth import FailureLimiter, OidcVerifier, Principal, Role, unauthorized
+from edge.api.counting import RequestCounts
 from edge.api.live import LatestValues, LiveFeed
+from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.problems import Problem
 from edge.api.services import ApiServices
+from edge.api.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, Session, SessionStore
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 
 @dataclass
 class ApiState:
     services: ApiServices
-    verifier: OidcVerifier
+    verifier: OidcVerifier | None  # None: no issuer configured, callers sign in with local accounts
     latest: LatestValues
     feed: LiveFeed
+    sessions: SessionStore
+    accounts: AccountStore
+    sign_in_limiter: FailureLimiter  # counts per (client address, account name)
+    tls_cert: str | None = None  # the API's HTTPS certificate; the session cookie is Secure with it
+    requests: RequestCounts = field(default_factory=RequestCounts)  # for /metrics
+    # password checks at once (each spends ~64 MiB and a few hundred ms of CPU in a thread): a flood of
+    # sign-ins under many names queues here instead of taking every core
+    hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    oidc_sign_in: OidcSignIn | None = None  # the console's sign-in at the issuer, when it has a client id
+    discoveries: dict[str, Any] = field(default_factory=dict)  # id -> DiscoveryJob (routes.commissioning)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +86,42 @@ _BEARER = HTTPBearer(
 )
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "-"  # behind a trusted proxy: X-Forwarded-For
+
+
+async def authenticate_token(state: ApiState, token: str | None, client: str) -> Principal:
+    if state.verifier is None:
+        raise unauthorized(
+            "this gateway has no token issuer: sign in with a local account (POST /v1/session)"
+        )
+    return await state.verifier.authenticate(token, client)
+
+
+def session_of(state: ApiState, request: Request) -> Session:
+    """The request's console session (Problem 401 without a live one; 403 for a change without its CSRF
+    token)."""
+    session = state.sessions.get(request.cookies.get(SESSION_COOKIE))
+    if request.method not in SAFE_METHODS:
+        state.sessions.check_csrf(session, request.headers.get(CSRF_HEADER))
+    return session
+
+
 async def principal(
     request: Request, state: State, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 ) -> Principal:
-    client = request.client.host if request.client else "-"  # behind a trusted proxy: X-Forwarded-For
+    client = client_address(request)
     header = request.headers.get("authorization")
+    if header is None and SESSION_COOKIE in request.cookies:
+        return session_of(state, request).principal
+    limiter = state.verifier.limiter if state.verifier else state.sign_in_limiter
     try:
         token = bearer(header)
     except Problem:
-        state.verifier.limiter.check(client, header)
-        state.verifier.limiter.failed(client, header)
+        limiter.check(client, header)
+        limiter.failed(client, header)
         raise
-    return await state.verifier.authenticate(token, client)
+    return await authenticate_token(state, token, client)
 
 
 def resolve_tenant(state: ApiState, who: Principal, tenant: str | None) -> TenantContext:

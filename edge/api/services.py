@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from edge.bus.mqtt import BusStats
 from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
-from edge.ops.status import StatusSnapshot
+from edge.ops.status import StatusSnapshot, TenantOutbox
 from edge.outbox import CommitListener
+from edge.plugins import PluginRegistry
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
@@ -59,9 +61,26 @@ class HostedModules(Protocol):
     async def health(self) -> Mapping[str, Health]: ...
 
 
+class ModuleCommandSubmit(Protocol):
+    async def __call__(
+        self,
+        tenant: str,
+        module: str,
+        action: str,
+        args: dict[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str: ...
+
+
 class BusLink(Protocol):
     @property
     def connected(self) -> bool: ...
+    @property
+    def inflight(self) -> int: ...
+    @property
+    def inflight_limit(self) -> int: ...
+    @property
+    def stats(self) -> BusStats: ...
 
 
 class TenantLimits(Protocol):
@@ -81,7 +100,11 @@ class ApiServices:
     bus: BusLink
     modules: HostedModules
     status: Callable[[], Awaitable[StatusSnapshot]]
+    outboxes: Callable[[], Awaitable[list[TenantOutbox]]]  # per tenant: size and each consumer's backlog
     set_entitlements: Callable[[str, Iterable[str]], Awaitable[None]]  # live; the file is the API's part
+    submit_module_command: ModuleCommandSubmit  # Gateway.submit_module_command
+    registry: PluginRegistry  # drivers, for discovery
+    start_new_devices: Callable[[LoadedConfig], Awaitable[list[str]]]  # after the file gained devices
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
     limits: TenantLimits | None = None  # per-tenant limits; None: unlimited (tests of single routes)

@@ -10,8 +10,14 @@ renders what Mosquitto reads:
 - `acl`: the gateway may read and write everything; a tenant's user `<name>@<tenant>` may read
   `{prefix}/{tenant}/#` (events, points, status, command results) and, unless read-only, publish write requests
   `{prefix}/{tenant}/cmd/+/+/+/set`; nothing else. Anonymous clients get every topic only while no tenant
-  user exists (the broker then listens on loopback only), and are refused as soon as one does;
-- `conf.d/access.conf`: `allow_anonymous`, `password_file` and `acl_file`, included by the embedded broker's config.
+  user has ever existed (the broker then listens on loopback only), and are refused from the first one on;
+- `conf.d/access.conf`: `allow_anonymous`, `password_file` and `acl_file` (relative to the broker's directory,
+  its working directory), included by the embedded broker's config.
+
+Once a tenant user has existed, the marker `<data_dir>/broker-auth-required` stays: anonymous access never comes
+back (removing every user leaves only the gateway's), and a broker whose `access.json` is gone (a restore
+without it, a deleted directory) refuses to start rather than open every tenant's topics to anyone local.
+The files the broker reads belong to its account (edge.bus.broker_process).
 
 The embedded broker re-reads all three on SIGHUP (`edge.bus.broker.reload_broker`), which keeps connected
 clients connected; an external Mosquitto can use the same files (docs/mqtt-access.md).
@@ -23,7 +29,6 @@ import base64
 import contextlib
 import fcntl
 import hashlib
-import os
 import re
 import secrets
 import time
@@ -33,10 +38,12 @@ from pathlib import Path
 
 import orjson
 
+from edge.bus.broker_process import file_owner, write_private
 from edge.config.models import BusConfig
 from edge.sdk.errors import EdgeError
 
 __all__ = [
+    "AUTH_MARKER",
     "GATEWAY_USER",
     "AccessError",
     "AccessStore",
@@ -52,6 +59,7 @@ _SALT_BYTES = 12  # as mosquitto_passwd
 _HASH_BYTES = 64
 _PASSWORD_BYTES = 24
 _STORE = "access.json"
+AUTH_MARKER = "broker-auth-required"  # in the data directory, next to `broker/`: tenant users have existed
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # never '@', '+', '#', '/', ':' or spaces
 
 
@@ -117,6 +125,7 @@ class AccessStore:
         self.conf_path = self.conf_dir / "access.conf"
         self._path = broker_dir / _STORE
         self._gateway_path = broker_dir / "gateway.password"
+        self.marker_path = broker_dir.parent / AUTH_MARKER
 
     # ---- users -----------------------------------------------------------------------------------------
 
@@ -163,44 +172,60 @@ class AccessStore:
         with contextlib.suppress(FileNotFoundError):
             return self._gateway_path.read_text().strip()
         password = _new_password()
-        _write_private(self._gateway_path, password + "\n")
+        write_private(self._gateway_path, password + "\n")
         return password
+
+    def backup_files(self) -> list[Path]:
+        """What a backup must keep for the users to survive a restore (all 0600), the marker included."""
+        kept = [self._path, self._gateway_path, self.passwd_path, self.acl_path, self.marker_path]
+        return [path for path in kept if path.is_file()]
 
     # ---- broker files ------------------------------------------------------------------------------------
 
     def anonymous_allowed(self) -> bool:
-        return not self._load()
+        return not self._load() and not self.marker_path.exists()
 
     def apply(self) -> None:
-        """(Re)write the broker files from the store, under the store's lock."""
+        """(Re)write the broker files from the store, under the store's lock; refuse when the store is gone
+        although users existed (the broker would otherwise be opened to anonymous clients)."""
+        if self.marker_path.exists() and not self._path.exists():
+            raise AccessError(
+                f"MQTT users existed but {self._path} is missing: restore it (edge restore of a backup),"
+                " re-create the users (edge tenant credentials add), or delete"
+                f" {self.marker_path} to allow anonymous local clients"
+            )
         with self._locked():
             pass
 
     def write_broker_files(self) -> None:
         """Render passwd, acl and access.conf from the store (atomically: a reload never reads half a file)."""
         users = self._load()
+        anonymous = self.anonymous_allowed()
         gateway = mosquitto_hash(self.gateway_password())
-        _write_private(
+        owner = file_owner(self.dir)
+        write_private(
             self.passwd_path,
             "".join(
                 f"{name}:{hashed}\n"
                 for name, hashed in [(GATEWAY_USER, gateway)] + [(u.username, u.password_hash) for u in users]
             ),
+            owner,
         )
-        _write_private(self.acl_path, self.acl(users))
-        _write_private(
+        write_private(self.acl_path, self.acl(users, anonymous=anonymous), owner)
+        write_private(
             self.conf_path,
             "# Written by the edge gateway from access.json (edge tenant credentials): edits are overwritten.\n"
-            f"allow_anonymous {'true' if not users else 'false'}\n"
-            f"password_file {self.passwd_path}\n"
-            f"acl_file {self.acl_path}\n",
+            f"allow_anonymous {'true' if anonymous else 'false'}\n"
+            f"password_file {self.passwd_path.relative_to(self.dir)}\n"
+            f"acl_file {self.acl_path.relative_to(self.dir)}\n",
+            owner,
         )
 
-    def acl(self, users: list[MqttUser]) -> str:
+    def acl(self, users: list[MqttUser], *, anonymous: bool = False) -> str:
         lines = [
             "# Written by the edge gateway from access.json (edge tenant credentials): edits are overwritten."
         ]
-        if not users:
+        if anonymous:
             lines += [
                 "# no tenant credentials yet: anonymous local clients may use every topic",
                 "topic readwrite #",
@@ -233,23 +258,16 @@ class AccessStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self._load()
             yield users
-            _write_private(
+            write_private(
                 self._path,
                 orjson.dumps({"users": [asdict(u) for u in users]}, option=orjson.OPT_INDENT_2).decode(),
             )
+            if users:
+                write_private(
+                    self.marker_path, "tenant MQTT users exist: the broker refuses anonymous clients\n"
+                )
             self.write_broker_files()
 
 
 def _new_password() -> str:
     return secrets.token_urlsafe(_PASSWORD_BYTES)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write 0600 through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)

@@ -2,6 +2,8 @@
 
 The broker is deliberately not a durability point (``persistence false``): the SQLite outbox is, and it
 replays whatever a broker restart loses. The config is written on every start, so edits to it are lost.
+Mosquitto runs in its directory, with a minimal environment and, when the gateway is root, under an
+unprivileged account (edge.bus.broker_process).
 """
 
 from __future__ import annotations
@@ -9,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ipaddress
 import logging
 import os
-import pwd
 import shutil
 import signal
 import subprocess
@@ -22,10 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from edge.bus.access import AccessStore
+from edge.bus.access import AccessError, AccessStore
+from edge.bus.broker_process import (
+    BrokerAccount,
+    broker_account,
+    file_owner,
+    launch_options,
+    prepare_broker_dir,
+    write_private,
+)
+from edge.config.models import is_loopback
 from edge.sdk.errors import EdgeError
 
-__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "reload_broker"]
+__all__ = ["BrokerError", "BrokerMissing", "EmbeddedBroker", "apply_access", "reload_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,7 @@ _STABLE_AFTER: Final = 30.0  # a run this long resets the restart backoff
 _LOG_ROTATE_BYTES: Final = 1024 * 1024
 _TAIL_BYTES: Final = 2048
 _PID_FILE: Final = "mosquitto.pid"
+_CONF_FILE: Final = "mosquitto.conf"  # named relative to the broker's directory, its working directory
 
 
 class BrokerError(EdgeError):
@@ -67,7 +77,7 @@ class EmbeddedBroker:
         binary: str | None = None,
         access: AccessStore | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             # allow_anonymous is only acceptable while nothing but this machine can reach the listener.
             raise ValueError(f"the embedded broker listens on loopback only (no auth yet), got host {host!r}")
         self.port = port
@@ -76,15 +86,20 @@ class EmbeddedBroker:
         self.max_queued_messages = max_queued_messages
         self.message_size_limit = message_size_limit
         self.binary = binary
+        if access is not None and access.dir != data_dir:
+            raise ValueError(
+                f"the broker's access files must be in its directory {data_dir}, not {access.dir}"
+            )
         self.access = access  # per-tenant users and ACLs (edge.bus.access); None: anonymous only
         self.restarts = 0
-        self.conf_path = data_dir / "mosquitto.conf"
+        self.conf_path = data_dir / _CONF_FILE
         self.log_path = data_dir / "mosquitto.log"
         self.pid_path = data_dir / "mosquitto.pid"
         self._proc: asyncio.subprocess.Process | None = None
         self._log_offset = 0
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._account: BrokerAccount | None = None  # who mosquitto runs as: decided at start
 
     @property
     def pid(self) -> int | None:
@@ -96,11 +111,16 @@ class EmbeddedBroker:
         if self._supervisor is not None:
             raise RuntimeError("EmbeddedBroker.start() called twice")
         binary = self._find_binary()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._account = broker_account()
+        listed = [self.access.conf_dir] if self.access is not None else []
+        prepare_broker_dir(self.data_dir, listed, self._account)
         if self.access is not None:
-            self.access.apply()
-        self.conf_path.write_text(self._config())
-        _kill_orphan(self.pid_path, self.conf_path)
+            try:
+                self.access.apply()
+            except AccessError as exc:
+                raise BrokerError(f"cannot start the embedded broker: {exc}") from None
+        write_private(self.conf_path, self._config(), file_owner(self.data_dir))
+        _kill_orphan(self.pid_path, self.data_dir)
         if await _accepts(self.host, self.port):
             raise BrokerError(
                 f"cannot start mosquitto: something already listens on {self.host}:{self.port}"
@@ -139,11 +159,10 @@ class EmbeddedBroker:
             "log_type error\n"
             "log_type warning\n"
             + (
-                f"include_dir {self.access.conf_dir}\n"
+                f"include_dir {self.access.conf_dir.relative_to(self.data_dir)}\n"
                 if self.access is not None
                 else "allow_anonymous true\n"
             )
-            + _same_user()
         )
 
     def _find_binary(self) -> str:
@@ -162,17 +181,19 @@ class EmbeddedBroker:
         """Start one mosquitto process and wait until it accepts; raise BrokerError if it does not."""
         self._rotate_log()
         # stderr goes to a file, never to a pipe that could fill up and block mosquitto.
-        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230 - a local append, microseconds
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(log_fd, "ab") as log_file:  # noqa: ASYNC230 - a local append, microseconds
             self._log_offset = log_file.seek(0, os.SEEK_END)
             proc = await asyncio.create_subprocess_exec(
                 binary,
                 "-c",
-                str(self.conf_path),
+                _CONF_FILE,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
-                preexec_fn=_die_with_parent(),
+                preexec_fn=_die_with_parent(),  # runs after the change of user: the signal survives it
+                **launch_options(self.data_dir, self._account),
             )
         self._proc = proc
         self.pid_path.write_text(f"{proc.pid}\n")
@@ -276,17 +297,32 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PR_SET_PDEATHSIG: Final = 1
 
 
-def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
-    """Stop a mosquitto an earlier run of this gateway left behind (the pid file names it; the command line
-    must still name our config, so a recycled pid is left alone). Where PDEATHSIG is missing, this frees the
-    port for the restart."""
+def _runs_our_config(pid: int, broker_dir: Path) -> bool:
+    """Whether process `pid` is a mosquitto of `broker_dir`: it names our config and runs in that directory
+    (a pid file may be stale and its number recycled). PermissionError: it runs as another user."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if _CONF_FILE.encode() not in cmdline:
+        return False
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == broker_dir.resolve()
+    except FileNotFoundError:
+        return False
+
+
+def _kill_orphan(pid_path: Path, broker_dir: Path) -> None:
+    """Stop a mosquitto an earlier run of this gateway left behind (the pid file names it; it must still run
+    our config, so a recycled pid is left alone). Where PDEATHSIG is missing, this frees the port for the
+    restart."""
     try:
         pid = int(pid_path.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        ours = _runs_our_config(pid, broker_dir)
     except (OSError, ValueError):
         pid_path.unlink(missing_ok=True)
         return
-    if str(conf_path).encode() in cmdline:
+    if ours:
         log.warning("stopping mosquitto pid %d left over from an earlier run", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -296,43 +332,22 @@ def _kill_orphan(pid_path: Path, conf_path: Path) -> None:
     pid_path.unlink(missing_ok=True)
 
 
-def _same_user() -> str:
-    """Started as root, Mosquitto switches to the `mosquitto` user, which cannot read the 0600 password and
-    ACL files the gateway writes: keep it under the gateway's own user instead."""
-    if os.geteuid() != 0:
-        return ""
-    return f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-
-
 def reload_broker(data_dir: Path) -> int | None:
     """Make the running embedded broker of `data_dir` re-read its password, ACL and access files (SIGHUP;
     connected clients stay connected). Returns its pid, or None when none runs. Works from another process
     (the CLI): the pid file is trusted only if that process runs mosquitto with this directory's config."""
     try:
         pid = int((data_dir / _PID_FILE).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    if str(data_dir / "mosquitto.conf").encode() not in cmdline:
-        return None  # a stale pid file: the number now belongs to another process
-    try:
+        if not _runs_our_config(pid, data_dir):
+            return None  # a stale pid file: the number now belongs to another process
         os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
+    except (ValueError, FileNotFoundError, ProcessLookupError):
         return None
     except PermissionError:
         raise BrokerError(
             f"the broker (pid {pid}) runs as another user: run this as the gateway's user, or send it SIGHUP"
         ) from None
     return pid
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _accepts(host: str, port: int) -> bool:
@@ -344,3 +359,18 @@ async def _accepts(host: str, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+def apply_access(store: AccessStore, data_dir: Path, mode: str) -> str:
+    """Render the broker's files from `store` and make the running embedded broker re-read them; returns
+    what happened, for people (the CLI and the console). Raises BrokerError when it cannot be applied now.
+    (The store wrote the files with each change.)"""
+    if mode == "external":
+        return (
+            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
+            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
+        )
+    pid = reload_broker(data_dir / "broker")
+    if pid is None:
+        return "the gateway is not running: its broker applies this when it starts"
+    return f"applied to the running broker (pid {pid}); connected clients stay connected"

@@ -7,7 +7,9 @@ connection simply means reading again from the cursor, so a broker restart loses
 `LastValuePublisher` keeps each point's latest value on its own retained topic. It is state, not history: it
 coalesces updates per point, publishes a point at most every `min_interval` seconds and only when its value or
 quality changed (or `refresh` seconds passed), and republishes everything after a reconnect, because a broker
-without persistence forgets retained messages when it restarts.
+without persistence forgets retained messages when it restarts. With `per_device` (`bus.point_topic_mode =
+"device"`) it keeps one retained message per device instead, holding every point's latest sample: one publish
+per device and interval rather than one per point, which is what bounds a busy gateway's CPU otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
+# retained updates sent in one go before the flush yields to the loop: a flush of thousands of per-point messages
+# (~25 µs each) would otherwise hold events and polls back for tens of milliseconds
+_YIELD_EVERY = 64
+
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
 
 Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
@@ -121,9 +127,11 @@ class LastValuePublisher:
         qos: int = 1,
         min_interval: float = 1.0,
         refresh: float = 60.0,
+        per_device: bool = False,
         share: PointShare | None = None,
     ) -> None:
         self._bus = bus
+        self._per_device = per_device
         self._topics = topics
         self._stats = stats
         self._share = share
@@ -136,9 +144,10 @@ class LastValuePublisher:
         self._latest: dict[tuple[str, str, str], list[Event]] = {}
         self._full: dict[tuple[str, str, str], int] = {}  # most points one event of the device carried
         self._resend: dict[str, bytes] = {}  # topic -> payload to send as it is (device status, republishing)
-        # topic -> (when, value, quality, payload) of what was last sent
+        # topic -> (when, value, quality, payload) of what was last sent; per device: (when, points, None, payload)
         self._published: dict[str, tuple[float, Any, Any, bytes]] = {}
         self._wake = asyncio.Event()
+        self._sent_since_yield = 0
         bus.on_connect_hooks.append(self._republish_all)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
@@ -190,15 +199,17 @@ class LastValuePublisher:
             )
         latest, self._latest = self._latest, {}
         now = time.monotonic()
-        for count, ((tenant, site, device), events) in enumerate(latest.items()):
-            if count % 16 == 15:
+        for (tenant, site, device), events in latest.items():
+            if self._sent_since_yield >= _YIELD_EVERY:
+                self._sent_since_yield = 0
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
             key = (tenant, site, device)
             if self._share is not None and not self._share.point_updates_due(tenant):
                 self._latest[key] = events + self._latest.get(key, [])  # over its MQTT rate: coalesced, later
                 continue
+            flush = self._flush_device_state if self._per_device else self._flush_device
             sent = self._stats.point_updates_published
-            connected = await self._flush_device(tenant, site, device, events, now)
+            connected = await flush(tenant, site, device, events, now)
             if self._share is not None:
                 self._share.point_updates_sent(tenant, self._stats.point_updates_published - sent)
             if not connected:
@@ -236,6 +247,33 @@ class LastValuePublisher:
                 self._published[topic] = (now, value, quality, payload)
         return True
 
+    async def _flush_device_state(
+        self, tenant: str, site: str, device: str, events: list[Event], now: float
+    ) -> bool:
+        """Publish the device's latest samples as one retained message if any changed; False once disconnected."""
+        topic = self._topics.device_points(tenant, site, device)
+        last = self._published.get(topic)
+        points: dict[str, Any] = dict(last[1]) if last is not None else {}
+        for event in events:  # oldest first: a newer sample of a point replaces an older one
+            assert event.data is not None
+            points.update(event.data["points"])
+        if last is not None and last[1] == points and now - last[0] < self._refresh:
+            return True
+        newest = events[-1]
+        payload = orjson.dumps(
+            {
+                "device": device,
+                "site": site,
+                "time": rfc3339(newest.time),
+                "sequence": newest.sequence,
+                "points": points,
+            }
+        )
+        if not await self._send(topic, payload):
+            return False
+        self._published[topic] = (now, points, None, payload)
+        return True
+
     async def _send(self, topic: str, payload: bytes) -> bool:
         try:
             future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
@@ -243,6 +281,7 @@ class LastValuePublisher:
             return False  # the reconnect hook republishes everything
         future.add_done_callback(_ignore_outcome)
         self._stats.point_updates_published += 1
+        self._sent_since_yield += 1
         return True
 
 

@@ -2,6 +2,8 @@
 
     {prefix}/{tenant}/events/{site}/{device}               CloudEvents about a device (telemetry, status), QoS 1
     {prefix}/{tenant}/points/{site}/{device}/{point}       latest value of one point, retained
+    {prefix}/{tenant}/points/{site}/{device}               latest values of all its points, retained
+                                                           (instead, with `bus.point_topic_mode = "device"`)
     {prefix}/{tenant}/status/{site}/{device}               device up/down, retained
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/set      write request in
     {prefix}/{tenant}/cmd/{site}/{device}/{point}/result   write result out
@@ -27,6 +29,9 @@ class Topics:
 
     def point(self, tenant: str, site: str, device: str, point: str) -> str:
         return f"{self.prefix}/{tenant}/points/{site}/{device}/{point}"
+
+    def device_points(self, tenant: str, site: str, device: str) -> str:
+        return f"{self.prefix}/{tenant}/points/{site}/{device}"
 
     def device_status(self, tenant: str, site: str, device: str) -> str:
         return f"{self.prefix}/{tenant}/status/{site}/{device}"

@@ -3,6 +3,7 @@ their own command groups through the `edge.cli` entry points (edge.cli.plugin_co
 
 from __future__ import annotations
 
+import os
 from importlib.metadata import version
 
 import typer
@@ -23,6 +24,7 @@ from edge.cli import (
     simulate_cmd,
     status_cmd,
     tenant_cmd,
+    user_cmd,
     webhook_cmd,
 )
 from edge.cli.plugin_commands import PluginCommands
@@ -67,9 +69,13 @@ app.add_typer(module_cmd.app, name="module")
 app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(tenant_cmd.app, name="tenant")
+app.add_typer(user_cmd.app, name="user")
 
 
 def main() -> None:
+    # Everything `edge` writes (outbox with webhook secrets, keys, broker users, status) is the gateway's
+    # alone, whatever the calling shell's umask; the kernel creates the data directory 0700 besides.
+    os.umask(0o077)
     app(
         prog_name="edge"
     )  # also under `python -m edge.cli`: help, and completion's _EDGE_COMPLETE, say `edge`

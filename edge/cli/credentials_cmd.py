@@ -16,7 +16,7 @@ import orjson
 import typer
 
 from edge.bus.access import AccessError, AccessStore, MqttUser
-from edge.bus.broker import BrokerError, reload_broker
+from edge.bus.broker import BrokerError, apply_access
 from edge.bus.dialects import dialect_rules
 from edge.cli.common import load_or_exit
 from edge.config import LoadedConfig
@@ -48,21 +48,11 @@ def _access(config: Path, tenant: str) -> Iterator[tuple[AccessStore, LoadedConf
 
 
 def _apply(store: AccessStore, loaded: LoadedConfig) -> None:
-    if loaded.config.bus.mode == "external":
-        typer.echo(
-            f"the bus is external: point its Mosquitto at password_file {store.passwd_path} and acl_file"
-            f" {store.acl_path}, then reload it (kill -HUP); see docs/mqtt-access.md"
-        )
-        return
     try:
-        pid = reload_broker(loaded.data_dir / "broker")
+        typer.echo(apply_access(store, loaded.data_dir, loaded.config.bus.mode))
     except BrokerError as exc:
         typer.echo(f"saved, but not applied yet: {exc}", err=True)
         raise typer.Exit(1) from None
-    if pid is None:
-        typer.echo("the gateway is not running: its broker applies this when it starts")
-    else:
-        typer.echo(f"applied to the running broker (pid {pid}); connected clients stay connected")
 
 
 def _describe(user: MqttUser, prefix: str) -> str:

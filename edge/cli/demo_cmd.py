@@ -7,7 +7,9 @@ Mosquitto and its REST API, and cloud sync uploading each tenant's events to the
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import typer
 
 from edge.cli.common import load_or_exit, setup_logging
@@ -34,6 +37,8 @@ class DemoPorts:
     oidc: int = 9400  # the test identity provider the API trusts
     api: int = 8080
 
+
+DEMO_ACCOUNT = "demo"  # the console's sign-in printed by `edge demo`
 
 # The inverters' clock starts at 10:00 and runs in real time, so a demo at night still produces energy.
 _DAYLIGHT = ("--sim-time", "10:00", "--time-scale", "1")
@@ -67,11 +72,10 @@ def demo(
     for tenant in TENANTS:  # the cloud simulator's demo credentials, passed as secret references
         os.environ[f"EDGE_DEMO_{tenant.upper()}_SECRET"] = f"{tenant}-client-secret"
         os.environ[f"EDGE_DEMO_{tenant.upper()}_HMAC"] = f"{tenant}-hmac-key"
-    loaded, registry = load_or_exit(config_path)
     py = sys.executable
     simulators = [
-        ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices), *_DAYLIGHT], ("tcp", ports.modbus)),
-        ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS)], ("tcp", ports.cloud)),
+        ("Modbus inverters", [py, "-m", "simulators.modbus_inverter", "--port", str(ports.modbus), "--devices", str(devices + 1), *_DAYLIGHT], ("tcp", ports.modbus)),
+        ("cloud endpoint", [py, "-m", "simulators.cloud", "--port", str(ports.cloud), "--tenants", ",".join(TENANTS), "--scenario", _scenario(devices, ports)], ("tcp", ports.cloud)),
         ("OIDC issuer", [py, "-m", "simulators.oidc", "--port", str(ports.oidc), "--tenants", ",".join(TENANTS)], ("tcp", ports.oidc)),
         ("BACnet HVAC", [py, "-m", "simulators.bacnet_hvac", "--vav", str(vavs), "--address", "127.0.0.1", "--port", str(ports.bacnet), "--layout", "ports", *(["--drift", f"vav-{min(2, vavs)}=4.0"] if vavs else [])], None),
     ]  # fmt: skip
@@ -82,8 +86,16 @@ def demo(
         for (name, _, endpoint), process in zip(simulators, processes, strict=True):
             if endpoint is not None:
                 _wait_port(name, process, endpoint[1], 30.0)
+        # the platform's public key for acme (the downlink verifies what the cloud simulator signs)
+        key = httpx.get(f"http://127.0.0.1:{ports.cloud}/_sim/platform/acme/key", timeout=10.0)
+        (data_dir / "acme-platform.pem").write_bytes(key.raise_for_status().content)
+        loaded, registry = load_or_exit(config_path)
+        console_password = _demo_account(loaded.data_dir)
         typer.echo(
-            _banner(devices, vavs, lifts, ports, config_path, loaded.data_dir / loaded.config.storage.path),
+            _banner(devices, vavs, lifts, ports, config_path, loaded.data_dir / loaded.config.storage.path)
+            + f"  console: http://127.0.0.1:{ports.api}/console/  sign in as {DEMO_ACCOUNT!r}, password "
+            f"{console_password}  (an admin: pick the tenant at the top)\n"
+            f"  metrics: curl -s http://127.0.0.1:{ports.api}/metrics\n",
             err=True,
         )
         run_gateway(loaded, registry, StatusPrinter())
@@ -95,6 +107,43 @@ def demo(
                 process.wait(5)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _demo_account(data_dir: Path) -> str:
+    """The console's demo admin account, with a fresh password each run (printed in the banner)."""
+    from edge.api.accounts import AccountStore, accounts_path  # the API's modules load only for the demo
+
+    store = AccountStore(accounts_path(data_dir))
+    password = secrets.token_urlsafe(12)
+    if store.get(DEMO_ACCOUNT) is None:
+        store.add(DEMO_ACCOUNT, password, "admin", None)
+    else:
+        store.set_password(DEMO_ACCOUNT, password)
+    return password
+
+
+def _scenario(devices: int, ports: DemoPorts) -> str:
+    """The cloud simulator, a few seconds after start, writes acme's first inverter's power limit and deploys
+    one more inverter (the Modbus simulator serves one unit beyond the configured ones) to the running
+    gateway; it prints both results when the uplink brings them back."""
+    unit = devices + 1
+    return json.dumps(
+        {
+            "gateway": "demo",
+            "tenant": "acme",
+            "after": 8.0,
+            "write": {"site": "acme-hq", "device": "inv-01", "point": "power_limit", "value": 80},
+            "device": {
+                "name": f"inv-{unit:02d}",
+                "driver": "modbus",
+                "tenant": "acme",
+                "site": "acme-hq",
+                "profile": "sunspec-inverter",
+                "poll_interval": 1.0,
+                "connection": {"host": "127.0.0.1", "port": ports.modbus, "unit_id": unit},
+            },
+        }
+    )
 
 
 def _banner(devices: int, vavs: int, lifts: int, ports: DemoPorts, config: Path, outbox: Path) -> str:
@@ -154,6 +203,14 @@ def demo_config(devices: int, vavs: int, lifts: int, ports: DemoPorts) -> str:
         "",
         "[tenants.homeassistant]  # Home Assistant finds ACME's devices under homeassistant/",
         'discovery_prefix = "homeassistant"',
+        "",
+        "[tenants.cloud]  # acme's platform (the cloud simulator) sends commands and deployments",
+        f'url = "http://127.0.0.1:{ports.cloud}"',
+        f'token_url = "http://127.0.0.1:{ports.cloud}/oauth2/token"',
+        'client_id = "acme"',
+        'client_secret = "env:EDGE_DEMO_ACME_SECRET"',
+        'verify_key = "acme-platform.pem"',
+        "entitlements = false  # acme's entitlements stay those above",
         "",
         "[[tenants]]",
         'id = "globex"',

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import tomlkit
 import typer
@@ -12,10 +12,12 @@ from edge.cli.options import parse_pairs
 from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config.edit import replace_if_valid
 from edge.config.suggest import listing
+from edge.devices.commissioning import CommissioningError, write_profile
+from edge.devices.commissioning import add_device as add_to_config
+from edge.devices.commissioning import discover as discover_devices
 from edge.devices.polling import DevicePoller
 from edge.plugins import PluginRegistry
-from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
-from edge.sdk.errors import ConfigError, DeviceError, PluginError
+from edge.sdk.errors import ConfigError, DeviceError
 
 app = typer.Typer(no_args_is_help=True, help="List, test, discover, add and remove devices.")
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
@@ -82,17 +84,14 @@ def discover(
     setup_logging("WARNING")
     registry = PluginRegistry.from_entry_points()
     try:
-        plugin = registry.driver(driver)
-    except PluginError as exc:
+        found = asyncio.run(
+            discover_devices(
+                registry, driver, parse_pairs(target, "--target"), lambda line: typer.echo(line, err=True)
+            )
+        )
+    except CommissioningError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    if not isinstance(plugin, SupportsDiscovery):
-        typer.echo(f"driver {driver!r} cannot discover devices", err=True)
-        raise typer.Exit(1)
-    try:
-        found = asyncio.run(
-            plugin.discover(parse_pairs(target, "--target"), lambda line: typer.echo(line, err=True))
-        )
     except (ValueError, DeviceError) as exc:
         typer.echo(f"discovery failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -121,33 +120,6 @@ def discover(
         raise typer.Exit(1)
 
 
-def write_profile(folder: Path, driver: str, device: DiscoveredDevice) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    name = device.profile_name or device.address.replace(":", "-").replace("/", "-")
-    doc = tomlkit.document()
-    doc.add(
-        tomlkit.comment(
-            f"Proposed by `edge device discover {driver}` from {device.address}. Review before use."
-        )
-    )
-    header = tomlkit.table()
-    header.update(
-        {
-            "name": name,
-            "driver": driver,
-            "description": ", ".join(f"{k}={v}" for k, v in device.identity.items()),
-        }
-    )
-    doc["profile"] = header
-    points = tomlkit.aot()
-    for point in device.points:
-        points.append(tomlkit.item({k: v for k, v in point.items() if v is not None}))
-    doc["points"] = points
-    path = folder / f"{name}.toml"
-    path.write_text(tomlkit.dumps(doc))
-    return path
-
-
 @app.command("add")
 def add_device(
     name: str = typer.Argument(..., help="New device name (a topic level: letters, digits, _ . -)."),
@@ -168,30 +140,24 @@ def add_device(
     config: Path = CONFIG,
 ) -> None:
     """Add a device to the configuration file, keeping its comments; refused if the result would be invalid."""
-    modes = {"auto": "auto", "push": "auto", "poll": "poll"}
-    if mode not in modes:
-        typer.echo(f"--mode must be poll, push or auto, not {mode!r}", err=True)
-        raise typer.Exit(EXIT_CONFIG)
-    document = tomlkit.parse(config.read_text())
-    devices = document.setdefault("devices", tomlkit.aot())
-    entry: dict[str, Any] = {
-        "name": name,
-        "driver": driver,
-        "tenant": tenant,
-        "site": site,
-        "profile": profile,
-        "poll_interval": poll_interval,
-        "timeout": timeout,
-    }
-    if modes[mode] != "auto":  # "auto" is the default: leave the file as short as it was
-        entry["mode"] = modes[mode]
-    table = tomlkit.table()
-    table.update(entry)
-    inline = tomlkit.inline_table()
-    inline.update(parse_pairs(connection, "--connection"))
-    table["connection"] = inline
-    devices.append(table)
-    _replace_if_valid(config, tomlkit.dumps(document))
+    try:
+        add_to_config(
+            config,
+            name=name,
+            driver=driver,
+            tenant=tenant,
+            site=site,
+            profile=profile,
+            connection=parse_pairs(connection, "--connection"),
+            poll_interval=poll_interval,
+            timeout=timeout,
+            mode=mode,
+        )
+    except CommissioningError as exc:
+        typer.echo(f"--{exc}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except ConfigError as exc:
+        _report_invalid(exc, "added")
     typer.echo(f"added device {name!r} to {config}")
 
 
@@ -217,12 +183,14 @@ def _replace_if_valid(config: Path, text: str, action: str = "added") -> None:
     try:
         replace_if_valid(config, text)
     except ConfigError as exc:
-        typer.echo(
-            f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True
-        )
-        for issue in exc.issues:
-            typer.echo(f"  {issue}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        _report_invalid(exc, action)
+
+
+def _report_invalid(exc: ConfigError, action: str) -> NoReturn:
+    typer.echo(f"not {action}: the configuration would be invalid ({len(exc.issues)} problem(s)):", err=True)
+    for issue in exc.issues:
+        typer.echo(f"  {issue}", err=True)
+    raise typer.Exit(EXIT_CONFIG) from None
 
 
 class _NoSink:

@@ -12,9 +12,10 @@ from typing import Any
 
 import typer
 
-from edge.bus.broker import BrokerMissing
+from edge.bus.broker import BrokerError
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
 from edge.config import LoadedConfig
+from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
 from edge.ops.health import HealthReport
 from edge.ops.instance import AlreadyRunning
@@ -45,6 +46,13 @@ def run(
     if log_format not in ("text", "kv", "json"):
         raise typer.BadParameter("text, kv or json", param_hint="--log-format")
     setup_logging(log_level, fmt=log_format)  # type: ignore[arg-type]
+    interrupted = recover_interrupted(config)  # a deployment a killed gateway left half-done is undone
+    if interrupted is not None:
+        log.warning(
+            "deployment %s (tenant %s) was interrupted: restored the configuration before it",
+            interrupted.label,
+            interrupted.tenant,
+        )
     loaded, registry = load_or_exit(config)
     for issue in module_secret_issues(config):  # the module will not start; the gateway still collects data
         log.error("%s", issue)
@@ -57,7 +65,7 @@ def run_gateway(
 ) -> None:
     try:
         asyncio.run(_serve(loaded, registry, on_status))
-    except BrokerMissing as exc:
+    except BrokerError as exc:  # no mosquitto, or it may not start (e.g. its users' file is gone)
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
     except AlreadyRunning as exc:

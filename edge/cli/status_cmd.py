@@ -20,6 +20,7 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
+from edge.downlink.ledger import EntitlementAnswer, read_entitlement_answers
 from edge.ops.health import HealthReport
 from edge.ops.status import status_file
 
@@ -35,21 +36,41 @@ def status(
     loaded, _ = load_or_exit(config, secrets=False)
     path = status_file(loaded.data_dir)
     body, problem = _read(path)
+    answers = read_entitlement_answers(loaded.data_dir)
     if body is None:
         typer.echo(f"not live: {problem}")
+        _print_entitlements(answers)  # what the gateway will start on: the last answers hold
         raise typer.Exit(EXIT_NOT_LIVE)
     age = time.time() - float(body.get("time", 0))
     report = HealthReport.from_dict(body.get("health", {}))
     stale = age > STALE_AFTER or not _alive(int(body.get("pid", 0)))
     if as_json:
-        typer.echo(orjson.dumps({"age": round(age, 1), "stale": stale, **body.get("health", {})}).decode())
+        platform = {
+            t: {"entitlements": list(a.flags), "age_s": round(a.age(), 1)} for t, a in answers.items()
+        }
+        health = body.get("health", {})
+        typer.echo(
+            orjson.dumps({"age": round(age, 1), "stale": stale, **health, "platform": platform}).decode()
+        )
     else:
         _print_table(body, report, age, stale)
+        for tenant, answer in sorted(answers.items()):  # the entitlement service's last answers (downlink)
+            flags = ", ".join(answer.flags) or "none"
+            typer.echo(
+                f"entitlements of {tenant} from its platform: {flags} (answer {answer.age():.0f} s old)"
+            )
     if stale or not report.live:
         raise typer.Exit(EXIT_NOT_LIVE)
     if not report.ready:
         raise typer.Exit(EXIT_NOT_READY)
     raise typer.Exit(EXIT_DEGRADED if report.degraded else EXIT_OK)
+
+
+def _print_entitlements(answers: dict[str, EntitlementAnswer]) -> None:
+    """The entitlement service's last answer per tenant (edge.downlink), with its age."""
+    for tenant, answer in sorted(answers.items()):
+        flags = ", ".join(answer.flags) or "none"
+        typer.echo(f"entitlements of {tenant} from its platform: {flags} (answer {answer.age():.0f} s old)")
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:

@@ -91,6 +91,11 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
         raise ConfigError(_issues_from(exc, file, GatewayConfig)) from None
 
     issues = _check_references(config, file)
+    for index, tenant in enumerate(config.tenants):
+        key = (path.parent / tenant.cloud.verify_key) if tenant.cloud is not None else None
+        if key is not None and not key.is_file():
+            where = f"tenants[{index}] ({tenant.id}).cloud.verify_key"
+            issues.append(ConfigIssue(file, where, f"no such file {key} (the platform's public key, PEM)"))
     profiles = _ProfileCache(path.parent, registry)
     devices: list[DeviceSpec] = []
     for index, device in enumerate(config.devices):

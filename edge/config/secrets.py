@@ -2,7 +2,7 @@
 
 A configuration value may be a reference instead of plain text: `env:NAME` (an environment variable) or
 `file:PATH` (the file's content without its trailing newline; a relative PATH is relative to the config file).
-`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`) at load;
+`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`, `api.metrics_token`) at load;
 `check_module_references` checks every reference under `modules[*].config` (modules resolve their own at
 start, e.g. cloud sync) for `edge config check` and `edge run`. Errors name the config file and field path.
 
@@ -35,7 +35,7 @@ _REFERENCE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _SECRET_KEY = re.compile(
     r"(password|passwd|secret|token|api_key|apikey|hmac_key|private_key)$", re.IGNORECASE
 )
-_KERNEL_SECRETS = (("bus", "username"), ("bus", "password"))
+_KERNEL_SECRETS = (("bus", "username"), ("bus", "password"), ("api", "metrics_token"))
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words in log lines
 
 _lock = threading.Lock()
@@ -113,6 +113,12 @@ def check_module_references(raw: dict[str, Any], file: Path) -> list[ConfigIssue
                 name = module.get("name", "?")
                 where = f"modules[{index}] ({name}).config"
                 _check_tree(module.get("config"), where, file, file.parent, issues)
+    tenants = raw.get("tenants")
+    for index, tenant in enumerate(tenants if isinstance(tenants, list) else []):
+        cloud = tenant.get("cloud") if isinstance(tenant, dict) else None
+        if isinstance(cloud, dict):  # the downlink's OAuth2 secret, resolved when the gateway starts
+            where = f"tenants[{index}] ({tenant.get('id', '?')}).cloud.client_secret"
+            _check_tree(cloud.get("client_secret"), where, file, file.parent, issues)
     return issues
 
 

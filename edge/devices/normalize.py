@@ -2,14 +2,18 @@
 
 This is the only place values are scaled, for every protocol. A `DeviceNormalizer` is compiled once per device
 from its point map. `normalize()` runs on every poll over the whole plan; `normalize_changes()` serves drivers
-that push changes (COV, OPC UA subscriptions) and recomputes only the points a change affects.
+that push changes (COV, OPC UA subscriptions) and recomputes only the points a change affects. `report()` is
+report by exception (`report_deadband`, `report_deadband_percent`, `max_silence` of a point): it keeps only the
+samples worth publishing, so a poll in which nothing moved becomes no event at all.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.sdk.drivers import RawValue
 from edge.sdk.errors import WriteRejected
@@ -20,6 +24,38 @@ _BAD = Quality.BAD.value
 
 # (name, index, unit, scale, offset, scale-factor index or -1, decimals to round to or -1)
 _Entry = tuple[str, int, str | None, float, float, int, int]
+
+
+class _Exception(NamedTuple):
+    """A point's report-by-exception rule; a deadband of None is not applied."""
+
+    deadband: float | None
+    percent: float | None
+    max_silence: float
+
+
+def _rule(point: PointConfig) -> _Exception | None:
+    if point.report_deadband is None and point.report_deadband_percent is None and point.max_silence is None:
+        return None
+    return _Exception(point.report_deadband, point.report_deadband_percent, point.max_silence or math.inf)
+
+
+def _within(rule: _Exception, value: Any, last: Any) -> bool:
+    """True when `value` is still within the rule's deadbands around `last` (the value last published)."""
+    if value == last:
+        return True
+    numeric = (int, float)
+    if (
+        type(value) is bool
+        or type(last) is bool
+        or not isinstance(value, numeric)
+        or not isinstance(last, numeric)
+    ):
+        return False  # text, bits, a value after none: any change counts
+    moved = abs(value - last)
+    if rule.deadband is not None and moved <= rule.deadband:
+        return True
+    return rule.percent is not None and moved <= abs(last) * rule.percent / 100.0
 
 
 def _decimals(number: float) -> int:
@@ -53,6 +89,38 @@ class DeviceNormalizer:
                 self._affected.setdefault(entry[5], []).append(entry)
         self._by_name = {p.name: p for p in points}
         self._current: list[RawValue] = [None] * len(points)
+        self._rules = {p.name: rule for p in points if p.publish and (rule := _rule(p)) is not None}
+        self._reported: dict[
+            str, tuple[Any, Any, float]
+        ] = {}  # name -> (value, quality, when) last published
+
+    def report(
+        self, points: dict[str, dict[str, Any]], now: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The samples to publish: all of them, except those of report-by-exception points whose quality is the
+        same and whose value stayed within the deadbands since they were last published, `max_silence` not yet
+        passed. `now`: a monotonic time (seconds)."""
+        rules = self._rules
+        if not rules:
+            return points
+        when = time.monotonic() if now is None else now
+        reported = self._reported
+        out: dict[str, dict[str, Any]] = {}
+        for name, sample in points.items():
+            rule = rules.get(name)
+            if rule is not None:
+                value, quality = sample["value"], sample["quality"]
+                last = reported.get(name)
+                if (
+                    last is not None
+                    and quality == last[1]
+                    and when - last[2] < rule.max_silence
+                    and _within(rule, value, last[0])
+                ):
+                    continue
+                reported[name] = (value, quality, when)
+            out[name] = sample
+        return out
 
     def normalize(self, raw: Sequence[RawValue]) -> dict[str, dict[str, Any]]:
         """Every published point of a full read, in plan order."""

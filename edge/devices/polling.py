@@ -168,9 +168,14 @@ class DevicePoller:
 
     async def poll_once(self) -> None:
         async with self._lock:
+            started = time.perf_counter()
             raw, error = await self._read()
+            self.stats.poll_seconds += time.perf_counter() - started
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
+        log.debug(
+            "device %s polled: %d points%s", self.spec.name, len(points), f" ({error})" if error else ""
+        )
         await self._emit(points, sample_time, error)
 
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
@@ -180,6 +185,9 @@ class DevicePoller:
         elif error is not None:
             # still down: the status event and one all-bad poll said so; repeating it every poll only fills
             # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
+            return
+        points = self._normalizer.report(points)  # report by exception, where points ask for it
+        if not points:  # nothing moved: nothing to store or publish
             return
         self._sequence += 1
         event = make_event(

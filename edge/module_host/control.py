@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 1.0
+# an unchanged snapshot is rewritten this often (its time keeps it live: state.FRESH), not every second: each
+# write is a transaction with an fsync, the largest part of an idle gateway's CPU
+SNAPSHOT_REFRESH = 2.0
 
 
 @dataclass
@@ -53,6 +58,10 @@ class ModuleControl:
         self.state = ModuleStateStore(loaded.data_dir)
         self._applied: dict[str, _Applied] = {}
         self._config_mtime = _mtime(loaded)
+        # tenants whose entitlements their platform decides (edge.downlink): file edits leave them alone
+        self.platform_decides: set[str] = set()
+        self.on_module_start: list[Callable[[str], None]] = []  # the entitlement service asks again
+        self._written: tuple[list[ModuleSnapshot] | None, float] = (None, 0.0)  # last snapshots written, when
 
     async def start(self) -> None:
         desired = await asyncio.to_thread(self.state.desired)
@@ -75,6 +84,8 @@ class ModuleControl:
         return self._isolation.supervisors.get(name) if self._isolation is not None else None
 
     async def _start(self, module: ModuleConfig) -> HostedModule | None:
+        for listener in self.on_module_start:
+            listener(module.name)
         from edge.module_host.supervisor import Limits, runner_command
 
         limits = Limits(
@@ -139,7 +150,11 @@ class ModuleControl:
             hosted = self._host.modules.get(name)
             enabled = self._applied.get(name, _Applied(module.enabled, 0.0)).enabled
             snapshots.append(self._snapshot(name, module, hosted, health.get(name), enabled))
+        last, when = self._written
+        if snapshots == last and (not snapshots or time.monotonic() - when < SNAPSHOT_REFRESH):
+            return  # nothing changed (and with no module configured, an empty table stays empty)
         await asyncio.to_thread(self.state.write_snapshots, snapshots)
+        self._written = (snapshots, time.monotonic())
 
     def _snapshot(
         self, name: str, module: ModuleConfig, hosted: HostedModule | None, health: Any, enabled: bool
@@ -188,6 +203,8 @@ class ModuleControl:
         tenants = self._host.tenants  # the one record of entitlements (API changes land there too)
         for tenant in loaded.config.tenants:
             flags = frozenset(tenant.entitlements)
+            if tenant.id in self.platform_decides:
+                continue
             if tenant.id in tenants and flags != tenants[tenant.id].entitlements:
                 log.info("configuration changed: applying tenant %s's entitlements", tenant.id)
                 await tenants.set_entitlements(tenant.id, flags)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.ops.files import private_database
 from edge.sdk.transaction import transaction
 
 FILE = "modules.db"
@@ -74,8 +75,7 @@ class ModuleStateStore:
         self.path = data_dir / FILE
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        connection = sqlite3.connect(private_database(self.path), timeout=5.0, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(_SCHEMA)
         return connection

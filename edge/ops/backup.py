@@ -3,13 +3,17 @@
 The archive (tar.gz) holds:
 - `config/`: the configuration file, its `secrets/` directory and the profile files it names by path;
 - `data/identity/`: the gateway's key pair and certificate;
+- `data/broker/`: the embedded broker's users (`access.json`, the password file, the ACL, the gateway's own
+  broker password) and `data/broker-auth-required`, so a restore neither loses the users nor opens the broker
+  to anonymous clients (edge.bus.access); 0600 in the archive and on disk;
 - `data/<outbox>`, `data/modules/*.sqlite`, `data/tenants/*.db`: every database, copied with SQLite's online
   backup API, so the copy is consistent even while the gateway keeps writing (WAL readers see one snapshot);
 - `manifest.json`: release, schema version, gateway id, time, and the size and SHA-256 of every member.
 
 Restore checks every member against the manifest before it writes anything, refuses to overwrite a data
 directory that holds an outbox (unless forced) or that a running gateway holds, and puts the configuration
-where it is told; the data goes to the data directory that configuration names (relative to it).
+where it is told; the data goes to the data directory that configuration names (relative to it), as
+directories 0700 and files 0600.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from edge.bus.access import AccessStore
 from edge.ops.firstrun import IDENTITY_DIR, SECRETS_DIR
 from edge.ops.instance import AlreadyRunning, InstanceLock
 from edge.outbox.migrations import SCHEMA_VERSION, backup_database
@@ -39,6 +44,7 @@ __all__ = ["BackupError", "BackupManifest", "create_backup", "database_files", "
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+BROKER_DIR = "broker"  # the embedded broker's directory in the data directory (edge.gateway)
 
 
 class BackupError(EdgeError):
@@ -113,6 +119,8 @@ def _plain_members(config_path: Path, data_dir: Path) -> list[tuple[str, Path]]:
     identity = data_dir / IDENTITY_DIR
     if identity.is_dir():
         members += [(f"data/{IDENTITY_DIR}/{p.name}", p) for p in sorted(identity.iterdir()) if p.is_file()]
+    access = AccessStore(data_dir / BROKER_DIR, topic_prefix="")  # only its file names are used
+    members += [(f"data/{p.relative_to(data_dir).as_posix()}", p) for p in access.backup_files()]
     return members
 
 
@@ -128,6 +136,8 @@ def _add(tar: tarfile.TarFile, name: str, path: Path) -> dict[str, Any]:
     """Stream one file into the archive (an outbox may hold gigabytes: never read whole into memory)."""
     info = tar.gettarinfo(str(path), arcname=name)
     info.uid = info.gid = 0
+    if name.startswith("data/"):
+        info.mode = 0o600  # keys, secrets, users and events: the gateway's alone, in the archive too
     info.uname = info.gname = ""
     with path.open("rb") as fh:
         tar.addfile(info, fh)
@@ -193,7 +203,7 @@ def restore_backup(archive: Path, config_dest: Path, *, force: bool = False) -> 
         data_dir = (config_dest.parent / data_setting).resolve()
         _check_target(config_dest, data_dir, force)
         config_dest.parent.mkdir(parents=True, exist_ok=True)
-        data_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = InstanceLock(data_dir)
         try:
             lock.acquire()  # no gateway may start on it while we write
@@ -205,10 +215,12 @@ def restore_backup(archive: Path, config_dest: Path, *, force: bool = False) -> 
                 target = (config_dest.parent / rest) if top == "config" else (data_dir / rest)
                 if name == config_name:
                     target = config_dest
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 for stale in (target.with_name(target.name + "-wal"), target.with_name(target.name + "-shm")):
                     stale.unlink(missing_ok=True)  # a WAL of another database would corrupt the restored one
                 shutil.move(root / name, target)
+                if top == "data":
+                    target.chmod(0o600)
         finally:
             lock.release()
     return RestoreResult(manifest, config_dest, data_dir)

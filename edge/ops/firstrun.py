@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config.versions import CONFIG_VERSION
+from edge.ops.files import private_dir
 from edge.sdk.certs import CertificateFiles, default_dns_names, write_application_certificate
 
 __all__ = ["IDENTITY_DIR", "SECRETS_DIR", "InitResult", "init_gateway", "write_private"]
@@ -83,7 +84,7 @@ def init_gateway(
         if write_private(path, value.encode() + b"\n"):
             created.append(path)
     data = data_path or (Path(data_dir) if Path(data_dir).is_absolute() else config.parent / data_dir)
-    data.mkdir(mode=0o750, parents=True, exist_ok=True)
+    private_dir(data)
     identity = None
     if not (data / IDENTITY_DIR / "private_key.pem").exists():
         (data / IDENTITY_DIR).mkdir(mode=0o700, exist_ok=True)

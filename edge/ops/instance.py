@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import IO
 
+from edge.ops.files import private_dir
 from edge.sdk.errors import EdgeError
 
 LOCK_FILE = "gateway.lock"
@@ -22,8 +23,8 @@ class InstanceLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        private_dir(self.path.parent)
+        handle = open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+")  # noqa: SIM115 - held while running
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

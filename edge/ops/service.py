@@ -3,7 +3,7 @@
 The standard layout, under `root` ("/" on a real machine; a directory for packaging and tests):
 - /etc/systemd/system/edge-gateway.service  the hardened unit (below)
 - /etc/sysusers.d/edge-gateway.conf         the unprivileged system user, member of `dialout` (serial ports)
-- /etc/tmpfiles.d/edge-gateway.conf         /var/lib/edge-gateway (0750, owned by that user)
+- /etc/tmpfiles.d/edge-gateway.conf         /var/lib/edge-gateway (0700, owned by that user)
 - /etc/edge-gateway/edge.toml, secrets/     configuration from `edge init` if none exists (root:edge-gateway)
 - /var/lib/edge-gateway/                    outbox, identity, module state, status file
 Logs go to the journal (stderr, key=value lines: `journalctl -u edge-gateway`).
@@ -101,7 +101,7 @@ LimitNOFILE=65536
 
 # Writable: the data directory only. Configuration is read-only to the gateway.
 StateDirectory={layout.data_dir.relative_to("/var/lib")}
-StateDirectoryMode=0750
+StateDirectoryMode=0700
 ConfigurationDirectory={layout.config_dir.relative_to("/etc")}
 ConfigurationDirectoryMode=0750
 ReadWritePaths={layout.data_dir}
@@ -151,7 +151,7 @@ def _sysusers(layout: ServiceLayout) -> str:
 def _tmpfiles(layout: ServiceLayout) -> str:
     return (
         "# Data (outbox, identity, module state) belongs to the gateway; configuration is read-only to it.\n"
-        f"d {layout.data_dir} 0750 {layout.user} {layout.user} -\n"
+        f"d {layout.data_dir} 0700 {layout.user} {layout.user} -\n"
         f"d {layout.config_dir} 0750 root {layout.user} -\n"
     )
 

@@ -16,6 +16,7 @@ class DeviceStats:
     up: bool | None = None  # None until the first poll finishes
     since: float = field(default_factory=time.monotonic)
     polls: int = 0
+    poll_seconds: float = 0.0  # time spent reading the device, all polls together (/metrics: mean per poll)
     failed_polls: int = 0
     points_read: int = 0  # published points read with a usable value
     bad_points: int = 0
@@ -59,14 +60,15 @@ class GatewayStats:
         return self.quotas[tenant][name]
 
     def quota_samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
-        """Per tenant and limit: the limit, how often it acted, the units slowed or refused, seconds waited."""
+        """Per tenant and limit: the limit (a gauge), how often it acted, the units slowed or refused and the
+        seconds waited (counters; Prometheus adds `_total` to their names)."""
         for tenant, limits in sorted(self.quotas.items()):
             for name, c in sorted(limits.items()):
                 labels = {"tenant": tenant, "limit": name, "policy": c.policy}
                 yield "edge_tenant_limit", labels, c.limit
-                yield "edge_tenant_limit_acted_total", labels, float(c.acted)
-                yield "edge_tenant_limit_units_total", labels, c.units
-                yield "edge_tenant_limit_waited_seconds_total", labels, c.waited_s
+                yield "edge_tenant_limit_acted", labels, float(c.acted)
+                yield "edge_tenant_limit_units", labels, c.units
+                yield "edge_tenant_limit_waited_seconds", labels, c.waited_s
 
     def device(self, name: str) -> DeviceStats:
         return self.devices.setdefault(name, DeviceStats())

@@ -60,14 +60,22 @@ class StatusSnapshot:
     limits: dict[str, dict[str, dict[str, Any]]]
 
 
+@dataclass(frozen=True)
+class TenantOutbox:
+    tenant: str
+    events: int
+    bytes: int
+    backlogs: dict[str, int]  # consumer -> events it has not yet taken
+
+
 class _Backlogs(Protocol):
     """The outbox as the status reads it (backlogs are scoped to the current tenant)."""
 
     @property
     def committed_events(self) -> int: ...
     async def backlog(self, consumer: str) -> int: ...
-    def holders(self) -> Set[str]: ...
     def usage(self) -> tuple[int, int]: ...
+    def holders(self) -> Set[str]: ...
     def policy(self) -> RetentionPolicy: ...
 
 
@@ -123,6 +131,17 @@ class GatewayStatus:
                 policy = self._outbox.policy()
             own["storage"] = {"limit": policy.max_bytes, "policy": policy.policy, "used": used}
             out[tenant] = own
+        return out
+
+    async def tenant_outboxes(self) -> list[TenantOutbox]:
+        """Per tenant: its events and bytes in the outbox, and each consumer's backlog (MQTT, modules, cloud,
+        webhooks)."""
+        out = []
+        for ctx in self._tenants:
+            with tenant_scope(ctx):
+                events, size = self._outbox.usage()
+                backlogs = {c: await self._outbox.backlog(c) for c in sorted(self._outbox.holders())}
+            out.append(TenantOutbox(ctx.tenant_id, events, size, backlogs))
         return out
 
     async def published(self) -> None:

@@ -41,6 +41,15 @@ class TaskSupervisor:
         for task in pending:
             log.error("task %s did not stop within %.0f s of being cancelled", task.get_name(), grace)
 
+    async def cancel_one(self, name: str, grace: float = 5.0) -> None:
+        """Cancel the task of exactly this name (a device removed live) and forget it."""
+        tasks = [t for t in self._tasks if t.get_name() == name]
+        self._tasks = [t for t in self._tasks if t.get_name() != name]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
     async def _supervise(self, run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         backoff = Backoff(1.0, 30.0)
         while True:

@@ -14,8 +14,12 @@ Rules kept here once:
 - Passing: a read that found fewer rows than it asked for saw everything of our types committed before it, so
   the cursor may move past the other types' rows up to there (`Batch.through`), and retention can free them.
   With nothing of ours pending the consumer moves it on its own; otherwise the caller's `ack` does.
-- Wake-ups: one commit listener per outbox (`_Wakeups`), waking only the consumers of the committing tenants.
-  The flag is cleared before each read, so a commit landing during the read wakes the next wait.
+- Wake-ups and the feed: one commit listener per store (`_Feeds`) hands every commit to the consumers of the
+  store, waking those of the committing tenants. A consumer that is caught up keeps the committed rows it
+  wants in memory and takes its batches from there, with no SQLite read (the bytes committed are the bytes
+  delivered); one that is behind (a backlog, an unacknowledged batch, more than `4 x max_batch` rows waiting,
+  or a commit it did not see whole) reads from SQLite until a read finds it caught up with no commit during
+  that read. The flag is cleared before each read, so a commit landing during the read wakes the next wait.
 - Lingering: with `max_wait`, a batch that is not full waits up to that long for more rows (`max_bytes`
   caps its size); a full batch goes at once.
 - Read-ahead: after a full batch (a backlog) the next one is read while the caller handles this one; it is
@@ -66,40 +70,64 @@ class Batch:
     through: int  # every row up to here was examined: acknowledging moves the cursor here
 
 
-class _Wakeups:
-    """The one commit listener of an outbox: sets the flags of the consumers of each committing tenant."""
+class _Feeds:
+    """The one commit listener of a store: hands each commit to the consumers of the committing tenants.
 
-    def __init__(self, outbox: ConsumerOutbox) -> None:
-        self._flags: dict[str, set[asyncio.Event]] = {}
-        outbox.add_commit_listener(self._on_commit)
+    A consumer that is caught up keeps the rows in memory (its feed) and reads nothing back from SQLite; one
+    that is behind, or lost track of a commit, reads from SQLite until it has caught up again."""
+
+    def __init__(self, store: ConsumerOutbox) -> None:
+        self._consumers: dict[str, set[DurableConsumer]] = {}
+        store.add_commit_listener(self._on_commit)
 
     def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
-        flags = self._flags
-        if flags:
-            for tenant in {e.tenant for e in events}:
-                for flag in flags.get(tenant, ()):
-                    flag.set()
+        consumers = self._consumers
+        if not consumers:
+            return
+        first = last_position - len(events) + 1
+        rows: dict[str, list[StoredEvent]] = {tenant: [] for tenant in consumers}
+        for offset, e in enumerate(events):
+            mine = rows.get(e.tenant)
+            if mine is not None:
+                mine.append(
+                    StoredEvent(
+                        first + offset,
+                        e.id,
+                        e.tenant,
+                        e.type,
+                        e.subject,
+                        e.device,
+                        e.sequence,
+                        e.time,
+                        e.body,
+                    )
+                )
+        for tenant, watching in consumers.items():
+            for consumer in watching:
+                consumer.committed(first, last_position, rows[tenant])
 
-    def watch(self, tenant: str) -> asyncio.Event:
-        flag = asyncio.Event()
-        self._flags.setdefault(tenant, set()).add(flag)
-        return flag
+    def watch(self, tenant: str, consumer: DurableConsumer) -> None:
+        self._consumers.setdefault(tenant, set()).add(consumer)
 
-    def unwatch(self, tenant: str, flag: asyncio.Event) -> None:
-        flags = self._flags.get(tenant)
-        if flags is not None:
-            flags.discard(flag)
-            if not flags:
-                del self._flags[tenant]
+    def unwatch(self, tenant: str, consumer: DurableConsumer) -> None:
+        watching = self._consumers.get(tenant)
+        if watching is not None:
+            watching.discard(consumer)
+            if not watching:
+                del self._consumers[tenant]
 
 
-_registries: weakref.WeakKeyDictionary[object, _Wakeups] = weakref.WeakKeyDictionary()
+_registries: weakref.WeakKeyDictionary[object, _Feeds] = weakref.WeakKeyDictionary()
 
 
-def _wakeups(outbox: ConsumerOutbox) -> _Wakeups:
-    registry = _registries.get(outbox)
+def _feeds(outbox: ConsumerOutbox, tenant: str) -> _Feeds:
+    """The feeds of the store holding `tenant`'s rows: positions are per database file, so a consumer listens
+    to its own store only (an `OutboxRouter` holds several)."""
+    store_of = getattr(outbox, "store_of", None)
+    store: ConsumerOutbox = store_of(tenant) if store_of is not None else outbox
+    registry = _registries.get(store)
     if registry is None:
-        registry = _registries[outbox] = _Wakeups(outbox)
+        registry = _registries[store] = _Feeds(store)
     return registry
 
 
@@ -134,6 +162,14 @@ class DurableConsumer:
         self._yield_idle = yield_idle
         self._position = 0
         self._flag: asyncio.Event | None = None
+        self._watching = False
+        # The feed: while caught up, the tenant's committed rows of our types in (_fed_after, _fed_through],
+        # handed over by the commit listener. _fed_through < 0: not caught up, read from SQLite.
+        self._fed: list[StoredEvent] = []
+        self._fed_after = -1
+        self._fed_through = -1
+        self._feed_limit = max(4 * max_batch, 1000)  # beyond this the consumer counts as behind
+        self._type_set = frozenset(self._types) if self._types else None
         self._ahead: tuple[int, asyncio.Task[Batch]] | None = None  # (read after, read)
 
     @property
@@ -142,7 +178,11 @@ class DurableConsumer:
         return self._position
 
     async def __aenter__(self) -> Self:
-        self._flag = _wakeups(self._outbox).watch(self._tenant.tenant_id)  # before the first read
+        self._flag = asyncio.Event()
+        _feeds(self._outbox, self._tenant.tenant_id).watch(
+            self._tenant.tenant_id, self
+        )  # before the first read
+        self._watching = True
         with tenant_scope(self._tenant):
             self._position = await self._outbox.cursor(self.name)
         return self
@@ -151,9 +191,11 @@ class DurableConsumer:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._drop_ahead()
-        if self._flag is not None:
-            _wakeups(self._outbox).unwatch(self._tenant.tenant_id, self._flag)
-            self._flag = None
+        if self._watching:
+            _feeds(self._outbox, self._tenant.tenant_id).unwatch(self._tenant.tenant_id, self)
+            self._watching = False
+        self._flag = None
+        self._lose_track()
 
     def __aiter__(self) -> Self:
         return self
@@ -172,7 +214,9 @@ class DurableConsumer:
                 return batch
             if batch.through > self._position:  # nothing of ours up to there: move on, retention may free it
                 self.ack(batch)
-            await self._sleep(self._idle)
+            if not await self._sleep(self._idle):
+                # no commit heard for a whole `idle`: look in SQLite itself, in case one went unheard
+                self._lose_track()
             if self._yield_idle:
                 return Batch([], self._position, self._position)
 
@@ -189,6 +233,61 @@ class DurableConsumer:
         if self._ahead is not None:
             _discard(self._ahead[1])
             self._ahead = None
+        self._lose_track()
+
+    def committed(self, first: int, last: int, rows: list[StoredEvent]) -> None:
+        """The commit listener's call: positions first..last were committed; `rows` are the tenant's among them."""
+        if self._fed_through >= 0:
+            if self._fed_through != first - 1:  # a commit went by unseen (the read that caught up began late)
+                self._lose_track()
+            else:
+                wanted = rows if self._type_set is None else [r for r in rows if r.type in self._type_set]
+                if len(self._fed) + len(wanted) > self._feed_limit:  # not keeping up: read from SQLite
+                    self._lose_track()
+                else:
+                    self._fed.extend(wanted)
+                    self._fed_through = last
+        if rows and self._flag is not None:
+            self._flag.set()
+
+    def _lose_track(self) -> None:
+        self._fed = []
+        self._fed_after = self._fed_through = -1
+
+    def _take_fed(self, after: int, want: int) -> tuple[list[StoredEvent], int] | None:
+        """Up to `want` rows after `after` from the feed, and how far that examined; None when the feed does not
+        continue exactly at `after` (behind, or a batch was not acknowledged): then SQLite answers."""
+        if self._fed_through < 0 or after != self._fed_after:
+            return None
+        if self._flag is not None:
+            self._flag.clear()  # what woke us is taken now; the next commit sets it again
+        fed = self._fed
+        if len(fed) <= want:
+            rows, self._fed = fed, []
+            passed = self._fed_through
+        else:
+            rows, self._fed = fed[:want], fed[want:]
+            passed = rows[-1].position
+        self._fed_after = passed
+        return rows, passed
+
+    async def _read(self, after: int, want: int) -> tuple[list[StoredEvent], int]:
+        """Rows of ours after `after` (at most `want`) and the position up to which every row was examined."""
+        fed = self._take_fed(after, want)
+        if fed is not None:
+            return fed
+        outbox, flag = self._outbox, self._flag
+        assert flag is not None
+        with tenant_scope(self._tenant):
+            scanned = outbox.last_position  # committed before the read, so the read sees all of it
+            flag.clear()  # before the read: a commit landing during it must wake the next wait
+            rows = await outbox.read_after(after, want, self._types)
+            if len(rows) < want:
+                passed = max(rows[-1].position if rows else after, scanned)
+                if outbox.last_position == scanned:  # no commit during the read: caught up, feed from here
+                    self._fed, self._fed_after, self._fed_through = [], passed, passed
+                return rows, passed
+        return rows, rows[-1].position
 
     async def _take_ahead(self) -> Batch | None:
         """The batch read ahead, if it follows what the caller acknowledged (else it is read again)."""
@@ -208,27 +307,21 @@ class DurableConsumer:
             await asyncio.wait([ahead[1]])  # our own cancellation still propagates
 
     async def _fill(self, position: int) -> Batch:
-        """Read up to `max_batch` events after `position`, lingering up to `max_wait` for a full batch."""
-        outbox, flag = self._outbox, self._flag
-        assert flag is not None
+        """Up to `max_batch` events after `position`, lingering up to `max_wait` for a full batch."""
         events: list[StoredEvent] = []
-        size, passed, after = 0, position, position
+        size, after = 0, position
         deadline: float | None = None
         loop = asyncio.get_running_loop()
         while True:
-            with tenant_scope(self._tenant):
-                scanned = outbox.last_position  # committed before the read, so the read sees all of it
-                want = self._max_batch - len(events)
-                flag.clear()  # before the read: a commit landing during it must wake the next wait
-                rows = await outbox.read_after(after, want, self._types)
+            want = self._max_batch - len(events)
+            rows, passed = await self._read(after, want)
             for row in rows:
                 if events and self._max_bytes is not None and size + len(row.body) > self._max_bytes:
-                    return Batch(events, position, events[-1].position)  # full by bytes: the rest waits
+                    self._lose_track()  # the rest waits: the next batch is read from SQLite
+                    return Batch(events, position, events[-1].position)  # full by bytes
                 events.append(row)
                 size += len(row.body)
-            if rows:
-                after = rows[-1].position
-            passed = max(after, scanned) if len(rows) < want else after
+            after = passed
             if len(events) >= self._max_batch or not events:
                 return Batch(events, position, passed)
             if deadline is None:
@@ -238,14 +331,16 @@ class DurableConsumer:
                 return Batch(events, position, passed)
             await self._sleep(remaining)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Wait for a commit of the tenant; the flag was cleared before the last read, so none is missed."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a commit of the tenant (True) or `seconds` (False); the flag was cleared before the last
+        read, so none is missed."""
         assert self._flag is not None
         # not asyncio.wait_for: on Python 3.11 it drops a cancel that lands as the flag is set, and the consumer
         # would run on while its owner waits for it to stop
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._flag.wait()
+        return self._flag.is_set()
 
 
 def _discard(task: asyncio.Task[Batch]) -> None:

@@ -7,8 +7,8 @@ takes one event per tenant in turn (round robin over the tenants that have event
 quantum of one event), so a commit batch holds every waiting tenant's events, whatever the others queued.
 Within a tenant the order is kept, which keeps each device's order.
 
-It offers the part of `asyncio.Queue`'s interface the writer uses (`put`, `get`, `get_nowait`, `empty`,
-`qsize`, `task_done`, `join`), so the writer's loop is unchanged.
+It offers the part of `asyncio.Queue`'s interface the writer uses (`put`, `put_nowait`, `get`, `get_nowait`,
+`empty`, `qsize`, `task_done`, `join`), so the writer's loop is unchanged.
 """
 
 from __future__ import annotations
@@ -67,6 +67,17 @@ class TenantQueue(Generic[T]):
                 if waiter.done() and not waiter.cancelled():
                     _wake_one(putters)  # we were given the room: pass it on
                 raise
+        self._append(tenant, queue, item)
+
+    def put_nowait(self, item: T) -> None:
+        """Queue `item` at once; raises `asyncio.QueueFull` when its tenant has `maxsize` queued."""
+        tenant = self._tenant_of(item)
+        queue = self._queues.setdefault(tenant, deque())
+        if len(queue) >= self.maxsize:
+            raise asyncio.QueueFull
+        self._append(tenant, queue, item)
+
+    def _append(self, tenant: str, queue: deque[T], item: T) -> None:
         if not queue:
             self._turns.append(tenant)
         queue.append(item)

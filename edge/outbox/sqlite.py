@@ -28,28 +28,39 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
+from edge.ops.files import private_database
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
 from edge.outbox import schema as sql
 from edge.outbox.fair_queue import TenantQueue
 from edge.outbox.migrations import migrate
 from edge.outbox.schema import tenant_filter
+from edge.outbox.sqlite_thread import SqliteThread
 from edge.sdk.backoff import Backoff
 from edge.sdk.errors import NoTenantContext, OutboxFull
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import current_tenant
-from edge.sdk.transaction import async_transaction
+from edge.sdk.transaction import transaction
 from edge.version import __version__
 
 log = logging.getLogger(__name__)
 
-_CURSOR_FLUSH_INTERVAL = 0.2  # seconds an idle writer waits before persisting consumer cursors on their own
+# seconds after a consumer moved its cursor before the writer persists it on its own; a commit within that
+# time carries it (at 1 s polls, the next poll's commit), so an idle second costs no transaction of its own
+_CURSOR_FLUSH_INTERVAL = 1.0
 _DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
 
 
-def _tenant_of(item: tuple[Event, asyncio.Future[int] | None]) -> str:
-    return item[0].tenant
+class _FlushRequest:
+    """Queued to make an idle writer persist the consumers' cursors and status."""
+
+
+_FLUSH = _FlushRequest()
+_Queued = tuple[Event, "asyncio.Future[int] | None"] | _FlushRequest
+
+
+def _tenant_of(item: _Queued) -> str:
+    """The queue a queued item waits in: its event's tenant; a cursor flush request goes in the kernel's own."""
+    return item[0].tenant if isinstance(item, tuple) else ""
 
 
 def _check_owner(event: Event) -> None:
@@ -81,7 +92,7 @@ class SqliteOutbox:
         self,
         path: Path,
         *,
-        commit_interval: float = 0.01,
+        commit_interval: float = 0.002,
         commit_max_events: int = 1000,
         synchronous: str = "full",
         queue_size: int = 20_000,
@@ -95,9 +106,9 @@ class SqliteOutbox:
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
         # one bounded FIFO per tenant, taken in turns: a tenant flooding the writer blocks only itself
-        self._queue: TenantQueue[tuple[Event, asyncio.Future[int] | None]] = TenantQueue(
-            queue_size, _tenant_of
-        )
+        self._queue: TenantQueue[_Queued] = TenantQueue(queue_size, _tenant_of)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_requested = False  # a _FLUSH marker is in the queue
         self._listeners: list[CommitListener] = []
         self._pending_cursors: dict[tuple[str, str], int] = {}
         # (consumer, tenant) -> [last_success, last_failure, last_error, delivered], persisted with the cursors
@@ -109,8 +120,8 @@ class SqliteOutbox:
         self._refused: dict[str, Dropped] = {}  # tenant -> refused since the last retention sweep
         self._clock: Callable[[], float] = clock or OutboxClock()
         self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._writer: SqliteThread | None = None  # the file's only writer; one hop per transaction
+        self._reader: SqliteThread | None = None
         self._task: asyncio.Task[None] | None = None
         self._next_position = 1
         self.committed_events = 0
@@ -121,11 +132,14 @@ class SqliteOutbox:
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None, timeout=self._busy_timeout)
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._writer.execute(f"PRAGMA synchronous={self._synchronous}")
+        self._writer = SqliteThread("outbox-writer")
+        await self._writer.open(
+            self.path,
+            busy_timeout=self._busy_timeout,
+            pragmas=("journal_mode=WAL", f"synchronous={self._synchronous}"),
+        )
         row = await self._one("SELECT COALESCE(MAX(position), 0), MAX(enqueued) FROM outbox")
         # Positions never go back, even when retention emptied the outbox: a consumer's cursor (or a dead letter)
         # past the newest row would otherwise hide every new event from it.
@@ -138,11 +152,11 @@ class SqliteOutbox:
         if isinstance(self._clock, OutboxClock) and row[1] is not None:
             self._clock.not_before(float(row[1]))
         if self.last_position and not (await self._one("SELECT COUNT(*) FROM tenant_usage"))[0]:
-            await self._writer.execute(sql.REBUILD_USAGE)  # an outbox from before usage was tracked
-        async with self._writer.execute("SELECT tenant, events, bytes FROM tenant_usage") as cur:
-            self._usage = {str(t): [int(e), int(b)] for t, e, b in await cur.fetchall()}
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._reader.execute("PRAGMA query_only=ON")
+            await self._writer.rows(sql.REBUILD_USAGE)  # an outbox from before usage was tracked
+        rows = await self._writer.rows("SELECT tenant, events, bytes FROM tenant_usage")
+        self._usage = {str(t): [int(e), int(b)] for t, e, b in rows}
+        self._reader = SqliteThread("outbox-reader")
+        await self._reader.open(self.path, pragmas=("query_only=ON",))
         self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
 
     async def close(self) -> None:
@@ -153,6 +167,9 @@ class SqliteOutbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._writer is not None:
             await self._flush_cursors()
             await self._writer.close()
@@ -212,48 +229,70 @@ class SqliteOutbox:
         return self._queue.qsize()
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Group commits: the first event waits `commit_interval` for the rest of its burst (a poll round of
+        every device), then everything queued (up to `commit_max_events`) is committed in one transaction.
+        An idle writer waits on the queue alone, with no timer: a cursor flush is requested through it."""
+        queue = self._queue
         while True:
-            try:
-                first = await asyncio.wait_for(self._queue.get(), _CURSOR_FLUSH_INTERVAL)
-            except TimeoutError:
-                await self._flush_cursors()  # idle: persist consumer progress on its own
+            first = await queue.get()
+            if isinstance(first, _FlushRequest):
+                self._flush_requested = False
+                try:
+                    await self._flush_cursors()
+                finally:
+                    queue.task_done()
                 continue
-            batch = [first]
-            deadline = loop.time() + self._commit_interval
-            while len(batch) < self._commit_max:
-                if self._queue.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except TimeoutError:
-                        break
+            if self._commit_interval > 0 and queue.qsize() < self._commit_max - 1:
+                await asyncio.sleep(self._commit_interval)  # linger: the burst joins this commit
+            batch: list[tuple[Event, asyncio.Future[int] | None]] = [first]
+            flushes = 0
+            while len(batch) < self._commit_max and not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, _FlushRequest):  # this commit writes the pending cursors anyway
+                    self._flush_requested = False
+                    flushes += 1
                 else:
-                    batch.append(self._queue.get_nowait())
-            await self._commit_until_done(batch)
-            for _ in batch:
-                self._queue.task_done()
+                    batch.append(item)
+            try:
+                await self._commit_until_done(batch)
+            finally:
+                for _ in range(len(batch) + flushes):
+                    queue.task_done()
+
+    def _schedule_flush(self) -> None:
+        """Persist pending cursors and status within `_CURSOR_FLUSH_INTERVAL` if no commit carries them first."""
+        if self._flush_timer is None and self._task is not None:
+            # the writer's loop: a cursor may be moved from synchronous code between two runs of it
+            self._flush_timer = self._task.get_loop().call_later(_CURSOR_FLUSH_INTERVAL, self._request_flush)
+
+    def _request_flush(self) -> None:
+        self._flush_timer = None
+        if (self._pending_cursors or self._pending_status) and not self._flush_requested:
+            try:
+                self._queue.put_nowait(_FLUSH)
+            except asyncio.QueueFull:  # the writer is busy committing, and each commit writes them
+                return
+            self._flush_requested = True
 
     async def _commit_until_done(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
         """Commit a batch, retrying for as long as the disk refuses it: appended events are never dropped.
 
         Meanwhile the bounded queue fills up and `append` blocks, which slows the producers down."""
+        try:
+            await self._commit(batch)  # the common case: no retry state to build
+            return
+        except Exception as exc:  # disk full, I/O error, locked file: keep the batch and try again
+            self.commit_failures += 1
+            log.error("outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc)
         backoff = Backoff(0.1, 5.0)
         while True:
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self._commit(batch)
-            except Exception as exc:  # disk full, I/O error, locked file: keep the batch and try again
+            except Exception:
                 self.commit_failures += 1
-                if backoff.attempts == 0:
-                    log.error(
-                        "outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc
-                    )
-                await asyncio.sleep(backoff.next_delay())
                 continue
-            if backoff.attempts:
-                log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
+            log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
             return
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
@@ -277,12 +316,8 @@ class SqliteOutbox:
                 counts[1] += len(e.body)
         async with self._lock:
             cursors, status = self._take_pending()
-            try:
-                async with async_transaction(self._writer, immediate=False) as db:  # the file's only writer
-                    await db.executemany(sql.INSERT, rows)
-                    await db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in sequences.items()])
-                    await db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in usage.items()])
-                    await self._write_pending(cursors, status)
+            try:  # the whole transaction in one call on the writer's thread
+                await self._writer.call(_commit_rows, rows, sequences, usage, cursors, status)
             except BaseException:
                 self._restore_pending(cursors, status)
                 raise
@@ -309,17 +344,20 @@ class SqliteOutbox:
         key = (consumer, current_tenant().tenant_id)
         if position > self._pending_cursors.get(key, 0):
             self._pending_cursors[key] = position
+            self._schedule_flush()
 
     def record_success(self, consumer: str, delivered: int) -> None:
         """A consumer delivered `delivered` events for the current tenant (shown by `edge sync status`)."""
         entry = self._status_entry(consumer)
         entry[0] = self._clock()
         entry[3] += delivered
+        self._schedule_flush()
 
     def record_failure(self, consumer: str, reason: str) -> None:
         """A consumer's attempt failed; `reason` must not contain secrets (it is stored and shown)."""
         entry = self._status_entry(consumer)
         entry[1], entry[2] = self._clock(), reason[:500]
+        self._schedule_flush()
 
     def _status_entry(self, consumer: str) -> list[Any]:
         key = (consumer, current_tenant().tenant_id)
@@ -329,15 +367,6 @@ class SqliteOutbox:
         cursors, self._pending_cursors = self._pending_cursors, {}
         status, self._pending_status = self._pending_status, {}
         return cursors, status
-
-    async def _write_pending(
-        self, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
-    ) -> None:
-        assert self._writer is not None
-        if cursors:
-            await self._writer.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in cursors.items()])
-        if status:
-            await self._writer.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in status.items()])
 
     def _restore_pending(
         self, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
@@ -357,8 +386,7 @@ class SqliteOutbox:
         async with self._lock:
             cursors, status = self._take_pending()
             try:
-                async with async_transaction(self._writer, immediate=False):
-                    await self._write_pending(cursors, status)
+                await self._writer.call(_commit_rows, [], {}, {}, cursors, status)
             except sqlite3.Error as exc:
                 self._restore_pending(cursors, status)
                 log.warning("saving consumer cursors failed (%s); will retry", exc)
@@ -604,40 +632,15 @@ class SqliteOutbox:
         them) are counted as dropped under `reason` in the same transaction, and returned."""
         assert self._writer is not None
         clause, tenant = tenant_filter()
-        where = f"{clause} AND position <= ?"
         total = Dropped()
         while True:
             async with self._lock:
-                rows = await self._writer_rows(
-                    f"SELECT position FROM outbox WHERE {where} ORDER BY position LIMIT 1 OFFSET ?",
-                    (tenant, position, _DELETE_CHUNK - 1),
+                end, events, size, lost = await self._writer.call(
+                    _delete_chunk, clause, tenant, position, delivered_through, reason, self._clock()
                 )
-                end = int(rows[0][0]) if rows else position
-                async with async_transaction(self._writer, immediate=False) as db:
-                    (events, size), *_ = await self._writer_rows(
-                        f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox WHERE {where}",
-                        (tenant, end),
-                    )
-                    lost = Dropped()
-                    if reason is not None and end > delivered_through:
-                        (n, b, t0, t1, last), *_ = await self._writer_rows(
-                            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MIN(time), MAX(time),"
-                            f" COALESCE(MAX(position), 0) FROM outbox WHERE {where} AND position > ?",
-                            (tenant, end, delivered_through),
-                        )
-                        lost = Dropped(int(n), int(b), t0, t1, int(last))
-                    await db.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
-                    await db.execute(
-                        "UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?",
-                        (events, size, tenant),
-                    )
-                    if lost.events:
-                        await db.execute(
-                            sql.ADD_DROPS, (tenant, reason, lost.events, lost.bytes, self._clock())
-                        )
             counts = self._usage.setdefault(tenant, [0, 0])
-            counts[0] -= int(events)
-            counts[1] -= int(size)
+            counts[0] -= events
+            counts[1] -= size
             total = total + lost
             if end >= position or not events:
                 return total
@@ -660,19 +663,12 @@ class SqliteOutbox:
     async def _write_many(self, query: str, params: Sequence[Sequence[object]]) -> int:
         """One short transaction on the writer connection; returns the number of rows changed."""
         assert self._writer is not None, "outbox is not open"
-        async with self._lock, async_transaction(self._writer, immediate=False) as db:
-            before = db.total_changes
-            await db.executemany(query, params)
-            changed = db.total_changes - before
-        return int(changed)
-
-    async def _writer_rows(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        assert self._writer is not None
-        async with self._writer.execute(query, params) as cur:
-            return [tuple(r) for r in await cur.fetchall()]
+        async with self._lock:
+            return await self._writer.call(_execute_many, query, params)
 
     async def _one(self, query: str) -> tuple[Any, ...]:
-        rows = await self._writer_rows(query, ())
+        assert self._writer is not None
+        rows = await self._writer.rows(query)
         return rows[0]
 
     async def _read(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
@@ -681,7 +677,79 @@ class SqliteOutbox:
         share that older snapshot: it would miss commits the caller knows of (`last_position`), and a
         consumer would pass rows it never saw (reliability soak, tests/reliability/test_outbox_snapshot.py)."""
         assert self._reader is not None, "outbox is not open"
-        return [tuple(r) for r in await self._reader.execute_fetchall(query, params)]
+        return await self._reader.rows(query, params)
+
+
+# ---- transactions, run whole on the writer's thread ----------------------------------------------------
+
+
+def _commit_rows(
+    db: sqlite3.Connection,
+    rows: list[tuple[Any, ...]],
+    sequences: dict[tuple[str, str], int],
+    usage: dict[str, list[int]],
+    cursors: dict[tuple[str, str], int],
+    status: dict[tuple[str, str], list[Any]],
+) -> None:
+    """A group commit: the events, the devices' last sequences, the usage counters and the consumers'
+    pending cursors and status, in one transaction (deferred: the writer is the file's only writer)."""
+    with transaction(db, immediate=False):
+        if rows:
+            db.executemany(sql.INSERT, rows)
+        if sequences:
+            db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in sequences.items()])
+        if usage:
+            db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in usage.items()])
+        if cursors:
+            db.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in cursors.items()])
+        if status:
+            db.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in status.items()])
+
+
+def _execute_many(db: sqlite3.Connection, query: str, params: Sequence[Sequence[object]]) -> int:
+    with transaction(db, immediate=False):
+        before = db.total_changes
+        db.executemany(query, params)
+        return db.total_changes - before
+
+
+def _delete_chunk(
+    db: sqlite3.Connection,
+    clause: str,
+    tenant: str,
+    position: int,
+    delivered_through: int,
+    reason: str | None,
+    now: float,
+) -> tuple[int, int, int, Dropped]:
+    """Delete up to `_DELETE_CHUNK` of the tenant's rows up to `position`, in one transaction:
+    (last position deleted, events, bytes, the part of them counted as dropped)."""
+    where = f"{clause} AND position <= ?"
+    rows = db.execute(
+        f"SELECT position FROM outbox WHERE {where} ORDER BY position LIMIT 1 OFFSET ?",
+        (tenant, position, _DELETE_CHUNK - 1),
+    ).fetchall()
+    end = int(rows[0][0]) if rows else position
+    with transaction(db, immediate=False):
+        events, size = db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM outbox WHERE {where}", (tenant, end)
+        ).fetchone()
+        lost = Dropped()
+        if reason is not None and end > delivered_through:
+            n, b, t0, t1, last = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(body)), 0), MIN(time), MAX(time),"
+                f" COALESCE(MAX(position), 0) FROM outbox WHERE {where} AND position > ?",
+                (tenant, end, delivered_through),
+            ).fetchone()
+            lost = Dropped(int(n), int(b), t0, t1, int(last))
+        db.execute(f"DELETE FROM outbox WHERE {where}", (tenant, end))
+        db.execute(
+            "UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?",
+            (events, size, tenant),
+        )
+        if lost.events:
+            db.execute(sql.ADD_DROPS, (tenant, reason, lost.events, lost.bytes, now))
+    return end, int(events), int(size), lost
 
 
 def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:

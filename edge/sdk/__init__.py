@@ -43,6 +43,7 @@ from edge.sdk.errors import (
 )
 from edge.sdk.events import (
     ASSET_FAILED,
+    CLOUD_RESULT,
     COMMAND_RESULT,
     DEVICE_STATUS,
     MODULE_COMMAND,
@@ -53,6 +54,7 @@ from edge.sdk.events import (
     TELEMETRY,
     AssetFailedData,
     CloudEventEnvelope,
+    CloudResultData,
     CommandResultData,
     DeviceStatusData,
     Event,
@@ -125,6 +127,7 @@ from edge.sdk.versions import (
 __all__ = [
     "ADAPTORS",
     "ASSET_FAILED",
+    "CLOUD_RESULT",
     "COMMAND_RESULT",
     "DEPRECATED_API",
     "DEVICE_STATUS",
@@ -144,6 +147,7 @@ __all__ = [
     "Backoff",
     "BatchHandler",
     "CloudEventEnvelope",
+    "CloudResultData",
     "CommandResultData",
     "ConfigError",
     "ConfigIssue",

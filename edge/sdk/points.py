@@ -64,6 +64,27 @@ class PointConfig(BaseModel):
     publish: bool = Field(default=True, description="False for helper points such as scale factors.")
     writable: bool = False
     description: str = ""
+    # Report by exception (applied once, in the kernel's normalizer): with any of these three set, a sample is
+    # published only when its quality changed, its value moved out of the deadbands around the value last
+    # published, or `max_silence` passed since then. Unchanged values then cost neither storage nor bus.
+    report_deadband: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Report by exception: publish a numeric value only when it moved more than this (in the "
+        "point's units) from the last published one; 0: on any change.",
+    )
+    report_deadband_percent: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Report by exception: publish a numeric value only when it moved more than this percentage of "
+        "the last published one (with report_deadband too, it must leave both bands).",
+    )
+    max_silence: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Report by exception: publish the point at least every this many seconds, changed or not "
+        "(heartbeat); alone, it means 'on any change, and at least this often'.",
+    )
 
     @property
     def choices(self) -> tuple[str, ...] | None:

@@ -1,4 +1,12 @@
-"""The SSRF guard: webhook destinations on loopback, link-local, private or unique-local addresses are refused.
+"""The SSRF guard: a webhook destination must be a globally routable unicast address, or in the allow-list.
+
+Globally routable is the standard library's `is_global` (IANA's special-purpose registries: it refuses
+loopback, private, link-local, unique-local, documentation and the shared 100.64.0.0/10, where cloud
+metadata services live), less what Python 3.11 still calls global: multicast, the reserved `::/8`, the
+deprecated site-local `fec0::/10` and the local-use NAT64 prefix `64:ff9b:1::/48`. An IPv6 address that
+carries an IPv4 one is judged by both: IPv4-mapped `::ffff:a.b.c.d` is that IPv4 address, and 6to4
+(`2002::/16`), Teredo (`2001::/32`, server and client) and NAT64 (`64:ff9b::/96`, in Python's reserved
+`::/8` but the way an IPv6-only site reaches IPv4) reach the IPv4 address inside, which must be routable too.
 
 The check runs on the addresses the host name resolves to, when the connection is made (`GuardedBackend`),
 so a name that resolves to an internal address, or that changes to one after the subscription was created
@@ -11,18 +19,22 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final
 
 import httpcore
 import httpx
 
 from edge.sdk.errors import EdgeError
 
-__all__ = ["DestinationPolicy", "DestinationRefused", "GuardedTransport"]
+__all__ = ["DestinationPolicy", "DestinationRefused", "GuardedTransport", "Resolver", "embedded_ipv4"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]  # host, port -> addresses (a seam: tests need no DNS)
+
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix, IPv4 in the last 32 bits
+_LOCAL_NAT64: Final = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215; global to Python before 3.12.4
 
 _MAX_RESPONSE_BYTES = 64 * 1024  # a receiver's answer is only logged; never read more than this
 
@@ -39,19 +51,19 @@ class DestinationPolicy:
         """Why `address` may not be called, or None when it may."""
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-        if any(address in network for network in self.allow):
+        if self._allowed(address):
             return None
-        for kind, hit in (
-            ("loopback", address.is_loopback),
-            ("link-local", address.is_link_local),
-            ("private", address.is_private),
-            ("unspecified", address.is_unspecified),
-            ("multicast", address.is_multicast),
-            ("reserved", address.is_reserved),
-        ):
-            if hit:
-                return f"{address} is a {kind} address (allow it with [webhooks] allow_networks)"
+        why = None if address in _NAT64 else _not_routable(address)  # NAT64: judged by its IPv4 address
+        if why is not None:
+            return f"{address} is {why} (allow it with [webhooks] allow_networks)"
+        for inner in embedded_ipv4(address):
+            why = _not_routable(inner)
+            if why is not None and not self._allowed(inner):
+                return f"{address} leads to {inner}, {why} (allow it with [webhooks] allow_networks)"
         return None
+
+    def _allowed(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.allow)
 
     def check_url(self, url: str) -> str:
         """Validate a destination URL; returns it, or raises ValueError with the reason."""
@@ -75,11 +87,43 @@ class DestinationPolicy:
         return url
 
 
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address delivers to: 6to4, Teredo (server, client), NAT64, IPv4-mapped."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+    return [inner for inner in found if inner is not None]
+
+
+def _not_routable(address: IPAddress) -> str | None:
+    """What keeps `address` from being a globally routable unicast address, or None."""
+    for kind, hit in (
+        ("a loopback address", address.is_loopback),
+        ("a link-local address", address.is_link_local),
+        ("an unspecified address", address.is_unspecified),
+        ("a multicast address", address.is_multicast),
+        ("a site-local address", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
+        ("a private address", address.is_private),
+        ("a reserved address", address.is_reserved or address in _LOCAL_NAT64),
+    ):
+        if hit:
+            return kind
+    return None if address.is_global else "not a globally routable address"
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves the host, refuses forbidden addresses, and connects to a vetted address only."""
 
-    def __init__(self, policy: DestinationPolicy) -> None:
+    def __init__(self, policy: DestinationPolicy, resolver: Resolver | None = None) -> None:
         self._policy = policy
+        self._resolve = resolver or _getaddrinfo
         self._inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -90,12 +134,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout)
+            resolved = await asyncio.wait_for(self._resolve(host, port), timeout)
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses = _unique(ipaddress.ip_address(info[4][0]) for info in infos)
+        addresses = _unique(ipaddress.ip_address(address) for address in resolved)
         refusals = [why for why in map(self._policy.refusal, addresses) if why is not None]
         if refusals:  # one internal answer is enough to refuse: the name is not a public destination
             raise DestinationRefused(f"destination {host} refused: {refusals[0]}")
@@ -116,9 +159,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport over an httpcore pool that connects through `GuardedBackend`."""
 
-    def __init__(self, policy: DestinationPolicy, *, max_connections: int = 2) -> None:
+    def __init__(
+        self, policy: DestinationPolicy, *, max_connections: int = 2, resolver: Resolver | None = None
+    ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections, network_backend=GuardedBackend(policy)
+            max_connections=max_connections, network_backend=GuardedBackend(policy, resolver)
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

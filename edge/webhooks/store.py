@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import orjson
 
+from edge.ops.files import private_database
 from edge.outbox import schema as outbox_sql
 from edge.outbox.schema import tenant_filter
 from edge.sdk.errors import EdgeError
@@ -125,8 +126,9 @@ class WebhookStore:
     `asyncio.to_thread` (the tenant context goes along), as the dispatcher does."""
 
     def __init__(self, path: Path, policy: DestinationPolicy, *, max_per_tenant: int = 50) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            private_database(path), timeout=10.0, isolation_level=None, check_same_thread=False
+        )
         self._lock = threading.Lock()
         self._policy = policy
         self._max = max_per_tenant

@@ -48,14 +48,20 @@ def test_a_client_failing_authentication_20_times_a_second_gets_429(api: ApiGate
         assert http.get("/v1/devices").status_code == 200
 
 
-def test_an_enabled_api_without_an_issuer_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
+def test_plain_http_on_a_non_loopback_address_is_a_config_error_naming_the_field(tmp_path: Path) -> None:
     path = write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=free_port(), devices=0)
-    path.write_text(path.read_text() + "\n[api]\nenabled = true\nport = 8080\n")
+    base = path.read_text()
+    path.write_text(base + '\n[api]\nenabled = true\nhost = "0.0.0.0"\nport = 8080\n')
     with pytest.raises(ConfigError) as failed:
         load(path)
     (issue,) = failed.value.issues
     assert issue.file.endswith("edge.toml") and issue.location.startswith("api")
-    assert "names no token issuer" in issue.reason
+    assert "not a loopback address and no TLS" in issue.reason and "allow_plain_http" in issue.reason
+    path.write_text(base + '\n[api]\nenabled = true\nhost = "0.0.0.0"\nallow_plain_http = true\n')
+    assert load(path)[0].config.api.allow_plain_http
+    path.write_text(base + '\n[api]\nenabled = true\ntls_cert = "c.pem"\n')
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        load(path)
 
 
 async def test_a_busy_api_port_fails_the_start_with_a_clear_error(

@@ -20,8 +20,8 @@ import pytest
 from websockets.sync.client import connect
 
 from edge.sdk.events import DEVICE_STATUS, make_event
-from simulators.oidc import OidcIssuer, running
-from tests.api_harness import ApiGateway, LoopThread, api_gateway, api_section
+from simulators.oidc import OidcIssuer
+from tests.api_harness import ApiGateway, api_gateway, api_section, issuer_on_a_thread
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port, wait_until
 
@@ -31,13 +31,7 @@ DEVICES = 50
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[OidcIssuer]:
-    loop = LoopThread()
-    serving = running(0, ("acme",))
-    try:
-        yield loop.run(serving.__aenter__())
-    finally:
-        loop.run(serving.__aexit__(None, None, None))
-        loop.close()
+    yield from issuer_on_a_thread(("acme",))
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from simulators.oidc import OidcIssuer, running
-from tests.api_harness import LoopThread, api_section
+from simulators.oidc import OidcIssuer
+from tests.api_harness import api_section, issuer_on_a_thread
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, free_port, wait_port, wait_until
 
@@ -57,13 +57,7 @@ class GatewayProcess:
 
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[OidcIssuer]:
-    loop = LoopThread()
-    serving = running(0, ("acme",))
-    try:
-        yield loop.run(serving.__aenter__())
-    finally:
-        loop.run(serving.__aexit__(None, None, None))
-        loop.close()
+    yield from issuer_on_a_thread(("acme",))
 
 
 @pytest.fixture(scope="module")

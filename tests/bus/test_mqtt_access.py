@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -16,8 +17,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from typer.testing import CliRunner
 
-from edge.bus.access import GATEWAY_USER, AccessStore, mosquitto_hash, verify_mosquitto_hash
-from edge.bus.broker import EmbeddedBroker, reload_broker
+from edge.bus.access import (
+    AUTH_MARKER,
+    GATEWAY_USER,
+    AccessStore,
+    mosquitto_hash,
+    verify_mosquitto_hash,
+)
+from edge.bus.broker import BrokerError, EmbeddedBroker, reload_broker
 from edge.cli import app
 from tests.e2e import write_config
 from tests.helpers import SimulatorProcess, free_port, wait_port
@@ -266,3 +273,43 @@ def test_a_running_gateway_serves_tenant_users_and_their_commands(
     assert orjson.loads(result)["ok"] is True, result
     assert all(t.startswith("edge/acme/") for t in topics), topics  # inv-02 belongs to globex
     assert gateway.returncode == 0, stderr[-2000:]
+
+
+async def test_once_users_existed_anonymous_access_never_comes_back(
+    broker: tuple[EmbeddedBroker, AccessStore],
+) -> None:
+    server, access = broker
+    access.add("acme", "bms")
+    access.remove("acme", "bms")  # the last tenant user goes: the broker stays closed to anonymous clients
+    _reload(server)
+    assert (server.data_dir.parent / AUTH_MARKER).is_file()
+    assert "allow_anonymous false" in access.conf_path.read_text()
+    assert Client(server.port).refused is not None
+    gateway = Client(server.port, GATEWAY_USER, access.gateway_password())
+    assert gateway.connected
+    gateway.close()
+
+
+async def test_a_broker_whose_users_file_is_lost_refuses_to_start(tmp_path: Path) -> None:
+    """A restore or a cleanup that loses `access.json` must not open every tenant's topics to anyone local."""
+    AccessStore(tmp_path / "broker", "edge").add("acme", "bms")
+    (tmp_path / "broker" / "access.json").unlink()
+    lost = EmbeddedBroker(free_port(), tmp_path / "broker", access=AccessStore(tmp_path / "broker", "edge"))
+    with pytest.raises(BrokerError, match=r"access\.json is missing") as refused:
+        await lost.start()
+    assert "edge tenant credentials add" in str(refused.value) and AUTH_MARKER in str(refused.value)
+    assert lost.pid is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", lost.port), timeout=1).close()
+
+
+def test_edge_run_says_in_one_line_why_the_broker_does_not_start(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=free_port(), devices=0, mode="embedded"
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / AUTH_MARKER).write_text("users existed\n")
+    run = subprocess.run([*EDGE, "run", "-c", str(config)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "access.json is missing" in line]
+    assert len(errors) == 1 and "Traceback" not in run.stderr, run.stderr

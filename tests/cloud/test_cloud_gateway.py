@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,19 +19,11 @@ from edge.gateway import Gateway
 from edge.outbox import RetentionPolicy
 from tests.cloud_harness import CONSUMER, simulator, sync_config
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
+from tests.helpers import MosquittoProcess, SimulatorProcess, until
 
 DEVICES = 4
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def modbus() -> Iterator[SimulatorProcess]:
-    sim = SimulatorProcess(free_port(), DEVICES, ["--sim-time", "12:00"])
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 def _telemetry_at_cloud(cloud: object, tenant: str) -> list[tuple[str, str, int | None, str]]:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from edge.gateway import Gateway
-from edge.sdk.events import TelemetryData
+from edge.sdk.events import PointSample, TelemetryData
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, until
 
@@ -252,3 +252,37 @@ async def test_a_second_gateway_on_the_same_data_directory_is_refused(
     second = Gateway(*load(path))  # once the first has stopped, the directory is free again
     await second.start()
     await second.stop()
+
+
+async def test_one_retained_message_per_device_holds_every_point(
+    tmp_path: Path, mosquitto: MosquittoProcess, simulator: SimulatorProcess
+) -> None:
+    ports = {"mqtt_port": mosquitto.port, "modbus_port": simulator.port}
+    # the broker is shared: no retained topic of another test under this prefix
+    config = write_config(tmp_path / "edge.toml", **ports, devices=2, prefix="bydevice")
+    config.write_text(config.read_text().replace("[bus]\n", '[bus]\npoint_topic_mode = "device"\n', 1))
+    loaded, registry = load(config)
+    published = {p.name for p in loaded.devices[0].points if p.publish}
+    gateway = Gateway(loaded, registry)
+    await gateway.start()
+    try:
+        await asyncio.sleep(1.0)  # a few polls and flushes
+        late = MqttRecorder(mosquitto.port, "bydevice/acme/points/#")
+        try:
+            retained = await asyncio.to_thread(late.wait_for, lambda m: len(m) >= 1)
+            await asyncio.sleep(0.5)  # live updates, and anything else under the prefix
+            got = late.snapshot()
+        finally:
+            late.close()
+    finally:
+        await gateway.stop()
+
+    assert retained[0][2]  # what a late subscriber gets first is the retained state; live updates follow
+    topics = {t for t, _, _ in got}
+    assert topics == {"bydevice/acme/points/roof/inv-01"}  # inv-02 is globex's; no per-point topic at all
+    state = orjson.loads(dict((t, p) for t, p, _ in got)["bydevice/acme/points/roof/inv-01"])
+    assert state["device"] == "inv-01" and state["site"] == "roof"
+    assert state["time"].endswith("Z") and state["sequence"] >= 1
+    assert set(state["points"]) == published
+    samples = {name: PointSample.model_validate(s) for name, s in state["points"].items()}
+    assert samples["ac_power"].unit == "W" and samples["ac_power"].quality == "good"

@@ -86,3 +86,64 @@ def test_pushed_changes_recompute_only_the_points_they_affect() -> None:
         "w": {"value": 12.34, "unit": "W", "quality": "good", "raw": 1234}
     }
     assert normalizer.normalize_changes({4: 5}) == {"state": {"value": 5, "unit": None, "quality": "good"}}
+
+
+# ---- report by exception --------------------------------------------------------------------------------
+
+RBE = [
+    PointConfig(name="power", unit="W", report_deadband=50.0),
+    PointConfig(name="voltage", unit="V", report_deadband_percent=1.0),
+    PointConfig(name="both", report_deadband=5.0, report_deadband_percent=10.0),
+    PointConfig(name="status", max_silence=60.0),
+    PointConfig(name="always"),
+]
+
+
+def _reported(normalizer: DeviceNormalizer, raw: list[object], now: float) -> set[str]:
+    return set(normalizer.report(normalizer.normalize(raw), now))
+
+
+def test_without_rules_every_sample_is_reported_as_it_is() -> None:
+    normalizer = DeviceNormalizer("inv", POINTS)
+    points = normalizer.normalize([1234, -1, 2297, 130, 4, True])
+    assert normalizer.report(points, 0.0) is points
+
+
+def test_deadbands_suppress_small_moves_and_pass_larger_ones() -> None:
+    n = DeviceNormalizer("inv", RBE)
+    assert _reported(n, [1000, 230.0, 100, "ok", 1], 0.0) == {"power", "voltage", "both", "status", "always"}
+    assert _reported(n, [1050, 232.2, 104, "ok", 1], 1.0) == {"always"}  # within every band (50 W, 1 %, 5)
+    assert _reported(n, [1051, 232.4, 111, "ok", 1], 2.0) == {"power", "voltage", "both", "always"}
+    # `both`: 111 -> 117 leaves the absolute band (5) but not the 10 % one: still within
+    assert _reported(n, [1051, 232.4, 117, "ok", 1], 3.0) == {"always"}
+
+
+def test_the_band_is_around_the_last_published_value_not_the_last_read() -> None:
+    n = DeviceNormalizer("inv", RBE)
+    _reported(n, [1000, 230.0, 100, "ok", 1], 0.0)
+    for step, power in enumerate((1030, 1045, 1049)):  # creeping: each read within 50 W of the last one
+        assert "power" not in _reported(n, [power, 230.0, 100, "ok", 1], 1.0 + step)
+    assert "power" in _reported(n, [1051, 230.0, 100, "ok", 1], 9.0)  # 51 W from the published 1000
+
+
+def test_quality_changes_and_text_changes_are_always_reported() -> None:
+    n = DeviceNormalizer("inv", RBE)
+    _reported(n, [1000, 230.0, 100, "ok", 1], 0.0)
+    assert _reported(n, [PointFault("timeout"), 230.0, 100, "fault", 1], 1.0) == {"power", "status", "always"}
+    assert "power" in _reported(n, [1000, 230.0, 100, "fault", 1], 2.0)  # good again, same value
+
+
+def test_max_silence_is_a_heartbeat() -> None:
+    n = DeviceNormalizer("inv", RBE)
+    _reported(n, [1000, 230.0, 100, "ok", 1], 0.0)
+    assert "status" not in _reported(n, [1000, 230.0, 100, "ok", 1], 59.9)
+    assert "status" in _reported(n, [1000, 230.0, 100, "ok", 1], 60.0)
+    assert "status" not in _reported(n, [1000, 230.0, 100, "ok", 1], 119.0)  # 59 s after that heartbeat
+    assert "power" not in _reported(n, [1000, 230.0, 100, "ok", 1], 10_000.0)  # deadband only: no heartbeat
+
+
+def test_report_by_exception_fields_are_validated() -> None:
+    with pytest.raises(ValueError, match="report_deadband"):
+        PointConfig(name="p", report_deadband=-1.0)
+    with pytest.raises(ValueError, match="max_silence"):
+        PointConfig(name="p", max_silence=0)

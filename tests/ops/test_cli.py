@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from edge.api.accounts import AccountStore
 from tests.e2e import write_config
 from tests.helpers import MqttRecorder, SimulatorProcess, free_port, wait_port, wait_until
 
@@ -26,7 +30,10 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
     config = write_config(
         tmp_path / "edge.toml", mqtt_port=mqtt_port, modbus_port=simulator.port, devices=2, mode="embedded"
     )
-    gateway = subprocess.Popen([*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True)
+    # a permissive shell umask: the data directory `edge run` creates must still be the gateway's alone
+    gateway = subprocess.Popen(
+        [*EDGE, "run", "-c", str(config)], stderr=subprocess.PIPE, text=True, umask=0o022
+    )
     try:
         wait_port(mqtt_port, 20)
         recorder = MqttRecorder(mqtt_port, "edge/+/events/#")
@@ -37,6 +44,7 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
         wait_until(status_file.exists, 10, "the status file", step=0.1)
         status = json.loads(status_file.read_text())
         assert status["devices"] == 2 and status["events_stored"] > 0 and status["bus_connected"]
+        _assert_private(tmp_path / "data")
         gateway.send_signal(signal.SIGTERM)
         _, stderr = gateway.communicate(timeout=20)
     finally:
@@ -46,6 +54,20 @@ def test_run_starts_its_own_broker_publishes_and_stops_cleanly_on_sigterm(
     assert "gateway gw-test stopped" in stderr
     with pytest.raises(OSError):  # the embedded broker went with it
         wait_port(mqtt_port, 0.5)
+
+
+def _assert_private(data_dir: Path) -> None:
+    """The data directory 0700 and every file in it 0600 (the outbox's -wal and -shm too); the broker's
+    directory may let its group (the broker's own account) through, nothing more."""
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert {"outbox.db", "outbox.db-wal", "outbox.db-shm", "status.json", "gateway.lock"} <= {
+        p.name for p in files
+    }
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+    for path in (p for p in data_dir.rglob("*") if p.is_dir()):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o027 == 0, f"{path} is {oct(path.stat().st_mode)}"
 
 
 def test_device_list_and_test_read_every_point(tmp_path: Path, simulator: SimulatorProcess) -> None:
@@ -87,7 +109,7 @@ def test_device_test_of_an_unreachable_device_shows_bad_quality_and_fails(tmp_pa
 
 
 def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: Path) -> None:
-    mqtt_port, modbus_port, cloud_port = free_port(), free_port(), free_port()
+    mqtt_port, modbus_port, cloud_port, api_port = free_port(), free_port(), free_port(), free_port()
     demo = subprocess.Popen(
         [
             *EDGE,
@@ -106,6 +128,8 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
             str(modbus_port),
             "--cloud-port",
             str(cloud_port),
+            "--api-port",
+            str(api_port),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -130,6 +154,19 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
 
         stats = wait_until(both_uploaded, 30, "both tenants' events in their cloud", step=0.5)
         assert all(stats[t]["unique"] > 0 and stats[t]["gaps"] == 0 for t in ("acme", "globex")), stats
+
+        def from_the_cloud() -> list[dict[str, object]] | None:  # the demo's command and deployment
+            url = f"http://127.0.0.1:{cloud_port}/_sim/platform/acme/results"
+            results: list[dict[str, object]] = httpx.get(url, timeout=5).json()["results"]
+            done = {r["kind"] for r in results if r["status"] == "done"}
+            return results if done >= {"point.write", "deployment"} else None
+
+        wait_until(from_the_cloud, 60, "the demo's command and deployment done", step=0.5)
+        scraped = httpx.get(
+            f"http://127.0.0.1:{api_port}/metrics", timeout=5
+        ).text  # Prometheus' parser reads it
+        families = {f.name: f for f in text_string_to_metric_families(scraped)}
+        assert sum(s.value for s in families["edge_device_up"].samples) == 7  # and the deployed inv-04
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
         _, stderr = demo.communicate(timeout=30)
     finally:
@@ -137,7 +174,13 @@ def test_demo_runs_simulator_gateway_and_broker_then_stops_on_ctrl_c(tmp_path: P
             os.killpg(demo.pid, signal.SIGKILL)
     assert demo.returncode == 0, stderr
     assert f"mosquitto_sub -v -h 127.0.0.1 -p {mqtt_port} -t 'edge/#'" in stderr
-    assert "devices up 6/6" in stderr
+    assert re.search(r"devices up (6/6|7/7)", stderr), stderr  # 7 once the deployed inverter is polled
+    console = re.search(r"console: (\S+)  sign in as 'demo', password (\S+)", stderr)
+    assert console is not None and console.group(1) == f"http://127.0.0.1:{api_port}/console/", stderr
+    accounts = AccountStore(tmp_path / "demo" / "accounts.json")
+    assert accounts.verify("demo", console.group(2)) is not None  # the printed password signs in
+    assert "point.write acme-hq/inv-01.power_limit -> done" in stderr  # printed by the cloud simulator
+    assert "-> done {'added': ['inv-04']" in stderr  # a device deployed to the running gateway
     with pytest.raises(OSError):
         wait_port(modbus_port, 0.5)
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from edge.bus.access import AccessStore
+from edge.bus.broker import EmbeddedBroker
 from edge.gateway import Gateway
 from edge.ops.backup import BackupError, create_backup, restore_backup
 from edge.sdk.certs import write_application_certificate
 from tests.e2e import load, write_config
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, until
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, mqtt_connack, until
 
 DEVICES = 3
 
@@ -144,3 +146,29 @@ def test_a_damaged_archive_is_refused_before_anything_is_written(tmp_path: Path)
         restore_backup(damaged, tmp_path / "restored" / "edge.toml")
     assert not (tmp_path / "restored" / "edge.toml").exists()
     assert not (tmp_path / "restored" / "data").exists()
+
+
+async def test_broker_users_survive_a_restore_at_0600_and_the_broker_stays_closed(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    (old / "data").mkdir(parents=True)
+    (old / "edge.toml").write_text('[gateway]\nid = "gw"\ndata_dir = "data"\n')
+    _, password = AccessStore(old / "data" / "broker", "edge").add("acme", "bms")
+    archive = tmp_path / "b.tar.gz"
+    create_backup(old / "edge.toml", old / "data", "outbox.db", "gw", archive)
+    kept = ["data/broker/access.json", "data/broker/passwd", "data/broker/acl", "data/broker-auth-required"]
+    with tarfile.open(archive) as tar:
+        modes = {member.name: member.mode for member in tar.getmembers()}
+    assert all(modes.get(name) == 0o600 for name in kept), modes
+
+    result = restore_backup(archive, tmp_path / "new" / "edge.toml")
+    for name in kept:
+        assert stat.S_IMODE((result.data_dir / name.removeprefix("data/")).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(result.data_dir.stat().st_mode) == 0o700
+    broker_dir = result.data_dir / "broker"
+    broker = EmbeddedBroker(free_port(), broker_dir, access=AccessStore(broker_dir, "edge"))
+    await broker.start()
+    try:
+        assert mqtt_connack(broker.port, "bms@acme", password) == 0  # the user came back with its password
+        assert mqtt_connack(broker.port, None, None) != 0  # and no one gets in anonymously
+    finally:
+        await broker.stop()

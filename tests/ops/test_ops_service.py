@@ -45,7 +45,7 @@ def test_install_lays_out_unit_user_directories_and_a_starter_config(tmp_path: P
     assert 'u edge-gateway - "Edge gateway" /var/lib/edge-gateway' in sysusers
     assert "m edge-gateway dialout" in sysusers
     assert (
-        "d /var/lib/edge-gateway 0750 edge-gateway edge-gateway"
+        "d /var/lib/edge-gateway 0700 edge-gateway edge-gateway"
         in (tmp_path / "etc/tmpfiles.d/edge-gateway.conf").read_text()
     )
     assert "to run   systemd-sysusers" in output  # into a root: nothing runs on this machine
@@ -55,6 +55,8 @@ def test_install_lays_out_unit_user_directories_and_a_starter_config(tmp_path: P
     assert 'data_dir = "/var/lib/edge-gateway"' in config.read_text()
     key = tmp_path / "var/lib/edge-gateway/identity/private_key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "var/lib/edge-gateway").stat().st_mode) == 0o700
+    assert "StateDirectoryMode=0700" in unit
     loaded = load_config(config, PluginRegistry.from_entry_points())
     assert loaded.config.gateway.id == "plant-7" and loaded.data_dir == Path("/var/lib/edge-gateway")
 

@@ -102,7 +102,7 @@ async def test_embedded_broker_dies_with_the_killed_gateway(tmp_path: Path) -> N
             assert all(_gone(pid) for pid in orphans)  # the restart found no port taken
             broker_pid = int(pid_file.read_text())
             gw.kill()
-            # PDEATHSIG: gone at once (as root too: the broker keeps the gateway's user, so no setuid clears it);
+            # PDEATHSIG: gone at once (as root too: it is set after the change to the broker's account);
             # the pid file check at the next start is the second line of defence.
             await until(lambda p=broker_pid: _gone(p), 5, "broker gone with its gateway")
             orphans.append(broker_pid)

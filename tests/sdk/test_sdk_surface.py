@@ -69,8 +69,10 @@ PINNED: dict[str, tuple[str, ...]] = {
     "edge.sdk.events": (
         "ASSET_FAILED",
         "AssetFailedData",
+        "CLOUD_RESULT",
         "COMMAND_RESULT",
         "CloudEventEnvelope",
+        "CloudResultData",
         "CommandResultData",
         "DEVICE_STATUS",
         "DeviceStatusData",

@@ -10,6 +10,7 @@ import random
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -19,6 +20,7 @@ from edge.outbox.retention import Retention
 from edge.sdk.events import DEVICE_STATUS, make_event
 from edge.sdk.tenancy import tenant_scope
 from edge.webhooks import DeliveryPolicy, DestinationPolicy, SubscriptionNotFound, WebhookStore
+from edge.webhooks.guard import DestinationRefused, GuardedTransport, embedded_ipv4
 from edge.webhooks.signing import new_secret, sign
 from simulators.webhook_receiver import WebhookReceiver
 from tests.helpers import until
@@ -72,7 +74,12 @@ def test_random_payloads_verify_with_the_official_library_and_tampering_is_caugh
 @pytest.mark.parametrize(
     "address",
     ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.1.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1",
-     "fd00::5", "::ffff:127.0.0.1", "224.0.0.1"],
+     "fd00::5", "::ffff:127.0.0.1", "224.0.0.1",
+     # shared address space (a cloud metadata service: 100.100.100.200), site-local, multicast, reserved ::/8
+     "100.64.0.1", "100.100.100.200", "fec0::1", "ff0e::1", "::7f00:1", "64:ff9b:1::a9fe:a9fe",
+     # IPv6 that delivers to an internal IPv4: 6to4, NAT64, Teredo (client 127.0.0.1 obfuscated)
+     "2002:7f00:1::1", "2002:a9fe:a9fe::1", "2002:6440:1::1", "64:ff9b::a9fe:a9fe", "64:ff9b::6464:64c8",
+     "2001:0:5db8:d822:0:0:80ff:fffe"],
 )  # fmt: skip
 def test_internal_addresses_are_refused_unless_allowed(address: str) -> None:
     ip = ipaddress.ip_address(address)
@@ -87,6 +94,12 @@ def test_public_addresses_and_bad_urls() -> None:
     policy = DestinationPolicy()
     assert policy.refusal(ipaddress.ip_address("93.184.216.34")) is None
     assert policy.refusal(ipaddress.ip_address("2606:4700::1111")) is None
+    for public in ("2002:5db8:d822::1", "64:ff9b::5db8:d822", "::ffff:93.184.216.34"):  # 6to4, NAT64, mapped
+        assert policy.refusal(ipaddress.ip_address(public)) is None, public
+    assert embedded_ipv4(ipaddress.ip_address("2001:0:5db8:d822:0:0:80ff:fffe")) == [
+        ipaddress.IPv4Address("93.184.216.34"),  # the Teredo server
+        ipaddress.IPv4Address("127.0.0.1"),  # and its client, obfuscated in the last 32 bits
+    ]
     for url, why in [("ftp://example.com/x", "scheme"), ("http:///x", "host"), ("https://u:p@example.com", "credentials"), ("https://ex\x19ample.com", "not a URL")]:  # fmt: skip
         with pytest.raises(ValueError, match=why):
             policy.check_url(url)
@@ -104,6 +117,23 @@ async def test_a_name_resolving_to_loopback_is_refused_at_connect_time(
             reason = r.store.dead_letters(sub_id)[0].reason
     assert "refused" in reason and "loopback" in reason
     assert receiver.received == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("internal", ["100.100.100.200", "64:ff9b::a9fe:a9fe", "2002:a00:1::1"])
+async def test_a_name_resolving_to_an_internal_address_is_refused_through_the_resolver_seam(
+    internal: str, receiver: object
+) -> None:
+    """Any one internal answer refuses the name, even beside a public one (no DNS: the resolver is given)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return {"metadata.test": ["93.184.216.34", internal], "hook.test": ["127.0.0.1"]}[host]
+
+    transport = GuardedTransport(DestinationPolicy(["127.0.0.0/8"]), resolver=resolve)
+    async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+        with pytest.raises(DestinationRefused, match=f"metadata.test refused: {internal}"):
+            await client.post("http://metadata.test/latest", content=b"{}")
+        answered = await client.post(f"http://hook.test:{receiver.port}/hook", content=b"{}")  # type: ignore[attr-defined]
+    assert answered.status_code < 500 and len(receiver.received) == 1  # type: ignore[attr-defined]
 
 
 # ---- delivery ------------------------------------------------------------------------------------------------

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edge.api.routes import devices, health, modules, stream, sync, tenants, webhooks
+from edge.api import metrics
+from edge.api.routes import commissioning, devices, health, modules, session, stream, sync, tenants, webhooks
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
+    session.router,
     devices.router,
+    commissioning.router,
     modules.router,
     tenants.router,
     sync.router,
     webhooks.router,
     stream.router,
+    metrics.router,
 )

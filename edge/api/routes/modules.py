@@ -8,13 +8,22 @@ traffic, so only admins see them; a tenant's viewer gets null there.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from edge.api.deps import State, Viewer
-from edge.api.problems import PROBLEM_RESPONSES
+from edge.api.deps import Operator, State, Viewer
+from edge.api.limits import body_limit
+from edge.api.live import EventFilter
+from edge.api.problems import PROBLEM_RESPONSES, Problem
+from edge.module_host.commands import ModuleCommandRejected
+from edge.sdk.events import MODULE_COMMAND_RESULT
 
 router = APIRouter(prefix="/v1", tags=["modules"], responses=PROBLEM_RESPONSES)
+_ANSWER_WITHIN = 15.0  # seconds a module has to answer a command
 _ADMINS_ONLY = "Gateway-wide (every tenant's traffic): admins only, null for a tenant's viewer."
 
 
@@ -70,3 +79,51 @@ async def list_modules(state: State, caller: Viewer) -> list[ModuleInfo]:
             )
         out.append(info)
     return out
+
+
+class CommandBody(BaseModel):
+    args: dict[str, Any] = Field(default_factory=dict, description="The action's arguments.")
+
+
+class CommandAnswer(BaseModel):
+    request_id: str
+    ok: bool
+    reason: str | None
+    result: dict[str, Any]
+
+
+@router.post(
+    "/modules/{module}/commands/{action}",
+    summary="Send a module a command for the caller's tenant and wait for its answer (operator), e.g. "
+    "alarms list / ack: the same path as `edge module command` and MQTT",
+    openapi_extra=body_limit(16_384),
+    responses={504: PROBLEM_RESPONSES[503] | {"description": "The module did not answer in time"}},
+)
+async def module_command(
+    state: State,
+    caller: Operator,
+    body: CommandBody,
+    module: Annotated[str, Path(description="Module name.")],
+    action: Annotated[str, Path(description="The module's action.")],
+) -> CommandAnswer:
+    request_id = str(uuid.uuid4())
+    answers = state.feed.subscribe(caller.tenant, EventFilter(frozenset({MODULE_COMMAND_RESULT})))
+    try:
+        try:
+            await state.services.submit_module_command(caller.tenant, module, action, body.args, request_id)
+        except ModuleCommandRejected as exc:
+            raise Problem(422, f"command refused: {exc.reason}", module=module) from None
+        except RuntimeError as exc:
+            raise Problem(503, str(exc)) from None
+        async with asyncio.timeout(_ANSWER_WITHIN):
+            while True:
+                data = (await answers.queue.get()).data or {}
+                if data.get("request_id") == request_id:
+                    return CommandAnswer(
+                        request_id=request_id, ok=bool(data.get("ok")), reason=data.get("reason"),
+                        result=data.get("result") or {},
+                    )  # fmt: skip
+    except TimeoutError:
+        raise Problem(504, f"module {module!r} did not answer within {_ANSWER_WITHIN:g} s") from None
+    finally:
+        state.feed.unsubscribe(answers)

@@ -1,7 +1,9 @@
 """Live events over a WebSocket, in the caller's tenant only, filtered by type, site, device and point.
 
 `GET /v1/events/stream?type=org.edgegw.telemetry&device=inv-01&point=ac_power` (each filter repeatable or
-comma-separated). The token comes in the `Authorization` header, or for browsers in `?access_token=`.
+comma-separated). The token comes in the `Authorization` header, or for browsers in `?access_token=`; the console's
+session cookie works too, from a page of the gateway's own origin only (a WebSocket has no same-origin
+policy, so another site's page could otherwise open one with the user's cookie).
 Each message is one CloudEvent (JSON text) as stored in the outbox. A client that falls `ws_queue` events
 behind is closed with code 1013 and the reason; it can fetch what it missed from the history endpoint.
 """
@@ -13,12 +15,15 @@ import contextlib
 import logging
 import math
 import time
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket
 
-from edge.api.deps import ApiState, bearer, resolve_tenant
+from edge.api.auth import Principal
+from edge.api.deps import ApiState, authenticate_token, bearer, resolve_tenant
 from edge.api.live import EventFilter, Subscriber
 from edge.api.problems import Problem
+from edge.api.sessions import SESSION_COOKIE
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
@@ -42,9 +47,7 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     params = websocket.query_params
     try:
-        client = websocket.client.host if websocket.client else "-"
-        token = params.get("access_token") or bearer(websocket.headers.get("authorization"))
-        who = await state.verifier.authenticate(token, client)
+        who = await _caller(websocket, state)
         context = resolve_tenant(state, who, params.get("tenant"))
     except Problem as exc:
         code = {401: CLOSE_UNAUTHORIZED, 429: CLOSE_TOO_MANY_FAILURES, 503: CLOSE_TRY_LATER}.get(
@@ -66,6 +69,19 @@ async def stream(websocket: WebSocket) -> None:
         await _pump(websocket, subscriber, who.valid_until)
     finally:
         state.feed.unsubscribe(subscriber)
+
+
+async def _caller(websocket: WebSocket, state: ApiState) -> Principal:
+    client = websocket.client.host if websocket.client else "-"
+    token = params_token = websocket.query_params.get("access_token")
+    header = websocket.headers.get("authorization")
+    if params_token is None and header is None and SESSION_COOKIE in websocket.cookies:
+        origin, host = websocket.headers.get("origin", ""), websocket.headers.get("host", "")
+        if urlsplit(origin).netloc != host:
+            raise Problem(403, f"a session stream must come from the gateway's own pages, not {origin!r}")
+        return state.sessions.get(websocket.cookies[SESSION_COOKIE]).principal
+    token = token or bearer(header)
+    return await authenticate_token(state, token, client)
 
 
 async def _pump(websocket: WebSocket, subscriber: Subscriber, valid_until: float | None) -> None:

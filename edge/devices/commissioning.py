@@ -1,0 +1,122 @@
+"""Commissioning: find devices with a driver's discovery, write the proposed point map as a profile, and add
+the device to the configuration file (comments kept, validated first: edge.config.edit).
+
+One code path for `edge device discover|add` and the console (edge.api.routes.commissioning): the file stays
+the one source of truth, and a running gateway starts polling what the file gained (Gateway.start_new_devices).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from edge.config.edit import replace_if_valid
+from edge.plugins import PluginRegistry
+from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
+from edge.sdk.errors import PluginError
+
+MODES = {"auto": "auto", "push": "auto", "poll": "poll"}  # push is what auto does where the driver can
+_FILE_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class CommissioningError(ValueError):
+    """Discovery or an addition cannot be done as asked (the message says why)."""
+
+
+async def discover(
+    registry: PluginRegistry, driver: str, targets: Mapping[str, Any], progress: Callable[[str], None]
+) -> list[DiscoveredDevice]:
+    """Devices the driver finds at `targets`; raises CommissioningError, or the driver's DeviceError."""
+    try:
+        plugin = registry.driver(driver)
+    except PluginError as exc:
+        raise CommissioningError(str(exc)) from None
+    if not isinstance(plugin, SupportsDiscovery):
+        raise CommissioningError(f"driver {driver!r} cannot discover devices")
+    return list(await plugin.discover(dict(targets), progress))
+
+
+def write_profile(folder: Path, driver: str, device: DiscoveredDevice, name: str | None = None) -> Path:
+    """The proposed point map as a profile file in `folder` (named `name`, else the proposal's name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or device.profile_name or device.address
+    name = _FILE_SAFE.sub("-", name).strip("-.") or "device"
+    doc = tomlkit.document()
+    doc.add(
+        tomlkit.comment(
+            f"Proposed by `edge device discover {driver}` from {device.address}. Review before use."
+        )
+    )
+    header = tomlkit.table()
+    header.update(
+        {
+            "name": name,
+            "driver": driver,
+            "description": ", ".join(f"{k}={v}" for k, v in device.identity.items()),
+        }
+    )
+    doc["profile"] = header
+    points = tomlkit.aot()
+    for point in device.points:
+        points.append(tomlkit.item({k: v for k, v in point.items() if v is not None}))
+    doc["points"] = points
+    path = folder / f"{name}.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+def add_device(
+    config: Path,
+    *,
+    name: str,
+    driver: str,
+    tenant: str,
+    site: str,
+    profile: str,
+    connection: Mapping[str, Any],
+    poll_interval: float = 1.0,
+    timeout: float = 1.0,
+    mode: str = "auto",
+) -> None:
+    """Append a [[devices]] table to the file; raises CommissioningError, or ConfigError (file untouched)
+    when the configuration would be invalid."""
+    if mode not in MODES:
+        raise CommissioningError(f"mode must be poll, push or auto, not {mode!r}")
+    document = tomlkit.parse(config.read_text())
+    devices = document.setdefault("devices", tomlkit.aot())
+    entry: dict[str, Any] = {
+        "name": name,
+        "driver": driver,
+        "tenant": tenant,
+        "site": site,
+        "profile": profile,
+        "poll_interval": poll_interval,
+        "timeout": timeout,
+    }
+    if MODES[mode] != "auto":  # "auto" is the default: leave the file as short as it was
+        entry["mode"] = MODES[mode]
+    table = tomlkit.table()
+    table.update(entry)
+    inline = tomlkit.inline_table()
+    inline.update(dict(connection))
+    table["connection"] = inline
+    devices.append(table)
+    replace_if_valid(config, tomlkit.dumps(document))
+
+
+def renamed_points(device: DiscoveredDevice, names: Mapping[str, str]) -> DiscoveredDevice:
+    """The proposal with points renamed (`names`: proposed name -> new name); names must stay unique."""
+    unknown = set(names) - {str(p.get("name")) for p in device.points}
+    if unknown:
+        raise CommissioningError(f"no proposed point named {sorted(unknown)[0]!r}")
+    points = [{**p, "name": names.get(str(p.get("name")), p.get("name"))} for p in device.points]
+    seen: set[str] = set()
+    for point in points:
+        if point["name"] in seen:
+            raise CommissioningError(f"two points would be named {point['name']!r}")
+        seen.add(str(point["name"]))
+    return DiscoveredDevice(device.address, device.identity, device.connection, points, device.profile_name)

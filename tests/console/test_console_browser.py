@@ -1,0 +1,210 @@
+"""The console in a real browser: Debian's chromium, headless, driven by Selenium through /usr/bin/chromedriver.
+
+One gateway for the module and one browser for the session (tests/console/conftest.py): the Modbus
+inverter simulator gives acme inv-01 and globex inv-02, a SunSpec device simulator waits to be discovered,
+and the alarms module raises an alarm on inv-01 at once. `EDGE_CONSOLE_SCREENSHOTS=docs/console` saves a
+PNG of each page (docs/console.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api_harness import LocalGateway, local_gateway
+from tests.console.conftest import BROWSER_NEEDED
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port
+
+pytestmark = BROWSER_NEEDED
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+PASSWORD = "correct horse battery"
+ALARMS = """
+[[modules]]
+name = "alarms"
+[modules.config]
+check_interval = 0.2
+rules = [{ id = "low-output", point = "ac_power", devices = "inv-01", low = 1e12, severity = "minor" }]
+"""
+SHOTS = os.environ.get("EDGE_CONSOLE_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def meter_port() -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators.sunspec_device", "--port", str(port)], stdout=subprocess.DEVNULL
+    )
+    try:
+        wait_port(port, 20)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[LocalGateway]:
+    with SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"]) as sim:
+        yield from local_gateway(
+            tmp_path_factory.mktemp("console"),
+            mosquitto.port,
+            sim.port,
+            (("alice", PASSWORD, "operator", "acme"), ("root", PASSWORD, "admin", None)),
+            devices=2,
+            more_config=ALARMS,
+            entitlements=("alarms",),
+        )
+
+
+def _wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:
+    return WebDriverWait(browser, timeout, poll_frequency=0.1)
+
+
+def _shot(browser: WebDriver, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def _sign_in(browser: WebDriver, site: LocalGateway, user: str) -> None:
+    browser.delete_all_cookies()
+    browser.get(site.base_url + "/console/")
+    _wait(browser).until(EC.visibility_of_element_located((By.ID, "username"))).send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    if SHOTS and user == "alice":
+        _shot(browser, "sign-in")
+    browser.find_element(By.ID, "signin").click()
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "who"), user))
+
+
+def _open(browser: WebDriver, site: LocalGateway, page: str) -> None:
+    browser.get(f"{site.base_url}/console/#/{page}")
+
+
+def _confirm(browser: WebDriver) -> None:
+    _wait(browser).until(EC.element_to_be_clickable((By.ID, "confirm-ok"))).click()
+
+
+def test_sign_in_then_the_overview_shows_the_tenants_sites(browser: WebDriver, site: LocalGateway) -> None:
+    browser.get(site.base_url + "/")  # the gateway's root leads to the console
+    _wait(browser).until(EC.visibility_of_element_located((By.ID, "signin-form")))
+    browser.find_element(By.ID, "username").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("wrong password")
+    browser.find_element(By.ID, "signin").click()
+    _wait(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".error"), "wrong account name"))
+    _sign_in(browser, site, "alice")
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "sites"), "roof"))
+    _wait(browser).until(lambda b: b.find_element(By.ID, "points-rate").text not in ("", "…"))
+    assert "tenant acme" in browser.find_element(By.ID, "main").text
+    _shot(browser, "overview")
+
+
+def test_live_values_history_and_a_confirmed_write(browser: WebDriver, site: LocalGateway) -> None:
+    _open(browser, site, "device/inv-01")
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "live-state"), "live"))
+    cell = (By.CSS_SELECTOR, 'tr[data-point="ac_power"] td.value')
+    first = _wait(browser).until(
+        lambda b: b.find_element(*cell).text not in ("", "—") and b.find_element(*cell).text
+    )
+    _wait(browser).until(lambda b: b.find_element(*cell).text != first)  # pushed over the WebSocket
+    row = browser.find_element(By.CSS_SELECTOR, 'tr[data-point="ac_power"]')
+    assert row.text.split()[2:4] == ["W", "good"]
+    row.find_element(By.XPATH, ".//button[text()='History']").click()
+    path = _wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#chart svg path")))
+    assert int(path.get_attribute("data-samples") or 0) > 1
+    _shot(browser, "device")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-point="power_limit"] button.write').click()
+    prompt = _wait(browser).until(EC.alert_is_present())
+    prompt.send_keys("55")
+    prompt.accept()
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "confirm-text"), "Write 55"))
+    _confirm(browser)
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "write-result"), "wrote 55 to power_limit"))
+    value = (By.CSS_SELECTOR, 'tr[data-point="power_limit"] td.value')
+    _wait(browser).until(EC.text_to_be_present_in_element(value, "55"))  # read back from the device
+
+
+def test_commissioning_a_discovered_device_until_its_values_arrive_live(
+    browser: WebDriver, site: LocalGateway, meter_port: int
+) -> None:
+    _open(browser, site, "commission")
+    targets = _wait(browser).until(EC.visibility_of_element_located((By.ID, "targets")))
+    targets.clear()
+    targets.send_keys(f"host=127.0.0.1\nport={meter_port}\nunits=1-2")
+    browser.find_element(By.ID, "discover").click()
+    _wait(browser, 30).until(EC.text_to_be_present_in_element((By.ID, "progress"), "found 1 device(s)"))
+    form = browser.find_element(By.CSS_SELECTOR, "form.add-device")
+    name = form.find_element(By.CSS_SELECTOR, ".device-name")
+    name.clear()
+    name.send_keys("meter-new")
+    form.find_element(By.CSS_SELECTOR, ".device-site").send_keys("roof")
+    first_point = browser.find_element(By.CSS_SELECTOR, "input.point-name")
+    proposed = first_point.get_attribute("data-proposed")
+    first_point.clear()
+    first_point.send_keys("renamed_point")
+    _shot(browser, "commissioning")
+    form.find_element(By.CSS_SELECTOR, "button.add").click()
+    _wait(browser).until(EC.url_contains("#/device/meter-new"))
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "live-state"), "live"))
+    cell = (By.CSS_SELECTOR, 'tr[data-point="renamed_point"] td.value')
+    _wait(browser, 20).until(lambda b: b.find_element(*cell).text not in ("", "—"))
+    text = site.config.read_text()  # the configuration file is the source of truth, and kept its content
+    assert 'name = "meter-new"' in text and 'profile = "profiles/meter-new.toml"' in text
+    profile = (site.config.parent / "profiles" / "meter-new.toml").read_text()
+    assert 'name = "renamed_point"' in profile and f'name = "{proposed}"' not in profile
+
+
+def test_an_alarm_is_acknowledged_from_the_list(browser: WebDriver, site: LocalGateway) -> None:
+    _open(browser, site, "alarms")
+    row = (By.CSS_SELECTOR, 'tr[data-alarm^="low-output:roof/inv-01"]')
+    _wait(browser, 20).until(EC.presence_of_element_located(row))
+    _shot(browser, "alarms")
+    browser.find_element(*row).find_element(By.CSS_SELECTOR, "button.ack").click()
+    _confirm(browser)
+    _wait(browser, 20).until(EC.text_to_be_present_in_element(row, "acknowledged by alice"))
+
+
+def test_another_tenants_device_is_not_reachable_by_url(browser: WebDriver, site: LocalGateway) -> None:
+    _open(browser, site, "device/inv-02")
+    error = _wait(browser).until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".error")))
+    assert "tenant 'acme' has no device 'inv-02'" in error.text
+    _open(browser, site, "devices")
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "devices"), "inv-01"))
+    assert "inv-02" not in browser.find_element(By.ID, "devices").text
+    _shot(browser, "devices")
+    assert browser.find_element(By.ID, "nav-tenants").is_displayed() is False
+    cookie = browser.get_cookie("edge_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    with httpx.Client(base_url=site.base_url, cookies={"edge_session": cookie["value"]}) as http:
+        assert http.get("/v1/tenants").status_code == 403
+        page = http.get("/console/")  # its own scripts and origin only, never framed
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_an_admin_creates_an_mqtt_user_whose_password_is_shown_once(
+    browser: WebDriver, site: LocalGateway
+) -> None:
+    _sign_in(browser, site, "root")
+    _open(browser, site, "tenants")
+    section = _wait(browser).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, 'section[data-tenant="acme"]'))
+    )
+    section.find_element(By.CSS_SELECTOR, ".mqtt-name").send_keys("scada")
+    section.find_element(By.CSS_SELECTOR, ".mqtt-create").click()
+    secret = _wait(browser).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, 'section[data-tenant="acme"] .secret')
+    )
+    assert len(secret.text) >= 16
+    _shot(browser, "tenants")
