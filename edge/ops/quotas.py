@@ -11,13 +11,13 @@ tenant in `[[tenants]] limits` (`GatewayConfig.tenant_limits`), and acts by its 
 | `webhooks` (deliveries/s) | each delivery attempt of any of the tenant's subscriptions | slowed: the deliveries wait, the events stay in the outbox |
 | `api` (requests/s) | each authenticated REST request acting for the tenant | refused: 429 with Retry-After |
 | `ws_clients` (open streams) | each WebSocket stream of the tenant | refused: closed with 1013 and the reason |
-| `commands` (module commands/s) | each module command (MQTT or API) | refused with the reason, answered like any refusal |
+| `commands` (module commands/s) | each module command (MQTT or API) | refused with the reason: the API's error, or an answer on the MQTT result topic (not stored as an event) |
 
 Stored bytes are the outbox's own per-tenant quota (`[storage.retention] max_bytes`, edge/outbox/retention.py):
 under `drop_oldest` the tenant's own oldest events go, never another tenant's; under `refuse_newest` its new
 ones are refused; both counted and reported as `org.edgegw.outbox.dropped`.
 
-Every action is counted (`GatewayStats.quotas`: `edge status`, `/v1/status`, `quota_samples` for metrics) and
+Every action is counted (`GatewayStats.quotas`: `edge status`, `/v1/status`, Prometheus `/metrics`) and
 logged with the tenant, the limit and why, at most once a minute per tenant and limit (with the count since).
 """
 
@@ -58,9 +58,8 @@ class _Tenant:
         self.webhooks = TokenBucket(limits.webhook_rate, max(limits.webhook_rate, 1.0))
         self.api = TokenBucket(limits.api_rate, limits.api_burst)
         self.commands = TokenBucket(limits.command_rate, max(limits.command_rate, 1.0))
-        self.logged: dict[
-            str, tuple[float, int]
-        ] = {}  # limit -> (monotonic time of the last line, acts then)
+        # limit -> (monotonic time of its last log line, how often it had acted then)
+        self.logged: dict[str, tuple[float, int]] = {}
 
 
 class Quotas:
@@ -79,9 +78,6 @@ class Quotas:
                 "ws_clients": QuotaCounter(float(own.ws_clients), "refuse"),
                 "commands": QuotaCounter(own.command_rate, "refuse"),
             }
-
-    def limits(self, tenant: str) -> TenantLimits:
-        return self._tenants[tenant].limits
 
     # ---- slowed: the caller waits for its tenant's tokens --------------------------------------------------
 
