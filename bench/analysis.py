@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["aggregate", "check_loss", "drain", "percentile", "window"]
+__all__ = ["aggregate", "by_origin", "check_loss", "cloud_delivery", "drain", "percentile", "window"]
 
 KEEP_UP_RATIO = 0.95  # delivered / offered below this: the gateway does not keep up
 MAX_P99_MS = 1000.0
@@ -39,6 +39,53 @@ def window(received: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
         "events": events,
         "delivered_points_per_s": points / span if span > 0 else 0.0,
         "events_per_s": events / span if span > 0 else 0.0,
+        "p50_latency_ms": percentile(lats, 50),
+        "p99_latency_ms": percentile(lats, 99),
+        "max_latency_ms": lats[-1] if lats else None,
+    }
+
+
+def by_origin(received: dict[str, Any], t0: float, t1: float) -> dict[str, dict[str, Any]]:
+    """`window` per origin of the telemetry (the driver: modbus, bacnet, opcua); empty for old recordings."""
+    origins = received.get("origin")
+    if not origins:
+        return {}
+    out = {}
+    for name in sorted(set(origins)):
+        keep = [o == name for o in origins]
+        part = {
+            key: [v for v, k in zip(received[key], keep, strict=True) if k]
+            for key in ("recv", "lat_ms", "npts")
+        }
+        stats = window(part, t0, t1)
+        if stats["points"]:
+            out[name] = stats
+    return out
+
+
+def cloud_delivery(
+    received: dict[str, Any], arrivals: dict[str, float], t0: float, t1: float
+) -> dict[str, Any]:
+    """Sample -> cloud latency of the events sampled in [t0, t1), joined by event id with the cloud's arrivals.
+
+    The sample time is the subscriber's receipt minus its sample -> MQTT latency (the event's `time`).
+    """
+    lats: list[float] = []
+    sampled = 0
+    for rid, r, latency, n in zip(
+        received["ids"], received["recv"], received["lat_ms"], received["npts"], strict=True
+    ):
+        sample = r - latency / 1000.0
+        if n <= 0 or not t0 <= sample < t1:
+            continue
+        sampled += 1
+        arrived = arrivals.get(rid)
+        if arrived is not None:
+            lats.append((arrived - sample) * 1000.0)
+    lats.sort()
+    return {
+        "events_sampled": sampled,
+        "events_in_cloud": len(lats),
         "p50_latency_ms": percentile(lats, 50),
         "p99_latency_ms": percentile(lats, 99),
         "max_latency_ms": lats[-1] if lats else None,

@@ -30,6 +30,8 @@ def run_bench(
     say: Any = print,
 ) -> dict[str, Any]:
     """Run the named scenario(s); returns the results dict also written to `out/results.json`."""
+    if scenario == "bus":
+        return _run_bus(duration=duration, out=out, repeat=repeat, say=say)
     chosen = [s.with_options(duration=duration, peer=peer) for s in sc_mod.scenario(scenario)]
     if repeat < 1:
         raise ValueError("repeat must be at least 1")
@@ -84,3 +86,28 @@ def _summarise_ramp(results: dict[str, Any]) -> None:
         else:
             text += "; every step kept up (raise the ramp to find the limit)"
         s["ramp_summary"] = text
+
+
+def _run_bus(*, duration: float | None, out: Path | None, repeat: int, say: Any) -> dict[str, Any]:
+    """`edge bench bus`: Mosquitto vs NATS JetStream (bench/bus_backends.py); results.json and a summary."""
+    from bench.bus_backends import run_bus_backends
+
+    out = (out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    try:
+        with Children() as children:
+            measured = run_bus_backends(out, children, repeat=repeat, duration=duration or 10.0, say=say)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    results = {"machine": machine_info(), "scenarios": measured}
+    write_json(out / "results.json", results)
+    for result in measured:
+        for backend, medians in result["medians"].items():
+            say(
+                f"{result['load']} offered, {backend}: {medians['points_per_s']:,.0f} points/s, "
+                f"{medians['gateway_cpu_us_per_point']:.1f} µs gateway CPU per point, "
+                f"server {medians['server_cpu_pct']:.0f} % CPU (medians of {repeat})"
+            )
+    say(f"results: {out / 'results.json'}")
+    return results

@@ -4,25 +4,28 @@ One measurement (`measure`) is: a clean bench broker, the load's simulators (own
 subscriber (own process), the gateway (`python -m edge.cli run`, bus in external mode on the bench broker);
 wait until every device is up, warm up, then a measured window sampling the gateway's CPU time and RSS every
 0.5 s; optionally a broker outage and its backlog drain; then SIGTERM to the gateway (it must exit 0 within
-10 s), the subscriber's records, and the outbox read back to check that nothing acknowledged was lost.
-Only the gateway's own CPU (user + system of its PID, no children) is charged to it; the simulators', the
+10 s), the subscriber's records (split by protocol), the cloud simulator's arrivals (sample -> cloud, when the
+load syncs to the cloud), and the outbox read back to check that nothing acknowledged was lost.
+A scenario with peers (`compare`) runs each peer (`bench.peer_common.PEERS`) on the same simulators and
+broker after ours. Only the gateway's own CPU (user + system of its PID, no children) is charged to it; the simulators', the
 broker's and the subscriber's are reported beside it so a bottleneck outside the gateway shows.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
-from bench.analysis import aggregate, check_loss, drain, keeps_up, window
+from bench.analysis import aggregate, by_origin, check_loss, cloud_delivery, drain, keeps_up, window
 from bench.fleet import Fleet, requests_per_poll, write_gateway_config
+from bench.peer_common import PEERS
 from bench.procs import BenchBroker, Children, ProcessCpu
 from bench.runners import GatewayProcess, SubscriberProcess, read_outbox
 from bench.scenarios import Load, Scenario, pending_reason
@@ -91,6 +94,7 @@ def measure(
         exit_code = gw.stop()
         sub.wait_quiet()
         received = sub.stop()
+        arrivals = _cloud_arrivals(fleet.cloud_port) if fleet.cloud_port else None
     finally:
         gw.stop()
         if sub.proc is not None:
@@ -98,6 +102,7 @@ def measure(
         if own_fleet:
             fleet.stop()
     stats = window(received, t0, t1)
+    origins = by_origin(received, t0, t1)
     loss = check_loss(received, read_outbox(gw.data_dir / "outbox.db"))
     for stale in gw.data_dir.glob("outbox.db*"):  # checked; at 50k points/s a run leaves ~100 MB of outbox
         stale.unlink()
@@ -111,6 +116,8 @@ def measure(
         "offered_points_per_s": load.offered_points_per_s,
         "requests_per_device_poll": requests_per_poll(config),
         **stats,
+        "by_protocol": {name: _origin_figures(name, load, o) for name, o in origins.items()},
+        "cloud": cloud_delivery(received, arrivals, t0, t1) if arrivals is not None else None,
         "points_read_per_s": _rate(s0, s1, "points_read"),
         "point_updates_per_s": _rate(s0, s1, "point_updates_published"),
         "gateway_cpu_s": cpu,
@@ -145,6 +152,27 @@ def measure(
     ok, reasons = keeps_up(result)
     result["keeps_up"], result["verdict"] = ok, reasons
     return result
+
+
+def _cloud_arrivals(port: int) -> dict[str, float]:
+    """Every event the cloud simulator stored, all tenants: event id -> when it was first stored."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/_sim/arrivals", timeout=30.0)
+    answer.raise_for_status()
+    merged: dict[str, float] = {}
+    for per_tenant in answer.json().values():
+        merged.update(per_tenant)
+    return merged
+
+
+def _origin_figures(origin: str, load: Load, stats: dict[str, Any]) -> dict[str, Any]:
+    """One protocol's share of the window; `offered` only for polled groups (change-driven ones offer none)."""
+    groups = [g for g in load.runnable if g.protocol == origin]
+    keep = ("points", "events", "delivered_points_per_s", "events_per_s", "p50_latency_ms", "p99_latency_ms")
+    return {
+        "devices": sum(g.count for g in groups),
+        "offered_points_per_s": sum(g.offered_points_per_s for g in groups) or None,
+        **{k: stats[k] for k in keep},
+    }
 
 
 def _sample_window(gw: GatewayProcess, t0: float, duration: float, c0: float) -> list[dict[str, Any]]:
@@ -250,21 +278,18 @@ def run_scenario(sc: Scenario, env: BenchEnv) -> dict[str, Any]:
         "pending": {},
         "loads": [],
     }
-    if sc.cloud_endpoint is not None:
-        out["cloud"] = {
-            "endpoint": sc.cloud_endpoint,
-            "measured": False,
-            "reason": sc.notes[0] if sc.notes else "",
-        }
+    if sc.peers and not sc.peer:
+        out["notes"].append(f"peers not run (--no-peer): {', '.join(PEERS[p].label for p in sc.peers)}")
     for load in sc.loads:
         out["pending"].update(load.pending)
     for name, reason in out["pending"].items():
         env.say(f"  {name}: {reason}")
     for i, load in enumerate(sc.loads):
         base = env.out / sc.name / load.label.replace("@", "_")
-        entry = _compare_load(sc, load, env, base) if sc.peer else _measure_repeated(sc, load, env, base)
+        # a scenario with peers always has the comparison's shape, peers run or not (--no-peer)
+        entry = _compare_load(sc, load, env, base) if sc.peers else _measure_repeated(sc, load, env, base)
         out["loads"].append(entry)
-        result = entry["ours"] if sc.peer else entry
+        result = entry["ours"] if sc.peers else entry
         if sc.ramp and not result["keeps_up"]:
             env.say(f"  stops keeping up at {load.label}: {'; '.join(result['verdict'])}")
             out["stopped_at"] = {"load": load.label, "reasons": result["verdict"]}
@@ -279,13 +304,11 @@ def run_scenario(sc: Scenario, env: BenchEnv) -> dict[str, Any]:
 
 
 def _compare_load(sc: Scenario, load: Load, env: BenchEnv, base: Path) -> dict[str, Any]:
-    """This gateway and the peer on the same simulators, one after the other."""
+    """This gateway and each peer on the same simulators and broker, one after the other."""
     fleet = Fleet(load, base / "sims", env.children).start()
     try:
         ours = _measure_repeated(sc, load, env, base / "ours", fleet)
-        peers = []
-        for storage in sc.peer_storage:
-            peers.append(_peer(sc, load, env, fleet, storage, base / f"thingsboard-{storage}", ours))
+        peers = [_peer(sc, load, env, fleet, name, base / name, ours) for name in sc.peers if sc.peer]
     finally:
         fleet.stop()
     return {
@@ -298,38 +321,37 @@ def _compare_load(sc: Scenario, load: Load, env: BenchEnv, base: Path) -> dict[s
 
 
 def _peer(
-    sc: Scenario, load: Load, env: BenchEnv, fleet: Fleet, storage: str, workdir: Path, ours: dict[str, Any]
+    sc: Scenario, load: Load, env: BenchEnv, fleet: Fleet, name: str, workdir: Path, ours: dict[str, Any]
 ) -> dict[str, Any]:
+    spec = PEERS[name]
     group = load.runnable[0]
-    try:
-        peer_mod = importlib.import_module("bench.peer_thingsboard")
-    except ImportError as exc:
-        return {"storage": storage, "error": f"peer runner not available: {exc}"}
+    head = {"peer": name, "label": spec.label}
     runs = []
     for k in range(env.repeat):
-        env.say(f"  {sc.name} / {load.label}: ThingsBoard ({storage}) run {k + 1}/{env.repeat}")
+        env.say(f"  {sc.name} / {load.label}: {spec.label} run {k + 1}/{env.repeat}")
         env.broker.reset()
         try:
-            res = peer_mod.run_thingsboard(
+            res = spec.run(
                 workdir=workdir / f"run-{k + 1}",
                 broker_port=env.broker.port,
                 devices=fleet.modbus_endpoints(),
                 registers=group.points,
                 poll_interval=group.poll_interval,
                 duration=sc.duration,
-                storage=storage,
+                warmup=sc.warmup,
             )
         except Exception as exc:  # a broken peer must not lose our own figures
-            env.say(f"    ThingsBoard run failed: {exc!r}")
-            return {"storage": storage, "error": repr(exc)}
-        run = asdict(res) if is_dataclass(res) and not isinstance(res, type) else dict(res)
+            env.say(f"    {spec.label} run failed: {exc!r}")
+            return {**head, "error": repr(exc)}
+        run = asdict(res)
         env.say(
-            f"    ThingsBoard: delivered {run['delivered_points_per_s']:,.0f} points/s, "
-            f"CPU {run['cpu_us_per_point']:.1f} µs/point, peak RSS {run['peak_rss_mb']:.0f} MB"
+            f"    {spec.label}: delivered {run['delivered_points_per_s']:,.0f} points/s, "
+            f"CPU {run['cpu_us_per_point']:.1f} µs/point, p99 {run['p99_latency_ms'] or 0:.1f} ms, "
+            f"peak RSS {run['peak_rss_mb']:.0f} MB"
         )
         runs.append(run)
     agg = aggregate(runs)
-    return {"storage": storage, "result": agg, "ratios": _ratios(ours, agg)}
+    return {**head, "result": agg, "ratios": _ratios(ours, agg)}
 
 
 def _ratios(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:

@@ -31,35 +31,33 @@ check: it starts its own Mosquitto and `simulators.modbus_bank` processes (10 de
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-import psutil
-from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.peer_common import (
+    PeerResult,
+    PeerRun,
+    TelemetryCounter,
+    log_summary,
+    peer_result,
+    quick_check,
+    quick_check_parser,
+    run_measured,
+)
 
 __all__ = [
     "TB_PYMODBUS",
     "TB_VERSION",
-    "PeerResult",
-    "bank_simulator",
     "default_venv_dir",
     "ensure_thingsboard_installed",
-    "local_broker",
     "run_thingsboard",
 ]
 
@@ -89,22 +87,7 @@ _SESSION_LIMITS = {
 }
 _STARTUP_TIMEOUT_S = 120.0  # TB start (imports, connector) until its first telemetry arrives
 _STOP_GRACE_S = 10.0
-# RSS growth that marks TB's collapse: when behind it keeps starting poll tasks and grows ~1-2 MB/s;
-# when keeping up its RSS is flat (< 0.05 MB/s) on this benchmark
-_FALLING_BEHIND_MB_S = 0.3
 _TEMPLATES = Path(__file__).with_name("peer_thingsboard_templates")
-
-
-@dataclass
-class PeerResult:
-    name: str  # e.g. "thingsboard-gateway 3.8.5 (memory storage)"
-    offered_points_per_s: float
-    delivered_points_per_s: float
-    cpu_us_per_point: float
-    peak_rss_mb: float
-    p50_latency_ms: float | None
-    p99_latency_ms: float | None
-    notes: str
 
 
 # --- installation -----------------------------------------------------------------------------
@@ -238,72 +221,23 @@ def _write_configs(
 # --- the platform side: answer the session-limits RPC, count telemetry -------------------------
 
 
-class _Platform:
-    """Plays ThingsBoard on the broker. paho calls `_on_message` from its network thread."""
+class _Platform(TelemetryCounter):
+    """Plays ThingsBoard on the broker: answers the session-limits RPC, counts `v1/gateway/telemetry`."""
 
     def __init__(self, broker_port: int) -> None:
-        self._port = broker_port
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.points = 0
-        self.messages = 0
-        self.malformed = 0
-        self.first_point_at: float | None = None
+        topics = [(_TELEMETRY_TOPIC, 1), (_RPC_REQUEST_TOPIC, 1)]
+        super().__init__(broker_port, topics, client_id="edge-bench-tb-platform")
         self.session_limits_answered = False
-        self._recording = False
-        self._arrived = threading.Event()
-        self._latencies: list[tuple[float, int]] = []  # (latency ms, points with that ts)
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edge-bench-tb-platform")
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_args: self._subscribed.set()
-        self._client.on_message = self._on_message
 
-    def start(self, timeout: float = 10.0) -> None:
-        self._client.connect("127.0.0.1", self._port)
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout):
-            self.stop()
-            raise RuntimeError(f"no MQTT subscription on 127.0.0.1:{self._port} within {timeout:.0f} s")
+    def handle(self, client: mqtt.Client, topic: str, body: Any) -> None:
+        if body.get("method") == "getSessionLimits":
+            request_id = topic.rsplit("/", 1)[1]
+            client.publish(_RPC_RESPONSE_PREFIX + request_id, json.dumps(_SESSION_LIMITS), qos=1)
+            self.session_limits_answered = True
 
-    def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def wait_for_telemetry(self, timeout: float) -> bool:
-        """Wait for the next telemetry message (True) or `timeout` seconds (False)."""
-        self._arrived.clear()
-        return self._arrived.wait(timeout)
-
-    def record(self, on: bool) -> None:
-        with self._lock:
-            self._recording = on
-
-    def snapshot(self) -> int:
-        with self._lock:
-            return self.points
-
-    def latencies(self) -> list[tuple[float, int]]:
-        with self._lock:
-            return list(self._latencies)
-
-    def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
-        client.subscribe([(_TELEMETRY_TOPIC, 1), (_RPC_REQUEST_TOPIC, 1)])
-
-    def _on_message(self, client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        now_ms = time.time() * 1000.0
-        try:  # an exception escaping a paho callback would end its network thread
-            body = json.loads(msg.payload)
-            if msg.topic == _TELEMETRY_TOPIC:
-                self._count(body, now_ms)
-            elif body.get("method") == "getSessionLimits":
-                request_id = msg.topic.rsplit("/", 1)[1]
-                client.publish(_RPC_RESPONSE_PREFIX + request_id, json.dumps(_SESSION_LIMITS), qos=1)
-                self.session_limits_answered = True
-        except (ValueError, TypeError, AttributeError, KeyError):
-            with self._lock:
-                self.malformed += 1
-
-    def _count(self, body: dict[str, Any], now_ms: float) -> None:
+    def count(self, topic: str, body: Any, now_ms: float) -> tuple[int, list[tuple[float, int]]] | None:
+        if topic != _TELEMETRY_TOPIC:
+            return None
         batch: list[tuple[float, int]] = []
         total = 0
         for entries in body.values():  # {device: [{"ts": ms, "values": {key: value}}, ...]}
@@ -313,155 +247,13 @@ class _Platform:
                 total += n
                 if "ts" in entry:
                     batch.append((now_ms - float(entry["ts"]), n))
-        with self._lock:
-            self.messages += 1
-            self.points += total
-            if total and self.first_point_at is None:
-                self.first_point_at = time.monotonic()
-            if self._recording:
-                self._latencies.extend(batch)
-        self._arrived.set()
-
-
-def _weighted_percentile(samples: list[tuple[float, int]], q: float) -> float | None:
-    total = sum(n for _, n in samples)
-    if total == 0:
-        return None
-    rank, seen = q * (total - 1), 0
-    for value, n in sorted(samples):
-        seen += n
-        if seen > rank:
-            return value
-    return sorted(samples)[-1][0]
-
-
-# --- the TB process ---------------------------------------------------------------------------
-
-
-def _family(proc: psutil.Process) -> list[psutil.Process]:
-    with contextlib.suppress(psutil.Error):
-        return [proc, *proc.children(recursive=True)]
-    return [proc]
-
-
-def _cpu_seconds(proc: psutil.Process) -> float:
-    """User + system CPU of TB and its live children, plus children it already reaped."""
-    total = 0.0
-    for p in _family(proc):
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system + (t.children_user + t.children_system if p is proc else 0.0)
-    return total
-
-
-def _busy_share(before: Any, after: Any) -> float:
-    """Share of all cores' time spent busy between two `psutil.cpu_times()` samples."""
-    total = sum(after) - sum(before)
-    idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-    return (total - idle) / total if total > 0 else 0.0
-
-
-def _status_kb(pid: int, field: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _memory_mb(proc: psutil.Process, field: str) -> float:
-    return sum(_status_kb(p.pid, field) for p in _family(proc)) / 1024.0
-
-
-def _modbus_connections(proc: psutil.Process, ports: set[int]) -> int:
-    count = 0
-    for p in _family(proc):
-        with contextlib.suppress(psutil.Error):
-            count += sum(1 for c in p.net_connections("tcp") if c.raddr and c.raddr.port in ports)
-    return count
+        return total, batch
 
 
 def _log_summary(workdir: Path) -> str:
-    lines: list[str] = []
-    for path in [*sorted((workdir / "logs").glob("*.log")), workdir / "tb_stdout.log"]:
-        with contextlib.suppress(OSError):
-            lines += [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln]
-    summary = f"TB logged {len(lines)} lines at WARNING+ ({len(errors)} errors)"
-    return summary + (f", last error: {errors[-1][-200:]}" if errors else "")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, _STOP_GRACE_S), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)  # TB runs in its own session: this reaches its children too
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-
-
-def _sleep_alive(proc: subprocess.Popen[bytes], seconds: float, workdir: Path) -> None:
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ThingsBoard gateway exited with {proc.returncode}: {_log_summary(workdir)}")
-        time.sleep(min(0.2, left))
-
-
-@dataclass(frozen=True)
-class _Window:
-    seconds: float
-    points: int
-    cpu_s: float
-    peak_rss_mb: float
-    connections: int
-    notes: str
-
-
-def _measure_window(
-    proc: subprocess.Popen[bytes],
-    platform: _Platform,
-    duration: float,
-    poll_interval: float,
-    workdir: Path,
-    ports: set[int],
-) -> _Window:
-    """Measure a whole number of poll periods, starting half a period after a telemetry message.
-
-    TB sends each poll's values in bursts; a window edge that fell on a burst would count a whole
-    poll more or less (5% in 20 s at a 1 s poll). Mid-phase edges count each burst once.
-    """
-    periods = max(1, round(duration / poll_interval))
-    if platform.wait_for_telemetry(timeout=2 * poll_interval + 5.0):
-        _sleep_alive(proc, poll_interval / 2, workdir)
-    duration = periods * poll_interval
-    ps = psutil.Process(proc.pid)
-    connections = _modbus_connections(ps, ports)
-    rss0, cpu0, points0, machine0 = (
-        _memory_mb(ps, "VmRSS"),
-        _cpu_seconds(ps),
-        platform.snapshot(),
-        psutil.cpu_times(),
+    return log_summary(
+        "TB", [*sorted((workdir / "logs").glob("*.log")), workdir / "tb_stdout.log"], (" ERROR ", "Traceback")
     )
-    t0 = time.monotonic()
-    platform.record(True)
-    _sleep_alive(proc, duration, workdir)
-    cpu1, points1, machine1 = _cpu_seconds(ps), platform.snapshot(), psutil.cpu_times()
-    elapsed = time.monotonic() - t0
-    platform.record(False)
-    rss1, peak, children = _memory_mb(ps, "VmRSS"), _memory_mb(ps, "VmHWM"), len(_family(ps)) - 1
-    cpu = cpu1 - cpu0
-    notes = (
-        f"window {elapsed:.1f} s; TB CPU {cpu / elapsed:.0%} of one core (user+system of its process"
-        f"{f' and {children} children' if children else '; it had no child processes'}); "
-        f"whole machine {_busy_share(machine0, machine1):.0%} busy on {psutil.cpu_count()} cores "
-        "(everything: simulators, broker, this counter, other jobs); "
-        f"RSS {rss0:.0f} -> {rss1:.0f} MB in the window ({(rss1 - rss0) / elapsed:+.2f} MB/s)"
-    )
-    if (rss1 - rss0) / elapsed > _FALLING_BEHIND_MB_S:
-        notes += " - TB is falling behind: its poll tasks pile up (it starts one every period regardless)"
-    return _Window(elapsed, points1 - points0, cpu, peak, connections, notes)
 
 
 def run_thingsboard(
@@ -480,7 +272,7 @@ def run_thingsboard(
     """Run TB against `devices` for `warmup` seconds, then measure a window of about `duration` s.
 
     Warm-up starts when TB's first telemetry arrives (its start-up takes seconds and is not measured).
-    The window is rounded to whole poll periods (see `_measure_window`). `share_connections` keeps
+    The window is rounded to whole poll periods (see `bench.peer_common.measure_window`). `share_connections` keeps
     devices that share a host:port on one TB connection; `venv_dir` defaults to `default_venv_dir()`.
     """
     if not devices or registers < 1 or poll_interval <= 0 or duration <= 0:
@@ -500,168 +292,46 @@ def run_thingsboard(
         "NO_PROXY": "",
     }
     platform = _Platform(broker_port)
-    platform.start()
-    try:
-        with open(workdir / "tb_stdout.log", "wb") as out:
-            proc = subprocess.Popen(
-                [str(python), "-m", "thingsboard_gateway.tb_gateway"],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-            while platform.first_point_at is None and time.monotonic() < deadline:
-                _sleep_alive(proc, 0.2, workdir)
-            if platform.first_point_at is None:
-                raise RuntimeError(
-                    f"no telemetry from ThingsBoard within {_STARTUP_TIMEOUT_S:.0f} s "
-                    f"(session limits answered: {platform.session_limits_answered}); {_log_summary(workdir)}"
-                )
-            _sleep_alive(proc, warmup, workdir)
-            ports = {port for _h, port, _u in devices}
-            window = _measure_window(proc, platform, duration, poll_interval, workdir, ports)
-        finally:
-            _stop(proc)
-    finally:
-        platform.stop()
+    run = PeerRun(
+        what="ThingsBoard",
+        argv=[str(python), "-m", "thingsboard_gateway.tb_gateway"],
+        cwd=workdir,
+        stdout=workdir / "tb_stdout.log",
+        why_dead=lambda: (
+            f"session limits answered: {platform.session_limits_answered}; " + _log_summary(workdir)
+        ),
+        env=env,
+        startup_timeout=_STARTUP_TIMEOUT_S,
+        stop_grace=_STOP_GRACE_S,
+    )
+    ports = {port for _h, port, _u in devices}
+    window, connections = run_measured(
+        run, platform, warmup=warmup, duration=duration, poll_interval=poll_interval, device_ports=ports
+    )
     sharing = "shared per host:port" if share_connections else "one per device asked"
     notes = (
-        f"{len(devices)} devices x {registers} registers, poll {poll_interval:g} s; {window.notes}; "
-        f"{window.connections} Modbus TCP connections open ({sharing}); "
+        f"{len(devices)} devices x {registers} registers, poll {poll_interval:g} s; TB {window.notes}; "
+        f"{connections} Modbus TCP connections open ({sharing}); "
         f"latency = receipt - TB's ts (stamped after the Modbus read, so the read is not in it); "
         f"{_log_summary(workdir)}"
     )
-    if platform.malformed:
-        notes += f"; {platform.malformed} MQTT messages could not be parsed"
-    samples = platform.latencies()
-    return PeerResult(
-        name=f"thingsboard-gateway {TB_VERSION} ({storage} storage)",
-        offered_points_per_s=len(devices) * registers / poll_interval,
-        delivered_points_per_s=window.points / window.seconds,
-        cpu_us_per_point=window.cpu_s * 1e6 / window.points if window.points else float("inf"),
-        peak_rss_mb=window.peak_rss_mb,
-        p50_latency_ms=_weighted_percentile(samples, 0.50),
-        p99_latency_ms=_weighted_percentile(samples, 0.99),
-        notes=notes,
+    return peer_result(
+        f"thingsboard-gateway {TB_VERSION} ({storage} storage)",
+        len(devices) * registers / poll_interval,
+        window,
+        platform,
+        notes,
     )
-
-
-# --- a broker and a bank simulator for the quick check and the test ----------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not listening on 127.0.0.1:{port} within {timeout:.0f} s")
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-@contextlib.contextmanager
-def local_broker(workdir: Path, mosquitto: str = "/usr/sbin/mosquitto") -> Iterator[int]:
-    """A Mosquitto on a free loopback port, set up as the benchmark wants it; yields the port."""
-    port = _free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-    )
-    proc = subprocess.Popen(
-        [mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_listening(port, proc, "mosquitto")
-        yield port
-    finally:
-        _terminate(proc)
-
-
-@contextlib.contextmanager
-def bank_simulator(
-    devices: int, registers: int, log_dir: Path, per_process: int = 10
-) -> Iterator[list[tuple[str, int, int]]]:
-    """`devices` simulated banks, `per_process` to a `simulators.modbus_bank` process (one port each,
-    since one pymodbus server process answers only ~8k requests/s); yields (host, port, unit) per device.
-    Each process's output goes to `log_dir/modbus_bank_<port>.log`."""
-    procs: list[subprocess.Popen[bytes]] = []
-    found: list[tuple[str, int, int]] = []
-    log_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        for first in range(0, devices, per_process):
-            n, port = min(per_process, devices - first), _free_port()
-            cmd = [sys.executable, "-m", "simulators.modbus_bank", "--port", str(port)]
-            cmd += ["--devices", str(n), "--registers", str(registers)]
-            with open(log_dir / f"modbus_bank_{port}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        cmd, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT
-                    )
-                )
-            _wait_listening(port, procs[-1], "modbus_bank simulator")
-            found += [("127.0.0.1", port, unit) for unit in range(1, n + 1)]
-        yield found
-    finally:
-        for proc in procs:
-            _terminate(proc)
 
 
 def _main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        description="Run ThingsBoard IoT Gateway as the benchmark peer and measure it."
-    )
-    p.add_argument("--devices", type=int, default=20)
-    p.add_argument("--registers", type=int, default=50)
-    p.add_argument("--poll", type=float, default=1.0, help="poll interval, seconds")
-    p.add_argument("--duration", type=float, default=20.0, help="measured window, seconds")
-    p.add_argument("--warmup", type=float, default=5.0)
+    p = quick_check_parser("Run ThingsBoard IoT Gateway as the benchmark peer and measure it.")
     p.add_argument("--storage", choices=["memory", "sqlite"], default="memory")
     p.add_argument(
         "--share-connections", action="store_true", help="let devices share TB's host:port connection"
     )
-    p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--per-process", type=int, default=10, help="simulated devices per simulator process")
     args = p.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edge-bench-tb-"))
-    with (
-        local_broker(workdir) as broker_port,
-        bank_simulator(args.devices, args.registers, workdir, args.per_process) as devices,
-    ):
-        result = run_thingsboard(
-            workdir=workdir,
-            broker_port=broker_port,
-            devices=devices,
-            registers=args.registers,
-            poll_interval=args.poll,
-            duration=args.duration,
-            storage=args.storage,
-            warmup=args.warmup,
-            share_connections=args.share_connections,
-        )
-    print(json.dumps(asdict(result), indent=2))
-    print(f"workdir: {workdir}", file=sys.stderr)
+    quick_check(args, run_thingsboard, storage=args.storage, share_connections=args.share_connections)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ A `Load` is one gateway configuration measured once: groups of simulated devices
 simulator, a count, points per device and a poll interval. A `Scenario` is a list of loads plus what to do
 around them (an outage after the window, a ramp that stops at saturation, a peer comparison).
 
-Protocols are pluggable: `PROTOCOLS` says which ones the bench can drive today (a simulator it can start and
-a gateway driver it can configure). A group of any other protocol is kept in the scenario and reported as
-pending, with the reason, so the building scenario says what it could not measure instead of hiding it.
-Adding BACnet means: a driver (entry point `bacnet`), a simulator, and a `ProtocolBench` entry here.
+Protocols are pluggable: `PROTOCOLS` says which ones the bench can drive (a simulator it can start and a
+gateway driver it can configure): Modbus TCP (SunSpec inverters, register banks), BACnet/IP (air handlers
+and VAV boxes of `simulators.bacnet_hvac`: COV where the object offers it, polled where it refuses) and OPC UA
+(lifts of `simulators.opcua_lift`, one subscription per lift). A group whose driver is not installed is kept
+in the scenario and reported as pending, with the reason, instead of being hidden.
+
+Polled groups offer `count x points / poll_interval` points/s; change-driven groups (`on_change`: COV,
+OPC UA subscriptions) offer what their devices change, so they are reported as measured, not as offered.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = [
     "ProtocolBench",
     "Scenario",
     "building",
+    "building_parts",
     "coalescing",
     "compare",
     "dialects",
@@ -32,7 +37,8 @@ __all__ = [
     "stress",
 ]
 
-Simulator = Literal["sunspec", "bank", "none"]
+# hvac-ahu: one `simulators.bacnet_hvac` process per air handler, serving the VAV boxes of the hvac-vav group
+Simulator = Literal["sunspec", "bank", "hvac-ahu", "hvac-vav", "lift", "none"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,10 @@ class ProtocolBench:
     simulators: tuple[Simulator, ...]
 
 
-# Protocols the bench can run today. BACnet/IP and OPC UA join when their drivers and simulators exist.
 PROTOCOLS: dict[str, ProtocolBench] = {
     "modbus": ProtocolBench(driver="modbus", simulators=("sunspec", "bank")),
+    "bacnet": ProtocolBench(driver="bacnet", simulators=("hvac-ahu", "hvac-vav")),
+    "opcua": ProtocolBench(driver="opcua", simulators=("lift",)),
 }
 
 
@@ -61,10 +68,11 @@ class DeviceGroup:
     poll_interval: float
     prefix: str  # device names are f"{prefix}-{i:03d}"
     per_process: int = 20  # devices per simulator process (pymodbus: ~8k requests/s per process)
+    on_change: bool = False  # values pushed on change (COV, subscriptions): nothing fixed is offered
 
     @property
     def offered_points_per_s(self) -> float:
-        return self.count * self.points / self.poll_interval
+        return 0.0 if self.on_change else self.count * self.points / self.poll_interval
 
 
 def _installed_drivers() -> set[str]:
@@ -99,6 +107,8 @@ class Load:
     sparkplug: bool = False  # every tenant also speaks Sparkplug B (an edge node each, DDATA on change)
     homeassistant: bool = False  # every tenant also announces its points by Home Assistant discovery
     tenants: tuple[str, ...] = ("acme", "globex")
+    modules: bool = False  # the domain modules (solar, billing, lifts, hvac, alarms) for every tenant
+    cloud: bool = False  # cloud sync of every tenant to the cloud simulator
 
     @property
     def runnable(self) -> tuple[DeviceGroup, ...]:
@@ -127,42 +137,56 @@ class Scenario:
     duration: float = 20.0
     outage: float = 0.0  # seconds the broker is down after the window (0: no outage test)
     ramp: bool = False  # stop at the first load the gateway does not keep up with
-    peer: bool = False  # also run ThingsBoard IoT Gateway on each load (modbus bank groups only)
-    peer_storage: tuple[Literal["memory", "sqlite"], ...] = ("memory",)
-    cloud_endpoint: str | None = None
+    peers: tuple[str, ...] = ()  # peers (bench.peer_common.PEERS) run on each load (modbus bank groups only)
+    peer: bool = True  # False (--no-peer): measure only ours, the results keep the comparison's shape
     notes: tuple[str, ...] = field(default=())
 
     def with_options(self, *, duration: float | None = None, peer: bool | None = None) -> Scenario:
         changed = self
         if duration is not None:
             changed = replace(changed, duration=duration)
-        if peer is not None and self.peer:
+        if peer is not None:
             changed = replace(changed, peer=peer)
         return changed
 
 
-def _cloud_note() -> str:
-    modules = {ep.name for ep in importlib.metadata.entry_points(group="edge.modules")}
-    if "cloud_sync" in modules:
-        return "cloud sync: not measured (the bench does not configure cloud sync yet)"
-    return "cloud sync: not measured (the cloud_sync plug-in does not exist yet)"
+BUILDING_AHUS = 5
+BUILDING_VAVS = 40  # 8 per air handler, served by its simulator process
 
 
 def building() -> Scenario:
-    """A realistic building: 50 inverters x 40, 20 air handlers x 30, 10 lifts x 20 points, 1 s polls."""
+    """A realistic building: inverters (Modbus), air handlers and VAVs (BACnet), lifts (OPC UA), cloud sync."""
     groups = (
         DeviceGroup("inverters", "modbus", "sunspec", 50, 40, 1.0, "inv", per_process=25),
-        DeviceGroup("air handlers", "bacnet", "none", 20, 30, 1.0, "ahu"),
-        DeviceGroup("lifts", "opcua", "none", 10, 20, 1.0, "lift"),
+        DeviceGroup("air handlers", "bacnet", "hvac-ahu", BUILDING_AHUS, 30, 1.0, "ahu", on_change=True),
+        DeviceGroup("VAV boxes", "bacnet", "hvac-vav", BUILDING_VAVS, 8, 1.0, "vav", on_change=True),
+        DeviceGroup("lifts", "opcua", "lift", 10, 12, 1.0, "lift", per_process=10, on_change=True),
     )
     return Scenario(
         name="building",
-        description="50 SunSpec inverters x 40 points (Modbus TCP), 20 air handlers x 30 (BACnet/IP), "
-        "10 lifts x 20 (OPC UA), 1 s polls; then a broker outage and the backlog drain",
-        loads=(Load("building", groups),),
+        description=f"50 SunSpec inverters x 40 points (Modbus TCP, 1 s polls), {BUILDING_AHUS} air handlers x 30 "
+        f"and {BUILDING_VAVS} VAV boxes x 8 (BACnet/IP: COV, polled at 1 s where an object refuses COV), "
+        "10 lifts x 12 (OPC UA subscriptions), retained point topics, the domain modules and cloud sync "
+        "for two tenants; then a broker outage and the backlog drain",
+        loads=(Load("building", groups, modules=True, cloud=True),),
         outage=10.0,
-        cloud_endpoint="https://cloud.invalid/ingest",
-        notes=(_cloud_note(),),
+    )
+
+
+def building_parts() -> Scenario:
+    """The building's cost split by what it runs: inverters alone, + BACnet and OPC UA, + modules, + cloud sync."""
+    full = building().loads[0]
+    loads = (
+        replace(full, label="inverters", groups=full.groups[:1], modules=False, cloud=False),
+        replace(full, label="+bacnet+opcua", modules=False, cloud=False),
+        replace(full, label="+modules", modules=True, cloud=False),
+        replace(full, label="+cloud", modules=True, cloud=True),
+    )
+    return Scenario(
+        name="building-parts",
+        description="the building step by step: 50 inverters (Modbus) alone, + 45 BACnet and 10 OPC UA devices, "
+        "+ the five domain modules, + cloud sync of both tenants (no outage)",
+        loads=loads,
     )
 
 
@@ -203,7 +227,7 @@ COMPARE_INTERVALS: tuple[float, ...] = (1.0, 0.1, 0.05)
 
 
 def compare(intervals: tuple[float, ...] = COMPARE_INTERVALS) -> Scenario:
-    """The same 20 devices x 50 registers through this gateway and ThingsBoard IoT Gateway."""
+    """The same 20 devices x 50 registers through this gateway, ThingsBoard IoT Gateway and Node-RED."""
     loads = tuple(
         Load(
             f"{COMPARE_DEVICES}x{COMPARE_REGISTERS}@{interval:g}s",
@@ -225,12 +249,12 @@ def compare(intervals: tuple[float, ...] = COMPARE_INTERVALS) -> Scenario:
     return Scenario(
         name="compare",
         description=f"{COMPARE_DEVICES} Modbus devices x {COMPARE_REGISTERS} registers at poll intervals "
-        f"{', '.join(f'{i:g} s' for i in intervals)}: this gateway vs ThingsBoard IoT Gateway",
+        f"{', '.join(f'{i:g} s' for i in intervals)}: this gateway vs ThingsBoard IoT Gateway and Node-RED",
         loads=loads,
         warmup=5.0,
         duration=20.0,
-        peer=True,
-        peer_storage=("memory", "sqlite"),  # ThingsBoard with both of its storages, as the issue asks
+        # ThingsBoard with both of its storages, and Node-RED with node-red-contrib-modbus
+        peers=("thingsboard-memory", "thingsboard-sqlite", "node-red"),
     )
 
 
@@ -308,6 +332,7 @@ def _coalescing_pair() -> list[Scenario]:
 
 _SCENARIOS = {
     "building": building,
+    "building-parts": building_parts,
     "stress": stress,
     "compare": compare,
     "smoke": smoke,

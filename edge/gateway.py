@@ -23,9 +23,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from edge.bus.access import GATEWAY_USER, AccessStore
-from edge.bus.broker import EmbeddedBroker
-from edge.bus.dialects import dialect_rules
+from edge.bus.backend import open_bus
 from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
@@ -43,7 +41,7 @@ from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
 from edge.ops.quotas import Quotas
 from edge.ops.stats import DeviceStats, GatewayStats
-from edge.ops.status import GatewayStatus, StatusSnapshot
+from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
 from edge.outbox.retention import Retention
 from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
@@ -89,50 +87,33 @@ class Gateway:
             if t.storage == "dedicated"
         }
         self.outbox = tiered_outbox(loaded.data_dir / storage.path, dedicated, **options)
-        bus = self.config.bus
         gateway_id = self.config.gateway.id
-        self.broker: EmbeddedBroker | None = None
-        username, password = bus.username, bus.password
-        if bus.mode == "embedded":
-            access = AccessStore(loaded.data_dir / "broker", bus.topic_prefix, dialect_rules(self.config))
-            self.broker = EmbeddedBroker(
-                bus.port,
-                loaded.data_dir / "broker",
-                host=bus.host,
-                max_queued_messages=bus.max_queued_messages,
-                message_size_limit=bus.max_payload,
-                access=access,
-            )
-            # The embedded broker knows one gateway user, its own (docs/mqtt-access.md); [bus] username and
-            # password are for an external broker.
-            username, password = GATEWAY_USER, access.gateway_password()
-        self._login = (username, password)  # the site dialects' own sessions log in like the bus
-        status_topic = self.topics.gateway_status(gateway_id)
-        self.bus = MqttBus(
-            bus.host,
-            bus.port,
-            client_id=f"edge-gateway-{gateway_id}",
-            username=username,
-            password=password,
-            max_inflight=bus.max_inflight,
-            will=Will(status_topic, b"offline"),
-            birth=(status_topic, b"online"),
-            max_inbound_payload=bus.max_payload,
-            max_outbound_payload=bus.max_payload,
-            reconnect_max=5.0,  # a local broker: come back within seconds of it
-        )
+        backend = open_bus(loaded, self.topics, [t.id for t in self.config.tenants])  # [bus] mode
+        self.broker = backend.broker
+        self._login = backend.login  # the site dialects' own sessions log in like the bus
+        self._bus_address = backend.address
+        self.bus = backend.bus
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
-        self.modules = ModuleHost(self.outbox, self.tenants, gateway_id, loaded.data_dir, quotas=self.quotas)
+        self.modules = ModuleHost(
+            self.outbox,
+            self.tenants,
+            gateway_id,
+            loaded.data_dir,
+            feed=backend.module_feed,  # type: ignore[arg-type]
+            quotas=self.quotas,
+        )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
         self.commands: CommandHandler | None = None
         self.api: ApiServer | None = None
         self.webhooks: WebhookStore | None = None  # opened at start, beside the outbox
-        self._status = GatewayStatus(self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers)
+        self._status = GatewayStatus(
+            self.stats, self.outbox, self.bus, self.tenants.values(), self.pollers, self._downlink_status
+        )
         if self.config.api.enabled:
             self.api = self._api()
         self._tasks = TaskSupervisor(self.stats.task_restarts)
@@ -141,11 +122,14 @@ class Gateway:
             data_dir=loaded.data_dir,
             outbox=self.outbox,
             bus=self.bus,
-            broker_address=f"{bus.host}:{bus.port}",
+            broker_address=backend.address,
             pollers=self.pollers,
             stats=self.stats,
             modules=self.modules,
         )
+
+    def _downlink_status(self) -> dict[str, DownlinkStatus]:
+        return self.downlink.status() if self.downlink is not None else {}
 
     def _api(self) -> ApiServer:
         # FastAPI and uvicorn load only for a gateway that serves the API
@@ -168,6 +152,8 @@ class Gateway:
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
             limits=self.quotas,
+            supervisors=self.module_control.supervisors,
+            downlink=self._downlink_status,
         )
         return ApiServer(services, self.config.api)
 
@@ -270,12 +256,12 @@ class Gateway:
             await self.api.start()
             self._tasks.spawn(self.api.serve, "api")
         log.info(
-            "gateway %s started: %d devices, %d tenants, bus %s:%d",
+            "gateway %s started: %d devices, %d tenants, bus %s (%s)",
             self.config.gateway.id,
             len(self.pollers),
             len(self.tenants),
-            self.config.bus.host,
-            self.config.bus.port,
+            self._bus_address,
+            self.config.bus.mode,
         )
 
     def _start_dialects(self, commands: CommandHandler) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway and its tests need on a Debian/Ubuntu machine:
-# Mosquitto (the local bus), chromium and its driver (the console's browser tests), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
+# Mosquitto (the local bus), nats-server (the NATS JetStream bus backend and its tests), chromium and its driver (the console's browser tests), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
 # with this package and its development tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,11 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+{ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ]; } || missing+=(nats-server)  # [bus] mode = "nats" (tests/bus/test_nats_*.py)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+# Node.js: the sidecar example and `edge bench compare`'s Node-RED peer (bench/peer_nodered.py, Node 18+)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)  # clock-step tests (docs/reliability.md)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser tests (tests/console)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)  # Selenium drives chromium through Debian's driver

@@ -51,7 +51,6 @@ import contextlib
 import ipaddress
 import math
 import random
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +77,8 @@ from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.multistate import MultiStateValueObject
 from bacpypes3.local.networkport import NetworkPortObject
 from bacpypes3.primitivedata import Enumerated, ObjectIdentifier
+
+from simulators.serving import serve_until_signal
 
 __all__ = ["Faults", "HvacSimulator", "SimDevice", "main"]
 
@@ -836,13 +837,8 @@ async def main(
 
 
 async def _serve_until_signal(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main(
+    await serve_until_signal(
+        main(
             args.vav,
             args.address,
             args.port,
@@ -852,6 +848,7 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
             time_scale=args.time_scale,
             drift=dict(args.drift),
         )
+    )
 
 
 def _drift(text: str) -> tuple[str, float]:

@@ -10,6 +10,7 @@ refuse connections, reset them before or after storing a batch, or stall, which 
                          X-Edge-Timestamp, X-Edge-Key-Id, X-Edge-Signature: v1=HMAC-SHA256(key, "ts." + body)
     GET  /_sim/stats     what was received, per tenant (JSON)
     GET  /_sim/latency?tenant=T&since=EPOCH   sample time -> stored, of T's events stored since then (ms)
+    GET  /_sim/arrivals  when each stored event was first stored, per tenant: {tenant: {event id: epoch s}}
     POST /_sim/faults    fault injection (JSON, see `Faults.update`)
 
 Each tenant has one OAuth2 client; a batch must hold only events whose `tenantid` is the token's tenant.
@@ -312,6 +313,8 @@ class CloudSimulator:
             if tenant not in self.tenants:
                 return _json(404, {"error": f"no tenant {tenant!r}"})
             return _json(200, self.latency(tenant, since))
+        if method == "GET" and path == "/_sim/arrivals":
+            return _json(200, {t: r.arrived for t, r in self.tenants.items()})
         if method == "POST" and path == "/_sim/faults":
             return await self._set_faults(body)
         if path.startswith(("/v1/downlink/", "/v1/entitlements/", "/_sim/platform/")):

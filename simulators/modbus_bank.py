@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import time
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
+
+from simulators.serving import serve_until_signal
 
 __all__ = ["MAX_REGISTERS", "BankSimulator", "main", "register_value"]
 
@@ -147,13 +148,7 @@ async def main(
 
 
 async def _serve_until_signal(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main(args.port, args.devices, args.registers, args.host, args.update_interval)
+    await serve_until_signal(main(args.port, args.devices, args.registers, args.host, args.update_interval))
 
 
 def _cli(argv: list[str] | None = None) -> None:

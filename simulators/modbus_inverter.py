@@ -1,5 +1,6 @@
 """Modbus solar-inverter simulator: N SunSpec inverters (unit ids 1..N) on one TCP port, or on one RTU
-serial line (`rtu="/path/to/tty"`, e.g. one end of a socat pty pair).
+serial line (`rtu="/path/to/tty"`, e.g. one end of a socat pty pair); `framing` serves ASCII on the line, or
+RTU/ASCII frames raw over TCP as a serial device server does.
 
 An independent device: it imports nothing from `edge`, `drivers` or the gateway's decoders and
 encodes every register itself (SunSpec common model 1 + three-phase inverter model 103, base 40000,
@@ -22,7 +23,6 @@ import enum
 import functools
 import math
 import random
-import signal
 import struct
 import time
 from collections.abc import Callable
@@ -34,6 +34,10 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
+
+from simulators.serving import serve_until_signal
+
+_FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU, "ascii": FramerType.ASCII}
 
 __all__ = ["InverterSimulator", "InverterState", "OperatingState", "main"]
 
@@ -331,7 +335,9 @@ class InverterSimulator:
     `sim_time="12:00"` freezes the simulated time of day (energy still accumulates in real time);
     add `time_scale=60` to run that clock 60x faster. With no `sim_time`, the local wall clock is used.
     With `rtu` (a serial device path), it serves Modbus RTU on that line at `baudrate` and `parity` ("N" by
-    default: a pty refuses parity settings) instead of TCP.
+    default: a pty refuses parity settings) instead of TCP. `framing` changes the frames: on a serial line
+    "ascii" serves Modbus ASCII; on TCP "rtu" or "ascii" serves RTU or ASCII frames raw over TCP, as a serial
+    device server passes them through (the default: MBAP on TCP, RTU on a serial line).
 
     Fault injection: `set_offline`, `set_garbage`, `set_latency` (seconds added before a unit answers),
     `set_exception_rate` (a share of requests answered with exception 6, server busy, from a seeded random
@@ -351,9 +357,13 @@ class InverterSimulator:
         rtu: str | None = None,
         baudrate: int = 19200,
         parity: str = "N",
+        framing: str | None = None,
     ) -> None:
         if not 1 <= devices <= 247:
             raise ValueError("devices must be 1..247 (Modbus unit ids)")
+        if framing not in (None, "socket", "rtu", "ascii"):
+            raise ValueError("framing must be socket, rtu or ascii")
+        self.framing = framing or ("rtu" if rtu is not None else "socket")
         self.host, self.port, self.devices = host, port, devices
         self.rtu, self.baudrate, self.parity = rtu, baudrate, parity
         self._latency: dict[int, float] = {}
@@ -380,7 +390,7 @@ class InverterSimulator:
         if self.rtu is not None:
             self._server = ModbusSerialServer(
                 devices,
-                framer=FramerType.RTU,
+                framer=_FRAMERS[self.framing],
                 port=self.rtu,
                 baudrate=self.baudrate,
                 parity=self.parity,
@@ -390,6 +400,7 @@ class InverterSimulator:
             self._server = ModbusTcpServer(
                 devices,
                 address=(self.host, self.port),
+                framer=_FRAMERS[self.framing],
                 trace_pdu=self._trace_pdu,  # type: ignore[arg-type]
             )
         self._regs = {u: _live_registers(self._server, u) for u in images}
@@ -528,6 +539,7 @@ async def main(
     rtu: str | None = None,
     baudrate: int = 19200,
     parity: str = "N",
+    framing: str | None = None,
 ) -> None:
     """Serve until cancelled (used by `edge simulate modbus`)."""
     sim = InverterSimulator(
@@ -540,9 +552,13 @@ async def main(
         rtu=rtu,
         baudrate=baudrate,
         parity=parity,
+        framing=framing,
     )
     await sim.start()
-    where = f"RTU {rtu} at {baudrate} baud 8{parity}1" if rtu else f"{host}:{port}"
+    frames = sim.framing.upper()
+    where = f"{frames} {rtu} at {baudrate} baud 8{parity}1" if rtu else f"{host}:{port}"
+    if not rtu and sim.framing != "socket":
+        where += f" ({frames} frames over TCP)"
     print(f"Modbus simulator: {devices} inverters on {where} (unit ids 1..{devices})", flush=True)
     try:
         await asyncio.Event().wait()
@@ -551,13 +567,8 @@ async def main(
 
 
 async def _serve_until_signal(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main(
+    await serve_until_signal(
+        main(
             args.port,
             args.devices,
             args.host,
@@ -567,7 +578,9 @@ async def _serve_until_signal(args: argparse.Namespace) -> None:
             rtu=args.rtu,
             baudrate=args.baudrate,
             parity=args.parity,
+            framing=args.framing,
         )
+    )
 
 
 def _cli(argv: list[str] | None = None) -> None:
@@ -586,6 +599,12 @@ def _cli(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--baudrate", type=int, default=19200, help="RTU line speed")
     p.add_argument("--parity", choices=["N", "E", "O"], default="N", help="RTU parity (8 data bits, 1 stop)")
+    p.add_argument(
+        "--framing",
+        choices=["socket", "rtu", "ascii"],
+        default=None,
+        help="frames: socket (Modbus TCP), rtu or ascii; on TCP, rtu/ascii act as a serial device server",
+    )
     asyncio.run(_serve_until_signal(p.parse_args(argv)))
 
 

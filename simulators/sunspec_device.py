@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import importlib.util
 import json
 import math
-import signal
 import struct
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,6 +39,8 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
+
+from simulators.serving import serve_until_signal
 
 __all__ = ["SunSpecSimulator", "main", "models_dir"]
 
@@ -426,13 +426,9 @@ async def main(
 
 
 async def _serve_until_signal(args: argparse.Namespace) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await main(args.port, args.chain or [(1, 103, 120, 123)], args.host, args.common_length)
+    await serve_until_signal(
+        main(args.port, args.chain or [(1, 103, 120, 123)], args.host, args.common_length)
+    )
 
 
 def _cli(argv: list[str] | None = None) -> None:

@@ -86,6 +86,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A free UDP port on `host` (BACnet/IP peers on loopback need distinct ports: docs in simulators/)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def small_config(tmp_path: Path, gateway_id: str) -> Path:
+    """A configuration file with one tenant (`acme`) and one site (`hq`) and no device yet, for CLI tests
+    that add devices to it."""
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        f'[gateway]\nid = "{gateway_id}"\ndata_dir = "data"\n[[tenants]]\nid = "acme"\n[[sites]]\nid = "hq"\n'
+    )
+    return path
+
+
+async def run_edge(*args: str) -> tuple[int, str, str]:
+    """`edge ARGS` in a worker thread (commands run their own event loop): exit code, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     wait_until(lambda: _listens(host, port), timeout, f"something to listen on {host}:{port}")
 

@@ -52,6 +52,26 @@ def parse_address(text: str, *, allow_mask: bool) -> tuple[str, int | None, int]
     return ip, mask, port
 
 
+def mac_bytes(text: str) -> bytes:
+    """'10' (decimal, 0..255), '0x0a', '0a:0b' or '0x7f000001bac0' -> the MAC's bytes; raises ValueError."""
+    cleaned = text.strip().lower().replace(":", "").replace("-", "")
+    try:
+        if cleaned.startswith("0x"):
+            raw = bytes.fromhex(cleaned[2:])
+        elif cleaned.isdigit() and ":" not in text:
+            number = int(cleaned)
+            if not 0 <= number <= 255:
+                raise ValueError
+            raw = bytes([number])
+        else:
+            raw = bytes.fromhex(cleaned)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a MAC address ('10', '0x0a' or hex bytes)") from None
+    if not 1 <= len(raw) <= 18:
+        raise ValueError(f"{text!r}: a BACnet MAC address is 1 to 18 bytes")
+    return raw
+
+
 def canonical_object_type(name: str | int) -> str:
     """'analogInput', 'analog-input' or 0 -> 'analog-input'; raises ValueError for unknown types."""
     try:
@@ -71,11 +91,36 @@ def canonical_property(name: str) -> str:
 
 
 class BacnetConnection(BaseModel):
-    """How to reach one BACnet/IP device, and how the gateway's own BACnet side is set up."""
+    """How to reach one BACnet device, and how the gateway's own BACnet/IP side is set up.
+
+    A device on the gateway's IP network: `address`. A device behind a BACnet router (an MS/TP trunk, another
+    IP network): its `network` number and `mac` there, and optionally the `router`'s IP address (else the
+    router is found by a Who-Is-Router-To-Network broadcast). `bbmd`: the gateway's stack registers as a
+    foreign device with that BBMD, renewing the registration every `bbmd_ttl` seconds (for sites whose
+    networks are joined by BBMDs, when the gateway sits on another subnet)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    address: str = Field(description="Device address: '192.168.1.20' (port 47808) or '127.0.0.2:47818'.")
+    address: str | None = Field(
+        default=None, description="Device address: '192.168.1.20' (port 47808) or '127.0.0.2:47818'."
+    )
+    network: int | None = Field(
+        default=None, ge=1, le=65534, description="Routed device: its BACnet network number (DNET)."
+    )
+    mac: str | None = Field(
+        default=None,
+        description="Routed device: its MAC address on that network: '10' or '0x0a' (MS/TP), "
+        "'0x7f000001bac0' (6 bytes: a BACnet/IP device behind a router).",
+    )
+    router: str | None = Field(
+        default=None, description="Routed device: the router's IPv4[:port]; None: found by broadcast."
+    )
+    bbmd: str | None = Field(
+        default=None, description="Register the gateway as a foreign device with this BBMD (IPv4[:port])."
+    )
+    bbmd_ttl: int = Field(
+        default=300, ge=5, le=65535, description="Foreign device registration time to live, seconds."
+    )
     device_instance: int | None = Field(
         default=None,
         ge=0,
@@ -100,11 +145,46 @@ class BacnetConnection(BaseModel):
         default=30.0, gt=0.0, le=3600.0, description="While on COV: seconds between liveness reads."
     )
 
-    @field_validator("address")
+    @field_validator("address", "router", "bbmd")
     @classmethod
-    def _check_address(cls, value: str) -> str:
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         ip, _, port = parse_address(value, allow_mask=False)
         return f"{ip}:{port}"
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _check_mac(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):  # `mac = 10` in TOML, `mac=10` on the CLI
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a MAC address ('10', '0x0a' or hex bytes)")
+        return f"0x{mac_bytes(value).hex()}"
+
+    @model_validator(mode="after")
+    def _check_route(self) -> Self:
+        if self.network is None:
+            if self.address is None:
+                raise ValueError("give the device's `address`, or its `network` and `mac` behind a router")
+            if self.mac is not None or self.router is not None:
+                raise ValueError("`mac` and `router` are for a routed device: give its `network` too")
+        else:
+            if self.mac is None:
+                raise ValueError(f"a device on network {self.network} needs its `mac` there (MS/TP: '10')")
+            if self.address is not None:
+                raise ValueError("a routed device has no `address`: the `router` is where requests go")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The device's BACnet address as bacpypes3 reads it: 'ip:port', or 'network:0xmac' when routed."""
+        if self.network is not None:
+            return f"{self.network}:{self.mac}"
+        assert self.address is not None
+        return self.address
 
     @field_validator("local_address")
     @classmethod

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,14 +37,15 @@ from drivers.bacnet.config import (
     OUTPUT_TYPES,
     parse_address,
 )
+from drivers.bacnet.names import sanitize_name, unique_name
 from drivers.bacnet.plan import key_of
+from drivers.bacnet.semantics import tags_for
 from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
-from drivers.bacnet.units import unit_for
+from drivers.bacnet.units import unit_with_note
 from drivers.bacnet.values import scalar
 from edge.sdk import DeviceUnreachable, DiscoveredDevice
 
 _ASHRAE = get_vendor_info(0)
-_NAME_BAD = re.compile(r"[^A-Za-z0-9_.\-]+")
 NUMBER_TYPES = frozenset({"integer-value", "positive-integer-value", "accumulator", "pulse-converter"})
 PROPOSED_TYPES = ANALOG_TYPES | BINARY_TYPES | MULTISTATE_TYPES | NUMBER_TYPES | {"characterstring-value"}
 _IDENTITY = ("object-name", "vendor-name", "model-name", "firmware-revision", "protocol-services-supported")
@@ -66,6 +66,18 @@ class _Options:
     request_timeout: float = 2.0
     local: str = "0.0.0.0:47808"
     local_instance: int = MAX_INSTANCE - 1
+    points: bool = False  # propose a point map for every device found (site commissioning), not only `device`
+    router: str | None = None  # ask this router which networks are behind it (else a broadcast)
+    networks: str = ""  # "all", or "2,5": search these networks behind routers (Who-Is-Router-To-Network)
+    bbmd: str | None = None  # register as a foreign device with this BBMD first
+    ttl: int = 300
+
+    @property
+    def wanted_networks(self) -> set[int] | None:
+        """The remote networks to search: None for all that routers announce; empty for none."""
+        if self.networks.strip().lower() == "all" or (self.router and not self.networks):
+            return None
+        return {int(n) for n in self.networks.replace(" ", "").split(",") if n}
 
     @classmethod
     def parse(cls, target: dict[str, Any]) -> _Options:
@@ -78,7 +90,9 @@ class _Options:
             kind = cls.__dataclass_fields__[key].type
             try:
                 values[key] = (
-                    float(value)
+                    _flag(value)
+                    if "bool" in str(kind)
+                    else float(value)
                     if "float" in str(kind)
                     else (int(value) if "int" in str(kind) else str(value))
                 )
@@ -87,24 +101,41 @@ class _Options:
         options = cls(**values)
         parse_address(options.network, allow_mask=False)
         parse_address(options.local, allow_mask=True)
-        if options.address is not None:
-            parse_address(options.address, allow_mask=False)
+        for given in (options.address, options.router, options.bbmd):
+            if given is not None:
+                parse_address(given, allow_mask=False)
+        try:
+            options.wanted_networks  # noqa: B018  (parsing it is the check)
+        except ValueError:
+            raise ValueError(
+                f"networks={options.networks!r}: 'all' or network numbers such as '2,5'"
+            ) from None
         if (options.low is None) != (options.high is None):
             raise ValueError("give both low and high, or neither")
         return options
 
 
 async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) -> list[DiscoveredDevice]:
-    """Who-Is, identify the devices that answer, and propose a point map for `target["device"]`."""
+    """Who-Is (on the local network, or on the networks behind routers), identify the devices that answer,
+    and propose a point map for `target["device"]` (or every device, with `points`)."""
     options = _Options.parse(target)
     try:
-        stack = pool.acquire(options.local, options.local_instance, options.request_timeout)
+        stack = pool.acquire(
+            options.local, options.local_instance, options.request_timeout, options.bbmd, options.ttl
+        )
     except OSError as exc:
         raise DeviceUnreachable(
             "discovery", f"cannot use local address {options.local}: {exc.strerror}"
         ) from None
+    except ValueError as exc:
+        raise DeviceUnreachable("discovery", str(exc)) from None
     try:
-        answers = await _who_is(stack, options, progress)
+        if options.bbmd is not None:
+            await _registered(stack, options, progress)
+        if options.router is not None or options.networks:
+            answers = await _who_is_on_networks(stack, options, progress)
+        else:
+            answers = await _who_is(stack, options, progress)
         if not answers:
             progress("no device answered")
             return []
@@ -116,19 +147,14 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
                 return await _identify(stack, instance, source, answers[instance], options)
 
         found = list(await asyncio.gather(*(identify(i, a.pduSource) for i, a in sorted(answers.items()))))
+        if options.points:
+            return [await _with_points(stack, device, options, progress) for device in found]
         if options.device is not None:
             chosen = next((d for d in found if d.connection["device_instance"] == options.device), None)
             if chosen is None:
                 progress(f"device {options.device} did not answer")
                 return found
-            points = await _propose_points(stack, chosen, options, progress)
-            found[found.index(chosen)] = DiscoveredDevice(
-                address=chosen.address,
-                identity=chosen.identity,
-                connection=chosen.connection,
-                points=points,
-                profile_name=chosen.profile_name,
-            )
+            found[found.index(chosen)] = await _with_points(stack, chosen, options, progress)
         return found
     except BacnetFailure as failure:
         raise DeviceUnreachable("discovery", failure.reason) from None
@@ -136,31 +162,89 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
         pool.release(stack)
 
 
-async def _who_is(stack: Stack, options: _Options, progress: Progress) -> dict[int, Any]:
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "yes", "1"):
+        return True
+    if str(value).lower() in ("false", "no", "0"):
+        return False
+    raise ValueError(value)
+
+
+async def _with_points(
+    stack: Stack, device: DiscoveredDevice, options: _Options, progress: Progress
+) -> DiscoveredDevice:
+    points = await _propose_points(stack, device, options, progress)
+    return DiscoveredDevice(
+        address=device.address,
+        identity=device.identity,
+        connection=device.connection,
+        points=points,
+        profile_name=device.profile_name,
+    )
+
+
+async def _registered(stack: Stack, options: _Options, progress: Progress) -> None:
+    """Wait (up to `timeout`) for the foreign device registration, so broadcasts go through the BBMD.
+
+    bacpypes3 signals the registration only in its link layer's status: look at it every 50 ms."""
+    for _ in range(max(1, int(options.timeout / 0.05))):
+        if stack.registration == f"registered with BBMD {options.bbmd}":
+            break
+        await asyncio.sleep(0.05)
+    progress(f"{stack.registration} (ttl {options.ttl} s)")
+
+
+async def _who_is_on_networks(stack: Stack, options: _Options, progress: Progress) -> dict[int, Any]:
+    """Who-Is-Router-To-Network, then a Who-Is to each network found behind the routers (remote broadcast)."""
+    routes = await stack.routers(options.router, options.timeout)
+    where = f"router {options.router}" if options.router else "a broadcast"
+    listed = ", ".join(f"{net} (router {router})" for net, router in sorted(routes.items())) or "none"
+    progress(f"networks behind routers, from {where}: {listed}")
+    wanted = options.wanted_networks
+    answers: dict[int, Any] = {}
+    for network in sorted(routes):
+        if wanted is None or network in wanted:
+            answers |= await _who_is(stack, options, progress, Address(f"{network}:*"))
+    for network in sorted((wanted or set()) - set(routes)):
+        progress(f"network {network}: no router announced it")
+    return answers
+
+
+async def _who_is(
+    stack: Stack, options: _Options, progress: Progress, destination: Address | None = None
+) -> dict[int, Any]:
     low, high = options.low, options.high
     if options.device is not None:
         low = high = options.device
     answers: dict[int, Any] = {}
 
+    # I-Ams reach every listener of the stack: keep those from where this Who-Is went (its network, or none)
+    network = destination.addrNet if destination is not None else None
+
     def on_i_am(apdu: Any) -> None:
         instance = int(apdu.iAmDeviceIdentifier[1])
         if (
-            (low is None or low <= instance)
+            getattr(apdu.pduSource, "addrNet", None) == network
+            and (low is None or low <= instance)
             and (high is None or instance <= high)
             and instance not in answers
         ):
             answers[instance] = apdu
             progress(f"I-Am: device {instance} at {_address_text(apdu.pduSource)} (vendor {apdu.vendorID})")
 
-    ip, _, port = parse_address(options.address or f"{options.network}:{options.port}", allow_mask=False)
-    request = WhoIsRequest(destination=Address(f"{ip}:{port}"))
+    if destination is None:
+        ip, _, port = parse_address(options.address or f"{options.network}:{options.port}", allow_mask=False)
+        destination = Address(f"{ip}:{port}")
+    request = WhoIsRequest(destination=destination)
     if low is not None and high is not None:
         request.deviceInstanceRangeLowLimit = low
         request.deviceInstanceRangeHighLimit = high
     stack.app.iam_listeners.append(on_i_am)
     try:
         stack.app.request(request)
-        progress(f"Who-Is sent to {ip}:{port}; waiting up to {options.timeout:g} s for I-Am answers")
+        progress(f"Who-Is sent to {destination}; waiting up to {options.timeout:g} s for I-Am answers")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.timeout
         while loop.time() < deadline:
@@ -194,13 +278,20 @@ async def _identify(
         identity["cov"] = "yes" if _bit(services, ServicesSupported.subscribeCOV) else "no"
     address = _address_text(source)
     model = identity.get("model", "")
-    profile = _sanitize(model) if model and model != "N/A" else f"bacnet-device-{instance}"
-    return DiscoveredDevice(
-        address=address,
-        identity=identity,
-        connection={"address": address, "device_instance": instance},
-        profile_name=profile,
-    )
+    profile = sanitize_name(model) if model and model != "N/A" else f"bacnet-device-{instance}"
+    connection: dict[str, Any] = {"address": address, "device_instance": instance}
+    if source.addrNet is not None:  # behind a router: its network and MAC there, and the router
+        identity["network"] = str(source.addrNet)
+        connection = {"network": int(source.addrNet), "mac": f"0x{bytes(source.addrAddr).hex()}"}
+        router = options.router or stack.routes.get(int(source.addrNet))
+        if router is not None:
+            connection["router"] = router
+        connection["device_instance"] = instance
+    if options.bbmd is not None:
+        connection |= {"bbmd": options.bbmd, "bbmd_ttl": options.ttl}
+    if options.local != _Options.local:  # the gateway must speak from where it discovered the device
+        connection["local_address"] = options.local
+    return DiscoveredDevice(address=address, identity=identity, connection=connection, profile_name=profile)
 
 
 async def _propose_points(
@@ -261,17 +352,17 @@ def _properties_for(object_type: str) -> list[str]:
 def _propose(oid: Any, props: list[str], values: dict[Any, Any], names: set[str]) -> dict[str, Any]:
     object_type, instance = str(oid[0]), int(oid[1])
     got = {name: values.get(key_of(oid, PropertyIdentifier(name), None)) for name in props}
-    name = _unique(_sanitize(str(scalar(got["object-name"]) or "")) or f"{object_type}-{instance}", names)
+    name = unique_name(
+        sanitize_name(str(scalar(got["object-name"]) or "")) or f"{object_type}-{instance}", names
+    )
     point: dict[str, Any] = {"name": name, "object_type": object_type, "instance": instance}
     description = scalar(got.get("description"))
     description = description if isinstance(description, str) else ""
     units = scalar(got.get("units")) if "units" in got else None
     if isinstance(units, str):
-        unit = unit_for(units)
+        unit, description = unit_with_note(units, description)
         if unit is not None:
             point["unit"] = unit
-        elif units != "no-units":
-            description = f"{description} (BACnet units: {units})".strip()
     if description:
         point["description"] = description
     states = _states(object_type, got)
@@ -279,6 +370,7 @@ def _propose(oid: Any, props: list[str], values: dict[Any, Any], names: set[str]
         point["states"] = states
     if object_type in OUTPUT_TYPES or isinstance(got.get("priority-array"), list):
         point["writable"] = True
+    point.update(tags_for(object_type, point.get("unit"), name, description, bool(point.get("writable"))))
     return point
 
 
@@ -340,20 +432,8 @@ def _bit(bits: list[Any], position: int) -> bool:
 
 
 def _address_text(address: Any) -> str:
+    """'ip:port' of a BACnet/IP station; 'network:0xmac' of a routed one."""
+    if getattr(address, "addrNet", None) is not None:
+        return f"{address.addrNet}:0x{bytes(address.addrAddr).hex()}"
     tuple_ = getattr(address, "addrTuple", None)
     return f"{tuple_[0]}:{tuple_[1]}" if tuple_ else str(address)
-
-
-def _sanitize(text: str) -> str:
-    """A point or profile name from a device's object name: [A-Za-z0-9][A-Za-z0-9_.-]*, at most 64."""
-    cleaned = _NAME_BAD.sub("_", text.strip()).strip("_.-")
-    return cleaned[:64]
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 2
-    while candidate in taken:
-        suffix = f"_{n}"
-        candidate, n = name[: 64 - len(suffix)] + suffix, n + 1
-    taken.add(candidate)
-    return candidate

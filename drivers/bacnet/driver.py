@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,11 +10,12 @@ from pydantic import BaseModel
 
 from drivers.bacnet.config import BacnetConnection, BacnetPoint
 from drivers.bacnet.discovery import discover
+from drivers.bacnet.ede import EDE_FORMAT, read_ede, read_state_texts, write_ede
 from drivers.bacnet.plan import BacnetPlan, plan_reads
 from drivers.bacnet.session import BacnetSession
 from drivers.bacnet.stack import StackPool
 from drivers.bacnet.values import raw_range
-from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig
+from edge.sdk import DeviceSpec, DiscoveredDevice, PointConfig, PointList
 
 
 class BacnetDriver:
@@ -27,9 +28,23 @@ class BacnetDriver:
     connection_model: ClassVar[type[BaseModel]] = BacnetConnection
     point_model: ClassVar[type[PointConfig]] = BacnetPoint
     profiles_dir: ClassVar[Path] = Path(__file__).parent / "profiles"
+    point_list_formats: ClassVar[tuple[str, ...]] = (EDE_FORMAT,)
 
     def __init__(self) -> None:
         self._pool = StackPool()
+
+    def read_point_list(self, text: str, format: str, companion: str | None = None) -> PointList:
+        """An EDE file's points by device instance, with states from its state texts file (`companion`)
+        (`edge.sdk.SupportsPointLists`, see `drivers.bacnet.ede`)."""
+        if format != EDE_FORMAT:
+            raise ValueError(f"unknown BACnet point list format {format!r}")
+        return read_ede(text, read_state_texts(companion) if companion is not None else None)
+
+    def write_point_list(self, devices: Sequence[DeviceSpec], format: str) -> str:
+        """An EDE file of every BACnet device and point of `devices`."""
+        if format != EDE_FORMAT:
+            raise ValueError(f"unknown BACnet point list format {format!r}")
+        return write_ede(devices)
 
     def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
         """The raw numbers the point's present value holds (`edge.sdk.SupportsValueRange`)."""

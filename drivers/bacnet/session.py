@@ -70,7 +70,7 @@ class BacnetSession:
             raise TypeError(f"device {device.name!r}: connection is not a BacnetConnection")
         self._device = device.name
         self._conn = connection
-        self._address = Address(connection.address)  # an IPv4 literal, validated: no name lookup
+        self._address = Address(connection.target)  # an IPv4 literal or network:mac, validated: no lookup
         self._timeout = device.timeout
         self._poll_interval = device.poll_interval
         self._pool = pool
@@ -86,22 +86,36 @@ class BacnetSession:
     async def connect(self) -> None:
         """Bind the local stack (shared) and check that the device answers; raises `DeviceUnreachable`."""
         await self.close()
+        conn = self._conn
         try:
             self._stack = self._pool.acquire(
-                self._conn.local_address, self._conn.local_device_instance, self._timeout
+                conn.local_address, conn.local_device_instance, self._timeout, conn.bbmd, conn.bbmd_ttl
             )
         except OSError as exc:
             raise DeviceUnreachable(
-                self._device, f"cannot use local address {self._conn.local_address}: {exc.strerror}"
+                self._device, f"cannot use local address {conn.local_address}: {exc.strerror}"
             ) from None
+        except ValueError as exc:
+            raise DeviceUnreachable(self._device, str(exc)) from None
         try:
+            if conn.network is not None:
+                await self._stack.learn_route(conn.network, conn.router, self._timeout * (conn.retries + 1))
             if self._instance is None:
                 self._instance = await self._who_is()
             else:
                 await self._check_instance(self._instance)
         except BacnetFailure as failure:
             await self.close()
-            raise DeviceUnreachable(self._device, f"{self._conn.address}: {failure.reason}") from None
+            raise DeviceUnreachable(self._device, f"{self._where}: {failure.reason}") from None
+
+    @property
+    def _where(self) -> str:
+        """The device's address for messages: 'ip:port', or 'network 2, MAC 0x0a (router 10.0.0.9:47808)'."""
+        conn = self._conn
+        if conn.network is None:
+            return conn.target
+        router = conn.router or (self._stack.routes.get(conn.network) if self._stack else None)
+        return f"network {conn.network}, MAC {conn.mac}" + (f" (router {router})" if router else "")
 
     async def _check_instance(self, instance: int) -> None:
         """Read the configured device object's name. A device that answers but has no such object is another
@@ -206,7 +220,7 @@ class BacnetSession:
                     self._device,
                     failure.reason,
                 )
-                self._pool.without_rpm.add(self._conn.address)
+                self._pool.without_rpm.add(self._conn.target)
                 return await self._fetch_by_rp(request)
             if failure.too_long or failure.about_an_object:
                 # the answer does not fit the device's APDU, or the device refuses the whole request for one
@@ -216,7 +230,7 @@ class BacnetSession:
 
     def _use_rpm(self) -> bool:
         method = self._conn.read_method
-        return method == "rpm" or (method == "auto" and self._conn.address not in self._pool.without_rpm)
+        return method == "rpm" or (method == "auto" and self._conn.target not in self._pool.without_rpm)
 
     async def _rpm(self, request: ReadRequest) -> dict[Key, Any]:
         arguments = request.rpm_arguments()

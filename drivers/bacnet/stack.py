@@ -2,6 +2,10 @@
 
 A BACnet client is itself a device on the network with one UDP socket, so every session configured with the
 same `local_address` shares one bacpypes3 `Application` (created on first use, closed with its last user).
+With a `bbmd` it is a foreign device: bacpypes3 registers it with the BBMD and renews the registration before
+its time to live runs out, and broadcasts (Who-Is, Who-Is-Router-To-Network) go through the BBMD. It accepts
+segmented answers (a large object list), and learns the routers to remote networks (`learn_route`) with
+Who-Is-Router-To-Network, sent to a given router or broadcast.
 Each request runs under the calling device's own timeout and retry count (`Stack.call`): bacpypes3's own
 retries are switched off (`numberOfApduRetries = 0`), so a silent device costs exactly its own
 `timeout x (retries + 1)` and never delays requests to other devices, which run concurrently.
@@ -29,9 +33,11 @@ from bacpypes3.apdu import (
     SimpleAckPDU,
 )
 from bacpypes3.app import Application
-from bacpypes3.errors import ExecutionError, ServicesError
+from bacpypes3.basetypes import HostNPort
+from bacpypes3.errors import ExecutionError, ServicesError, UnknownRoute
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
+from bacpypes3.pdu import Address
 
 from drivers.bacnet.config import parse_address
 from drivers.bacnet.values import error_reason
@@ -115,14 +121,18 @@ class _GatewayApp(Application):  # type: ignore[misc]  # bacpypes3 ships no type
 
 
 class Stack:
-    """One local BACnet/IP application, bound to `local_address`."""
+    """One local BACnet/IP application, bound to `local_address` (a foreign device of `bbmd` if given)."""
 
-    def __init__(self, local_address: str, device_instance: int) -> None:
+    def __init__(
+        self, local_address: str, device_instance: int, bbmd: str | None = None, bbmd_ttl: int = 300
+    ) -> None:
         self.local_address = local_address
         self.device_instance = device_instance
+        self.bbmd, self.bbmd_ttl = bbmd, bbmd_ttl
         self.users = 0
         self._next_process_id = 0
         self._apdu_timeout_ms = 1000
+        self.routes: dict[int, str] = {}  # network number -> the router that answered for it
         self.app = self._open()
 
     def _open(self) -> _GatewayApp:
@@ -136,14 +146,69 @@ class Stack:
             modelName="edge-gateway",
             apduTimeout=self._apdu_timeout_ms,
             numberOfApduRetries=0,  # Stack.call retries, under each device's own timeout
+            segmentationSupported="segmented-both",  # large object lists and RPM answers come segmented
+            maxSegmentsAccepted=64,
         )
+        foreign: dict[str, Any] = {}
+        if self.bbmd is not None:
+            foreign = {
+                "bacnetIPMode": "foreign",
+                "fdBBMDAddress": HostNPort(self.bbmd),
+                "fdSubscriptionLifetime": self.bbmd_ttl,
+            }
         port_object = NetworkPortObject(
-            self.local_address, objectIdentifier=("network-port", 1), objectName="NetworkPort-1"
+            self.local_address, objectIdentifier=("network-port", 1), objectName="NetworkPort-1", **foreign
         )
         app: _GatewayApp = _GatewayApp.from_object_list([device, port_object])
         app.cov_handlers = {}
         app.iam_listeners = []
         return app
+
+    @property
+    def registration(self) -> str | None:
+        """The foreign device registration's state, for messages: None when not a foreign device."""
+        if self.bbmd is None:
+            return None
+        link = next(iter(self.app.link_layers.values()), None)
+        status = getattr(link, "bbmdRegistrationStatus", None)
+        return f"registered with BBMD {self.bbmd}" if status == 0 else f"not registered with BBMD {self.bbmd}"
+
+    async def learn_route(self, network: int, router: str | None, seconds: float) -> str:
+        """The router to `network` (asked at `router`, else by broadcast), learned once; raises BacnetFailure."""
+        known = self.routes.get(network)
+        if known is not None:
+            return known
+        destination = Address(router) if router is not None else None
+        try:
+            async with asyncio.timeout(seconds):
+                answers = await self.app.nse.who_is_router_to_network(
+                    destination=destination, network=network
+                )
+        except TimeoutError:
+            answers = []
+        if not answers:
+            where = f"router {router}" if router else "a broadcast"
+            extra = f"; {self.registration}" if self.bbmd is not None else ""
+            raise BacnetFailure(
+                f"no router to network {network} answered Who-Is-Router-To-Network ({where}){extra}",
+                timeout=True,
+            )
+        self.routes[network] = str(answers[0][1].pduSource)
+        return self.routes[network]
+
+    async def routers(self, router: str | None, seconds: float) -> dict[int, str]:
+        """Every network a router announces (asked at `router`, else by broadcast): network -> router."""
+        destination = Address(router) if router is not None else None
+        future = self.app.nse.who_is_router_to_network(destination=destination)
+        try:
+            async with asyncio.timeout(seconds):
+                answers = await future
+        except TimeoutError:
+            answers = []
+        for _, answer in answers:
+            for network in answer.iartnNetworkList:
+                self.routes.setdefault(int(network), str(answer.pduSource))
+        return dict(self.routes)
 
     def fit_timeout(self, seconds: float) -> None:
         """Keep bacpypes3's own transaction timer above the longest per-device timeout using this stack."""
@@ -176,6 +241,8 @@ class Stack:
                 ):
                     continue
                 raise BacnetFailure.from_response(response) from None
+            except UnknownRoute:
+                raise BacnetFailure("no router to the device's network answered", timeout=True) from None
             except (ValueError, TypeError, ExecutionError) as exc:  # bacpypes3 encoding/decoding/casting
                 raise BacnetFailure(f"cannot encode or decode: {exc}") from None
         tries = f" ({retries + 1} tries)" if retries else ""
@@ -189,11 +256,25 @@ class StackPool:
         self._stacks: dict[str, Stack] = {}
         self.without_rpm: set[str] = set()  # device addresses that refused ReadPropertyMultiple
 
-    def acquire(self, local_address: str, device_instance: int, timeout: float) -> Stack:
-        """The stack for `local_address`, created on first use. Raises OSError if it cannot be bound."""
+    def acquire(
+        self,
+        local_address: str,
+        device_instance: int,
+        timeout: float,
+        bbmd: str | None = None,
+        bbmd_ttl: int = 300,
+    ) -> Stack:
+        """The stack for `local_address`, created on first use. Raises OSError if it cannot be bound, and
+        ValueError if it is already open as another BBMD's foreign device (or as none)."""
         stack = self._stacks.get(local_address)
+        if stack is not None and (stack.bbmd, stack.bbmd_ttl) != (bbmd, bbmd_ttl):
+            now = f"a foreign device of {stack.bbmd} (ttl {stack.bbmd_ttl})" if stack.bbmd else "not foreign"
+            raise ValueError(
+                f"the BACnet stack on {local_address} is {now}: devices sharing a local address share its "
+                "bbmd and bbmd_ttl"
+            )
         if stack is None:
-            stack = Stack(local_address, device_instance)
+            stack = Stack(local_address, device_instance, bbmd, bbmd_ttl)
             self._stacks[local_address] = stack
             log.info("BACnet/IP stack on %s (device %d)", local_address, device_instance)
         elif stack.device_instance != device_instance:

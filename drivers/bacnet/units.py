@@ -198,3 +198,12 @@ def unit_for(bacnet_units: str | None) -> str | None:
     if bacnet_units is None:
         return None
     return UNITS.get(bacnet_units)
+
+
+def unit_with_note(bacnet_units: str, description: str) -> tuple[str | None, str]:
+    """The gateway's unit for a BACnet units name, and the description, which names the BACnet units when
+    they have no gateway unit (so a technician sees them); discovery and EDE import propose units this way."""
+    unit = unit_for(bacnet_units)
+    if unit is None and bacnet_units != "no-units":
+        description = f"{description} (BACnet units: {bacnet_units})".strip()
+    return unit, description

@@ -18,7 +18,10 @@ DataType = Literal[
 ]  # fmt: skip
 WordOrder = Literal["big", "little"]
 ByteOrder = Literal["big", "little"]
-Transport = Literal["tcp", "rtu"]
+# tcp: Modbus TCP (MBAP header). rtu / ascii: a serial line. rtu-over-tcp / ascii-over-tcp: serial frames
+# carried raw over TCP by a serial device server (its RS-485 side shared by every unit id behind it).
+Transport = Literal["tcp", "rtu", "ascii", "rtu-over-tcp", "ascii-over-tcp"]
+SERIAL_TRANSPORTS: frozenset[str] = frozenset({"rtu", "ascii"})
 
 BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: frozenset[str] = frozenset({"holding", "coil"})
@@ -36,16 +39,18 @@ MAX_READ_BITS = 2000  # Modbus limit for fc1/fc2
 
 
 class ModbusConnection(BaseModel):
-    """How to reach one Modbus device (TCP, or RTU on a serial line) and how big its read requests may be.
+    """How to reach one Modbus device and how big its read requests may be.
 
-    TCP: `host` and a numeric `port`. RTU: `transport = "rtu"`, `port` is the serial device path, plus the line
-    settings; devices with the same `port` share one serial client and take turns on the line.
+    TCP (and RTU/ASCII over TCP through a serial device server): `host` and a numeric `port`. RTU or ASCII on a
+    serial line: `transport = "rtu"` or `"ascii"`, `port` is the serial device path, plus the line settings.
+    Devices with the same serial port, or the same serial device server (host and port), share one client and
+    take turns on the line behind it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     transport: Transport = "tcp"
-    host: str = Field(default="", description="TCP only.")
+    host: str = Field(default="", description="TCP, RTU over TCP and ASCII over TCP only.")
     port: int | str = Field(default=502, description="TCP port 1..65535, or (RTU) the serial device path.")
     unit_id: int = Field(default=1, ge=0, le=247, description="Modbus unit (slave) id; 0 is broadcast.")
     baudrate: int = Field(default=19200, ge=300, le=4_000_000, description="RTU only.")
@@ -77,25 +82,49 @@ class ModbusConnection(BaseModel):
     @field_validator("port")
     @classmethod
     def _check_port(cls, port: int | str, info: ValidationInfo) -> int | str:
-        if info.data.get("transport", "tcp") == "tcp":
+        if info.data.get("transport", "tcp") not in SERIAL_TRANSPORTS:
             if isinstance(port, str) and port.isdigit():
                 port = int(port)
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ValueError(f"a TCP port is an integer 1..65535, not {port!r}")
         elif not isinstance(port, str) or not port:
-            raise ValueError(f"an RTU port is a serial device path such as /dev/ttyUSB0, not {port!r}")
+            raise ValueError(f"a serial port is a device path such as /dev/ttyUSB0, not {port!r}")
         return port
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.transport == "tcp" and not self.host:
-            raise ValueError("a Modbus TCP connection needs a host")
+        if self.transport not in SERIAL_TRANSPORTS and not self.host:
+            raise ValueError(f"a Modbus {self.transport} connection needs a host")
         return self
 
     @property
-    def line(self) -> tuple[str, int, str, int, int]:
-        """The serial line settings (RTU): devices sharing a port must agree on them."""
-        return (str(self.port), self.baudrate, self.parity, self.stopbits, self.bytesize)
+    def is_serial(self) -> bool:
+        """RTU or ASCII on a local serial port."""
+        return self.transport in SERIAL_TRANSPORTS
+
+    @property
+    def is_shared_line(self) -> bool:
+        """Every transport but plain TCP: the unit ids behind one port (or device server) share one line."""
+        return self.transport != "tcp"
+
+    @property
+    def framing(self) -> Literal["socket", "rtu", "ascii"]:
+        """How requests are framed: MBAP over TCP, or RTU / ASCII frames (on a serial port or raw over TCP)."""
+        if self.transport == "tcp":
+            return "socket"
+        return "ascii" if self.transport.startswith("ascii") else "rtu"
+
+    @property
+    def line_key(self) -> str:
+        """What identifies the shared line: the serial device path, or the device server's host:port."""
+        return str(self.port) if self.is_serial else f"{self.host}:{self.port}"
+
+    @property
+    def line(self) -> tuple[str | int, ...]:
+        """The line's settings: devices sharing a line must agree on them (framing, and speed on serial)."""
+        if self.is_serial:
+            return (self.line_key, self.framing, self.baudrate, self.parity, self.stopbits, self.bytesize)
+        return (self.line_key, self.framing)
 
 
 class ModbusPoint(PointConfig):
@@ -115,6 +144,14 @@ class ModbusPoint(PointConfig):
     bits: int = Field(default=1, ge=1, le=16, description="Width of the bit field at `bit`; 1 reads a bool.")
     labels: dict[int, str] | None = Field(default=None, description="Enumeration: raw value -> label.")
     sunspec: bool = Field(default=False, description="Report SunSpec 'not implemented' markers as faults.")
+    enable_address: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ADDRESS,
+        description="Holding register that enables this control (SunSpec WMaxLim_Ena): written with "
+        "`enable_value` after each write of the point.",
+    )
+    enable_value: int = Field(default=1, ge=0, le=65535, description="What enables the control (1).")
 
     @property
     def choices(self) -> tuple[str, ...] | None:
@@ -166,4 +203,6 @@ class ModbusPoint(PointConfig):
             )
         if self.writable and self.table not in WRITABLE_TABLES:
             raise ValueError(f"the {self.table} table is read-only: the point cannot be writable")
+        if self.enable_address is not None and not (self.writable and self.table == "holding"):
+            raise ValueError("`enable_address` is for writable holding registers (a control and its enable)")
         return self

@@ -1,7 +1,9 @@
-"""The Modbus driver plug-in (TCP and RTU) and its per-device session (the only module here that does I/O).
+"""The Modbus driver plug-in (TCP, RTU, ASCII, RTU/ASCII over TCP) and its per-device session (the only module
+here that does I/O).
 
 The session sends one request at a time on its connection (pymodbus 3.16's server answers one request per
-TCP read, so pipelining loses requests; on a serial line every device shares the line's lock) and turns
+TCP read, so pipelining loses requests; on a serial line, or behind a serial device server, every device
+shares the line's lock) and turns
 pymodbus' *returned* errors into typed ones: exception responses and timeouts become a `PointFault` for the
 points of that request; a lost connection, or a device that answered no request at all, raises
 `DeviceUnreachable`. pymodbus' own reconnect and retries are off: the kernel's poller owns reconnecting with
@@ -20,7 +22,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
@@ -38,7 +39,7 @@ from drivers.modbus.errors import (
     fault_for,
     quiet_pymodbus_logging,
 )
-from drivers.modbus.lines import Line, LineError, LineRegistry
+from drivers.modbus.lines import Line, LineError, LineRegistry, describe, open_client
 from drivers.modbus.planner import ModbusPlan, ReadRequest, plan_reads
 from edge.sdk import (
     DeviceSpec,
@@ -94,7 +95,8 @@ class ModbusDriver:
     async def discover(
         self, target: dict[str, Any], progress: Callable[[str], None]
     ) -> list[DiscoveredDevice]:
-        """Scan unit ids of a Modbus TCP host for SunSpec devices (see `drivers.modbus.discovery`)."""
+        """Scan unit ids behind a Modbus TCP host, a serial device server or a serial port for SunSpec devices
+        (see `drivers.modbus.discovery`)."""
         return await discover(target, progress)
 
 
@@ -102,7 +104,8 @@ _RELEARN_EVERY = 1000  # reads: then refused addresses are tried again (a device
 
 
 class ModbusSession:
-    """One device (one unit id): its own TCP connection, or its turn on a shared serial line."""
+    """One device (one unit id): its own TCP connection, or its turn on a shared line (serial port or serial
+    device server)."""
 
     def __init__(self, device: DeviceSpec, lines: LineRegistry | None = None) -> None:
         self._device = device.name
@@ -124,20 +127,18 @@ class ModbusSession:
         return self._client is not None and self._client.connected
 
     async def connect(self) -> None:
-        """(Re)open the connection, or join the serial line; raises `DeviceUnreachable`."""
+        """(Re)open the connection, or join the shared line; raises `DeviceUnreachable`."""
         await self.close()
         conn = self._connection
         client: ModbusBaseClient
-        if conn.transport == "rtu":
+        if conn.is_shared_line:
             try:
                 line = await self._lines.acquire(conn, self._timeout)
             except LineError as exc:
                 raise DeviceUnreachable(self._device, str(exc)) from exc
             self._line, client, self._lock, self._gap = line, line.client, line.lock, line.gap
         else:
-            client = AsyncModbusTcpClient(
-                str(conn.host), port=int(conn.port), timeout=self._timeout, retries=0, reconnect_delay=0
-            )
+            client = open_client(conn, self._timeout)
             if not await client.connect():  # pymodbus catches OSError and timeouts and returns False
                 client.close()
                 raise DeviceUnreachable(
@@ -199,9 +200,16 @@ class ModbusSession:
                 f"{reason}: {conn.host}:{conn.port} accepts connections, so check the unit id "
                 f"(connection.unit_id = {conn.unit_id}) and that the device behind it is powered"
             )
+        if not conn.is_serial:
+            return (
+                f"{reason} from {describe(conn)}: the device server accepts connections, so check the unit id "
+                f"(connection.unit_id = {conn.unit_id}), the framing ({conn.transport}) and the serial "
+                "settings configured in the device server, and the wiring behind it"
+            )
         return (
             f"{reason} on {conn.port}: check the unit id (connection.unit_id = {conn.unit_id}), the line "
-            f"settings ({conn.baudrate} baud, {conn.bytesize}{conn.parity}{conn.stopbits}) and the wiring"
+            f"settings ({conn.baudrate} baud, {conn.bytesize}{conn.parity}{conn.stopbits}, {conn.framing}) "
+            "and the wiring"
         )
 
     def _adjust(self, plan: ModbusPlan) -> AdjustedPlan:
@@ -252,6 +260,7 @@ class ModbusSession:
         client = self._client_or_raise()
         try:
             async with self._lock:
+                await self._rejoin(client)
                 try:
                     return await self._readers[request.table](
                         request.start, count=request.count, device_id=self._connection.unit_id
@@ -267,7 +276,8 @@ class ModbusSession:
             raise DeviceUnreachable(self._device, "connection lost") from exc
 
     async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
-        """fc5 for a coil, fc6 for a 16-bit register, fc16 for wider ones; then read back and compare."""
+        """fc5 for a coil, fc6 for a 16-bit register, fc16 for wider ones; then read back and compare. A point
+        with an `enable_address` (a SunSpec control and its enable register) then writes `enable_value` there."""
         if raw_value is None:
             raise WriteRejected(self._device, "Modbus has no release: write a value", point=point.name)
         if not isinstance(point, ModbusPoint):
@@ -279,17 +289,30 @@ class ModbusSession:
             payload = encode(point, raw_value, conn.word_order, conn.byte_order)
         except ValueError as exc:
             raise WriteRejected(self._device, str(exc), point=point.name) from exc
+        await self._write_verified(point.name, point.table, point.address, payload)
+        if point.enable_address is not None:  # the value first, so the device never enables an old one
+            enable = point.enable_address
+            await self._write_verified(
+                point.name, "holding", enable, [point.enable_value], f"enable register {enable}: "
+            )
+
+    async def _write_verified(
+        self, name: str, table: Table, address: int, payload: list[int] | bool, what: str = ""
+    ) -> None:
+        """One write request, its exception mapped to a typed error naming point `name` (and `what` was
+        written, for an enable register), then the read-back."""
         client = self._client_or_raise()
-        unit = conn.unit_id
+        unit = self._connection.unit_id
         try:
             async with self._lock:
+                await self._rejoin(client)
                 try:
                     if isinstance(payload, bool):
-                        response = await client.write_coil(point.address, payload, device_id=unit)
+                        response = await client.write_coil(address, payload, device_id=unit)
                     elif len(payload) == 1:
-                        response = await client.write_register(point.address, payload[0], device_id=unit)
+                        response = await client.write_register(address, payload[0], device_id=unit)
                     else:
-                        response = await client.write_registers(point.address, payload, device_id=unit)
+                        response = await client.write_registers(address, payload, device_id=unit)
                 finally:
                     if self._gap:
                         await asyncio.sleep(self._gap)
@@ -297,30 +320,31 @@ class ModbusSession:
             reason = (
                 "connection lost" if not client.connected else "no answer to the write (it may have applied)"
             )
-            raise DeviceUnreachable(self._device, reason, point=point.name) from exc
+            raise DeviceUnreachable(self._device, what + reason, point=name) from exc
         except ConnectionException as exc:
-            raise DeviceUnreachable(self._device, "connection lost", point=point.name) from exc
+            raise DeviceUnreachable(self._device, "connection lost", point=name) from exc
         if response.isError():
             code = response.exception_code
             error = DeviceUnreachable if code in GATEWAY_CODES else WriteRejected
-            raise error(self._device, exception_reason(code), point=point.name)
-        if conn.verify_writes:
-            await self._read_back(point, payload)
+            raise error(self._device, what + exception_reason(code), point=name)
+        if self._connection.verify_writes:
+            await self._read_back(name, table, address, payload, what)
 
-    async def _read_back(self, point: ModbusPoint, payload: list[int] | bool) -> None:
+    async def _read_back(
+        self, name: str, table: Table, address: int, payload: list[int] | bool, what: str
+    ) -> None:
         """Raise `WriteRejected` if the device holds something else than what was written.
 
         A read-back that fails (write-only register, timeout) proves nothing either way and is ignored."""
         width = 1 if isinstance(payload, bool) else len(payload)
-        request = ReadRequest(point.table, point.address, width, ())
-        response = await self._transact(request)
+        response = await self._transact(ReadRequest(table, address, width, ()))
         if isinstance(response, PointFault) or response.isError():
             return
         got: list[int] | bool = (
             bool(response.bits[0]) if isinstance(payload, bool) else list(response.registers[:width])
         )
         if got != payload:
-            raise WriteRejected(self._device, f"read back {got}, expected {payload}", point=point.name)
+            raise WriteRejected(self._device, f"{what}read back {got}, expected {payload}", point=name)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -331,9 +355,15 @@ class ModbusSession:
         elif client is not None:
             client.close()
 
+    async def _rejoin(self, client: ModbusBaseClient) -> None:
+        """Reopen a device server's shared connection that pymodbus closed after another unit's timeouts, so
+        one silent unit id does not take its neighbours down. Called under the line's lock."""
+        if self._line is not None and not client.connected and not await client.connect():
+            raise DeviceUnreachable(self._device, f"cannot reconnect to {describe(self._connection)}")
+
     def _client_or_raise(self) -> ModbusBaseClient:
         client = self._client
-        if client is None or not client.connected:
+        if client is None or (self._line is None and not client.connected):
             raise DeviceUnreachable(self._device, "not connected")
         return client
 

@@ -13,6 +13,7 @@ group's index (`DERVoltVar.Crv1.Pt2.V`) and `_2`, `_3`... for a model that occur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 from sunspec2 import device as sunspec_device
 from sunspec2 import mdef
 
+from drivers.modbus.config import MAX_READ_REGISTERS
 from edge.sdk import Name
+from edge.sdk.tags import Role, name_words, propose_tags
 
 __all__ = ["SunSpecModelError", "model_points", "profile_name"]
 
@@ -35,6 +38,8 @@ _SKIPPED_TYPES = frozenset({"pad", "ipv6addr"})
 _HEADER = frozenset({"ID", "L"})  # model id and length: the chain walk reads them, the map does not need them
 # SunSpec's unit names -> the ones the shipped profiles use (UCUM, as BACnet's and Home Assistant's lists)
 _UNITS = {"C": "Cel", "Pct": "%", "Var": "var", "VAr": "var", "Varh": "varh", "VArh": "varh", "Secs": "s"}
+_ENA = re.compile(r"_?Ena$")  # an enable point's name: the control's stem, then Ena
+_PARAMETER = re.compile(r"Tms|Rvrt|Mod|Pri")  # a control's parameters, which no enable write follows
 _MAX_NAME = 64
 _MAX_DESCRIPTION = 200
 _NAME = TypeAdapter(Name)  # the kernel's rule for point names (they become MQTT topic levels)
@@ -75,7 +80,43 @@ def model_points(
     notes: list[str] = []
     _collect(model, prefix, names, placed, notes)
     points = [_point(model, point, group, name, address, names, notes) for point, group, name in placed]
+    _link_enables(placed, points, len(prefix) + 1)
     return points, notes
+
+
+def _link_enables(placed: list[tuple[Any, Any, str]], points: list[dict[str, Any]], cut: int) -> None:
+    """Give each control its enable register, as the definitions name them: an RW enumeration DISABLED/ENABLED
+    named `<stem>Ena` or `<stem>_Ena` enables the RW points named `<stem>...` (WMaxLim_Ena: WMaxLimPct;
+    WSetEna: WSet, WSetPct; PFWInjEna: PFWInj.PF), except their timing, reversion, mode and priority
+    parameters, which take effect with the control's next enable."""
+    enables: dict[str, tuple[int, int]] = {}  # stem -> (address, ENABLED value)
+    for (point, _, name), out in zip(placed, points, strict=True):
+        on = _enabled_value(point.pdef)
+        if on is not None:
+            enables[_ENA.sub("", name[cut:])] = (out["address"], on)
+    stems = sorted(enables, key=len, reverse=True)  # the longest stem names the control most closely
+    for (point, _, name), out in zip(placed, points, strict=True):
+        relative = name[cut:]
+        if not out.get("writable") or _enabled_value(point.pdef) is not None:
+            continue
+        stem = next(
+            (s for s in stems if relative.startswith(s) and not _PARAMETER.search(relative[len(s) :])), None
+        )
+        if stem is not None:
+            address, on = enables[stem]
+            out["enable_address"] = address
+            if on != 1:
+                out["enable_value"] = on
+
+
+def _enabled_value(definition: dict[str, Any]) -> int | None:
+    """The ENABLED value of an enable point (RW enum16 named ...Ena with DISABLED/ENABLED), else None."""
+    if definition.get(mdef.ACCESS) != mdef.ACCESS_RW or definition[mdef.TYPE] != "enum16":
+        return None
+    if not _ENA.search(str(definition[mdef.NAME])):
+        return None
+    symbols = {str(s[mdef.NAME]).upper(): int(s[mdef.VALUE]) for s in definition.get(mdef.SYMBOLS) or ()}
+    return symbols.get("ENABLED") if set(symbols) == {"DISABLED", "ENABLED"} else None
 
 
 def profile_name(manufacturer: str, model: str, model_ids: Sequence[int]) -> str:
@@ -100,6 +141,9 @@ def _collect(
                 notes.append(f"{path}.{point_name}: type {kind} not mapped")
             continue
         name = f"{path}.{point_name}"
+        if kind == "string" and point.len > MAX_READ_REGISTERS:
+            notes.append(f"{name}: a string of {point.len} registers, longer than one read, left out")
+            continue
         if len(name) > _MAX_NAME or not _valid_name(name):
             notes.append(f"{name}: not a usable point name, left out")
             continue
@@ -145,6 +189,10 @@ def _point(
     description = _description(definition)
     if description:
         out["description"] = description
+    if definition[mdef.TYPE] != "sunssf":
+        role: Role = "setpoint" if out.get("writable") else "sensor"
+        words = name_words(str(point.pdef[mdef.NAME]), str(definition.get(mdef.LABEL) or ""))
+        out.update(propose_tags(out.get("unit"), words, role))
     return out
 
 

@@ -38,7 +38,7 @@ from edge.api.live import LatestValues, LiveFeed
 from edge.api.oidc_sign_in import OidcSignIn
 from edge.api.routes import ROUTERS
 from edge.api.services import ApiServices
-from edge.api.sessions import SessionStore
+from edge.api.sessions import SessionStore, sessions_path
 from edge.config import LoadedConfig
 from edge.config.models import ApiConfig
 from edge.console import ConsoleFiles
@@ -106,7 +106,9 @@ class ApiServer:
             self.verifier,
             self.latest,
             self.feed,
-            SessionStore(accounts, config.session_idle, config.session_max),
+            SessionStore(
+                sessions_path(services.loaded.data_dir), accounts, config.session_idle, config.session_max
+            ),
             accounts,
             FailureLimiter(config.sign_in_failures, config.sign_in_lockout),
             tls_cert=self.tls.cert if self.tls else None,
@@ -208,6 +210,7 @@ class ApiServer:
             await self.verifier.aclose()
         if self._socket is not None:
             self._socket.close()
+        self.state.sessions.close()
 
 
 class _Redacted(logging.Filter):

@@ -81,12 +81,30 @@ def _seconds(stamp: Any) -> float:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events a stream wants; an empty set means any. `points` narrows telemetry to those points."""
+    """Which events a stream wants; an empty set means any. `points` narrows telemetry to those points;
+    `bricks` to points of those Brick classes, `haystack` to points carrying all those Haystack tags (the tags
+    telemetry samples carry)."""
 
     types: frozenset[str] = frozenset()
     sites: frozenset[str] = frozenset()
     devices: frozenset[str] = frozenset()
     points: frozenset[str] = frozenset()
+    bricks: frozenset[str] = frozenset()
+    haystack: frozenset[str] = frozenset()
+
+    @property
+    def narrows(self) -> bool:
+        return bool(self.points or self.bricks or self.haystack)
+
+    def wants(self, name: str, sample: Any) -> bool:
+        """Whether a telemetry point is wanted: by name, Brick class and Haystack tags (each if asked)."""
+        if self.points and name not in self.points:
+            return False
+        if not isinstance(sample, dict):
+            return not (self.bricks or self.haystack)
+        if self.bricks and sample.get("brick") not in self.bricks:
+            return False
+        return not self.haystack or self.haystack <= frozenset(sample.get("haystack") or ())
 
     def matches(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
@@ -96,19 +114,23 @@ class EventFilter:
             return False
         if self.devices and (event.device or data.get("device")) not in self.devices:
             return False
-        if self.points:
+        if self.narrows:
             if event.type == TELEMETRY:
-                return not self.points.isdisjoint(data.get("points", ()))
-            return event.type == COMMAND_RESULT and data.get("point") in self.points
+                return any(self.wants(k, v) for k, v in data.get("points", {}).items())
+            return (
+                event.type == COMMAND_RESULT
+                and not (self.bricks or self.haystack)
+                and data.get("point") in self.points
+            )
         return True
 
     def render(self, event: Event) -> bytes:
         """The event as stored, or with its telemetry points narrowed to the requested ones."""
-        if not self.points or event.type != TELEMETRY:
+        if not self.narrows or event.type != TELEMETRY:
             return event.body
         envelope = orjson.loads(event.body)
         points = envelope["data"]["points"]
-        envelope["data"]["points"] = {k: v for k, v in points.items() if k in self.points}
+        envelope["data"]["points"] = {k: v for k, v in points.items() if self.wants(k, v)}
         return orjson.dumps(envelope)
 
 

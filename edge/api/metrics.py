@@ -17,13 +17,14 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge.api.counting import RequestCounts
 from edge.api.deps import ApiState, State, client_address
 from edge.api.problems import Problem
 from edge.config.models import ApiConfig
+from edge.ops.stats import POLL_BUCKETS, DeviceStats
 from edge.ops.status import TenantOutbox
 
 router = APIRouter(tags=["metrics"])
@@ -77,8 +78,8 @@ class _Snapshot(Collector):
         up = GaugeMetricFamily("edge_device_up", "1 when the device answered its last poll", labels=labels)
         polls = CounterMetricFamily("edge_device_polls", "Polls of the device", labels=labels)
         failed = CounterMetricFamily("edge_device_poll_failures", "Polls that failed", labels=labels)
-        seconds = CounterMetricFamily(
-            "edge_device_poll_seconds", "Time spent reading the device (divide by polls: mean)", labels=labels
+        seconds = HistogramMetricFamily(
+            "edge_device_poll_duration_seconds", "How long each poll took to read the device", labels=labels
         )
         points = CounterMetricFamily(
             "edge_device_points_read", "Points read with a usable value", labels=labels
@@ -92,7 +93,7 @@ class _Snapshot(Collector):
             up.add_metric(key, 1.0 if stats.up else 0.0)
             polls.add_metric(key, stats.polls)
             failed.add_metric(key, stats.failed_polls)
-            seconds.add_metric(key, stats.poll_seconds)
+            seconds.add_metric(key, _poll_buckets(stats), stats.poll_seconds)
             points.add_metric(key, stats.points_read)
             faults.add_metric(key, stats.bad_points)
         yield from (up, polls, failed, seconds, points, faults)
@@ -157,6 +158,20 @@ class _Snapshot(Collector):
             retries.add_metric([name], hosted.retries)
             dead.add_metric([name], hosted.dead_lettered)
         yield from (running, healthy, handled, errors, retries, dead)
+        restarts = CounterMetricFamily(
+            "edge_module_restarts",
+            "Relaunches of an isolated module or sidecar by its supervisor",
+            labels=labels,
+        )
+        circuit = GaugeMetricFamily(
+            "edge_module_circuit_open",
+            "1 once the module crashed max_crashes times in a row and is no longer relaunched",
+            labels=labels,
+        )
+        for name, supervisor in sorted(self.state.services.supervisors().items()):
+            restarts.add_metric([name], supervisor.restarts)
+            circuit.add_metric([name], 1.0 if supervisor.circuit_open else 0.0)
+        yield from (restarts, circuit)
 
     def _api(self) -> Iterator[Metric]:
         counts: RequestCounts = self.state.requests
@@ -196,6 +211,15 @@ def _limit_families(samples: Iterator[tuple[str, dict[str, str], float]]) -> Ite
     for name, sample, value in samples:
         families[name].add_metric([sample[label] for label in labels], value)
     yield from families.values()
+
+
+def _poll_buckets(stats: DeviceStats) -> list[tuple[str, float]]:
+    """Cumulative counts per upper bound, as the exposition format wants them, ending with +Inf."""
+    out, total = [], 0
+    for bound, count in zip((*POLL_BUCKETS, float("inf")), stats.poll_buckets, strict=True):
+        total += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
+    return out
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.bus.mqtt import BusStats
+from edge.bus.base import BusStats
 from edge.config import LoadedConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
-from edge.ops.status import StatusSnapshot, TenantOutbox
+from edge.ops.status import DownlinkStatus, StatusSnapshot, TenantOutbox
 from edge.outbox import CommitListener
 from edge.plugins import PluginRegistry
 from edge.sdk.events import StoredEvent
@@ -25,7 +25,15 @@ from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
 from edge.webhooks import WebhookStore
 
-__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites", "TenantLimits"]
+__all__ = [
+    "ApiServices",
+    "BusLink",
+    "EventHistory",
+    "HostedModules",
+    "PointWrites",
+    "SupervisedModule",
+    "TenantLimits",
+]
 
 
 class EventHistory(Protocol):
@@ -59,6 +67,15 @@ class HostedModules(Protocol):
     @property
     def modules(self) -> Mapping[str, HostedModule]: ...
     async def health(self) -> Mapping[str, Health]: ...
+
+
+class SupervisedModule(Protocol):
+    """An isolated module's or sidecar's supervisor as /metrics reads it (edge.module_host.supervisor)."""
+
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def circuit_open(self) -> bool: ...
 
 
 class ModuleCommandSubmit(Protocol):
@@ -107,4 +124,6 @@ class ApiServices:
     start_new_devices: Callable[[LoadedConfig], Awaitable[list[str]]]  # after the file gained devices
     commands: Callable[[], PointWrites | None]  # None until the gateway started
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
+    supervisors: Callable[[], Mapping[str, SupervisedModule]] = dict  # isolated modules, by name
+    downlink: Callable[[], Mapping[str, DownlinkStatus]] = dict  # each tenant's link to its platform
     limits: TenantLimits | None = None  # per-tenant limits; None: unlimited (tests of single routes)

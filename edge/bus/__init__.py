@@ -1,19 +1,14 @@
-"""The kernel's local MQTT bus: a supervised Mosquitto (`EmbeddedBroker`) and an asyncio client (`MqttBus`)."""
+"""The kernel's local bus: one interface (`Bus`) over MQTT (`MqttBus`, with a supervised Mosquitto,
+`EmbeddedBroker`, or an external broker) and NATS JetStream (`edge.bus.nats`, imported only when configured)."""
 
+from edge.bus.base import Bus, BusDisconnected, BusError, BusStats, InboundMessage, PublishRejected
 from edge.bus.broker import BrokerError, BrokerMissing, EmbeddedBroker
-from edge.bus.mqtt import (
-    BusDisconnected,
-    BusError,
-    BusStats,
-    InboundMessage,
-    MqttBus,
-    PublishRejected,
-    Will,
-)
+from edge.bus.mqtt import MqttBus, Will
 
 __all__ = [
     "BrokerError",
     "BrokerMissing",
+    "Bus",
     "BusDisconnected",
     "BusError",
     "BusStats",

@@ -5,8 +5,8 @@ driver declares for the point, else what its first value shows):
 
 | point                         | component      | notes                                                       |
 |-------------------------------|----------------|-------------------------------------------------------------|
-| read-only number              | sensor         | device class and state class from the unit (`_UNITS`)       |
-| read-only bool                | binary_sensor  |                                                             |
+| read-only number              | sensor         | device class and state class from the unit (`_UNITS`), else from the point's semantic tags, else its name |
+| read-only bool                | binary_sensor  | device class from the point's semantic tags (occupancy, smoke, problem, running...) |
 | read-only text                | sensor         | `enum` with the point's choices when it has some            |
 | writable number               | number         | mode box, a wide range: the device checks its own limits    |
 | writable bool                 | switch         | sends `true` / `false`                                      |
@@ -72,6 +72,40 @@ _BY_NAME: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     ),
 }
 
+# What a point's semantic tags (the words of its Brick class, its Haystack tags) say that '%', 'ppm' or no unit
+# does not: (words that must all be there, device class), first match wins.
+_NUMBER_BY_TAGS: tuple[tuple[frozenset[str], str], ...] = tuple(
+    (frozenset(words.split()), device_class)
+    for words, device_class in (
+        ("humidity", "humidity"),
+        ("co2", "carbon_dioxide"),
+        ("battery", "battery"),
+        ("state charge", "battery"),
+        ("power factor", "power_factor"),
+        ("pf", "power_factor"),
+        ("moisture", "moisture"),
+        ("illuminance", "illuminance"),
+        ("voc", "volatile_organic_compounds_parts"),
+    )
+)
+_BINARY_BY_TAGS: tuple[tuple[frozenset[str], str], ...] = tuple(
+    (frozenset(words.split()), device_class)
+    for words, device_class in (
+        ("occupancy", "occupancy"),
+        ("occupied", "occupancy"),
+        ("smoke", "smoke"),
+        ("alarm", "problem"),
+        ("fault", "problem"),
+        ("leak", "moisture"),
+        ("door", "door"),
+        ("window", "window"),
+        ("run", "running"),
+        ("fan status", "running"),
+        ("pump status", "running"),
+        ("enable", "power"),
+    )
+)
+
 # A number entity takes fewer device classes than a sensor (Home Assistant's number docs)
 _NUMBER_CLASSES = frozenset(
     ("temperature", "humidity", "pressure", "current", "voltage", "frequency", "illuminance", "moisture")
@@ -86,14 +120,29 @@ class Entity:
     config: dict[str, Any]
 
 
+def _tag_words(point: PointConfig) -> frozenset[str]:
+    """The words of the point's Brick class (Zone_Air_Humidity_Sensor: zone air humidity sensor) and its
+    Haystack tags, lower case."""
+    words = {w.lower() for w in (point.brick or "").split("_") if w}
+    return frozenset(words | {t.lower() for t in point.haystack})
+
+
+def _by_tags(point: PointConfig, table: tuple[tuple[frozenset[str], str], ...]) -> str | None:
+    words = _tag_words(point)
+    return next((device_class for needed, device_class in table if needed <= words), None) if words else None
+
+
 def _classify(point: PointConfig) -> tuple[str | None, str | None, str]:
     """(unit, device class, state class) of a numeric point."""
     unit = point.unit
-    if unit is None:
-        return None, None, MEASUREMENT
-    known = _UNITS.get(unit)
+    known = _UNITS.get(unit) if unit is not None else None
     if known is not None:
         return known
+    tagged = _by_tags(point, _NUMBER_BY_TAGS)
+    if tagged is not None:
+        return unit, tagged, MEASUREMENT
+    if unit is None:
+        return None, None, MEASUREMENT
     words = set(re.split(r"[^a-z0-9]+", point.name.lower()))
     for keys, device_class in _BY_NAME.get(unit, ()):
         if words & set(keys) or any(point.name.lower().startswith(k) for k in keys if len(k) > 2):
@@ -162,6 +211,9 @@ def entity_for(
         on_off = "{{ 'ON' if value_json.value else 'OFF' }}"
         config.update(value_template=on_off, payload_on="ON", payload_off="OFF")
         component = "binary_sensor"
+        binary_class = _by_tags(point, _BINARY_BY_TAGS)
+        if binary_class is not None and not point.writable:
+            config["device_class"] = binary_class
         if point.writable:
             component = "switch"
             config.update(

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from edge.bus.base import Bus, BusDisconnected
 from edge.bus.ha_entities import Entity, entity_for, entity_id, kind_of
-from edge.bus.mqtt import BusDisconnected, MqttBus
 from edge.bus.topics import Topics
 from edge.config.models import HomeAssistantConfig
 from edge.sdk.drivers import DeviceSpec
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class HomeAssistantDiscovery:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         gateway_id: str,
         tenants: Mapping[str, HomeAssistantConfig],

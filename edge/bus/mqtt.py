@@ -1,4 +1,4 @@
-"""The kernel's local MQTT bus: paho-mqtt 2.x driven by the asyncio loop, on one thread.
+"""The MQTT backend of the local bus (`edge.bus.base.Bus`): paho-mqtt 2.x driven by the asyncio loop, on one thread.
 
 paho is used the way its ``examples/loop_asyncio.py`` does: the socket is registered with
 ``loop.add_reader``/``add_writer`` through paho's ``on_socket_*`` callbacks and a 1 s task calls
@@ -30,18 +30,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.bus.base import BusDisconnected, BusError, BusStats, InboundMessage, PublishRejected
 from edge.sdk.backoff import Backoff
-from edge.sdk.errors import EdgeError
 
-__all__ = [
-    "BusDisconnected",
-    "BusError",
-    "BusStats",
-    "InboundMessage",
-    "MqttBus",
-    "PublishRejected",
-    "Will",
-]
+__all__ = ["MqttBus", "Will"]
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +45,6 @@ _READS_PER_WAKEUP: Final = 64  # loop_read() calls per readable event while they
 _LOG_EVERY: Final = 100  # rate limit for per-message warnings: the 1st, then every 100th
 
 
-class BusError(EdgeError):
-    """Base of the local bus's errors."""
-
-
-class BusDisconnected(BusError):
-    """The bus is not connected, lost its connection before a publish was confirmed, or was stopped."""
-
-
-class PublishRejected(BusError):
-    """A message was refused, either before sending (too large) or by the broker (PUBACK reason code)."""
-
-    def __init__(self, topic: str, reason: str) -> None:
-        self.topic = topic
-        self.reason = reason
-        super().__init__(f"publish to {topic!r} rejected: {reason}")
-
-
 @dataclass(frozen=True, slots=True)
 class Will:
     """Last will: published by the broker when the bus vanishes without a clean disconnect (and on stop())."""
@@ -78,32 +53,6 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-
-@dataclass(slots=True)
-class BusStats:
-    """Counters since the bus was created.
-
-    ``acked`` counts confirmed publishes (PUBACK/PUBCOMP, or written for QoS 0); ``inbound`` counts messages
-    accepted into the inbound queue.
-    """
-
-    published: int = 0
-    acked: int = 0
-    rejected: int = 0
-    connects: int = 0
-    disconnects: int = 0
-    inbound: int = 0
-    inbound_dropped_overflow: int = 0
-    inbound_rejected_oversize: int = 0
 
 
 class _Closed:
@@ -291,9 +240,16 @@ class MqttBus:
         return self._connected
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        message_id: str | None = None,
     ) -> asyncio.Future[None]:
         """Wait for the connection and a free in-flight slot, send, and return the delivery future.
+        (`message_id` is unused: MQTT has no broker-side duplicate check; subscribers see replays.)
 
         The window counts QoS 1/2 messages until acknowledged and QoS 0 ones until written, so no kind of
         message piles up inside paho. Raises `PublishRejected` at once for a payload above

@@ -1,7 +1,7 @@
-"""From the outbox to the local MQTT bus.
+"""From the outbox to the local bus (MQTT or NATS JetStream: `edge.bus.base.Bus`).
 
 `OutboxPublisher` is a durable outbox consumer: per tenant it reads committed events after its cursor, publishes
-them (QoS 1 by default), and moves the cursor only once the broker acknowledged the whole batch. A lost
+them (QoS 1 by default), and moves the cursor only once the broker (or JetStream) acknowledged the whole batch. A lost
 connection simply means reading again from the cursor, so a broker restart loses nothing that was stored.
 
 `LastValuePublisher` keeps each point's latest value on its own retained topic. It is state, not history: it
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge.bus.mqtt import BusDisconnected, MqttBus
+from edge.bus.base import Bus, BusDisconnected
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
 from edge.outbox.consumer import DurableConsumer
@@ -56,7 +56,7 @@ class OutboxPublisher:
     def __init__(
         self,
         outbox: SqliteOutbox,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         tenants: Iterable[TenantContext],
         stats: GatewayStats,
@@ -107,7 +107,7 @@ class OutboxPublisher:
         try:
             for row in rows:
                 topic = self._topics.events(tenant, row.subject)
-                pending.append(await self._bus.publish(topic, row.body, qos=self._qos))
+                pending.append(await self._bus.publish(topic, row.body, qos=self._qos, message_id=row.id))
         except BusDisconnected:
             pass
         results = await asyncio.gather(*pending, return_exceptions=True)
@@ -120,7 +120,7 @@ class OutboxPublisher:
 class LastValuePublisher:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         stats: GatewayStats,
         *,

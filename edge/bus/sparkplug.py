@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.bus import sparkplug_payload as spb
+from edge.bus.base import BusDisconnected, InboundMessage, PublishRejected
 from edge.bus.dialects import node_topics, state_topic
-from edge.bus.mqtt import BusDisconnected, InboundMessage, MqttBus, PublishRejected, Will
+from edge.bus.mqtt import MqttBus, Will
 from edge.config.models import SparkplugConfig
 from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.sdk.drivers import DeviceSpec

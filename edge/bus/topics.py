@@ -74,3 +74,23 @@ class Topics:
         if len(parts) != 7 or parts[0] != self.prefix or parts[2] != "cmd" or parts[6] != "set":
             return None
         return parts[1], parts[3], parts[4], parts[5]
+
+
+def nats_subject(topic: str) -> str:
+    """An MQTT topic or filter as the NATS subject nats-server's own MQTT listener maps it to, so NATS and
+    MQTT clients of one server meet on the same events: levels become tokens ('/' -> '.'), a '.' inside a
+    level becomes '//', and the wildcards '+' and '#' become '*' and '>'."""
+    tokens = []
+    for level in topic.split("/"):
+        if level == "+":
+            tokens.append("*")
+        elif level == "#":
+            tokens.append(">")
+        else:
+            tokens.append(level.replace(".", "//"))
+    return ".".join(tokens)
+
+
+def mqtt_topic(subject: str) -> str:
+    """The MQTT topic of a NATS subject (the inverse of `nats_subject` for topics without wildcards)."""
+    return "/".join(token.replace("//", ".") for token in subject.split("."))

@@ -22,6 +22,7 @@ from edge.cli import (
     run_cmd,
     service_cmd,
     simulate_cmd,
+    site_cmd,
     status_cmd,
     tenant_cmd,
     user_cmd,
@@ -62,6 +63,7 @@ app.command("restore")(backup_cmd.restore)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(device_cmd.app, name="device")
 app.add_typer(point_cmd.app, name="point")
+app.add_typer(site_cmd.app, name="site")
 app.add_typer(simulate_cmd.app, name="simulate")
 app.add_typer(events_cmd.app, name="events")
 app.add_typer(certs_cmd.app, name="certs")

@@ -8,10 +8,10 @@ import typer
 def bench(
     scenario: str = typer.Argument(
         "all",
-        help="building, stress, compare, smoke, stress-no-point-topics, coalescing (Modbus read coalescing on "
-        "vs off), dialects (Sparkplug B and Home Assistant discovery off vs on), noisy-neighbour (a victim "
-        "tenant's latency with an attacker tenant ramped to saturation, against the victim alone), or all "
-        "(building + stress + compare).",
+        help="building, building-parts (its cost step by step), stress, compare, smoke, stress-no-point-topics, "
+        "coalescing (Modbus read coalescing on vs off), dialects (Sparkplug B and Home Assistant discovery off vs "
+        "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), noisy-neighbour (a victim tenant's latency with "
+        "an attacker tenant ramped to saturation, against the victim alone), or all (building + stress + compare).",
     ),
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."
@@ -20,7 +20,9 @@ def bench(
         None, "--out", help="Output directory (default: bench-results/<timestamp>/)."
     ),
     peer: bool = typer.Option(
-        True, "--peer/--no-peer", help="Also run ThingsBoard IoT Gateway in the compare scenario."
+        True,
+        "--peer/--no-peer",
+        help="Also run the peers (ThingsBoard IoT Gateway, Node-RED + node-red-contrib-modbus) in the compare scenario.",
     ),
     repeat: int = typer.Option(
         1, "--repeat", min=1, max=20, help="Runs per measurement; medians are reported."

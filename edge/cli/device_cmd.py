@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import tomlkit
 import typer
@@ -10,7 +10,7 @@ import typer
 from edge.cli.common import EXIT_CONFIG, load_or_exit, setup_logging
 from edge.cli.options import parse_pairs
 from edge.cli.output import JSON_OPTION, Column, emit
-from edge.config.edit import replace_if_valid
+from edge.config.edit import append_devices, replace_if_valid
 from edge.config.suggest import listing
 from edge.devices.commissioning import CommissioningError, write_profile
 from edge.devices.commissioning import add_device as add_to_config
@@ -159,6 +159,15 @@ def add_device(
     except ConfigError as exc:
         _report_invalid(exc, "added")
     typer.echo(f"added device {name!r} to {config}")
+
+
+def add_entries(config: Path, entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Append device tables (fields, connection) to the file, keeping its comments; exits with the loader's
+    problems if the result would be invalid (nothing is written then)."""
+    try:
+        append_devices(config, entries)
+    except ConfigError as exc:
+        _report_invalid(exc, "added")
 
 
 @app.command("remove")

@@ -48,17 +48,20 @@ def request(
             result.update(body)
             answered.set()
 
+    bus = loaded.config.bus
+    # on the NATS bus: the server's MQTT listener, which speaks MQTT 3.1.1 (the gateway's account sees it all)
+    host, port = (bus.nats.mqtt_host, bus.nats.mqtt_port) if bus.mode == "nats" else (bus.host, bus.port)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"edge-cli-{request_id[:8]}",
-        protocol=MQTTProtocolVersion.MQTTv5,
+        protocol=MQTTProtocolVersion.MQTTv311 if bus.mode == "nats" else MQTTProtocolVersion.MQTTv5,
     )
-    username, password = local_login(loaded.data_dir, loaded.config.bus)
+    username, password = local_login(loaded.data_dir, bus)
     if username is not None:
         client.username_pw_set(username, password)
     client.on_message = on_message
     client.on_subscribe = lambda *args: subscribed.set()
-    client.connect(loaded.config.bus.host, loaded.config.bus.port)
+    client.connect(host, port)
     client.loop_start()
     try:
         client.subscribe([(topic, 1) for topic in answer_topics])

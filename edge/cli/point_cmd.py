@@ -13,9 +13,13 @@ from typer.core import TyperCommand
 from edge.bus.topics import Topics
 from edge.cli.common import load_or_exit
 from edge.cli.mqtt_request import new_request_id, request
+from edge.cli.pointlist_cmd import export_points, import_points
 from edge.config.suggest import listing
 
-app = typer.Typer(no_args_is_help=True, help="Read and write points through the running gateway.")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Write points through the running gateway; import and export point lists (CSV, BACnet EDE).",
+)
 CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file.")
 
 _NEGATIVE_NUMBER = re.compile(r"-(\d|\.\d|inf|infinity|nan)", re.IGNORECASE)
@@ -95,3 +99,7 @@ def _parse_value(raw: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return float(text) if text.lower() in _NON_FINITE else text
+
+
+app.command("import")(import_points)
+app.command("export")(export_points)

@@ -49,11 +49,19 @@ def status(
             t: {"entitlements": list(a.flags), "age_s": round(a.age(), 1)} for t, a in answers.items()
         }
         health = body.get("health", {})
-        typer.echo(
-            orjson.dumps({"age": round(age, 1), "stale": stale, **health, "platform": platform}).decode()
-        )
+        downlink = body.get("downlink", {})
+        document = {
+            "age": round(age, 1),
+            "stale": stale,
+            **health,
+            "platform": platform,
+            "downlink": downlink,
+        }
+        typer.echo(orjson.dumps(document).decode())
     else:
         _print_table(body, report, age, stale)
+        for tenant, link in sorted(body.get("downlink", {}).items()):
+            typer.echo(_downlink_line(tenant, link))
         for tenant, answer in sorted(answers.items()):  # the entitlement service's last answers (downlink)
             flags = ", ".join(answer.flags) or "none"
             typer.echo(
@@ -71,6 +79,19 @@ def _print_entitlements(answers: dict[str, EntitlementAnswer]) -> None:
     for tenant, answer in sorted(answers.items()):
         flags = ", ".join(answer.flags) or "none"
         typer.echo(f"entitlements of {tenant} from its platform: {flags} (answer {answer.age():.0f} s old)")
+
+
+def _downlink_line(tenant: str, link: dict[str, Any]) -> str:
+    """`downlink of acme: connected since 12:00:03 UTC, last message m-7 (40 s ago)`, or retrying with why."""
+    now = time.time()
+    since = link.get("since")
+    when = f" since {time.strftime('%H:%M:%S UTC', time.gmtime(since))}" if since else ""
+    line = f"downlink of {tenant}: {link.get('state')}{when}"
+    if link.get("state") == "retrying":
+        line += f" ({link.get('failures')} failed attempts; last error: {link.get('last_error')})"
+    message, at = link.get("last_message"), link.get("last_message_at")
+    line += f", last message {message} ({now - at:.0f} s ago)" if message and at else ", no message yet"
+    return line
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, str]:

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import tomlkit
 
@@ -21,9 +22,9 @@ class UnknownTenant(KeyError):
         self.tenant = tenant
 
 
-def replace_if_valid(config: Path, text: str) -> None:
+def replace_if_valid(config: Path, text: str, *, dry_run: bool = False) -> None:
     """Replace `config` with `text` if the whole configuration stays valid; raises ConfigError (naming
-    `config`, not the temporary file) and leaves the file untouched otherwise."""
+    `config`, not the temporary file) and leaves the file untouched otherwise. `dry_run`: only check."""
     handle, temp = tempfile.mkstemp(prefix=".edge-", suffix=".toml", dir=config.parent)
     with os.fdopen(handle, "w") as out:
         out.write(text)
@@ -34,7 +35,36 @@ def replace_if_valid(config: Path, text: str) -> None:
         raise ConfigError(
             [ConfigIssue(i.file.replace(temp, str(config)), i.location, i.reason) for i in exc.issues]
         ) from None
-    os.replace(temp, config)
+    if dry_run:
+        os.unlink(temp)
+    else:
+        os.replace(temp, config)
+
+
+def device_table(
+    name: str, driver: str, tenant: str, site: str, profile: str, poll_interval: float, **more: Any
+) -> dict[str, Any]:
+    """The fields of a `[[devices]]` table (without its connection) in the order the documentation shows."""
+    fields = {"name": name, "driver": driver, "tenant": tenant, "site": site, "profile": profile}
+    return fields | {"poll_interval": poll_interval} | more
+
+
+def append_devices(
+    config: Path, entries: Iterable[tuple[dict[str, Any], dict[str, Any]]], *, dry_run: bool = False
+) -> None:
+    """Append `[[devices]]` tables (fields, connection) to the file in one validated replacement, keeping its
+    comments and order; raises ConfigError (nothing written) if the result would be invalid. `dry_run`: only
+    check."""
+    document = tomlkit.parse(config.read_text())
+    devices = document.setdefault("devices", tomlkit.aot())
+    for fields, connection in entries:
+        table = tomlkit.table()
+        table.update(fields)
+        inline = tomlkit.inline_table()
+        inline.update(connection)
+        table["connection"] = inline
+        devices.append(table)
+    replace_if_valid(config, tomlkit.dumps(document), dry_run=dry_run)
 
 
 def change_entitlements(

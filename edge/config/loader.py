@@ -92,10 +92,13 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
 
     issues = _check_references(config, file)
     for index, tenant in enumerate(config.tenants):
-        key = (path.parent / tenant.cloud.verify_key) if tenant.cloud is not None else None
-        if key is not None and not key.is_file():
-            where = f"tenants[{index}] ({tenant.id}).cloud.verify_key"
-            issues.append(ConfigIssue(file, where, f"no such file {key} (the platform's public key, PEM)"))
+        cloud = tenant.cloud
+        for key in cloud.key_paths if cloud is not None else ():
+            if not (path.parent / key).exists():
+                field = "verify_key" if cloud is not None and key == cloud.verify_key else "verify_keys"
+                where = f"tenants[{index}] ({tenant.id}).cloud.{field}"
+                reason = f"no such file {path.parent / key} (the platform's public key, PEM)"
+                issues.append(ConfigIssue(file, where, reason))
     profiles = _ProfileCache(path.parent, registry)
     devices: list[DeviceSpec] = []
     for index, device in enumerate(config.devices):
@@ -165,6 +168,16 @@ def _check_dialects(config: GatewayConfig, file: str) -> list[ConfigIssue]:
                     )
                 )
             nodes.setdefault(node, tenant.id)
+        for dialect, settings in (("sparkplug", spb), ("homeassistant", tenant.homeassistant)):
+            if config.bus.mode == "nats" and settings is not None and settings.enabled:
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        f"{where}.{dialect}",
+                        "needs MQTT retained messages and last wills, which the NATS bus does not carry: "
+                        'use [bus] mode = "embedded" or "external"',
+                    )
+                )
         ha = tenant.homeassistant
         if ha is not None and ha.enabled and not config.bus.point_topics:
             issues.append(

@@ -159,9 +159,17 @@ class TenantCloudConfig(_Strict):
     client_id: str = Field(min_length=1, max_length=256)
     client_secret: str = Field(description="A secret reference: env:NAME or file:PATH (never the value).")
     scope: str | None = None
-    verify_key: str = Field(
-        description="PEM file (relative to the config file) of the platform's public key for this tenant: "
-        "commands, deployments and entitlement answers must be signed with its private half (ES256)."
+    verify_key: str | None = Field(
+        default=None,
+        description="PEM file (relative to the config file) of the platform's public key for this tenant, or a "
+        "directory of them (*.pem): commands, deployments and entitlement answers must be signed with a "
+        "private half (ES256). Read again when it changes (rotation without a restart).",
+    )
+    verify_keys: tuple[str, ...] = Field(
+        default=(),
+        max_length=8,
+        description="More key files or directories, e.g. the old and the new key during a rotation: a message "
+        "signed with any of them verifies.",
     )
     entitlements: bool = Field(
         default=True,
@@ -177,7 +185,16 @@ class TenantCloudConfig(_Strict):
     def _secret_is_a_reference(self) -> TenantCloudConfig:
         if not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+", self.client_secret):
             raise ValueError("client_secret must be a reference (env:NAME or file:PATH), not the secret")
+        if not self.key_paths:
+            raise ValueError(
+                "verify_key or verify_keys: the platform's public key (a PEM file or a directory)"
+            )
         return self
+
+    @property
+    def key_paths(self) -> tuple[str, ...]:
+        """Every configured key file or directory (relative to the config file)."""
+        return (*((self.verify_key,) if self.verify_key else ()), *self.verify_keys)
 
 
 class TenantConfig(_Strict):
@@ -224,8 +241,40 @@ class DeviceConfig(_Strict):
     connection: dict[str, Any] = Field(default_factory=dict)
 
 
+class NatsConfig(_Strict):
+    """`[bus.nats]`, for `[bus] mode = "nats"` (edge/bus/nats.py, docs/scale.md "Bus backends")."""
+
+    servers: tuple[str, ...] = Field(
+        default=("nats://127.0.0.1:4222",), min_length=1, description="NATS server URLs (one cluster)."
+    )
+    max_age: Seconds = Field(
+        default=7 * 86_400, gt=0, description="How long each tenant's stream keeps events."
+    )
+    max_bytes: Bytes = Field(default=1 << 30, ge=1 << 20, description="Size of each tenant's events stream.")
+    replicas: int = Field(
+        default=1, ge=1, le=5, description="Stream replicas: 1 on one server, 3 in a cluster."
+    )
+    duplicate_window: Seconds = Field(
+        default=120.0, gt=0, le=86_400, description="A replayed event id within this long is stored once."
+    )
+    ack_timeout: Seconds = Field(
+        default=10.0, gt=0, le=600, description="A publish not acknowledged by JetStream by then is replayed."
+    )
+    mqtt_host: str = Field(default="127.0.0.1", description="nats-server's MQTT listener, for local tools.")
+    mqtt_port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="`edge point write` and `edge module command` connect there.",
+    )
+    modules: Literal["jetstream", "outbox"] = Field(
+        default="jetstream",
+        description="Where in-process modules' event subscriptions read: durable JetStream consumers, or the outbox.",
+    )
+
+
 class BusConfig(_Strict):
-    mode: Literal["embedded", "external"] = "embedded"
+    mode: Literal["embedded", "external", "nats"] = "embedded"
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -250,6 +299,7 @@ class BusConfig(_Strict):
     )
     max_queued_messages: int = Field(default=100_000, ge=1000)
     max_payload: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    nats: NatsConfig = NatsConfig()
 
 
 class StorageConfig(_Strict):

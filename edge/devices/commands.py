@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.base import Bus, InboundMessage
 from edge.bus.topics import Topics
 from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
@@ -169,7 +169,7 @@ class WriteOutcome:
 class CommandHandler:
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
         tenants: Mapping[str, TenantContext],

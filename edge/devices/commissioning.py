@@ -15,6 +15,7 @@ from typing import Any
 import tomlkit
 
 from edge.config.edit import replace_if_valid
+from edge.config.pointlists import profile_text
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
 from edge.sdk.errors import PluginError
@@ -43,30 +44,19 @@ async def discover(
 def write_profile(folder: Path, driver: str, device: DiscoveredDevice, name: str | None = None) -> Path:
     """The proposed point map as a profile file in `folder` (named `name`, else the proposal's name)."""
     folder.mkdir(parents=True, exist_ok=True)
+    name, text = proposed_profile(driver, device, name)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def proposed_profile(driver: str, device: DiscoveredDevice, name: str | None = None) -> tuple[str, str]:
+    """The file-safe name and the profile file text of the point map discovery proposed for `device`."""
     name = name or device.profile_name or device.address
     name = _FILE_SAFE.sub("-", name).strip("-.") or "device"
-    doc = tomlkit.document()
-    doc.add(
-        tomlkit.comment(
-            f"Proposed by `edge device discover {driver}` from {device.address}. Review before use."
-        )
-    )
-    header = tomlkit.table()
-    header.update(
-        {
-            "name": name,
-            "driver": driver,
-            "description": ", ".join(f"{k}={v}" for k, v in device.identity.items()),
-        }
-    )
-    doc["profile"] = header
-    points = tomlkit.aot()
-    for point in device.points:
-        points.append(tomlkit.item({k: v for k, v in point.items() if v is not None}))
-    doc["points"] = points
-    path = folder / f"{name}.toml"
-    path.write_text(tomlkit.dumps(doc))
-    return path
+    description = ", ".join(f"{k}={v}" for k, v in device.identity.items())
+    source = f"Proposed by `edge device discover {driver}` from {device.address}"
+    return name, profile_text(name, driver, description, device.points, source)
 
 
 def add_device(

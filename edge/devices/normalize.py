@@ -93,6 +93,8 @@ class DeviceNormalizer:
         self._reported: dict[
             str, tuple[Any, Any, float]
         ] = {}  # name -> (value, quality, when) last published
+        # Semantic tags ride in every sample of a tagged point; untagged devices pay nothing.
+        self._tags = tuple((p.name, p.tags) for p in points if p.publish and p.tags)
 
     def report(
         self, points: dict[str, dict[str, Any]], now: float | None = None
@@ -143,7 +145,15 @@ class DeviceNormalizer:
                     }
             else:
                 out[name] = _sample(entry, value, raw)
+        if self._tags:
+            self._tag(out)
         return out
+
+    def _tag(self, out: dict[str, dict[str, Any]]) -> None:
+        for name, tags in self._tags:
+            sample = out.get(name)
+            if sample is not None:
+                sample.update(tags)
 
     def normalize_changes(self, changes: Mapping[int, RawValue]) -> dict[str, dict[str, Any]]:
         """Apply pushed changes ({plan index: raw value}); returns only the published points they affect."""
@@ -154,6 +164,8 @@ class DeviceNormalizer:
         for i in changes:
             for entry in self._affected.get(i, ()):
                 out[entry[0]] = _sample(entry, current[entry[1]], current)
+        if self._tags:
+            self._tag(out)
         return out
 
     def to_raw(self, point_name: str, value: Scalar) -> Scalar:

@@ -170,7 +170,7 @@ class DevicePoller:
         async with self._lock:
             started = time.perf_counter()
             raw, error = await self._read()
-            self.stats.poll_seconds += time.perf_counter() - started
+            self.stats.timed_poll(time.perf_counter() - started)
         sample_time = time.time()
         points = self._normalizer.normalize(raw)
         log.debug(

@@ -45,11 +45,17 @@ class LinkDown(Exception):
 @dataclass
 class LinkStats:
     connected: bool = False
+    since: float | None = None  # wall time the link last connected or was lost (None: no attempt ended yet)
     polls: int = 0
     messages: int = 0
     failures: int = 0
     last_error: str | None = None
     last_contact: float | None = None  # wall time of the last answer from the platform
+    last_message: str | None = None  # id of the last message (set by the dispatcher, which reads it)
+    last_message_at: float | None = None
+
+    def message(self, jti: str | None) -> None:
+        self.last_message, self.last_message_at = jti, time.time()
 
 
 class TenantLink:
@@ -168,12 +174,15 @@ class TenantLink:
         self.stats.last_error = reason
         if self.stats.connected or (self.stats.polls == 0 and self.stats.failures == 1):
             log.warning("downlink of tenant %s lost: %s (reconnecting with backoff)", self.tenant, reason)
+        if self.stats.connected or self.stats.since is None:
+            self.stats.since = time.time()
         self.stats.connected = False
 
     def _restored(self) -> None:
         self._backoff.reset()
         if not self.stats.connected:
             log.info("downlink of tenant %s connected to %s", self.tenant, self._base)
+            self.stats.since = time.time()
         self.stats.connected = True
 
 

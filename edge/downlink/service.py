@@ -25,7 +25,8 @@ from edge.downlink.deploy import Deployer, DeployServices
 from edge.downlink.entitlements import EntitlementService
 from edge.downlink.ledger import DownlinkLedger
 from edge.downlink.link import TenantLink
-from edge.downlink.signing import Refused, Verifier, load_public_key, utc
+from edge.downlink.signing import KeyRing, Refused, Verifier, utc
+from edge.ops.status import DownlinkStatus
 from edge.sdk.events import CLOUD_RESULT, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -66,12 +67,12 @@ class Downlink:
                 continue
             try:
                 secret = resolve(cloud.client_secret, base, private=False)
-                key = load_public_key(base / cloud.verify_key)
+                keys = KeyRing([base / path for path in cloud.key_paths])
             except (SecretError, ValueError) as exc:
                 log.error("tenant %s: downlink not started: %s", tenant.id, exc)
                 continue
             self._verifiers[tenant.id] = Verifier(
-                tenant.id, self._gateway, key, leeway=config.cloud.clock_leeway
+                tenant.id, self._gateway, keys, leeway=config.cloud.clock_leeway
             )
             self.links[tenant.id] = TenantLink(
                 tenant.id, cloud, config.cloud, self._gateway, secret, self.ledger
@@ -116,6 +117,25 @@ class Downlink:
         out.append((self._prune, "downlink-prune"))
         return out
 
+    def status(self) -> dict[str, DownlinkStatus]:
+        """Each tenant's link and the platform's last entitlement answer (the gateway's status snapshot)."""
+        answers = self.entitlements.status()
+        out = {}
+        for tenant, link in self.links.items():
+            stats, answer = link.stats, answers.get(tenant, {})
+            out[tenant] = DownlinkStatus(
+                state="connected" if stats.connected else "retrying" if stats.failures else "starting",
+                since=stats.since,
+                last_error=stats.last_error,
+                failures=stats.failures,
+                last_message=stats.last_message,
+                last_message_at=stats.last_message_at,
+                entitlements=answer.get("flags"),
+                entitlements_age=answer.get("age_s"),
+                entitlements_lapsed=bool(answer.get("lapsed")),
+            )
+        return out
+
     async def close(self) -> None:
         for link in self.links.values():
             await link.close()
@@ -132,8 +152,10 @@ class Downlink:
             log.warning(
                 "tenant %s: downlink message %s refused: %s", tenant, exc.claims.get("jti"), exc.reason
             )
+            self.links[tenant].stats.message(exc.claims.get("jti"))
             await self._report(tenant, exc.claims, Outcome("refused", exc.reason))
             return
+        self.links[tenant].stats.message(claims["jti"])
         outcome = await self._act(tenant, claims)
         await self._report(tenant, claims, outcome)
 

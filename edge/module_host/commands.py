@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from edge.bus.mqtt import InboundMessage, MqttBus
+from edge.bus.base import Bus, InboundMessage
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
 from edge.outbox.sqlite import SqliteOutbox
@@ -83,7 +83,7 @@ class ModuleCommands:
 
     def __init__(
         self,
-        bus: MqttBus,
+        bus: Bus,
         topics: Topics,
         tenants: Mapping[str, TenantContext],
         outbox: SqliteOutbox,

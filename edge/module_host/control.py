@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +82,10 @@ class ModuleControl:
 
     def supervisor(self, name: str) -> Supervisor | None:
         return self._isolation.supervisors.get(name) if self._isolation is not None else None
+
+    def supervisors(self) -> Mapping[str, Supervisor]:
+        """The isolated modules' and sidecars' supervisors (restarts, circuit state), by module name."""
+        return self._isolation.supervisors if self._isolation is not None else {}
 
     async def _start(self, module: ModuleConfig) -> HostedModule | None:
         for listener in self.on_module_start:

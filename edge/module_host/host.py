@@ -5,10 +5,11 @@ A module implements four hooks (`on_init`, `on_enable`, `on_disable`, `on_health
 A tenant without the module's entitlement flag gets none of its events routed there. The host owns each
 module's state; a module that raises is reported by name and the others go on.
 
-Two kinds of subscription, each a durable outbox consumer per entitled tenant, so a module that was down
-resumes where it stopped, and each holding the tenant's rows in the outbox until it has passed them:
+Two kinds of subscription, each a durable consumer per entitled tenant, so a module that was down
+resumes where it stopped, and each holding the tenant's events until it has passed them:
 
-- `subscribe(types, handler)`: one event at a time (`module:<name>:<n>` cursor). A handler that raises is
+- `subscribe(types, handler)`: one event at a time (`module:<name>:<n>` consumer), read from the host's
+  `EventFeed` (edge.module_host.feed: the outbox, or JetStream with the NATS bus). A handler that raises is
   logged and counted; the event is not offered again.
 - `subscribe_batches(types, handler, ...)`: a list of events of one tenant in outbox order
   (`module:<name>:<subscription name>` cursor), for store-and-forward uplinks. The handler's outcome decides
@@ -38,9 +39,9 @@ from typing import Any, Protocol
 
 from edge.module_host.batches import BatchConsumer
 from edge.module_host.context import InProcessContext, Registrations, Subscription
+from edge.module_host.feed import EventFeed, OutboxFeed
 from edge.module_host.tenants import EntitlementListener, Tenants
 from edge.module_host.versions import VersionGate
-from edge.outbox.consumer import DurableConsumer
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin
 from edge.sdk.modules import (
@@ -101,10 +102,13 @@ class ModuleHost:
         tenants: Tenants | Sequence[TenantContext],
         gateway_id: str,
         data_dir: Path | None = None,
+        feed: EventFeed | None = None,
         quotas: ModuleTime | None = None,
     ) -> None:
         self._outbox = outbox
         self._quotas = quotas  # each tenant's module handler time (edge.ops.quotas)
+        # where `subscribe` handlers read (edge.module_host.feed)
+        self._feed: EventFeed = feed or OutboxFeed(outbox)
         # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
         self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
@@ -184,7 +188,7 @@ class ModuleHost:
         tasks = hosted.tenant_tasks.setdefault(tenant.tenant_id, [])
         for index, subscription in enumerate(registered.subscriptions):
             consumer = module_consumer(hosted.name, str(index))
-            self._outbox.hold(consumer, [tenant.tenant_id])
+            self._feed.hold(consumer, tenant.tenant_id)
             tasks.append(
                 asyncio.create_task(
                     self._consume(hosted, tenant, consumer, subscription), name=f"module-{hosted.name}"
@@ -212,9 +216,9 @@ class ModuleHost:
             await hosted.ticks.stop(tenant_id)
         context = hosted.context
         if context is not None:
-            for consumer in self._consumers(
-                hosted
-            ):  # the revoked tenant's rows no longer wait for this module
+            for consumer in self._subscription_consumers(hosted):  # its rows no longer wait for this module
+                self._feed.release(consumer, tenant_id)
+            for consumer in self._batch_consumers(hosted):
                 self._outbox.release(consumer, [tenant_id])
             context.tenants = tuple(self.entitled(hosted.plugin.manifest.entitlement))
 
@@ -227,8 +231,10 @@ class ModuleHost:
             if was == now or hosted.state is not ModuleState.ENABLED or hosted.context is None:
                 continue
             if now:
+                for consumer in self._subscription_consumers(hosted):  # from now on, not its history
+                    await self._feed.start_from_now(consumer, new)
                 with tenant_scope(new):
-                    for consumer in self._consumers(hosted):  # from now on, not the tenant's history
+                    for consumer in self._batch_consumers(hosted):
                         self._outbox.set_cursor(consumer, self._outbox.last_position)
                 self._attach(hosted, new)
                 log.info("module %s now receives tenant %s's events", hosted.name, new.tenant_id)
@@ -236,16 +242,17 @@ class ModuleHost:
                 await self._detach(hosted, new.tenant_id)
                 log.info("module %s no longer receives tenant %s's events", hosted.name, new.tenant_id)
 
-    def _consumers(self, hosted: HostedModule) -> list[str]:
-        registered = hosted.registrations
-        names = [module_consumer(hosted.name, str(i)) for i in range(len(registered.subscriptions))]
-        return names + [module_consumer(hosted.name, b.name) for b in registered.batch_subscriptions]
+    def _subscription_consumers(self, hosted: HostedModule) -> list[str]:
+        return [module_consumer(hosted.name, str(i)) for i in range(len(hosted.registrations.subscriptions))]
+
+    def _batch_consumers(self, hosted: HostedModule) -> list[str]:
+        return [module_consumer(hosted.name, b.name) for b in hosted.registrations.batch_subscriptions]
 
     async def _consume(
         self, hosted: HostedModule, tenant: TenantContext, consumer: str, sub: Subscription
     ) -> None:
         gate = hosted.gate or VersionGate(hosted.name, ())
-        events = DurableConsumer(self._outbox, tenant, consumer, types=sub.types, max_batch=200)
+        events = self._feed.open(tenant, consumer, sub.types, 200)
         with tenant_scope(tenant):
             async with events:
                 async for batch in events:

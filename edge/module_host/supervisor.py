@@ -84,6 +84,7 @@ class Supervisor:
         self.limits = limits
         self.state = RunState.STOPPED
         self.launches = 0
+        self.restarts = 0  # launches after the process stopped on its own or was ended (/metrics)
         self.crashes = 0
         self.last_exit: str | None = None
         self.pid: int | None = None
@@ -109,6 +110,10 @@ class Supervisor:
                 await task
         await self._end(grace)
         self.state = RunState.STOPPED
+
+    @property
+    def circuit_open(self) -> bool:
+        return self.state is RunState.CIRCUIT_OPEN
 
     def health(self) -> Health:
         state = self.state
@@ -155,6 +160,7 @@ class Supervisor:
                 self.limits.max_crashes,
             )
             await asyncio.sleep(delay)
+            self.restarts += 1
 
     async def _launch_and_watch(self) -> str:
         token = secrets.token_urlsafe(24)

@@ -6,9 +6,14 @@ exporter (Prometheus text) takes as it is.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the poll-duration histogram's buckets (/metrics): fixed, so a device costs the same
+# dozen series however it behaves; a Modbus poll takes milliseconds, a poll that times out seconds.
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -16,12 +21,19 @@ class DeviceStats:
     up: bool | None = None  # None until the first poll finishes
     since: float = field(default_factory=time.monotonic)
     polls: int = 0
-    poll_seconds: float = 0.0  # time spent reading the device, all polls together (/metrics: mean per poll)
+    poll_seconds: float = 0.0  # time spent reading the device, all polls together
+    # polls per bucket of POLL_BUCKETS (the last counts the slower ones): /metrics' poll-duration histogram
+    poll_buckets: list[int] = field(default_factory=lambda: [0] * (len(POLL_BUCKETS) + 1))
     failed_polls: int = 0
     points_read: int = 0  # published points read with a usable value
     bad_points: int = 0
     overruns: int = 0
     last_error: str | None = None
+
+    def timed_poll(self, seconds: float) -> None:
+        """Count how long one poll read the device (the poller calls it once per poll)."""
+        self.poll_seconds += seconds
+        self.poll_buckets[bisect.bisect_left(POLL_BUCKETS, seconds)] += 1
 
 
 @dataclass

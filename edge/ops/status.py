@@ -11,20 +11,20 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Collection, Set, Sized
+from collections.abc import Callable, Collection, Mapping, Set, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
-from edge.bus.mqtt import BusStats
+from edge.bus.base import BusStats
 from edge.bus.publisher import MQTT_CONSUMER
 from edge.ops.stats import GatewayStats
 from edge.outbox import RetentionPolicy
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
-__all__ = ["GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
+__all__ = ["DownlinkStatus", "GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
 
 
 def status_file(data_dir: Path) -> Path:
@@ -38,6 +38,24 @@ def write_status_file(path: Path, body: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(orjson.dumps(body))
     tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class DownlinkStatus:
+    """One tenant's downlink to its platform (edge.downlink), as `/v1/status`, the status file and `edge status`
+    show it. Times are Unix seconds."""
+
+    state: Literal["starting", "connected", "retrying"]
+    since: float | None  # when the link entered this state
+    last_error: str | None  # why the last attempt failed (kept after it came back)
+    failures: int
+    last_message: str | None  # id (jti) of the last message the platform sent, acted on or refused
+    last_message_at: float | None
+    entitlements: (
+        list[str] | None
+    )  # the platform's last entitlement answer; None: the file decides, or none yet
+    entitlements_age: float | None  # seconds since that answer arrived
+    entitlements_lapsed: bool  # older than entitlement_max_age: the tenant's entitlements lapsed
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,7 @@ class StatusSnapshot:
     task_restarts: int
     # tenant -> limit -> its counter (edge.ops.quotas), "storage": the outbox quota's use and policy
     limits: dict[str, dict[str, dict[str, Any]]]
+    downlink: dict[str, DownlinkStatus]  # per tenant with a [tenants.cloud]
 
 
 @dataclass(frozen=True)
@@ -96,12 +115,14 @@ class GatewayStatus:
         bus: _Bus,
         tenants: Collection[TenantContext],
         devices: Sized,
+        downlink: Callable[[], Mapping[str, DownlinkStatus]] = dict,
     ) -> None:
         self._stats = stats
         self._outbox = outbox
         self._bus = bus
         self._tenants = tenants
         self._devices = devices
+        self._downlink = downlink
 
     async def backlog(self) -> int:
         """Events the MQTT publisher has not yet published, all tenants together."""
@@ -167,4 +188,5 @@ class GatewayStatus:
             inbound_oversize_rejected=self._bus.stats.inbound_rejected_oversize,
             task_restarts=sum(stats.task_restarts.values()),
             limits=self.limits(),
+            downlink=dict(self._downlink()),
         )

@@ -21,10 +21,14 @@ __all__ = [
     "DeviceSpec",
     "DiscoveredDevice",
     "Driver",
+    "PointList",
+    "PointListError",
+    "PointRow",
     "PushReceiver",
     "RawValue",
     "ReadPlan",
     "SupportsDiscovery",
+    "SupportsPointLists",
     "SupportsPush",
     "SupportsValueRange",
 ]
@@ -143,3 +147,51 @@ class SupportsValueRange(Protocol):
 
     def raw_range(self, point: PointConfig) -> tuple[float, float] | None:
         """(lowest, highest) raw number `point` can take; None when it takes no numbers or the type is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointRow:
+    """One point read from a point list file, before validation: its fields as the driver's point model takes
+    them, the file line it came from, and the device it belongs to when the file lists several (an EDE file's
+    device instance, a CSV file's `device` column)."""
+
+    line: int
+    fields: dict[str, Any]
+    device: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PointList:
+    """What a point list file holds: its rows, and notes on what was left out (objects that are no points)."""
+
+    rows: list[PointRow]
+    notes: list[str] = field(default_factory=list)
+    devices: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # device key -> connection fields it gives
+
+
+class PointListError(ValueError):
+    """A point list file that cannot be read: every problem with its line number (1-based); `in_companion`
+    when the problems are in the companion file (an EDE file's state texts)."""
+
+    def __init__(self, problems: Sequence[tuple[int, str]], *, in_companion: bool = False) -> None:
+        self.problems = list(problems)
+        self.in_companion = in_companion
+        super().__init__("; ".join(f"line {line}: {reason}" for line, reason in self.problems))
+
+
+@runtime_checkable
+class SupportsPointLists(Protocol):
+    """Optional, on a driver: point list formats of its protocol besides the kernel's CSV (BACnet EDE).
+
+    `edge point import` and `edge point export` use them; the kernel validates the rows with `point_model`."""
+
+    point_list_formats: ClassVar[tuple[str, ...]]
+
+    def read_point_list(self, text: str, format: str, companion: str | None = None) -> PointList:
+        """Parse `text` (and `companion`, the text of a file it refers to, such as an EDE file's state texts);
+        raises `PointListError` naming each bad line."""
+
+    def write_point_list(self, devices: Sequence[DeviceSpec], format: str) -> str:
+        """The file text listing every point of `devices`."""

@@ -17,6 +17,7 @@ import uuid_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.sdk.points import Quality, Scalar
+from edge.sdk.versions import ADAPTORS
 
 __all__ = [
     "ASSET_FAILED",
@@ -60,7 +61,7 @@ MODULE_COMMAND_RESULT = "org.edgegw.module.command.result"  # the module's (or t
 CLOUD_RESULT = "org.edgegw.cloud.result"  # what became of a platform's command, deployment or entitlements
 
 DATA_VERSIONS: dict[str, str] = {
-    TELEMETRY: "1.0",
+    TELEMETRY: "1.1",  # 1.1: optional brick / haystack per point
     DEVICE_STATUS: "1.0",
     COMMAND_RESULT: "1.0",
     OUTBOX_DROPPED: "1.0",
@@ -82,6 +83,10 @@ class PointSample(BaseModel):
         default=None, description="The value read before scaling, when scaling applied."
     )
     reason: str | None = Field(default=None, description="Why the quality is not good.")
+    brick: str | None = Field(default=None, description="The point's Brick class, when it has one (1.1).")
+    haystack: list[str] | None = Field(
+        default=None, description="The point's Haystack marker tags, when it has some (1.1)."
+    )
 
 
 class TelemetryData(BaseModel):
@@ -299,3 +304,13 @@ class StoredEvent:
     sequence: int | None
     time: float
     body: bytes
+
+
+@ADAPTORS.adaptor(TELEMETRY, "1.1", "1.0")
+def _telemetry_without_tags(data: dict[str, Any]) -> dict[str, Any]:
+    """Telemetry 1.1 for a module that handles 1.0 only: the same samples without the semantic tags."""
+    points = {
+        name: {k: v for k, v in sample.items() if k not in ("brick", "haystack")}
+        for name, sample in data.get("points", {}).items()
+    }
+    return {**data, "points": points}

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "BrickClass",
+    "HaystackTag",
     "Name",
     "PointConfig",
     "PointFault",
@@ -22,6 +24,11 @@ __all__ = [
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 Scalar = bool | int | float | str
+
+# Semantic tags: a Brick class name (https://brickschema.org, e.g. Supply_Air_Temperature_Sensor) and Project
+# Haystack marker tags (e.g. supply, air, temp, sensor), as their vocabularies spell them.
+BrickClass = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Z][A-Za-z0-9_]*$")]
+HaystackTag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][A-Za-z0-9_]*$")]
 
 # What a point's published values are: True/False, whole numbers, other numbers, or texts (enumerations too)
 ValueKind = Literal["bool", "integer", "number", "text"]
@@ -85,6 +92,31 @@ class PointConfig(BaseModel):
         description="Report by exception: publish the point at least every this many seconds, changed or not "
         "(heartbeat); alone, it means 'on any change, and at least this often'.",
     )
+    brick: BrickClass | None = Field(
+        default=None, description="Brick class, e.g. Zone_Air_Temperature_Sensor."
+    )
+    haystack: tuple[HaystackTag, ...] = Field(
+        default=(),
+        description="Haystack marker tags, e.g. [zone, air, temp, sensor] (or one string of them).",
+    )
+
+    @field_validator("haystack", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        """'zone air temp sensor' or 'zone,air,...' (a spreadsheet cell) is the list of those tags."""
+        if isinstance(value, str):
+            return tuple(t for t in value.replace(",", " ").replace(";", " ").split() if t)
+        return value
+
+    @property
+    def tags(self) -> dict[str, str | list[str]]:
+        """The point's semantic tags as samples carry them: only those set."""
+        out: dict[str, str | list[str]] = {}
+        if self.brick is not None:
+            out["brick"] = self.brick
+        if self.haystack:
+            out["haystack"] = list(self.haystack)
+        return out
 
     @property
     def choices(self) -> tuple[str, ...] | None:

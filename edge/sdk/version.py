@@ -2,4 +2,6 @@
 
 __all__ = ["KERNEL_API_VERSION"]
 
-KERNEL_API_VERSION = "1.2"  # 1.1: ModuleContext.every; 1.2: SupportsValueRange (drivers)
+KERNEL_API_VERSION = (
+    "1.3"  # 1.1: ModuleContext.every; 1.2: SupportsValueRange (drivers); 1.3: point lists, semantic tags
+)

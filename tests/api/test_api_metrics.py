@@ -1,10 +1,12 @@
 """`/metrics` read by prometheus_client's own parser, from a gateway polling the Modbus simulator.
 
-The gateway trusts X-Forwarded-For from 127.0.0.1, so the tests can speak as a scraper from any address.
+The gateway trusts X-Forwarded-For from 127.0.0.1, so the tests can speak as a scraper from any address. A
+sidecar that exits at once ("crashy") is relaunched by its supervisor until its circuit opens.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,13 @@ from tests.api_harness import LocalGateway, local_gateway
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_until
 
 TOKEN = "scrape-token-0123456789"
+CRASHY = f"""
+[[modules]]
+name = "crashy"
+command = ["{sys.executable}", "-c", "import sys; sys.exit(3)"]
+[modules.limits]
+max_crashes = 2
+"""
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +39,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProces
             (),
             devices=2,
             api_settings=settings,
-            more_config='[[modules]]\nname = "solar"\n',
+            more_config='[[modules]]\nname = "solar"\n' + CRASHY,
         )
 
 
@@ -63,7 +72,7 @@ def test_metrics_cover_devices_outbox_bus_modules_and_requests(scraped: LocalGat
     device = {"tenant": "acme", "site": "roof", "device": "inv-01"}
     assert _value(samples, "edge_device_polls_total", **device) >= 1
     assert _value(samples, "edge_device_points_read_total", **device) > 0
-    assert _value(samples, "edge_device_poll_seconds_total", **device) > 0
+    assert _value(samples, "edge_device_poll_duration_seconds_sum", **device) > 0
     assert _value(samples, "edge_device_point_faults_total", **device) >= 0
     assert _value(samples, "edge_outbox_events", tenant="globex") > 0
     assert _value(samples, "edge_outbox_backlog", tenant="acme", consumer="mqtt") >= 0
@@ -79,6 +88,38 @@ def test_metrics_cover_devices_outbox_bus_modules_and_requests(scraped: LocalGat
     # bounded labels: nothing carries a point name or a raw path
     labels = {value for values in samples.values() for s in values for value in s.labels.values()}
     assert not labels & {"ac_power", "energy_total", "/v1/devices/inv-01"}
+
+
+def test_poll_durations_are_a_histogram_per_device_with_fixed_buckets(scraped: LocalGateway) -> None:
+    with scraped.client() as http:
+        families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+    family = families["edge_device_poll_duration_seconds"]
+    assert family.type == "histogram"
+    for device in ("inv-01", "inv-02"):
+        mine = [s for s in family.samples if s.labels.get("device") == device]
+        buckets = [s for s in mine if s.name.endswith("_bucket")]
+        bounds = [s.labels["le"] for s in buckets]
+        assert bounds[-1] == "+Inf" and len(bounds) == 13, bounds  # the same buckets whatever the device does
+        counts = [s.value for s in buckets]
+        assert counts == sorted(counts)  # cumulative
+        (count,) = [s.value for s in mine if s.name.endswith("_count")]
+        assert count == counts[-1] >= 1
+        assert counts[bounds.index("5.0")] == count  # a Modbus poll on loopback never takes 5 s
+
+
+def test_an_isolated_modules_restarts_and_open_circuit_are_exported(scraped: LocalGateway) -> None:
+    with scraped.client() as http:
+
+        def circuit_open() -> dict[str, list[Sample]] | None:
+            samples = _samples(http.get("/metrics").text)
+            opened = samples.get("edge_module_circuit_open", [])
+            return samples if any(s.value == 1 for s in opened) else None
+
+        samples = wait_until(circuit_open, 20, "the crashing sidecar's circuit open in /metrics")
+    assert _value(samples, "edge_module_circuit_open", module="crashy") == 1
+    assert _value(samples, "edge_module_restarts_total", module="crashy") == 1  # launched twice, then stopped
+    assert _value(samples, "edge_module_healthy", module="crashy") == 0
+    assert "solar" not in {s.labels["module"] for s in samples["edge_module_restarts_total"]}  # in-process
 
 
 def test_scraping_is_open_to_loopback_configured_networks_and_the_token_only(scraped: LocalGateway) -> None:

@@ -8,13 +8,14 @@ gateway exits cleanly and every documented figure is in results.json.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
 from bench import run_bench
-from bench.scenarios import building, pending_reason
+from bench.scenarios import DeviceGroup, building, building_parts, pending_reason
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -51,10 +52,25 @@ def test_smoke_benchmark_end_to_end(tmp_path: Path) -> None:
     assert elapsed < 30, f"the smoke benchmark took {elapsed:.1f} s"
 
 
-def test_building_reports_protocols_without_drivers_as_pending() -> None:
+def test_building_runs_every_protocol_and_reports_unknown_ones_as_pending() -> None:
     sc = building()
-    groups = {g.name: g for g in sc.loads[0].groups}
-    assert pending_reason(groups["inverters"]) is None
-    assert pending_reason(groups["air handlers"]) is not None
-    assert pending_reason(groups["lifts"]) is not None
-    assert sc.loads[0].offered_points_per_s == 50 * 40  # only what can run is offered
+    load = sc.loads[0]
+    assert {g.protocol for g in load.runnable} == {"modbus", "bacnet", "opcua"}
+    assert load.pending == {}
+    assert load.modules and load.cloud
+    assert load.offered_points_per_s == 50 * 40  # COV and subscriptions offer what changes, not a rate
+    unknown = DeviceGroup("meters", "mbus", "none", 3, 10, 1.0, "m")
+    assert pending_reason(unknown) == "pending: no mbus driver yet"
+
+
+def test_building_parts_adds_one_thing_per_step() -> None:
+    loads = building_parts().loads
+    assert [ld.label for ld in loads] == ["inverters", "+bacnet+opcua", "+modules", "+cloud"]
+    assert [ld.devices for ld in loads] == [50, 105, 105, 105]
+    assert [(ld.modules, ld.cloud) for ld in loads] == [
+        (False, False),
+        (False, False),
+        (True, False),
+        (True, True),
+    ]
+    assert replace(loads[-1], label="building") == building().loads[0]  # the last step is the building

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.peer_common import bank_simulator, local_broker
 from bench.peer_thingsboard import (
     TB_VERSION,
-    bank_simulator,
     default_venv_dir,
     ensure_thingsboard_installed,
-    local_broker,
     run_thingsboard,
 )
+from tests.bench.peer_checks import assert_delivered_and_measured
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,12 +53,7 @@ def test_thingsboard_delivers_every_point_with_one_connection_per_device(
         )
 
     assert result.name == f"thingsboard-gateway {TB_VERSION} ({storage} storage)"
-    assert result.offered_points_per_s == OFFERED
-    assert 0.8 * OFFERED <= result.delivered_points_per_s <= 1.2 * OFFERED
-    assert result.cpu_us_per_point > 0
-    assert 20 < result.peak_rss_mb < 1000
-    assert result.p50_latency_ms is not None and result.p99_latency_ms is not None
-    assert 0 <= result.p50_latency_ms <= result.p99_latency_ms < 10_000
+    assert_delivered_and_measured(result, OFFERED)
     # TB keys connections by host string: the aliases give each device its own connection
     assert f"{DEVICES} Modbus TCP connections open" in result.notes
     assert "(0 errors)" in result.notes

@@ -12,7 +12,7 @@ from joserfc.jwk import ECKey
 
 from edge.config.history import ConfigHistory, recover_interrupted
 from edge.downlink.deploy import patched_text
-from edge.downlink.signing import Refused, Verifier
+from edge.downlink.signing import KeyRing, Refused, Verifier
 from edge.sdk.errors import ConfigError
 from tests.downlink_harness import claims, public_pem, sign
 from tests.e2e import load, write_config
@@ -20,13 +20,15 @@ from tests.e2e import load, write_config
 KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-def _verifier() -> Verifier:
-    return Verifier("acme", "gw-test", ECKey.import_key(public_pem(KEY)), leeway=5.0)
+def _verifier(folder: Path) -> Verifier:
+    (folder / "acme.pem").write_bytes(public_pem(KEY))
+    return Verifier("acme", "gw-test", KeyRing([folder / "acme.pem"]), leeway=5.0)
 
 
-def test_the_verifier_accepts_a_pyjwt_message_and_names_what_is_wrong_with_the_others() -> None:
+def test_the_verifier_accepts_a_pyjwt_message_and_names_what_is_wrong_with_the_others(tmp_path: Path) -> None:
+    verifier = _verifier(tmp_path)
     good = claims("acme", "point.write", site="roof", device="inv-01", point="p", value=1)
-    assert _verifier().verify(sign(KEY, good))["jti"] == good["jti"]
+    assert verifier.verify(sign(KEY, good))["jti"] == good["jti"]
     cases = {
         "expired": claims("acme", "point.write", ttl=-60),
         "for tenant 'globex'": claims("globex", "point.write"),
@@ -35,18 +37,46 @@ def test_the_verifier_accepts_a_pyjwt_message_and_names_what_is_wrong_with_the_o
     }
     for reason, body in cases.items():
         with pytest.raises(Refused, match=reason):
-            _verifier().verify(sign(KEY, body))
+            verifier.verify(sign(KEY, body))
     with pytest.raises(Refused, match="signature does not verify") as refused:
-        _verifier().verify(sign(ec.generate_private_key(ec.SECP256R1()), good))
+        verifier.verify(sign(ec.generate_private_key(ec.SECP256R1()), good))
     assert refused.value.claims["jti"] == good["jti"]  # named in the refusal, never acted on
     with pytest.raises(Refused, match="not a compact JWS"):
-        _verifier().verify("not-a-token")
+        verifier.verify("not-a-token")
     payload = sign(KEY, claims("acme", "point.write")).split(".")[1]
     with pytest.raises(Refused):  # {"alg": "none"} swapped in: never accepted
-        _verifier().verify(f"eyJhbGciOiJub25lIn0.{payload}.")
+        verifier.verify(f"eyJhbGciOiJub25lIn0.{payload}.")
     no_id = {k: v for k, v in claims("acme", "point.write").items() if k != "jti"}
     with pytest.raises(Refused, match="no 'jti'"):
-        _verifier().verify(sign(KEY, no_id))
+        verifier.verify(sign(KEY, no_id))
+
+
+def test_a_key_ring_takes_changed_files_and_keeps_its_keys_when_a_change_leaves_none(tmp_path: Path) -> None:
+    old, new = KEY, ec.generate_private_key(ec.SECP256R1())
+    first, second = tmp_path / "first.pem", tmp_path / "second.pem"
+    first.write_bytes(public_pem(old))
+    second.write_bytes(public_pem(new))
+    both = Verifier(
+        "acme", "gw-test", KeyRing([first, second])
+    )  # verify_key and verify_keys: either verifies
+    for key in (old, new):
+        body = claims("acme", "point.write")
+        assert both.verify(sign(key, body))["jti"] == body["jti"]
+    ring = KeyRing([first])
+    single = Verifier("acme", "gw-test", ring)
+    single.verify(sign(old, claims("acme", "point.write")))
+    first.write_text("-----BEGIN PUBLIC KEY-----\nhalf writ")  # mid-copy: the key read before still verifies
+    single.verify(sign(old, claims("acme", "point.write")))
+    tmp = tmp_path / "first.pem.tmp"
+    tmp.write_bytes(public_pem(new))
+    tmp.replace(first)  # the rotation finished: only the new key verifies
+    single.verify(sign(new, claims("acme", "point.write")))
+    with pytest.raises(Refused, match="does not verify with tenant acme's key"):
+        single.verify(sign(old, claims("acme", "point.write")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no key"):
+        KeyRing([tmp_path / "empty"])
+    assert ECKey.import_key(public_pem(new)).as_dict() == ring.keys()[0].as_dict()
 
 
 TEXT = """# operator's notes

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
+from typer.testing import CliRunner
 
+from edge.cli import app
+from simulators.webhook_receiver import WebhookReceiver
 from tests.api_harness import LocalGateway, local_gateway
 from tests.console.conftest import BROWSER_NEEDED
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port
@@ -34,6 +38,10 @@ name = "alarms"
 [modules.config]
 check_interval = 0.2
 rules = [{ id = "low-output", point = "ac_power", devices = "inv-01", low = 1e12, severity = "minor" }]
+
+[webhooks]
+allow_networks = ["127.0.0.1/32"]  # the test's receiver
+retry_initial = 0.1
 """
 SHOTS = os.environ.get("EDGE_CONSOLE_SCREENSHOTS")
 
@@ -64,6 +72,16 @@ def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) 
             more_config=ALARMS,
             entitlements=("alarms",),
         )
+
+
+@pytest.fixture(scope="module")
+def receiver(site: LocalGateway) -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver()
+    site.loop.run(hook.start())
+    try:
+        yield hook
+    finally:
+        site.loop.run(hook.stop())
 
 
 def _wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:
@@ -208,3 +226,52 @@ def test_an_admin_creates_an_mqtt_user_whose_password_is_shown_once(
     )
     assert len(secret.text) >= 16
     _shot(browser, "tenants")
+
+
+def _webhooks_of(site: LocalGateway, tenant: str) -> str:
+    """`edge webhook list`: the CLI reads the same store the console's routes write."""
+    listed = CliRunner().invoke(app, ["webhook", "list", "-t", tenant, "-c", str(site.config)])
+    assert listed.exit_code == 0, listed.output
+    return listed.output
+
+
+def test_an_admin_adds_a_webhook_whose_secret_signs_its_deliveries_then_removes_it(
+    browser: WebDriver, site: LocalGateway, receiver: WebhookReceiver
+) -> None:
+    _sign_in(browser, site, "root")
+    _open(browser, site, "tenants")
+    acme = 'section[data-tenant="acme"]'
+    section = _wait(browser).until(EC.visibility_of_element_located((By.CSS_SELECTOR, acme)))
+    section.find_element(By.CSS_SELECTOR, ".webhook-url").send_keys(receiver.url)
+    section.find_element(By.CSS_SELECTOR, ".webhook-types").send_keys("org.edgegw.telemetry")
+    section.find_element(By.CSS_SELECTOR, ".webhook-add").click()
+    shown = _wait(browser).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, f"{acme} .webhook-secret .secret"))
+    )
+    secret = shown.text
+    row = browser.find_element(By.CSS_SELECTOR, f"{acme} tr[data-webhook]")
+    subscription = row.get_attribute("data-webhook") or ""
+    assert secret.startswith("whsec_") and subscription.startswith("wh_")
+    assert receiver.url in row.text and "org.edgegw.telemetry" in row.text
+    _shot(browser, "tenants-webhook")
+    assert subscription in _webhooks_of(site, "acme") and subscription not in _webhooks_of(site, "globex")
+
+    # acme's telemetry arrives, signed with the secret the page showed (checked by the standardwebhooks library)
+    delivered = _wait(browser, 20).until(lambda _: receiver.accepted())
+    verifier = Webhook(secret)
+    payload = verifier.verify(delivered[0].body, delivered[0].headers)
+    assert payload["type"] == "org.edgegw.telemetry" and payload["tenantid"] == "acme"
+
+    browser.refresh()  # shown once: a new visit lists the webhook, not its secret
+    row = _wait(browser).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, f'{acme} tr[data-webhook="{subscription}"]'))
+    )
+    assert secret not in browser.find_element(By.ID, "main").text
+    row.find_element(By.CSS_SELECTOR, ".webhook-remove").click()
+    _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "confirm-text"), subscription))
+    _confirm(browser)
+    _wait(browser).until(
+        EC.text_to_be_present_in_element((By.CSS_SELECTOR, f"{acme} .webhook-secret"), "Removed")
+    )
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-webhook="{subscription}"]')
+    assert subscription not in _webhooks_of(site, "acme")

@@ -77,7 +77,7 @@ async def test_every_point_arrives_as_a_valid_cloudevent_on_the_right_topic_and_
         assert spec is not None
         assert topic == f"edge/{spec.tenant}/events/roof/{device}"
         assert event["specversion"] == "1.0" and event["tenantid"] == spec.tenant
-        assert event["source"] == f"/gw-test/modbus/{device}" and event["dataversion"] == "1.0"
+        assert event["source"] == f"/gw-test/modbus/{device}" and event["dataversion"] == "1.1"
         assert event["time"].endswith("Z") and len(event["sequence"]) == 16
         data = TelemetryData.model_validate(event["data"])
         assert set(data.points) == published

@@ -89,7 +89,7 @@ def test_json_of_tenants_events_and_modules(config: Path) -> None:
         {"tenant": "globex", "name": "", "entitlements": ["solar"]},
     ]
     types = as_json("events", "types")
-    assert {"type": "org.edgegw.telemetry", "dataversion": "1.0"} in types
+    assert {"type": "org.edgegw.telemetry", "dataversion": "1.1"} in types
     assert all(set(t) == {"type", "dataversion"} for t in types)
     modules = as_json("module", "list", "-c", str(config))
     keys = {"module", "version", "run_mode", "entitlement", "wanted", "state", "handled", "detail"}

@@ -6,6 +6,7 @@ reaches back as far as retention keeps rows. A device of another tenant is simpl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import orjson
@@ -43,6 +44,8 @@ class PointState(BaseModel):
     reason: str | None = None
     time: str | None = Field(default=None, description="Sample time of the latest value (RFC 3339).")
     sequence: int | None = None
+    brick: str | None = Field(default=None, description="The point's Brick class, if it has one.")
+    haystack: list[str] = Field(default_factory=list, description="The point's Haystack marker tags.")
 
 
 class DeviceInfo(BaseModel):
@@ -133,11 +136,12 @@ def _state(
     """A PointState as a plain dict: the latest-values routes skip per-point model validation (hot path).
 
     `stamps` memoises formatted sample times: the points of one event share theirs."""
+    tags = {"brick": point.brick, "haystack": list(point.haystack)}
     if latest is None:
         return {
             "device": spec.name, "site": spec.site, "point": point.name, "unit": point.unit,
             "writable": point.writable, "value": None, "quality": None, "reason": None, "time": None,
-            "sequence": None,
+            "sequence": None, **tags,
         }  # fmt: skip
     stamp = stamps.get(latest.time)
     if stamp is None:
@@ -153,13 +157,22 @@ def _state(
         "reason": latest.reason,
         "time": stamp,
         "sequence": latest.sequence,
+        **tags,
     }
 
 
-def _values(state: ApiState, spec: DeviceSpec) -> list[dict[str, Any]]:
+def _values(
+    state: ApiState, spec: DeviceSpec, wanted: Callable[[PointConfig], bool] = lambda _: True
+) -> list[dict[str, Any]]:
     latest = state.latest.device(spec.tenant, spec.name)
     stamps: dict[float, str] = {}
-    return [_state(spec, p, latest.get(p.name), stamps) for p in spec.points if p.publish]
+    return [_state(spec, p, latest.get(p.name), stamps) for p in spec.points if p.publish and wanted(p)]
+
+
+def tagged(brick: str | None, tags: Sequence[str]) -> Callable[[PointConfig], bool]:
+    """Points of Brick class `brick` (if given) carrying every Haystack tag of `tags`."""
+    required = frozenset(t for raw in tags for t in raw.split(",") if t)
+    return lambda p: (brick is None or p.brick == brick) and required <= frozenset(p.haystack)
 
 
 def _json(body: Any) -> Response:
@@ -189,11 +202,16 @@ async def latest_values(
     caller: Viewer,
     site: Annotated[str | None, Query(description="Only this site.")] = None,
     device: Annotated[str | None, Query(description="Only this device.")] = None,
+    brick: Annotated[str | None, Query(description="Only points of this Brick class.")] = None,
+    tag: Annotated[
+        list[str], Query(description="Only points with these Haystack tags (repeat, or comma-separated).")
+    ] = [],  # noqa: B006  (FastAPI copies a query default; a list is how it declares a repeated one)
 ) -> Response:
     out: list[dict[str, Any]] = []
+    wanted = tagged(brick, tag)
     for spec in _devices(state, caller):
         if (site is None or spec.site == site) and (device is None or spec.name == device):
-            out += _values(state, spec)
+            out += _values(state, spec, wanted)
     return _json(out)
 
 

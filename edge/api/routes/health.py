@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from edge.api.auth import Principal
 from edge.api.deps import Caller, State, TenantQuery, Viewer, principal, resolve_tenant
+from edge.ops.status import DownlinkStatus
 from edge.sdk.certs import load_certificate
 
 router = APIRouter(tags=["health"])
@@ -40,6 +41,9 @@ class TenantStatus(BaseModel):
         description="Per limit (ingest, mqtt, module_time, webhooks, api, ws_clients, commands, storage): "
         "the limit, its policy (slow or refuse), how often it acted, the units slowed or refused, seconds waited."
     )
+    downlink: DownlinkStatus | None = Field(
+        default=None, description="The tenant's link to its platform; null without a [tenants.cloud]."
+    )
 
 
 @router.get(
@@ -66,6 +70,7 @@ async def status(
         bus_connected=snapshot.bus_connected,
         live_clients=state.feed.clients([caller.tenant]),
         limits=snapshot.limits.get(caller.tenant, {}),
+        downlink=snapshot.downlink.get(caller.tenant),
     ).model_dump()
 
 
@@ -104,6 +109,11 @@ class Overview(BaseModel):
     )
     modules: list[ModuleHealth]
     certificates: list[Certificate]
+    downlink: DownlinkStatus | None = Field(
+        default=None,
+        description="The tenant's link to its platform and the age of its last entitlement answer; null "
+        "without a [tenants.cloud].",
+    )
 
 
 @router.get(
@@ -139,6 +149,7 @@ async def overview(state: State, caller: Viewer) -> Overview:
         backlogs=outbox.backlogs,
         modules=modules,
         certificates=[_certificate("API and console (HTTPS)", state.tls_cert)] if state.tls_cert else [],
+        downlink=services.downlink().get(caller.tenant),
     )
 
 

@@ -62,7 +62,12 @@ async def stream(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_TRY_LATER, refusal[:120])
         return
     wanted = EventFilter(
-        _set(websocket, "type"), _set(websocket, "site"), _set(websocket, "device"), _set(websocket, "point")
+        _set(websocket, "type"),
+        _set(websocket, "site"),
+        _set(websocket, "device"),
+        _set(websocket, "point"),
+        _set(websocket, "brick"),
+        _set(websocket, "tag"),
     )
     subscriber = state.feed.subscribe(context.tenant_id, wanted)
     try:

@@ -90,12 +90,28 @@ function overviewPage() {
         h("h2", {}, "Modules"),
         h("table", {}, h("tr", {}, h("th", {}, "module"), h("th", {}, "state"), h("th", {}, "health")),
           o.modules.map((m) => h("tr", {}, h("td", {}, m.name), h("td", {}, m.state), h("td", { class: m.healthy ? "up" : "down" }, m.healthy ? "healthy" : "unhealthy")))),
+        ...downlinkSection(o.downlink),
         h("h2", {}, "Certificates"),
         o.certificates.length ? h("table", {}, h("tr", {}, h("th", {}, "use"), h("th", {}, "expires"), h("th", {}, "days left")),
           o.certificates.map((c) => h("tr", {}, h("td", {}, c.use), h("td", {}, c.not_after), h("td", { class: c.days_left < 30 ? "bad" : "" }, c.days_left))))
           : h("p", {}, "No certificate: the API serves plain HTTP on a loopback address."));
     } catch (error) { body.replaceChildren(failure(error)); }
   });
+}
+
+// The tenant's link to its cloud platform: state, why it is retrying, the last message, the entitlement answer's age.
+function downlinkSection(link) {
+  if (!link) return [];
+  const since = link.since ? ` since ${new Date(link.since * 1000).toLocaleTimeString()}` : "";
+  const rows = [
+    ["link", h("span", { class: link.state === "connected" ? "up" : "down" }, `${link.state}${since}`)],
+    ["last error", link.last_error || "—"],
+    ["last message", link.last_message ? `${link.last_message} (${age(new Date(link.last_message_at * 1000).toISOString())} ago)` : "none yet"],
+    ["entitlement answer", link.entitlements === null ? "from the configuration file"
+      : `${link.entitlements.join(", ") || "none"} (${link.entitlements_age.toFixed(0)} s old${link.entitlements_lapsed ? ", lapsed" : ""})`],
+  ];
+  return [h("h2", {}, "Cloud downlink"),
+    h("table", { id: "downlink", "data-state": link.state }, rows.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v))))];
 }
 
 // ---- devices and points ----------------------------------------------------------------------------------
@@ -312,8 +328,40 @@ async function tenantSection(tenant) {
           try { reveal(await api("POST", `/v1/tenants/${id}/mqtt-users/${encodeURIComponent(u.name)}/rotate`)); } catch (error) { secret.replaceChildren(failure(error)); }
         } }, "Rotate password"))))),
     h("p", {}, name, " ", create), secret,
-    h("table", { class: "webhooks" }, h("tr", {}, ["webhook", "types", "state"].map((t) => h("th", {}, t))),
-      hooks.map((w) => h("tr", {}, h("td", {}, w.url), h("td", {}, (w.types || []).join(", ") || "all"), h("td", {}, w.paused ? "paused" : "active")))));
+    webhooksPart(tenant.id, hooks));
+}
+
+// A tenant's webhook subscriptions: the API's /v1/webhooks routes (the store `edge webhook` uses), the signing
+// secret shown once when a subscription is made.
+function webhooksPart(tenantId, hooks) {
+  const path = (rest = "") => `/v1/webhooks${rest}?tenant=${encodeURIComponent(tenantId)}`;
+  const message = h("div", { class: "webhook-secret" });
+  const row = (w) => {
+    const remove = h("button", { class: "webhook-remove", onclick: async () => {
+      if (!(await confirmDialog(`Remove the webhook to ${w.url} (${w.id})? Its undelivered events and dead letters go with it.`))) return;
+      try {
+        await api("DELETE", path(`/${encodeURIComponent(w.id)}`));
+        tr.remove();
+        message.replaceChildren(h("p", {}, `Removed ${w.id}.`));
+      } catch (error) { message.replaceChildren(failure(error)); }
+    } }, "Remove");
+    const tr = h("tr", { "data-webhook": w.id }, h("td", {}, w.url), h("td", {}, w.types.join(", ") || "all"),
+      h("td", {}, w.state_reason ? `${w.state} (${w.state_reason})` : w.state), h("td", {}, remove));
+    return tr;
+  };
+  const table = h("table", { class: "webhooks" }, h("tr", {}, ["webhook", "types", "state", ""].map((t) => h("th", {}, t))), hooks.map(row));
+  const url = h("input", { class: "webhook-url", type: "url", placeholder: "https://bms.example.com/hook", size: 40 });
+  const types = h("input", { class: "webhook-types", placeholder: "event types, comma-separated (empty: all)", size: 30 });
+  const add = h("button", { class: "webhook-add", onclick: async () => {
+    try {
+      const made = await api("POST", path(), { url: url.value.trim(), types: types.value.split(",").map((t) => t.trim()).filter(Boolean) });
+      table.append(row(made));
+      url.value = "";
+      message.replaceChildren(h("p", {}, `Signing secret of ${made.id} (shown once; the receiver verifies webhook-signature with it): `,
+        h("span", { class: "secret" }, made.secret)));
+    } catch (error) { message.replaceChildren(failure(error)); }
+  } }, "Add webhook");
+  return [h("h3", {}, "Webhooks"), table, h("p", {}, url, " ", types, " ", add), message];
 }
 
 // ---- frame -----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ The simulated AHU (device 1000) and VAV box (1001) sit on 127.0.9.10 and .11, on
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,13 @@ from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.errors import DeviceUnreachable, WriteRejected
 from simulators.bacnet_hvac import HvacSimulator
-from tests.helpers import MosquittoProcess, MqttRecorder
+from tests.helpers import MosquittoProcess, MqttRecorder, free_udp_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BASE_IP = "127.0.9.10"
 VAV_POINTS = 8  # points of the shipped vav profile
 Messages = list[tuple[str, bytes, bool]]
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

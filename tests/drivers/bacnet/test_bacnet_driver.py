@@ -132,11 +132,13 @@ async def test_the_driver_offers_discovery_and_its_sessions_push() -> None:
 
 async def test_who_is_finds_every_simulated_device_with_its_identity(sim: HvacSimulator) -> None:
     lines: list[str] = []
+    gateway_side = local()
     found = await BacnetDriver().discover(
-        {"network": "127.255.255.255", "port": sim.port, "local": local(), "timeout": 0.5}, lines.append
+        {"network": "127.255.255.255", "port": sim.port, "local": gateway_side, "timeout": 0.5}, lines.append
     )
-    assert [d.connection for d in found] == [
-        {"address": d.address, "device_instance": d.instance} for d in sim.devices
+    assert [d.connection for d in found] == [  # the gateway must speak from where it found them
+        {"address": d.address, "device_instance": d.instance, "local_address": gateway_side}
+        for d in sim.devices
     ]
     ahu = found[0]
     assert ahu.identity["model"] == "sim-ahu" and ahu.identity["vendor"] == "EdgeSim"
@@ -162,8 +164,20 @@ async def test_a_chosen_device_gets_a_proposed_point_map_with_units_and_states(
         "instance": 1,
         "unit": "Cel",
         "description": "Supply air temperature",
+        "brick": "Supply_Air_Temperature_Sensor",  # proposed from the type, units and name
+        "haystack": ["point", "supply", "air", "temp", "sensor"],
     }
     assert points["supply-airflow"]["unit"] == "m3/h" and points["return-air-co2"]["unit"] == "ppm"
+    brick = {name: p.get("brick") for name, p in points.items()}
+    assert brick["supply-air-temp-setpoint"] == "Supply_Air_Temperature_Setpoint"
+    assert brick["return-air-co2"] == "Return_Air_CO2_Sensor" and brick["supply-fan-status"] == "Fan_Status"
+    assert brick["filter-dp"] == "Filter_Differential_Pressure_Sensor"
+    assert brick["duct-static-pressure-setpoint"] == "Supply_Air_Static_Pressure_Setpoint"
+    assert (
+        brick["cooling-valve"] == "Valve_Position_Command"
+        and brick["smoke-detector"] == "Smoke_Detection_Alarm"
+    )
+    assert brick["filter-alarm-limit"] is None  # a limit in pascals: the facts do not say which class
     assert points["supply-air-temp-setpoint"]["writable"] is True
     assert "writable" not in points["filter-alarm-limit"]  # an analog value without a priority array
     assert points["operating-mode"]["states"] == ["off", "occupied", "unoccupied", "night-purge"]

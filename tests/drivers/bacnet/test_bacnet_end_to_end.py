@@ -7,7 +7,6 @@ gateway's BACnet side is 127.0.0.1 on another port. The simulator's physics is p
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,18 +21,12 @@ from edge.config import load_config
 from edge.gateway import Gateway
 from edge.plugins import PluginRegistry, read_manifest
 from simulators.bacnet_hvac import HvacSimulator
-from tests.helpers import MosquittoProcess, MqttRecorder
+from tests.helpers import MosquittoProcess, MqttRecorder, free_udp_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BASE_IP = "127.0.6.10"
 Messages = list[tuple[str, bytes, bool]]
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

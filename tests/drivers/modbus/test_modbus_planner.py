@@ -276,7 +276,7 @@ def test_connection_defaults_and_bounds() -> None:
         ModbusConnection(host="h", slave=1)  # type: ignore[call-arg]
     with pytest.raises(ValidationError, match="needs a host"):
         ModbusConnection()
-    with pytest.raises(ValidationError, match="serial device path"):
+    with pytest.raises(ValidationError, match="a serial port is a device path"):
         ModbusConnection(transport="rtu", port=502)
     assert ModbusConnection.model_validate({"host": "h", "port": "5020"}).port == 5020
 
@@ -285,7 +285,7 @@ def test_rtu_connection() -> None:
     c = ModbusConnection(
         transport="rtu", port="/dev/ttyUSB0", unit_id=3, baudrate=9600, parity="N", stopbits=2
     )
-    assert c.line == ("/dev/ttyUSB0", 9600, "N", 2, 8)
+    assert c.line == ("/dev/ttyUSB0", "rtu", 9600, "N", 2, 8)
     assert (ModbusConnection(transport="rtu", port="/dev/x").parity, c.byte_order) == ("E", "big")
 
 

@@ -62,7 +62,13 @@ async def test_every_model_of_a_standard_chain_gets_points_with_scale_factors_un
         "scale_factor": "inverter_three_phase.W_SF",
         "sunspec": True,
         "description": "Watts: AC Power",
+        "brick": "Active_Power_Sensor",  # proposed from the model point's units and role
+        "haystack": ["point", "elec", "power", "sensor"],
     }
+    assert points["inverter_three_phase.DCV"]["haystack"] == ["point", "elec", "dc", "volt", "sensor"]
+    assert points["inverter_three_phase.Hz"]["brick"] == "Frequency_Sensor"
+    assert points["inverter_three_phase.WH"]["brick"] == "Energy_Sensor"
+    assert "brick" not in points["inverter_three_phase.St"] and "brick" not in points["controls.WMaxLimPct"]
     assert (
         points["inverter_three_phase.W_SF"]["type"] == "sunssf"
         and points["inverter_three_phase.W_SF"]["publish"] is False
