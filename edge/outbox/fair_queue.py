@@ -5,7 +5,8 @@ tenant's append then waits behind its backlog (the victim of a noisy neighbour s
 Here each tenant has its own bound, so a full queue blocks only the producers of that tenant, and the writer
 takes one event per tenant in turn (round robin over the tenants that have events: deficit round robin with a
 quantum of one event), so a commit batch holds every waiting tenant's events, whatever the others queued.
-Within a tenant the order is kept, which keeps each device's order.
+Within a tenant the order is kept, which keeps each device's order; across tenants it is not: one tenant's
+`append_durable` no longer waits for what another appended before it (positions still follow commit order).
 
 It offers the part of `asyncio.Queue`'s interface the writer uses (`put`, `put_nowait`, `get`, `get_nowait`,
 `empty`, `qsize`, `task_done`, `join`), so the writer's loop is unchanged.
