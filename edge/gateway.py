@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from edge.module_host.host import ModuleHost
 from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
+from edge.ops.quotas import Quotas
 from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
@@ -67,6 +69,9 @@ class Gateway:
         self.config = loaded.config
         self.registry = registry
         self.stats = GatewayStats()
+        self.quotas = Quotas(
+            {t.id: loaded.config.tenant_limits(t.id) for t in loaded.config.tenants}, self.stats
+        )
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
         storage = self.config.storage
@@ -100,6 +105,7 @@ class Gateway:
             gateway_id,
             loaded.data_dir,
             feed=backend.module_feed,  # type: ignore[arg-type]
+            quotas=self.quotas,
         )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -146,6 +152,7 @@ class Gateway:
             start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            limits=self.quotas,
             supervisors=self.module_control.supervisors,
             downlink=self._downlink_status,
         )
@@ -174,6 +181,7 @@ class Gateway:
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
             per_device=self.config.bus.point_topic_mode == "device",
+            share=self.quotas,
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
@@ -185,6 +193,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.qos,
             gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
+            pace=self.quotas.publish,
         )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
@@ -199,6 +208,7 @@ class Gateway:
             self.modules.serves,
             self.stats,
             self.config.gateway.id,
+            limit=self.quotas.module_command,
         )
         commands = CommandHandler(
             self.bus,
@@ -226,6 +236,7 @@ class Gateway:
             destination_policy(self.loaded),
             delivery_policy(self.loaded),
             reload_interval=self.config.webhooks.reload_interval,
+            pace=self.quotas.webhook,
         )
         await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
         self._tasks.spawn(webhooks.run, "webhooks")
@@ -337,6 +348,7 @@ class Gateway:
             last_sequence=last_sequence,
             stats=self.stats.devices[spec.name],
             on_status=self._on_status,
+            pace=functools.partial(self.quotas.ingest, spec.tenant),
         )
 
     async def _start_device(self, spec: DeviceSpec) -> DevicePoller:

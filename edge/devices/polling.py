@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
@@ -90,6 +90,7 @@ class DevicePoller:
         last_sequence: int = 0,
         stats: DeviceStats | None = None,
         on_status: StatusListener | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.tenant = tenant
@@ -108,6 +109,7 @@ class DevicePoller:
         self._read_guard = spec.timeout * (len(self._plan.points) + 2) + spec.poll_interval
         self.stats = stats or DeviceStats()
         self._on_status = on_status
+        self._pace = pace  # the tenant's ingest limit (edge.ops.quotas): waits while the tenant is over it
         self._stopping = False
 
     def request_stop(self) -> None:
@@ -153,6 +155,8 @@ class DevicePoller:
         # CPU per poll in extra commits and wake-ups (docs/performance.md).
         due = loop.time()
         while not self._stopping:
+            if self._pace is not None:
+                await self._pace()  # over the tenant's ingest limit: this device is read later, not dropped
             await self.poll_once()
             due += interval
             now = loop.time()
@@ -259,6 +263,8 @@ class DevicePoller:
             while not self._stopping and feed.lost_reason is None:
                 await feed.changed.wait()
                 await asyncio.sleep(window)  # coalesce a burst of changes into one event
+                if self._pace is not None:
+                    await self._pace()  # over the limit: changes keep coalescing meanwhile, none is lost
                 changes, sample_time = feed.take()
                 if changes:
                     await self._emit(self._normalizer.normalize_changes(changes), sample_time, None)

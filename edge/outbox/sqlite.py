@@ -31,6 +31,7 @@ from typing import Any
 from edge.ops.files import private_database
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
 from edge.outbox import schema as sql
+from edge.outbox.fair_queue import TenantQueue
 from edge.outbox.migrations import migrate
 from edge.outbox.schema import tenant_filter
 from edge.outbox.sqlite_thread import SqliteThread
@@ -55,6 +56,11 @@ class _FlushRequest:
 
 _FLUSH = _FlushRequest()
 _Queued = tuple[Event, "asyncio.Future[int] | None"] | _FlushRequest
+
+
+def _tenant_of(item: _Queued) -> str:
+    """The queue a queued item waits in: its event's tenant; a cursor flush request goes in the kernel's own."""
+    return item[0].tenant if isinstance(item, tuple) else ""
 
 
 def _check_owner(event: Event) -> None:
@@ -99,7 +105,8 @@ class SqliteOutbox:
         self._commit_max = commit_max_events
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_size)
+        # one bounded FIFO per tenant, taken in turns: a tenant flooding the writer blocks only itself
+        self._queue: TenantQueue[_Queued] = TenantQueue(queue_size, _tenant_of)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_requested = False  # a _FLUSH marker is in the queue
         self._listeners: list[CommitListener] = []
