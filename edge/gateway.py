@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.backend import open_bus
@@ -96,6 +96,8 @@ class Gateway:
         self._session_gate = backend.session_gate
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        # told the enabled devices after each live change (the site dialects: Sparkplug B, Home Assistant)
+        self.on_devices_changed: list[Callable[[Sequence[DeviceSpec]], None]] = []
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
@@ -269,8 +271,7 @@ class Gateway:
     def _start_dialects(self, commands: CommandHandler) -> None:
         """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
         tenants = self.config.tenants
-        enabled = {d.name for d in self.config.devices if d.enabled}
-        devices = [spec for spec in self.loaded.devices if spec.name in enabled]
+        devices = enabled_devices(self.loaded)
         sparkplug = {t.id: t.sparkplug for t in tenants if t.sparkplug is not None and t.sparkplug.enabled}
         if sparkplug:
             from edge.bus.sparkplug import SparkplugOutput  # protobuf loads only for a gateway that speaks it
@@ -284,6 +285,7 @@ class Gateway:
                 self.loaded.data_dir,
             )
             self.outbox.add_commit_listener(output.on_commit)
+            self.on_devices_changed.append(output.devices_changed)
             for tenant, node in output.nodes.items():
                 self._tasks.spawn(node.run, f"sparkplug-{tenant}")
         assistant = {t.id: t.homeassistant for t in tenants if t.homeassistant is not None}
@@ -292,6 +294,7 @@ class Gateway:
                 self.bus, self.topics, self.config.gateway.id, assistant, devices, self.loaded.data_dir
             )
             self.outbox.add_commit_listener(discovery.on_commit)
+            self.on_devices_changed.append(discovery.devices_changed)
             self._tasks.spawn(discovery.run, "homeassistant")
 
     def _dialect_bus(self, client_id: str, will: Will) -> MqttBus:
@@ -368,7 +371,11 @@ class Gateway:
         self.loaded, self.config = loaded, loaded.config
         if self.api is not None:
             self.api.config_changed(loaded)
-        changes = await self.devices.apply(enabled_devices(loaded))
+        wanted = enabled_devices(loaded)
+        changes = await self.devices.apply(wanted)
+        if changes:
+            for listener in self.on_devices_changed:
+                listener(wanted)
         for tenant in loaded.config.tenants:
             if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
                 await self.tenants.set_entitlements(tenant.id, tenant.entitlements)
