@@ -111,7 +111,10 @@ class GatewayProcess:
 class SubscriberProcess:
     """`python -m bench.subscriber` as a child; its progress lines are read by a thread."""
 
-    def __init__(self, workdir: Path, broker_port: int, children: Children, prefix: str = "edge") -> None:
+    def __init__(
+        self, workdir: Path, broker_port: int, children: Children, prefix: str = "edge", tenant: str = "+"
+    ) -> None:
+        self.tenant = tenant
         self.out = workdir / "received.json"
         self.log = workdir / "subscriber.log"
         self.broker_port = broker_port
@@ -129,7 +132,7 @@ class SubscriberProcess:
 
     def start(self, timeout: float = 15.0) -> None:
         argv = [sys.executable, "-m", "bench.subscriber", "--port", str(self.broker_port)]
-        argv += ["--prefix", self.prefix, "--out", str(self.out)]
+        argv += ["--prefix", self.prefix, "--tenant", self.tenant, "--out", str(self.out)]
         self.proc = self.children.spawn(argv, log=self.log, stdout_pipe=True)
         self._reader = threading.Thread(target=self._read, name="bench-subscriber-progress", daemon=True)
         self._reader.start()

@@ -3,7 +3,7 @@
     python -m bench.subscriber --port P --prefix edge --out received.json
 
 It subscribes (QoS 1, persistent MQTT v5 session, so a broker restart loses nothing queued for it) to
-`{prefix}/+/events/#`, parses each CloudEvent with orjson and records, per event: receipt wall time, latency
+`{prefix}/+/events/#` (or one `--tenant`'s), parses each CloudEvent with orjson and records, per event: receipt wall time, latency
 (receipt - the event's `time`, the sample time), number of points, its id, its origin (the driver named in
 its `source`, `/<gateway>/<driver>/<device>`, or `modules`...) and, per device (`source`), the `sequence`
 numbers seen. Once subscribed it prints `{"ready": true}`; then a progress line (JSON) every
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--prefix", default="edge")
+    p.add_argument("--tenant", default="+", help="only this tenant's events (default: every tenant)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--client-id", default=f"edge-bench-sub-{int(time.time() * 1000)}")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="exit on its own after this long")
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=MQTTProtocolVersion.MQTTv5
     )
-    topic = f"{args.prefix}/+/events/#"
+    topic = f"{args.prefix}/{args.tenant}/events/#"
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         state["connects"] += 1

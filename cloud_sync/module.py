@@ -3,7 +3,7 @@
 `on_init` validates the configuration and resolves every secret once; a tenant configured here gets a batch
 subscription (`subscribe_batches`, consumer `module:cloud_sync:uplink`) and its own HTTP client with its own
 OAuth2 credentials and HMAC key. Each batch handler call takes the tenant's rate limit and a fair turn
-(`cloud_sync.scheduler`), then uploads (`cloud_sync.uplink`). The kernel acknowledges in the outbox only what
+(`edge.sdk.ratelimit`), then uploads (`cloud_sync.uplink`). The kernel acknowledges in the outbox only what
 the handler says was delivered, re-offers the same batch after a RetryLater, and keeps per-device order.
 """
 
@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from cloud_sync._oauth import AsyncOAuth2Client
 from cloud_sync.config import CloudSyncConfig, SecretUnavailable, parse_config, resolve_secret
-from cloud_sync.scheduler import FairScheduler, TokenBucket
 from cloud_sync.uplink import Circuit, TenantUplink, UplinkStats
 from edge.sdk import Health, ModuleContext, Rejected, StoredEvent, current_tenant
+from edge.sdk.ratelimit import FairScheduler, TokenBucket
 
 log = logging.getLogger("edge.module.cloud_sync")
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.backend import open_bus
@@ -42,6 +43,7 @@ from edge.module_host.host import ModuleHost
 from edge.module_host.tenants import Tenants
 from edge.ops.health import HealthMonitor
 from edge.ops.instance import InstanceLock
+from edge.ops.quotas import Quotas
 from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
@@ -72,6 +74,9 @@ class Gateway:
         self.config = loaded.config
         self.registry = registry
         self.stats = GatewayStats()
+        self.quotas = Quotas(
+            {t.id: loaded.config.tenant_limits(t.id) for t in loaded.config.tenants}, self.stats
+        )
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
         self.outbox = build_outbox(self.config, loaded.data_dir)  # the configured backend and tiers
@@ -94,6 +99,8 @@ class Gateway:
         self._leader_tasks: dict[str, tuple[Callable[[], Coroutine[Any, Any, None]], str]] = {}  # per tenant
         # cluster mode on PostgreSQL: one outbox for all instances, so its consumers run on each tenant's leader
         self._shared_outbox = self.config.cluster.enabled and self.config.storage.backend == "postgresql"
+        # told the enabled devices after each live change (the site dialects: Sparkplug B, Home Assistant)
+        self.on_devices_changed: list[Callable[[Sequence[DeviceSpec]], None]] = []
         self._on_status: StatusListener | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
@@ -104,6 +111,7 @@ class Gateway:
             loaded.data_dir,
             stores=lambda name: module_store(self.config, loaded.data_dir, name),  # the storage backend's
             feed=backend.module_feed,  # type: ignore[arg-type]
+            quotas=self.quotas,
         )
         self.module_control = ModuleControl(loaded, registry, self.modules)
         self.module_commands: ModuleCommands | None = None
@@ -150,6 +158,7 @@ class Gateway:
             start_new_devices=self.start_new_devices,
             commands=lambda: self.commands,
             webhooks=lambda: self.webhooks,
+            limits=self.quotas,
             supervisors=self.module_control.supervisors,
             downlink=self._downlink_status,
         )
@@ -180,6 +189,7 @@ class Gateway:
             qos=self.config.bus.point_qos,
             min_interval=self.config.bus.point_min_interval,
             per_device=self.config.bus.point_topic_mode == "device",
+            share=self.quotas,
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
@@ -197,6 +207,7 @@ class Gateway:
             self.modules.serves,
             self.stats,
             self.config.gateway.id,
+            limit=self.quotas.module_command,
         )
         commands = CommandHandler(
             self.bus,
@@ -230,6 +241,7 @@ class Gateway:
             destination_policy(self.loaded),
             delivery_policy(self.loaded),
             reload_interval=self.config.webhooks.reload_interval,
+            pace=self.quotas.webhook,
         )
         if self._shared_outbox:
             webhooks.runs_here = self.leading.__contains__
@@ -267,6 +279,7 @@ class Gateway:
             self.stats,
             qos=self.config.bus.qos,
             gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
+            pace=self.quotas.publish,
         )
 
     def _retention(self, tenants: Iterable[TenantContext]) -> Retention:
@@ -330,8 +343,7 @@ class Gateway:
     def _start_dialects(self, commands: CommandHandler) -> None:
         """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
         tenants = self.config.tenants
-        enabled = {d.name for d in self.config.devices if d.enabled}
-        devices = [spec for spec in self.loaded.devices if spec.name in enabled]
+        devices = enabled_devices(self.loaded)
         sparkplug = {t.id: t.sparkplug for t in tenants if t.sparkplug is not None and t.sparkplug.enabled}
         if sparkplug:
             from edge.bus.sparkplug import SparkplugOutput  # protobuf loads only for a gateway that speaks it
@@ -345,6 +357,7 @@ class Gateway:
                 self.loaded.data_dir,
             )
             self.outbox.add_commit_listener(output.on_commit)
+            self.on_devices_changed.append(output.devices_changed)
             for tenant, node in output.nodes.items():
                 self._tasks.spawn(node.run, f"sparkplug-{tenant}")
         assistant = {t.id: t.homeassistant for t in tenants if t.homeassistant is not None}
@@ -353,6 +366,7 @@ class Gateway:
                 self.bus, self.topics, self.config.gateway.id, assistant, devices, self.loaded.data_dir
             )
             self.outbox.add_commit_listener(discovery.on_commit)
+            self.on_devices_changed.append(discovery.devices_changed)
             self._tasks.spawn(discovery.run, "homeassistant")
 
     def _dialect_bus(self, client_id: str, will: Will) -> MqttBus:
@@ -413,6 +427,7 @@ class Gateway:
             last_sequence=last_sequence,
             stats=self.stats.devices[spec.name],
             on_status=self._on_status,
+            pace=functools.partial(self.quotas.ingest, spec.tenant),
         )
 
     async def _start_device(
@@ -447,6 +462,9 @@ class Gateway:
             self.cluster.set_devices(event_spacing(wanted))
             wanted = [s for s in wanted if s.name in self.cluster.devices]
         changes = await self.devices.apply(wanted)
+        if changes:  # the site dialects (refused in cluster mode, where `wanted` is this instance's share)
+            for listener in self.on_devices_changed:
+                listener(wanted)
         for tenant in loaded.config.tenants:
             if tenant.id in self.tenants and tenant.id not in self.module_control.platform_decides:
                 await self.tenants.set_entitlements(tenant.id, tenant.entitlements)

@@ -9,6 +9,7 @@ refuse connections, reset them before or after storing a batch, or stall, which 
     POST /v1/events      CloudEvents batch (application/cloudevents-batch+json, gzip), signed:
                          X-Edge-Timestamp, X-Edge-Key-Id, X-Edge-Signature: v1=HMAC-SHA256(key, "ts." + body)
     GET  /_sim/stats     what was received, per tenant (JSON)
+    GET  /_sim/latency?tenant=T&since=EPOCH   sample time -> stored, of T's events stored since then (ms)
     GET  /_sim/arrivals  when each stored event was first stored, per tenant: {tenant: {event id: epoch s}}
     POST /_sim/faults    fault injection (JSON, see `Faults.update`)
 
@@ -39,6 +40,7 @@ import urllib.parse
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import h11
@@ -108,6 +110,8 @@ class TenantRecord:
     order_violations: int = 0  # a device's new event whose sequence is not above the last one stored
     gaps: int = 0  # missing sequence numbers between stored events of a device
     last_sequence: dict[str, int] = field(default_factory=dict)  # source -> last stored sequence
+    # (when stored, seconds since the event's sample `time`) of every stored event, for the benchmarks
+    latencies: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +225,18 @@ class CloudSimulator:
         records = [self.tenants[tenant]] if tenant else list(self.tenants.values())
         return sum(len(r.events) for r in records)
 
+    def latency(self, tenant: str, since: float) -> dict[str, Any]:
+        """Sample time -> stored, of `tenant`'s events stored at or after `since` (epoch seconds): count,
+        median, 99th percentile and maximum in milliseconds."""
+        values = sorted(lag for at, lag in self.tenants[tenant].latencies if at >= since)
+        if not values:
+            return {"n": 0}
+
+        def pct(q: float) -> float:
+            return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1)
+
+        return {"n": len(values), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+
     def stats(self) -> dict[str, Any]:
         statuses: dict[str, int] = {}
         for r in self.requests:
@@ -291,6 +307,12 @@ class CloudSimulator:
             return await self._events(headers, body, writer)
         if method == "GET" and path == "/_sim/stats":
             return _json(200, self.stats())
+        if method == "GET" and path == "/_sim/latency":
+            query = urllib.parse.parse_qs(head.target.decode().partition("?")[2])
+            tenant, since = query.get("tenant", [""])[0], float(query.get("since", ["0"])[0])
+            if tenant not in self.tenants:
+                return _json(404, {"error": f"no tenant {tenant!r}"})
+            return _json(200, self.latency(tenant, since))
         if method == "GET" and path == "/_sim/arrivals":
             return _json(200, {t: r.arrived for t, r in self.tenants.items()})
         if method == "POST" and path == "/_sim/faults":
@@ -486,6 +508,8 @@ class CloudSimulator:
             if event["type"] == RESULT_TYPE and isinstance(event.get("data"), dict):
                 self.platform.received_result(tenant, event["data"])
             record.arrived[event["id"]] = now
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                record.latencies.append((now, now - datetime.fromisoformat(event["time"]).timestamp()))
             if seq is not None:
                 last = record.last_sequence.get(event["source"])
                 if last is not None and seq <= last:

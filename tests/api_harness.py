@@ -23,7 +23,7 @@ from edge.sdk.events import Event
 from edge.sdk.tenancy import tenant_scope
 from simulators.oidc import OidcIssuer, running
 from tests.e2e import load, write_config
-from tests.helpers import wait_until
+from tests.helpers import SimulatorProcess, free_port, wait_until
 
 T = TypeVar("T")
 
@@ -140,6 +140,7 @@ def api_gateway(
     api_settings: str = "",
     oidc_settings: str = "",
     more_config: str = "",
+    tenant_limits: dict[str, str] | None = None,
 ) -> Iterator[ApiGateway]:
     """Issuer, then gateway with [api] on a free port; torn down in reverse (a generator for fixtures).
 
@@ -154,6 +155,7 @@ def api_gateway(
         devices=devices,
         tenants=tenants,
         poll_interval=poll_interval,
+        tenant_limits=tenant_limits,
     )
     with path.open("a") as f:
         f.write(
@@ -180,6 +182,18 @@ def api_gateway(
         loop.run(gateway.stop())
         loop.run(issuer_cm.__aexit__(None, None, None))
         loop.close()
+
+
+def api_with_simulator(
+    tmp_path: Path, mqtt_port: int, devices: int = 4, **options: Any
+) -> Iterator[ApiGateway]:
+    """`api_gateway` over a Modbus simulator serving `devices` inverters at noon (a generator for fixtures)."""
+    sim = SimulatorProcess(free_port(), devices, ["--sim-time", "12:00"])
+    sim.start()
+    try:
+        yield from api_gateway(tmp_path, mqtt_port, sim.port, devices=devices, **options)
+    finally:
+        sim.stop()
 
 
 @dataclass

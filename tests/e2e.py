@@ -18,8 +18,17 @@ def write_config(
     poll_interval: float = 0.2,
     tenants: tuple[str, ...] = ("acme", "globex"),
     prefix: str = "edge",
+    poll_intervals: dict[str, float] | None = None,
+    tenant_limits: dict[str, str] | None = None,
+    endpoints: list[tuple[int, int]] | None = None,
+    profile: str = "sunspec-inverter",
+    point_min_interval: float = 0.0,
     entitlements: tuple[str, ...] = ("solar",),
 ) -> Path:
+    """`poll_intervals`: per tenant, overriding `poll_interval`; `tenant_limits`: per tenant, the inline TOML
+    table of its `limits` (e.g. "{ ingest_rate = 10 }"); `endpoints`: (port, unit id) of each device when
+    they are spread over several simulators (else `devices` units on `modbus_port`), read with `profile`."""
+    endpoints = endpoints or [(modbus_port, unit) for unit in range(1, devices + 1)]
     lines = [
         "[gateway]",
         'id = "gw-test"',
@@ -27,7 +36,7 @@ def write_config(
         "[bus]",
         f'mode = "{mode}"',
         f"port = {mqtt_port}",
-        "point_min_interval = 0.0",
+        f"point_min_interval = {point_min_interval}",
         f'topic_prefix = "{prefix}"',
         "[storage]",
         "commit_interval_ms = 5",
@@ -35,19 +44,21 @@ def write_config(
     for tenant in tenants:
         flags = ", ".join(f'"{flag}"' for flag in entitlements)
         lines += ["[[tenants]]", f'id = "{tenant}"', f"entitlements = [{flags}]"]
+        if tenant_limits and tenant in tenant_limits:
+            lines.append(f"limits = {tenant_limits[tenant]}")
     lines += ["[[sites]]", 'id = "roof"']
-    for unit in range(1, devices + 1):
-        tenant = tenants[(unit - 1) % len(tenants)]
+    for n, (port, unit) in enumerate(endpoints, start=1):
+        tenant = tenants[(n - 1) % len(tenants)]
         lines += [
             "[[devices]]",
-            f'name = "inv-{unit:02d}"',
+            f'name = "inv-{n:02d}"',
             'driver = "modbus"',
             f'tenant = "{tenant}"',
             'site = "roof"',
-            'profile = "sunspec-inverter"',
-            f"poll_interval = {poll_interval}",
+            f'profile = "{profile}"',
+            f"poll_interval = {(poll_intervals or {}).get(tenant, poll_interval)}",
             "timeout = 0.5",
-            f'connection = {{ host = "127.0.0.1", port = {modbus_port}, unit_id = {unit} }}',
+            f'connection = {{ host = "127.0.0.1", port = {port}, unit_id = {unit} }}',
         ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -11,6 +11,7 @@ tenant's data. The rest of the request runs inside `tenant_scope(caller.context)
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -140,6 +141,19 @@ def resolve_tenant(state: ApiState, who: Principal, tenant: str | None) -> Tenan
     return context
 
 
+def over_limit(state: ApiState, tenant: str) -> None:
+    """Raises Problem 429 when the tenant is over its request rate (counted and logged by the limits)."""
+    limits = state.services.limits
+    retry = limits.api_request(tenant) if limits is not None else None
+    if retry is not None:
+        raise Problem(
+            429,
+            f"tenant {tenant!r} is over its API request limit; retry after {retry:.1f} s",
+            headers={"Retry-After": str(max(1, math.ceil(retry)))},
+            tenant=tenant,
+        )
+
+
 TenantQuery = Annotated[
     str | None, Query(description="Admins only: the tenant to act for (default: the token's tenant).")
 ]
@@ -155,6 +169,7 @@ def role(needed: Role) -> Callable[..., AsyncIterator[Caller]]:
         if not who.has(needed):
             raise Problem(403, f"this needs the {needed} role; the token's role is {who.role}", role=who.role)
         caller = Caller(who, resolve_tenant(state, who, tenant))
+        over_limit(state, caller.tenant)
         with tenant_scope(caller.context):
             yield caller
 

@@ -70,6 +70,7 @@ class _Snapshot(Collector):
         yield from self._bus()
         yield from self._modules()
         yield from self._api()
+        yield from self._limits()
 
     def _devices(self) -> Iterator[Metric]:
         services = self.state.services
@@ -186,6 +187,30 @@ class _Snapshot(Collector):
             seconds.add_metric(list(timed), total)
         yield from (requests, seconds)
         yield _gauge("edge_api_live_clients", "Open WebSocket streams", self.state.feed.clients())
+
+    def _limits(self) -> Iterator[Metric]:
+        yield from _limit_families(self.state.services.stats.quota_samples())
+
+
+_LIMIT_HELP = {
+    "edge_tenant_limit": "A tenant's limit (edge/ops/quotas.py; per second, or streams for ws_clients)",
+    "edge_tenant_limit_acted": "Times a tenant's limit slowed or refused it",
+    "edge_tenant_limit_units": "Events, requests, commands or streams a tenant's limit slowed or refused",
+    "edge_tenant_limit_waited_seconds": "Seconds a tenant waited for its limit",
+}
+
+
+def _limit_families(samples: Iterator[tuple[str, dict[str, str], float]]) -> Iterator[Metric]:
+    labels = ["tenant", "limit", "policy"]
+    families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+        name: (GaugeMetricFamily if name == "edge_tenant_limit" else CounterMetricFamily)(
+            name, text, labels=labels
+        )
+        for name, text in _LIMIT_HELP.items()
+    }
+    for name, sample, value in samples:
+        families[name].add_metric([sample[label] for label in labels], value)
+    yield from families.values()
 
 
 def _poll_buckets(stats: DeviceStats) -> list[tuple[str, float]]:

@@ -24,7 +24,15 @@ from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
 from edge.webhooks import WebhookStore
 
-__all__ = ["ApiServices", "BusLink", "EventHistory", "HostedModules", "PointWrites", "SupervisedModule"]
+__all__ = [
+    "ApiServices",
+    "BusLink",
+    "EventHistory",
+    "HostedModules",
+    "PointWrites",
+    "SupervisedModule",
+    "TenantLimits",
+]
 
 
 class EventHistory(DeviceHistory, Protocol):
@@ -79,6 +87,13 @@ class BusLink(Protocol):
     def stats(self) -> BusStats: ...
 
 
+class TenantLimits(Protocol):
+    """Each tenant's request rate and live stream count (edge.ops.quotas.Quotas)."""
+
+    def api_request(self, tenant: str) -> float | None: ...  # None: go on; else seconds for Retry-After
+    def ws_client(self, tenant: str, open_now: int) -> str | None: ...  # None: go on; else the reason
+
+
 @dataclass(frozen=True)
 class ApiServices:
     loaded: LoadedConfig  # devices, tenants' names, the file entitlement changes are written to
@@ -98,3 +113,4 @@ class ApiServices:
     webhooks: Callable[[], WebhookStore | None]  # None until the gateway started
     supervisors: Callable[[], Mapping[str, SupervisedModule]] = dict  # isolated modules, by name
     downlink: Callable[[], Mapping[str, DownlinkStatus]] = dict  # each tenant's link to its platform
+    limits: TenantLimits | None = None  # per-tenant limits; None: unlimited (tests of single routes)

@@ -9,7 +9,9 @@ telemetry event, which stops looking at a device once all its points are announc
 What was announced is kept in `{data_dir}/homeassistant/discovery.json`: on start, entities whose device,
 point or tenant setting is gone are removed (an empty retained message on their config topic, which is how
 Home Assistant deletes them); after every reconnect all configs are published again, because a broker
-without persistence forgets retained messages.
+without persistence forgets retained messages. Devices changed live (`devices_changed`, after a deployment or
+commissioning) are treated the same way at once: a new or changed device's entities are announced, those of a
+removed device or point are removed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class HomeAssistantDiscovery:
         self._topics = topics
         self._gateway = gateway_id
         self._prefixes = {t: c.discovery_prefix for t, c in tenants.items() if c.enabled}
-        self._devices: dict[str, DeviceSpec] = {d.name: d for d in devices if d.tenant in self._prefixes}
+        self._devices: dict[str, DeviceSpec] = {}
         self._path = data_dir / "homeassistant" / "discovery.json"
         self._announced: dict[str, dict[str, Any]] = {}  # unique id -> {topic, payload, device, point}
         self._queue: dict[str, Entity] = {}
@@ -61,14 +63,41 @@ class HomeAssistantDiscovery:
         # device -> its published points whose kind only a value tells, not announced yet; a device leaves
         # once all are
         self._waiting: dict[str, dict[str, PointConfig]] = {}
+        self.devices_changed(devices)
+
+    def devices_changed(self, devices: Iterable[DeviceSpec]) -> None:
+        """The gateway's enabled devices (at start, and after each live change): announce the new and changed
+        ones, remove the entities no device has any more."""
+        before = self._devices
+        self._devices = {d.name: d for d in devices if d.tenant in self._prefixes}
+        current = self._current()
+        for unique_id, entry in self._announced.items():
+            if unique_id not in current:
+                self._removals[unique_id] = entry["topic"]
+        for unique_id in current:
+            self._removals.pop(unique_id, None)
+        for unique_id in [u for u in self._queue if u not in current]:
+            del self._queue[unique_id]
+        for name in [n for n in self._waiting if self._devices.get(n) != before.get(n)]:
+            del self._waiting[name]
         for name, spec in self._devices.items():
-            for point in spec.points:
-                if not point.publish:
-                    continue
-                if point.value_kind is None:
-                    self._waiting.setdefault(name, {})[point.name] = point
-                else:
-                    self._enqueue(spec, point, point.value_kind)
+            if before.get(name) != spec:
+                self._track(spec)
+        self._wake.set()
+
+    def _track(self, spec: DeviceSpec) -> None:
+        for point in spec.points:
+            if not point.publish:
+                continue
+            if point.value_kind is None:
+                self._waiting.setdefault(spec.name, {})[point.name] = point
+            else:
+                self._enqueue(spec, point, point.value_kind)
+
+    def _current(self) -> set[str]:
+        return {
+            entity_id for spec in self._devices.values() for entity_id in _entity_ids(self._gateway, spec)
+        }
 
     # ---- commit listener --------------------------------------------------------------------------------
 
@@ -118,7 +147,7 @@ class HomeAssistantDiscovery:
     async def _flush(self) -> None:
         for unique_id, topic in list(self._removals.items()):
             await self._publish(topic, b"")
-            del self._removals[unique_id]
+            self._removals.pop(unique_id, None)  # devices_changed may have taken it back meanwhile
             self._announced.pop(unique_id, None)
             self._save()
         if self._republish:
@@ -161,9 +190,7 @@ class HomeAssistantDiscovery:
         except (OSError, orjson.JSONDecodeError) as exc:
             log.warning("Home Assistant discovery state %s unreadable (%s); starting afresh", self._path, exc)
             return
-        current = {
-            entity_id for spec in self._devices.values() for entity_id in _entity_ids(self._gateway, spec)
-        }
+        current = self._current()
         for unique_id, entry in announced.items():
             self._announced[unique_id] = entry
             if unique_id not in current:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -31,6 +31,7 @@ from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
+from edge.sdk.ratelimit import FairScheduler
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,18 @@ MQTT_CONSUMER = "mqtt"
 # retained updates sent in one go before the flush yields to the loop: a flush of thousands of per-point messages
 # (~25 µs each) would otherwise hold events and polls back for tens of milliseconds
 _YIELD_EVERY = 64
+
+PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
+
+Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
+
+
+class PointShare(Protocol):
+    """The tenant's MQTT limit as retained point updates use it (edge.ops.quotas.Quotas): checked before a
+    device's updates go out, charged with what went."""
+
+    def point_updates_due(self, tenant: str) -> bool: ...
+    def point_updates_sent(self, tenant: str, updates: int) -> None: ...
 
 
 # CloudEvents MQTT binding, structured mode: on MQTT 5 the Content Type property says the payload is a whole
@@ -113,6 +126,7 @@ class OutboxPublisher:
         qos: int = 1,
         batch: int = 500,
         gate: SessionGate | None = None,
+        pace: Pace | None = None,
     ) -> None:
         self._outbox = outbox
         self._bus = bus
@@ -122,6 +136,12 @@ class OutboxPublisher:
         self._qos = qos
         self._batch = batch
         self._gate = gate
+        self._pace = pace
+        # Tenants share the bus's in-flight window: a tenant with a large backlog gets its turn and no more
+        # (start-time fair queueing in events, as the cloud uplink), so a fresh batch of another goes next.
+        self._turns = FairScheduler(PUBLISH_SLOTS, anticipation=0.0)
+        for tenant in self._tenants:
+            self._turns.add(tenant)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -136,7 +156,11 @@ class OutboxPublisher:
                 async for batch in events:
                     if self._gate is not None and not self._gate.is_open:
                         await self._gate.wait()
-                    if await self._publish(batch.events):
+                    if self._pace is not None:
+                        await self._pace(ctx.tenant_id, len(batch.events))
+                    async with self._turns.turn(ctx.tenant_id, len(batch.events)):
+                        published = await self._publish(batch.events)
+                    if published:
                         events.ack(batch)
                         self._stats.events_published += len(batch.events)
                     else:  # not acknowledged: read again from the cursor once connected
@@ -173,11 +197,13 @@ class LastValuePublisher:
         min_interval: float = 1.0,
         refresh: float = 60.0,
         per_device: bool = False,
+        share: PointShare | None = None,
     ) -> None:
         self._bus = bus
         self._per_device = per_device
         self._topics = topics
         self._stats = stats
+        self._share = share
         self._qos = qos
         self._min_interval = min_interval
         self._refresh = max(refresh, min_interval)
@@ -246,9 +272,16 @@ class LastValuePublisher:
             if self._sent_since_yield >= _YIELD_EVERY:
                 self._sent_since_yield = 0
                 await asyncio.sleep(0)  # let events and polls through between devices' updates
+            key = (tenant, site, device)
+            if self._share is not None and not self._share.point_updates_due(tenant):
+                self._latest[key] = events + self._latest.get(key, [])  # over its MQTT rate: coalesced, later
+                continue
             flush = self._flush_device_state if self._per_device else self._flush_device
-            if not await flush(tenant, site, device, events, now):
-                key = (tenant, site, device)
+            sent = self._stats.point_updates_published
+            connected = await flush(tenant, site, device, events, now)
+            if self._share is not None:
+                self._share.point_updates_sent(tenant, self._stats.point_updates_published - sent)
+            if not connected:
                 self._latest[key] = events + self._latest.get(key, [])  # newer ones stay last
                 return
 

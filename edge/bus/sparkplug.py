@@ -19,6 +19,11 @@ stop disconnects with MQTT 5 reason 0x04, so the broker publishes NDEATH then to
   alias, DDATA the alias only. Each metric carries `engUnit` and `Quality` (OPC: 192 good, 64 uncertain,
   0 bad) properties, and DDATA repeats `Quality` when it changed.
 - A device is born (DBIRTH) with its first telemetry after it came up, dies (DDEATH) when it goes down.
+- Devices changed live (`SparkplugOutput.devices_changed`, after a deployment or commissioning): a removed
+  device dies (DDEATH), a changed one dies and is born again with its new metrics, an added one is born with
+  its first telemetry. Sparkplug 3.0 asks no NBIRTH for that: a DBIRTH may follow any time after the session's
+  NBIRTH (tck-id-message-flow-device-birth-publish-nbirth-wait), seq continuing. Their aliases are new ones,
+  never given before in the node, so no alias a host learnt ever names another metric.
 - NCMD `Node Control/Rebirth` = true publishes NBIRTH and every DBIRTH again (same bdSeq, seq from 0).
 - DCMD metric writes go through `CommandHandler.write`: the `/set` path's checks, result topic and event.
 - With `primary_host_id`, births wait for `spBv1.0/STATE/{host}` to say online; when it says offline the
@@ -128,10 +133,10 @@ class SparkplugNode:
         self._write = write
         self._bdseq_store = _BdSeq(data_dir / "sparkplug" / f"{tenant}.bdseq")
         self._devices: dict[str, _Device] = {}
-        alias = 1  # 0 stays free: node metrics go by name
+        self._next_alias = 1  # 0 stays free: node metrics go by name
         for spec in devices:
-            self._devices[spec.name] = _device(spec, alias)
-            alias += len(self._devices[spec.name].aliases)
+            self._add(spec)
+        self._dying: list[_Device] = []  # removed or changed live: a DDEATH if the host knows them born
         self._pending: set[str] = set()  # devices with news since the last flush
         self._wake = asyncio.Event()
         self._host_online = self._primary is None
@@ -143,6 +148,25 @@ class SparkplugNode:
         self._generation = 0  # the bus connection this session publishes on
         self._writes: set[asyncio.Task[None]] = set()
         self.stats = {"births": 0, "ddata": 0, "ddeath": 0, "writes": 0, "writes_refused": 0}
+
+    def _add(self, spec: DeviceSpec) -> None:
+        device = _device(spec, self._next_alias)
+        self._devices[spec.name] = device
+        self._next_alias += len(device.aliases)
+
+    def set_devices(self, specs: Iterable[DeviceSpec]) -> None:
+        """The node's devices are now these (a deployment or commissioning changed them live)."""
+        wanted = {spec.name: spec for spec in specs}
+        for name, device in list(self._devices.items()):
+            if wanted.get(name) != device.spec:
+                del self._devices[name]
+                self._pending.discard(name)
+                # born or not is looked at when its turn comes: its DBIRTH may be in flight now
+                self._dying.append(device)
+        for name, spec in wanted.items():
+            if name not in self._devices:
+                self._add(spec)  # born with its first telemetry
+        self._wake.set()
 
     # ---- commit listener (hot path: store references, nothing else) -------------------------------------
 
@@ -276,13 +300,19 @@ class SparkplugNode:
                 self._wake.clear()
                 if not self._host_online:
                     continue
+                dying, self._dying = self._dying, []
+                if self._born:  # a new session's host knows no device of the last one
+                    for gone in dying:
+                        await self._device_death(bus, gone)
                 if not self._born or self._rebirth:
                     self._rebirth = False
                     await self._node_birth(bus)
                     continue  # the births carried every device's current state
                 pending, self._pending = self._pending, set()
                 for name in pending:
-                    await self._device_update(bus, self._devices[name])
+                    device = self._devices.get(name)
+                    if device is not None:
+                        await self._device_update(bus, device)
         except _SessionEnded as why:
             if not ended.done():
                 ended.set_result(str(why))
@@ -308,11 +338,7 @@ class SparkplugNode:
     async def _device_update(self, bus: MqttBus, device: _Device) -> None:
         topic_of = self.topics.device_topic
         if device.up is False:
-            if device.born:
-                device.born = False
-                payload = spb.device_death(self._next_seq())
-                await self._send(bus, topic_of("DDEATH", device.spec.name), payload)
-                self.stats["ddeath"] += 1
+            await self._device_death(bus, device)
             return
         samples = device.samples
         if not samples:
@@ -344,6 +370,13 @@ class SparkplugNode:
         if changed:
             await self._send(bus, topic_of("DDATA", device.spec.name), spb.data(changed, self._next_seq()))
             self.stats["ddata"] += 1
+
+    async def _device_death(self, bus: MqttBus, device: _Device) -> None:
+        if device.born:
+            device.born = False
+            payload = spb.device_death(self._next_seq())
+            await self._send(bus, self.topics.device_topic("DDEATH", device.spec.name), payload)
+            self.stats["ddeath"] += 1
 
     def _metric(
         self,
@@ -404,6 +437,12 @@ class SparkplugOutput:
             for tenant, config in tenants.items()
             if config.enabled
         }
+
+    def devices_changed(self, devices: Iterable[DeviceSpec]) -> None:
+        """The gateway's enabled devices after a live change: each node takes its tenant's."""
+        specs = list(devices)
+        for tenant, node in self.nodes.items():
+            node.set_devices(d for d in specs if d.tenant == tenant)
 
     def on_commit(self, events: Sequence[Event], last_position: int) -> None:
         nodes = self.nodes

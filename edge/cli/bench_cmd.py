@@ -10,8 +10,9 @@ def bench(
         "all",
         help="building, building-parts (its cost step by step), stress, compare, smoke, stress-no-point-topics, "
         "coalescing (Modbus read coalescing on vs off), dialects (Sparkplug B and Home Assistant discovery off vs "
-        "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), storage (the outbox on SQLite vs "
-        "PostgreSQL), or all (building + stress + compare).",
+        "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), storage (the outbox on SQLite vs PostgreSQL), "
+        "noisy-neighbour (a victim tenant's latency with an attacker tenant ramped to saturation, against the "
+        "victim alone), or all (building + stress + compare).",
     ),
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."
@@ -29,6 +30,14 @@ def bench(
     ),
 ) -> None:
     """Benchmark the real gateway process: throughput, latency, CPU per point, memory, backlog drain."""
+    if scenario == "noisy-neighbour":
+        import importlib  # the bench package is a development tool: imported only when used, never type-checked
+
+        noisy = importlib.import_module("bench.noisy").main  # its own runs: a victim and an attacker tenant
+        argv = ["--repeat", str(repeat if repeat > 1 else 3)]
+        argv += ["--duration", str(duration)] if duration else []
+        argv += ["--out", str(out)] if out else []
+        raise typer.Exit(noisy(argv))
     from bench import run_bench  # the bench package is a development tool: imported only when used
 
     try:

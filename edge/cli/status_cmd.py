@@ -173,3 +173,36 @@ def _print_table(body: dict[str, Any], report: HealthReport, age: float, stale: 
     typer.echo(f"{'CHECK':<{widths[0]}}  {'STATE':<{widths[1]}}  {'AFFECTS':<{widths[2]}}  DETAIL")
     for name, ok, scope, detail in rows:
         typer.echo(f"{name:<{widths[0]}}  {ok:<{widths[1]}}  {scope:<{widths[2]}}  {detail}")
+    _print_limits(body.get("limits") or {})
+
+
+def _print_limits(limits: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Per tenant: its storage quota's use, and each limit that acted (slowed or refused), with its counts."""
+    if not limits:
+        return
+    rows = [("TENANT", "LIMIT", "POLICY", "SETTING", "ACTED", "UNITS", "WAITED")]
+    for tenant, own in sorted(limits.items()):
+        storage = own.get("storage", {})
+        used, quota = int(storage.get("used", 0)), int(storage.get("limit", 0))
+        share = f"{used / quota:.0%}" if quota else "-"
+        rows.append(
+            (tenant, "storage", str(storage.get("policy", "-")), f"{quota} B", share, f"{used} B", "-")
+        )
+        for name, c in sorted(own.items()):
+            if name == "storage" or not c.get("acted"):
+                continue
+            rows.append(
+                (
+                    tenant,
+                    name,
+                    str(c["policy"]),
+                    f"{c['limit']:g}",
+                    str(c["acted"]),
+                    f"{c['units']:g}",
+                    f"{c['waited_s']:.1f} s",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    typer.echo("per-tenant limits (those that acted; storage: share of the quota used):")
+    for row in rows:
+        typer.echo("  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row)).rstrip())

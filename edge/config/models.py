@@ -81,6 +81,56 @@ class RetentionOverride(_Strict):
     keep_delivered: Seconds | None = Field(default=None, ge=0)
 
 
+class TenantLimits(_Strict):
+    """What one tenant may use of the gateway's shared parts, and so never takes from the others
+    (edge/ops/quotas.py, docs/operations.md "Per-tenant limits"). Each limit acts by its own policy, counted per
+    tenant in `edge status`, the API's /v1/status and the metrics; none drops an event silently."""
+
+    ingest_rate: float = Field(
+        default=5000.0, gt=0, description="Events/s the tenant's devices may produce; beyond: polls slowed."
+    )
+    ingest_burst: float = Field(default=5000.0, ge=1, description="Events taken at once before slowing.")
+    mqtt_rate: float = Field(
+        default=10_000.0,
+        gt=0,
+        description="Events/s published on MQTT; beyond: held in the outbox, sent later.",
+    )
+    module_time: float = Field(
+        default=0.5,
+        gt=0,
+        le=8,
+        description="Seconds of in-process module handler time per second; beyond: the tenant's module "
+        "deliveries wait until the time is paid back.",
+    )
+    webhook_rate: float = Field(
+        default=200.0, gt=0, description="Webhook deliveries/s over all subscriptions; beyond: they wait."
+    )
+    api_rate: float = Field(
+        default=50.0, gt=0, description="REST requests/s; beyond: 429 with Retry-After (refused, counted)."
+    )
+    api_burst: float = Field(default=100.0, ge=1, description="REST requests taken at once.")
+    ws_clients: int = Field(
+        default=20, ge=0, description="WebSocket streams open at once; beyond: closed 1013 (counted)."
+    )
+    command_rate: float = Field(
+        default=20.0, gt=0, description="Module commands/s (MQTT and API); beyond: refused with the reason."
+    )
+
+
+class TenantLimitsOverride(_Strict):
+    """Per-tenant changes to `[limits]`; unset fields keep the gateway's default."""
+
+    ingest_rate: float | None = Field(default=None, gt=0)
+    ingest_burst: float | None = Field(default=None, ge=1)
+    mqtt_rate: float | None = Field(default=None, gt=0)
+    module_time: float | None = Field(default=None, gt=0, le=8)
+    webhook_rate: float | None = Field(default=None, gt=0)
+    api_rate: float | None = Field(default=None, gt=0)
+    api_burst: float | None = Field(default=None, ge=1)
+    ws_clients: int | None = Field(default=None, ge=0)
+    command_rate: float | None = Field(default=None, gt=0)
+
+
 class SparkplugConfig(_Strict):
     """Sparkplug B (v3.0) output of one tenant (edge/bus/sparkplug.py, docs/mqtt-access.md): an edge node for
     this gateway, a device per gateway device, births, deaths and data on the same broker as the bus."""
@@ -161,6 +211,9 @@ class TenantConfig(_Strict):
     locale: str = "en"
     entitlements: tuple[Name, ...] = ()  # flags a module manifest names (identifiers)
     retention: RetentionOverride = RetentionOverride()
+    limits: TenantLimitsOverride = Field(
+        default=TenantLimitsOverride(), description="This tenant's own limits over `[limits]`."
+    )
     storage: Literal["shared", "dedicated", "database"] = Field(
         default="shared",
         description="'dedicated': this tenant's events apart (SQLite: its own file; PostgreSQL: its own schema "
@@ -447,6 +500,12 @@ class ModuleLimits(_Strict):
         default=None, gt=0, description="Share of one core averaged over 10 s; unset: no limit."
     )
     health_timeout: Seconds = Field(default=15.0, gt=0, description="Ended when it stops reporting health.")
+    handler_timeout: Seconds = Field(
+        default=60.0,
+        gt=0,
+        description="One handler call running this long counts as deadlocked: the SDK runner stops reporting "
+        "health, so the process is ended after health_timeout and restarted (the batch comes again).",
+    )
     max_crashes: int = Field(
         default=5, ge=1, description="Short-lived runs in a row before the circuit opens."
     )
@@ -699,6 +758,7 @@ class GatewayConfig(_Strict):
     api: ApiConfig = ApiConfig()
     cloud: CloudConfig = CloudConfig()
     cluster: ClusterConfig = ClusterConfig()
+    limits: TenantLimits = Field(default=TenantLimits(), description="Per-tenant limits, the same for each.")
 
     def cluster_database(self) -> tuple[str, str | None]:
         """Connection string and password of the cluster's PostgreSQL: its own, or the outbox's."""
@@ -739,6 +799,13 @@ class GatewayConfig(_Strict):
                     " (on SQLite, 'dedicated' gives the tenant its own database file)"
                 )
         return self
+
+    def tenant_limits(self, tenant: str) -> TenantLimits:
+        """`[limits]` with the tenant's own overrides applied."""
+        for config in self.tenants:
+            if config.id == tenant:
+                return self.limits.model_copy(update=config.limits.model_dump(exclude_none=True))
+        return self.limits
 
     def retention_policy(self, tenant: str) -> RetentionPolicy:
         """The storage defaults with the tenant's own overrides applied."""

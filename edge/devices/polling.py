@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError
@@ -91,6 +91,7 @@ class DevicePoller:
         last_sequence: int = 0,
         stats: DeviceStats | None = None,
         on_status: StatusListener | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.tenant = tenant
@@ -109,6 +110,7 @@ class DevicePoller:
         self._read_guard = spec.timeout * (len(self._plan.points) + 2) + spec.poll_interval
         self.stats = stats or DeviceStats()
         self._on_status = on_status
+        self._pace = pace  # the tenant's ingest limit (edge.ops.quotas): waits while the tenant is over it
         self._stopping = False
 
     @property
@@ -168,6 +170,8 @@ class DevicePoller:
         # CPU per poll in extra commits and wake-ups (docs/performance.md).
         due = loop.time()
         while not self._stopping:
+            if self._pace is not None:
+                await self._pace()  # over the tenant's ingest limit: this device is read later, not dropped
             await self.poll_once()
             due += interval
             now = loop.time()
@@ -192,7 +196,7 @@ class DevicePoller:
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
         status_change = self._account(points, error)
         if status_change is not None:
-            await self._sink.append(self.status_event(*status_change))
+            await self._sink.append(self.status_event(*status_change, at=sample_time))
         elif error is not None:
             # still down: the status event and one all-bad poll said so; repeating it every poll only fills
             # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
@@ -274,6 +278,8 @@ class DevicePoller:
             while not self._stopping and feed.lost_reason is None:
                 await feed.changed.wait()
                 await asyncio.sleep(window)  # coalesce a burst of changes into one event
+                if self._pace is not None:
+                    await self._pace()  # over the limit: changes keep coalescing meanwhile, none is lost
                 changes, sample_time = feed.take()
                 if changes:
                     await self._emit(self._normalizer.normalize_changes(changes), sample_time, None)
@@ -326,16 +332,19 @@ class DevicePoller:
         if self._on_status is not None:
             self._on_status(self.spec, up, reason)
 
-    def status_event(self, up: bool, reason: str | None, *, status: str | None = None) -> Event:
+    def status_event(
+        self, up: bool, reason: str | None, *, status: str | None = None, at: float | None = None
+    ) -> Event:
         """A status event numbered in the device's own sequence, with its telemetry: a subscriber of the
-        device's events sees every number, so a missed status change shows as a gap like a missed poll."""
+        device's events sees every number, so a missed status change shows as a gap like a missed poll.
+        `at`: the poll that observed the change (its sample time), so times follow the sequence; else now."""
         self._sequence += 1
         return make_event(
             type=DEVICE_STATUS,
             source=self._source,
             subject=self._subject,
             tenant=self.tenant.tenant_id,
-            time=time.time(),
+            time=time.time() if at is None else at,
             data={
                 "device": self.spec.name,
                 "site": self.spec.site,

@@ -47,6 +47,11 @@ class ModuleCommandRejected(EdgeError):
         super().__init__(f"command {module}/{action} for tenant {tenant!r}: {reason}")
 
 
+class ModuleCommandThrottled(ModuleCommandRejected):
+    """Refused because the tenant is over its command rate (edge.ops.quotas): answered on MQTT but, unlike
+    other refusals, not stored as a result event, or a flood of commands would become a flood of events."""
+
+
 def parse_payload(tenant: str, module: str, action: str, payload: bytes) -> ModuleCommand:
     """Validate one inbound request body; raises ModuleCommandRejected with the reason."""
 
@@ -85,12 +90,14 @@ class ModuleCommands:
         gate: ModuleGate,
         stats: GatewayStats,
         gateway_id: str,
+        limit: ModuleGate | None = None,
     ) -> None:
         self._bus = bus
         self._topics = topics
         self._tenants = tenants
         self._outbox = outbox
         self._gate = gate
+        self._limit = limit  # the tenant's command rate (edge.ops.quotas): the reason when it is over it
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
         bus.subscribe(topics.module_command_filter(), qos=1, retain_as_published=True)  # retained: refused
@@ -119,10 +126,14 @@ class ModuleCommands:
             await self._enqueue(parse_payload(tenant, module, action, message.payload))
         except ModuleCommandRejected as exc:
             self._stats.commands_rejected += 1
-            log.warning("module command on %s rejected: %s", message.topic, exc.reason)
+            if not isinstance(
+                exc, ModuleCommandThrottled
+            ):  # throttling is logged by the limits, once a minute
+                log.warning("module command on %s rejected: %s", message.topic, exc.reason)
             if tenant in self._tenants:  # answer only tenants this gateway serves
                 request_id = _request_id(message.payload)
-                await self._refuse(ModuleCommand(tenant, module, action, {}, request_id), exc.reason)
+                command = ModuleCommand(tenant, module, action, {}, request_id)
+                await self._refuse(command, exc.reason, stored=not isinstance(exc, ModuleCommandThrottled))
 
     async def _enqueue(self, command: ModuleCommand) -> str:
         def reject(reason: str) -> ModuleCommandRejected:
@@ -136,6 +147,9 @@ class ModuleCommands:
         refusal = self._gate(command.tenant, command.module)
         if refusal is not None:
             raise reject(refusal)
+        throttled = self._limit(command.tenant, command.module) if self._limit is not None else None
+        if throttled is not None:
+            raise ModuleCommandThrottled(command.tenant, command.module, command.action, throttled)
         data = {
             "module": command.module,
             "action": command.action,
@@ -162,11 +176,13 @@ class ModuleCommands:
         )
         return command.request_id
 
-    async def _refuse(self, command: ModuleCommand, reason: str) -> None:
+    async def _refuse(self, command: ModuleCommand, reason: str, *, stored: bool = True) -> None:
         data = result_data(command, ok=False, reason=reason)
         topic = self._topics.module_command_result(command.tenant, command.module, command.action)
         future = await self._bus.publish(topic, orjson.dumps(data), qos=1)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not stored:
+            return
         event = make_event(
             type=MODULE_COMMAND_RESULT,
             source=self._source,

@@ -96,6 +96,7 @@ class ModuleControl:
             memory_bytes=module.limits.memory,
             cpu_percent=module.limits.cpu_percent,
             health_timeout=module.limits.health_timeout,
+            handler_timeout=module.limits.handler_timeout,
             max_crashes=module.limits.max_crashes,
         )
         if module.command is not None:  # a sidecar: its manifest comes when it registers

@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge.module_host.batches import BatchConsumer
 from edge.module_host.context import InProcessContext, Registrations, Subscription
@@ -85,6 +86,13 @@ class HostedModule:
         self.handler_errors += 1
 
 
+class ModuleTime(Protocol):
+    """Each tenant's module handler time (edge.ops.quotas.Quotas): charged after a batch, waited out before."""
+
+    async def module_turn(self, tenant: str) -> None: ...
+    def module_spent(self, tenant: str, seconds: float) -> None: ...
+
+
 class ModuleHost:
     """Starts, routes to and stops in-process modules; isolated ones are attached by `edge.sidecar`."""
 
@@ -96,13 +104,14 @@ class ModuleHost:
         data_dir: Path,
         stores: Callable[[str], StateStore] | None = None,
         feed: EventFeed | None = None,
+        quotas: ModuleTime | None = None,
     ) -> None:
         """`stores`: an in-process module's state by module name (the configured backend,
         `edge.outbox.backends.module_store`); None: a SQLite file per module in `data_dir`."""
         self._outbox = outbox
-        self._feed: EventFeed = feed or OutboxFeed(
-            outbox
-        )  # where `subscribe` handlers read (edge.module_host.feed)
+        self._quotas = quotas  # each tenant's module handler time (edge.ops.quotas)
+        # where `subscribe` handlers read (edge.module_host.feed)
+        self._feed: EventFeed = feed or OutboxFeed(outbox)
         # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
         self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
@@ -271,6 +280,9 @@ class ModuleHost:
         with tenant_scope(tenant):
             async with events:
                 async for batch in events:
+                    if self._quotas is not None:  # over its handler time, the tenant waits, not the others
+                        await self._quotas.module_turn(tenant.tenant_id)
+                    started = time.perf_counter()
                     for row in batch.events:
                         event = gate.admit(row)
                         if event is None:  # a version the module does not handle: counted by the gate
@@ -281,6 +293,8 @@ class ModuleHost:
                         except Exception as exc:  # counted and logged; the event is not redelivered forever
                             hosted.handler_errors += 1
                             log.error("module %s failed on event %s: %s", hosted.name, row.id, exc)
+                    if self._quotas is not None:
+                        self._quotas.module_spent(tenant.tenant_id, time.perf_counter() - started)
                     events.ack(batch)
 
     def serves(self, tenant: str, module: str) -> str | None:

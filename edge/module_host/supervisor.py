@@ -53,6 +53,7 @@ class Limits:
     cpu_percent: float | None = None  # of one core, averaged over `cpu_window` once registered
     cpu_window: float = 10.0
     health_timeout: float = 15.0  # no Health call for this long (after registering) ends the process
+    handler_timeout: float = 60.0  # one handler call this long: the SDK runner stops reporting health
     start_timeout: float = 30.0  # not registered this long after launch ends the process
     max_crashes: int = 5  # short-lived runs in a row before the circuit opens
     stable_after: float = 30.0  # a run this long resets the crash count and the backoff
@@ -169,6 +170,7 @@ class Supervisor:
             "EDGE_SIDECAR_SOCKET": str(self._server.socket),
             "EDGE_SIDECAR_TOKEN": token,
             "EDGE_MODULE": self.name,
+            "EDGE_HANDLER_TIMEOUT": str(self.limits.handler_timeout),
         }
         self._server.expect(token, self.remote)
         self.remote.launched()

@@ -8,6 +8,7 @@ the health report to `status_file(data_dir)` every second (`write_status_file`),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Set, Sized
@@ -20,6 +21,7 @@ import orjson
 from edge.bus.base import BusStats
 from edge.bus.publisher import MQTT_CONSUMER
 from edge.ops.stats import GatewayStats
+from edge.outbox import RetentionPolicy
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["DownlinkStatus", "GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
@@ -72,6 +74,8 @@ class StatusSnapshot:
     commands_rejected: int
     inbound_oversize_rejected: int
     task_restarts: int
+    # tenant -> limit -> its counter (edge.ops.quotas), "storage": the outbox quota's use and policy
+    limits: dict[str, dict[str, dict[str, Any]]]
     downlink: dict[str, DownlinkStatus]  # per tenant with a [tenants.cloud]
 
 
@@ -91,6 +95,7 @@ class _Backlogs(Protocol):
     async def backlog(self, consumer: str) -> int: ...
     def usage(self) -> tuple[int, int]: ...
     def holders(self) -> Set[str]: ...
+    def policy(self) -> RetentionPolicy: ...
 
 
 class _Bus(Protocol):
@@ -136,6 +141,19 @@ class GatewayStatus:
                     totals[consumer] = totals.get(consumer, 0) + await self._outbox.backlog(consumer)
         return totals
 
+    def limits(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per tenant: each limit's counter, and the outbox bytes it holds against its storage quota."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for ctx in self._tenants:
+            tenant = ctx.tenant_id
+            own = {name: dataclasses.asdict(c) for name, c in self._stats.quotas.get(tenant, {}).items()}
+            with tenant_scope(ctx):
+                _, used = self._outbox.usage()
+                policy = self._outbox.policy()
+            own["storage"] = {"limit": policy.max_bytes, "policy": policy.policy, "used": used}
+            out[tenant] = own
+        return out
+
     async def tenant_outboxes(self) -> list[TenantOutbox]:
         """Per tenant: its events and bytes in the outbox, and each consumer's backlog (MQTT, modules, cloud,
         webhooks)."""
@@ -169,5 +187,6 @@ class GatewayStatus:
             commands_rejected=stats.commands_rejected,
             inbound_oversize_rejected=self._bus.stats.inbound_rejected_oversize,
             task_restarts=sum(stats.task_restarts.values()),
+            limits=self.limits(),
             downlink=dict(self._downlink()),
         )

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy, WakeListener
+from edge.outbox.fair_queue import TenantQueue
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.schema import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, Statements, tenant_filter
 from edge.sdk.backoff import Backoff
@@ -74,6 +75,11 @@ class _FlushRequest:
 
 _FLUSH = _FlushRequest()
 _Queued = tuple[Event, "asyncio.Future[int] | None"] | _FlushRequest
+
+
+def _tenant_of(item: _Queued) -> str:
+    """The queue a queued item waits in: its event's tenant; a cursor flush request goes in the kernel's own."""
+    return item[0].tenant if isinstance(item, tuple) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +164,8 @@ class GroupCommitOutbox(ABC):
         self._sql = statements
         self._commit_interval = commit_interval
         self._commit_max = commit_max_events
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(queue_size)
+        # one bounded FIFO per tenant, taken in turns: a tenant flooding the writer blocks only itself
+        self._queue: TenantQueue[_Queued] = TenantQueue(queue_size, _tenant_of)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_requested = False  # a _FLUSH marker is in the queue
         self._listeners: list[CommitListener] = []

@@ -9,6 +9,12 @@ exception is logged and counted, the event acknowledged), `subscribe_batches` ha
 Rejected / RetryLater outcomes. A delivery is acknowledged only after its handler returned, so a process
 killed mid-batch gets that batch again from its durable cursor. The process exits when the kernel goes away
 (its socket closes) or on SIGTERM (after `on_disable`).
+
+A handler call that does not return within EDGE_HANDLER_TIMEOUT seconds (the module's `limits.handler_timeout`,
+set by the kernel; waits between RetryLater attempts do not count) is deadlocked as far as anyone can tell: the
+runner then stops reporting health, so the kernel's health timeout ends the process and restarts it, and the
+unacknowledged batch comes again. The process's event loop may still be fine, which is why a health check
+alone cannot see it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +65,30 @@ log = logging.getLogger("edge.sdk.runner")
 
 # seconds a WritePoint call may take: the kernel's own write timeout (edge.devices.commands, 10 s) plus its bookkeeping
 _WRITE_DEADLINE = 15.0
+DEFAULT_HANDLER_TIMEOUT = 60.0  # seconds one handler call may take when the kernel does not say
+
+
+class _Calls:
+    """Handler calls in progress, per subscription, with their start (monotonic): the stall watchdog's view."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def running(self, subscription: str) -> Iterator[None]:
+        self._started[subscription] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._started[subscription]
+
+    def stalled(self, timeout: float) -> tuple[str, float] | None:
+        """(subscription, seconds) of the oldest call running longer than `timeout`, else None."""
+        if not self._started:
+            return None
+        name, started = min(self._started.items(), key=lambda item: item[1])
+        age = time.monotonic() - started
+        return (name, age) if age > timeout else None
 
 
 @dataclass
@@ -207,11 +237,14 @@ async def _stream(
         await call.write(pb.SubscribeRequest(ack=ack))
 
 
-def _one_by_one(handler: EventHandler, counters: dict[str, int]) -> Callable[[list[StoredEvent]], Any]:
+def _one_by_one(
+    handler: EventHandler, counters: dict[str, int], calls: _Calls, name: str
+) -> Callable[[list[StoredEvent]], Any]:
     async def handle(batch: list[StoredEvent]) -> dict[int, str]:
         for event in batch:
             try:
-                await handler(event)
+                with calls.running(name):
+                    await handler(event)
                 counters["handled"] += 1
             except Exception as exc:  # as in-process: logged and counted, not offered forever
                 counters["errors"] += 1
@@ -221,13 +254,16 @@ def _one_by_one(handler: EventHandler, counters: dict[str, int]) -> Callable[[li
     return handle
 
 
-def _batches(handler: BatchHandler, counters: dict[str, int]) -> Callable[[list[StoredEvent]], Any]:
+def _batches(
+    handler: BatchHandler, counters: dict[str, int], calls: _Calls, name: str
+) -> Callable[[list[StoredEvent]], Any]:
     backoff = Backoff(RETRY_BASE, RETRY_CAP)
 
     async def handle(batch: list[StoredEvent]) -> dict[int, str]:
         while True:  # as in-process: nothing is acknowledged until the handler settles the batch
             try:
-                outcome = await handler(batch)
+                with calls.running(name):  # the waits between attempts are not the handler's
+                    outcome = await handler(batch)
             except RetryLater as retry:
                 await asyncio.sleep(retry.after if retry.after is not None else backoff.next_delay())
                 continue
@@ -245,9 +281,28 @@ def _batches(handler: BatchHandler, counters: dict[str, int]) -> Callable[[list[
 
 
 async def _report_health(
-    context: IsolatedContext, module: Module, interval: float, ticks: TenantTicks, counters: dict[str, int]
+    context: IsolatedContext,
+    module: Module,
+    interval: float,
+    ticks: TenantTicks,
+    counters: dict[str, int],
+    watchdog: tuple[_Calls, float],
 ) -> None:
+    calls, handler_timeout = watchdog
     while True:
+        stalled = calls.stalled(handler_timeout)
+        if stalled is not None:  # a deadlocked handler: fall silent, the kernel's health timeout ends us
+            log.error(
+                "module %s: a handler of subscription %s has not returned for %.0f s (limit %.0f s); "
+                "no more health reports, so the kernel restarts this process",
+                context.name,
+                stalled[0],
+                stalled[1],
+                handler_timeout,
+            )
+            await (
+                asyncio.Event().wait()
+            )  # silent from now on (returning would end the process as a clean exit)
         try:
             health = await asyncio.wait_for(module.on_health_check(), max(interval, 1.0))
             ok, detail = health.ok, health.detail
@@ -284,17 +339,15 @@ async def run(name: str, factory: Callable[[], Any], manifest_toml: str) -> int:
         ticks = TenantTicks(name, registered.ticks, count_error)
         await ticks.follow(context.tenants)
         interval = reply.health_interval or 2.0
-        tasks = [asyncio.create_task(_report_health(context, module, interval, ticks, counters))]
+        calls = _Calls()
+        watchdog = (calls, float(os.environ.get("EDGE_HANDLER_TIMEOUT", DEFAULT_HANDLER_TIMEOUT)))
+        tasks = [asyncio.create_task(_report_health(context, module, interval, ticks, counters, watchdog))]
         for sub_name, types, handler in registered.subscriptions:
-            tasks.append(
-                asyncio.create_task(_stream(context, sub_name, types, 200, _one_by_one(handler, counters)))
-            )
+            one_by_one = _one_by_one(handler, counters, calls, sub_name)
+            tasks.append(asyncio.create_task(_stream(context, sub_name, types, 200, one_by_one)))
         for sub_name, types, batch_handler, max_batch in registered.batch_subscriptions:
-            tasks.append(
-                asyncio.create_task(
-                    _stream(context, sub_name, types, max_batch, _batches(batch_handler, counters))
-                )
-            )
+            batches = _batches(batch_handler, counters, calls, sub_name)
+            tasks.append(asyncio.create_task(_stream(context, sub_name, types, max_batch, batches)))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         stopper = asyncio.create_task(stop.wait())

@@ -87,8 +87,10 @@ class Deliverer:
         policy: DeliveryPolicy,
         stats: DeliveryStats,
         on_gone: PauseCallback,
+        pace: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._sub = subscription
+        self._pace = pace  # the tenant's delivery rate: waits while it is over it
         self._secrets = secrets  # newest first; two during a rotation's grace period
         self._client = client
         self._policy = policy
@@ -110,6 +112,8 @@ class Deliverer:
                 self._stats.filtered += 1
                 self._passed.add(row.position)
                 continue
+            if self._pace is not None:
+                await self._pace()
             error = await self._attempt(row.id, body)
             if error is None:
                 self._stats.delivered += 1

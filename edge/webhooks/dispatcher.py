@@ -14,6 +14,7 @@ the bus never waits for the dispatcher (consumers read the outbox, woken by its 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -54,6 +55,7 @@ class WebhookDispatcher:
         policy: DeliveryPolicy,
         *,
         reload_interval: float = 1.0,
+        pace: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._outbox = outbox
         self._store = store
@@ -61,6 +63,7 @@ class WebhookDispatcher:
         self._destinations = destinations
         self._policy = policy
         self._reload = reload_interval
+        self._pace = pace  # the tenant's delivery rate over all its subscriptions (edge.ops.quotas)
         self._running: dict[str, _Running] = {}
         self._held: dict[str, str] = {}  # subscription id -> tenant, for every subscription holding rows
         self.stats: dict[str, DeliveryStats] = {}
@@ -123,7 +126,8 @@ class WebhookDispatcher:
             timeout=httpx.Timeout(self._policy.timeout),
         )
         stats = self.stats.setdefault(sub.id, DeliveryStats(f"webhook {sub.id}"))
-        deliverer = Deliverer(sub, current, client, self._policy, stats, self._pauser(ctx, sub.id))
+        pace = functools.partial(self._pace, sub.tenant) if self._pace is not None else None
+        deliverer = Deliverer(sub, current, client, self._policy, stats, self._pauser(ctx, sub.id), pace)
         task = asyncio.create_task(
             run_batch_consumer(
                 self._outbox, stats, ctx, sub.consumer, sub.types or None, deliverer, max_batch=_BATCH

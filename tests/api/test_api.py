@@ -12,20 +12,15 @@ from pathlib import Path
 import pytest
 
 from edge.api import openapi_document
-from tests.api_harness import ApiGateway, api_gateway
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.api_harness import ApiGateway, api_with_simulator
+from tests.helpers import MosquittoProcess
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[ApiGateway]:
-    sim = SimulatorProcess(free_port(), 4, ["--sim-time", "12:00"])
-    sim.start()
-    try:
-        yield from api_gateway(tmp_path_factory.mktemp("api"), mosquitto.port, sim.port)
-    finally:
-        sim.stop()
+    yield from api_with_simulator(tmp_path_factory.mktemp("api"), mosquitto.port)
 
 
 def _values(api: ApiGateway, token: str) -> list[dict]:

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from edge.ops.logs import redact
-from tests.api_harness import ApiGateway, api_gateway
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
+from tests.api_harness import ApiGateway, api_with_simulator
+from tests.helpers import MosquittoProcess
 
 PROBLEM = "application/problem+json"
 ROLE_MAP = 'role_map = { "edge-viewer" = "viewer", "edge-operator" = "operator", "edge-admin" = "admin" }'
@@ -25,21 +25,15 @@ LIMIT = "/v1/devices/inv-01/points/power_limit/value"
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[ApiGateway]:
-    sim = SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"])
-    sim.start()
-    try:
-        yield from api_gateway(
-            tmp_path_factory.mktemp("hardening"),
-            mosquitto.port,
-            sim.port,
-            devices=2,
-            max_auth_failures=20,
-            api_settings='trusted_proxies = ["127.0.0.1"]',
-            oidc_settings=ROLE_MAP,
-            more_config='\n[[modules]]\nname = "solar"\n',
-        )
-    finally:
-        sim.stop()
+    yield from api_with_simulator(
+        tmp_path_factory.mktemp("hardening"),
+        mosquitto.port,
+        devices=2,
+        max_auth_failures=20,
+        api_settings='trusted_proxies = ["127.0.0.1"]',
+        oidc_settings=ROLE_MAP,
+        more_config='\n[[modules]]\nname = "solar"\n',
+    )
 
 
 def _from(api: ApiGateway, address: str, token: str | None = None) -> httpx.Client:

@@ -1,5 +1,6 @@
 """`edge demo` as an integrator meets it: a Sparkplug B host and Home Assistant, each with a tenant login made by
-`edge tenant credentials add`, see every one of ACME's demo devices without any mapping, and a setpoint written
+`edge tenant credentials add`, see every one of ACME's demo devices without any mapping (the one the demo's
+platform deploys to the running gateway too), and a setpoint written
 from each lands at the simulated BACnet device, read back over BACnet by a bacpypes3 client of this test.
 
 The Sparkplug host decodes with the Tahu classes of an independent package (tests/bus/test_sparkplug.py's
@@ -35,11 +36,10 @@ from tests.drivers.bacnet.test_bacnet_driver import free_udp_port
 from tests.helpers import MqttRecorder, free_port, until, wait_port, wait_until
 
 EDGE = [sys.executable, "-m", "edge.cli"]
-ACME_DEVICES = {"inv-01", "ahu-1", "vav-1"}  # `--devices 2 --vavs 1`: inv-02 is Globex's
-# The demo's platform deploys this inverter to acme 8 s after start. The Sparkplug node and the Home Assistant
-# discovery take the devices the gateway started with, so these tests wait for the deployment and then leave
-# the deployed device out: the outcome no longer depends on whether a test ran before or after it.
+# The demo's platform deploys this inverter to acme 8 s after start: the Sparkplug node and the Home Assistant
+# discovery learn it live (Gateway.on_devices_changed). The tests wait for the deployment, then expect it too.
 DEPLOYED = "inv-03"
+ACME_DEVICES = {"inv-01", "ahu-1", "vav-1", DEPLOYED}  # `--devices 2 --vavs 1`: inv-02 is Globex's
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +83,10 @@ def login(config: Path, name: str) -> tuple[str, str]:
 
 
 def published_points(config: Path) -> dict[str, set[str]]:
-    """ACME's devices at start and their published points, as the gateway loads the demo configuration."""
+    """ACME's devices (the deployed one included) and their published points, as the gateway loads the demo
+    configuration."""
     loaded = load_config(config, PluginRegistry.from_entry_points())
-    started = [d for d in loaded.devices if d.tenant == "acme" and d.name != DEPLOYED]
-    return {d.name: {p.name for p in d.points if p.publish} for d in started}
+    return {d.name: {p.name for p in d.points if p.publish} for d in loaded.devices if d.tenant == "acme"}
 
 
 @pytest.fixture

@@ -48,7 +48,10 @@ def _event(tenant: str, device: str, sequence: int, *, size: int = 0, type: str 
 
 
 async def _flush(outbox: GroupCommitOutbox) -> int:
-    """Wait until everything appended so far is committed (commits are in order); returns the last position."""
+    """Wait until everything appended so far is committed; returns the last position. The writer takes tenants
+    in turns (edge.outbox.fair_queue), so first every queued event is taken, then a durable append of a tenant of
+    its own commits after the batch in flight: commits are in order."""
+    await until(lambda: outbox.queued == 0, 30, "the writer took every queued event", step=0.001)
     flush = TenantContext("zz-flush")
     with tenant_scope(flush):
         return await outbox.append_durable(_event("zz-flush", "f", 1))

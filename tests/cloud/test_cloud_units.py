@@ -16,10 +16,10 @@ import pytest
 from cloud_sync import wire
 from cloud_sync._oauth import AsyncOAuth2Client
 from cloud_sync.config import CloudSyncConfig, SecretUnavailable, resolve_secret
-from cloud_sync.scheduler import FairScheduler, TokenBucket
 from cloud_sync.uplink import Circuit, TenantUplink
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Rejected, RetryLater
+from edge.sdk.ratelimit import FairScheduler, TokenBucket
 from simulators.cloud import CloudSimulator, Credentials
 from tests.cloud_harness import telemetry
 
@@ -88,6 +88,10 @@ async def test_the_simulator_verifies_signatures_and_refuses_tampering_staleness
         assert replay.status_code == 401 and replay.json()["error"] == "replayed_signature"
         fresh = await post(body, skew=1)  # signed afresh: accepted, but every event is a duplicate
         assert fresh.status_code == 409
+        # sample time -> stored, for the benchmarks: the two stored events, not the duplicates
+        latency = (await http.get(f"{sim.url}/_sim/latency", params={"tenant": "acme", "since": 0})).json()
+        assert latency["n"] == 2 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert (await http.get(f"{sim.url}/_sim/latency", params={"tenant": "nobody"})).status_code == 404
     assert sim.unique() == 2
 
 

@@ -9,8 +9,6 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,9 @@ import grpc
 import orjson
 import pytest
 
-from edge.module_host.host import HostedModule, ModuleHost
+from edge.module_host.host import HostedModule
 from edge.module_host.sidecar_server import HEALTH_INTERVAL, RemoteModule
-from edge.module_host.supervisor import Isolation, Limits, RunState
+from edge.module_host.supervisor import Limits, RunState
 from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin, Manifest, parse_manifest
 from edge.sdk.events import TELEMETRY, make_event
@@ -29,12 +27,11 @@ from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.helpers import until
+from tests.module_host.conftest import ACME, GLOBEX, Kernel
 from tests.module_host.test_modules import PeakPower, _plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "tests" / "sidecar_modules"
-ACME = TenantContext("acme", entitlements=frozenset({"echo", "raw", "node", "solar"}))
-GLOBEX = TenantContext("globex", entitlements=frozenset({"solar"}))  # entitled to neither sidecar
 ENV = {"PYTHONPATH": str(ROOT), "EDGE_LOG_LEVEL": "WARNING"}
 FAST = Limits(backoff_initial=0.1, backoff_cap=0.5, health_timeout=10.0, start_timeout=20.0)
 
@@ -59,26 +56,6 @@ NEEDS_NODE = pytest.mark.skipif(
     shutil.which("node") is None, reason="Node.js is not installed (scripts/setup.sh installs its packages)"
 )
 ECHO_MANIFEST = parse_manifest(tomllib.loads((MODULES / "echo.manifest.toml").read_text()), "echo")
-
-
-@dataclass
-class Kernel:
-    outbox: SqliteOutbox
-    host: ModuleHost
-    isolation: Isolation
-
-
-@pytest.fixture
-async def kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
-    # echo modules publish one durable event per event, one at a time: a short group commit keeps that fast
-    outbox = SqliteOutbox(tmp_path / "outbox.db", synchronous="normal", commit_interval=0.001)
-    await outbox.open()
-    host = ModuleHost(outbox, [ACME, GLOBEX], "gw", outbox.path.parent)
-    isolation = Isolation(host, tmp_path)
-    yield Kernel(outbox, host, isolation)
-    await isolation.stop()
-    await host.stop()
-    await outbox.close()
 
 
 async def _telemetry(outbox: SqliteOutbox, tenant: TenantContext, sequence: int) -> None:

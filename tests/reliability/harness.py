@@ -37,7 +37,7 @@ import tomlkit
 
 from simulators.cloud import CloudSimulator, Credentials
 from tests.e2e import write_config
-from tests.helpers import MqttRecorder, SimulatorProcess, free_port, until
+from tests.helpers import MqttRecorder, SimulatorProcess, free_port, until, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOUD_CONSUMER = "module:cloud_sync:uplink"
@@ -450,8 +450,69 @@ def integrity_ok(db: Path) -> str:
         conn.close()
 
 
+@dataclass(frozen=True)
+class Banks:
+    """The rig at a site's rate: `processes` Modbus bank simulators (their own processes, one port each) of
+    `devices` devices with `registers` registers, every device polled each `poll_interval` (one request and
+    one event per poll): processes x devices / poll_interval events/s offered."""
+
+    processes: int = 5
+    devices: int = 20
+    registers: int = 10
+    poll_interval: float = 0.02
+
+    @property
+    def offered(self) -> float:
+        return self.processes * self.devices / self.poll_interval
+
+
+class BankProcess:
+    """`python -m simulators.modbus_bank` on a port of its own."""
+
+    def __init__(self, devices: int, registers: int) -> None:
+        self.port, self.devices, self.registers = free_port(), devices, registers
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "simulators.modbus_bank", "--port", str(self.port)]
+        cmd += [
+            "--devices",
+            str(self.devices),
+            "--registers",
+            str(self.registers),
+            "--update-interval",
+            "0.05",
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+        wait_port(self.port, 20)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+def bank_profile(registers: int) -> str:
+    """A profile of one uint16 point per holding register 0..registers-1 (the bank simulator's layout)."""
+    lines = [
+        "[profile]",
+        f'name = "bank-{registers}"',
+        'driver = "modbus"',
+        "[defaults]",
+        'table = "holding"',
+    ]
+    lines += ['type = "uint16"', 'unit = "W"']
+    for address in range(registers):
+        lines += ["[[points]]", f'name = "r{address:04d}"', f"address = {address}"]
+    return "\n".join(lines) + "\n"
+
+
 class Rig:
     """Simulator + cloud (behind a proxy) + gateway process for one test, on ports it picks.
+
+    With `banks`, several bank simulators produce a site's rate (thousands of events/s) instead of the one
+    inverter simulator; with `isolated_uplink`, cloud sync runs in its own process (a module a test can kill).
 
     `secrets` holds the canary secrets handed to the gateway (env and 0600 files): they must never show up
     in its database, WAL, logs or status file."""
@@ -467,7 +528,15 @@ class Rig:
         poll_interval: float = 0.1,
         sync: dict[str, Any] | None = None,
         seed: int = 0,
+        banks: Banks | None = None,
+        isolated_uplink: bool = False,
     ) -> None:
+        self.banks, self.isolated_uplink = banks, isolated_uplink
+        self.bank_processes = (
+            [BankProcess(banks.devices, banks.registers) for _ in range(banks.processes)] if banks else []
+        )
+        if banks is not None:
+            devices, poll_interval = banks.processes * banks.devices, banks.poll_interval
         self.tmp, self.mqtt_port, self.devices = tmp, mqtt_port, devices
         self.poll_interval, self.sync_options, self.seed = poll_interval, sync or {}, seed
         self.prefix = f"rel{uuid.uuid4().hex[:8]}"
@@ -488,6 +557,8 @@ class Rig:
 
     async def __aenter__(self) -> Rig:
         self.modbus.start()
+        for bank in self.bank_processes:
+            bank.start()
         await self.cloud.start()
         self.proxy = await FaultProxy(self.cloud.port, seed=self.seed).start()
         config, env = self._configure()
@@ -504,9 +575,17 @@ class Rig:
             await self.proxy.stop()
         await self.cloud.stop()
         self.modbus.stop()
+        for bank in self.bank_processes:
+            bank.stop()
 
     def _configure(self) -> tuple[Path, dict[str, str]]:
         assert self.proxy is not None
+        fleet: dict[str, Any] = {}
+        if self.banks is not None:
+            (self.tmp / "bank.toml").write_text(bank_profile(self.banks.registers))
+            endpoints = [(b.port, unit) for b in self.bank_processes for unit in range(1, b.devices + 1)]
+            # a site's retained point topics: each point at most once a second, as configured by default
+            fleet = {"endpoints": endpoints, "profile": "bank.toml", "point_min_interval": 1.0}
         config = write_config(
             self.tmp / "edge.toml",
             mqtt_port=self.mqtt_port,
@@ -515,6 +594,7 @@ class Rig:
             poll_interval=self.poll_interval,
             prefix=self.prefix,
             tenants=self.TENANTS,
+            **fleet,
         )
         secrets_dir = self.tmp / "secrets"
         secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -535,11 +615,12 @@ class Rig:
                 "hmac_key": f"file:{key_file}",
                 "hmac_key_id": creds.key_id,
             }
+        uplink = {"run_mode": "isolated"} if self.isolated_uplink else {}
         options = {"backoff_base": 0.05, "backoff_cap": 0.5, "linger": 0.05, **self.sync_options}
         with config.open("a") as fh:
             fh.write(
                 tomlkit.dumps(
-                    {"modules": [{"name": "cloud_sync", "config": {**options, "tenants": tenants}}]}
+                    {"modules": [{"name": "cloud_sync", **uplink, "config": {**options, "tenants": tenants}}]}
                 )
             )
         return config, env

@@ -24,6 +24,7 @@ NOT_REEXPORTED = (
     "edge.sdk.runner",
     "edge.sdk.transaction",
     "edge.sdk.ticks",
+    "edge.sdk.ratelimit",
     "edge.sdk.proto",
 )  # imported by their full name
 
@@ -133,6 +134,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "TickHandler",
         "module_consumer",
     ),
+    "edge.sdk.ratelimit": ("FairScheduler", "TokenBucket"),
     "edge.sdk.points": (
         "BrickClass",
         "HaystackTag",

@@ -1,5 +1,8 @@
 """Isolated test modules run by the SDK runner: Echo republishes what it receives, Hog eats memory, Spin
-burns CPU, Ticks works periodically (`context.every`)."""
+burns CPU, Ticks works periodically (`context.every`); the chaos ones: Leak keeps a piece of every event,
+Deadlock's handler waits on locks in the opposite order of its own background task, Freeze blocks its event
+loop in a handler (each once: in the first life that finds no `marker` file), CrashAtStart fails in `on_init`
+every time."""
 
 from __future__ import annotations
 
@@ -87,3 +90,79 @@ class Ticks(Echo):
         await self.context.publish(TICK, "gw", {"n": n, "pid": self.pid})
         if n % 2 == 0:
             raise RuntimeError(f"tick {n} failed")
+
+
+class Leak(Echo):
+    """Echoes, and keeps 1 MiB per event it handles (a cache nobody empties): RSS grows with the load."""
+
+    async def on_enable(self) -> None:
+        self.kept: list[bytearray] = []
+
+    async def handle(self, event: StoredEvent) -> None:
+        await super().handle(event)
+        self.kept.append(bytearray(1 << 20))
+
+
+def _first_life(config: dict[str, Any]) -> bool:
+    """True in the first process that asks (it leaves the `marker` file behind): a hang that happens once."""
+    import os
+
+    try:
+        os.close(os.open(config["marker"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+class Deadlock(Echo):
+    """After `hang_after` events, the handler takes lock A then B while a background task holds B and waits
+    for A: both wait forever. The event loop itself stays responsive (health checks answer ok)."""
+
+    async def on_enable(self) -> None:
+        self.a, self.b = asyncio.Lock(), asyncio.Lock()
+        self.after = int(self.context.config.get("hang_after", 50))
+        self.hangs = _first_life(self.context.config)
+
+        async def other_order() -> None:
+            async with self.b:
+                await asyncio.sleep(0.2)  # long enough for the handler to take A
+                async with self.a:
+                    pass
+
+        self.armed: asyncio.Task[None] | None = None
+        self._other_order = other_order
+
+    async def handle(self, event: StoredEvent) -> None:
+        if self.hangs and self.handled >= self.after:
+            if self.armed is None:
+                self.armed = asyncio.create_task(self._other_order())
+                await asyncio.sleep(0.05)  # the task holds B now
+            async with self.a:
+                await asyncio.sleep(0.3)
+                async with self.b:
+                    pass
+        await super().handle(event)
+
+
+class Freeze(Echo):
+    """After `hang_after` events a handler acquires a plain lock it already holds: the whole process stops
+    (its event loop too), so health reports stop."""
+
+    async def on_enable(self) -> None:
+        self.hangs = _first_life(self.context.config)
+
+    async def handle(self, event: StoredEvent) -> None:
+        import threading
+
+        if self.hangs and self.handled >= int(self.context.config.get("hang_after", 50)):
+            lock = threading.Lock()
+            lock.acquire()
+            lock.acquire()  # never returns
+        await super().handle(event)
+
+
+class CrashAtStart(Echo):
+    """Fails in `on_init`, every launch."""
+
+    async def on_init(self, context: Any) -> None:
+        raise RuntimeError("cannot start: the configuration names a device that does not exist")

@@ -37,6 +37,10 @@ class TenantStatus(BaseModel):
     devices_up: int
     bus_connected: bool
     live_clients: int
+    limits: dict[str, dict[str, Any]] = Field(
+        description="Per limit (ingest, mqtt, module_time, webhooks, api, ws_clients, commands, storage): "
+        "the limit, its policy (slow or refuse), how often it acted, the units slowed or refused, seconds waited."
+    )
     downlink: DownlinkStatus | None = Field(
         default=None, description="The tenant's link to its platform; null without a [tenants.cloud]."
     )
@@ -65,6 +69,7 @@ async def status(
         devices_up=sum(1 for s in mine if services.stats.devices[s.name].up),
         bus_connected=snapshot.bus_connected,
         live_clients=state.feed.clients([caller.tenant]),
+        limits=snapshot.limits.get(caller.tenant, {}),
         downlink=snapshot.downlink.get(caller.tenant),
     ).model_dump()
 

@@ -55,6 +55,12 @@ async def stream(websocket: WebSocket) -> None:
         )
         await websocket.close(code, exc.detail[:120])
         return
+    limits = state.services.limits
+    refusal = limits.ws_client(context.tenant_id, state.feed.clients([context.tenant_id])) if limits else None
+    if refusal is not None:
+        log.warning("live stream of tenant %s refused: %s", context.tenant_id, refusal)
+        await websocket.close(CLOSE_TRY_LATER, refusal[:120])
+        return
     wanted = EventFilter(
         _set(websocket, "type"),
         _set(websocket, "site"),

@@ -1,8 +1,9 @@
-"""Sharing the uplink between tenants: weighted-fair queueing over upload slots, and token buckets.
+"""Sharing a resource between tenants: token buckets (rates) and weighted-fair turns (slots).
 
-The kernel calls each tenant's batch handler concurrently (one batch per tenant at a time). Before uploading,
-a handler takes its tenant's rate limit (`TokenBucket`, events/s), then a turn from the `FairScheduler`, which
-has `slots` concurrent uploads to hand out. Turns go by start-time fair queueing (SFQ, Goyal et al. 1996):
+The one home of both: the kernel's per-tenant limits (edge/ops/quotas.py), its fair publisher turns and the
+cloud uplink (cloud_sync) use them. The uplink, for example, calls each tenant's batch handler concurrently
+(one batch per tenant at a time); before uploading, a handler takes its tenant's rate limit (`TokenBucket`,
+events/s), then a turn from the `FairScheduler`, which has `slots` concurrent uploads to hand out. Turns go by start-time fair queueing (SFQ, Goyal et al. 1996):
 each request of `cost` events gets the start tag `max(virtual time, the tenant's last finish tag)` and the
 finish tag `start + cost / weight`; a free slot goes to the waiting request with the smallest start tag, and
 the virtual time becomes that tag. A tenant with a large backlog therefore gets its weighted share and no
@@ -19,6 +20,8 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+__all__ = ["FairScheduler", "TokenBucket"]
 
 
 class TokenBucket:
@@ -38,14 +41,42 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
-    async def take(self, n: int) -> None:
+    async def take(self, n: float) -> float:
+        """Take `n` tokens, waiting for them; returns the seconds waited (0.0 when they were there).
+        `take(0)` waits only until a debt (`charge`) is paid off."""
         async with self._lock:
             self._refill()
             need = min(float(n), self.burst)
+            if self._tokens >= need:
+                self._tokens -= n
+                return 0.0
+            started = self._clock()
             while self._tokens < need:
                 await asyncio.sleep((need - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= n
+            return self._clock() - started
+
+    def try_take(self, n: float = 1.0) -> float:
+        """Take `n` tokens if they are there and return 0.0; else take nothing and return the seconds until
+        they would be (for callers that refuse rather than wait, e.g. an HTTP 429 with Retry-After)."""
+        self._refill()
+        need = min(float(n), self.burst)
+        if self._tokens >= need and not self._lock.locked():
+            self._tokens -= n
+            return 0.0
+        return max((need - self._tokens) / self.rate, 1e-3)
+
+    def charge(self, n: float) -> None:
+        """Take `n` tokens after the fact (e.g. handler seconds measured once spent), into debt if need be;
+        the next `take` waits for the debt to be paid off."""
+        self._refill()
+        self._tokens -= n
+
+    @property
+    def in_debt(self) -> bool:
+        self._refill()
+        return self._tokens < 0
 
 
 class FairScheduler:
