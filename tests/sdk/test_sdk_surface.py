@@ -39,6 +39,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "load_private_key",
         "thumbprint",
         "write_application_certificate",
+        "write_private_file",
     ),
     "edge.sdk.commands": ("ModuleCommand", "command_of", "result_data"),
     "edge.sdk.drivers": (
