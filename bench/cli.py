@@ -44,9 +44,13 @@ def run_bench(
             broker = BenchBroker(out / "broker", children)
             broker.start()
             env = BenchEnv(out=out, children=children, broker=broker, repeat=repeat, say=say)
-            for s in chosen:
-                results["scenarios"].append(run_scenario(s, env))
-                write_json(out / "results.json", results)  # partial results survive a later failure
+            try:
+                for s in chosen:
+                    results["scenarios"].append(run_scenario(s, env))
+                    write_json(out / "results.json", results)  # partial results survive a later failure
+            finally:
+                if env.postgres is not None:
+                    env.postgres.stop("fast")
     finally:
         signal.signal(signal.SIGTERM, previous)
     results["machine"]["git_commit_end"] = machine_info()["git_commit"]  # differs if the tree moved mid-run

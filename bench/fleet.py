@@ -302,9 +302,11 @@ def write_gateway_config(
     broker_port: int,
     gateway_id: str = "bench",
     bus: Sequence[str] = (),
+    postgresql: tuple[str, str] | None = None,
 ) -> Path:
     """The gateway's TOML (and the profiles and secrets it names, next to it); devices spread over the load's tenants.
-    `bus`: the `[bus]` settings (default: external mode on the bench broker's port)."""
+    `bus`: the `[bus]` settings (default: external mode on the bench broker's port). `postgresql`: (dsn,
+    password) of the outbox's database when the load runs on PostgreSQL."""
     load = fleet.load
     lines = [
         "# written by edge bench",
@@ -318,6 +320,18 @@ def write_gateway_config(
         "",
         "[storage]  # defaults",
     ]
+    if postgresql is not None:
+        dsn, password = postgresql
+        secret = path.parent / "pg-password"
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        lines += [
+            'backend = "postgresql"',
+            "[storage.postgresql]",
+            f'dsn = "{dsn}"',
+            'password = "file:pg-password"',
+        ]
     flags = ", ".join(f'"{f}"' for f in MODULE_FLAGS) if load.modules else ""
     for tenant in load.tenants:
         lines += ["", "[[tenants]]", f'id = "{tenant}"', f"entitlements = [{flags}]"]

@@ -26,8 +26,9 @@ import psutil
 from bench.analysis import aggregate, by_origin, check_loss, cloud_delivery, drain, keeps_up, window
 from bench.fleet import Fleet, requests_per_poll, write_gateway_config
 from bench.peer_common import PEERS
+from bench.postgres import PostgresServer
 from bench.procs import BenchBroker, Children, ProcessCpu
-from bench.runners import GatewayProcess, SubscriberProcess, read_outbox
+from bench.runners import GatewayProcess, SubscriberProcess, read_outbox, read_pg_outbox
 from bench.scenarios import Load, Scenario, pending_reason
 
 __all__ = ["BenchEnv", "measure", "run_scenario"]
@@ -43,6 +44,13 @@ class BenchEnv:
     broker: BenchBroker
     repeat: int = 1
     say: Say = print
+    postgres: PostgresServer | None = None  # started at the first load that keeps its outbox in PostgreSQL
+
+    def postgres_server(self) -> PostgresServer:
+        if self.postgres is None:
+            self.postgres = PostgresServer(self.out / "postgres")
+            self.postgres.start()
+        return self.postgres
 
 
 def whole_polls(duration: float, load: Load) -> float:
@@ -69,7 +77,13 @@ def measure(
     own_fleet = fleet is None
     fleet = fleet or Fleet(load, run_dir / "sims", env.children).start()
     sub = SubscriberProcess(run_dir, env.broker.port, env.children)
-    config = write_gateway_config(run_dir / "edge.toml", fleet, broker_port=env.broker.port)
+    database = f"bench_{int(time.time() * 1000)}" if load.storage == "postgresql" else None
+    pg = (
+        (env.postgres_server().create_database(database), env.postgres_server().password)
+        if database
+        else None
+    )
+    config = write_gateway_config(run_dir / "edge.toml", fleet, broker_port=env.broker.port, postgresql=pg)
     gw = GatewayProcess(config, env.children)
     try:
         sub.start()
@@ -78,6 +92,8 @@ def measure(
         time.sleep(sc.warmup)
         sims = [ProcessCpu([pid]) for pid in fleet.pids]
         others = {"broker": ProcessCpu([env.broker.pid or 0]), "subscriber": ProcessCpu([sub.pid])}
+        if pg is not None:  # the database's processes, connections of this run included
+            others["database"] = ProcessCpu(env.postgres_server().pids())
         s0, c0, m0 = gw.status() or {}, gw.cpu_seconds(), _machine_busy()
         sim0 = [s.seconds() for s in sims]
         oth0 = {k: v.seconds() for k, v in others.items()}
@@ -103,7 +119,11 @@ def measure(
             fleet.stop()
     stats = window(received, t0, t1)
     origins = by_origin(received, t0, t1)
-    loss = check_loss(received, read_outbox(gw.data_dir / "outbox.db"))
+    if pg is not None and database is not None:
+        loss = check_loss(received, read_pg_outbox(*pg))
+        env.postgres_server().drop_database(database)  # checked; the next run starts empty, as SQLite's does
+    else:
+        loss = check_loss(received, read_outbox(gw.data_dir / "outbox.db"))
     for stale in gw.data_dir.glob("outbox.db*"):  # checked; at 50k points/s a run leaves ~100 MB of outbox
         stale.unlink()
     span = t1 - t0
@@ -131,6 +151,10 @@ def measure(
         "sim_cpu_pct_max_process": max(sim_pct, default=0.0),
         "broker_cpu_pct": oth_pct["broker"],
         "subscriber_cpu_pct": oth_pct["subscriber"],
+        "database_cpu_pct": oth_pct.get("database"),  # PostgreSQL's processes (None on SQLite: in-process)
+        "database_cpu_us_per_point": oth_pct["database"] / 100 * span / stats["points"] * 1e6
+        if "database" in oth_pct and stats["points"]
+        else None,
         "machine_cpu_pct": (m1[0] - m0[0]) / (m1[1] - m0[1]) * 100,
         # everything else on the machine (other jobs, the harness): how noisy the run was
         "other_cpu_pct": (m1[0] - m0[0]) / (m1[1] - m0[1]) * 100

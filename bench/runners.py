@@ -176,6 +176,19 @@ class SubscriberProcess:
         return data
 
 
+def read_pg_outbox(dsn: str, password: str) -> dict[str, Any]:
+    """`read_outbox` of a PostgreSQL outbox (the shared tables, schema `edge`)."""
+    import psycopg
+
+    with psycopg.connect(dsn, password=password) as conn:
+        conn.execute("SET search_path TO edge")
+        rows = conn.execute("SELECT position, id, tenant, type FROM outbox ORDER BY position").fetchall()
+        cursors = dict(
+            conn.execute("SELECT tenant, position FROM cursors WHERE consumer = 'mqtt'").fetchall()
+        )
+    return {"rows": [tuple(r) for r in rows], "cursors": cursors}
+
+
 def read_outbox(db: Path) -> dict[str, Any]:
     """Read the stopped gateway's outbox read-only: every stored event and the MQTT publisher's cursors."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)

@@ -34,6 +34,7 @@ __all__ = [
     "pending_reason",
     "scenario",
     "smoke",
+    "storage",
     "stress",
 ]
 
@@ -109,6 +110,7 @@ class Load:
     tenants: tuple[str, ...] = ("acme", "globex")
     modules: bool = False  # the domain modules (solar, billing, lifts, hvac, alarms) for every tenant
     cloud: bool = False  # cloud sync of every tenant to the cloud simulator
+    storage: Literal["sqlite", "postgresql"] = "sqlite"  # the outbox backend ([storage] backend)
 
     @property
     def runnable(self) -> tuple[DeviceGroup, ...]:
@@ -326,6 +328,27 @@ def dialects(interval: float = 0.1) -> Scenario:
     )
 
 
+def storage(interval: float = 0.1) -> Scenario:
+    """The outbox backends on the same loads: SQLite (the default) and PostgreSQL (a private server, same host);
+    once with 50 points per event (polling-bound), once with 5 (1,000 events/s: storage-bound)."""
+    wide = DeviceGroup("bank", "modbus", "bank", 20, 50, interval, "dev", per_process=10)
+    narrow = DeviceGroup("bank", "modbus", "bank", 50, 5, interval / 2, "dev", per_process=10)
+    return Scenario(
+        name="storage",
+        description=f"the outbox on SQLite, then on PostgreSQL (a private server on this machine, "
+        f"synchronous_commit on): 20 Modbus devices x 50 registers at {interval:g} s (200 events/s), and 50 x 5 "
+        f"at {interval / 2:g} s (1,000 events/s); points/s, gateway and database CPU per point (docs/scale.md)",
+        loads=(
+            Load("sqlite", (wide,)),
+            Load("postgresql", (wide,), storage="postgresql"),
+            Load("sqlite-1k-events", (narrow,)),
+            Load("postgresql-1k-events", (narrow,), storage="postgresql"),
+        ),
+        warmup=5.0,
+        duration=15.0,
+    )
+
+
 def _coalescing_pair() -> list[Scenario]:
     return [coalescing(True), coalescing(False)]
 
@@ -338,6 +361,7 @@ _SCENARIOS = {
     "smoke": smoke,
     "stress-no-point-topics": _stress_no_point_topics,
     "dialects": dialects,
+    "storage": storage,
 }
 NAMES: tuple[str, ...] = (*_SCENARIOS, "coalescing", "all")
 

@@ -43,6 +43,8 @@ def _open(gateway: ConfiguredGateway, writable: bool = False) -> OutboxInspector
         return open_outbox(gateway, writable=writable)
     except FileNotFoundError:
         fail(f"no outbox at {gateway.outbox_path} (has the gateway run yet?)", EXIT_NO_OUTBOX)
+    except ConnectionError as exc:  # the PostgreSQL outbox ([storage] backend) is out of reach
+        fail(str(exc), EXIT_NO_OUTBOX)
 
 
 def _ago(seconds: float | None) -> str:

@@ -2,7 +2,7 @@
 
 Data flows one way (docs/architecture.md):
     DevicePoller (driver raw I/O -> DeviceNormalizer -> telemetry event)
-      -> SqliteOutbox (group commit, durable)
+      -> OutboxStore: SQLite or PostgreSQL (group commit, durable)
         -> OutboxPublisher (MQTT events, acked before its cursor moves)
         -> LastValuePublisher (retained per-point topics)
         -> ModuleHost (durable per-module consumers)
@@ -20,7 +20,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import socket
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.bus.backend import open_bus
@@ -28,6 +29,9 @@ from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
+from edge.cluster import ClusterMember
+from edge.cluster.devices import ClusterDevices, FencedSink, event_spacing
+from edge.cluster.fence import LeaseFence, fence_store
 from edge.config import LoadedConfig
 from edge.config.history import ConfigHistory
 from edge.devices.commands import CommandHandler
@@ -43,11 +47,12 @@ from edge.ops.quotas import Quotas
 from edge.ops.stats import DeviceStats, GatewayStats
 from edge.ops.status import DownlinkStatus, GatewayStatus, StatusSnapshot
 from edge.ops.supervision import TaskSupervisor
+from edge.outbox.backends import build_outbox, module_store
 from edge.outbox.retention import Retention
-from edge.outbox.router import dedicated_path, misplaced_tenants, tiered_outbox
+from edge.outbox.router import misplaced_tenants
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec
-from edge.sdk.tenancy import current_tenant
+from edge.sdk.tenancy import TenantContext, current_tenant
 from edge.webhooks import WebhookDispatcher, WebhookStore, delivery_policy, destination_policy, open_store
 
 
@@ -74,21 +79,13 @@ class Gateway:
         )
         self.tenants = Tenants(loaded.tenant_contexts().values())  # entitlements live here, changed live
         self.topics = Topics(self.config.bus.topic_prefix)
-        storage = self.config.storage
-        options: dict[str, Any] = {
-            "commit_interval": storage.commit_interval_ms / 1000,
-            "commit_max_events": storage.commit_max_events,
-            "synchronous": storage.synchronous,
-            "retention": {t.id: self.config.retention_policy(t.id) for t in self.config.tenants},
-        }
-        dedicated = {
-            t.id: dedicated_path(loaded.data_dir, t.id)
-            for t in self.config.tenants
-            if t.storage == "dedicated"
-        }
-        self.outbox = tiered_outbox(loaded.data_dir / storage.path, dedicated, **options)
+        self.outbox = build_outbox(self.config, loaded.data_dir)  # the configured backend and tiers
         gateway_id = self.config.gateway.id
-        backend = open_bus(loaded, self.topics, [t.id for t in self.config.tenants])  # [bus] mode
+        # cluster mode: instances share the broker, so each needs its own session and status topic
+        self.instance = (loaded.instance or socket.gethostname()) if self.config.cluster.enabled else None
+        member_id = gateway_id if self.instance is None else f"{gateway_id}-{self.instance}"
+        tenant_ids = [t.id for t in self.config.tenants]
+        backend = open_bus(loaded, self.topics, tenant_ids, member_id)  # [bus] mode
         self.broker = backend.broker
         self._login = backend.login  # the site dialects' own sessions log in like the bus
         self._bus_address = backend.address
@@ -96,6 +93,12 @@ class Gateway:
         self._session_gate = backend.session_gate
         self.pollers: dict[tuple[str, str, str], DevicePoller] = {}
         self.devices = LiveDevices(self.pollers, self._start_device, self._stop_device)
+        self._last_sequences: dict[str, int] = {}  # of pollers stopped in this process: a restart continues
+        self.cluster: ClusterMember | None = None  # cluster mode: which devices this instance polls
+        self.leading: set[str] = set()  # cluster mode: tenants whose tenant-wide consumers run here
+        self._leader_tasks: dict[str, tuple[Callable[[], Coroutine[Any, Any, None]], str]] = {}  # per tenant
+        # cluster mode on PostgreSQL: one outbox for all instances, so its consumers run on each tenant's leader
+        self._shared_outbox = self.config.cluster.enabled and self.config.storage.backend == "postgresql"
         # told the enabled devices after each live change (the site dialects: Sparkplug B, Home Assistant)
         self.on_devices_changed: list[Callable[[Sequence[DeviceSpec]], None]] = []
         self._on_status: StatusListener | None = None
@@ -106,6 +109,7 @@ class Gateway:
             self.tenants,
             gateway_id,
             loaded.data_dir,
+            stores=lambda name: module_store(self.config, loaded.data_dir, name),  # the storage backend's
             feed=backend.module_feed,  # type: ignore[arg-type]
             quotas=self.quotas,
         )
@@ -170,9 +174,11 @@ class Gateway:
 
     async def _start(self) -> None:
         await self.outbox.open()
-        tiers = {t.id: t.storage for t in self.config.tenants}
-        for problem in misplaced_tenants(self.loaded.data_dir, self.outbox.path, tiers):
-            log.error("%s", problem)
+        if self.config.storage.backend == "sqlite":
+            tiers = {t.id: t.storage for t in self.config.tenants}
+            shared = self.loaded.data_dir / self.config.storage.path
+            for problem in misplaced_tenants(self.loaded.data_dir, shared, tiers):
+                log.error("%s", problem)
         if self.broker is not None:
             await self.broker.start()
         await self.bus.start()
@@ -187,21 +193,12 @@ class Gateway:
         )
         if self.config.bus.point_topics:
             self.outbox.add_commit_listener(last_values.on_commit)
-        publisher = OutboxPublisher(
-            self.outbox,
-            self.bus,
-            self.topics,
-            self.tenants.values(),
-            self.stats,
-            qos=self.config.bus.qos,
-            gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
-            pace=self.quotas.publish,
-        )
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
-        for spec in enabled_devices(self.loaded):
-            poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
-            self.pollers[(spec.tenant, spec.site, spec.name)] = poller
+        if not self.config.cluster.enabled:  # in cluster mode, the devices whose leases this instance takes
+            for spec in enabled_devices(self.loaded):
+                poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+                self.pollers[(spec.tenant, spec.site, spec.name)] = poller
         self.module_commands = ModuleCommands(
             self.bus,
             self.topics,
@@ -222,12 +219,18 @@ class Gateway:
             self.config.gateway.id,
             self.module_commands,
         )
+        if self.config.cluster.enabled:
+            configured = {(s.tenant, s.site, s.name) for s in enabled_devices(self.loaded)}
+            commands.polled_elsewhere = lambda key: key in configured and key not in self.pollers
+            commands.leads = self.leading.__contains__
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write
         self.history.record(self.loaded.path.read_text(), source="start")
         if any(t.cloud is not None for t in self.config.tenants):
             await self._start_downlink(commands)
+        if self._shared_outbox:
+            self.modules.runs_here = self.leading.__contains__
         await self.module_control.start()  # in-process or isolated, as configured and as operators left them
         self.outbox.hold(MQTT_CONSUMER, self.tenants)  # modules' consumers hold rows too (ModuleHost)
         self.webhooks = open_store(self.loaded)
@@ -240,22 +243,21 @@ class Gateway:
             reload_interval=self.config.webhooks.reload_interval,
             pace=self.quotas.webhook,
         )
+        if self._shared_outbox:
+            webhooks.runs_here = self.leading.__contains__
         await webhooks.sync()  # subscriptions hold their rows before the first retention sweep
         self._tasks.spawn(webhooks.run, "webhooks")
-        retention = Retention(
-            self.outbox,
-            self.tenants.values(),
-            self.config.gateway.id,
-            interval=self.config.storage.retention_interval,
-        )
         self._tasks.spawn(self.health.lag.run, "loop-lag")
-        self._tasks.spawn(retention.run, "retention")
-        self._tasks.spawn(publisher.run, "publisher")
+        if not self._shared_outbox:  # else each tenant's leader runs them (`_lead`)
+            self._tasks.spawn(self._retention(self.tenants.values()).run, "retention")
+            self._tasks.spawn(self._publisher(self.tenants.values()).run, "publisher")
         self._tasks.spawn(last_values.run, "last-values")
         self._tasks.spawn(commands.run, "commands")
         self._tasks.spawn(self.module_control.run, "module-control")
         for (_, _, name), poller in self.pollers.items():
             self._tasks.spawn(poller.run, f"poll-{name}")
+        if self.config.cluster.enabled:
+            await self._join_cluster()
         if self.api is not None:
             await self.api.start()
             self._tasks.spawn(self.api.serve, "api")
@@ -267,6 +269,76 @@ class Gateway:
             self._bus_address,
             self.config.bus.mode,
         )
+
+    def _publisher(self, tenants: Iterable[TenantContext]) -> OutboxPublisher:
+        return OutboxPublisher(
+            self.outbox,
+            self.bus,
+            self.topics,
+            tenants,
+            self.stats,
+            qos=self.config.bus.qos,
+            gate=self._session_gate,  # the embedded broker's restored sessions (edge.bus.backend)
+            pace=self.quotas.publish,
+        )
+
+    def _retention(self, tenants: Iterable[TenantContext]) -> Retention:
+        interval = self.config.storage.retention_interval
+        return Retention(self.outbox, tenants, self.config.gateway.id, interval=interval)
+
+    async def _join_cluster(self) -> None:
+        """Cluster mode (edge/cluster): devices start and stop as this instance takes and gives up leases."""
+        assert self.instance is not None
+        holder = ClusterDevices(
+            self.pollers,
+            lambda: {s.name: s for s in enabled_devices(self.loaded)},
+            self._start_device,
+            self._stop_device,
+            self._lead,
+        )
+        self.cluster = ClusterMember(
+            self.config.cluster,
+            self.config.gateway.id,
+            self.instance,
+            holder,
+            database=self.config.cluster_database(),
+            tenants=[t.id for t in self.config.tenants],
+            event_spacing=event_spacing(enabled_devices(self.loaded)),
+        )
+        if self._shared_outbox:  # commits check the leases too (edge/cluster/fence.py)
+            fence = LeaseFence(self.config.gateway.id, self.cluster.token)
+            for tenant in self.config.tenants:
+                if tenant.storage == "shared":
+                    fence_store(self.outbox, tenant.id, fence)
+        await self.cluster.join()
+        self._tasks.spawn(self.cluster.run, "cluster")
+
+    async def _lead(self, tenant: str, leading: bool) -> None:
+        """This instance became (or stopped being) the tenant's leader. The tenant's downlink long-poll and its
+        module commands over MQTT are taken here only. On a shared outbox the tenant's MQTT
+        publisher, retention, module consumers and ticks (cloud uplink among them) and webhooks run here and
+        nowhere else, each from its durable cursor. On per-instance SQLite outboxes every instance runs its
+        own over its own devices' events, and leadership changes nothing."""
+        if leading:
+            self.leading.add(tenant)
+        else:
+            self.leading.discard(tenant)
+        if tenant in self._leader_tasks:  # the tenant's downlink long-poll: one per tenant, not per instance
+            run, name = self._leader_tasks[tenant]
+            if leading:
+                self._tasks.spawn(run, name)
+            else:
+                await self._tasks.cancel_one(name)
+        if not self._shared_outbox:
+            return
+        ctx = self.tenants[tenant]
+        if leading:
+            self._tasks.spawn(self._publisher([ctx]).run, f"lead-{tenant}-publisher")
+            self._tasks.spawn(self._retention([ctx]).run, f"lead-{tenant}-retention")
+        else:
+            await self._tasks.cancel_one(f"lead-{tenant}-publisher")
+            await self._tasks.cancel_one(f"lead-{tenant}-retention")
+        await self.modules.lead(tenant, leading)  # webhooks follow `leading` at their next reload
 
     def _start_dialects(self, commands: CommandHandler) -> None:
         """Sparkplug B and Home Assistant discovery for the tenants that enable them (docs/mqtt-access.md)."""
@@ -338,15 +410,19 @@ class Gateway:
         self.module_control.on_module_start.append(self.downlink.entitlements.module_loaded)
         await self.downlink.start()  # the last entitlement answers apply before any module starts
         for run, name in self.downlink.tasks():
-            self._tasks.spawn(run, name)
+            if self.config.cluster.enabled and name.removeprefix("downlink-") in self.downlink.links:
+                self._leader_tasks[name.removeprefix("downlink-")] = (run, name)  # the tenant's leader polls
+            else:
+                self._tasks.spawn(run, name)
 
     def _poller(self, spec: DeviceSpec, last_sequence: int) -> DevicePoller:
         self.stats.devices[spec.name] = DeviceStats()  # a new poller (a device changed live) starts unknown
+        sink = self.outbox if self.cluster is None else FencedSink(self.outbox, spec.name, self.cluster.owns)
         return DevicePoller(
             spec,
             self.registry.driver(spec.driver),
             self.tenants[spec.tenant],
-            self.outbox,
+            sink,
             gateway_id=self.config.gateway.id,
             last_sequence=last_sequence,
             stats=self.stats.devices[spec.name],
@@ -354,15 +430,25 @@ class Gateway:
             pace=functools.partial(self.quotas.ingest, spec.tenant),
         )
 
-    async def _start_device(self, spec: DeviceSpec) -> DevicePoller:
+    async def _start_device(
+        self, spec: DeviceSpec, sequence_floor: int = 0, unpolled: str | None = None
+    ) -> DevicePoller:
+        """Cluster mode: `sequence_floor`, where the device's lease says its last owner got to; `unpolled`, why
+        nobody polled it for a while (reported as down before the first poll here reports it up)."""
         sequences = await self.outbox.last_sequences()  # a device that comes back resumes its sequence
-        poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
+        last = max(
+            sequences.get((spec.tenant, spec.name), 0), sequence_floor, self._last_sequences.get(spec.name, 0)
+        )
+        poller = self._poller(spec, last)
+        if unpolled is not None:
+            await poller.report_down(unpolled)
         self._tasks.spawn(poller.run, f"poll-{spec.name}")
         return poller
 
     async def _stop_device(self, poller: DevicePoller) -> None:
         poller.request_stop()
         await self._tasks.cancel_one(f"poll-{poller.spec.name}")
+        self._last_sequences[poller.spec.name] = poller.sequence
 
     async def reconfigure(self, loaded: LoadedConfig) -> DeviceChanges:
         """Run on a new, already validated configuration: devices added, changed and removed live, and each
@@ -372,8 +458,11 @@ class Gateway:
         if self.api is not None:
             self.api.config_changed(loaded)
         wanted = enabled_devices(loaded)
+        if self.cluster is not None:  # the devices this instance holds; the next renewal claims new ones
+            self.cluster.set_devices(event_spacing(wanted))
+            wanted = [s for s in wanted if s.name in self.cluster.devices]
         changes = await self.devices.apply(wanted)
-        if changes:
+        if changes:  # the site dialects (refused in cluster mode, where `wanted` is this instance's share)
             for listener in self.on_devices_changed:
                 listener(wanted)
         for tenant in loaded.config.tenants:
@@ -411,6 +500,11 @@ class Gateway:
         """Stop polling, commit what was read, then close the bus and the broker."""
         if self.api is not None:
             await self.api.stop()  # no new requests or writes while the rest stops
+        if self.cluster is not None:  # a rolling upgrade: the others take the devices before this one stops
+            await self.cluster.drain(self.config.cluster.drain_timeout)
+            await self._tasks.cancel_one("cluster")
+            # what is left (no other instance could take it): released with exact sequences for the next start
+            await self.cluster.stop()
         for poller in self.pollers.values():
             poller.request_stop()
         await self._tasks.cancel("poll-")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway and its tests need on a Debian/Ubuntu machine:
-# Mosquitto (the local bus), nats-server (the NATS JetStream bus backend and its tests), chromium and its driver (the console's browser tests), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
+# Mosquitto (the local bus), nats-server (the NATS JetStream bus backend and its tests), PostgreSQL (binaries for the storage backend's tests; its own service is not used), chromium and its driver (the console's browser tests), socat (virtual serial lines for RTU tests), systemd-analyze (unit checks), a Python virtual environment in .venv
 # with this package and its development tools. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)  # clock-step tests (docs/reliability.md)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser tests (tests/console)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)  # Selenium drives chromium through Debian's driver
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)  # the PostgreSQL storage backend's tests start their own server
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
     $sudo apt-get update -qq

@@ -98,7 +98,7 @@ class Sync:
 
 
 async def start_sync(outbox: SqliteOutbox, tenants: Sequence[TenantContext], config: dict[str, Any]) -> Sync:
-    host = ModuleHost(outbox, list(tenants), "gw-test")
+    host = ModuleHost(outbox, list(tenants), "gw-test", outbox.path.parent)
     plugin = LoadedPlugin(read_manifest("cloud_sync"), CloudSync)
     hosted = await host.start("cloud_sync", plugin, config)
     assert hosted.error is None, hosted.error

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench.postgres import PostgresServer
 from tests.helpers import MosquittoProcess
+from tests.outbox_stores import Stores
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +26,21 @@ def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
     broker.start()
     yield broker
     broker.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One private PostgreSQL server (Debian's binaries, 127.0.0.1, a free port) for the session."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
+    """The outbox contract on both backends: SQLite files in tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return Stores("sqlite", tmp_path)
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Stores("postgresql", tmp_path, server, server.create_database(f"t_{uuid.uuid4().hex[:16]}"))

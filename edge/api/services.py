@@ -7,9 +7,8 @@ before that, so the API answers 503 instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from edge.bus.base import BusStats
@@ -18,9 +17,9 @@ from edge.devices.commands import WriteOutcome, WriteRequest
 from edge.module_host.host import HostedModule
 from edge.ops.stats import GatewayStats
 from edge.ops.status import DownlinkStatus, StatusSnapshot, TenantOutbox
-from edge.outbox import CommitListener
+from edge.outbox import CommitListener, DeviceHistory
+from edge.outbox.inspect import OutboxInspector
 from edge.plugins import PluginRegistry
-from edge.sdk.events import StoredEvent
 from edge.sdk.modules import Health
 from edge.sdk.tenancy import TenantContext
 from edge.webhooks import WebhookStore
@@ -36,23 +35,11 @@ __all__ = [
 ]
 
 
-class EventHistory(Protocol):
-    """The outbox as the API reads it: commits as they happen, a device's stored events, the file (sync)."""
+class EventHistory(DeviceHistory, Protocol):
+    """The outbox as the API reads it: commits as they happen, a device's stored events, its status (sync)."""
 
-    @property
-    def path(self) -> Path: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
-    async def read_device(
-        self,
-        device: str,
-        types: Sequence[str],
-        *,
-        after: int = 0,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        newest_first: bool = False,
-    ) -> list[StoredEvent]: ...
+    def inspector(self, *, writable: bool = False) -> OutboxInspector: ...
 
 
 class PointWrites(Protocol):

@@ -37,13 +37,17 @@ class BusBackend:
     )
 
 
-def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> BusBackend:
+def open_bus(
+    loaded: LoadedConfig, topics: Topics, tenants: Iterable[str], member_id: str | None = None
+) -> BusBackend:
+    """`member_id`: in cluster mode the instance's own name (`<gateway>-<instance>`): instances share the
+    broker, so each needs its own session and status topic."""
     config = loaded.config
     bus = config.bus
-    gateway_id = config.gateway.id
-    status_topic = topics.gateway_status(gateway_id)
+    member_id = member_id or config.gateway.id
+    status_topic = topics.gateway_status(member_id)
     if bus.mode == "nats":
-        return _nats(loaded, tenants, (status_topic, b"online", b"offline"))
+        return _nats(loaded, tenants, (status_topic, b"online", b"offline"), member_id)
     broker = None
     username, password = bus.username, bus.password
     if bus.mode == "embedded":
@@ -68,7 +72,7 @@ def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> Bu
     mqtt = MqttBus(
         bus.host,
         bus.port,
-        client_id=f"edge-gateway-{gateway_id}",
+        client_id=f"edge-gateway-{member_id}",
         username=username,
         password=password,
         max_inflight=bus.max_inflight,
@@ -85,7 +89,9 @@ def open_bus(loaded: LoadedConfig, topics: Topics, tenants: Iterable[str]) -> Bu
     return BusBackend(mqtt, f"{bus.host}:{bus.port}", broker, (username, password), session_gate=gate)
 
 
-def _nats(loaded: LoadedConfig, tenants: Iterable[str], status: tuple[str, bytes, bytes]) -> BusBackend:
+def _nats(
+    loaded: LoadedConfig, tenants: Iterable[str], status: tuple[str, bytes, bytes], member_id: str
+) -> BusBackend:
     # nats-py loads only for a gateway on the NATS bus
     from edge.bus.nats import NatsBus, StreamLimits, TenantStreams
     from edge.bus.nats_feed import JetStreamFeed
@@ -95,7 +101,7 @@ def _nats(loaded: LoadedConfig, tenants: Iterable[str], status: tuple[str, bytes
     limits = StreamLimits(settings.max_age, settings.max_bytes, settings.replicas, settings.duplicate_window)
     nats_bus = NatsBus(
         list(settings.servers),
-        f"edge-gateway-{loaded.config.gateway.id}",
+        f"edge-gateway-{member_id}",
         TenantStreams(bus.topic_prefix, tenants, limits),
         username=bus.username,
         password=bus.password,

@@ -27,8 +27,8 @@ from edge.bus.access import SESSIONS_AWAY
 from edge.bus.base import Bus, BusDisconnected, MessageProperties
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
+from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
 from edge.sdk.ratelimit import FairScheduler
@@ -117,7 +117,7 @@ class SessionGate:
 class OutboxPublisher:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         bus: Bus,
         topics: Topics,
         tenants: Iterable[TenantContext],

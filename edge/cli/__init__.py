@@ -12,6 +12,7 @@ from edge.cli import (
     backup_cmd,
     bench_cmd,
     certs_cmd,
+    cluster_cmd,
     config_cmd,
     demo_cmd,
     device_cmd,
@@ -72,6 +73,7 @@ app.add_typer(webhook_cmd.app, name="webhook")
 app.add_typer(service_cmd.app, name="service")
 app.add_typer(tenant_cmd.app, name="tenant")
 app.add_typer(user_cmd.app, name="user")
+app.add_typer(cluster_cmd.app, name="cluster")
 
 
 def main() -> None:

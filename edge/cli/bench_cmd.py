@@ -10,8 +10,9 @@ def bench(
         "all",
         help="building, building-parts (its cost step by step), stress, compare, smoke, stress-no-point-topics, "
         "coalescing (Modbus read coalescing on vs off), dialects (Sparkplug B and Home Assistant discovery off vs "
-        "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), noisy-neighbour (a victim tenant's latency with "
-        "an attacker tenant ramped to saturation, against the victim alone), or all (building + stress + compare).",
+        "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), storage (the outbox on SQLite vs PostgreSQL), "
+        "noisy-neighbour (a victim tenant's latency with an attacker tenant ramped to saturation, against the "
+        "victim alone), or all (building + stress + compare).",
     ),
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Seconds of each measured window (default: per scenario)."

@@ -53,8 +53,19 @@ def demo(
     modbus_port: int = typer.Option(0, help="Port of the Modbus simulator (0: 5020, or a free one)."),
     cloud_port: int = typer.Option(0, help="Port of the cloud endpoint simulator (0: 8443, or a free one)."),
     api_port: int = typer.Option(0, help="Port of the gateway's REST API (0: 8080, or a free one)."),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="Instead: three gateway instances on one configuration, a private PostgreSQL (shared outbox and "
+        "leases), Mosquitto and the Modbus simulator (bench/cluster.py, docs/scale.md).",
+    ),
 ) -> None:
     """Run simulators, a cloud endpoint and the gateway on a demo configuration, with a live status line."""
+    if cluster:
+        from bench.cluster import main as cluster_demo  # a development tool: imported only when used
+
+        cluster_demo(["demo", "--devices", str(devices), "--out", str(data_dir / "cluster")])
+        return
     setup_logging("INFO")
     ports = DemoPorts(
         mqtt=mqtt_port or _port_or_free(1883),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ import typer
 
 from edge.bus.broker import BrokerError
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
+from edge.cluster import InstanceTaken
 from edge.config import LoadedConfig
 from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
@@ -23,6 +25,7 @@ from edge.ops.logs import install_level_signals
 from edge.ops.sdnotify import notify
 from edge.ops.status import StatusSnapshot, status_file, write_status_file
 from edge.outbox.migrations import SchemaTooNew
+from edge.outbox.postgres import StorageUnavailable
 from edge.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ EXIT_BROKER = 3
 EXIT_RUNNING = 4
 EXIT_SHUTDOWN_TIMEOUT = 5
 EXIT_SCHEMA = 6  # the outbox was written by a newer release (edge.outbox.migrations)
+EXIT_STORAGE = 7  # the outbox's PostgreSQL cannot be reached at start (edge.outbox.postgres)
 SHUTDOWN_GRACE = 20.0  # seconds; committed events are safe in the outbox whatever happens after
 
 
@@ -41,8 +45,15 @@ def run(
     ),
     log_format: str = typer.Option("text", help="text, kv (key=value) or json."),
     status: bool = typer.Option(False, "--status", help="Print a live status line every second."),
+    instance: str | None = typer.Option(
+        None,
+        "--instance",
+        envvar="EDGE_INSTANCE",
+        help="Cluster mode: this instance's name (default: the host name); its data directory is "
+        "{data_dir}/instances/NAME.",
+    ),
 ) -> None:
-    """Run the gateway until Ctrl-C or SIGTERM."""
+    """Run the gateway until Ctrl-C or SIGTERM (in cluster mode, SIGTERM first hands its devices over)."""
     if log_format not in ("text", "kv", "json"):
         raise typer.BadParameter("text, kv or json", param_hint="--log-format")
     setup_logging(log_level, fmt=log_format)  # type: ignore[arg-type]
@@ -54,6 +65,14 @@ def run(
             interrupted.tenant,
         )
     loaded, registry = load_or_exit(config)
+    if instance is not None:
+        if not loaded.config.cluster.enabled:
+            raise typer.BadParameter(
+                "only in cluster mode ([cluster] enabled = true)", param_hint="--instance"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", instance):
+            raise typer.BadParameter("letters, digits, '.', '_' and '-'", param_hint="--instance")
+        loaded = dataclasses.replace(loaded, instance=instance)
     for issue in module_secret_issues(config):  # the module will not start; the gateway still collects data
         log.error("%s", issue)
     printer = StatusPrinter() if status else None
@@ -68,12 +87,15 @@ def run_gateway(
     except BrokerError as exc:  # no mosquitto, a port taken, its users' file gone: one line saying what to do
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, InstanceTaken) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_RUNNING) from None
     except SchemaTooNew as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_SCHEMA) from None
+    except StorageUnavailable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_STORAGE) from None
 
 
 async def _serve(

@@ -11,6 +11,7 @@ Exit codes (for scripts and monitoring):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -34,9 +35,14 @@ STALE_AFTER = 10.0  # seconds; the gateway rewrites the file every second
 def status(
     config: Path = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configuration file."),
     as_json: bool = typer.Option(False, "--json", help="Print the status file's health as JSON."),
+    instance: str | None = typer.Option(
+        None, "--instance", envvar="EDGE_INSTANCE", help="Cluster mode: the instance whose status to show."
+    ),
 ) -> None:
     """Show liveness, readiness and each check of the running gateway; the exit code says the state."""
     loaded, _ = load_or_exit(config, secrets=False)
+    if instance is not None:
+        loaded = dataclasses.replace(loaded, instance=instance)
     path = status_file(loaded.data_dir)
     body, problem = _read(path)
     answers = read_entitlement_answers(loaded.data_dir)

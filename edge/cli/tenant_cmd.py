@@ -32,8 +32,16 @@ FLAGS = typer.Argument(..., help="Entitlement flags (a module's manifest names t
 
 
 def _tier(loaded: LoadedConfig, tenant: str) -> Literal["shared", "dedicated"]:
+    """The tenant's SQLite tier; the data commands work on SQLite files (on PostgreSQL: pg_dump, docs/scale.md)."""
+    if loaded.config.storage.backend != "sqlite":
+        typer.echo(
+            "tenant export/erase/move work on the SQLite outbox; on PostgreSQL use its own tools"
+            " (pg_dump --schema, DROP SCHEMA/DATABASE: docs/scale.md)",
+            err=True,
+        )
+        raise typer.Exit(2)
     for config in loaded.config.tenants:
-        if config.id == tenant:
+        if config.id == tenant and config.storage != "database":
             return config.storage
     typer.echo(f"no tenant {tenant!r} in {loaded.path}", err=True)
     raise typer.Exit(2)

@@ -30,10 +30,15 @@ class LoadedConfig:
     path: Path
     config: GatewayConfig
     devices: tuple[DeviceSpec, ...]
+    instance: str | None = None  # cluster mode: this process's instance name (`edge run --instance`)
 
     @property
     def data_dir(self) -> Path:
-        return (self.path.parent / self.config.gateway.data_dir).resolve()
+        """The gateway's data directory; in cluster mode each instance has its own below it."""
+        base = (self.path.parent / self.config.gateway.data_dir).resolve()
+        if self.config.cluster.enabled and self.instance is not None:
+            return base / "instances" / self.instance
+        return base
 
     def tenant_contexts(self) -> dict[str, TenantContext]:
         return {t.id: TenantContext(t.id, t.locale, frozenset(t.entitlements)) for t in self.config.tenants}

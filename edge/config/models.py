@@ -214,9 +214,10 @@ class TenantConfig(_Strict):
     limits: TenantLimitsOverride = Field(
         default=TenantLimitsOverride(), description="This tenant's own limits over `[limits]`."
     )
-    storage: Literal["shared", "dedicated"] = Field(
+    storage: Literal["shared", "dedicated", "database"] = Field(
         default="shared",
-        description="'dedicated': this tenant's events in their own database file (edge.outbox.router).",
+        description="'dedicated': this tenant's events apart (SQLite: its own file; PostgreSQL: its own schema "
+        "and role); 'database': its own PostgreSQL database (edge.outbox.backends).",
     )
     sparkplug: SparkplugConfig | None = Field(default=None, description="Sparkplug B output (optional).")
     homeassistant: HomeAssistantConfig | None = Field(
@@ -410,8 +411,49 @@ class BusConfig(_Strict):
         return self
 
 
+class PostgresConfig(_Strict):
+    """The PostgreSQL outbox (`[storage] backend = "postgresql"`, edge/outbox/postgres.py, docs/scale.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    dsn: str = Field(
+        min_length=1,
+        description="postgresql://USER@HOST:PORT/DATABASE (libpq URI or key=value), without the password.",
+    )
+    password: str | None = Field(
+        default=None,
+        description="A secret reference (env:NAME or file:PATH); unset: libpq's own (~/.pgpass).",
+    )
+    db_schema: str = Field(
+        default="edge",
+        alias="schema",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="Schema of the shared tables; per-tenant schemas and databases are named after it.",
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_dsn(self) -> PostgresConfig:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(self.dsn)
+        except Exception as exc:  # psycopg.ProgrammingError: the message names what is wrong
+            raise ValueError(f"dsn is not a PostgreSQL connection string: {exc}") from None
+        if "password" in parts:
+            raise ValueError(
+                "dsn must not contain the password: put a reference in storage.postgresql.password"
+            )
+        return self
+
+
 class StorageConfig(_Strict):
+    backend: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite", description="Where the outbox lives: a SQLite file in data_dir, or PostgreSQL."
+    )
     path: str = Field(default="outbox.db", description="SQLite file; relative to data_dir.")
+    postgresql: PostgresConfig | None = Field(default=None, description="Required with backend 'postgresql'.")
     commit_interval_ms: float = Field(
         default=2.0,
         ge=0.0,
@@ -425,6 +467,12 @@ class StorageConfig(_Strict):
     retention_interval: Seconds = Field(
         default=5.0, gt=0, le=3600, description="Seconds between retention sweeps."
     )
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> StorageConfig:
+        if self.backend == "postgresql" and self.postgresql is None:
+            raise ValueError("backend 'postgresql' needs a [storage.postgresql] table with its dsn")
+        return self
 
 
 class WebhooksConfig(_Strict):
@@ -654,6 +702,50 @@ class CloudConfig(_Strict):
     )
 
 
+class ClusterConfig(_Strict):
+    """Cluster mode (edge/cluster, docs/scale.md): several gateway instances share this file and one PostgreSQL;
+    each device is polled by the one instance holding its lease, tenant-wide consumers by each tenant's leader.
+
+    Safety rests on `renew_deadline < lease_ttl`: an instance that could not renew for `renew_deadline` stops
+    polling, `lease_ttl - renew_deadline` before anyone else may take its devices."""
+
+    enabled: bool = False
+    dsn: str = Field(
+        default="",
+        description="PostgreSQL for the leases (postgresql://USER@HOST:PORT/DB, no password); unset: the "
+        "outbox's [storage.postgresql].",
+    )
+    password: str | None = Field(default=None, description="A secret reference (env:NAME or file:PATH).")
+    lease_ttl: Seconds = Field(
+        default=10.0, ge=1.0, le=300, description="A lease not renewed expires after this."
+    )
+    renew_interval: Seconds = Field(default=2.0, gt=0, le=60, description="Seconds between lease renewals.")
+    renew_deadline: Seconds = Field(
+        default=6.0,
+        gt=0,
+        description="Without a renewal for this long, the instance stops polling (< lease_ttl).",
+    )
+    drain_timeout: Seconds = Field(
+        default=30.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, wait this long for devices to move before stopping.",
+    )
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> ClusterConfig:
+        if not self.renew_interval < self.renew_deadline < self.lease_ttl:
+            raise ValueError(
+                f"need renew_interval ({self.renew_interval:g}s) < renew_deadline ({self.renew_deadline:g}s)"
+                f" < lease_ttl ({self.lease_ttl:g}s): a partitioned instance must stop before its leases expire"
+            )
+        if self.lease_ttl - self.renew_deadline < 1.0:
+            raise ValueError(
+                "lease_ttl must exceed renew_deadline by at least 1 s (the time a poll takes to stop)"
+            )
+        return self
+
+
 class GatewayConfig(_Strict):
     gateway: GatewaySection
     tenants: tuple[TenantConfig, ...] = Field(min_length=1)
@@ -665,7 +757,48 @@ class GatewayConfig(_Strict):
     webhooks: WebhooksConfig = WebhooksConfig()
     api: ApiConfig = ApiConfig()
     cloud: CloudConfig = CloudConfig()
+    cluster: ClusterConfig = ClusterConfig()
     limits: TenantLimits = Field(default=TenantLimits(), description="Per-tenant limits, the same for each.")
+
+    def cluster_database(self) -> tuple[str, str | None]:
+        """Connection string and password of the cluster's PostgreSQL: its own, or the outbox's."""
+        if self.cluster.dsn or self.storage.postgresql is None:
+            return self.cluster.dsn, self.cluster.password
+        return self.storage.postgresql.dsn, self.storage.postgresql.password
+
+    @model_validator(mode="after")
+    def _cluster_bus(self) -> GatewayConfig:
+        if self.cluster.enabled and not self.cluster_database()[0]:
+            raise ValueError(
+                "cluster.dsn: cluster mode needs PostgreSQL: set [cluster] dsn, or [storage] backend = "
+                '"postgresql" whose database the cluster then shares'
+            )
+        if self.cluster.enabled and self.cluster.dsn and self.storage.backend == "postgresql":
+            raise ValueError(
+                'cluster.dsn: with [storage] backend = "postgresql" the cluster keeps its leases in the outbox\'s'
+                " database (its commits check them): leave [cluster] dsn unset"
+            )
+        dialects = [(t.sparkplug, t.homeassistant) for t in self.tenants]
+        if self.cluster.enabled and any((s and s.enabled) or (h and h.enabled) for s, h in dialects):
+            raise ValueError(
+                "cluster.enabled: Sparkplug B and Home Assistant discovery speak for one gateway process (one edge"
+                " node, one device registry); not available in cluster mode yet"
+            )
+        if self.cluster.enabled and self.bus.mode == "embedded":
+            raise ValueError(
+                'cluster.enabled: instances must share one broker; set [bus] mode = "external" (docs/scale.md)'
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tiers_fit_the_backend(self) -> GatewayConfig:
+        for tenant in self.tenants:
+            if tenant.storage == "database" and self.storage.backend != "postgresql":
+                raise ValueError(
+                    f"tenant {tenant.id!r}: storage 'database' needs [storage] backend = 'postgresql'"
+                    " (on SQLite, 'dedicated' gives the tenant its own database file)"
+                )
+        return self
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
         """`[limits]` with the tenant's own overrides applied."""

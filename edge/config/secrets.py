@@ -2,7 +2,8 @@
 
 A configuration value may be a reference instead of plain text: `env:NAME` (an environment variable) or
 `file:PATH` (the file's content without its trailing newline; a relative PATH is relative to the config file).
-`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`, `api.metrics_token`) at load;
+`resolve_references` resolves the kernel's own secret fields (`bus.username`, `bus.password`, `api.metrics_token`,
+`storage.postgresql.password`, `cluster.dsn`, `cluster.password`) at load;
 `check_module_references` checks every reference under `modules[*].config` (modules resolve their own at
 start, e.g. cloud sync) for `edge config check` and `edge run`. Errors name the config file and field path.
 
@@ -35,7 +36,13 @@ _REFERENCE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 _SECRET_KEY = re.compile(
     r"(password|passwd|secret|token|api_key|apikey|hmac_key|private_key)$", re.IGNORECASE
 )
-_KERNEL_SECRETS = (("bus", "username"), ("bus", "password"), ("api", "metrics_token"))
+_KERNEL_SECRETS = (
+    ("bus", "username"),
+    ("bus", "password"),
+    ("api", "metrics_token"),
+    ("cluster", "dsn"),
+    ("cluster", "password"),
+)
 _MIN_SECRET_LEN = 4  # shorter values would redact ordinary words in log lines
 
 _lock = threading.Lock()
@@ -97,8 +104,30 @@ def resolve_references(raw: dict[str, Any], file: Path) -> tuple[dict[str, Any],
                 out[section] = {**table, key: resolve(table[key], base)}
             except SecretError as exc:
                 issues.append(ConfigIssue(str(file), f"{section}.{key}", str(exc)))
+    _resolve_storage_password(out, file, issues)
     _register_plain(out)
     return out, issues
+
+
+def _resolve_storage_password(raw: dict[str, Any], file: Path, issues: list[ConfigIssue]) -> None:
+    """`storage.postgresql.password`: only ever a reference (the file is often shared, committed, backed up)."""
+    storage = raw.get("storage")
+    if not isinstance(storage, dict):
+        return
+    postgresql = storage.get("postgresql")
+    if not isinstance(postgresql, dict) or postgresql.get("password") is None:
+        return
+    where = "storage.postgresql.password"
+    ref = postgresql["password"]
+    if not is_reference(ref):
+        issues.append(
+            ConfigIssue(str(file), where, "must be a reference (env:NAME or file:PATH), not the secret")
+        )
+        return
+    try:
+        raw["storage"] = {**storage, "postgresql": {**postgresql, "password": resolve(ref, file.parent)}}
+    except SecretError as exc:
+        issues.append(ConfigIssue(str(file), where, str(exc)))
 
 
 def check_module_references(raw: dict[str, Any], file: Path) -> list[ConfigIssue]:

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ from edge.config.suggest import listing
 from edge.devices.polling import DevicePoller
 from edge.module_host.commands import ModuleCommands
 from edge.ops.stats import GatewayStats
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.sdk.errors import DeviceError, DeviceUnreachable, UnknownTarget, WriteRejected
 from edge.sdk.events import COMMAND_RESULT, make_event
 from edge.sdk.points import Scalar
@@ -184,7 +184,7 @@ class CommandHandler:
         topics: Topics,
         pollers: Mapping[tuple[str, str, str], DevicePoller],
         tenants: Mapping[str, TenantContext],
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         stats: GatewayStats,
         gateway_id: str,
         module_commands: ModuleCommands | None = None,
@@ -198,6 +198,10 @@ class CommandHandler:
         self._stats = stats
         self._source = f"/{gateway_id}/commands"
         self._running: set[asyncio.Task[Any]] = set()
+        # cluster mode: a configured device another instance polls; that instance answers its commands
+        self.polled_elsewhere: Callable[[tuple[str, str, str]], bool] = lambda key: False
+        # cluster mode: a module command is taken by its tenant's leader only, so it is queued once
+        self.leads: Callable[[str], bool] = lambda tenant: True
         # retain as published: a retained request shows its flag also when it arrives live, so it is refused
         bus.subscribe(topics.command_filter(), qos=1, retain_as_published=True)
 
@@ -209,7 +213,10 @@ class CommandHandler:
         if message.retain:
             self._refuse_retained(message)
             return
-        if self._module_commands is not None and self._topics.parse_module_command(message.topic):
+        module_command = self._topics.parse_module_command(message.topic)
+        if self._module_commands is not None and module_command:
+            if not self.leads(module_command[0]):
+                return
             task = asyncio.create_task(self._module_commands.accept(message))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -227,7 +234,10 @@ class CommandHandler:
                     response_topic=message.response_topic,
                     correlation_data=message.correlation_data,
                 )
-            poller = self._pollers.get((request.tenant, request.site, request.device))
+            key = (request.tenant, request.site, request.device)
+            poller = self._pollers.get(key)
+            if poller is None and self.polled_elsewhere(key):
+                return
             if poller is None:
                 raise UnknownTarget(
                     f"unknown device {request.site}/{request.device} for tenant {request.tenant!r}"

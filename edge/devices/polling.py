@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from edge.devices.normalize import DeviceNormalizer
 from edge.ops.logs import device_scope
 from edge.ops.stats import DeviceStats
+from edge.outbox.store import FencedOut
 from edge.sdk.backoff import Backoff
 from edge.sdk.drivers import DeviceSession, DeviceSpec, Driver, RawValue, SupportsPush, SupportsValueRange
 from edge.sdk.errors import (
@@ -112,6 +113,19 @@ class DevicePoller:
         self._pace = pace  # the tenant's ingest limit (edge.ops.quotas): waits while the tenant is over it
         self._stopping = False
 
+    @property
+    def sequence(self) -> int:
+        """The last sequence number this poller gave an event."""
+        return self._sequence
+
+    async def report_down(self, reason: str) -> None:
+        """Say the device was down before this poller starts (cluster mode: nobody polled it for a while); the
+        first good poll then reports it recovered."""
+        self.stats.up = False
+        self.stats.last_error = reason
+        with tenant_scope(self.tenant):
+            await self._sink.append(self.status_event(False, reason))
+
     def request_stop(self) -> None:
         """Stop after the current poll. Cancellation alone is not enough: a driver library may swallow it."""
         self._stopping = True
@@ -139,8 +153,9 @@ class DevicePoller:
             try:
                 await self._sink.append_durable(event)
             except (
-                OutboxFull
-            ) as exc:  # the tenant's quota refuses it: counted by the outbox, nothing else to do
+                OutboxFull,
+                FencedOut,
+            ) as exc:  # quota full or (cluster) lease lost: counted by the outbox
                 log.warning("device %s: stop status not stored: %s", self.spec.name, exc)
         else:
             await self._sink.append(event)
@@ -181,7 +196,7 @@ class DevicePoller:
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
         status_change = self._account(points, error)
         if status_change is not None:
-            await self._sink.append(self.status_event(*status_change))
+            await self._sink.append(self.status_event(*status_change, at=sample_time))
         elif error is not None:
             # still down: the status event and one all-bad poll said so; repeating it every poll only fills
             # the outbox and the bus (75 identical events in 2.5 minutes at a 2 s poll)
@@ -317,16 +332,19 @@ class DevicePoller:
         if self._on_status is not None:
             self._on_status(self.spec, up, reason)
 
-    def status_event(self, up: bool, reason: str | None, *, status: str | None = None) -> Event:
+    def status_event(
+        self, up: bool, reason: str | None, *, status: str | None = None, at: float | None = None
+    ) -> Event:
         """A status event numbered in the device's own sequence, with its telemetry: a subscriber of the
-        device's events sees every number, so a missed status change shows as a gap like a missed poll."""
+        device's events sees every number, so a missed status change shows as a gap like a missed poll.
+        `at`: the poll that observed the change (its sample time), so times follow the sequence; else now."""
         self._sequence += 1
         return make_event(
             type=DEVICE_STATUS,
             source=self._source,
             subject=self._subject,
             tenant=self.tenant.tenant_id,
-            time=time.time(),
+            time=time.time() if at is None else at,
             data={
                 "device": self.spec.name,
                 "site": self.spec.site,

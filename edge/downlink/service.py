@@ -44,7 +44,7 @@ class DownlinkServices:
     commands: CommandServices
     deploy: DeployServices
     set_entitlements: Callable[[str, Iterable[str]], Awaitable[None]]
-    append: Callable[[Event], Awaitable[int]]  # SqliteOutbox.append_durable
+    append: Callable[[Event], Awaitable[int]]  # OutboxStore.append_durable
     tenant: Callable[[str], TenantContext]
 
 

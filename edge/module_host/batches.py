@@ -11,8 +11,8 @@ from typing import Protocol
 
 from edge.module_host.context import BatchSubscription
 from edge.module_host.versions import VersionGate
+from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.backoff import Backoff
 from edge.sdk.events import StoredEvent
 from edge.sdk.modules import (
@@ -45,7 +45,7 @@ class ConsumerCounters(Protocol):
 
 
 async def run_batch_consumer(
-    outbox: SqliteOutbox,
+    outbox: OutboxStore,
     counters: ConsumerCounters,
     tenant: TenantContext,
     consumer: str,
@@ -67,7 +67,7 @@ class BatchConsumer:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         hosted: ConsumerCounters,
         tenant: TenantContext,
         consumer: str,

@@ -24,7 +24,7 @@ import orjson
 from edge.bus.base import Bus, InboundMessage
 from edge.bus.topics import Topics
 from edge.ops.stats import GatewayStats
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.sdk.commands import ModuleCommand, result_data
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import MODULE_COMMAND, MODULE_COMMAND_RESULT, make_event
@@ -86,7 +86,7 @@ class ModuleCommands:
         bus: Bus,
         topics: Topics,
         tenants: Mapping[str, TenantContext],
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         gate: ModuleGate,
         stats: GatewayStats,
         gateway_id: str,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.module_host.contracts import load_schema
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.plugins import Produces
 from edge.sdk.events import make_event
 from edge.sdk.modules import (
@@ -19,7 +19,7 @@ from edge.sdk.modules import (
     TickHandler,
     module_consumer,
 )
-from edge.sdk.store import ModuleStore, module_store_path
+from edge.sdk.store import StateStore
 from edge.sdk.tenancy import TenantContext, current_tenant
 from edge.sdk.ticks import Tick
 
@@ -59,9 +59,9 @@ class InProcessContext:
         name: str,
         config: dict[str, Any],
         tenants: Sequence[TenantContext],
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         gateway_id: str,
-        store: ModuleStore | None = None,
+        store: StateStore,
         point_writer: PointWriter | None = None,
         produces: Sequence[Produces] = (),
         registrations: Registrations | None = None,
@@ -71,7 +71,7 @@ class InProcessContext:
         self.tenants = tuple(tenants)
         self.gateway_id = gateway_id
         # the module's own tenant-scoped storage (edge.sdk.store), opened and closed by the host
-        self.store = store or ModuleStore(module_store_path(outbox.path.parent, name), name)
+        self.store = store
         self._point_writer = point_writer
         self.log = logging.getLogger(f"edge.module.{name}")
         self._outbox = outbox

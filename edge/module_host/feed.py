@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol, Self
 
+from edge.outbox import OutboxStore
 from edge.outbox.consumer import Batch, DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["BatchSource", "EventFeed", "OutboxFeed"]
@@ -50,7 +50,7 @@ class EventFeed(Protocol):
 
 
 class OutboxFeed:
-    def __init__(self, outbox: SqliteOutbox) -> None:
+    def __init__(self, outbox: OutboxStore) -> None:
         self._outbox = outbox
 
     def open(

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -42,7 +42,7 @@ from edge.module_host.context import InProcessContext, Registrations, Subscripti
 from edge.module_host.feed import EventFeed, OutboxFeed
 from edge.module_host.tenants import EntitlementListener, Tenants
 from edge.module_host.versions import VersionGate
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.plugins import LoadedPlugin
 from edge.sdk.modules import (
     Health,
@@ -50,7 +50,7 @@ from edge.sdk.modules import (
     PointWriter,
     module_consumer,
 )
-from edge.sdk.store import ModuleStore, module_store_path
+from edge.sdk.store import ModuleStore, StateStore, module_store_path
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.sdk.ticks import TenantTicks
 
@@ -98,13 +98,16 @@ class ModuleHost:
 
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         tenants: Tenants | Sequence[TenantContext],
         gateway_id: str,
-        data_dir: Path | None = None,
+        data_dir: Path,
+        stores: Callable[[str], StateStore] | None = None,
         feed: EventFeed | None = None,
         quotas: ModuleTime | None = None,
     ) -> None:
+        """`stores`: an in-process module's state by module name (the configured backend,
+        `edge.outbox.backends.module_store`); None: a SQLite file per module in `data_dir`."""
         self._outbox = outbox
         self._quotas = quotas  # each tenant's module handler time (edge.ops.quotas)
         # where `subscribe` handlers read (edge.module_host.feed)
@@ -112,13 +115,16 @@ class ModuleHost:
         # the gateway's registry (shared with its control and API), or a registry of its own for these tenants
         self._tenants = tenants if isinstance(tenants, Tenants) else Tenants(tenants)
         self._gateway_id = gateway_id
-        self._data_dir = data_dir or outbox.path.parent
+        self._data_dir = data_dir
+        self._stores = stores or (lambda name: ModuleStore(module_store_path(data_dir, name), name))
         self.point_writer: PointWriter | None = None  # set by the gateway once its pollers exist
         self.modules: dict[str, HostedModule] = {}
+        # cluster mode on a shared outbox: a tenant's consumers and ticks run on its leader only
+        self.runs_here: Callable[[str], bool] = lambda tenant: True
         self._tenants.listen(self._entitlements_changed)  # first: in-process routing follows at once
 
     @property
-    def outbox(self) -> SqliteOutbox:
+    def outbox(self) -> OutboxStore:
         return self._outbox
 
     @property
@@ -143,7 +149,7 @@ class ModuleHost:
         hosted = HostedModule(name, plugin)
         self.modules[name] = hosted
         entitled = self.entitled(plugin.manifest.entitlement)
-        store = ModuleStore(module_store_path(self._data_dir, name), name)
+        store = self._stores(name)
         try:
             module = plugin.obj()
             if not isinstance(module, Module):
@@ -171,7 +177,8 @@ class ModuleHost:
         hosted.gate = VersionGate(name, plugin.manifest.consumes)
         hosted.ticks = TenantTicks(name, hosted.registrations.ticks, hosted.count_error)
         for tenant in entitled:
-            self._attach(hosted, tenant)
+            if self.runs_here(tenant.tenant_id):
+                self._attach(hosted, tenant)
         log.info(
             "module %s %s enabled for tenants %s",
             name,
@@ -230,6 +237,8 @@ class ModuleHost:
             was, now = old.entitled(flag), new.entitled(flag)
             if was == now or hosted.state is not ModuleState.ENABLED or hosted.context is None:
                 continue
+            if now and not self.runs_here(new.tenant_id):
+                continue  # its leader attaches it
             if now:
                 for consumer in self._subscription_consumers(hosted):  # from now on, not its history
                     await self._feed.start_from_now(consumer, new)
@@ -241,6 +250,21 @@ class ModuleHost:
             else:
                 await self._detach(hosted, new.tenant_id)
                 log.info("module %s no longer receives tenant %s's events", hosted.name, new.tenant_id)
+
+    async def lead(self, tenant_id: str, leading: bool) -> None:
+        """Cluster mode: this instance became (or stopped being) the tenant's leader; its modules' consumers
+        and ticks start (from their durable cursors) or stop here. `runs_here` already says the new state."""
+        tenant = self._tenants[tenant_id]
+        for hosted in self.modules.values():
+            if hosted.state is not ModuleState.ENABLED or hosted.context is None:
+                continue
+            if not tenant.entitled(hosted.plugin.manifest.entitlement):
+                continue
+            attached = tenant_id in hosted.tenant_tasks
+            if leading and not attached:
+                self._attach(hosted, tenant)
+            elif not leading and attached:
+                await self._detach(hosted, tenant_id)
 
     def _subscription_consumers(self, hosted: HostedModule) -> list[str]:
         return [module_consumer(hosted.name, str(i)) for i in range(len(hosted.registrations.subscriptions))]

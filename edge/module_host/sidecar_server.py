@@ -35,7 +35,7 @@ from edge.sdk.modules import Health, module_consumer
 from edge.sdk.proto import TOKEN_HEADER
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
-from edge.sdk.store import module_store_path
+from edge.sdk.store import ModuleStore, module_store_path
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,9 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
             tenants,
             self._host.outbox,
             self._host.gateway_id,
+            ModuleStore(
+                module_store_path(self._data_dir, remote.name), remote.name
+            ),  # the process opens its own
             point_writer=self._host.point_writer,  # the gateway's command path (None: no devices to write)
             produces=manifest.produces,
         )

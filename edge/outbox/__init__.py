@@ -1,4 +1,6 @@
-"""The persistence registry: the outbox interface the kernel and plug-ins use, SQLite its default implementation.
+"""The persistence registry: the outbox interface the kernel and plug-ins use (`OutboxStore`), with two backends:
+SQLite (`edge.outbox.sqlite`, the default) and PostgreSQL (`edge.outbox.postgres`), chosen by `[storage]
+backend` (`edge.outbox.backends`).
 
 Public types: `StoredEvent` (a committed row), `DeadLetter` (a row a consumer refused, with the reason),
 `ConsumerStatus` (a consumer's durable progress), `RetentionPolicy` (per-tenant limits of the outbox),
@@ -10,20 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from edge.sdk.errors import OutboxFull
 from edge.sdk.events import Event, StoredEvent
+
+if TYPE_CHECKING:
+    from edge.outbox.inspect import OutboxInspector
 
 __all__ = [
     "CommitListener",
     "ConsumerStatus",
     "DeadLetter",
+    "DeviceHistory",
     "Dropped",
-    "Outbox",
     "OutboxFull",
+    "OutboxStore",
     "RetentionPolicy",
     "StoredEvent",
+    "WakeListener",
 ]
 
 
@@ -94,23 +101,67 @@ class Dropped:
 
 
 CommitListener = Callable[[Sequence[Event], int], None]
+WakeListener = Callable[[Iterable[str]], None]  # the tenants another process committed rows of
 
 
-class Outbox(Protocol):
-    """Durable, append-only event log with per-consumer cursors. Reads are scoped to the current tenant."""
+class DeviceHistory(Protocol):
+    """A device's stored events (tenant-scoped): the API's history and what modules read back."""
 
+    async def read_device(
+        self,
+        device: str,
+        types: Sequence[str],
+        *,
+        after: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[StoredEvent]: ...
+
+
+class OutboxStore(DeviceHistory, Protocol):
+    """The persistence registry's outbox: what the gateway, consumers and modules may use, whichever backend
+    (`edge.outbox.sqlite`, `edge.outbox.postgres`) or tier router (`edge.outbox.router`) is behind it.
+
+    A durable, append-only event log with per-consumer per-tenant cursors; members below the first group act
+    for the current tenant (`edge.sdk.tenancy`) only."""
+
+    last_position: int  # every row up to here is committed (the current tenant's store)
+    committed_events: int
+    commits: int
+    commit_failures: int
+
+    @property
+    def location(self) -> str:
+        """Where the rows live, for messages (never a password)."""
+
+    @property
+    def queued(self) -> int: ...
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    def inspector(self, *, writable: bool = False) -> OutboxInspector:
+        """A blocking view of the same storage for status pages (`edge sync status`, /v1/sync)."""
+
+    def now(self) -> float: ...
     async def append(self, event: Event) -> None:
         """Queue for the next group commit; waits only when the write queue is full (back-pressure)."""
 
     async def append_durable(self, event: Event) -> int:
-        """Append and wait until the event is committed; returns its position."""
+        """Append and wait until the event's transaction committed; returns its position."""
 
+    async def append_report(self, event: Event) -> None: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        """Told the tenants of commits that other processes made to the same store (PostgreSQL shared by
+        several instances), so their consumers read without waiting for their idle timeout."""
+
     async def last_sequences(self) -> dict[tuple[str, str], int]: ...
+    async def stored_cursors(self, prefix: str) -> list[tuple[str, str]]: ...
     def hold(self, consumer: str, tenants: Iterable[str]) -> None:
         """Rows of these tenants stay until `consumer` passed them (or the retention policy drops them)."""
+
+    def release(self, consumer: str, tenants: Iterable[str]) -> None: ...
 
     # tenant-scoped
     async def read_after(
@@ -118,10 +169,26 @@ class Outbox(Protocol):
     ) -> list[StoredEvent]: ...
     async def cursor(self, consumer: str) -> int: ...
     def set_cursor(self, consumer: str, position: int) -> None: ...
+    def record_success(self, consumer: str, delivered: int) -> None: ...
+    def record_failure(self, consumer: str, reason: str) -> None: ...
+    async def consumer_status(self, consumer: str) -> ConsumerStatus: ...
     async def backlog(self, consumer: str) -> int: ...
+    async def count(self) -> int: ...
     async def dead_letter(self, consumer: str, rejected: Sequence[tuple[StoredEvent, str]]) -> None: ...
     async def dead_letters(
         self, consumer: str | None = None, limit: int = 100, replay_only: bool = False
     ) -> list[DeadLetter]: ...
     async def resolve_dead_letters(self, consumer: str, positions: Sequence[int]) -> None: ...
     async def request_replay(self, consumer: str | None = None) -> int: ...
+
+    # retention primitives (edge.outbox.retention), tenant-scoped
+    def holders(self) -> frozenset[str]: ...
+    def policy(self) -> RetentionPolicy: ...
+    def usage(self) -> tuple[int, int]: ...
+    def take_refused(self) -> Dropped: ...
+    async def delivered_floor(self) -> int: ...
+    async def first_position_since(self, enqueued: float) -> int | None: ...
+    async def position_freeing(self, nbytes: int) -> int | None: ...
+    async def delete_through(self, position: int, delivered_through: int, reason: str | None) -> Dropped: ...
+    async def record_drops(self, reason: str, dropped: Dropped) -> None: ...
+    async def drop_totals(self) -> dict[str, tuple[int, int]]: ...

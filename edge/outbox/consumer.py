@@ -34,12 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
-from edge.outbox import CommitListener
+from edge.outbox import CommitListener, WakeListener
 from edge.sdk.events import Event, StoredEvent
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -54,6 +54,7 @@ class ConsumerOutbox(Protocol):
     @property
     def last_position(self) -> int: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
+    def add_wake_listener(self, listener: WakeListener) -> None: ...
     async def cursor(self, consumer: str) -> int: ...
     def set_cursor(self, consumer: str, position: int) -> None: ...
     async def read_after(
@@ -73,12 +74,19 @@ class Batch:
 class _Feeds:
     """The one commit listener of a store: hands each commit to the consumers of the committing tenants.
 
-    A consumer that is caught up keeps the rows in memory (its feed) and reads nothing back from SQLite; one
-    that is behind, or lost track of a commit, reads from SQLite until it has caught up again."""
+    A consumer that is caught up keeps the rows in memory (its feed) and reads nothing back from the store;
+    one that is behind, or lost track of a commit, reads from the store until it has caught up again. Another
+    process's commit to a shared store (PostgreSQL) wakes the tenant's consumers, which read it from there."""
 
     def __init__(self, store: ConsumerOutbox) -> None:
         self._consumers: dict[str, set[DurableConsumer]] = {}
         store.add_commit_listener(self._on_commit)
+        store.add_wake_listener(self._on_wake)
+
+    def _on_wake(self, tenants: Iterable[str]) -> None:
+        for tenant in tenants:
+            for consumer in self._consumers.get(tenant, ()):
+                consumer.woken()
 
     def _on_commit(self, events: Sequence[Event], last_position: int) -> None:
         consumers = self._consumers
@@ -248,6 +256,12 @@ class DurableConsumer:
                     self._fed.extend(wanted)
                     self._fed_through = last
         if rows and self._flag is not None:
+            self._flag.set()
+
+    def woken(self) -> None:
+        """Another process committed rows of our tenant: they are not in the feed, so read from the store."""
+        self._lose_track()
+        if self._flag is not None:
             self._flag.set()
 
     def _lose_track(self) -> None:

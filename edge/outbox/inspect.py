@@ -1,8 +1,8 @@
 """Looking into an outbox from outside the gateway (the CLI), while it runs or not.
 
-`OutboxInspector` opens the SQLite file read-only for status (`edge sync status`) and read-write only for the
-one operator action, `request_replay` (`edge sync replay-dead-letters`), which the running gateway's consumer
-picks up within seconds. Every tenant-owned read goes through the outbox's `tenant_filter` (`edge.outbox.schema`).
+`OutboxInspector` opens the SQLite file read-only for status (`edge sync status`) and read-write only for
+operator actions: `request_replay` (`edge sync replay-dead-letters`), which the running gateway's consumer
+picks up within seconds, and the webhook store's start and removal of a subscription's consumer. Every tenant-owned read goes through the outbox's `tenant_filter` (`edge.outbox.schema`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edge.outbox import ConsumerStatus
-from edge.outbox.schema import tenant_filter
+from edge.outbox.schema import SQLITE, Statements, tenant_filter
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["ConsumerSummary", "OutboxInspector", "summary_row", "uplink_status"]
@@ -31,6 +31,11 @@ class ConsumerSummary:
 
 
 class OutboxInspector:
+    """The SQLite outbox seen from outside; `edge.outbox.postgres.PostgresInspector` is PostgreSQL's (both
+    answer the same questions through `_rows` and `_execute`, with `?` placeholders)."""
+
+    _statements: Statements = SQLITE  # the dialect of the writes (`start_cursor`)
+
     def __init__(self, path: Path, *, writable: bool = False) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"no outbox at {path}")
@@ -40,7 +45,7 @@ class OutboxInspector:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> OutboxInspector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -53,6 +58,10 @@ class OutboxInspector:
             if "no such table" in str(exc):  # an outbox from before this table existed: nothing recorded
                 return []
             raise
+
+    def _execute(self, query: str, params: tuple[Any, ...]) -> int:
+        """One write (autocommit); returns the number of rows changed."""
+        return int(self._db.execute(query, params).rowcount)
 
     def consumers(self) -> list[str]:
         """Consumers that record delivery status for the current tenant (batch consumers such as cloud sync)."""
@@ -119,18 +128,30 @@ class OutboxInspector:
         rows = self._rows(f"SELECT events, bytes FROM tenant_usage WHERE {clause}", (tenant,))
         return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
-    def dead_letters(self, consumer: str | None = None, limit: int = 20) -> list[tuple[Any, ...]]:
-        """(consumer, position, id, type, subject, reason, dead_at, attempts) of the tenant's dead letters."""
+    def dead_letters(self, consumer: str, limit: int = 100) -> list[tuple[Any, ...]]:
+        """(position, id, type, subject, reason, dead_at, attempts, replay) of the consumer's dead letters in
+        the current tenant, oldest first."""
         clause, tenant = tenant_filter()
-        query = (
-            "SELECT consumer, position, id, type, subject, reason, dead_at, attempts FROM dead_letters"
-            f" WHERE {clause}"
+        return self._rows(
+            "SELECT position, id, type, subject, reason, dead_at, attempts, replay FROM dead_letters"
+            f" WHERE {clause} AND consumer = ? ORDER BY position LIMIT ?",
+            (tenant, consumer, limit),
         )
-        params: tuple[Any, ...] = (tenant,)
-        if consumer is not None:
-            query += " AND consumer = ?"
-            params += (consumer,)
-        return self._rows(query + " ORDER BY position LIMIT ?", (*params, limit))
+
+    def start_cursor(self, consumer: str) -> int:
+        """Start `consumer` at the current tenant's newest event (it gets what is stored from now on); returns
+        that position. Needs `writable=True`."""
+        _, tenant = tenant_filter()
+        newest = self.last_position()
+        self._execute(self._statements.upsert_cursor, (consumer, tenant, newest))
+        return newest
+
+    def forget_consumer(self, consumer: str) -> None:
+        """Delete the consumer's cursor, delivery status and dead letters in the current tenant (a removed
+        webhook). Each delete stands alone, so running it again finishes an interrupted one."""
+        clause, tenant = tenant_filter()
+        for table in ("cursors", "consumer_status", "dead_letters"):
+            self._execute(f"DELETE FROM {table} WHERE {clause} AND consumer = ?", (tenant, consumer))
 
     def request_replay(self, consumer: str | None = None) -> int:
         """Mark the tenant's dead letters for replay; returns how many. Needs `writable=True`."""
@@ -140,7 +161,7 @@ class OutboxInspector:
         if consumer is not None:
             query += " AND consumer = ?"
             params += (consumer,)
-        return int(self._db.execute(query, params).rowcount)
+        return self._execute(query, params)
 
 
 def age(outbox_time: float | None, now: float | None = None) -> float | None:

@@ -3,14 +3,14 @@
 A sweep runs every `interval` seconds, tenant by tenant (inside the tenant's context, so every read goes
 through the outbox's tenant filter), in this order:
 
-1. **Delivered history**: rows every holder (`SqliteOutbox.hold`: the MQTT publisher, each module consumer,
+1. **Delivered history**: rows every holder (`OutboxStore.hold`: the MQTT publisher, each module consumer,
    cloud sync) has passed, stored more than `keep_delivered` seconds ago, are deleted. Not a loss; not counted.
 2. **`max_age`**: rows stored more than `max_age` seconds ago are deleted; those some holder had not passed are
    counted as dropped (`limit=max_age`).
 3. **`max_bytes`**: while the tenant's event bytes exceed its quota, delivered rows go first (oldest first, not
    counted); then, under `drop_oldest`, the oldest undelivered rows (counted, `limit=max_bytes`). Under
    `refuse_newest` nothing undelivered is deleted: the outbox refuses new events while the quota is full
-   (`SqliteOutbox.append`), and the sweep counts those refusals.
+   (`OutboxStore.append`), and the sweep counts those refusals.
 
 Each non-empty count is persisted per tenant (in the same transaction as the delete) and reported as one
 `org.edgegw.outbox.dropped` event for the tenant: nothing leaves silently. Ages use the persisted `enqueued`
@@ -26,8 +26,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from edge.outbox import Dropped
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import Dropped, OutboxStore
 from edge.sdk.events import OUTBOX_DROPPED, make_event, rfc3339
 from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
 
@@ -39,7 +38,7 @@ REPORT_SUBJECT = "_gateway/outbox"  # `_` never starts a site name, so this neve
 class Retention:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         tenants: Iterable[TenantContext],
         gateway_id: str,
         *,

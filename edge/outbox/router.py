@@ -1,23 +1,24 @@
-"""Storage tiers per tenant: the shared outbox (a tenant column) by default, or a tenant's own database file.
+"""Storage tiers per tenant: the shared outbox (a tenant column) by default, or a tenant's own store.
 
-A tenant with `storage = "dedicated"` in its `[[tenants]]` entry keeps everything the outbox stores for it
-(events, cursors, sequences, dead letters, usage, drop counts) in `{data_dir}/tenants/{tenant}.db`, which can
-be backed up, restored, exported or erased alone, and never shares a file with another tenant.
+On SQLite, a tenant with `storage = "dedicated"` in its `[[tenants]]` entry keeps everything the outbox stores
+for it (events, cursors, sequences, dead letters, usage, drop counts) in `{data_dir}/tenants/{tenant}.db`,
+which can be backed up, restored, exported or erased alone, and never shares a file with another tenant. On
+PostgreSQL the same router holds a schema or a database per tenant (`edge.outbox.backends`).
 
-`OutboxRouter` holds the stores, one `SqliteOutbox` each: the shared one and one per dedicated tenant. It
-re-declares nothing of `SqliteOutbox`. Members that act for one tenant are listed by name in `TENANT_SCOPED`
-and resolved on the current tenant's store (`edge.sdk.tenancy`; the shared store outside a tenant scope);
-appends go to the store of the event's tenant; the few members that span stores (open, close, commit
-listeners, hold/release, counters, the kernel's cross-tenant listings) are written out here. A name that is
-none of these raises `AttributeError`, never reaches the shared file by default, and
-tests/outbox/test_router.py fails for every public member of `SqliteOutbox` that is not classified.
+`OutboxRouter` holds the stores (`GroupCommitOutbox`, either backend): the shared one and one per dedicated
+tenant. It re-declares nothing of the `OutboxStore` interface. Members that act for one tenant are listed by
+name in `TENANT_SCOPED` and resolved on the current tenant's store (`edge.sdk.tenancy`; the shared store
+outside a tenant scope); appends go to the store of the event's tenant; the few members that span stores
+(open, close, commit listeners, hold/release, counters, the kernel's cross-tenant listings) are written out
+here. A name that is none of these raises `AttributeError`, never reaches the shared store by default, and
+tests/outbox/test_router.py fails for every member of `OutboxStore` that is not classified.
 
 Each database keeps its own writer, so batching stays one group commit per database. Positions are per
 database: they are only ever compared within one tenant (cursors are per consumer and tenant), so nothing
 above the router notices which file a tenant lives in.
 
-Callers type against `SqliteOutbox` (or the narrow `edge.outbox.Outbox`): `tiered_outbox` hands the router
-out under that type, a cast made once here and held true by the classification test.
+Callers type against `edge.outbox.OutboxStore`: `routed` hands the router out under that type, a cast made once
+here and held true by the classification test.
 
 Moving a tenant between tiers is `edge.outbox.tenant_ops.move_tenant`, with the gateway stopped.
 """
@@ -28,8 +29,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from edge.outbox import CommitListener, RetentionPolicy
+from edge.outbox import CommitListener, OutboxStore, RetentionPolicy, WakeListener
 from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox.store import GroupCommitOutbox
 from edge.outbox.tenant_ops import has_rows
 from edge.sdk.events import Event
 from edge.sdk.tenancy import maybe_tenant
@@ -40,12 +42,13 @@ __all__ = [
     "OutboxRouter",
     "dedicated_path",
     "misplaced_tenants",
+    "routed",
     "tiered_outbox",
 ]
 
 TENANTS_DIR = "tenants"
 
-# Members of SqliteOutbox that act for the current tenant only: resolved on its store.
+# Members of OutboxStore that act for the current tenant only: resolved on its store.
 TENANT_SCOPED = frozenset(
     {
         "backlog",
@@ -59,6 +62,7 @@ TENANT_SCOPED = frozenset(
         "drop_totals",
         "first_position_since",
         "holders",
+        "inspector",  # a status view of the current tenant's store
         "last_position",  # positions are per database: the current tenant's newest
         "now",  # the clock that stamps the tenant's rows
         "policy",
@@ -87,44 +91,49 @@ def tiered_outbox(
     *,
     retention: Mapping[str, RetentionPolicy] | None = None,
     **options: Any,
-) -> SqliteOutbox:
+) -> OutboxStore:
     """The gateway's outbox: `SqliteOutbox` at `path` when no tenant has its own file (no routing layer to
     pay for), else an `OutboxRouter` over it and one `SqliteOutbox` per entry of `dedicated` (tenant -> file).
     `options` are `SqliteOutbox`'s; each dedicated store gets only its own tenant's retention policy."""
     policies = dict(retention or {})
     shared = SqliteOutbox(path, retention=policies, **options)
-    if not dedicated:
-        return shared
     stores = {
         tenant: SqliteOutbox(
             file, retention={tenant: policies[tenant]} if tenant in policies else None, **options
         )
         for tenant, file in dedicated.items()
     }
-    # The router answers every public member of SqliteOutbox (tests/outbox/test_router.py checks it).
-    return cast(SqliteOutbox, OutboxRouter(shared, stores))
+    return routed(shared, stores)
+
+
+def routed(shared: GroupCommitOutbox, dedicated: Mapping[str, GroupCommitOutbox]) -> OutboxStore:
+    """`shared` alone when no tenant has its own store (no routing layer to pay for), else a router."""
+    if not dedicated:
+        return shared
+    # The router answers every member of OutboxStore (tests/outbox/test_router.py checks it).
+    return cast(OutboxStore, OutboxRouter(shared, dedicated))
 
 
 class OutboxRouter:
     """The shared store and one store per dedicated tenant, routed by tenant (see the module docs)."""
 
-    def __init__(self, shared: SqliteOutbox, dedicated: Mapping[str, SqliteOutbox]) -> None:
+    def __init__(self, shared: GroupCommitOutbox, dedicated: Mapping[str, GroupCommitOutbox]) -> None:
         self._shared = shared
         self._dedicated = dict(dedicated)
 
-    def store_of(self, tenant: str) -> SqliteOutbox:
+    def store_of(self, tenant: str) -> GroupCommitOutbox:
         """The store that keeps `tenant`'s rows."""
         return self._dedicated.get(tenant, self._shared)
 
-    def _current(self) -> SqliteOutbox:
+    def _current(self) -> GroupCommitOutbox:
         ctx = maybe_tenant()
         return self._shared if ctx is None else self.store_of(ctx.tenant_id)
 
-    def _stores(self) -> list[SqliteOutbox]:
+    def _stores(self) -> list[GroupCommitOutbox]:
         return [self._shared, *self._dedicated.values()]
 
     def __getattr__(self, name: str) -> object:
-        """Only reached for names this class does not define: the tenant-scoped members of SqliteOutbox."""
+        """Only reached for names this class does not define: the tenant-scoped members of OutboxStore."""
         if name in TENANT_SCOPED:
             return getattr(self._current(), name)
         raise AttributeError(
@@ -146,9 +155,9 @@ class OutboxRouter:
     # ---- every store ---------------------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        """The shared database: the gateway's data file (instance lock, webhooks, `edge sync status`)."""
-        return self._shared.path
+    def location(self) -> str:
+        """The shared store's (messages)."""
+        return self._shared.location
 
     async def open(self) -> None:
         for store in self._stores():
@@ -161,6 +170,10 @@ class OutboxRouter:
     def add_commit_listener(self, listener: CommitListener) -> None:
         for store in self._stores():
             store.add_commit_listener(listener)
+
+    def add_wake_listener(self, listener: WakeListener) -> None:
+        for store in self._stores():
+            store.add_wake_listener(listener)
 
     def hold(self, consumer: str, tenants: Iterable[str]) -> None:
         for tenant in tenants:

@@ -1,5 +1,8 @@
 """The outbox's SQLite schema, its statements, and its tenant filter: the one definition of the file's layout.
 
+`Statements` are the writes whose text differs between SQL dialects (upserts); `SQLITE` holds SQLite's, and
+`edge.outbox.pg_schema.POSTGRES` PostgreSQL's. Everything else the outbox runs is plain SQL both accept.
+
 Public because three packages read or write these tables directly: the outbox (`edge.outbox.sqlite`), the
 inspector behind `edge sync status` (`edge.outbox.inspect`) and the webhook store, which keeps its
 subscriptions in the same file and starts a new subscription's cursor there (`edge.webhooks.store`).
@@ -12,6 +15,8 @@ rows it is writing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from edge.sdk.tenancy import current_tenant
 
 __all__ = [
@@ -22,10 +27,12 @@ __all__ = [
     "INSERT",
     "REBUILD_USAGE",
     "SCHEMA",
+    "SQLITE",
     "UPSERT_CURSOR",
     "UPSERT_DEAD_LETTER",
     "UPSERT_SEQUENCE",
     "UPSERT_STATUS",
+    "Statements",
     "tenant_filter",
 ]
 
@@ -148,3 +155,36 @@ UPSERT_DEAD_LETTER = (
 )
 EVENT_COLUMNS = "position, id, tenant, type, subject, device, sequence, time, body"
 DEAD_LETTER_COLUMNS = "consumer, position, id, tenant, type, subject, device, sequence, time, body, reason, dead_at, attempts, replay"
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The outbox's dialect-specific writes (`?` placeholders in every dialect)."""
+
+    insert: str
+    upsert_sequence: str
+    upsert_cursor: str
+    upsert_status: str
+    add_usage: str
+    add_drops: str
+    upsert_dead_letter: str
+    rebuild_usage: str
+    head: str  # (the highest position ever handed out, the newest `enqueued` stored)
+
+
+SQLITE = Statements(
+    insert=INSERT,
+    upsert_sequence=UPSERT_SEQUENCE,
+    upsert_cursor=UPSERT_CURSOR,
+    upsert_status=UPSERT_STATUS,
+    add_usage=ADD_USAGE,
+    add_drops=ADD_DROPS,
+    upsert_dead_letter=UPSERT_DEAD_LETTER,
+    rebuild_usage=REBUILD_USAGE,
+    # a cursor or dead letter may be past the newest row (retention emptied the outbox): positions never go back
+    head=(
+        "SELECT MAX(COALESCE((SELECT MAX(position) FROM outbox), 0),"
+        " COALESCE((SELECT MAX(position) FROM cursors), 0),"
+        " COALESCE((SELECT MAX(position) FROM dead_letters), 0)), (SELECT MAX(enqueued) FROM outbox)"
+    ),
+)

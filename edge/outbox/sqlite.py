@@ -1,137 +1,56 @@
-"""The SQLite outbox: the gateway's only durability point.
+"""The SQLite backend of the outbox (the default): one file, a writer and a reader connection on threads of their
+own (`SqliteThread`: a whole transaction, or a query with its fetch, is one hop).
 
-One writer task group-commits appended events (WAL, `synchronous=FULL` by default, so a committed batch
-survives power loss) and only then tells its listeners, which publish. Consumers (the MQTT publisher, modules,
-cloud sync) read forward from their own durable cursor, so anyone who missed messages is replayed from here.
-
-Every tenant-owned read goes through `edge.outbox.schema.tenant_filter`, the one place that turns the current
-tenant context into a WHERE clause.
-
-Rows leave the outbox only through retention (`edge.outbox.retention`): once every consumer that holds the
-tenant's rows (`hold`) has passed them, or by the tenant's explicit limits (`max_age`, `max_bytes` with
-`drop_oldest`), which are counted. A tenant whose policy is `refuse_newest` has new events refused (counted)
-while its quota is full. Consumers may refuse single events: those go to `dead_letters` with the reason.
-
-Times written here (`enqueued`, dead-letter and status times) come from the outbox clock: wall time anchored
-when the outbox opens (never earlier than anything already stored) and advanced by the monotonic clock, so a
-wall-clock step while the gateway runs never makes a row look older or younger than it is (reliability T10).
+WAL with `synchronous=FULL` by default, so a committed batch survives power loss. The process is the file's
+only writer (the data directory's instance lock), so positions are numbered in memory. The contract itself
+(group commit, cursors, dead letters, retention primitives) is `edge.outbox.store.GroupCommitOutbox`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sqlite3
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from edge.ops.files import private_database
-from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy
+from edge.outbox import Dropped
 from edge.outbox import schema as sql
-from edge.outbox.fair_queue import TenantQueue
+from edge.outbox.inspect import OutboxInspector
 from edge.outbox.migrations import migrate
-from edge.outbox.schema import tenant_filter
 from edge.outbox.sqlite_thread import SqliteThread
-from edge.sdk.backoff import Backoff
-from edge.sdk.errors import NoTenantContext, OutboxFull
-from edge.sdk.events import Event, StoredEvent
-from edge.sdk.tenancy import current_tenant
+from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, OutboxClock, Row, StoreOptions
 from edge.sdk.transaction import transaction
 from edge.version import __version__
 
-log = logging.getLogger(__name__)
-
-# seconds after a consumer moved its cursor before the writer persists it on its own; a commit within that
-# time carries it (at 1 s polls, the next poll's commit), so an idle second costs no transaction of its own
-_CURSOR_FLUSH_INTERVAL = 1.0
-_DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
+__all__ = ["OutboxClock", "SqliteOutbox"]
 
 
-class _FlushRequest:
-    """Queued to make an idle writer persist the consumers' cursors and status."""
-
-
-_FLUSH = _FlushRequest()
-_Queued = tuple[Event, "asyncio.Future[int] | None"] | _FlushRequest
-
-
-def _tenant_of(item: _Queued) -> str:
-    """The queue a queued item waits in: its event's tenant; a cursor flush request goes in the kernel's own."""
-    return item[0].tenant if isinstance(item, tuple) else ""
-
-
-def _check_owner(event: Event) -> None:
-    """Tenant data is written only inside its own tenant's context."""
-    tenant = current_tenant().tenant_id
-    if event.tenant != tenant:
-        raise NoTenantContext(f"event for tenant {event.tenant!r} written in the context of {tenant!r}")
-
-
-class OutboxClock:
-    """Wall time that does not step while the process runs: anchored once, advanced by the monotonic clock."""
-
-    def __init__(self) -> None:
-        self._wall = time.time()
-        self._mono = time.monotonic()
-
-    def not_before(self, floor: float) -> None:
-        """Never earlier than `floor` (the newest time already stored): a clock set back while we were down."""
-        now = self()
-        if now < floor:
-            self._wall += floor - now
-
-    def __call__(self) -> float:
-        return self._wall + (time.monotonic() - self._mono)
-
-
-class SqliteOutbox:
+class SqliteOutbox(GroupCommitOutbox):
     def __init__(
         self,
         path: Path,
         *,
-        commit_interval: float = 0.002,
-        commit_max_events: int = 1000,
         synchronous: str = "full",
-        queue_size: int = 20_000,
         busy_timeout: float = 5.0,
-        retention: dict[str, RetentionPolicy] | None = None,
-        clock: Callable[[], float] | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
+        super().__init__(sql.SQLITE, **options)
         self.path = path
-        self._commit_interval = commit_interval
-        self._commit_max = commit_max_events
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        # one bounded FIFO per tenant, taken in turns: a tenant flooding the writer blocks only itself
-        self._queue: TenantQueue[_Queued] = TenantQueue(queue_size, _tenant_of)
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._flush_requested = False  # a _FLUSH marker is in the queue
-        self._listeners: list[CommitListener] = []
-        self._pending_cursors: dict[tuple[str, str], int] = {}
-        # (consumer, tenant) -> [last_success, last_failure, last_error, delivered], persisted with the cursors
-        self._pending_status: dict[tuple[str, str], list[Any]] = {}
-        self._policies = dict(retention or {})
-        self._holders: dict[str, set[str]] = {}  # tenant -> consumers that must pass a row before it may go
-        self._usage: dict[str, list[int]] = {}  # tenant -> [events, bytes] committed
-        self._queued_bytes: dict[str, int] = {}  # tenant -> bytes appended, not yet committed
-        self._refused: dict[str, Dropped] = {}  # tenant -> refused since the last retention sweep
-        self._clock: Callable[[], float] = clock or OutboxClock()
-        self._lock = asyncio.Lock()  # one transaction at a time on the writer connection
         self._writer: SqliteThread | None = None  # the file's only writer; one hop per transaction
         self._reader: SqliteThread | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._next_position = 1
-        self.committed_events = 0
-        self.commits = 0
-        self.commit_failures = 0
-        self.last_position = 0
 
-    # ---- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
-    async def open(self) -> None:
+    def inspector(self, *, writable: bool = False) -> OutboxInspector:
+        return OutboxInspector(self.path, writable=writable)
+
+    async def _connect(self) -> None:
         private_database(self.path)
         await asyncio.to_thread(migrate, self.path, __version__)  # versioned schema, backup before upgrading
         self._writer = SqliteThread("outbox-writer")
@@ -140,542 +59,36 @@ class SqliteOutbox:
             busy_timeout=self._busy_timeout,
             pragmas=("journal_mode=WAL", f"synchronous={self._synchronous}"),
         )
-        row = await self._one("SELECT COALESCE(MAX(position), 0), MAX(enqueued) FROM outbox")
-        # Positions never go back, even when retention emptied the outbox: a consumer's cursor (or a dead letter)
-        # past the newest row would otherwise hide every new event from it.
-        (floor,) = await self._one(
-            "SELECT MAX(COALESCE((SELECT MAX(position) FROM cursors), 0),"
-            " COALESCE((SELECT MAX(position) FROM dead_letters), 0))"
-        )
-        self.last_position = max(int(row[0]), int(floor))
-        self._next_position = self.last_position + 1
-        if isinstance(self._clock, OutboxClock) and row[1] is not None:
-            self._clock.not_before(float(row[1]))
-        if self.last_position and not (await self._one("SELECT COUNT(*) FROM tenant_usage"))[0]:
-            await self._writer.rows(sql.REBUILD_USAGE)  # an outbox from before usage was tracked
-        rows = await self._writer.rows("SELECT tenant, events, bytes FROM tenant_usage")
-        self._usage = {str(t): [int(e), int(b)] for t, e, b in rows}
         self._reader = SqliteThread("outbox-reader")
         await self._reader.open(self.path, pragmas=("query_only=ON",))
-        self._task = asyncio.create_task(self._write_loop(), name="outbox-writer")
 
-    async def close(self) -> None:
-        """Commit everything already appended, then close."""
-        if self._task is not None:
-            await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        if self._writer is not None:
-            await self._flush_cursors()
-            await self._writer.close()
-            self._writer = None
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+    async def _disconnect(self) -> None:
+        for db in (self._writer, self._reader):
+            if db is not None:
+                await db.close()
+        self._writer = self._reader = None
 
-    def now(self) -> float:
-        """The outbox clock (see the module docs)."""
-        return self._clock()
-
-    # ---- writing ---------------------------------------------------------------------------------------
-
-    async def append(self, event: Event) -> None:
-        """Queue for the next group commit. Under a full `refuse_newest` quota the event is refused and
-        counted (reported by the retention sweep) instead."""
-        _check_owner(event)
-        if self._admit(event):
-            await self._queue.put((event, None))
-
-    async def append_durable(self, event: Event) -> int:
-        """Append and wait for the commit; raises `OutboxFull` if the tenant's quota refuses the event."""
-        _check_owner(event)
-        if not self._admit(event):
-            raise OutboxFull(event.tenant, "outbox quota reached (policy refuse_newest); event not stored")
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        await self._queue.put((event, done))
-        return await done
-
-    async def append_report(self, event: Event) -> None:
-        """Kernel reports about the outbox itself (drop counts): exempt from the quota, or a full tenant
-        could never be told why its events are missing."""
-        _check_owner(event)
-        self._queued_bytes[event.tenant] = self._queued_bytes.get(event.tenant, 0) + len(event.body)
-        await self._queue.put((event, None))
-
-    def _admit(self, event: Event) -> bool:
-        tenant, size = event.tenant, len(event.body)
-        policy = self._policies.get(tenant)
-        queued = self._queued_bytes.get(tenant, 0)
-        if policy is not None and policy.policy == "refuse_newest":
-            used = self._usage.get(tenant, (0, 0))[1] + queued
-            if used + size > policy.max_bytes:
-                self._refused[tenant] = self._refused.get(tenant, Dropped()) + Dropped(
-                    1, size, event.time, event.time
-                )
-                return False
-        self._queued_bytes[tenant] = queued + size
-        return True
-
-    def add_commit_listener(self, listener: CommitListener) -> None:
-        self._listeners.append(listener)
-
-    @property
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    async def _write_loop(self) -> None:
-        """Group commits: the first event waits `commit_interval` for the rest of its burst (a poll round of
-        every device), then everything queued (up to `commit_max_events`) is committed in one transaction.
-        An idle writer waits on the queue alone, with no timer: a cursor flush is requested through it."""
-        queue = self._queue
-        while True:
-            first = await queue.get()
-            if isinstance(first, _FlushRequest):
-                self._flush_requested = False
-                try:
-                    await self._flush_cursors()
-                finally:
-                    queue.task_done()
-                continue
-            if self._commit_interval > 0 and queue.qsize() < self._commit_max - 1:
-                await asyncio.sleep(self._commit_interval)  # linger: the burst joins this commit
-            batch: list[tuple[Event, asyncio.Future[int] | None]] = [first]
-            flushes = 0
-            while len(batch) < self._commit_max and not queue.empty():
-                item = queue.get_nowait()
-                if isinstance(item, _FlushRequest):  # this commit writes the pending cursors anyway
-                    self._flush_requested = False
-                    flushes += 1
-                else:
-                    batch.append(item)
-            try:
-                await self._commit_until_done(batch)
-            finally:
-                for _ in range(len(batch) + flushes):
-                    queue.task_done()
-
-    def _schedule_flush(self) -> None:
-        """Persist pending cursors and status within `_CURSOR_FLUSH_INTERVAL` if no commit carries them first."""
-        if self._flush_timer is None and self._task is not None:
-            # the writer's loop: a cursor may be moved from synchronous code between two runs of it
-            self._flush_timer = self._task.get_loop().call_later(_CURSOR_FLUSH_INTERVAL, self._request_flush)
-
-    def _request_flush(self) -> None:
-        self._flush_timer = None
-        if (self._pending_cursors or self._pending_status) and not self._flush_requested:
-            try:
-                self._queue.put_nowait(_FLUSH)
-            except asyncio.QueueFull:  # the writer is busy committing, and each commit writes them
-                return
-            self._flush_requested = True
-
-    async def _commit_until_done(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
-        """Commit a batch, retrying for as long as the disk refuses it: appended events are never dropped.
-
-        Meanwhile the bounded queue fills up and `append` blocks, which slows the producers down."""
-        try:
-            await self._commit(batch)  # the common case: no retry state to build
-            return
-        except Exception as exc:  # disk full, I/O error, locked file: keep the batch and try again
-            self.commit_failures += 1
-            log.error("outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc)
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            await asyncio.sleep(backoff.next_delay())
-            try:
-                await self._commit(batch)
-            except Exception:
-                self.commit_failures += 1
-                continue
-            log.warning("outbox commits succeed again after %d failed attempts", backoff.attempts)
-            return
-
-    async def _commit(self, batch: list[tuple[Event, asyncio.Future[int] | None]]) -> None:
-        assert self._writer is not None
-        now = self._clock()
-        first = self._next_position
-        rows = []
-        sequences: dict[tuple[str, str], int] = {}
-        usage: dict[str, list[int]] = {}
-        for offset, (e, _) in enumerate(batch):
-            rows.append(
-                (first + offset, e.id, e.tenant, e.type, e.subject, e.device, e.sequence, e.time, now, e.body)
-            )
-            if e.device is not None and e.sequence is not None:
-                sequences[(e.tenant, e.device)] = e.sequence
-            counts = usage.get(e.tenant)
-            if counts is None:
-                usage[e.tenant] = [1, len(e.body)]
-            else:
-                counts[0] += 1
-                counts[1] += len(e.body)
-        async with self._lock:
-            cursors, status = self._take_pending()
-            try:  # the whole transaction in one call on the writer's thread
-                await self._writer.call(_commit_rows, rows, sequences, usage, cursors, status)
-            except BaseException:
-                self._restore_pending(cursors, status)
-                raise
-        for tenant, (n, b) in usage.items():
-            counts = self._usage.setdefault(tenant, [0, 0])
-            counts[0] += n
-            counts[1] += b
-            self._queued_bytes[tenant] = max(0, self._queued_bytes.get(tenant, 0) - b)
-        self._next_position = first + len(batch)
-        self.last_position = self._next_position - 1
-        self.commits += 1
-        self.committed_events += len(batch)
-        for offset, (_, waiter) in enumerate(batch):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(first + offset)
-        events = [e for e, _ in batch]
-        for listener in self._listeners:
-            listener(events, self.last_position)
-
-    # ---- cursors, consumer status and sequences ----------------------------------------------------------
-
-    def set_cursor(self, consumer: str, position: int) -> None:
-        """Record that `consumer` is done up to `position` for the current tenant; persisted with the next commit."""
-        key = (consumer, current_tenant().tenant_id)
-        if position > self._pending_cursors.get(key, 0):
-            self._pending_cursors[key] = position
-            self._schedule_flush()
-
-    def record_success(self, consumer: str, delivered: int) -> None:
-        """A consumer delivered `delivered` events for the current tenant (shown by `edge sync status`)."""
-        entry = self._status_entry(consumer)
-        entry[0] = self._clock()
-        entry[3] += delivered
-        self._schedule_flush()
-
-    def record_failure(self, consumer: str, reason: str) -> None:
-        """A consumer's attempt failed; `reason` must not contain secrets (it is stored and shown)."""
-        entry = self._status_entry(consumer)
-        entry[1], entry[2] = self._clock(), reason[:500]
-        self._schedule_flush()
-
-    def _status_entry(self, consumer: str) -> list[Any]:
-        key = (consumer, current_tenant().tenant_id)
-        return self._pending_status.setdefault(key, [None, None, None, 0])
-
-    def _take_pending(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], list[Any]]]:
-        cursors, self._pending_cursors = self._pending_cursors, {}
-        status, self._pending_status = self._pending_status, {}
-        return cursors, status
-
-    def _restore_pending(
-        self, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
-    ) -> None:
-        for key, position in cursors.items():  # keep them for the next commit
-            self._pending_cursors[key] = max(position, self._pending_cursors.get(key, 0))
-        for key, (ok, failed, error, delivered) in status.items():
-            entry = self._pending_status.setdefault(key, [None, None, None, 0])
-            entry[0] = entry[0] or ok
-            if entry[1] is None:
-                entry[1], entry[2] = failed, error
-            entry[3] += delivered
-
-    async def _flush_cursors(self) -> None:
-        if (not self._pending_cursors and not self._pending_status) or self._writer is None:
-            return
-        async with self._lock:
-            cursors, status = self._take_pending()
-            try:
-                await self._writer.call(_commit_rows, [], {}, {}, cursors, status)
-            except sqlite3.Error as exc:
-                self._restore_pending(cursors, status)
-                log.warning("saving consumer cursors failed (%s); will retry", exc)
-
-    async def cursor(self, consumer: str) -> int:
-        clause, tenant = tenant_filter()
-        pending = self._pending_cursors.get((consumer, tenant))
-        rows = await self._read(
-            f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
-        )
-        stored = int(rows[0][0]) if rows else 0
-        return max(stored, pending or 0)
-
-    async def consumer_status(self, consumer: str) -> ConsumerStatus:
-        clause, tenant = tenant_filter()
-        rows = await self._read(
-            "SELECT last_success, last_failure, last_error, delivered FROM consumer_status"
-            f" WHERE consumer = ? AND {clause}",
-            (consumer, tenant),
-        )
-        ok, failed, error, delivered = rows[0] if rows else (None, None, None, 0)
-        pending = self._pending_status.get((consumer, tenant))
-        if pending is not None:
-            ok = pending[0] or ok
-            failed, error = (pending[1], pending[2]) if pending[1] is not None else (failed, error)
-            delivered += pending[3]
-        return ConsumerStatus(consumer, tenant, await self.cursor(consumer), ok, failed, error, delivered)
-
-    async def stored_cursors(self, prefix: str) -> list[tuple[str, str]]:
-        """Kernel-internal: (consumer, tenant) of every stored cursor whose consumer starts with `prefix`, so a
-        module that is not running yet (an isolated one) still holds the rows it has not passed."""
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = await self._read(
-            "SELECT consumer, tenant FROM cursors WHERE consumer LIKE ? ESCAPE '\\'", (pattern,)
-        )
-        return [(str(c), str(t)) for c, t in rows]
-
-    async def last_sequences(self) -> dict[tuple[str, str], int]:
-        """Kernel-internal: the last committed sequence of every device, to continue numbering after a restart."""
-        rows = await self._read("SELECT tenant, device, last FROM device_sequences", ())
-        return {(str(t), str(d)): int(s) for t, d, s in rows}
-
-    # ---- tenant-scoped reads ---------------------------------------------------------------------------
-
-    async def read_after(
-        self, position: int, limit: int, types: Sequence[str] | None = None
-    ) -> list[StoredEvent]:
-        clause, tenant = tenant_filter()
-        query = f"SELECT {sql.EVENT_COLUMNS} FROM outbox WHERE {clause} AND position > ?"
-        params: list[object] = [tenant, position]
-        if types:
-            query += f" AND type IN ({','.join('?' * len(types))})"
-            params += list(types)
-        query += " ORDER BY position LIMIT ?"
-        params.append(limit)
-        rows = await self._read(query, params)
-        return [StoredEvent(*row) for row in rows]
-
-    async def read_device(
-        self,
-        device: str,
-        types: Sequence[str],
-        *,
-        after: int = 0,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        newest_first: bool = False,
-    ) -> list[StoredEvent]:
-        """One device's events of these types (sample time in [since, until)), by position after `after`.
-
-        History reaches back as far as retention keeps rows (`[storage.retention]`)."""
-        clause, tenant = tenant_filter()
-        query = f"SELECT {sql.EVENT_COLUMNS} FROM outbox WHERE {clause} AND device = ? AND position > ?"
-        params: list[object] = [tenant, device, after]
-        query += f" AND type IN ({','.join('?' * len(types))})"
-        params += list(types)
-        if since is not None:
-            query += " AND time >= ?"
-            params.append(since)
-        if until is not None:
-            query += " AND time < ?"
-            params.append(until)
-        query += f" ORDER BY position {'DESC' if newest_first else 'ASC'} LIMIT ?"
-        params.append(limit)
-        return [StoredEvent(*row) for row in await self._read(query, params)]
-
-    async def backlog(self, consumer: str) -> int:
-        position = await self.cursor(consumer)
-        clause, tenant = tenant_filter()
-        rows = await self._read(
-            f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ?", (tenant, position)
-        )
-        return int(rows[0][0])
-
-    async def count(self) -> int:
-        clause, tenant = tenant_filter()
-        rows = await self._read(f"SELECT COUNT(*) FROM outbox WHERE {clause}", (tenant,))
-        return int(rows[0][0])
-
-    # ---- dead letters (tenant-scoped) ------------------------------------------------------------------
-
-    async def dead_letter(self, consumer: str, rejected: Sequence[tuple[StoredEvent, str]]) -> None:
-        """Durably keep events `consumer` refused, with the reason (idempotent per consumer and position)."""
-        _, tenant = tenant_filter()
-        if any(row.tenant != tenant for row, _ in rejected):
-            raise NoTenantContext(f"dead letters of another tenant written in the context of {tenant!r}")
-        now = self._clock()
-        params = [
-            (
-                consumer,
-                tenant,
-                r.position,
-                r.id,
-                r.type,
-                r.subject,
-                r.device,
-                r.sequence,
-                r.time,
-                why,
-                now,
-                r.body,
-            )
-            for r, why in rejected
-        ]
-        await self._write_many(sql.UPSERT_DEAD_LETTER, params)
-
-    async def dead_letters(
-        self, consumer: str | None = None, limit: int = 100, replay_only: bool = False
-    ) -> list[DeadLetter]:
-        clause, tenant = tenant_filter()
-        query = f"SELECT {sql.DEAD_LETTER_COLUMNS} FROM dead_letters WHERE {clause}"
-        params: list[object] = [tenant]
-        if consumer is not None:
-            query += " AND consumer = ?"
-            params.append(consumer)
-        if replay_only:
-            query += " AND replay = 1"
-        query += " ORDER BY position LIMIT ?"
-        params.append(limit)
-        return [_dead_letter(row) for row in await self._read(query, params)]
-
-    async def resolve_dead_letters(self, consumer: str, positions: Sequence[int]) -> None:
-        """The consumer accepted these replayed dead letters: they are removed."""
-        clause, tenant = tenant_filter()
-        await self._write_many(
-            f"DELETE FROM dead_letters WHERE consumer = ? AND {clause} AND position = ?",
-            [(consumer, tenant, p) for p in positions],
-        )
-
-    async def request_replay(self, consumer: str | None = None) -> int:
-        """Offer the tenant's dead letters (of one consumer, or all) to their consumer again."""
-        clause, tenant = tenant_filter()
-        query = f"UPDATE dead_letters SET replay = 1 WHERE {clause}"
-        params: list[object] = [tenant]
-        if consumer is not None:
-            query += " AND consumer = ?"
-            params.append(consumer)
-        return await self._write_many(query, [params])
-
-    # ---- retention primitives (kernel, tenant-scoped; used by edge.outbox.retention) ---------------
-
-    def hold(self, consumer: str, tenants: Iterable[str]) -> None:
-        """Rows of these tenants stay until `consumer` passed them (or the tenant's limits drop them)."""
-        for tenant in tenants:
-            self._holders.setdefault(tenant, set()).add(consumer)
-
-    def release(self, consumer: str, tenants: Iterable[str]) -> None:
-        """Rows of these tenants no longer wait for `consumer` (a module that lost the entitlement, a removed webhook)."""
-        for tenant in tenants:
-            self._holders.get(tenant, set()).discard(consumer)
-
-    def holders(self) -> frozenset[str]:
-        return frozenset(self._holders.get(tenant_filter()[1], ()))
-
-    def policy(self) -> RetentionPolicy:
-        return self._policies.get(tenant_filter()[1]) or RetentionPolicy()
-
-    def usage(self) -> tuple[int, int]:
-        """(events, bytes) the current tenant has committed in the outbox."""
-        events, size = self._usage.get(tenant_filter()[1], (0, 0))
-        return events, size
-
-    def take_refused(self) -> Dropped:
-        """Events refused under `refuse_newest` since the last call (the sweep counts and reports them)."""
-        return self._refused.pop(tenant_filter()[1], Dropped())
-
-    async def delivered_floor(self) -> int:
-        """Every holder of the current tenant's rows has passed this position."""
-        holders = self.holders()
-        if not holders:
-            return self.last_position
-        return min([await self.cursor(consumer) for consumer in sorted(holders)])
-
-    async def first_position_since(self, enqueued: float) -> int | None:
-        """The first row of the tenant stored at or after `enqueued`, or None.
-
-        Rows are stored in time order (the outbox clock never goes back), so this is a binary search of
-        point lookups: a few milliseconds however long the backlog, instead of a scan of every old row."""
-        clause, tenant = tenant_filter()
-
-        async def first_from(position: int) -> tuple[int, float] | None:
-            rows = await self._read(
-                f"SELECT position, enqueued FROM outbox WHERE {clause} AND position >= ? ORDER BY position LIMIT 1",
-                (tenant, position),
-            )
-            return (int(rows[0][0]), float(rows[0][1])) if rows else None
-
-        first = await first_from(0)
-        if first is None or first[1] >= enqueued:
-            return first[0] if first else None
-        low, high = first[0], self.last_position + 1  # the row at `low` is older; the answer is after it
-        while high - low > 1:
-            row = await first_from((low + high) // 2)
-            if row is None or row[1] >= enqueued:
-                high = (low + high) // 2
-            else:
-                low = row[0]
-        row = await first_from(high)
-        return row[0] if row is not None and row[1] >= enqueued else None
-
-    async def position_freeing(self, nbytes: int) -> int | None:
-        """The smallest position such that deleting the tenant's rows up to it frees at least `nbytes`."""
-        clause, tenant = tenant_filter()
-        freed, after, last = 0, 0, None
-        while True:
-            rows = await self._read(
-                f"SELECT position, length(body) FROM outbox WHERE {clause} AND position > ?"
-                " ORDER BY position LIMIT 5000",
-                (tenant, after),
-            )
-            for position, size in rows:
-                freed += int(size)
-                last = int(position)
-                if freed >= nbytes:
-                    return last
-            if len(rows) < 5000:
-                return last
-            after = int(rows[-1][0])
-
-    async def delete_through(self, position: int, delivered_through: int, reason: str | None) -> Dropped:
-        """Delete the tenant's rows up to `position`. Those after `delivered_through` (not every holder had
-        them) are counted as dropped under `reason` in the same transaction, and returned."""
-        assert self._writer is not None
-        clause, tenant = tenant_filter()
-        total = Dropped()
-        while True:
-            async with self._lock:
-                end, events, size, lost = await self._writer.call(
-                    _delete_chunk, clause, tenant, position, delivered_through, reason, self._clock()
-                )
-            counts = self._usage.setdefault(tenant, [0, 0])
-            counts[0] -= events
-            counts[1] -= size
-            total = total + lost
-            if end >= position or not events:
-                return total
-
-    async def record_drops(self, reason: str, dropped: Dropped) -> None:
-        """Count events that were refused (never stored) for the current tenant."""
-        _, tenant = tenant_filter()
-        await self._write_many(
-            sql.ADD_DROPS, [(tenant, reason, dropped.events, dropped.bytes, self._clock())]
-        )
-
-    async def drop_totals(self) -> dict[str, tuple[int, int]]:
-        """reason -> (events, bytes) dropped or refused for the current tenant since the outbox was created."""
-        clause, tenant = tenant_filter()
-        rows = await self._read(f"SELECT reason, events, bytes FROM drop_counts WHERE {clause}", (tenant,))
-        return {str(r): (int(e), int(b)) for r, e, b in rows}
-
-    # ---- plumbing ----------------------------------------------------------------------------------------
-
-    async def _write_many(self, query: str, params: Sequence[Sequence[object]]) -> int:
-        """One short transaction on the writer connection; returns the number of rows changed."""
+    def _thread(self) -> SqliteThread:
         assert self._writer is not None, "outbox is not open"
-        async with self._lock:
-            return await self._writer.call(_execute_many, query, params)
+        return self._writer
 
-    async def _one(self, query: str) -> tuple[Any, ...]:
-        assert self._writer is not None
-        rows = await self._writer.rows(query)
-        return rows[0]
+    async def _write_batch(self, batch: CommitBatch) -> int:
+        first = self._next_position  # the file's only writer numbers its rows itself
+        await self._thread().call(_commit_rows, first, batch)
+        return first
 
-    async def _read(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
-        """One query, executed and fetched in a single step on the reader's thread. A statement left open
-        between two steps would hold its read snapshot, and a read queued meanwhile by another task would
-        share that older snapshot: it would miss commits the caller knows of (`last_position`), and a
-        consumer would pass rows it never saw (reliability soak, tests/reliability/test_outbox_snapshot.py)."""
+    async def _write_statements(self, query: str, params: Sequence[Sequence[object]]) -> int:
+        return await self._thread().call(_execute_many, query, params)
+
+    async def _delete_chunk(
+        self, tenant: str, position: int, delivered_through: int, reason: str | None
+    ) -> tuple[int, int, int, Dropped]:
+        clause, _ = sql.tenant_filter()  # here: the writer's thread does not carry the tenant context
+        return await self._thread().call(
+            _delete_chunk, clause, tenant, position, delivered_through, reason, self._clock()
+        )
+
+    async def _read(self, query: str, params: Sequence[object]) -> list[Row]:
         assert self._reader is not None, "outbox is not open"
         return await self._reader.rows(query, params)
 
@@ -683,27 +96,20 @@ class SqliteOutbox:
 # ---- transactions, run whole on the writer's thread ----------------------------------------------------
 
 
-def _commit_rows(
-    db: sqlite3.Connection,
-    rows: list[tuple[Any, ...]],
-    sequences: dict[tuple[str, str], int],
-    usage: dict[str, list[int]],
-    cursors: dict[tuple[str, str], int],
-    status: dict[tuple[str, str], list[Any]],
-) -> None:
+def _commit_rows(db: sqlite3.Connection, first: int, batch: CommitBatch) -> None:
     """A group commit: the events, the devices' last sequences, the usage counters and the consumers'
     pending cursors and status, in one transaction (deferred: the writer is the file's only writer)."""
     with transaction(db, immediate=False):
-        if rows:
-            db.executemany(sql.INSERT, rows)
-        if sequences:
-            db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in sequences.items()])
-        if usage:
-            db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in usage.items()])
-        if cursors:
-            db.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in cursors.items()])
-        if status:
-            db.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in status.items()])
+        if batch.rows:
+            db.executemany(sql.INSERT, [(first + offset, *row) for offset, row in enumerate(batch.rows)])
+        if batch.sequences:
+            db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in batch.sequences.items()])
+        if batch.usage:
+            db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in batch.usage.items()])
+        if batch.cursors:
+            db.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in batch.cursors.items()])
+        if batch.status:
+            db.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in batch.status.items()])
 
 
 def _execute_many(db: sqlite3.Connection, query: str, params: Sequence[Sequence[object]]) -> int:
@@ -722,12 +128,10 @@ def _delete_chunk(
     reason: str | None,
     now: float,
 ) -> tuple[int, int, int, Dropped]:
-    """Delete up to `_DELETE_CHUNK` of the tenant's rows up to `position`, in one transaction:
-    (last position deleted, events, bytes, the part of them counted as dropped)."""
     where = f"{clause} AND position <= ?"
-    rows = db.execute(
+    rows: list[Any] = db.execute(
         f"SELECT position FROM outbox WHERE {where} ORDER BY position LIMIT 1 OFFSET ?",
-        (tenant, position, _DELETE_CHUNK - 1),
+        (tenant, position, DELETE_CHUNK - 1),
     ).fetchall()
     end = int(rows[0][0]) if rows else position
     with transaction(db, immediate=False):
@@ -750,10 +154,3 @@ def _delete_chunk(
         if lost.events:
             db.execute(sql.ADD_DROPS, (tenant, reason, lost.events, lost.bytes, now))
     return end, int(events), int(size), lost
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    consumer, *event, reason, dead_at, attempts, replay = row
-    return DeadLetter(
-        str(consumer), StoredEvent(*event), str(reason), float(dead_at), int(attempts), bool(replay)
-    )

@@ -110,6 +110,7 @@ from edge.sdk.points import (
 from edge.sdk.store import (
     ModuleStore,
     ModuleStoreError,
+    StateStore,
     module_store_path,
 )
 from edge.sdk.tags import (
@@ -207,6 +208,7 @@ __all__ = [
     "Role",
     "Sample",
     "Scalar",
+    "StateStore",
     "StoredEvent",
     "SubscriptionUnsupported",
     "SupportsDiscovery",

@@ -27,8 +27,12 @@ import typer
 from edge.cli.common import load_or_exit
 from edge.cli.module_command_cmd import send
 from edge.config import LoadedConfig
+from edge.config.models import GatewayConfig
 from edge.ops.status import status_file
+from edge.outbox.backends import module_store, open_inspector
 from edge.outbox.inspect import OutboxInspector, summary_row, uplink_status
+from edge.plugins import PluginRegistry
+from edge.sdk.store import StateStore
 from edge.sdk.tenancy import TenantContext
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "OutboxInspector",
     "fail",
     "open_gateway_config",
+    "open_module_store",
     "open_outbox",
     "send_module_command",
     "summary_row",
@@ -52,7 +57,9 @@ class ConfiguredGateway:
     def __init__(self, path: Path, loaded: LoadedConfig) -> None:
         self.path = path  # the configuration file
         self.data_dir = loaded.data_dir
-        self.outbox_path = loaded.data_dir / loaded.config.storage.path  # the outbox's SQLite file
+        self.outbox_path = (
+            loaded.data_dir / loaded.config.storage.path
+        )  # the SQLite outbox's file (backend sqlite)
         self.status_file = status_file(loaded.data_dir)  # rewritten every second while the gateway runs
         self.tenants: dict[str, TenantContext] = loaded.tenant_contexts()  # in the file's order
         self._loaded = loaded
@@ -92,7 +99,27 @@ def send_module_command(
     return result
 
 
+def open_module_store(gateway: ConfiguredGateway, module: str, *, readonly: bool = True) -> StateStore:
+    """A module's state where the gateway keeps it (its SQLite file, or PostgreSQL for an in-process module of
+    a gateway on PostgreSQL), not opened; read-only by default (works while the gateway runs). Raises
+    FileNotFoundError when a SQLite store was never created."""
+    config = gateway._loaded.config
+    isolated = _runs_isolated(config, module)
+    return module_store(config, gateway.data_dir, module, isolated=isolated, readonly=readonly)
+
+
+def _runs_isolated(config: GatewayConfig, module: str) -> bool:
+    """The run mode the gateway gives `module`: a sidecar (`command`) or `run_mode` in its `[[modules]]` entry,
+    else its manifest's."""
+    entry = next((m for m in config.modules if m.name == module), None)
+    if entry is not None and (entry.command is not None or entry.run_mode is not None):
+        return entry.command is not None or entry.run_mode == "isolated"
+    plugin = PluginRegistry.from_entry_points().modules.get(module)
+    return plugin is not None and plugin.manifest.run_mode == "isolated"
+
+
 def open_outbox(gateway: ConfiguredGateway, *, writable: bool = False) -> OutboxInspector:
     """The gateway's outbox, read-only (works while the gateway runs); `writable` only for operator actions
-    such as `request_replay`. Raises FileNotFoundError while the gateway has never run."""
-    return OutboxInspector(gateway.outbox_path, writable=writable)
+    such as `request_replay`. Raises FileNotFoundError while a SQLite outbox was never created; on PostgreSQL
+    (`[storage] backend`: the shared tables), ConnectionError when the server is out of reach."""
+    return open_inspector(gateway._loaded.config, gateway.data_dir, writable=writable)

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from edge.sdk.errors import EdgeError
 from edge.sdk.events import ASSET_FAILED, TELEMETRY, StoredEvent, rfc3339
 from edge.sdk.modules import ModuleContext
-from edge.sdk.store import ModuleStore
+from edge.sdk.store import StateStore
 
 __all__ = [
     "AlertBook",
@@ -121,7 +121,7 @@ class AlertBook:
 
     PREFIX = "alert/"
 
-    def __init__(self, module: str, store: ModuleStore, publish: Publish) -> None:
+    def __init__(self, module: str, store: StateStore, publish: Publish) -> None:
         self._module = module
         self._store = store
         self._publish = publish

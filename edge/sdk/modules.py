@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from edge.sdk.events import StoredEvent
-from edge.sdk.store import ModuleStore
+from edge.sdk.store import StateStore
 from edge.sdk.tenancy import TenantContext
 
 __all__ = [
@@ -85,7 +85,7 @@ class ModuleContext(Protocol):
     config: dict[str, Any]
     tenants: tuple[TenantContext, ...]
     gateway_id: str
-    store: ModuleStore
+    store: StateStore
     log: logging.Logger
 
     def subscribe(self, types: Sequence[str], handler: EventHandler) -> None:

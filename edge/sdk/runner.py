@@ -55,7 +55,7 @@ from edge.sdk.modules import (
 from edge.sdk.proto import TOKEN_HEADER
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
-from edge.sdk.store import ModuleStore
+from edge.sdk.store import ModuleStore, StateStore
 from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
 from edge.sdk.ticks import TenantTicks, Tick
 
@@ -118,7 +118,7 @@ class IsolatedContext:
         self.tenants = _tenants(reply.tenants)
         # the module's own tenant-scoped store: the same SQLite file as in-process (WAL: readers such as
         # `edge billing report` are fine), wherever the kernel keeps it
-        self.store = ModuleStore(Path(reply.store_path), name)
+        self.store: StateStore = ModuleStore(Path(reply.store_path), name)
         self._registered = registered or _Registered()
         self._stub = stub
         self._metadata = ((TOKEN_HEADER, token),)

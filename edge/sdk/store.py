@@ -1,4 +1,6 @@
-"""A module's own storage namespace: one SQLite file per module, every row owned by a tenant.
+"""A module's own storage namespace (`StateStore`): one SQLite file per module (`ModuleStore`), every row owned by a
+tenant. On a gateway whose storage is PostgreSQL, in-process modules get the same interface on PostgreSQL
+(`edge.outbox.pg_module_store`); isolated modules keep this file in their own process.
 
 `{data_dir}/modules/{module}.sqlite`, WAL with `synchronous=FULL` (a ledger entry that was applied survives
 power loss). Keys are text, values JSON. Every query is filtered by the current tenant
@@ -14,21 +16,20 @@ seconds (pruned when the store opens), far longer than any redelivery window of 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self, runtime_checkable
 
 import aiosqlite
 import orjson
 
 from edge.sdk.errors import EdgeError
 from edge.sdk.tenancy import current_tenant
-from edge.sdk.transaction import async_transaction
+from edge.sdk.transaction import async_transaction, finish_even_if_cancelled
 
-__all__ = ["ModuleStore", "ModuleStoreError", "module_store_path"]
+__all__ = ["ModuleStore", "ModuleStoreError", "StateStore", "module_store_path"]
 
 ONCE_TTL = 90 * 86_400.0  # seconds an applied `once` key is remembered
 
@@ -47,6 +48,37 @@ CREATE TABLE IF NOT EXISTS applied (
     PRIMARY KEY (tenant, once_key)
 ) WITHOUT ROWID;
 """
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """A module's tenant-scoped key-value state, whichever database keeps it (`ModuleContext.store`): this
+    SQLite file per module by default, PostgreSQL when the gateway's storage is (`[storage] backend`). Every
+    call acts for the current tenant and raises `NoTenantContext` outside a tenant scope."""
+
+    module: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def get(self, key: str) -> Any | None: ...
+    async def items(self, prefix: str = "") -> list[tuple[str, Any]]:
+        """Every (key, value) of the current tenant whose key starts with `prefix`, in key order."""
+
+    async def put(self, key: str, value: Any) -> None:
+        await self.apply({key: value})
+
+    async def delete(self, key: str) -> None:
+        await self.apply({}, [key])
+
+    async def apply(
+        self, puts: Mapping[str, Any], deletes: Sequence[str] = (), once: str | None = None
+    ) -> bool:
+        """Write `puts` and remove `deletes` in one transaction. With `once`, do nothing and return False
+        when that key was applied before (for this tenant); True when the changes were made."""
+
+    async def applied(self, once: str) -> bool: ...
 
 
 class _AppliedBefore(Exception):
@@ -71,7 +103,7 @@ def _tenant() -> str:
     return current_tenant().tenant_id
 
 
-class ModuleStore:
+class ModuleStore(StateStore):
     """Tenant-scoped key-value storage of one module (see the module docstring)."""
 
     def __init__(
@@ -134,17 +166,9 @@ class ModuleStore:
             rows = await cursor.fetchall()
         return [(str(key), orjson.loads(value)) for key, value in rows]
 
-    async def put(self, key: str, value: Any) -> None:
-        await self.apply({key: value})
-
-    async def delete(self, key: str) -> None:
-        await self.apply({}, [key])
-
     async def apply(
         self, puts: Mapping[str, Any], deletes: Sequence[str] = (), once: str | None = None
     ) -> bool:
-        """Write `puts` and remove `deletes` in one transaction. With `once`, do nothing and return False
-        when that key was applied before (for this tenant); True when the changes were made."""
         tenant = _tenant()
         now = time.time()
         try:
@@ -153,17 +177,9 @@ class ModuleStore:
             raise ModuleStoreError(self.module, f"value is not JSON: {exc}") from exc
         db = self._conn()
         async with self._lock:
-            # A started transaction always finishes, even when the caller is cancelled (a module stopping):
-            # aiosqlite runs each statement in its own thread, so a cancelled await could otherwise leave the
-            # connection inside a transaction, or a half-known outcome. The cancellation is re-raised after.
-            job = asyncio.ensure_future(self._transaction(db, tenant, encoded, deletes, once, now))
-            try:
-                return await asyncio.shield(job)
-            except asyncio.CancelledError:
-                while not job.done():
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.wait([job])
-                raise
+            # aiosqlite runs each statement in its own thread: a cancelled await could otherwise leave the
+            # connection inside a transaction, or a half-known outcome
+            return await finish_even_if_cancelled(self._transaction(db, tenant, encoded, deletes, once, now))
 
     async def _transaction(
         self,

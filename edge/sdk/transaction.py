@@ -22,13 +22,32 @@ Locks are the caller's: hold the store's lock around the block (`with lock, tran
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["async_transaction", "transaction"]
+__all__ = ["async_transaction", "finish_even_if_cancelled", "transaction"]
+
+
+T = TypeVar("T")
+
+
+async def finish_even_if_cancelled(transaction: Coroutine[Any, Any, T]) -> T:
+    """Run a started transaction to its end even when the caller is cancelled (a module stopping), then
+    re-raise the cancellation: the connection never stays inside a transaction, and the outcome is known
+    (committed or rolled back), whichever database driver runs it."""
+    job = asyncio.ensure_future(transaction)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        while not job.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([job])
+        raise
 
 
 def _begin(immediate: bool) -> str:

@@ -9,6 +9,9 @@ which opens the store of a loaded configuration.
 from __future__ import annotations
 
 from edge.config import LoadedConfig
+from edge.outbox.backends import open_inspector
+from edge.outbox.inspect import OutboxInspector
+from edge.sdk.tenancy import current_tenant
 from edge.webhooks.delivery import DeliveryPolicy, DeliveryStats
 from edge.webhooks.dispatcher import WebhookDispatcher
 from edge.webhooks.guard import DestinationPolicy, DestinationRefused
@@ -47,9 +50,16 @@ def delivery_policy(loaded: LoadedConfig) -> DeliveryPolicy:
 
 
 def open_store(loaded: LoadedConfig) -> WebhookStore:
-    """The subscriptions of this gateway, in its SQLite file (created if the gateway never ran)."""
+    """The subscriptions of this gateway, in its SQLite file (created if the gateway never ran); their cursors
+    and dead letters in the configured outbox, each tenant's in its own store (tier)."""
+
+    def outbox() -> OutboxInspector:
+        tenant = current_tenant().tenant_id
+        return open_inspector(loaded.config, loaded.data_dir, tenant=tenant, writable=True)
+
     return WebhookStore(
         loaded.data_dir / loaded.config.storage.path,
         destination_policy(loaded),
         max_per_tenant=loaded.config.webhooks.max_subscriptions,
+        outbox=outbox,
     )

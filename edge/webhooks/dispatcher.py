@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from edge.module_host.batches import run_batch_consumer
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox import OutboxStore
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
@@ -48,7 +48,7 @@ class _Running:
 class WebhookDispatcher:
     def __init__(
         self,
-        outbox: SqliteOutbox,
+        outbox: OutboxStore,
         store: WebhookStore,
         tenants: Iterable[TenantContext],
         destinations: DestinationPolicy,
@@ -67,11 +67,15 @@ class WebhookDispatcher:
         self._running: dict[str, _Running] = {}
         self._held: dict[str, str] = {}  # subscription id -> tenant, for every subscription holding rows
         self.stats: dict[str, DeliveryStats] = {}
+        # cluster mode on a shared outbox: a tenant's subscriptions deliver from its leader only
+        self.runs_here: Callable[[str], bool] = lambda tenant: True
 
     async def sync(self) -> None:
         """Match the running consumers to the stored subscriptions (called at start and periodically)."""
         wanted: dict[str, Subscription] = {}
         for ctx in self._tenants.values():
+            if not self.runs_here(ctx.tenant_id):
+                continue
             with tenant_scope(ctx):
                 subs = await asyncio.to_thread(self._store.list)
             wanted.update((s.id, s) for s in subs)
@@ -79,7 +83,8 @@ class WebhookDispatcher:
             await self._stop(sub_id)
             tenant = self._held.pop(sub_id)
             self._outbox.release(consumer_name(sub_id), [tenant])
-            log.info("webhook %s of tenant %s removed", sub_id, tenant)
+            where = "removed" if self.runs_here(tenant) else "delivers from the tenant's leader"
+            log.info("webhook %s of tenant %s %s", sub_id, tenant, where)
         for sub_id, sub in wanted.items():
             if sub_id not in self._held:
                 self._outbox.hold(sub.consumer, [sub.tenant])

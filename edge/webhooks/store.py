@@ -1,4 +1,4 @@
-"""Webhook subscriptions, kept in the gateway's SQLite file beside the outbox.
+"""Webhook subscriptions, kept in the gateway's SQLite file (the outbox's file when the outbox is on SQLite).
 
 `WebhookStore` is the typed, tenant-scoped API over them, used by `edge webhook ...` (whether the gateway runs
 or not), by the running gateway (which reloads them every second) and by the REST API. Every read and write
@@ -7,7 +7,8 @@ changes its own subscriptions and their dead letters.
 
 Each subscription is a durable outbox consumer named `webhook:<id>`. Creating one starts its cursor at the
 tenant's newest event (it receives what happens from then on, not the history); removing one deletes its
-cursor, status and dead letters. The signing secret is generated here, returned once by `add`, and read back
+cursor, status and dead letters. Those live in the outbox, whichever backend keeps it: the store reaches them
+through an `OutboxInspector` on the tenant's outbox store (`outbox`, by default the same SQLite file). The signing secret is generated here, returned once by `add`, and read back
 only by the gateway's deliverer (`signing_secrets`): `Subscription` never carries it. `rotate_secret` makes a
 new one and keeps signing with the old one too for a grace period (two signatures in `webhook-signature`, as
 the Standard Webhooks spec provides), so the receiver can switch without losing a delivery.
@@ -20,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import orjson
 
 from edge.ops.files import private_database
 from edge.outbox import schema as outbox_sql
+from edge.outbox.inspect import OutboxInspector
 from edge.outbox.schema import tenant_filter
 from edge.sdk.errors import EdgeError
 from edge.sdk.transaction import transaction
@@ -125,7 +127,17 @@ class WebhookStore:
     transaction on its own SQLite connection. The calls block: from async code, run them through
     `asyncio.to_thread` (the tenant context goes along), as the dispatcher does."""
 
-    def __init__(self, path: Path, policy: DestinationPolicy, *, max_per_tenant: int = 50) -> None:
+    def __init__(
+        self,
+        path: Path,
+        policy: DestinationPolicy,
+        *,
+        max_per_tenant: int = 50,
+        outbox: Callable[[], OutboxInspector] | None = None,
+    ) -> None:
+        """`outbox`: opens a writable view of the current tenant's outbox store (`edge.webhooks.open_store`
+        passes the configured backend's); None: the outbox is in `path` itself."""
+        self._outbox = outbox or (lambda: OutboxInspector(path, writable=True))
         self._db = sqlite3.connect(
             private_database(path), timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -157,12 +169,35 @@ class WebhookStore:
         paused: bool = False,
     ) -> CreatedSubscription:
         """Create a subscription for the current tenant; raises ValueError for a refused URL or a full quota."""
-        clause, tenant = tenant_filter()
+        _, tenant = tenant_filter()
         self._policy.check_url(url)
         for name, values in (("types", types), ("sites", sites), ("devices", devices), ("points", points)):
             if any(not v or v != v.strip() for v in values):
                 raise ValueError(f"webhook {name} filter: empty or padded value in {list(values)!r}")
         sub_id, secret, now = f"wh_{secrets.token_hex(8)}", new_secret(), time.time()
+        # Start at the tenant's newest event before the subscription exists: the running gateway, which picks
+        # new subscriptions up within a second, must never find one without its cursor (it would replay history).
+        with self._outbox() as outbox:
+            outbox.start_cursor(consumer_name(sub_id))
+        try:
+            self._insert(sub_id, tenant, url, (types, sites, devices, points), paused, secret, now)
+        except BaseException:
+            with self._outbox() as outbox:
+                outbox.forget_consumer(consumer_name(sub_id))
+            raise
+        return CreatedSubscription(self.get(sub_id), secret)
+
+    def _insert(
+        self,
+        sub_id: str,
+        tenant: str,
+        url: str,
+        filters: tuple[Sequence[str], ...],
+        paused: bool,
+        secret: str,
+        now: float,
+    ) -> None:
+        clause = tenant_filter()[0]
         with self._transaction():
             (count,) = self._db.execute(
                 f"SELECT COUNT(*) FROM webhook_subscriptions WHERE {clause}", (tenant,)
@@ -175,7 +210,7 @@ class WebhookStore:
                     sub_id,
                     tenant,
                     url,
-                    *(orjson.dumps(sorted(set(v))).decode() for v in (types, sites, devices, points)),
+                    *(orjson.dumps(sorted(set(v))).decode() for v in filters),
                     "paused" if paused else "active",
                     "created paused" if paused else None,
                     now,
@@ -183,15 +218,6 @@ class WebhookStore:
                     secret,
                 ),
             )
-            # Start at the tenant's newest event: a new subscription gets what happens from now on.
-            self._start_cursor(sub_id, clause, tenant)
-        return CreatedSubscription(self.get(sub_id), secret)
-
-    def _start_cursor(self, sub_id: str, clause: str, tenant: str) -> None:
-        (newest,) = self._db.execute(
-            f"SELECT COALESCE(MAX(position), 0) FROM outbox WHERE {clause}", (tenant,)
-        ).fetchone()
-        self._db.execute(outbox_sql.UPSERT_CURSOR, (consumer_name(sub_id), tenant, int(newest)))
 
     def list(self) -> builtins.list[Subscription]:
         clause, tenant = tenant_filter()
@@ -260,17 +286,13 @@ class WebhookStore:
             ).rowcount
             if not changed:
                 raise SubscriptionNotFound(tenant, subscription_id)
-            for table in ("cursors", "consumer_status", "dead_letters"):
-                self._db.execute(f"DELETE FROM {table} WHERE {clause} AND consumer = ?", (tenant, consumer))
+        with self._outbox() as outbox:
+            outbox.forget_consumer(consumer)
 
     def dead_letters(self, subscription_id: str, limit: int = 100) -> builtins.list[DeadDelivery]:
-        clause, tenant = tenant_filter()
         self.get(subscription_id)
-        rows = self._rows(
-            "SELECT position, id, type, subject, reason, dead_at, attempts, replay FROM dead_letters"
-            f" WHERE {clause} AND consumer = ? ORDER BY position LIMIT ?",
-            (tenant, consumer_name(subscription_id), limit),
-        )
+        with self._outbox() as outbox:
+            rows = outbox.dead_letters(consumer_name(subscription_id), limit)
         return [
             DeadDelivery(int(p), str(i), str(t), str(s), str(r), float(d), int(a), bool(rp))
             for p, i, t, s, r, d, a, rp in rows
@@ -279,15 +301,9 @@ class WebhookStore:
     def replay(self, subscription_id: str) -> int:
         """Offer the subscription's dead letters again (the running gateway within seconds, else at its
         next start); returns how many."""
-        clause, tenant = tenant_filter()
         self.get(subscription_id)
-        with self._transaction():
-            return int(
-                self._db.execute(
-                    f"UPDATE dead_letters SET replay = 1 WHERE {clause} AND consumer = ?",
-                    (tenant, consumer_name(subscription_id)),
-                ).rowcount
-            )
+        with self._outbox() as outbox:
+            return outbox.request_replay(consumer_name(subscription_id))
 
     # ---- plumbing ----------------------------------------------------------------------------------
 

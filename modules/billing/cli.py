@@ -1,5 +1,5 @@
 """`edge billing report`: a tenant's energy ledger for one billing period, read from the billing module's
-own store (works while the gateway runs: the store is SQLite in WAL mode, opened read-only here).
+own store, opened read-only (works while the gateway runs: SQLite in WAL mode, or PostgreSQL).
 
 Mounted by the kernel's CLI through the `edge.cli` entry point `billing` (see edge.sdk.cli)."""
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
-from edge.sdk import ModuleStore, TenantContext, module_store_path, tenant_scope
-from edge.sdk.cli import CONFIG_OPTION, fail, open_gateway_config
+from edge.sdk import StateStore, TenantContext, tenant_scope
+from edge.sdk.cli import CONFIG_OPTION, fail, open_gateway_config, open_module_store
 from modules.billing import ledger
 
 app = typer.Typer(no_args_is_help=True, help="Billing ledgers of the billing module.")
@@ -33,18 +33,19 @@ def report(
     gateway = open_gateway_config(config)
     if tenant not in gateway.tenants:
         fail(f"no tenant {tenant!r} in {config}")
-    path = module_store_path(gateway.data_dir, "billing")
-    if not path.exists():
-        fail(f"no ledger yet ({path} does not exist: has the billing module run?)")
-    rows = asyncio.run(_read(path, tenant, period))
+    try:
+        store = open_module_store(gateway, "billing")
+    except FileNotFoundError as exc:
+        fail(f"no ledger yet ({exc}: has the billing module run?)")
+    rows = asyncio.run(_read(store, tenant, period))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
     typer.echo(_table(tenant, period, rows))
 
 
-async def _read(path: Path, tenant: str, period: str) -> list[dict[str, Any]]:
-    async with ModuleStore(path, "billing", readonly=True) as store:
+async def _read(store: StateStore, tenant: str, period: str) -> list[dict[str, Any]]:
+    async with store:
         with tenant_scope(TenantContext(tenant)):
             return await ledger.report(store, period)
 

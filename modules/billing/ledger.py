@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.sdk import ModuleStore
+from edge.sdk import StateStore
 from modules.billing.events import EnergyInterval
 
 
@@ -24,7 +24,7 @@ def period_of(start: datetime, zone: str) -> str:
 
 
 async def record(
-    store: ModuleStore, event_id: str, interval: EnergyInterval, price: float, currency: str, zone: str
+    store: StateStore, event_id: str, interval: EnergyInterval, price: float, currency: str, zone: str
 ) -> bool:
     """Book one interval; False when this event was booked before."""
     period = period_of(interval.start, zone)
@@ -61,6 +61,6 @@ def _booked_before(previous: dict[str, Any]) -> bool:
     return "price" in previous
 
 
-async def report(store: ModuleStore, period: str) -> list[dict[str, Any]]:
+async def report(store: StateStore, period: str) -> list[dict[str, Any]]:
     """The current tenant's totals of one billing period ("2026-11"), one row per site."""
     return [value for _, value in await store.items(f"total/{period}/")]

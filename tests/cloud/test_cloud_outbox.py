@@ -1,13 +1,12 @@
-"""The kernel side of cloud sync: batch subscriptions, dead letters, retention (real SQLite, no HTTP)."""
+"""The kernel side of cloud sync: batch subscriptions, dead letters, retention (real outboxes of both backends,
+`stores`: SQLite files and a private PostgreSQL; no HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import orjson
 import pytest
@@ -15,13 +14,14 @@ import pytest
 from edge.module_host.host import ModuleHost
 from edge.outbox import RetentionPolicy
 from edge.outbox.retention import Retention
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox.store import GroupCommitOutbox
 from edge.plugins import LoadedPlugin, Manifest
 from edge.sdk.errors import OutboxFull
 from edge.sdk.events import OUTBOX_DROPPED, TELEMETRY, Event, OutboxDroppedData, StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext, Rejected, RetryLater
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.helpers import until
+from tests.outbox_stores import Stores
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
@@ -47,7 +47,7 @@ def _event(tenant: str, device: str, sequence: int, *, size: int = 0, type: str 
     )
 
 
-async def _flush(outbox: SqliteOutbox) -> int:
+async def _flush(outbox: GroupCommitOutbox) -> int:
     """Wait until everything appended so far is committed; returns the last position. The writer takes tenants
     in turns (edge.outbox.fair_queue), so first every queued event is taken, then a durable append of a tenant of
     its own commits after the batch in flight: commits are in order."""
@@ -57,7 +57,7 @@ async def _flush(outbox: SqliteOutbox) -> int:
         return await outbox.append_durable(_event("zz-flush", "f", 1))
 
 
-async def _fill(outbox: SqliteOutbox, tenant: str, count: int, *, start: int = 1, size: int = 0) -> int:
+async def _fill(outbox: GroupCommitOutbox, tenant: str, count: int, *, start: int = 1, size: int = 0) -> int:
     """Append `count` events of device d1; returns the last position of the tenant's rows."""
     with tenant_scope(TENANTS[tenant]):
         for seq in range(start, start + count):
@@ -104,22 +104,22 @@ def _plugin(module: object) -> LoadedPlugin:
 
 
 async def _host(
-    outbox: SqliteOutbox, module: object, tenants: Sequence[TenantContext] = (ACME,)
+    stores: Stores, outbox: GroupCommitOutbox, module: object, tenants: Sequence[TenantContext] = (ACME,)
 ) -> ModuleHost:
-    host = ModuleHost(outbox, list(tenants), "gw")
+    host = ModuleHost(outbox, list(tenants), "gw", stores.data_dir)
     await host.start("up", _plugin(module), {})
     return host
 
 
-async def test_a_batch_is_acknowledged_only_by_its_outcome(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_a_batch_is_acknowledged_only_by_its_outcome(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     await _fill(outbox, "acme", 10)
     first_two = lambda b: Rejected({b[1].position: "bad unit", b[4].position: "no such device"})  # noqa: E731
     module = Uplink(
         [RetryLater(0.05, "HTTP 503"), RuntimeError("a bug"), first_two], max_batch=5, max_wait=0.0
     )
-    host = await _host(outbox, module)
+    host = await _host(stores, outbox, module)
     await until(lambda: len(module.offers) >= 4, within=5.0)
     await host.stop()
 
@@ -141,11 +141,11 @@ async def test_a_batch_is_acknowledged_only_by_its_outcome(tmp_path: Path) -> No
     await outbox.close()
 
 
-async def test_a_batch_waits_for_max_wait_or_max_batch_and_stays_within_one_tenant(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.001)
+async def test_a_batch_waits_for_max_wait_or_max_batch_and_stays_within_one_tenant(stores: Stores) -> None:
+    outbox = stores(commit_interval=0.001)
     await outbox.open()
     module = Uplink(max_batch=50, max_wait=0.3)
-    host = await _host(outbox, module, [ACME, GLOBEX])
+    host = await _host(stores, outbox, module, [ACME, GLOBEX])
     started = time.monotonic()
     await _fill(outbox, "acme", 3)
     await _fill(outbox, "globex", 120)
@@ -158,12 +158,12 @@ async def test_a_batch_waits_for_max_wait_or_max_batch_and_stays_within_one_tena
     await outbox.close()
 
 
-async def test_replayed_dead_letters_are_offered_again_and_resolved(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_replayed_dead_letters_are_offered_again_and_resolved(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     await _fill(outbox, "acme", 3)
     module = Uplink([lambda b: Rejected({b[0].position: "schema v2 unknown"})], max_wait=0.0)
-    host = await _host(outbox, module)
+    host = await _host(stores, outbox, module)
     await until(lambda: len(module.offers) == 1, within=5.0)
     with tenant_scope(ACME):
         assert len(await outbox.dead_letters()) == 1
@@ -177,8 +177,8 @@ async def test_replayed_dead_letters_are_offered_again_and_resolved(tmp_path: Pa
     await outbox.close()
 
 
-async def test_dead_letters_are_tenant_scoped(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_dead_letters_are_tenant_scoped(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     await _fill(outbox, "acme", 1)
     with tenant_scope(ACME):
@@ -200,17 +200,17 @@ class Clock:
         return self.now
 
 
-async def _dropped_reports(outbox: SqliteOutbox, tenant: TenantContext) -> list[OutboxDroppedData]:
+async def _dropped_reports(outbox: GroupCommitOutbox, tenant: TenantContext) -> list[OutboxDroppedData]:
     await asyncio.sleep(0.05)  # reports go through the group commit
     with tenant_scope(tenant):
         rows = await outbox.read_after(0, 10_000, [OUTBOX_DROPPED])
     return [OutboxDroppedData.model_validate(orjson.loads(r.body)["data"]) for r in rows]
 
 
-async def test_max_age_drops_exactly_what_a_consumer_had_not_received_and_reports_it(tmp_path: Path) -> None:
+async def test_max_age_drops_exactly_what_a_consumer_had_not_received_and_reports_it(stores: Stores) -> None:
     clock = Clock()
     policy = RetentionPolicy(max_age=3600, keep_delivered=60)
-    outbox = SqliteOutbox(tmp_path / "o.db", clock=clock, retention={"acme": policy})
+    outbox = stores(clock=clock, retention={"acme": policy})
     await outbox.open()
     outbox.hold("cloud", ["acme"])
     outbox.hold("mqtt", ["acme"])
@@ -237,31 +237,29 @@ async def test_max_age_drops_exactly_what_a_consumer_had_not_received_and_report
     await outbox.close()
 
 
-async def test_a_wall_clock_step_back_does_not_make_rows_expire_or_linger(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db", retention={"acme": RetentionPolicy(max_age=3600)})
+async def test_a_wall_clock_step_back_does_not_make_rows_expire_or_linger(stores: Stores) -> None:
+    outbox = stores(retention={"acme": RetentionPolicy(max_age=3600)})
     await outbox.open()
     await _fill(outbox, "acme", 5)
     await outbox.close()
-    with sqlite3.connect(tmp_path / "o.db") as db:  # pretend they were stored by a clock 2 h in the future
-        db.execute("UPDATE outbox SET enqueued = enqueued + 7200")
-    again = SqliteOutbox(tmp_path / "o.db", retention={"acme": RetentionPolicy(max_age=3600)})
+    stores.sql("UPDATE outbox SET enqueued = enqueued + 7200")  # as if stored by a clock 2 h in the future
+    again = stores(retention={"acme": RetentionPolicy(max_age=3600)})
     await again.open()
     assert again.now() >= time.time() + 7199  # never earlier than what is stored: nothing looks 2 h old
     await _fill(again, "acme", 1, start=6)
     assert await Retention(again, [ACME], "gw").sweep() == {}
-    with sqlite3.connect(tmp_path / "o.db") as db:
-        times = [t for (t,) in db.execute("SELECT enqueued FROM outbox ORDER BY position")]
+    times = [t for (t,) in stores.sql("SELECT enqueued FROM outbox ORDER BY position")]
     assert times == sorted(times)
     await again.close()
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "refuse_newest"])
 async def test_the_quota_policy_is_applied_per_tenant_and_counted_exactly(
-    tmp_path: Path, policy: str
+    stores: Stores, policy: str
 ) -> None:
     quota = 1 << 20
     limits = {"acme": RetentionPolicy(max_bytes=quota, policy=policy)}  # type: ignore[arg-type]
-    outbox = SqliteOutbox(tmp_path / "o.db", retention=limits)
+    outbox = stores(retention=limits)
     await outbox.open()
     outbox.hold("cloud", ["acme", "globex"])  # the cloud is down: nothing is delivered
     size = len(_event("acme", "d1", 1, size=1000).body)
@@ -293,11 +291,9 @@ async def test_the_quota_policy_is_applied_per_tenant_and_counted_exactly(
     await outbox.close()
 
 
-async def test_delivered_rows_go_only_once_every_holder_passed_them(tmp_path: Path) -> None:
+async def test_delivered_rows_go_only_once_every_holder_passed_them(stores: Stores) -> None:
     clock = Clock()
-    outbox = SqliteOutbox(
-        tmp_path / "o.db", clock=clock, retention={"acme": RetentionPolicy(keep_delivered=0)}
-    )
+    outbox = stores(clock=clock, retention={"acme": RetentionPolicy(keep_delivered=0)})
     await outbox.open()
     outbox.hold("mqtt", ["acme"])
     outbox.hold("cloud", ["acme"])
@@ -318,25 +314,24 @@ async def test_delivered_rows_go_only_once_every_holder_passed_them(tmp_path: Pa
     await outbox.close()
 
 
-async def test_usage_survives_reopen_and_is_rebuilt_for_an_old_outbox(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_usage_survives_reopen_and_is_rebuilt_for_an_old_outbox(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     await _fill(outbox, "acme", 10, size=100)
     with tenant_scope(ACME):
         before = outbox.usage()
     await outbox.close()
-    with sqlite3.connect(tmp_path / "o.db") as db:
-        db.execute("DELETE FROM tenant_usage")  # as if written before usage was tracked
-    again = SqliteOutbox(tmp_path / "o.db")
+    stores.sql("DELETE FROM tenant_usage")  # as if written before usage was tracked
+    again = stores()
     await again.open()
     with tenant_scope(ACME):
         assert again.usage() == before and before[0] == 10
     await again.close()
 
 
-async def test_finding_the_first_row_stored_since_a_time_agrees_with_a_scan(tmp_path: Path) -> None:
+async def test_finding_the_first_row_stored_since_a_time_agrees_with_a_scan(stores: Stores) -> None:
     clock = Clock()
-    outbox = SqliteOutbox(tmp_path / "o.db", clock=clock, synchronous="off", commit_interval=0)
+    outbox = stores(clock=clock, synchronous="off", commit_interval=0)
     await outbox.open()
     rng = random.Random(5)
     for seq in range(1, 400):
@@ -344,10 +339,7 @@ async def test_finding_the_first_row_stored_since_a_time_agrees_with_a_scan(tmp_
         tenant = rng.choice(["acme", "acme", "globex"])
         with tenant_scope(TENANTS[tenant]):
             await outbox.append_durable(_event(tenant, "d1", seq))
-    with sqlite3.connect(tmp_path / "o.db") as db:
-        rows = db.execute(
-            "SELECT position, enqueued FROM outbox WHERE tenant = 'acme' ORDER BY position"
-        ).fetchall()
+    rows = stores.sql("SELECT position, enqueued FROM outbox WHERE tenant = 'acme' ORDER BY position")
     with tenant_scope(ACME):
         for cutoff in [rows[0][1] - 1, *(e for _, e in rows[::17]), rows[-1][1] + 0.1]:
             expected = next((p for p, e in rows if e >= cutoff), None)

@@ -29,7 +29,7 @@ async def kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
     # echo modules publish one durable event per event, one at a time: a short group commit keeps that fast
     outbox = SqliteOutbox(tmp_path / "outbox.db", synchronous="normal", commit_interval=0.001)
     await outbox.open()
-    host = ModuleHost(outbox, [ACME, GLOBEX], "gw")
+    host = ModuleHost(outbox, [ACME, GLOBEX], "gw", outbox.path.parent)
     isolation = Isolation(host, tmp_path)
     yield Kernel(outbox, host, isolation)
     await isolation.stop()

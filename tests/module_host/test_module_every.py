@@ -67,7 +67,7 @@ async def _published(outbox: SqliteOutbox, tenant: TenantContext) -> list[int]:
 async def host(tmp_path: Path) -> AsyncIterator[ModuleHost]:
     outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.001)
     await outbox.open()
-    host = ModuleHost(outbox, [ACME, GLOBEX], "gw")
+    host = ModuleHost(outbox, [ACME, GLOBEX], "gw", outbox.path.parent)
     try:
         yield host
     finally:  # a failed assertion must not leave ticks running into the next test

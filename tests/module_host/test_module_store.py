@@ -1,23 +1,24 @@
-"""A module's storage namespace: tenant isolation, atomic idempotent apply, durability across reopen."""
+"""A module's storage namespace on both backends (`stores`): tenant isolation, atomic idempotent apply,
+durability across reopen, cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 
 import pytest
 
 from edge.sdk.errors import NoTenantContext
-from edge.sdk.store import ModuleStore, ModuleStoreError
+from edge.sdk.store import ModuleStoreError
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.outbox_stores import Stores
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
 
 
-async def test_each_tenant_sees_only_its_own_rows(tmp_path: Path) -> None:
-    async with ModuleStore(tmp_path / "m.sqlite", "billing") as store:
+async def test_each_tenant_sees_only_its_own_rows(stores: Stores) -> None:
+    async with stores.module("billing") as store:
         with tenant_scope(ACME):
             await store.put("ledger/2026-11/hq", {"kwh": 12.5})
             await store.put("ledger/2026-12/hq", {"kwh": 1.0})
@@ -38,8 +39,8 @@ async def test_each_tenant_sees_only_its_own_rows(tmp_path: Path) -> None:
             await store.get("ledger/2026-11/hq")
 
 
-async def test_apply_is_atomic_and_once_makes_a_redelivered_event_a_no_op(tmp_path: Path) -> None:
-    async with ModuleStore(tmp_path / "m.sqlite", "billing") as store:
+async def test_apply_is_atomic_and_once_makes_a_redelivered_event_a_no_op(stores: Stores) -> None:
+    async with stores.module("billing") as store:
         with tenant_scope(ACME):
             await store.put("pending", True)
             assert await store.apply({"total": 5, "entry/1": 5}, ["pending"], once="event-1") is True
@@ -52,26 +53,25 @@ async def test_apply_is_atomic_and_once_makes_a_redelivered_event_a_no_op(tmp_pa
             assert await store.apply({"total": 7}, once="event-1") is True
 
 
-async def test_rows_survive_reopening_and_a_reader_sees_them_while_the_writer_is_open(tmp_path: Path) -> None:
-    path = tmp_path / "modules" / "solar.sqlite"
-    store = ModuleStore(path, "solar")
+async def test_rows_survive_reopening_and_a_reader_sees_them_while_the_writer_is_open(stores: Stores) -> None:
+    store = stores.module("solar")
     await store.open()
     with tenant_scope(ACME):
         await store.apply({"state/hq/inv-1": {"wh": 1234.5}}, once="e1")
-    async with ModuleStore(path, "solar", readonly=True) as reader:
+    async with stores.module("solar", readonly=True) as reader:
         with tenant_scope(ACME):
             assert await reader.get("state/hq/inv-1") == {"wh": 1234.5}
     await store.close()
-    async with ModuleStore(path, "solar") as again:
+    async with stores.module("solar") as again:
         with tenant_scope(ACME):
             assert await again.get("state/hq/inv-1") == {"wh": 1234.5}
             assert await again.apply({"x": 1}, once="e1") is False
 
 
 async def test_a_write_cancelled_mid_transaction_stays_cancelled_and_leaves_the_store_usable(
-    tmp_path: Path,
+    stores: Stores,
 ) -> None:
-    async with ModuleStore(tmp_path / "m.sqlite", "alarms") as store:
+    async with stores.module("alarms") as store:
         with tenant_scope(ACME):
             for i in range(40):  # cancel at ever later moments: before, inside and after the transaction
                 task = asyncio.create_task(store.apply({f"k{i}": i, "big": "x" * 10_000}, once=f"e{i}"))

@@ -77,7 +77,7 @@ async def test_a_newer_minor_reaches_an_older_handler_through_an_adaptor_and_a_n
 ) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
-    host = ModuleHost(outbox, [ACME], "gw")
+    host = ModuleHost(outbox, [ACME], "gw", outbox.path.parent)
     module = Recorder()
     hosted = await host.start("meter", _plugin(lambda: module), {})
     await _meter(outbox, ACME, "1.0", {"kwh": 5})
@@ -100,7 +100,7 @@ async def test_a_newer_minor_reaches_an_older_handler_through_an_adaptor_and_a_n
 async def test_entitlement_changes_route_live(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
-    host = ModuleHost(outbox, [ACME, GLOBEX], "gw")
+    host = ModuleHost(outbox, [ACME, GLOBEX], "gw", outbox.path.parent)
     module = Recorder()
     await host.start("meter", _plugin(lambda: module, ">=1.0,<2"), {})
     await _meter(outbox, GLOBEX, "1.0", {"kwh": 1})  # before globex is entitled: never delivered

@@ -14,6 +14,7 @@ from edge.outbox.sqlite import SqliteOutbox
 from edge.plugins import LoadedPlugin, Manifest, Produces
 from edge.sdk.events import TELEMETRY, StoredEvent, make_event
 from edge.sdk.modules import Health, ModuleContext
+from edge.sdk.store import ModuleStore
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from tests.helpers import until
 
@@ -88,7 +89,7 @@ async def test_only_entitled_tenants_events_reach_a_module_and_a_crashing_module
 ) -> None:
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
-    host = ModuleHost(outbox, [ACME, GLOBEX], "gw")
+    host = ModuleHost(outbox, [ACME, GLOBEX], "gw", outbox.path.parent)
     module = PeakPower()
     broken = await host.start("broken", _plugin("broken", CrashesOnInit), {})
     hosted = await host.start("peak", _plugin("peak", lambda: module), {})
@@ -116,7 +117,7 @@ async def test_a_restarted_module_resumes_where_it_stopped(tmp_path: Path) -> No
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
     first = PeakPower()
-    host = ModuleHost(outbox, [ACME], "gw")
+    host = ModuleHost(outbox, [ACME], "gw", outbox.path.parent)
     await host.start("peak", _plugin("peak", lambda: first), {})
     for seq in (1, 2):
         await _telemetry(outbox, ACME, seq, 10.0 * seq)
@@ -130,7 +131,7 @@ async def test_a_restarted_module_resumes_where_it_stopped(tmp_path: Path) -> No
     outbox = SqliteOutbox(tmp_path / "o.db")
     await outbox.open()
     second = PeakPower()
-    host = ModuleHost(outbox, [ACME], "gw")
+    host = ModuleHost(outbox, [ACME], "gw", outbox.path.parent)
     await host.start("peak", _plugin("peak", lambda: second), {})
     await until(lambda: len(second.seen) == 2, within=5.0)
     assert second.seen == [("acme", 3), ("acme", 4)]  # no repeats, no gap
@@ -144,7 +145,8 @@ async def test_a_module_publishing_a_declared_type_is_checked_against_its_schema
     outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.001)
     await outbox.open()
     declared = Produces("org.example.alert", "1.2", "edge.sdk.events:AssetFailedData")
-    context = InProcessContext("alerts", {}, [ACME], outbox, "gw", produces=(declared,))
+    store = ModuleStore(tmp_path / "alerts.sqlite", "alerts")
+    context = InProcessContext("alerts", {}, [ACME], outbox, "gw", store, produces=(declared,))
     alert = {
         "state": "raised",
         "alert_id": "alerts:stuck:roof:lift-1",

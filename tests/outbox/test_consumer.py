@@ -1,4 +1,4 @@
-"""The one durable consumer (`edge.outbox.consumer`) against a real SQLite outbox: order, types, passing
+"""The one durable consumer (`edge.outbox.consumer`) against a real outbox of each backend (`stores`): order, types, passing
 other types' rows, wake-ups on commit, restarts, tenant isolation, lingering, read-ahead and cancellation."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from edge.outbox.consumer import Batch, DurableConsumer
-from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox.store import GroupCommitOutbox
 from edge.sdk.events import make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.outbox_stores import Stores
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
@@ -22,14 +22,16 @@ CONSUMER = "test:consumer"
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[SqliteOutbox]:
-    box = SqliteOutbox(tmp_path / "o.db")
+async def outbox(stores: Stores) -> AsyncIterator[GroupCommitOutbox]:
+    box = stores()
     await box.open()
     yield box
     await box.close()
 
 
-async def _append(outbox: SqliteOutbox, type_: str, n: int = 1, tenant: TenantContext = ACME) -> list[int]:
+async def _append(
+    outbox: GroupCommitOutbox, type_: str, n: int = 1, tenant: TenantContext = ACME
+) -> list[int]:
     """Commit `n` events of `type_` for `tenant`; returns their positions."""
     events = [
         make_event(
@@ -45,12 +47,12 @@ async def _next(consumer: DurableConsumer, seconds: float = 5.0) -> Batch:
     return await asyncio.wait_for(anext(consumer), seconds)
 
 
-async def _cursor(outbox: SqliteOutbox, tenant: TenantContext = ACME) -> int:
+async def _cursor(outbox: GroupCommitOutbox, tenant: TenantContext = ACME) -> int:
     with tenant_scope(tenant):
         return await outbox.cursor(CONSUMER)
 
 
-async def test_batches_come_in_order_from_the_stored_cursor(outbox: SqliteOutbox) -> None:
+async def test_batches_come_in_order_from_the_stored_cursor(outbox: GroupCommitOutbox) -> None:
     positions = await _append(outbox, ALARM, 10)
     with tenant_scope(ACME):
         outbox.set_cursor(CONSUMER, positions[2])  # done with the first three
@@ -64,7 +66,7 @@ async def test_batches_come_in_order_from_the_stored_cursor(outbox: SqliteOutbox
     assert await _cursor(outbox) == positions[-1]
 
 
-async def test_only_the_wanted_types_are_delivered(outbox: SqliteOutbox) -> None:
+async def test_only_the_wanted_types_are_delivered(outbox: GroupCommitOutbox) -> None:
     alarms = []
     for _ in range(3):
         await _append(outbox, TELEMETRY, 2)
@@ -75,7 +77,7 @@ async def test_only_the_wanted_types_are_delivered(outbox: SqliteOutbox) -> None
     assert {e.type for e in batch.events} == {ALARM}
 
 
-async def test_other_types_are_passed_only_when_nothing_of_ours_is_pending(outbox: SqliteOutbox) -> None:
+async def test_other_types_are_passed_only_when_nothing_of_ours_is_pending(outbox: GroupCommitOutbox) -> None:
     first = await _append(outbox, ALARM)
     await _append(outbox, TELEMETRY, 2)
     second = await _append(outbox, ALARM)
@@ -106,7 +108,7 @@ async def test_other_types_are_passed_only_when_nothing_of_ours_is_pending(outbo
         waiting.cancel()
 
 
-async def test_a_commit_wakes_a_waiting_consumer_promptly(outbox: SqliteOutbox) -> None:
+async def test_a_commit_wakes_a_waiting_consumer_promptly(outbox: GroupCommitOutbox) -> None:
     async with DurableConsumer(outbox, ACME, CONSUMER, idle=30.0) as consumer:
         waiting = asyncio.create_task(anext(consumer))
         await asyncio.sleep(0.2)  # it read nothing and now waits for a commit
@@ -119,11 +121,34 @@ async def test_a_commit_wakes_a_waiting_consumer_promptly(outbox: SqliteOutbox) 
     assert woke_after < 0.5  # woken by the commit, not by the (here 30 s) bounded wait
 
 
-async def test_a_missed_wake_up_costs_at_most_the_bounded_wait(outbox: SqliteOutbox) -> None:
+async def test_a_commit_by_another_writer_of_a_shared_postgresql_wakes_the_consumer_promptly(
+    outbox: GroupCommitOutbox, stores: Stores
+) -> None:
+    if stores.backend != "postgresql":
+        pytest.skip("a SQLite file has one writer (the data directory's instance lock)")
+    other = stores()  # another gateway instance: its own connections to the same tables
+    await other.open()
+    try:
+        async with DurableConsumer(outbox, ACME, CONSUMER, idle=30.0) as consumer:
+            waiting = asyncio.create_task(anext(consumer))
+            await asyncio.sleep(0.2)  # the consumer waits for a commit
+            [position] = await _append(other, ALARM)
+            committed = time.monotonic()
+            batch = await asyncio.wait_for(waiting, 5)
+            woke_after = time.monotonic() - committed
+    finally:
+        await other.close()
+    assert [e.position for e in batch.events] == [position]
+    assert woke_after < 0.5  # NOTIFY from the other writer, not the 30 s bounded wait
+
+
+async def test_a_missed_wake_up_costs_at_most_the_bounded_wait(
+    outbox: GroupCommitOutbox, stores: Stores
+) -> None:
     async with DurableConsumer(outbox, ACME, CONSUMER, idle=0.5) as consumer:
         waiting = asyncio.create_task(anext(consumer))
         await asyncio.sleep(0.1)
-        other = SqliteOutbox(outbox.path)  # a commit this outbox's listeners never hear of
+        other = stores()  # a commit this outbox's listeners never hear of (on PostgreSQL: a second writer)
         await other.open()
         [position] = await _append(other, ALARM)
         await other.close()
@@ -133,8 +158,8 @@ async def test_a_missed_wake_up_costs_at_most_the_bounded_wait(outbox: SqliteOut
     assert batch.events[0].position == position
 
 
-async def test_nothing_is_lost_across_a_restart(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_nothing_is_lost_across_a_restart(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     positions = await _append(outbox, ALARM, 6)
     async with DurableConsumer(outbox, ACME, CONSUMER, max_batch=3) as consumer:
@@ -143,7 +168,7 @@ async def test_nothing_is_lost_across_a_restart(tmp_path: Path) -> None:
         assert [e.position for e in unacked.events] == positions[3:]
     await outbox.close()
 
-    again = SqliteOutbox(tmp_path / "o.db")
+    again = stores()
     await again.open()
     try:
         async with DurableConsumer(again, ACME, CONSUMER, max_batch=10) as consumer:
@@ -154,7 +179,9 @@ async def test_nothing_is_lost_across_a_restart(tmp_path: Path) -> None:
         await again.close()
 
 
-async def test_an_unacknowledged_batch_comes_again_even_after_reading_ahead(outbox: SqliteOutbox) -> None:
+async def test_an_unacknowledged_batch_comes_again_even_after_reading_ahead(
+    outbox: GroupCommitOutbox,
+) -> None:
     positions = await _append(outbox, ALARM, 5)
     async with DurableConsumer(outbox, ACME, CONSUMER, max_batch=2) as consumer:
         first = await _next(consumer)  # a full batch: the next one is read meanwhile
@@ -170,7 +197,7 @@ async def test_an_unacknowledged_batch_comes_again_even_after_reading_ahead(outb
     assert rest == positions[2:]
 
 
-async def test_tenants_do_not_wake_each_other(outbox: SqliteOutbox) -> None:
+async def test_tenants_do_not_wake_each_other(outbox: GroupCommitOutbox) -> None:
     async with (
         DurableConsumer(outbox, ACME, CONSUMER, idle=30.0, yield_idle=True) as acme,
         DurableConsumer(outbox, GLOBEX, CONSUMER, idle=30.0) as globex,
@@ -191,7 +218,7 @@ async def test_tenants_do_not_wake_each_other(outbox: SqliteOutbox) -> None:
         assert {e.tenant for e in batch.events} == {"acme"}
 
 
-async def test_a_partial_batch_lingers_for_more_up_to_max_wait(outbox: SqliteOutbox) -> None:
+async def test_a_partial_batch_lingers_for_more_up_to_max_wait(outbox: GroupCommitOutbox) -> None:
     await _append(outbox, ALARM, 2)
     async with DurableConsumer(outbox, ACME, CONSUMER, max_batch=5, max_wait=2.0) as consumer:
         started = time.monotonic()
@@ -210,7 +237,7 @@ async def test_a_partial_batch_lingers_for_more_up_to_max_wait(outbox: SqliteOut
         assert 1.8 < time.monotonic() - started < 4  # nothing more came: it went after max_wait
 
 
-async def test_max_bytes_caps_a_batch(outbox: SqliteOutbox) -> None:
+async def test_max_bytes_caps_a_batch(outbox: GroupCommitOutbox) -> None:
     positions = await _append(outbox, ALARM, 6)
     with tenant_scope(ACME):
         size = len((await outbox.read_after(0, 1))[0].body)
@@ -224,7 +251,7 @@ async def test_max_bytes_caps_a_batch(outbox: SqliteOutbox) -> None:
     assert await _cursor(outbox) == positions[-1]
 
 
-async def test_cancelling_a_consumer_leaves_no_task_and_keeps_the_cursor(outbox: SqliteOutbox) -> None:
+async def test_cancelling_a_consumer_leaves_no_task_and_keeps_the_cursor(outbox: GroupCommitOutbox) -> None:
     await _append(outbox, ALARM, 10)
     before = asyncio.all_tasks()
     handled = asyncio.Event()
@@ -246,7 +273,7 @@ async def test_cancelling_a_consumer_leaves_no_task_and_keeps_the_cursor(outbox:
     assert await _cursor(outbox) == 0
 
 
-async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_consumer(outbox: SqliteOutbox) -> None:
+async def test_a_cancel_arriving_with_a_wake_up_still_stops_the_consumer(outbox: GroupCommitOutbox) -> None:
     # asyncio.wait_for (Python 3.11) drops a cancellation that lands just as the awaited flag is set; a
     # consumer that missed it would run on and its owner would wait for it forever when stopping
     for spins in range(8):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Dropped, RetentionPolicy
+from edge.outbox import Dropped, OutboxStore, RetentionPolicy
+from edge.outbox.postgres import PgPlace, PostgresOutbox
 from edge.outbox.router import TENANT_SCOPED, OutboxRouter, tiered_outbox
 from edge.outbox.sqlite import SqliteOutbox
 from edge.sdk.events import TELEMETRY, Event, make_event
@@ -33,33 +34,52 @@ def _event(tenant: str, sequence: int, device: str = "inv-01") -> Event:
     )
 
 
-def _public_members(cls: type) -> set[str]:
+def _public_members(cls: type, instance: object) -> set[str]:
     """Public methods and properties of the class, and the public attributes its instances set."""
     members = {name for name in dir(cls) if not name.startswith("_")}
-    instance = cls(Path("unused.db"))
     return members | {name for name in vars(instance) if not name.startswith("_")}
 
 
-def _unclassified(cls: type[SqliteOutbox]) -> set[str]:
-    explicit = {name for name in vars(OutboxRouter) if not name.startswith("_")}
-    return _public_members(cls) - TENANT_SCOPED - explicit
+def _interface() -> set[str]:
+    """Every member of the interface callers type against."""
+    return {n for n in dir(OutboxStore) if not n.startswith("_")} | set(OutboxStore.__annotations__)
 
 
-def test_every_public_member_of_the_outbox_is_routed_on_purpose() -> None:
+# What a backend may have beyond the interface: where its rows live, which only the registry reads.
+# a backend's own: its location, and the cluster's commit fence (edge/cluster/fence.py sets it per store)
+BACKEND_OWN = {"path", "place", "fence", "fenced_events"}
+
+
+def _backends() -> list[tuple[type, object]]:
+    return [
+        (SqliteOutbox, SqliteOutbox(Path("unused.db"))),
+        (PostgresOutbox, PostgresOutbox(PgPlace("postgresql://u@127.0.0.1:1/db", None, "edge"))),
+    ]
+
+
+def test_every_member_of_the_interface_is_routed_on_purpose() -> None:
     explicit = {name for name in vars(OutboxRouter) if not name.startswith("_")}
-    assert _unclassified(SqliteOutbox) == set(), "classify them in edge/outbox/router.py"
+    assert _interface() - TENANT_SCOPED - explicit == set(), "classify them in edge/outbox/router.py"
     assert not (explicit & TENANT_SCOPED)
-    # nothing is listed that SqliteOutbox does not have (store_of is the router's own)
-    assert TENANT_SCOPED | explicit - {"store_of"} <= _public_members(SqliteOutbox)
-    for name in explicit - {"store_of"}:  # written-out members keep SqliteOutbox's call signature
+    # nothing is listed that the interface does not have (store_of is the router's own)
+    assert TENANT_SCOPED | explicit - {"store_of"} <= _interface()
+    for name in explicit - {"store_of"}:  # written-out members keep the backends' call signature
         ours, theirs = getattr(OutboxRouter, name), getattr(SqliteOutbox, name, None)
         if callable(theirs):
             assert inspect.signature(ours) == inspect.signature(theirs), name
 
-    class Grown(SqliteOutbox):  # an outbox method added later, and not classified, is caught here
+
+def test_each_backend_is_exactly_the_interface() -> None:
+    """A public member added to a backend and not to `OutboxStore` (so not routed either) is caught here."""
+    for cls, instance in _backends():
+        assert _public_members(cls, instance) - BACKEND_OWN == _interface(), cls.__name__
+
+    class Grown(SqliteOutbox):
         async def purge_everything(self) -> None: ...
 
-    assert _unclassified(Grown) == {"purge_everything"}
+    assert _public_members(Grown, Grown(Path("unused.db"))) - BACKEND_OWN - _interface() == {
+        "purge_everything"
+    }
 
 
 async def test_an_unclassified_name_fails_loudly_instead_of_reaching_the_shared_file(tmp_path: Path) -> None:
@@ -143,6 +163,7 @@ async def test_every_tenant_scoped_call_of_a_dedicated_tenant_touches_only_its_o
                 "delete_through": lambda: outbox.delete_through(1, 2, None),
                 "record_drops": lambda: outbox.record_drops("max_bytes:refused", Dropped(1, 10)),
                 "drop_totals": outbox.drop_totals,
+                "inspector": lambda: outbox.inspector().close(),
             }
             assert set(calls) == TENANT_SCOPED  # a member added to TENANT_SCOPED gets its call here
             results = {}
@@ -165,6 +186,8 @@ async def test_every_tenant_scoped_call_of_a_dedicated_tenant_touches_only_its_o
     assert results["policy"] == RetentionPolicy(max_age=3600)
     assert results["position_freeing"] == 1
     assert results["drop_totals"] == {"max_bytes:refused": (1, 10)}
+    with tenant_scope(ACME), outbox.inspector() as inspector:  # the status view opens acme's own file
+        assert inspector.last_position() == 7 and inspector.usage()[0] == 6
 
     assert _dump(shared_db) == before  # not one row of the shared file changed
     mine = _dump(acme_db)
@@ -194,7 +217,7 @@ async def test_fan_out_members_reach_every_store_and_read_each_tenant_from_its_o
             outbox.set_cursor("module:billing:0", 3)
         assert sorted(committed) == ["acme", "acme", "globex"]
         assert outbox.committed_events == 3 and outbox.commits == 3 and outbox.queued == 0
-        assert outbox.path == shared_db
+        assert outbox.location == str(shared_db)
         assert await outbox.last_sequences() == {("acme", "inv-01"): 11, ("globex", "inv-01"): 5}
 
         outbox.hold("mqtt", ["acme", "globex"])

@@ -1,4 +1,4 @@
-"""The SQLite outbox: durability across reopen, cursors, sequences, and tenant isolation of reads."""
+"""The outbox on both backends (`stores`): durability across reopen, cursors, sequences, tenant isolation of reads."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import orjson
 import pytest
 
 from edge.outbox.sqlite import SqliteOutbox
+from edge.outbox.store import GroupCommitOutbox
 from edge.sdk.errors import NoTenantContext
 from edge.sdk.events import TELEMETRY, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
+from tests.outbox_stores import Stores
 
 ACME = TenantContext("acme")
 GLOBEX = TenantContext("globex")
@@ -22,7 +24,7 @@ GLOBEX = TenantContext("globex")
 TENANTS = {"acme": ACME, "globex": GLOBEX}
 
 
-async def _append(outbox: SqliteOutbox, event: Event, durable: bool = False) -> int:
+async def _append(outbox: GroupCommitOutbox, event: Event, durable: bool = False) -> int:
     with tenant_scope(TENANTS[event.tenant]):  # writes happen inside the owning tenant's context
         if durable:
             return await outbox.append_durable(event)
@@ -47,14 +49,14 @@ def _event(tenant: str, device: str, sequence: int) -> Event:
     )
 
 
-async def test_committed_events_survive_reopen_in_order(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_committed_events_survive_reopen_in_order(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     for i in range(1, 101):
         await _append(outbox, _event("acme", "inv-1", i))
     await outbox.close()  # close commits everything appended
 
-    again = SqliteOutbox(tmp_path / "o.db")
+    again = stores()
     await again.open()
     with tenant_scope(ACME):
         rows = await again.read_after(0, 1000)
@@ -65,19 +67,23 @@ async def test_committed_events_survive_reopen_in_order(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_durable_append_returns_after_commit(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_durable_append_returns_after_commit(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     position = await _append(outbox, durable=True, event=_event("acme", "inv-1", 1))
     # Another connection sees the row at once: it was committed before append_durable returned.
-    with sqlite3.connect(tmp_path / "o.db") as db:
-        assert db.execute("SELECT COUNT(*) FROM outbox WHERE position = ?", (position,)).fetchone()[0] == 1
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert stores.sql("SELECT COUNT(*) FROM outbox WHERE position = ?", (position,)) == [(1,)]
+    if stores.backend == "sqlite":
+        assert stores.sql("PRAGMA journal_mode") == [("wal",)]
+    else:
+        assert stores.sql("SHOW synchronous_commit") == [
+            ("on",)
+        ]  # the server default; the outbox sets it too
     await outbox.close()
 
 
-async def test_one_tenant_cannot_read_another_tenants_rows(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_one_tenant_cannot_read_another_tenants_rows(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     for i in range(1, 6):
         await _append(outbox, _event("acme", "a", i))
@@ -96,8 +102,8 @@ async def test_one_tenant_cannot_read_another_tenants_rows(tmp_path: Path) -> No
     await outbox.close()
 
 
-async def test_cursors_are_per_tenant_and_persist(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_cursors_are_per_tenant_and_persist(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     for i in range(1, 11):
         await _append(outbox, _event("acme", "a", i))
@@ -109,7 +115,7 @@ async def test_cursors_are_per_tenant_and_persist(tmp_path: Path) -> None:
         assert await outbox.cursor("mqtt") == 0
     await outbox.close()
 
-    again = SqliteOutbox(tmp_path / "o.db")
+    again = stores()
     await again.open()
     with tenant_scope(ACME):
         assert await again.cursor("mqtt") == last - 3
@@ -118,8 +124,8 @@ async def test_cursors_are_per_tenant_and_persist(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_group_commit_batches_many_events_per_transaction(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db", commit_interval=0.02, commit_max_events=500)
+async def test_group_commit_batches_many_events_per_transaction(stores: Stores) -> None:
+    outbox = stores(commit_interval=0.02, commit_max_events=500)
     await outbox.open()
     for i in range(1, 2001):
         await _append(outbox, _event("acme", "a", i))
@@ -129,8 +135,8 @@ async def test_group_commit_batches_many_events_per_transaction(tmp_path: Path) 
     await outbox.close()
 
 
-async def test_writing_outside_or_across_tenant_contexts_is_refused(tmp_path: Path) -> None:
-    outbox = SqliteOutbox(tmp_path / "o.db")
+async def test_writing_outside_or_across_tenant_contexts_is_refused(stores: Stores) -> None:
+    outbox = stores()
     await outbox.open()
     with pytest.raises(NoTenantContext):
         await outbox.append(_event("acme", "a", 1))
@@ -152,6 +158,29 @@ async def test_a_refused_commit_is_retried_and_nothing_appended_is_dropped(tmp_p
     blocker.execute("ROLLBACK")
     blocker.close()
     await _append(outbox, _event("acme", "a", 101), durable=True)
+    with tenant_scope(ACME):
+        assert [r.sequence for r in await outbox.read_after(0, 1000)] == list(range(1, 102))
+    await outbox.close()
+
+
+async def test_a_dropped_postgresql_connection_is_reopened_and_nothing_appended_is_dropped(
+    stores: Stores,
+) -> None:
+    if stores.backend != "postgresql":
+        pytest.skip("PostgreSQL's counterpart of the locked-file test above")
+    outbox = stores(commit_interval=0.001)
+    await outbox.open()
+    await _append(outbox, _event("acme", "a", 1), durable=True)
+    # the server ends every session of the outbox (an administrator, a failover, a network cut)
+    ended = stores.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid()"
+    )
+    assert ended and all(ok for (ok,) in ended)
+    for i in range(2, 101):
+        await _append(outbox, _event("acme", "a", i))
+    await _append(outbox, _event("acme", "a", 101), durable=True)
+    assert outbox.commit_failures >= 1  # the first commit after the cut failed, and was retried
     with tenant_scope(ACME):
         assert [r.sequence for r in await outbox.read_after(0, 1000)] == list(range(1, 102))
     await outbox.close()

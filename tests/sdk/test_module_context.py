@@ -17,6 +17,7 @@ from edge.sdk.modules import ModuleContext
 from edge.sdk.proto import module_pb2 as pb
 from edge.sdk.proto import module_pb2_grpc as pb_grpc
 from edge.sdk.runner import IsolatedContext
+from edge.sdk.store import ModuleStore
 from edge.sdk.tenancy import TenantContext
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +82,8 @@ def test_both_contexts_are_a_module_context_for_mypy(tmp_path: Path) -> None:
 
 async def test_both_contexts_show_a_module_exactly_the_protocol(tmp_path: Path) -> None:
     tenants = (TenantContext("acme", entitlements=frozenset({"solar"})),)
-    in_process = InProcessContext("peak", {"limit": 1}, tenants, SqliteOutbox(tmp_path / "o.db"), "gw")
+    store = ModuleStore(tmp_path / "peak.sqlite", "peak")
+    in_process = InProcessContext("peak", {"limit": 1}, tenants, SqliteOutbox(tmp_path / "o.db"), "gw", store)
     reply = pb.RegisterReply(
         gateway_id="gw",
         tenants=[pb.Tenant(id="acme", locale="en", entitlements=["solar"])],

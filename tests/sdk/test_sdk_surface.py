@@ -105,6 +105,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "OutboxInspector",
         "fail",
         "open_gateway_config",
+        "open_module_store",
         "open_outbox",
         "send_module_command",
         "summary_row",
@@ -147,7 +148,7 @@ PINNED: dict[str, tuple[str, ...]] = {
     ),
     "edge.sdk.proto": ("TOKEN_HEADER",),
     "edge.sdk.tags": ("Role", "name_words", "propose_tags"),
-    "edge.sdk.transaction": ("async_transaction", "transaction"),
+    "edge.sdk.transaction": ("async_transaction", "finish_even_if_cancelled", "transaction"),
     "edge.sdk.versions": (
         "ADAPTORS",
         "DEPRECATED_API",
@@ -160,7 +161,7 @@ PINNED: dict[str, tuple[str, ...]] = {
     ),
     "edge.sdk.ticks": ("TenantTicks", "Tick"),
     "edge.sdk.runner": ("IsolatedContext", "main", "run"),
-    "edge.sdk.store": ("ModuleStore", "ModuleStoreError", "module_store_path"),
+    "edge.sdk.store": ("ModuleStore", "ModuleStoreError", "StateStore", "module_store_path"),
     "edge.sdk.tenancy": ("TenantContext", "current_tenant", "maybe_tenant", "tenant_scope"),
     "edge.sdk.version": ("KERNEL_API_VERSION",),
 }

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 
 from edge.api.deps import State, Viewer
 from edge.api.problems import PROBLEM_RESPONSES
-from edge.outbox.inspect import OutboxInspector, uplink_status
+from edge.outbox.inspect import uplink_status
+from edge.sdk.tenancy import tenant_scope
 
 router = APIRouter(prefix="/v1", tags=["sync"], responses=PROBLEM_RESPONSES)
 
@@ -20,11 +21,11 @@ router = APIRouter(prefix="/v1", tags=["sync"], responses=PROBLEM_RESPONSES)
     response_model=list[dict[str, Any]],
 )
 async def sync_status(state: State, caller: Viewer) -> list[dict[str, Any]]:
-    path = state.services.outbox.path
+    outbox = state.services.outbox
     contexts = {caller.tenant: caller.context}
 
     def read() -> list[dict[str, Any]]:
-        with OutboxInspector(path) as inspector:  # the same read-only path as `edge sync status`
-            return uplink_status(inspector, contexts)
+        with tenant_scope(caller.context), outbox.inspector() as inspector:  # the caller's tenant's store
+            return uplink_status(inspector, contexts)  # the same read-only view as `edge sync status`
 
     return await asyncio.to_thread(read)
