@@ -93,13 +93,26 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(directory)
 
 
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Cluster instances sharing one configuration open this file at the same moment: switching the journal
+    mode answers "locked" at once, without SQLite's busy wait, so try again for a bounded time."""
+    for attempt in range(50):  # bounded: 50 tries, 0.1 s apart
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
 class ConfigHistory:
     def __init__(self, data_dir: Path) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             data_dir / FILE, timeout=5.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
