@@ -69,9 +69,13 @@ class RoutedSite:
         devices: int = 2,
         objects: int = 0,
         first_instance: int = 3001,
+        mac_length: int = 1,
     ) -> None:
         if not 1 <= devices <= 100:
             raise ValueError("devices must be 1..100")
+        if mac_length not in (1, 6):
+            raise ValueError("mac_length must be 1 (MS/TP) or 6 (a BACnet/IP network behind the router)")
+        self.mac_length = mac_length
         self.port, self.address, self.network, self.ip_network = port, address, network, ip_network
         self.devices, self.extra_objects, self.first_instance = devices, objects, first_instance
         self.controllers: list[Controller] = []
@@ -116,7 +120,7 @@ class RoutedSite:
             protocolLevel="bacnet-application",
             networkNumber=self.network,
             networkNumberQuality="configured",
-            macAddress=bytes([mac]),
+            macAddress=self.mac_address(mac),
             networkInterfaceName=self._lan,
             statusFlags=[0, 0, 0, 0],
             reliability="no-fault-detected",
@@ -157,6 +161,13 @@ class RoutedSite:
         )
         app = Application.from_object_list([device, self._trunk_port(mac), *objects.values()])
         return Controller(instance, mac, app, objects)
+
+    def mac_address(self, mac: int) -> bytes:
+        """The MAC of station `mac` on the trunk: one byte (MS/TP), or six (IPv4 address and UDP port, as
+        stations of a BACnet/IP network behind the router have: 10.0.0.`mac`, port 47808)."""
+        if self.mac_length == 1:
+            return bytes([mac])
+        return bytes([10, 0, 0, mac]) + (47808).to_bytes(2, "big")
 
     def controller(self, instance: int) -> Controller:
         return next(c for c in self.controllers if c.instance == instance)
@@ -199,13 +210,13 @@ def _input(instance: int, name: str, value: float, units: str, text: str, **more
     )
 
 
-async def main(port: int, address: str, network: int, devices: int, objects: int) -> None:
-    site = RoutedSite(port, address, network=network, devices=devices, objects=objects)
+async def main(site: RoutedSite) -> None:
     await site.start()
     first, last = site.controllers[0], site.controllers[-1]
     print(
         f"BACnet router and BBMD at {site.router_address} (network {site.ip_network}); controllers "
-        f"{first.instance}..{last.instance} on network {network}, MAC {first.mac}..{last.mac}",
+        f"{first.instance}..{last.instance} on network {site.network}, MAC "
+        f"0x{site.mac_address(first.mac).hex()}..0x{site.mac_address(last.mac).hex()}",
         flush=True,
     )
     try:
@@ -223,8 +234,15 @@ def _cli(argv: list[str] | None = None) -> None:
     p.add_argument("--network", type=int, default=2, help="network number behind the router")
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--objects", type=int, default=0, help="more analog inputs per controller")
+    p.add_argument(
+        "--mac-length", type=int, choices=(1, 6), default=1, help="1: MS/TP; 6: BACnet/IP behind it"
+    )
     args = p.parse_args(argv)
-    asyncio.run(serve_until_signal(main(args.port, args.address, args.network, args.devices, args.objects)))
+    site = RoutedSite(
+        args.port, args.address, network=args.network, devices=args.devices, objects=args.objects,
+        mac_length=args.mac_length,
+    )  # fmt: skip
+    asyncio.run(serve_until_signal(main(site)))
 
 
 if __name__ == "__main__":

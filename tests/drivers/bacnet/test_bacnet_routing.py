@@ -150,6 +150,30 @@ async def test_a_foreign_device_registration_is_renewed(site: RoutedSite) -> Non
         await session.close()
 
 
+async def test_a_device_with_a_six_byte_mac_behind_the_router() -> None:
+    """Stations of a BACnet/IP network behind a router have 6-byte MACs (IPv4 address and port): found,
+    read, written and subscribed with their MAC as discovery writes it."""
+    async with RoutedSite(free_udp_port(), devices=1, mac_length=6) as routed:
+        target = {"router": routed.router_address, "local": local(), "timeout": 1.0}
+        found = await BacnetDriver().discover(target, lambda _: None)
+        assert [(d.connection["mac"], d.address) for d in found] == [("0x0a00000abac0", "2:0x0a00000abac0")]
+        driver = BacnetDriver()
+        device = spec(**{**found[0].connection, "local_address": local()})
+        session = driver.session(device)
+        await session.connect()
+        try:
+            routed.set_value(3001, "zone-temp", 19.5)
+            assert (await session.read(driver.compile(device)))[0] == 19.5
+            await session.write(POINTS[1], 20.5)
+            assert routed.controller(3001).value("zone-temp-setpoint") == 20.5
+            receiver = Receiver()
+            await session.subscribe(driver.compile(device), receiver)
+            routed.set_value(3001, "zone-temp", 18.0)
+            await until(lambda: any(c.get(0) == 18.0 for c in receiver.changes), 5, "a COV notification")
+        finally:
+            await session.close()
+
+
 async def test_routed_connections_are_checked() -> None:
     assert BacnetConnection(network=2, mac="0A").target == "2:0x0a"
     assert BacnetConnection.model_validate({"network": 2, "mac": 10}).target == "2:0x0a"  # mac = 10 in TOML
@@ -161,3 +185,4 @@ async def test_routed_connections_are_checked() -> None:
         BacnetConnection(network=2, mac="ten")
     with pytest.raises(ValidationError, match="give the device's `address`"):
         BacnetConnection()
+    assert BacnetConnection(network=5, mac="0a:00:00:0a:ba:c0").target == "5:0x0a00000abac0"

@@ -176,6 +176,31 @@ async def test_ascii_on_a_serial_line(tmp_path: Path) -> None:
         _stop(process)
 
 
+async def test_ascii_over_tcp_reads_writes_and_discovers_through_a_device_server() -> None:
+    """A device server set to ASCII: the same reads, a write read back, and discovery, all in ASCII frames."""
+    async with InverterSimulator(
+        2, free_port(), framing="ascii", sim_time="12:00", update_interval=3600
+    ) as sim:
+        driver = ModbusDriver()
+        where = {"transport": "ascii-over-tcp", "host": "127.0.0.1", "port": sim.port}
+        session = driver.session(spec(2, **where))
+        await session.connect()
+        try:
+            values = await session.read(driver.compile(spec(2, **where)))
+            assert values[:3] == ["EdgeSim", "SIM00002", 103]
+            assert values[3] == round(sim.state(2).energy_wh)
+            limit = ModbusPoint(name="limit", address=W_MAX_LIM_PCT, writable=True)
+            await session.write(limit, 45)
+            assert (await session.read(driver.compile(replace(spec(2, **where), points=(limit,)))))[0] == 45
+        finally:
+            await session.close()
+        target = {**where, "units": "1-3", "timeout": 0.3}
+        found = await driver.discover(target, lambda _: None)
+        assert [d.connection["unit_id"] for d in found] == [1, 2]
+        assert {d.connection["transport"] for d in found} == {"ascii-over-tcp"}
+        assert {d.profile_name for d in found} == {"sunspec-inverter"}
+
+
 def test_connection_framing_and_shared_line_settings() -> None:
     over_tcp = ModbusConnection(transport="ascii-over-tcp", host="10.0.0.9", port=4001)
     assert (over_tcp.framing, over_tcp.is_serial, over_tcp.line) == (
