@@ -1,0 +1,151 @@
+"""Writes through one instance's REST API to a device another instance polls (docs/scale.md, cluster mode).
+
+Two gateways in cluster mode (in-process, each on its own API port, as two `edge run --instance` would be)
+share a PostgreSQL outbox, Mosquitto and the Modbus simulator. A write through either API reaches the
+device through its owner, which executes it and answers; a refusal keeps its reason and status; a device
+whose lease is held by an instance that no longer answers gets a bounded 504 naming the device."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from bench.postgres import PostgresServer
+from edge.cluster import LeaseStore, connect
+from edge.gateway import Gateway
+from simulators.oidc import running
+from tests.api_harness import LoopThread, api_section
+from tests.cluster.rig import ClusterRig
+from tests.e2e import load
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+DEVICES = 6  # inv-01 .. inv-06; the odd ones are acme's
+GHOST = "inv-05"  # its lease held by an instance that is gone (it never renews, never answers)
+ACME = ["inv-01", "inv-03"]
+
+
+@dataclasses.dataclass
+class Pair:
+    loop: LoopThread
+    gateways: dict[str, Gateway]
+    mint: Any
+    dsn: str
+    password: str
+
+    def url(self, name: str) -> str:
+        api = self.gateways[name].api
+        assert api is not None
+        return f"http://127.0.0.1:{api.port}"
+
+    def owner(self, device: str) -> str | None:
+        held = [n for n, gw in self.gateways.items() if any(k[2] == device for k in gw.pollers)]
+        return held[0] if len(held) == 1 else None
+
+    def results(self, request_id: str) -> list[dict[str, Any]]:
+        """The command results stored in the shared outbox for one (forwarded) write."""
+        with psycopg.connect(self.dsn, password=self.password) as db:
+            rows = db.execute(
+                "SELECT body FROM edge.outbox WHERE type = 'org.edgegw.command.result'"
+            ).fetchall()
+        found = [orjson.loads(bytes(r[0]))["data"] for r in rows]
+        return [d for d in found if str(d["request_id"]).startswith(f"{request_id}~")]
+
+
+@pytest.fixture
+def pair(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    mosquitto: MosquittoProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Pair]:
+    dsn = postgres.create_database(f"writes_{uuid.uuid4().hex[:8]}")
+    sim = SimulatorProcess(free_port(), DEVICES, ["--sim-time", "12:00"])
+    sim.start()
+    loop = LoopThread()
+    issuing = running(0, ("acme", "globex"))
+    issuer = loop.run(issuing.__aenter__())
+    rig = ClusterRig(tmp_path, dsn, postgres.password, mosquitto.port, sim.port, DEVICES, shared_outbox=True)
+    with rig.config.open("a") as f:
+        f.write(api_section(issuer.issuer, 0))
+    monkeypatch.setenv("EDGE_CLUSTER_PASSWORD", postgres.password)
+    loaded, registry = load(rig.config)
+
+    async def ghost_lease() -> None:  # before anyone starts: the ghost holds inv-05 for 60 s
+        db = await connect(dsn, postgres.password, 10.0)
+        try:
+            leases = LeaseStore(db, rig.cluster)
+            await leases.create_schema()
+            assert await leases.claim("device", [GHOST], "ghost", "ghost-token", 60.0)
+        finally:
+            await db.close()
+
+    async def make(name: str) -> Gateway:
+        return Gateway(dataclasses.replace(loaded, instance=name), registry)
+
+    loop.run(ghost_lease())
+    gateways = {name: loop.run(make(name)) for name in ("a", "b")}
+    try:
+        for gw in gateways.values():
+            loop.run(gw.start())
+        yield Pair(loop, gateways, issuer.mint, dsn, postgres.password)
+    finally:
+        for gw in gateways.values():
+            loop.run(gw.stop(), timeout=60)
+        loop.run(issuing.__aexit__(None, None, None))
+        loop.close()
+        sim.stop()
+
+
+def test_a_write_through_any_instance_reaches_the_device_through_its_owner(pair: Pair) -> None:
+    wanted = {f"inv-{i:02d}" for i in range(1, DEVICES + 1)} - {GHOST}
+    wait_until(
+        lambda: all(pair.owner(d) for d in wanted), within=30, what="every device polled by one instance"
+    )
+    operator = {"Authorization": f"Bearer {pair.mint(tenant='acme', role='operator')}"}
+    for device in ACME:
+        owner = pair.owner(device)
+        assert owner is not None
+        writer = "a" if owner == "b" else "b"
+        value = 30 + int(device[-1])
+        with httpx.Client(base_url=pair.url(writer), headers=operator, timeout=30.0) as http:
+            url = f"/v1/devices/{device}/points/power_limit/value"
+            done = http.put(url, json={"value": value, "id": f"rest-{device}"})
+            assert done.status_code == 200, done.text
+            assert done.json()["ok"] is True and done.json()["request_id"] == f"rest-{device}"
+            refused = http.put(f"/v1/devices/{device}/points/ac_power/value", json=5)
+            assert refused.status_code == 422 and "not writable" in refused.json()["detail"], refused.text
+        with httpx.Client(base_url=pair.url(owner), headers=operator, timeout=30.0) as http:
+            wait_until(
+                lambda d=device, v=value, h=http: (
+                    h.get(f"/v1/devices/{d}/points/power_limit").json()["value"] == v
+                ),
+                within=10,
+                what=f"{device}'s limit read back by its owner {owner}",
+            )
+        stored = pair.results(f"rest-{device}")  # the owner executed it once and recorded it once
+        assert [(r["device"], r["value"], r["ok"]) for r in stored] == [(device, value, True)]
+        assert pair.gateways[owner].stats.commands_accepted >= 1
+
+    # the ghost's device: leased to an instance that no longer answers; a bounded wait, then 504 naming it
+    assert pair.owner(GHOST) is None
+    forwarder = pair.gateways["a"].commands.forwarder if pair.gateways["a"].commands else None
+    assert forwarder is not None
+    forwarder.timeout = 2.0
+    with httpx.Client(base_url=pair.url("a"), headers=operator, timeout=30.0) as http:
+        started = time.monotonic()
+        lost = http.put(f"/v1/devices/{GHOST}/points/power_limit/value", json={"value": 50})
+        waited = time.monotonic() - started
+    assert lost.status_code == 504, lost.text
+    assert f"no instance answered the write to roof/{GHOST}.power_limit within 2 s" in lost.json()["detail"]
+    assert 1.9 < waited < 6.0
