@@ -1,9 +1,10 @@
-"""Writes through one instance's REST API to a device another instance polls (docs/scale.md, cluster mode).
+"""The REST API of any instance in cluster mode (docs/scale.md): writes and webhook subscriptions.
 
 Two gateways in cluster mode (in-process, each on its own API port, as two `edge run --instance` would be)
 share a PostgreSQL outbox, Mosquitto and the Modbus simulator. A write through either API reaches the
 device through its owner, which executes it and answers; a refusal keeps its reason and status; a device
-whose lease is held by an instance that no longer answers gets a bounded 504 naming the device."""
+whose lease is held by an instance that no longer answers gets a bounded 504 naming the device. A webhook
+subscription made through one instance is listed by the other and delivers from the tenant's leader."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from bench.postgres import PostgresServer
 from edge.cluster import LeaseStore, connect
 from edge.gateway import Gateway
 from simulators.oidc import running
+from simulators.webhook_receiver import WebhookReceiver
 from tests.api_harness import LoopThread, api_section
 from tests.cluster.rig import ClusterRig
 from tests.e2e import load
@@ -78,6 +81,7 @@ def pair(
     rig = ClusterRig(tmp_path, dsn, postgres.password, mosquitto.port, sim.port, DEVICES, shared_outbox=True)
     with rig.config.open("a") as f:
         f.write(api_section(issuer.issuer, 0))
+        f.write('[webhooks]\nallow_networks = ["127.0.0.1/32"]\nreload_interval = 0.3\n')
     monkeypatch.setenv("EDGE_CLUSTER_PASSWORD", postgres.password)
     loaded, registry = load(rig.config)
 
@@ -149,3 +153,34 @@ def test_a_write_through_any_instance_reaches_the_device_through_its_owner(pair:
     assert lost.status_code == 504, lost.text
     assert f"no instance answered the write to roof/{GHOST}.power_limit within 2 s" in lost.json()["detail"]
     assert 1.9 < waited < 6.0
+
+
+def test_a_webhook_made_through_any_instance_is_shared_and_delivers_from_the_leader(pair: Pair) -> None:
+    leader = wait_until(
+        lambda: next((n for n, gw in pair.gateways.items() if "acme" in gw.leading), None),
+        within=30,
+        what="a leader for acme",
+    )
+    other = "a" if leader == "b" else "b"
+    receiver = WebhookReceiver()
+    pair.loop.run(receiver.start())
+    operator = {"Authorization": f"Bearer {pair.mint(tenant='acme', role='operator')}"}
+    try:
+        with httpx.Client(base_url=pair.url(other), headers=operator, timeout=30.0) as http:
+            made = http.post("/v1/webhooks", json={"url": receiver.url, "types": ["org.edgegw.telemetry"]})
+            assert made.status_code == 201, made.text
+        created = made.json()
+        with httpx.Client(base_url=pair.url(leader), headers=operator, timeout=30.0) as http:
+            listed = http.get("/v1/webhooks").json()
+            assert [s["id"] for s in listed] == [created["id"]]  # one list, whichever instance answers
+        wait_until(lambda: len(receiver.accepted()) >= 3, within=20, what="deliveries from acme's leader")
+        verifier = Webhook(created["secret"])  # the Standard Webhooks SDK, not our code
+        for delivery in receiver.accepted()[:3]:
+            event = verifier.verify(delivery.body, delivery.headers)
+            assert event["tenantid"] == "acme" and event["type"] == "org.edgegw.telemetry"
+        with httpx.Client(base_url=pair.url(leader), headers=operator, timeout=30.0) as http:
+            assert http.delete(f"/v1/webhooks/{created['id']}").status_code == 204
+        with httpx.Client(base_url=pair.url(other), headers=operator, timeout=30.0) as http:
+            assert http.get("/v1/webhooks").json() == []
+    finally:
+        pair.loop.run(receiver.stop())
