@@ -1,14 +1,20 @@
-"""The REST API of any instance in cluster mode (docs/scale.md): writes and webhook subscriptions.
+"""What any instance offers in cluster mode (docs/scale.md): writes, webhook subscriptions, isolated modules.
 
 Two gateways in cluster mode (in-process, each on its own API port, as two `edge run --instance` would be)
 share a PostgreSQL outbox, Mosquitto and the Modbus simulator. A write through either API reaches the
 device through its owner, which executes it and answers; a refusal keeps its reason and status; a device
 whose lease is held by an instance that no longer answers gets a bounded 504 naming the device. A webhook
-subscription made through one instance is listed by the other and delivers from the tenant's leader."""
+subscription made through one instance is listed by the other and delivers from the tenant's leader. An
+isolated module (a sidecar process per instance) receives a tenant's events on its leader only, and on the
+new leader once the old one stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +37,8 @@ from tests.cluster.rig import ClusterRig
 from tests.e2e import load
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_until
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[2]
 
 DEVICES = 6  # inv-01 .. inv-06; the odd ones are acme's
 GHOST = "inv-05"  # its lease held by an instance that is gone (it never renews, never answers)
@@ -55,6 +62,13 @@ class Pair:
         held = [n for n, gw in self.gateways.items() if any(k[2] == device for k in gw.pollers)]
         return held[0] if len(held) == 1 else None
 
+    def seen(self) -> list[tuple[str, int]]:
+        """(device, sequence) of every event the raw sidecar echoed, all instances together."""
+        with psycopg.connect(self.dsn, password=self.password) as db:
+            rows = db.execute("SELECT body FROM edge.outbox WHERE type = 'org.example.raw.seen'").fetchall()
+        data = [orjson.loads(bytes(r[0]))["data"] for r in rows]
+        return [(d["device"], d["sequence"]) for d in data]
+
     def results(self, request_id: str) -> list[dict[str, Any]]:
         """The command results stored in the shared outbox for one (forwarded) write."""
         with psycopg.connect(self.dsn, password=self.password) as db:
@@ -67,11 +81,19 @@ class Pair:
 
 @pytest.fixture
 def pair(
-    tmp_path: Path,
-    postgres: PostgresServer,
-    mosquitto: MosquittoProcess,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pair]:
+    monkeypatch.setenv("EDGE_CLUSTER_PASSWORD", postgres.password)
+    with running_pair(tmp_path, postgres, mosquitto) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_pair(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, modules: str = ""
+) -> Iterator[Pair]:
+    """Instances a and b (EDGE_CLUSTER_PASSWORD set by the caller); `modules`: more configuration, whose
+    modules acme is entitled to (each module's name is also its entitlement flag)."""
     dsn = postgres.create_database(f"writes_{uuid.uuid4().hex[:8]}")
     sim = SimulatorProcess(free_port(), DEVICES, ["--sim-time", "12:00"])
     sim.start()
@@ -82,7 +104,14 @@ def pair(
     with rig.config.open("a") as f:
         f.write(api_section(issuer.issuer, 0))
         f.write('[webhooks]\nallow_networks = ["127.0.0.1/32"]\nreload_interval = 0.3\n')
-    monkeypatch.setenv("EDGE_CLUSTER_PASSWORD", postgres.password)
+    if modules:
+        flags = ", ".join(f'"{m}"' for m in re.findall(r'^name = "([^"]+)"', modules, re.MULTILINE))
+        text = rig.config.read_text()
+        rig.config.write_text(
+            text.replace('id = "acme"\nentitlements = []', f'id = "acme"\nentitlements = [{flags}]')
+        )
+        with rig.config.open("a") as f:
+            f.write(modules)
     loaded, registry = load(rig.config)
 
     async def ghost_lease() -> None:  # before anyone starts: the ghost holds inv-05 for 60 s
@@ -104,8 +133,8 @@ def pair(
             loop.run(gw.start())
         yield Pair(loop, gateways, issuer.mint, dsn, postgres.password)
     finally:
-        for gw in gateways.values():
-            loop.run(gw.stop(), timeout=60)
+        for name in list(gateways):
+            loop.run(gateways.pop(name).stop(), timeout=60)
         loop.run(issuing.__aexit__(None, None, None))
         loop.close()
         sim.stop()
@@ -184,3 +213,41 @@ def test_a_webhook_made_through_any_instance_is_shared_and_delivers_from_the_lea
             assert http.get("/v1/webhooks").json() == []
     finally:
         pair.loop.run(receiver.stop())
+
+
+SIDECAR = f"""
+[[modules]]
+name = "raw"
+command = {json.dumps([sys.executable, str(ROOT / "examples" / "sidecar" / "raw_sidecar.py")])}
+env = {{ PYTHONPATH = "{ROOT}", EDGE_LOG_LEVEL = "WARNING" }}
+"""
+
+
+def test_an_isolated_module_receives_a_tenants_events_on_its_leader_only(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: MosquittoProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGE_CLUSTER_PASSWORD", postgres.password)
+    with running_pair(tmp_path, postgres, mosquitto, SIDECAR) as pair:
+        leader = wait_until(
+            lambda: next((n for n, gw in pair.gateways.items() if "acme" in gw.leading), None),
+            within=30,
+            what="a leader for acme",
+        )
+        other = "a" if leader == "b" else "b"
+
+        def handled(name: str) -> int:
+            return pair.gateways[name].modules.modules["raw"].handled
+
+        wait_until(
+            lambda: handled(leader) >= 20, within=30, what=f"the sidecar on {leader} handling acme's events"
+        )
+        assert handled(other) == 0  # its sidecar runs, registered, and gets none of acme's events
+        seen = pair.seen()
+        assert seen and len(seen) == len(set(seen)), "each event handled once: one consumer per tenant"
+
+        pair.loop.run(pair.gateways.pop(leader).stop(), timeout=60)  # the leader leaves: b... takes acme
+        wait_until(lambda: "acme" in pair.gateways[other].leading, within=20, what=f"{other} leading acme")
+        before = handled(other)
+        wait_until(
+            lambda: handled(other) >= before + 20, within=30, what=f"the sidecar on {other} taking over"
+        )
