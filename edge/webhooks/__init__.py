@@ -56,10 +56,6 @@ def open_store(loaded: LoadedConfig) -> WebhookStore:
     their cursors and dead letters in the configured outbox, each tenant's in its own store (tier)."""
     config = loaded.config
 
-    def outbox() -> OutboxInspector:
-        tenant = current_tenant().tenant_id
-        return open_inspector(config, loaded.data_dir, tenant=tenant, writable=True)
-
     file = loaded.data_dir / config.storage.path
     tenants = {t.id: t for t in config.tenants}
     table = (
@@ -67,6 +63,13 @@ def open_store(loaded: LoadedConfig) -> WebhookStore:
         if config.storage.backend == "postgresql"
         else file
     )
+
+    def outbox() -> OutboxInspector:
+        if isinstance(table, PostgresTable):
+            table.ready()  # `edge webhook add` before any gateway ran: the place and its outbox created
+        tenant = current_tenant().tenant_id
+        return open_inspector(config, loaded.data_dir, tenant=tenant, writable=True)
+
     return WebhookStore(
         table, destination_policy(loaded), max_per_tenant=config.webhooks.max_subscriptions, outbox=outbox
     )

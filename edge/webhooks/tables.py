@@ -155,6 +155,11 @@ class PostgresTable:
             with db.transaction():
                 yield lambda query, params: db.execute(pg_dialect(query), params)
 
+    def ready(self) -> None:
+        """Prepare the current tenant's place (its outbox's tables too, if no gateway ever ran on it)."""
+        with self._lock:
+            self._connection()
+
     def close(self) -> None:
         with self._lock:
             for db in self._connections.values():
@@ -176,11 +181,15 @@ class PostgresTable:
 def _open(place: PgPlace) -> psycopg.Connection[tuple[Any, ...]]:
     """A connection to `place` with the subscriptions' table there; raises ConnectionError naming the place."""
     try:
-        db = psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
-    except psycopg.OperationalError as exc:
-        raise ConnectionError(
-            f"cannot reach the webhook subscriptions at {place.describe()}: {exc}"
-        ) from None
+        db = _connect(place)
+    except ConnectionError:  # a tenant's own database is created on first use: by the gateway, or here
+        try:
+            _prepare(place)
+        except (psycopg.Error, OSError) as exc:
+            raise ConnectionError(
+                f"cannot prepare the webhook subscriptions at {place.describe()}: {exc}"
+            ) from None
+        db = _connect(place)
     if place.role is not None:
         db.execute(pgsql.SQL("SET ROLE {}").format(pgsql.Identifier(place.role)))
     db.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(place.schema)))
@@ -192,6 +201,15 @@ def _open(place: PgPlace) -> psycopg.Connection[tuple[Any, ...]]:
         for statement in _POSTGRES.split(";\n"):
             db.execute(statement)  # type: ignore[call-overload]  # our own constant text
     return db
+
+
+def _connect(place: PgPlace) -> psycopg.Connection[tuple[Any, ...]]:
+    try:
+        return psycopg.connect(place.conninfo, autocommit=True, **place.connect_kwargs())
+    except psycopg.OperationalError as exc:
+        raise ConnectionError(
+            f"cannot reach the webhook subscriptions at {place.describe()}: {exc}"
+        ) from None
 
 
 def _prepare(place: PgPlace) -> None:

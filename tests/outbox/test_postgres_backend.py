@@ -193,6 +193,18 @@ async def test_webhook_subscriptions_live_in_each_tenants_place_and_move_there_f
         _as_role(postgres, database, "edge_globex", "SELECT * FROM edge.webhook_subscriptions")
 
 
+async def test_edge_webhook_add_works_before_any_gateway_ran_on_the_database(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    """The CLI's case on a fresh database, called from a running event loop as the API would: the tenant's place
+    and its outbox are prepared first, so the subscription's cursor has its table."""
+    loaded, _ = load(_config(tmp_path, postgres, database))
+    for tenant in ("acme", "initech"):  # shared tables; a database of its own, created now
+        with open_store(loaded) as store, tenant_scope(TenantContext(tenant)):
+            created = store.add(f"https://hooks.example.com/{tenant}")
+            assert [s.id for s in store.list()] == [created.subscription.id]
+
+
 def test_the_password_is_only_ever_a_reference(tmp_path: Path, postgres: PostgresServer) -> None:
     path = _config(tmp_path, postgres, postgres.dsn())
     text = path.read_text()
