@@ -20,7 +20,7 @@ from bench.runners import GatewayProcess
 from bench.scenarios import DeviceGroup, Load
 from edge.bus.nats_access import NatsUser, server_config
 
-__all__ = ["LOADS", "run_bus_backends"]
+__all__ = ["GATEWAY_USER", "LOADS", "BenchNats", "bus_lines", "run_bus_backends"]
 
 # 100 devices x 50 registers, two tenants: every 0.5 s (10,000 points/s, 200 events/s), then every 0.125 s
 # (40,000 points/s, 800 events/s), near where the gateway stops keeping up on a 2-core machine
@@ -29,13 +29,14 @@ LOADS = tuple(
     for label, interval in (("10k", 0.5), ("40k", 0.125))
 )
 _WARMUP = 3.0
-_GATEWAY = NatsUser("gateway", "bench")
+GATEWAY_USER = NatsUser("gateway", "bench")
 
 
 class BenchNats:
     """A bench nats-server: JetStream in its own store, MQTT on, the tenants' accounts (edge.bus.nats_access)."""
 
     def __init__(self, workdir: Path, children: Children, tenants: tuple[str, ...]) -> None:
+        # a fresh JetStream store per instance: a run never reads another run's streams
         self.workdir, self.children = workdir, children
         self.port, self.mqtt_port = free_port(), free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +49,7 @@ class BenchNats:
                 mqtt_port=self.mqtt_port,
                 store_dir=str(workdir / "jetstream"),
                 prefix="edge",
-                gateway=_GATEWAY,
+                gateway=GATEWAY_USER,
                 tenants={t: [NatsUser(f"{t}-reader", "bench")] for t in tenants},
             )
         )
@@ -64,13 +65,13 @@ class BenchNats:
             self.proc = None
 
 
-def _bus_lines(backend: str, port: int) -> tuple[str, ...]:
+def bus_lines(backend: str, port: int) -> tuple[str, ...]:
     if backend == "mosquitto":
         return ('mode = "external"', 'host = "127.0.0.1"', f"port = {port}")
     return (
         'mode = "nats"',
-        f'username = "{_GATEWAY.name}"',
-        f'password = "{_GATEWAY.password}"',
+        f'username = "{GATEWAY_USER.name}"',
+        f'password = "{GATEWAY_USER.password}"',
         f'nats = {{ servers = ["nats://127.0.0.1:{port}"] }}',
     )
 
@@ -85,7 +86,7 @@ def _one_run(
         server = BenchNats(run_dir / "nats", children, fleet.load.tenants)
     server.start()
     config = write_gateway_config(
-        run_dir / "edge.toml", fleet, broker_port=server.port, bus=_bus_lines(backend, server.port)
+        run_dir / "edge.toml", fleet, broker_port=server.port, bus=bus_lines(backend, server.port)
     )
     gw = GatewayProcess(config, children)
     try:

@@ -24,12 +24,13 @@ import httpx
 import psutil
 
 from bench.analysis import aggregate, by_origin, check_loss, cloud_delivery, drain, keeps_up, window
+from bench.bus_backends import GATEWAY_USER, BenchNats, bus_lines
 from bench.fleet import Fleet, requests_per_poll, write_gateway_config
 from bench.peer_common import PEERS
 from bench.postgres import PostgresServer
 from bench.procs import BenchBroker, Children, ProcessCpu
 from bench.runners import GatewayProcess, SubscriberProcess, read_outbox, read_pg_outbox
-from bench.scenarios import Load, Scenario, pending_reason
+from bench.scenarios import DeviceGroup, Load, Scenario, pending_reason
 
 __all__ = ["BenchEnv", "measure", "run_scenario"]
 
@@ -73,17 +74,31 @@ def measure(
 ) -> dict[str, Any]:
     """One run of one load; returns every figure (see docs/performance.md for their meaning)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    if load.bus == "nats" and sc.outage > 0:
+        raise ValueError(f"{sc.name} / {load.label}: the broker outage is measured on Mosquitto only")
     env.broker.reset()
     own_fleet = fleet is None
     fleet = fleet or Fleet(load, run_dir / "sims", env.children).start()
-    sub = SubscriberProcess(run_dir, env.broker.port, env.children)
+    nats = BenchNats(run_dir / "nats", env.children, load.tenants) if load.bus == "nats" else None
+    if (
+        nats is not None
+    ):  # the subscriber reads nats-server's MQTT listener as a user of the gateway's account
+        nats.start()
+        sub = SubscriberProcess(
+            run_dir, nats.mqtt_port, env.children, nats_user=(GATEWAY_USER.name, GATEWAY_USER.password)
+        )
+    else:
+        sub = SubscriberProcess(run_dir, env.broker.port, env.children)
     database = f"bench_{int(time.time() * 1000)}" if load.storage == "postgresql" else None
     pg = (
         (env.postgres_server().create_database(database), env.postgres_server().password)
         if database
         else None
     )
-    config = write_gateway_config(run_dir / "edge.toml", fleet, broker_port=env.broker.port, postgresql=pg)
+    bus = bus_lines("nats", nats.port) if nats is not None else ()
+    config = write_gateway_config(
+        run_dir / "edge.toml", fleet, broker_port=env.broker.port, bus=bus, postgresql=pg
+    )
     gw = GatewayProcess(config, env.children)
     try:
         sub.start()
@@ -91,7 +106,8 @@ def measure(
         gw.wait_ready(load.devices)
         time.sleep(sc.warmup)
         sims = [ProcessCpu([pid]) for pid in fleet.pids]
-        others = {"broker": ProcessCpu([env.broker.pid or 0]), "subscriber": ProcessCpu([sub.pid])}
+        bus_pid = nats.proc.pid if nats is not None else env.broker.pid or 0
+        others = {"broker": ProcessCpu([bus_pid]), "subscriber": ProcessCpu([sub.pid])}
         if pg is not None:  # the database's processes, connections of this run included
             others["database"] = ProcessCpu(env.postgres_server().pids())
         s0, c0, m0 = gw.status() or {}, gw.cpu_seconds(), _machine_busy()
@@ -117,6 +133,8 @@ def measure(
             env.children.stop(sub.proc)
         if own_fleet:
             fleet.stop()
+        if nats is not None:
+            nats.stop()
     stats = window(received, t0, t1)
     origins = by_origin(received, t0, t1)
     if pg is not None and database is not None:
@@ -151,6 +169,12 @@ def measure(
         "sim_cpu_pct_max_process": max(sim_pct, default=0.0),
         "broker_cpu_pct": oth_pct["broker"],
         "subscriber_cpu_pct": oth_pct["subscriber"],
+        "storage": load.storage,
+        "bus": load.bus,
+        # the bus server's CPU (Mosquitto or nats-server) per delivered point, like the database's below
+        "broker_cpu_us_per_point": oth_pct["broker"] / 100 * span / stats["points"] * 1e6
+        if stats["points"]
+        else None,
         "database_cpu_pct": oth_pct.get("database"),  # PostgreSQL's processes (None on SQLite: in-process)
         "database_cpu_us_per_point": oth_pct["database"] / 100 * span / stats["points"] * 1e6
         if "database" in oth_pct and stats["points"]
@@ -279,6 +303,36 @@ def _measure_repeated(
     return agg
 
 
+def _measure_interleaved(sc: Scenario, env: BenchEnv) -> list[dict[str, Any]]:
+    """Loads on the same device groups share one simulator fleet and take turns: run k of every load, then
+    run k + 1, so a busy minute of the shared machine weighs on each of them, not on one."""
+    by_groups: dict[tuple[DeviceGroup, ...], list[Load]] = {}
+    for load in sc.loads:
+        by_groups.setdefault(load.groups, []).append(load)
+    results: dict[str, dict[str, Any]] = {}
+    for loads in by_groups.values():
+        fleet = Fleet(loads[0], env.out / sc.name / f"sims-{loads[0].label}", env.children).start()
+        runs: dict[str, list[dict[str, Any]]] = {load.label: [] for load in loads}
+        try:
+            for k in range(env.repeat):
+                for load in loads:
+                    env.say(
+                        f"  {sc.name} / {load.label}: run {k + 1}/{env.repeat} "
+                        f"({load.offered_points_per_s:,.0f} points/s offered)"
+                    )
+                    run = measure(sc, load, env, env.out / sc.name / load.label / f"run-{k + 1}", fleet)
+                    env.say("    " + _one_line(run))
+                    runs[load.label].append(run)
+        finally:
+            fleet.stop()
+        for label, done in runs.items():
+            agg = aggregate(done)
+            agg["keeps_up"], agg["verdict"] = keeps_up(agg)
+            agg["runs"] = [{k: v for k, v in r.items() if k != "timeline"} for r in done]
+            results[label] = agg
+    return [results[load.label] for load in sc.loads]
+
+
 def _one_line(r: dict[str, Any]) -> str:
     p99 = r["p99_latency_ms"]
     cpu = r["cpu_us_per_point"]
@@ -308,6 +362,9 @@ def run_scenario(sc: Scenario, env: BenchEnv) -> dict[str, Any]:
         out["pending"].update(load.pending)
     for name, reason in out["pending"].items():
         env.say(f"  {name}: {reason}")
+    if sc.interleave:
+        out["loads"] = _measure_interleaved(sc, env)
+        return out
     for i, load in enumerate(sc.loads):
         base = env.out / sc.name / load.label.replace("@", "_")
         # a scenario with peers always has the comparison's shape, peers run or not (--no-peer)

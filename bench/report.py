@@ -171,6 +171,7 @@ def table(results: dict[str, Any]) -> str:
                     )
                 )
             extra += _building_lines(sc["scenario"], entry)
+            extra += _servers_line(sc["scenario"], entry)
             out = entry.get("outage") if isinstance(entry, dict) else None
             if out and out.get("resumed"):
                 extra.append(
@@ -187,6 +188,17 @@ def table(results: dict[str, Any]) -> str:
             extra.append(f"{sc['scenario']}: {sc['ramp_summary']}")
     lines += ["", *extra, "", *targets(results)["lines"]]
     return "\n".join(lines)
+
+
+def _servers_line(scenario: str, entry: dict[str, Any]) -> list[str]:
+    """The servers beside the gateway (bus server, PostgreSQL), per delivered point, for loads that name them."""
+    if "bus" not in entry or "ours" in entry:
+        return []
+    server = "nats-server" if entry["bus"] == "nats" else "Mosquitto"
+    text = f"{scenario} {entry['load']}: {server} {_f(entry['broker_cpu_us_per_point'], 2)} µs/point"
+    if entry.get("database_cpu_us_per_point") is not None:
+        text += f", PostgreSQL {_f(entry['database_cpu_us_per_point'], 2)} µs/point"
+    return [text]
 
 
 def _building_lines(scenario: str, entry: dict[str, Any]) -> list[str]:

@@ -112,9 +112,16 @@ class SubscriberProcess:
     """`python -m bench.subscriber` as a child; its progress lines are read by a thread."""
 
     def __init__(
-        self, workdir: Path, broker_port: int, children: Children, prefix: str = "edge", tenant: str = "+"
+        self,
+        workdir: Path,
+        broker_port: int,
+        children: Children,
+        prefix: str = "edge",
+        tenant: str = "+",
+        nats_user: tuple[str, str] | None = None,
     ) -> None:
         self.tenant = tenant
+        self.nats_user = nats_user  # (user, password) on nats-server's MQTT listener
         self.out = workdir / "received.json"
         self.log = workdir / "subscriber.log"
         self.broker_port = broker_port
@@ -133,6 +140,8 @@ class SubscriberProcess:
     def start(self, timeout: float = 15.0) -> None:
         argv = [sys.executable, "-m", "bench.subscriber", "--port", str(self.broker_port)]
         argv += ["--prefix", self.prefix, "--tenant", self.tenant, "--out", str(self.out)]
+        if self.nats_user is not None:
+            argv += ["--mqtt311", "--username", self.nats_user[0], "--password", self.nats_user[1]]
         self.proc = self.children.spawn(argv, log=self.log, stdout_pipe=True)
         self._reader = threading.Thread(target=self._read, name="bench-subscriber-progress", daemon=True)
         self._reader.start()

@@ -32,6 +32,7 @@ __all__ = [
     "compare",
     "dialects",
     "pending_reason",
+    "scale",
     "scenario",
     "smoke",
     "storage",
@@ -111,6 +112,7 @@ class Load:
     modules: bool = False  # the domain modules (solar, billing, lifts, hvac, alarms) for every tenant
     cloud: bool = False  # cloud sync of every tenant to the cloud simulator
     storage: Literal["sqlite", "postgresql"] = "sqlite"  # the outbox backend ([storage] backend)
+    bus: Literal["mosquitto", "nats"] = "mosquitto"  # the bench broker (external mode) or a bench nats-server
 
     @property
     def runnable(self) -> tuple[DeviceGroup, ...]:
@@ -142,6 +144,9 @@ class Scenario:
     peers: tuple[str, ...] = ()  # peers (bench.peer_common.PEERS) run on each load (modbus bank groups only)
     peer: bool = True  # False (--no-peer): measure only ours, the results keep the comparison's shape
     notes: tuple[str, ...] = field(default=())
+    # loads on the same devices run alternately, one run of each per repeat, so the machine's other jobs
+    # weigh on every backend alike (the medians compare like with like)
+    interleave: bool = False
 
     def with_options(self, *, duration: float | None = None, peer: bool | None = None) -> Scenario:
         changed = self
@@ -349,6 +354,46 @@ def storage(interval: float = 0.1) -> Scenario:
     )
 
 
+SCALE_BUILDING = DeviceGroup("inverters", "modbus", "sunspec", 50, 40, 1.0, "inv", per_process=25)
+SCALE_NEAR_SATURATION = DeviceGroup("bank", "modbus", "bank", 100, 50, 0.25, "dev", per_process=20)
+SCALE_BACKENDS: tuple[tuple[str, Literal["sqlite", "postgresql"], Literal["mosquitto", "nats"]], ...] = (
+    ("sqlite", "sqlite", "mosquitto"),
+    ("postgresql", "postgresql", "mosquitto"),
+    ("postgresql-nats", "postgresql", "nats"),
+)
+
+
+def scale(
+    groups: tuple[tuple[str, DeviceGroup], ...] = (
+        ("building", SCALE_BUILDING),
+        ("20k", SCALE_NEAR_SATURATION),
+    ),
+    warmup: float = 5.0,
+    duration: float = 15.0,
+) -> Scenario:
+    """One instance on the three storage and bus stacks of docs/scale.md, at a building's load and near the
+    saturation the stress ramp found (its highest sustained step), the stacks alternating run by run."""
+    loads = tuple(
+        Load(f"{label}-{stack}", (group,), storage=storage, bus=bus)
+        for label, group in groups
+        for stack, storage, bus in SCALE_BACKENDS
+    )
+    shapes = "; ".join(
+        f"{label}: {g.count} x {g.points} at {g.poll_interval:g} s ({g.offered_points_per_s:,.0f} points/s)"
+        for label, g in groups
+    )
+    return Scenario(
+        name="scale",
+        description="one gateway instance with its outbox on SQLite + Mosquitto, PostgreSQL + Mosquitto and "
+        f"PostgreSQL + NATS JetStream (private servers on this machine), alternating run by run; {shapes}; "
+        "gateway and servers' CPU per point, latency, loss (docs/scale.md)",
+        loads=loads,
+        warmup=warmup,
+        duration=duration,
+        interleave=True,
+    )
+
+
 def _coalescing_pair() -> list[Scenario]:
     return [coalescing(True), coalescing(False)]
 
@@ -362,6 +407,7 @@ _SCENARIOS = {
     "stress-no-point-topics": _stress_no_point_topics,
     "dialects": dialects,
     "storage": storage,
+    "scale": scale,
 }
 NAMES: tuple[str, ...] = (*_SCENARIOS, "coalescing", "all")
 

@@ -6,7 +6,8 @@ It subscribes (QoS 1, persistent MQTT v5 session, so a broker restart loses noth
 `{prefix}/+/events/#` (or one `--tenant`'s), parses each CloudEvent with orjson and records, per event: receipt wall time, latency
 (receipt - the event's `time`, the sample time), number of points, its id, its origin (the driver named in
 its `source`, `/<gateway>/<driver>/<device>`, or `modules`...) and, per device (`source`), the `sequence`
-numbers seen. Once subscribed it prints `{"ready": true}`; then a progress line (JSON) every
+numbers seen. `--mqtt311 --username U --password P` is for nats-server's MQTT listener (3.1.1 only; a clean
+session there, and messages published over NATS arrive at QoS 0). Once subscribed it prints `{"ready": true}`; then a progress line (JSON) every
 0.5 s; on SIGTERM/SIGINT it leaves (dropping its session), writes everything to `--out` and exits 0.
 
 One paho network loop in the main thread, no second thread: ~2,000 events/s of 50 points (100k points/s)
@@ -141,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tenant", default="+", help="only this tenant's events (default: every tenant)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--client-id", default=f"edge-bench-sub-{int(time.time() * 1000)}")
+    p.add_argument(
+        "--username", help="MQTT user (nats-server's MQTT listener: a user of the gateway's account)"
+    )
+    p.add_argument("--password", default="")
+    p.add_argument("--mqtt311", action="store_true", help="MQTT 3.1.1 with a clean session (nats-server)")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="exit on its own after this long")
     args = p.parse_args(argv)
 
@@ -153,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=MQTTProtocolVersion.MQTTv5
-    )
+    version = MQTTProtocolVersion.MQTTv311 if args.mqtt311 else MQTTProtocolVersion.MQTTv5
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=args.client_id, protocol=version)
+    if args.username:
+        client.username_pw_set(args.username, args.password)
     topic = f"{args.prefix}/{args.tenant}/events/#"
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -185,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if connected_once:
                     client.reconnect()
+                elif args.mqtt311:
+                    client.connect(args.host, args.port, keepalive=30)
                 else:
                     client.connect(
                         args.host, args.port, keepalive=30, clean_start=False, properties=connect_props
@@ -208,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                     "connects": state["connects"],
                 }
             )
-    if client.is_connected():
+    if client.is_connected() and args.mqtt311:
+        client.disconnect()
+        client.loop(timeout=0.2)
+    elif client.is_connected():
         bye = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
         bye.SessionExpiryInterval = 0  # leave no queue behind on the broker
         client.disconnect(properties=bye)

@@ -34,8 +34,9 @@ from edge.cluster.devices import ClusterDevices, FencedSink, event_spacing
 from edge.cluster.fence import LeaseFence, fence_store
 from edge.config import LoadedConfig
 from edge.config.history import ConfigHistory
-from edge.devices.commands import CommandHandler
+from edge.devices.commands import WRITE_TIMEOUT, CommandHandler
 from edge.devices.fleet import DeviceChanges, LiveDevices
+from edge.devices.forward import WriteForwarder
 from edge.devices.polling import DevicePoller, StatusListener
 from edge.module_host.commands import ModuleCommands
 from edge.module_host.control import ModuleControl
@@ -223,6 +224,8 @@ class Gateway:
             configured = {(s.tenant, s.site, s.name) for s in enabled_devices(self.loaded)}
             commands.polled_elsewhere = lambda key: key in configured and key not in self.pollers
             commands.leads = self.leading.__contains__
+            # the owner's own device timeout, then the bus both ways: beyond that nobody will answer
+            commands.forwarder = WriteForwarder(self.bus, self.topics, timeout=WRITE_TIMEOUT + 5.0)
         self.commands = commands
         self._start_dialects(commands)
         self.modules.point_writer = self._module_write

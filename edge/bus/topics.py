@@ -47,6 +47,16 @@ class Topics:
     def command_result(self, tenant: str, site: str, device: str, point: str) -> str:
         return f"{self.prefix}/{tenant}/cmd/{site}/{device}/{point}/result"
 
+    def command_result_filter(self) -> str:
+        return f"{self.prefix}/+/cmd/+/+/+/result"
+
+    def parse_command_result(self, topic: str) -> tuple[str, str, str, str] | None:
+        """(tenant, site, device, point) of a write-result topic, or None if it is not one."""
+        parts = topic.split("/")
+        if len(parts) != 7 or parts[0] != self.prefix or parts[2] != "cmd" or parts[6] != "result":
+            return None
+        return parts[1], parts[3], parts[4], parts[5]
+
     def module_command(self, tenant: str, module: str, action: str) -> str:
         return f"{self.prefix}/{tenant}/cmd/module/{module}/{action}"
 

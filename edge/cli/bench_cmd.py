@@ -11,6 +11,8 @@ def bench(
         help="building, building-parts (its cost step by step), stress, compare, smoke, stress-no-point-topics, "
         "coalescing (Modbus read coalescing on vs off), dialects (Sparkplug B and Home Assistant discovery off vs "
         "on), bus (Mosquitto vs NATS JetStream; use --repeat 3), storage (the outbox on SQLite vs PostgreSQL), "
+        "scale (one instance on SQLite + Mosquitto, PostgreSQL + Mosquitto and PostgreSQL + NATS, alternating; use "
+        "--repeat 3), "
         "noisy-neighbour (a victim tenant's latency with an attacker tenant ramped to saturation, against the "
         "victim alone), or all (building + stress + compare).",
     ),

@@ -28,6 +28,7 @@ import orjson
 from edge.bus.base import Bus, InboundMessage, MessageProperties
 from edge.bus.topics import Topics
 from edge.config.suggest import listing
+from edge.devices.forward import WriteForwarder
 from edge.devices.polling import DevicePoller
 from edge.module_host.commands import ModuleCommands
 from edge.ops.stats import GatewayStats
@@ -170,11 +171,14 @@ def _response_properties(correlation: bytes | None) -> MessageProperties:
     return MessageProperties(content_type="application/json", correlation_data=correlation)
 
 
+Failure = Literal["refused", "unreachable", "timeout"]
+
+
 @dataclass(frozen=True, slots=True)
 class WriteOutcome:
     ok: bool
     reason: str | None
-    failure: Literal["refused", "unreachable", "timeout"] | None = None  # why not ok
+    failure: Failure | None = None  # why not ok
 
 
 class CommandHandler:
@@ -202,6 +206,8 @@ class CommandHandler:
         self.polled_elsewhere: Callable[[tuple[str, str, str]], bool] = lambda key: False
         # cluster mode: a module command is taken by its tenant's leader only, so it is queued once
         self.leads: Callable[[str], bool] = lambda tenant: True
+        # cluster mode: writes through this instance (API, modules) for a device polled elsewhere go to its owner
+        self.forwarder: WriteForwarder | None = None
         # retain as published: a retained request shows its flag also when it arrives live, so it is refused
         bus.subscribe(topics.command_filter(), qos=1, retain_as_published=True)
 
@@ -210,6 +216,8 @@ class CommandHandler:
             self._accept(message)
 
     def _accept(self, message: InboundMessage) -> None:
+        if self.forwarder is not None and self.forwarder.take(message):
+            return
         if message.retain:
             self._refuse_retained(message)
             return
@@ -282,10 +290,14 @@ class CommandHandler:
         task.add_done_callback(self._running.discard)
 
     async def write(self, request: WriteRequest) -> WriteOutcome:
-        """One write from another face (the REST API): the MQTT path's checks, result topic and event.
+        """One write from another face (the REST API): the MQTT path's checks, result topic and event. In
+        cluster mode a device another instance polls gets the write through its owner (`WriteForwarder`).
 
         Raises UnknownTarget for a device the tenant does not have (nothing is recorded, as over MQTT)."""
-        poller = self._pollers.get((request.tenant, request.site, request.device))
+        key = (request.tenant, request.site, request.device)
+        poller = self._pollers.get(key)
+        if poller is None and self.forwarder is not None and self.polled_elsewhere(key):
+            return await self.forwarder.write(request)
         if poller is None:
             self._stats.commands_rejected += 1
             raise UnknownTarget(
@@ -303,12 +315,15 @@ class CommandHandler:
                 reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
                 self._stats.commands_rejected += 1
                 log.warning("write %s/%s.%s failed: %s", request.site, request.device, request.point, reason)
-                await self._reply(request, ok=False, reason=reason)
-                if isinstance(exc, TimeoutError):
-                    return WriteOutcome(False, reason, "timeout")
-                return WriteOutcome(
-                    False, reason, "unreachable" if isinstance(exc, DeviceUnreachable) else "refused"
+                failure: Failure = (
+                    "timeout"
+                    if isinstance(exc, TimeoutError)
+                    else "unreachable"
+                    if isinstance(exc, DeviceUnreachable)
+                    else "refused"
                 )
+                await self._reply(request, ok=False, reason=reason, failure=failure)
+                return WriteOutcome(False, reason, failure)
             self._stats.commands_accepted += 1
             log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
             await self._reply(request, ok=True, reason=None)
@@ -320,18 +335,27 @@ class CommandHandler:
         """A module's write (an HVAC schedule): the same checks, timeout and result event as an MQTT
         request, answered by raising DeviceError/UnknownTarget with the reason instead of on a topic."""
         poller = self._pollers.get((tenant, site, device))
-        if poller is None:
-            raise UnknownTarget(f"unknown device {site}/{device} for tenant {tenant!r}")
         request = WriteRequest(tenant, site, device, point, value, f"module:{module}")
-        outcome = await self._execute(poller, request)
+        if poller is None and self.forwarder is not None and self.polled_elsewhere((tenant, site, device)):
+            outcome = await self.forwarder.write(
+                request
+            )  # the module runs on the leader, the device elsewhere
+        elif poller is None:
+            raise UnknownTarget(f"unknown device {site}/{device} for tenant {tenant!r}")
+        else:
+            outcome = await self._execute(poller, request)
         if not outcome.ok:
             raise DeviceError(device, outcome.reason or "write failed", point)
 
-    async def _reply(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+    async def _reply(
+        self, request: WriteRequest, *, ok: bool, reason: str | None, failure: Failure | None = None
+    ) -> None:
         with tenant_scope(self._tenants[request.tenant]):
-            await self._record(request, ok=ok, reason=reason)
+            await self._record(request, ok=ok, reason=reason, failure=failure)
 
-    async def _record(self, request: WriteRequest, *, ok: bool, reason: str | None) -> None:
+    async def _record(
+        self, request: WriteRequest, *, ok: bool, reason: str | None, failure: Failure | None
+    ) -> None:
         data = {
             "device": request.device,
             "site": request.site,
@@ -342,7 +366,8 @@ class CommandHandler:
             "request_id": request.request_id,
         }
         topic = self._topics.command_result(request.tenant, request.site, request.device, request.point)
-        body = orjson.dumps(data)
+        # on the bus only, why a write failed: the instance that forwarded it answers its caller with that
+        body = orjson.dumps(data if failure is None else {**data, "failure": failure})
         future = await self._bus.publish(topic, body, qos=1)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         if request.response_topic is not None:

@@ -121,6 +121,7 @@ class ModuleHost:
         self.modules: dict[str, HostedModule] = {}
         # cluster mode on a shared outbox: a tenant's consumers and ticks run on its leader only
         self.runs_here: Callable[[str], bool] = lambda tenant: True
+        self._lead_listeners: list[Callable[[str], None]] = []  # isolated modules follow leadership too
         self._tenants.listen(self._entitlements_changed)  # first: in-process routing follows at once
 
     @property
@@ -251,9 +252,19 @@ class ModuleHost:
                 await self._detach(hosted, new.tenant_id)
                 log.info("module %s no longer receives tenant %s's events", hosted.name, new.tenant_id)
 
+    def on_leadership_changed(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(tenant)` after this instance became, or stopped being, the tenant's leader (cluster
+        mode; `runs_here` says which), once in-process modules followed."""
+        self._lead_listeners.append(listener)
+
     async def lead(self, tenant_id: str, leading: bool) -> None:
         """Cluster mode: this instance became (or stopped being) the tenant's leader; its modules' consumers
         and ticks start (from their durable cursors) or stop here. `runs_here` already says the new state."""
+        await self._lead_in_process(tenant_id, leading)
+        for listener in self._lead_listeners:
+            listener(tenant_id)
+
+    async def _lead_in_process(self, tenant_id: str, leading: bool) -> None:
         tenant = self._tenants[tenant_id]
         for hosted in self.modules.values():
             if hosted.state is not ModuleState.ENABLED or hosted.context is None:

@@ -3,7 +3,9 @@
 Each launch of an isolated process gets a fresh token (`expect`); every call must carry it, so a process
 from an earlier launch, or anything else on the machine, cannot consume or publish in the module's name.
 Routing is the in-process host's: the tenants entitled now (`ModuleHost.entitled`, re-read on every
-entitlement change), the module's durable outbox cursors, its `VersionGate`, and its kernel-side
+entitlement change) and, in cluster mode on a shared outbox, led by this instance (`ModuleHost.runs_here`,
+re-read on every change of leadership: deliveries, and through the tenants of each Health reply the module's
+ticks, follow the leader), the module's durable outbox cursors, its `VersionGate`, and its kernel-side
 `ModuleContext` for publishing (schema check and data version stamping).
 """
 
@@ -80,6 +82,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
         self._server: grpc.aio.Server | None = None
         self.socket = _socket_path(data_dir / "modules.sock")
         host.on_entitlements_changed(self._entitlements_changed)
+        host.on_leadership_changed(self._leadership_changed)
 
     async def start(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +121,10 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
                         outbox.set_cursor(consumer, outbox.last_position)
             remote.tenants_changed.set()
 
+    def _leadership_changed(self, tenant: str) -> None:
+        for remote in self._remotes.values():
+            remote.tenants_changed.set()  # its streams start or stop that tenant's feeders
+
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> RemoteModule:
         token = dict(context.invocation_metadata() or ()).get(TOKEN_HEADER)
         remote = self._tokens.get(str(token)) if token else None
@@ -133,7 +140,12 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
         return remote
 
     def _tenants(self, remote: RemoteModule) -> list[TenantContext]:
+        """The tenants the module may act for (publish, write): entitled now."""
         return self._host.entitled(remote.hosted.plugin.manifest.entitlement)
+
+    def _served(self, remote: RemoteModule) -> list[TenantContext]:
+        """The tenants whose events the module receives and ticks for here: entitled, and led here."""
+        return [t for t in self._tenants(remote) if self._host.runs_here(t.tenant_id)]
 
     async def Register(
         self, request: pb.RegisterRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -150,11 +162,11 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
         manifest = remote.installed or claimed  # an installed package's own manifest wins over claims
         remote.hosted.plugin = LoadedPlugin(manifest, None)
-        tenants = self._tenants(remote)
+        tenants = self._served(remote)
         remote.context = InProcessContext(
             remote.name,
             remote.config,
-            tenants,
+            self._tenants(remote),  # what it may publish and write for
             self._host.outbox,
             self._host.gateway_id,
             ModuleStore(
@@ -189,7 +201,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
         remote = await self._registered(context)
         remote.health, remote.health_at = Health(request.ok, request.detail[:500]), time.monotonic()
         remote.hosted.handler_errors = remote.errors_before + request.handler_errors
-        return pb.HealthReply(tenants=[_tenant(t) for t in self._tenants(remote)])
+        return pb.HealthReply(tenants=[_tenant(t) for t in self._served(remote)])
 
     async def Publish(
         self, request: pb.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -271,7 +283,7 @@ class SidecarServer(pb_grpc.ModuleHostServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "subscription needs a name (<= 64) and max_batch 1..1000"
             )
             return
-        stream = _Stream(self._host, remote, sub, self._tenants)
+        stream = _Stream(self._host, remote, sub, self._served)
         async for delivery in stream.run(request_iterator):
             yield delivery
 
@@ -294,6 +306,7 @@ class _Stream:
     async def run(self, requests: AsyncIterator[pb.SubscribeRequest]) -> AsyncIterator[pb.Delivery]:
         reader = asyncio.create_task(self._read_acks(requests))
         watcher = asyncio.create_task(self._follow_entitlements())
+        getter: asyncio.Task[pb.Delivery] | None = None
         try:
             while not reader.done():
                 getter = asyncio.create_task(self._out.get())
@@ -303,7 +316,8 @@ class _Stream:
                     break
                 yield getter.result()
         finally:
-            tasks = [reader, watcher, *self._feeders.values()]
+            # the stream may end while waiting (the server stopping): no task of it outlives it
+            tasks = [reader, watcher, *self._feeders.values(), *([getter] if getter else [])]
             for task in tasks:
                 task.cancel()
             for task in tasks:

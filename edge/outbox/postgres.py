@@ -50,6 +50,7 @@ __all__ = [
     "PostgresOutbox",
     "StorageUnavailable",
     "open_session",
+    "pg_dialect",
     "pg_identifier",
     "prepare_place",
 ]
@@ -73,12 +74,12 @@ class _CursorTransaction:
         self._cursor = cursor
 
     async def rows(self, query: str, params: Sequence[object] = ()) -> list[Row]:
-        await self._cursor.execute(_dialect(query), params)
+        await self._cursor.execute(pg_dialect(query), params)
         return list(await self._cursor.fetchall())
 
 
 @lru_cache(maxsize=512)
-def _dialect(query: str) -> str:
+def pg_dialect(query: str) -> str:
     """The outbox's `?` placeholders as psycopg's `%s` (a literal `%` doubled)."""
     return query.replace("%", "%%").replace("?", "%s")
 
@@ -290,7 +291,7 @@ class PostgresOutbox(GroupCommitOutbox):
                 (sql.upsert_status, [(c, t, *v) for (c, t), v in batch.status.items()]),
             ):
                 if params:
-                    await cursor.executemany(_dialect(query), params)
+                    await cursor.executemany(pg_dialect(query), params)
         return first
 
     async def _write_statements(self, query: str, params: Sequence[Sequence[object]]) -> int:
@@ -298,7 +299,7 @@ class PostgresOutbox(GroupCommitOutbox):
         changed = 0
         async with db.transaction(), db.cursor() as cursor:
             for one in params:
-                await cursor.execute(_dialect(query), one)
+                await cursor.execute(pg_dialect(query), one)
                 changed += max(0, cursor.rowcount)
         return changed
 
@@ -310,7 +311,7 @@ class PostgresOutbox(GroupCommitOutbox):
         async with db.transaction():
             # one statement: pick the chunk, delete it, and measure what went (all of it, and the undelivered)
             cursor = await db.execute(
-                _dialect(
+                pg_dialect(
                     f"WITH chunk AS (SELECT position FROM outbox WHERE {clause} AND position <= ?"
                     " ORDER BY position LIMIT ?),"
                     " gone AS (DELETE FROM outbox o USING chunk c WHERE o.position = c.position"
@@ -335,13 +336,13 @@ class PostgresOutbox(GroupCommitOutbox):
             if not events:
                 end = position
             await db.execute(
-                _dialect("UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?"),
+                pg_dialect("UPDATE tenant_usage SET events = events - ?, bytes = bytes - ? WHERE tenant = ?"),
                 (events, size, tenant),
             )
             lost = Dropped(int(n), int(b), t0, t1, int(last)) if reason is not None else Dropped()
             if lost.events:
                 await db.execute(
-                    _dialect(self._sql.add_drops), (tenant, reason, lost.events, lost.bytes, self._clock())
+                    pg_dialect(self._sql.add_drops), (tenant, reason, lost.events, lost.bytes, self._clock())
                 )
         return int(end), int(events), int(size), lost
 
@@ -360,7 +361,7 @@ class PostgresOutbox(GroupCommitOutbox):
             if self._reader is not None:
                 await self._reader.close()
             self._reader = await self._open_connection()
-        cursor = await self._reader.execute(_dialect(query), params)
+        cursor = await self._reader.execute(pg_dialect(query), params)
         return list(await cursor.fetchall())
 
 
@@ -386,9 +387,9 @@ class PostgresInspector(OutboxInspector):
 
     def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
-            return list(self._pg.execute(_dialect(query), params).fetchall())
+            return list(self._pg.execute(pg_dialect(query), params).fetchall())
         except psycopg.errors.UndefinedTable:  # the gateway has not created the schema yet: nothing recorded
             return []
 
     def _execute(self, query: str, params: tuple[Any, ...]) -> int:
-        return max(0, self._pg.execute(_dialect(query), params).rowcount)
+        return max(0, self._pg.execute(pg_dialect(query), params).rowcount)

@@ -9,7 +9,7 @@ which opens the store of a loaded configuration.
 from __future__ import annotations
 
 from edge.config import LoadedConfig
-from edge.outbox.backends import open_inspector
+from edge.outbox.backends import open_inspector, pg_place
 from edge.outbox.inspect import OutboxInspector
 from edge.sdk.tenancy import current_tenant
 from edge.webhooks.delivery import DeliveryPolicy, DeliveryStats
@@ -22,6 +22,7 @@ from edge.webhooks.store import (
     SubscriptionNotFound,
     WebhookStore,
 )
+from edge.webhooks.tables import PostgresTable
 
 __all__ = [
     "CreatedSubscription",
@@ -50,16 +51,25 @@ def delivery_policy(loaded: LoadedConfig) -> DeliveryPolicy:
 
 
 def open_store(loaded: LoadedConfig) -> WebhookStore:
-    """The subscriptions of this gateway, in its SQLite file (created if the gateway never ran); their cursors
-    and dead letters in the configured outbox, each tenant's in its own store (tier)."""
+    """The subscriptions of this gateway: in its SQLite file (created if the gateway never ran), or with a
+    PostgreSQL outbox in each tenant's PostgreSQL place, where every instance sharing it sees the same ones;
+    their cursors and dead letters in the configured outbox, each tenant's in its own store (tier)."""
+    config = loaded.config
+
+    file = loaded.data_dir / config.storage.path
+    tenants = {t.id: t for t in config.tenants}
+    table = (
+        PostgresTable(lambda tenant: pg_place(config.storage, tenants.get(tenant)), legacy=file)
+        if config.storage.backend == "postgresql"
+        else file
+    )
 
     def outbox() -> OutboxInspector:
+        if isinstance(table, PostgresTable):
+            table.ready()  # `edge webhook add` before any gateway ran: the place and its outbox created
         tenant = current_tenant().tenant_id
-        return open_inspector(loaded.config, loaded.data_dir, tenant=tenant, writable=True)
+        return open_inspector(config, loaded.data_dir, tenant=tenant, writable=True)
 
     return WebhookStore(
-        loaded.data_dir / loaded.config.storage.path,
-        destination_policy(loaded),
-        max_per_tenant=loaded.config.webhooks.max_subscriptions,
-        outbox=outbox,
+        table, destination_policy(loaded), max_per_tenant=config.webhooks.max_subscriptions, outbox=outbox
     )

@@ -1,4 +1,5 @@
-"""Webhook subscriptions, kept in the gateway's SQLite file (the outbox's file when the outbox is on SQLite).
+"""Webhook subscriptions, kept in the gateway's SQLite file (the outbox's file when the outbox is on SQLite), or
+with a PostgreSQL outbox in the tenant's PostgreSQL place, shared by every instance (`edge.webhooks.tables`).
 
 `WebhookStore` is the typed, tenant-scoped API over them, used by `edge webhook ...` (whether the gateway runs
 or not), by the running gateway (which reloads them every second) and by the REST API. Every read and write
@@ -18,25 +19,20 @@ from __future__ import annotations
 
 import builtins
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from edge.ops.files import private_database
-from edge.outbox import schema as outbox_sql
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.schema import tenant_filter
 from edge.sdk.errors import EdgeError
-from edge.sdk.transaction import transaction
 from edge.webhooks.guard import DestinationPolicy
 from edge.webhooks.signing import new_secret
+from edge.webhooks.tables import COLUMNS, SqliteTable, SubscriptionTable
 
 __all__ = [
     "CreatedSubscription",
@@ -48,27 +44,6 @@ __all__ = [
 ]
 
 State = Literal["active", "paused"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_subscriptions (
-    id            TEXT PRIMARY KEY,
-    tenant        TEXT NOT NULL,
-    url           TEXT NOT NULL,
-    types         TEXT NOT NULL,
-    sites         TEXT NOT NULL,
-    devices       TEXT NOT NULL,
-    points        TEXT NOT NULL,
-    secret        TEXT NOT NULL,
-    old_secret    TEXT,             -- after a rotation: still signed with until old_until
-    old_until     REAL,
-    state         TEXT NOT NULL,
-    state_reason  TEXT,
-    created       REAL NOT NULL,
-    updated       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS webhook_subscriptions_tenant ON webhook_subscriptions(tenant);
-"""
-_COLUMNS = "id, tenant, url, types, sites, devices, points, state, state_reason, created, updated"
 
 
 class SubscriptionNotFound(EdgeError):
@@ -124,33 +99,33 @@ def consumer_name(subscription_id: str) -> str:
 
 class WebhookStore:
     """Subscriptions of the current tenant (see the module docs). Thread-safe; each call is one short
-    transaction on its own SQLite connection. The calls block: from async code, run them through
+    transaction on the table's connection. The calls block: from async code, run them through
     `asyncio.to_thread` (the tenant context goes along), as the dispatcher does."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | SubscriptionTable,
         policy: DestinationPolicy,
         *,
         max_per_tenant: int = 50,
         outbox: Callable[[], OutboxInspector] | None = None,
     ) -> None:
-        """`outbox`: opens a writable view of the current tenant's outbox store (`edge.webhooks.open_store`
-        passes the configured backend's); None: the outbox is in `path` itself."""
-        self._outbox = outbox or (lambda: OutboxInspector(path, writable=True))
-        self._db = sqlite3.connect(
-            private_database(path), timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._lock = threading.Lock()
+        """`path`: a SQLite file, or the table elsewhere (`edge.webhooks.open_store` passes PostgreSQL's).
+        `outbox`: opens a writable view of the current tenant's outbox store (`open_store` passes the
+        configured backend's); None: the outbox is in the SQLite file `path` itself."""
+        if isinstance(path, Path):
+            file = path
+            self._outbox = outbox or (lambda: OutboxInspector(file, writable=True))
+            self._table: SubscriptionTable = SqliteTable(path)
+        else:
+            if outbox is None:
+                raise ValueError("a subscription table outside a SQLite file needs the outbox it belongs to")
+            self._outbox, self._table = outbox, path
         self._policy = policy
         self._max = max_per_tenant
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(outbox_sql.SCHEMA + _SCHEMA)  # the CLI may run before the gateway ever did
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._table.close()
 
     def __enter__(self) -> WebhookStore:
         return self
@@ -198,14 +173,14 @@ class WebhookStore:
         now: float,
     ) -> None:
         clause = tenant_filter()[0]
-        with self._transaction():
-            (count,) = self._db.execute(
+        with self._table.transaction() as execute:
+            (count,) = execute(
                 f"SELECT COUNT(*) FROM webhook_subscriptions WHERE {clause}", (tenant,)
             ).fetchone()
             if count >= self._max:
                 raise ValueError(f"tenant {tenant!r} has {count} webhook subscriptions, the most allowed")
-            self._db.execute(
-                f"INSERT INTO webhook_subscriptions ({_COLUMNS}, secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            execute(
+                f"INSERT INTO webhook_subscriptions ({COLUMNS}, secret) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     sub_id,
                     tenant,
@@ -222,14 +197,14 @@ class WebhookStore:
     def list(self) -> builtins.list[Subscription]:
         clause, tenant = tenant_filter()
         rows = self._rows(
-            f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} ORDER BY created, id", (tenant,)
+            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE {clause} ORDER BY created, id", (tenant,)
         )
         return [_subscription(row) for row in rows]
 
     def get(self, subscription_id: str) -> Subscription:
         clause, tenant = tenant_filter()
         rows = self._rows(
-            f"SELECT {_COLUMNS} FROM webhook_subscriptions WHERE {clause} AND id = ?",
+            f"SELECT {COLUMNS} FROM webhook_subscriptions WHERE {clause} AND id = ?",
             (tenant, subscription_id),
         )
         if not rows:
@@ -253,8 +228,8 @@ class WebhookStore:
         """A new signing secret (returned once); the old one keeps signing too for `grace` seconds."""
         clause, tenant = tenant_filter()
         secret, now = new_secret(), time.time()
-        with self._transaction():
-            changed = self._db.execute(
+        with self._table.transaction() as execute:
+            changed = execute(
                 "UPDATE webhook_subscriptions SET old_secret = secret, old_until = ?, secret = ?, updated = ?"
                 f" WHERE {clause} AND id = ?",
                 (now + grace, secret, now, tenant, subscription_id),
@@ -266,8 +241,8 @@ class WebhookStore:
     def set_state(self, subscription_id: str, state: State, reason: str | None = None) -> Subscription:
         """Pause (deliveries stop, events accumulate for it) or resume a subscription."""
         clause, tenant = tenant_filter()
-        with self._transaction():
-            changed = self._db.execute(
+        with self._table.transaction() as execute:
+            changed = execute(
                 f"UPDATE webhook_subscriptions SET state = ?, state_reason = ?, updated = ?"
                 f" WHERE {clause} AND id = ?",
                 (state, reason, time.time(), tenant, subscription_id),
@@ -280,8 +255,8 @@ class WebhookStore:
         """Delete the subscription with its cursor, delivery status and dead letters."""
         clause, tenant = tenant_filter()
         consumer = consumer_name(subscription_id)
-        with self._transaction():
-            changed = self._db.execute(
+        with self._table.transaction() as execute:
+            changed = execute(
                 f"DELETE FROM webhook_subscriptions WHERE {clause} AND id = ?", (tenant, subscription_id)
             ).rowcount
             if not changed:
@@ -308,14 +283,7 @@ class WebhookStore:
     # ---- plumbing ----------------------------------------------------------------------------------
 
     def _rows(self, query: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
-        with self._lock:
-            return [tuple(r) for r in self._db.execute(query, params).fetchall()]
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE .. COMMIT (ROLLBACK on error) under the store's lock."""
-        with self._lock, transaction(self._db):
-            yield
+        return self._table.rows(query, params)
 
 
 def _subscription(row: tuple[Any, ...]) -> Subscription:

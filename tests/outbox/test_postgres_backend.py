@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
@@ -28,7 +29,7 @@ from edge.sdk.cli import ConfiguredGateway, open_module_store
 from edge.sdk.errors import ConfigError
 from edge.sdk.events import TELEMETRY, Event, make_event
 from edge.sdk.tenancy import TenantContext, tenant_scope
-from edge.webhooks import open_store
+from edge.webhooks import DestinationPolicy, WebhookStore, open_store
 from tests.e2e import load, write_config
 from tests.helpers import MosquittoProcess, MqttRecorder, SimulatorProcess, free_port, wait_until
 
@@ -157,6 +158,51 @@ async def test_webhook_cursors_and_dead_letters_live_in_the_tenants_postgresql_s
         assert await outbox.cursor(consumer) == 0 and await outbox.dead_letters(consumer) == []
     rows = _as_role(postgres, database, "edge_globex", "SELECT COUNT(*) FROM edge_globex.cursors")
     assert rows == [(0,)]  # it was in globex's own schema, and is gone from there
+
+
+async def test_webhook_subscriptions_live_in_each_tenants_place_and_move_there_from_the_sqlite_file(
+    configured: tuple[LoadedConfig, OutboxStore], postgres: PostgresServer, database: str
+) -> None:
+    """Subscriptions a gateway kept in its SQLite file before its storage moved to PostgreSQL are moved once,
+    each tenant's to its own place (a dedicated tenant's URL and secret into its own schema)."""
+    loaded, _ = configured
+    old = WebhookStore(loaded.data_dir / "outbox.db", DestinationPolicy())  # as a SQLite gateway kept them
+    made = {}
+    for tenant in ("acme", "globex"):
+        with tenant_scope(TenantContext(tenant)):
+            made[tenant] = old.add(f"https://hooks.example.com/{tenant}")
+    old.close()
+    for tenant in ("acme", "globex"):
+        with open_store(loaded) as store, tenant_scope(TenantContext(tenant)):
+            [moved] = store.list()
+            assert moved == made[tenant].subscription
+            assert store.signing_secrets(moved.id) == [made[tenant].secret]
+            store.remove(moved.id)
+        with open_store(loaded) as store, tenant_scope(TenantContext(tenant)):
+            assert store.list() == []  # removed stays removed: the file no longer holds it
+    file = sqlite3.connect(loaded.data_dir / "outbox.db")
+    assert file.execute("SELECT COUNT(*) FROM webhook_subscriptions").fetchone() == (0,)
+    file.close()
+    with tenant_scope(TenantContext("globex")), open_store(loaded) as store:
+        created = store.add("https://hooks.example.com/globex-2")
+    rows = _as_role(
+        postgres, database, "edge_globex", "SELECT id, url FROM edge_globex.webhook_subscriptions"
+    )
+    assert rows == [(created.subscription.id, "https://hooks.example.com/globex-2")]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the shared schema's are not globex's
+        _as_role(postgres, database, "edge_globex", "SELECT * FROM edge.webhook_subscriptions")
+
+
+async def test_edge_webhook_add_works_before_any_gateway_ran_on_the_database(
+    tmp_path: Path, postgres: PostgresServer, database: str
+) -> None:
+    """The CLI's case on a fresh database, called from a running event loop as the API would: the tenant's place
+    and its outbox are prepared first, so the subscription's cursor has its table."""
+    loaded, _ = load(_config(tmp_path, postgres, database))
+    for tenant in ("acme", "initech"):  # shared tables; a database of its own, created now
+        with open_store(loaded) as store, tenant_scope(TenantContext(tenant)):
+            created = store.add(f"https://hooks.example.com/{tenant}")
+            assert [s.id for s in store.list()] == [created.subscription.id]
 
 
 def test_the_password_is_only_ever_a_reference(tmp_path: Path, postgres: PostgresServer) -> None:
