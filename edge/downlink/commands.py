@@ -74,7 +74,7 @@ async def _write(services: CommandServices, tenant: str, claims: dict[str, Any])
     except UnknownTarget as exc:
         return Outcome("refused", str(exc), target)
     if outcome.ok:
-        return Outcome("done", None, target, {"value": value})
+        return Outcome("done", outcome.reason, target, {"value": value})  # reason: the device's note, if any
     return Outcome(
         "unreachable" if outcome.failure == "unreachable" else outcome.failure or "failed",
         outcome.reason,

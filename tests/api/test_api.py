@@ -116,6 +116,7 @@ def test_writes_need_the_operator_role_and_take_the_command_path(api: ApiGateway
             "value": 40,
             "ok": True,
             "request_id": "rest-1",
+            "reason": None,  # the device's remark, when it took the write with one
         }
         api.wait_for(
             lambda: http.get("/v1/devices/inv-01/points/power_limit").json()["value"] == 40,

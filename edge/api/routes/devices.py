@@ -93,6 +93,11 @@ class WriteResult(BaseModel):
     value: Scalar | None
     ok: bool
     request_id: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="The device took the write with a remark (a BACnet error after applying it, with what it"
+        " holds).",
+    )
 
 
 def _devices(state: ApiState, caller: Caller) -> list[DeviceSpec]:
@@ -359,4 +364,6 @@ async def write_point(
             point=point,
             value=value if finite else None,
         )
-    return WriteResult(device=device, point=point, value=value, ok=True, request_id=request_id)
+    return WriteResult(
+        device=device, point=point, value=value, ok=True, request_id=request_id, reason=outcome.reason
+    )
