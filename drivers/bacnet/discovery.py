@@ -155,6 +155,11 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
                 progress(f"device {options.device} did not answer")
                 return found
             found[found.index(chosen)] = await _with_points(stack, chosen, options, progress)
+            return found
+        progress(
+            "object lists not read, so no point maps proposed: add -t device=INSTANCE for one device's, "
+            "-t points=true for every device's"
+        )
         return found
     except BacnetFailure as failure:
         raise DeviceUnreachable("discovery", failure.reason) from None

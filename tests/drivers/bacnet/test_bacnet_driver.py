@@ -146,6 +146,10 @@ async def test_who_is_finds_every_simulated_device_with_its_identity(sim: HvacSi
     assert {d.profile_name for d in found} == {"sim-ahu", "sim-vav"}
     assert all(d.points == [] for d in found)  # points only for a chosen device
     assert any("I-Am: device 1001" in line for line in lines)
+    assert lines[-1] == (  # and the user is told how to get them (trial of 2026-12-07: "points 0", no hint)
+        "object lists not read, so no point maps proposed: add -t device=INSTANCE for one device's, "
+        "-t points=true for every device's"
+    )
 
 
 async def test_a_chosen_device_gets_a_proposed_point_map_with_units_and_states(
@@ -184,7 +188,7 @@ async def test_a_chosen_device_gets_a_proposed_point_map_with_units_and_states(
     assert points["supply-fan-enable"]["states"] == ["stop", "start"]
     assert any("described 30/30 objects" in line for line in lines)  # progress of the long part
     # the proposal, written as a profile the way `edge device discover --save-profiles` does, is a valid map
-    from edge.cli.device_cmd import write_profile
+    from edge.devices.commissioning import write_profile
 
     path = write_profile(tmp_path, "bacnet", found[0])
     assert path.name == "sim-ahu.toml"
