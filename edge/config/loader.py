@@ -47,21 +47,30 @@ class LoadedConfig:
         return next((d for d in self.devices if d.name == name), None)
 
 
-def format_location(loc: Sequence[int | str], prefix: str = "") -> str:
+def format_location(loc: Sequence[int | str], prefix: str = "", data: Any = None) -> str:
+    """`devices[0].connection.port`; with the document `data`, an entry of a list is also named by its
+    `name` or `id` (`devices[0] (inv-1).connection.port`), as people know it."""
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            label = (data.get("name") or data.get("id")) if isinstance(data, dict) else None
+            out += f" ({label})" if isinstance(label, str) and label else ""
+        else:
+            out += f".{part}" if out else str(part)
+            data = data.get(part) if isinstance(data, dict) else None
     return out
 
 
 def _issues_from(
-    exc: ValidationError, file: str, model: type[BaseModel], prefix: str = ""
+    exc: ValidationError, file: str, model: type[BaseModel], prefix: str = "", data: Any = None
 ) -> list[ConfigIssue]:
     """One issue per error; an unknown key names the closest known one (a typo is the usual cause)."""
     return [
         ConfigIssue(
             file,
-            format_location(err["loc"], prefix),
+            format_location(err["loc"], prefix, data),
             unknown_key(model, err["loc"]) if err["type"] == "extra_forbidden" else err["msg"],
         )
         for err in exc.errors()
@@ -93,7 +102,7 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_issues_from(exc, file, GatewayConfig)) from None
+        raise ConfigError(_issues_from(exc, file, GatewayConfig, data=raw)) from None
 
     issues = _check_references(config, file)
     for index, tenant in enumerate(config.tenants):

@@ -34,8 +34,9 @@ def test_an_unknown_key_suggests_the_closest_known_one_with_file_and_field(tmp_p
     assert result.returncode == 2
     for line in (
         f"{config}: bus.point_min_intervall: unknown key 'point_min_intervall': did you mean 'point_min_interval'?",
-        f"{config}: devices[0].pol_interval: unknown key 'pol_interval': did you mean 'poll_interval'?",
-        f"{config}: modules[0].enabeld: unknown key 'enabeld': did you mean 'enabled'?",
+        # the entry's name, as for a driver's model (trial of 2026-12-07: "devices[0]" alone)
+        f"{config}: devices[0] (inv-01).pol_interval: unknown key 'pol_interval': did you mean 'poll_interval'?",
+        f"{config}: modules[0] (solar).enabeld: unknown key 'enabeld': did you mean 'enabled'?",
     ):
         assert line in result.stderr, result.stderr
 
