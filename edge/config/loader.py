@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
 from edge.config.secrets import resolve_references
-from edge.config.suggest import listing, unknown_key
+from edge.config.suggest import did_you_mean, listing, unknown_key
 from edge.config.versions import upgrade
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec, Driver
@@ -270,9 +270,22 @@ class _ProfileCache:
         """The profiles there are where `ref` was looked for, closest to it first: a misspelling shows."""
         if path.parent == getattr(driver, "profiles_dir", None):
             shipped = sorted(p.stem for p in path.parent.glob("*.toml"))
+            beside = self._beside(ref)
+            if beside is not None:  # a saved proposal named as discovery's table names it
+                return (
+                    f"profiles shipped with {driver_name}: {listing(ref, shipped)}; or a file beside the "
+                    f"configuration: did you mean {beside!r}?"
+                )
             return f"profiles shipped with {driver_name}: {listing(ref, shipped)} (or a path to a .toml file)"
         files = sorted(p.name for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
         return f"profiles in {path.parent}: {listing(path.name, files)}"
+
+    def _beside(self, ref: str) -> str | None:
+        """The profile file in a folder beside the configuration (`--save-profiles profiles/`) whose name is
+        `ref` or close to it, as a path relative to the configuration."""
+        files = {p.stem: p for p in self._base.glob("*/*.toml")}
+        best = did_you_mean(ref, files)
+        return None if best is None else str(files[best].relative_to(self._base))
 
     def points(
         self, ref: str, driver: Driver, driver_name: str, file: str, where: str, issues: list[ConfigIssue]
