@@ -103,6 +103,7 @@ class Gateway:
         # told the enabled devices after each live change (the site dialects: Sparkplug B, Home Assistant)
         self.on_devices_changed: list[Callable[[Sequence[DeviceSpec]], None]] = []
         self._on_status: StatusListener | None = None
+        self._last_values: LastValuePublisher | None = None
         self.history = ConfigHistory(loaded.data_dir)  # versions for `edge config history|rollback`
         self.downlink: Downlink | None = None  # when a tenant has a [tenants.cloud] (edge/downlink)
         self.modules = ModuleHost(
@@ -196,6 +197,7 @@ class Gateway:
             self.outbox.add_commit_listener(last_values.on_commit)
         sequences = await self.outbox.last_sequences()
         self._on_status = last_values.on_status
+        self._last_values = last_values
         if not self.config.cluster.enabled:  # in cluster mode, the devices whose leases this instance takes
             for spec in enabled_devices(self.loaded):
                 poller = self._poller(spec, sequences.get((spec.tenant, spec.name), 0))
@@ -515,6 +517,10 @@ class Gateway:
         await self.modules.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._status.published(), 2.0)
+        if self._last_values is not None:  # the retained statuses tell the stop (it may be in its interval)
+            await self._tasks.cancel_one("last-values")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._last_values.drain(), 2.0)
         await self._tasks.cancel()
         if self.downlink is not None:
             await self.downlink.close()

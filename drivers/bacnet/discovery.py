@@ -40,7 +40,7 @@ from drivers.bacnet.config import (
 from drivers.bacnet.names import sanitize_name, unique_name
 from drivers.bacnet.plan import key_of
 from drivers.bacnet.semantics import tags_for
-from drivers.bacnet.stack import BacnetFailure, Stack, StackPool
+from drivers.bacnet.stack import BacnetFailure, Stack, StackPool, bound_elsewhere
 from drivers.bacnet.units import unit_with_note
 from drivers.bacnet.values import scalar
 from edge.sdk import DeviceUnreachable, DiscoveredDevice
@@ -119,6 +119,12 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
     """Who-Is (on the local network, or on the networks behind routers), identify the devices that answer,
     and propose a point map for `target["device"]` (or every device, with `points`)."""
     options = _Options.parse(target)
+    ip, _, port = parse_address(options.local, allow_mask=True)
+    if not pool.holds(options.local) and bound_elsewhere(ip, port):
+        progress(
+            f"warning: another socket is bound to {ip}:{port} (a running gateway?): answers may reach it "
+            "instead of this discovery; stop it or discover from another local port"
+        )
     try:
         stack = pool.acquire(
             options.local, options.local_instance, options.request_timeout, options.bbmd, options.ttl
@@ -155,6 +161,11 @@ async def discover(pool: StackPool, target: dict[str, Any], progress: Progress) 
                 progress(f"device {options.device} did not answer")
                 return found
             found[found.index(chosen)] = await _with_points(stack, chosen, options, progress)
+            return found
+        progress(
+            "object lists not read, so no point maps proposed: add -t device=INSTANCE for one device's, "
+            "-t points=true for every device's"
+        )
         return found
     except BacnetFailure as failure:
         raise DeviceUnreachable("discovery", failure.reason) from None

@@ -280,8 +280,9 @@ class BacnetSession:
 
     # ---- writes -------------------------------------------------------------------------------------
 
-    async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
-        """WriteProperty at the point's priority; `None` relinquishes (writes Null at that priority)."""
+    async def write(self, point: PointConfig, raw_value: Scalar | None) -> str | None:
+        """WriteProperty at the point's priority; `None` relinquishes (writes Null at that priority). Returns
+        the note for the user when the device answered an error but holds the value written."""
         if not isinstance(point, BacnetPoint):
             raise WriteRejected(self._device, "not a BACnet point", point=point.name)
         try:
@@ -304,18 +305,13 @@ class BacnetSession:
                 raise WriteRejected(self._device, failure.reason, point=point.name) from None
             error = failure.reason
         else:
-            return
+            return None
         # Some devices apply a write and still answer an error: what they hold now is the truth to report.
         held, applied = await self._read_back(object_id, prop, point.index, priority, value)
         if applied:
-            log.warning(
-                "device %s point %s: the device answered the write with %s but holds the value written (%s)",
-                self._device,
-                point.name,
-                error,
-                held,
-            )
-            return
+            note = f"the device answered {error} but holds the value written ({held})"
+            log.warning("device %s point %s: %s", self._device, point.name, note)
+            return note
         raise WriteRejected(self._device, f"{error}; read back: {held}", point=point.name)
 
     async def _read_back(

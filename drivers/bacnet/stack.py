@@ -18,6 +18,7 @@ I-Am messages to discovery listeners.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -288,12 +289,29 @@ class StackPool:
         stack.fit_timeout(timeout)
         return stack
 
+    def holds(self, local_address: str) -> bool:
+        """Whether this driver has a stack on `local_address` (then the port is bound by itself)."""
+        return local_address in self._stacks
+
     def release(self, stack: Stack) -> None:
         stack.users -= 1
         if stack.users <= 0 and self._stacks.get(stack.local_address) is stack:
             del self._stacks[stack.local_address]
             stack.close()
             log.info("BACnet/IP stack on %s closed", stack.local_address)
+
+
+def bound_elsewhere(ip: str, port: int) -> bool:
+    """Whether another socket is bound to this UDP address already (a running gateway's stack): bound with
+    SO_REUSEPORT as this driver binds, the two would share the unicast answers sent there at random."""
+    with socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM
+    ) as probe:  # without SO_REUSE*: any holder refuses it
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _check_bind(ip: str, port: int) -> None:

@@ -254,6 +254,20 @@ class LastValuePublisher:
             # Coalesce: whatever arrives during the next interval is examined once, at its end.
             await asyncio.sleep(self._min_interval)
 
+    async def drain(self) -> None:
+        """At a clean stop, once the pollers stopped and `run` was cancelled: send what is pending at once, above
+        all the devices' stop statuses, and wait until the broker took it. `run` may have been cancelled in its
+        coalescing wait, after the statuses arrived (bound this with a timeout)."""
+        sent: list[asyncio.Future[None]] = []
+        for topic, payload in list(self._resend.items()):
+            try:
+                sent.append(await self._bus.publish(topic, payload, qos=self._qos, retain=True))
+            except BusDisconnected:
+                return
+            del self._resend[topic]
+        await self._flush()
+        await asyncio.gather(*sent, return_exceptions=True)
+
     async def _flush(self) -> None:
         resend, self._resend = self._resend, {}
         for topic, payload in resend.items():

@@ -11,6 +11,7 @@ import typer
 from edge.bus.broker import running_broker
 from edge.bus.listeners import broker_listeners, certificate_problems, port_problems
 from edge.cli.common import EXIT_CONFIG, load_or_exit
+from edge.cli.output import JSON_OPTION, emit_json
 from edge.config import LoadedConfig
 from edge.config.edit import replace_if_valid
 from edge.config.history import ConfigHistory, history_for, sha
@@ -58,10 +59,16 @@ def broker_problems(loaded: LoadedConfig) -> list[str]:
 def history(
     config: Path = CONFIG,
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="Versions shown, newest first."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """The configuration versions the gateway ran on: at start, from deployments, from rollbacks."""
     with _history(config) as versions:
         rows = versions.versions(limit)
+    if as_json:
+        now = sha(config.read_text())
+        fields = ("n", "at", "source", "label", "status", "reason", "sha")
+        emit_json([{**{f: getattr(v, f) for f in fields}, "current": v.sha == now} for v in rows])
+        return
     if not rows:
         typer.echo(f"no versions recorded yet for {config} (the gateway records one when it starts)")
         return

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
 import typer
 
 from edge.bus.access import AccessError, AccessStore, MqttUser
 from edge.bus.broker import BrokerError, apply_access
 from edge.cli.common import load_or_exit
+from edge.cli.output import JSON_OPTION, emit_json
 from edge.config import LoadedConfig
 
 app = credentials = typer.Typer(
@@ -76,21 +76,20 @@ def add(
 @credentials.command("list")
 def list_(
     tenant: str = typer.Argument(...),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    as_json: bool = JSON_OPTION,
     config: Path = _CONFIG,
 ) -> None:
     """The tenant's MQTT users (never their passwords)."""
     with _access(config, tenant) as (store, loaded):
         users = store.users(tenant)
+    if as_json:
+        fields = ("username", "tenant", "name", "read_only", "created", "rotated")
+        emit_json([{f: getattr(user, f) for f in fields} for user in users])
+        return
     for user in users:
-        if as_json:
-            row = {"username": user.username, "tenant": user.tenant, "name": user.name}
-            extra = {"read_only": user.read_only, "created": user.created, "rotated": user.rotated}
-            typer.echo(orjson.dumps({**row, **extra}).decode())
-        else:
-            age = (time.time() - (user.rotated or user.created)) / 86_400
-            typer.echo(f"{_describe(user, loaded.config.bus.topic_prefix)}  (password {age:.0f} days old)")
-    if not users and not as_json:
+        age = (time.time() - (user.rotated or user.created)) / 86_400
+        typer.echo(f"{_describe(user, loaded.config.bus.topic_prefix)}  (password {age:.0f} days old)")
+    if not users:
         typer.echo(f"tenant {tenant} has no MQTT users")
 
 

@@ -12,7 +12,7 @@ from edge.cli.options import parse_pairs
 from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config.edit import append_devices, replace_if_valid
 from edge.config.suggest import listing
-from edge.devices.commissioning import CommissioningError, write_profile
+from edge.devices.commissioning import CommissioningError, ProfileWriter
 from edge.devices.commissioning import add_device as add_to_config
 from edge.devices.commissioning import discover as discover_devices
 from edge.devices.polling import DevicePoller
@@ -112,10 +112,11 @@ def discover(
         as_json=as_json,
     )
     if save_profiles is not None:
+        profiles = ProfileWriter(save_profiles, driver)
         for device in found:
             if device.points:
-                path = write_profile(save_profiles, driver, device)
-                typer.echo(f"proposed point map: {path}", err=True)
+                path, what = profiles.write(device)
+                typer.echo(f"proposed point map of {device.address}: {path} ({what})", err=True)
     if not found:
         raise typer.Exit(1)
 

@@ -22,6 +22,7 @@ from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config import LoadedConfig
 from edge.config.suggest import listing
 from edge.module_host.state import ModuleSnapshot, ModuleStateStore
+from edge.ops.status import gateway_running
 
 EXIT_UNKNOWN = 1
 EXIT_UNHEALTHY = 3
@@ -75,7 +76,7 @@ def list_modules(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
         )
     emit(rows, _LIST_COLUMNS, as_json=as_json)
     if not live:
-        typer.echo(_down(snapshots), err=as_json)
+        typer.echo(_down(loaded, snapshots), err=as_json)
 
 
 @app.command("enable")
@@ -136,8 +137,10 @@ def health(
     ]
     emit(rows, _HEALTH_COLUMNS, as_json=as_json)
     if not live:
-        typer.echo(_down(snapshots), err=True)
-        raise typer.Exit(EXIT_NOT_RUNNING)
+        typer.echo(_down(loaded, snapshots), err=True)
+        if snapshots or loaded.config.modules or not gateway_running(loaded.data_dir):
+            raise typer.Exit(EXIT_NOT_RUNNING)
+        return  # a running gateway without modules: nothing is unhealthy
     if not all(s.ok for s in snapshots.values()):
         raise typer.Exit(EXIT_UNHEALTHY)
 
@@ -189,8 +192,13 @@ def _state(snapshot: ModuleSnapshot | None, live: bool) -> str:
     return snapshot.state if live else f"({snapshot.state} {snapshot.age():.0f} s ago)"
 
 
-def _down(snapshots: dict[str, ModuleSnapshot]) -> str:
+def _down(loaded: LoadedConfig, snapshots: dict[str, ModuleSnapshot]) -> str:
+    """Why no module health is live: the gateway does not run, or it runs no module."""
     if not snapshots:
+        if gateway_running(loaded.data_dir) and not loaded.config.modules:
+            return f"the gateway runs, but {loaded.path.name} configures no module ([[modules]])"
+        if gateway_running(loaded.data_dir):
+            return "the gateway runs, but has recorded no module health yet (starting?)"
         return "the gateway is not running (no module health recorded yet)"
     age = min(s.age() for s in snapshots.values())
     if any(s.stopped for s in snapshots.values()):

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["JSON_OPTION", "Column", "cell", "console", "emit"]
+__all__ = ["JSON_OPTION", "Column", "cell", "console", "emit", "emit_json"]
 
 JSON_OPTION: Any = typer.Option(
     False, "--json", help="Print a JSON array of objects (the table's fields) instead of the table."
@@ -57,9 +57,14 @@ def emit(
 ) -> None:
     """Print `rows` as a table of `columns`, or (`as_json`) as a JSON array of the rows."""
     if as_json:
-        typer.echo(json.dumps([dict(row) for row in rows], indent=2, ensure_ascii=False, default=str))
+        emit_json(rows)
         return
     table = Table(*(c.heading for c in columns), title=title)
     for row in rows:
         table.add_row(*(c.show(row.get(c.key)) for c in columns))
     console().print(table)
+
+
+def emit_json(rows: Sequence[Mapping[str, Any]]) -> None:
+    """The rows as one JSON array, `[]` when there are none: `--json` of commands whose people's view is lines."""
+    typer.echo(json.dumps([dict(row) for row in rows], indent=2, ensure_ascii=False, default=str))

@@ -81,7 +81,10 @@ def write(
     if not result.get("ok"):
         typer.echo(f"refused: {result.get('reason')}", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{device}.{point} = {json.dumps(result.get('value'))}: written")
+    note = result.get("reason")  # the device took it, with a remark (a BACnet error after applying it)
+    typer.echo(
+        f"{device}.{point} = {json.dumps(result.get('value'))}: written" + (f"; {note}" if note else "")
+    )
 
 
 _NON_FINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan"}

@@ -18,7 +18,7 @@ from edge.cli.common import EXIT_CONFIG, setup_logging
 from edge.cli.options import parse_scalar
 from edge.cli.output import JSON_OPTION, Column, emit
 from edge.config.siteplan import DEFAULT_PATTERN, PlanEntry, apply_plan, entry_for, plan_text
-from edge.devices.commissioning import proposed_profile
+from edge.devices.commissioning import ProfileWriter
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DiscoveredDevice, SupportsDiscovery
 from edge.sdk.errors import ConfigError, DeviceError, PluginError
@@ -73,7 +73,6 @@ def plan(
     profiles = output.parent / f"{output.stem}-profiles"
     entries: list[PlanEntry] = []
     taken: set[str] = set()
-    written: dict[Path, str] = {}
     seen: set[str] = set()  # overlapping scans find a device twice: one entry
     for (driver, _), found in zip(scans, results, strict=True):
         for device in found:
@@ -88,7 +87,7 @@ def plan(
                         driver=driver,
                         tenant=tenant,
                         site=site,
-                        profile=_profile(driver, device, profiles, written),
+                        profile=_profile(driver, device, profiles),
                         pattern=name_pattern,
                         n=len(entries) + 1,
                         taken=taken,
@@ -144,21 +143,13 @@ async def _discover(registry: PluginRegistry, driver: str, target: dict[str, Any
     return found
 
 
-def _profile(driver: str, device: DiscoveredDevice, folder: Path, written: dict[Path, str]) -> str:
-    """The shipped profile discovery named, or the proposed point map written to `folder`: one file for the
-    devices proposing the same points (the first one's), `-2`, `-3`... when other points have the name. ''
-    when there is neither: apply then refuses the entry until a profile is set."""
+def _profile(driver: str, device: DiscoveredDevice, folder: Path) -> str:
+    """The shipped profile discovery named, or the proposed point map written to `folder` (`ProfileWriter`:
+    one file per point map, none replaced). '' when there is neither: apply then refuses the entry until a
+    profile is set."""
     if not device.points:
         return device.profile_name
-    name, text = proposed_profile(driver, device)
-    points = json.dumps(device.points, sort_keys=True)
-    path, n = folder / f"{name}.toml", 2
-    while written.get(path, points) != points:
-        path, n = folder / f"{name}-{n}.toml", n + 1
-    if path not in written:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written[path] = points
+    path, _ = ProfileWriter(folder, driver).write(device)
     return str(path.resolve())
 
 

@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from edge.cli.common import load_or_exit
+from edge.cli.output import JSON_OPTION, emit_json
 from edge.sdk.tenancy import tenant_scope
 from edge.webhooks import Subscription, SubscriptionNotFound, WebhookStore, open_store
 
@@ -84,15 +85,16 @@ def add(
 @app.command("list")
 def list_(
     tenant: str = _TENANT,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    as_json: bool = JSON_OPTION,
     config: Path = _CONFIG,
 ) -> None:
     """The tenant's subscriptions, without their secrets."""
     with _store(config, tenant) as store:
         subs = store.list()
     if as_json:
-        for sub in subs:
-            typer.echo(orjson.dumps({f: getattr(sub, f) for f in Subscription.__slots__}).decode())
+        emit_json(
+            [orjson.loads(orjson.dumps({f: getattr(s, f) for f in Subscription.__slots__})) for s in subs]
+        )
         return
     if not subs:
         typer.echo(f"tenant {tenant} has no webhook subscriptions")
@@ -149,11 +151,16 @@ def dead_letters(
     subscription: str = typer.Argument(...),
     tenant: str = _TENANT,
     limit: int = typer.Option(50, "--limit", min=1),
+    as_json: bool = JSON_OPTION,
     config: Path = _CONFIG,
 ) -> None:
     """Events the subscription gave up on, with the reason of the last attempt."""
     with _store(config, tenant) as store:
         letters = store.dead_letters(subscription, limit)
+    if as_json:
+        fields = ("event_id", "type", "subject", "dead_at", "attempts", "replay", "reason")
+        emit_json([{f: getattr(d, f) for f in fields} for d in letters])
+        return
     if not letters:
         typer.echo(f"{subscription} has no dead letters")
     now = time.time()

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge.config.models import DeviceConfig, GatewayConfig, ProfileHeader
 from edge.config.secrets import resolve_references
-from edge.config.suggest import listing, unknown_key
+from edge.config.suggest import did_you_mean, listing, unknown_key
 from edge.config.versions import upgrade
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DeviceSpec, Driver
@@ -47,21 +47,30 @@ class LoadedConfig:
         return next((d for d in self.devices if d.name == name), None)
 
 
-def format_location(loc: Sequence[int | str], prefix: str = "") -> str:
+def format_location(loc: Sequence[int | str], prefix: str = "", data: Any = None) -> str:
+    """`devices[0].connection.port`; with the document `data`, an entry of a list is also named by its
+    `name` or `id` (`devices[0] (inv-1).connection.port`), as people know it."""
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            label = (data.get("name") or data.get("id")) if isinstance(data, dict) else None
+            out += f" ({label})" if isinstance(label, str) and label else ""
+        else:
+            out += f".{part}" if out else str(part)
+            data = data.get(part) if isinstance(data, dict) else None
     return out
 
 
 def _issues_from(
-    exc: ValidationError, file: str, model: type[BaseModel], prefix: str = ""
+    exc: ValidationError, file: str, model: type[BaseModel], prefix: str = "", data: Any = None
 ) -> list[ConfigIssue]:
     """One issue per error; an unknown key names the closest known one (a typo is the usual cause)."""
     return [
         ConfigIssue(
             file,
-            format_location(err["loc"], prefix),
+            format_location(err["loc"], prefix, data),
             unknown_key(model, err["loc"]) if err["type"] == "extra_forbidden" else err["msg"],
         )
         for err in exc.errors()
@@ -93,7 +102,7 @@ def load_config(path: Path | str, registry: PluginRegistry, *, resolve_secrets: 
     try:
         config = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_issues_from(exc, file, GatewayConfig)) from None
+        raise ConfigError(_issues_from(exc, file, GatewayConfig, data=raw)) from None
 
     issues = _check_references(config, file)
     for index, tenant in enumerate(config.tenants):
@@ -261,9 +270,22 @@ class _ProfileCache:
         """The profiles there are where `ref` was looked for, closest to it first: a misspelling shows."""
         if path.parent == getattr(driver, "profiles_dir", None):
             shipped = sorted(p.stem for p in path.parent.glob("*.toml"))
+            beside = self._beside(ref)
+            if beside is not None:  # a saved proposal named as discovery's table names it
+                return (
+                    f"profiles shipped with {driver_name}: {listing(ref, shipped)}; or a file beside the "
+                    f"configuration: did you mean {beside!r}?"
+                )
             return f"profiles shipped with {driver_name}: {listing(ref, shipped)} (or a path to a .toml file)"
         files = sorted(p.name for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
         return f"profiles in {path.parent}: {listing(path.name, files)}"
+
+    def _beside(self, ref: str) -> str | None:
+        """The profile file in a folder beside the configuration (`--save-profiles profiles/`) whose name is
+        `ref` or close to it, as a path relative to the configuration."""
+        files = {p.stem: p for p in self._base.glob("*/*.toml")}
+        best = did_you_mean(ref, files)
+        return None if best is None else str(files[best].relative_to(self._base))
 
     def points(
         self, ref: str, driver: Driver, driver_name: str, file: str, where: str, issues: list[ConfigIssue]

@@ -177,7 +177,7 @@ Failure = Literal["refused", "unreachable", "timeout"]
 @dataclass(frozen=True, slots=True)
 class WriteOutcome:
     ok: bool
-    reason: str | None
+    reason: str | None  # why not ok; with ok, the device's note (it took the write with a remark), if any
     failure: Failure | None = None  # why not ok
 
 
@@ -310,7 +310,7 @@ class CommandHandler:
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
                     check_write_value(poller, request.point, request.value)
-                    await poller.write(request.point, request.value, priority=request.priority)
+                    note = await poller.write(request.point, request.value, priority=request.priority)
             except (DeviceError, TimeoutError) as exc:
                 reason = exc.reason if isinstance(exc, DeviceError) else f"no answer within {WRITE_TIMEOUT}s"
                 self._stats.commands_rejected += 1
@@ -326,8 +326,8 @@ class CommandHandler:
                 return WriteOutcome(False, reason, failure)
             self._stats.commands_accepted += 1
             log.info("wrote %s to %s/%s.%s", request.value, request.site, request.device, request.point)
-            await self._reply(request, ok=True, reason=None)
-            return WriteOutcome(True, None)
+            await self._reply(request, ok=True, reason=note)  # with ok, the reason is the device's note
+            return WriteOutcome(True, note)
 
     async def write_for_module(
         self, module: str, tenant: str, site: str, device: str, point: str, value: Scalar | None

@@ -50,6 +50,36 @@ def write_profile(folder: Path, driver: str, device: DiscoveredDevice, name: str
     return path
 
 
+class ProfileWriter:
+    """Writes discovery's proposed point maps into one folder, as `edge device discover --save-profiles` and
+    `edge site plan` do: one file for the devices proposing the same points (the first one's name), `-2`,
+    `-3`... when other points would take a name, and never over a file that holds other points, which may be a
+    profile someone reviewed and edited (a second run writes its proposal beside it)."""
+
+    def __init__(self, folder: Path, driver: str) -> None:
+        self._folder = folder
+        self._driver = driver
+
+    def write(self, device: DiscoveredDevice) -> tuple[Path, str]:
+        """(the file holding the device's proposed points, what happened to it: "written", "the same points"
+        (an existing file, left as it is) or "<existing file> holds other points (reviewed?): kept")."""
+        name, text = proposed_profile(self._driver, device)
+        path, n, kept = self._folder / f"{name}.toml", 2, None
+        while path.exists() and _points_of(path.read_text()) != _points_of(text):
+            kept = kept or path
+            path, n = self._folder / f"{name}-{n}.toml", n + 1
+        if path.exists():
+            return path, "the same points"
+        self._folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path, "written" if kept is None else f"{kept} holds other points (reviewed?): kept"
+
+
+def _points_of(text: str) -> str:
+    """A profile file's point map, without the header naming where and from which device it was proposed."""
+    return text.partition("[[points]]")[2]
+
+
 def proposed_profile(driver: str, device: DiscoveredDevice, name: str | None = None) -> tuple[str, str]:
     """The file-safe name and the profile file text of the point map discovery proposed for `device`."""
     name = name or device.profile_name or device.address

@@ -93,12 +93,13 @@ class WriteForwarder:
 
 
 def _outcome(result: dict[str, object]) -> WriteOutcome:
-    """The owner's answer as this instance's outcome: its reason, and why it failed (`failure`, else refused)."""
+    """The owner's answer as this instance's outcome: its reason (with ok, the device's note), and why it
+    failed (`failure`, else refused)."""
     from edge.devices.commands import WriteOutcome
 
     reason = result.get("reason")
     if result.get("ok") is True:
-        return WriteOutcome(True, None)
+        return WriteOutcome(True, str(reason) if reason is not None else None)
     failure = result.get("failure")
     kind: Literal["refused", "unreachable", "timeout"] = (
         failure if failure == "unreachable" or failure == "timeout" else "refused"

@@ -366,8 +366,9 @@ class DevicePoller:
 
     async def write(
         self, point_name: str, value: Scalar | None, *, priority: int | None = None
-    ) -> Scalar | None:
-        """Write an engineering value to a point (None releases it); returns the raw value sent.
+    ) -> str | None:
+        """Write an engineering value to a point (None releases it); returns the driver's note, if any (the
+        write took effect, but the device answered something the user should know).
 
         `priority` replaces the point's own write priority for this write, for points whose model has a
         `priority` field (BACnet). Raises WriteRejected or DeviceUnreachable."""
@@ -383,10 +384,9 @@ class DevicePoller:
             if not self._connected:
                 await self._connect()
             try:
-                await self._session.write(point, raw)
+                return await self._session.write(point, raw)
             except ValueError as exc:
                 raise WriteRejected(self.spec.name, str(exc), point=point_name) from None
-        return raw
 
     def accepted_range(self, point_name: str) -> tuple[float, float] | None:
         """The engineering values a point can take: the driver's raw range (`SupportsValueRange`) through the

@@ -8,11 +8,10 @@ write timeout, the result topic and `org.edgegw.command.result` event. A module 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from edge.devices.commands import (
     CommandRejected,
@@ -59,9 +58,11 @@ async def _write(services: CommandServices, tenant: str, claims: dict[str, Any])
     target = f"{site}/{device}.{point}"
     if "value" not in claims:
         return Outcome("refused", "a point write carries a 'value' (null releases the point)", target)
-    body = orjson.dumps({"value": claims["value"], "priority": claims.get("priority")})
+    # the stdlib writes a NaN or Infinity of the claims as such (orjson would make it null: a release), so the
+    # command path refuses it naming the point's range
+    body = json.dumps({"value": claims["value"], "priority": claims.get("priority")}).encode()
     try:
-        value, _ = parse_write_payload(body)
+        value, _ = parse_write_payload(body, finite_only=False)
         priority = parse_write_priority(body)
     except CommandRejected as exc:
         return Outcome("refused", str(exc), target)
@@ -73,7 +74,7 @@ async def _write(services: CommandServices, tenant: str, claims: dict[str, Any])
     except UnknownTarget as exc:
         return Outcome("refused", str(exc), target)
     if outcome.ok:
-        return Outcome("done", None, target, {"value": value})
+        return Outcome("done", outcome.reason, target, {"value": value})  # reason: the device's note, if any
     return Outcome(
         "unreachable" if outcome.failure == "unreachable" else outcome.failure or "failed",
         outcome.reason,

@@ -149,6 +149,8 @@ timezone = "UTC"
 mode = "embedded"
 host = "127.0.0.1"
 port = {bus_port}{"" if bus_port == DEFAULT_BUS_PORT else "               # 1883 was taken on this machine"}
+# username and password: the gateway's login at an external broker only. The embedded broker makes its own;
+# local tools on this host connect without one until a LAN listener exists (docs/mqtt-access.md).
 username = "edge-gateway"
 password = "file:{SECRETS_DIR}/mqtt.password"
 persistence = true          # local subscribers' sessions and queued messages survive restarts

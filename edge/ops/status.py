@@ -24,12 +24,37 @@ from edge.ops.stats import GatewayStats
 from edge.outbox import RetentionPolicy
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
-__all__ = ["DownlinkStatus", "GatewayStatus", "StatusSnapshot", "status_file", "write_status_file"]
+__all__ = [
+    "DownlinkStatus",
+    "GatewayStatus",
+    "StatusSnapshot",
+    "gateway_running",
+    "status_file",
+    "write_status_file",
+]
 
 
 def status_file(data_dir: Path) -> Path:
     """The status file of the gateway using `data_dir`: rewritten every second while it runs."""
     return data_dir / "status.json"
+
+
+def gateway_running(data_dir: Path, stale_after: float = 10.0) -> bool:
+    """Whether a gateway runs on `data_dir`: its status file was rewritten lately and its process exists."""
+    try:
+        body = orjson.loads(status_file(data_dir).read_bytes())
+        written, pid = float(body["time"]), int(body["pid"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+    if time.time() - written > stale_after or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs as the service's account
+        return True
+    return True
 
 
 def write_status_file(path: Path, body: dict[str, Any]) -> None:

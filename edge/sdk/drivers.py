@@ -75,10 +75,12 @@ class DeviceSession(Protocol):
 
         Raises `DeviceUnreachable` when nothing at all could be read."""
 
-    async def write(self, point: PointConfig, raw_value: Scalar | None) -> None:
+    async def write(self, point: PointConfig, raw_value: Scalar | None) -> str | None:
         """Write a raw (already de-scaled) value; raises `WriteRejected` or `DeviceUnreachable`.
 
-        `None` releases the point (BACnet relinquish); a driver without such a notion raises WriteRejected."""
+        `None` releases the point (BACnet relinquish); a driver without such a notion raises WriteRejected.
+        Returns None, or (kernel API 1.5) a note the user is shown with the success: the write took effect
+        but the device answered something else worth knowing (a BACnet error after applying it)."""
 
     async def close(self) -> None: ...
 

@@ -116,6 +116,7 @@ def test_writes_need_the_operator_role_and_take_the_command_path(api: ApiGateway
             "value": 40,
             "ok": True,
             "request_id": "rest-1",
+            "reason": None,  # the device's remark, when it took the write with one
         }
         api.wait_for(
             lambda: http.get("/v1/devices/inv-01/points/power_limit").json()["value"] == 40,
@@ -273,4 +274,15 @@ def test_writes_get_the_command_paths_value_check_with_the_points_range(api: Api
             assert "is out of range: power_limit accepts 0..65535 %" in detail, detail
         for body in (b'{"value": NaN}', b"Infinity", b'{"value": 1e400}'):
             refused = http.put(url, content=body)
-            assert refused.status_code == 422 and "is not a finite number" in refused.json()["detail"]
+            assert refused.status_code == 422, refused.text
+            detail = refused.json()["detail"]  # the range too, as over MQTT and the CLI (trial of 2026-12-07)
+            assert "is not a finite number: power_limit accepts 0..65535 %" in detail, detail
+        for body, why in (  # a priority reaches the command path as over MQTT (it was dropped silently)
+            ({"value": 40, "priority": 10}, "a modbus point has no write priority"),
+            ({"value": 40, "priority": 17}, "'priority' must be an integer 1..16, not 17"),
+        ):
+            refused = http.put(url, json=body)
+            assert refused.status_code == 422 and why in refused.json()["detail"], refused.text
+        unknown = http.put("/v1/devices/inv-01/points/power_limt/value", json={"value": 1})
+        assert unknown.status_code == 404, unknown.text
+        assert "(points of inv-01: power_limit, " in unknown.json()["detail"], unknown.text  # closest first

@@ -208,7 +208,7 @@ def test_credentials_cli_with_the_gateway_stopped(tmp_path: Path) -> None:
     assert added.exit_code == 0, added.output
     assert "username: bms@acme" in added.output and "applies this when it starts" in added.output
     listed = runner.invoke(app, ["tenant", "credentials", "list", "acme", "--json", "-c", config])
-    (row,) = [orjson.loads(line) for line in listed.output.splitlines()]
+    (row,) = orjson.loads(listed.output)  # one JSON array, as every list's --json
     assert row["username"] == "bms@acme" and row["read_only"] is True
     password = added.output.split("password: ")[1].split()[0]
     assert (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,11 @@ def _write(tenant: str, device: str, value: float, **options: Any) -> dict[str, 
 
 
 def _tampered(token: str) -> str:
+    """The token with its value changed (not its jti: a random id may hold "80" too)."""
     head, payload, signature = token.split(".")
-    body = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).replace(b"80", b"99")
+    original = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    body = original.replace(b'"value":80', b'"value":99')
+    assert body != original
     return ".".join((head, base64.urlsafe_b64encode(body).rstrip(b"=").decode(), signature))
 
 
@@ -106,6 +110,12 @@ async def test_commands_from_the_platform_run_through_the_command_path_and_forge
                 (globex_key, _write("acme", "inv-01", 70), "refused", "signature does not verify"),
                 (acme_key, _write("acme", "inv-01", 70, gateway="gw-other"), "refused", "gateway 'gw-other'"),
                 (acme_key, _write("acme", "inv-01", 1e9), "refused", "out of range"),
+                (  # pyjwt writes NaN as Python's json does; it is not read as a release (null)
+                    acme_key,
+                    _write("acme", "inv-01", math.nan),
+                    "refused",
+                    "NaN is not a finite number: power_limit accepts 0..65535 %",
+                ),
                 (
                     acme_key,
                     _write("acme", "inv-02", 50),

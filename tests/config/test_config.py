@@ -117,7 +117,7 @@ def test_duplicate_device_names_are_refused(tmp_path: Path, registry: PluginRegi
 
 def test_topic_unsafe_names_are_refused(tmp_path: Path, registry: PluginRegistry) -> None:
     issues = _issues(_write(tmp_path, VALID.replace('id = "acme"', 'id = "ac/me"')), registry)
-    assert any("tenants[0].id" in i for i in issues)
+    assert any("tenants[0] (ac/me).id" in i for i in issues)
 
 
 def test_config_check_cli_exits_nonzero_with_the_errors(tmp_path: Path) -> None:

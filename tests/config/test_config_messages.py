@@ -34,8 +34,9 @@ def test_an_unknown_key_suggests_the_closest_known_one_with_file_and_field(tmp_p
     assert result.returncode == 2
     for line in (
         f"{config}: bus.point_min_intervall: unknown key 'point_min_intervall': did you mean 'point_min_interval'?",
-        f"{config}: devices[0].pol_interval: unknown key 'pol_interval': did you mean 'poll_interval'?",
-        f"{config}: modules[0].enabeld: unknown key 'enabeld': did you mean 'enabled'?",
+        # the entry's name, as for a driver's model (trial of 2026-12-07: "devices[0]" alone)
+        f"{config}: devices[0] (inv-01).pol_interval: unknown key 'pol_interval': did you mean 'poll_interval'?",
+        f"{config}: modules[0] (solar).enabeld: unknown key 'enabeld': did you mean 'enabled'?",
     ):
         assert line in result.stderr, result.stderr
 
@@ -79,3 +80,18 @@ def test_a_misspelled_profile_lists_the_profiles_that_exist_closest_first(tmp_pa
         "boiler.toml",
         "edge.toml",
     }
+
+
+def test_a_profile_named_without_its_path_points_to_the_file_discovery_saved(tmp_path: Path) -> None:
+    """The trial of 2026-12-07: discovery's table says "proposed profile TC-1" and saves profiles/TC-1.toml;
+    `--profile TC-1` then listed only the driver's shipped profiles."""
+    config = write_config(tmp_path / "edge.toml", mqtt_port=free_port(), modbus_port=5020, devices=1)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "meter-abc.toml").write_text(PROFILE)
+    config.write_text(config.read_text().replace('"sunspec-inverter"', '"meter-abc"'))
+    result = check(config)
+    assert result.returncode == 2
+    assert (
+        "profiles shipped with modbus: sunspec-inverter; or a file beside the configuration: did you mean "
+        "'profiles/meter-abc.toml'?" in result.stderr
+    ), result.stderr

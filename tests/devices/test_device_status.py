@@ -131,6 +131,40 @@ async def test_a_clean_stop_sends_each_devices_status(tmp_path: Path, mosquitto:
     assert {(s["status"], s["reason"]) for s in retained[-2:]} == {("down", "gateway stopped")}
 
 
+async def test_the_retained_status_tells_the_stop_while_values_keep_changing(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    """The trial of 2026-12-07: with values changing every poll and the default `point_min_interval` (1 s), the
+    latest-value publisher sits in its coalescing wait when the gateway stops; the stop statuses it was handed
+    must still reach the retained status topics, which a local system connecting later reads."""
+    port = free_port()
+    async with InverterSimulator(2, port, sim_time="12:00", update_interval=0.1):
+        config = write_config(
+            tmp_path / "edge.toml",
+            mqtt_port=mosquitto.port,
+            modbus_port=port,
+            devices=2,
+            prefix="busy",
+            point_min_interval=1.0,
+        )
+        loaded, registry = load(config)
+        recorder = MqttRecorder(mosquitto.port, "busy/+/points/#")
+        gateway = Gateway(loaded, registry)
+        await gateway.start()
+        try:  # point updates flowing: the publisher flushes, then waits its interval
+            await asyncio.to_thread(recorder.wait_for, lambda m: len({t for t, _, _ in m}) > 10, 10)
+            await asyncio.sleep(1.3)
+        finally:
+            await gateway.stop()
+        recorder.close()
+    later = MqttRecorder(mosquitto.port, "busy/+/status/#")  # connects after the stop: retained messages only
+    try:
+        got = await asyncio.to_thread(later.wait_for, lambda m: len(m) >= 2, 5)
+    finally:
+        later.close()
+    assert {(s["status"], s["reason"]) for s in statuses(got, "status")} == {("down", "gateway stopped")}
+
+
 def statuses(messages: list[tuple[str, bytes, bool]], kind: str) -> list[dict[str, Any]]:
     """Status events ("events" topics) or retained status payloads ("status" topics), in arrival order."""
     out = []

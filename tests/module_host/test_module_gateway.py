@@ -167,7 +167,7 @@ def test_module_config_errors_name_file_field_and_reason(tmp_path: Path) -> None
         ),
         (
             '[modules.limits]\nmemory = "1KiB"\n',
-            "modules[0].limits.memory",
+            "modules[0] (raw).limits.memory",
             "greater than or equal to 16777216",
         ),
     ]:

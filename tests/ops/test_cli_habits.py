@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from edge.sdk.version import KERNEL_API_VERSION
 from tests.e2e import write_config
-from tests.helpers import SimulatorProcess, free_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 
@@ -119,3 +120,47 @@ def test_discovery_prints_whole_values_when_piped_and_json_on_request(simulator:
     ]
     assert set(found[0]) == {"address", "identity", "points", "profile", "connection"}
     assert found[0]["identity"]["serial"] == "SIM00001" and found[0]["profile"] == "sunspec-inverter"
+
+
+def test_json_of_every_list_is_an_array_even_when_empty(config: Path) -> None:
+    """The trial of 2026-12-07: `webhook list` and `tenant credentials list` printed JSON lines, and nothing at
+    all when empty; `config history` and `webhook dead-letters` had no --json."""
+    assert as_json("webhook", "list", "-t", "acme", "-c", str(config)) == []
+    assert as_json("tenant", "credentials", "list", "acme", "-c", str(config)) == []
+    assert as_json("config", "history", "-c", str(config)) == []
+    with config.open("a") as f:
+        f.write('[webhooks]\nallow_networks = ["127.0.0.1/32"]\n')
+    added = edge("webhook", "add", "http://127.0.0.1:9/in", "-t", "acme", "-c", str(config))
+    assert added.returncode == 0, added.stderr
+    assert as_json("webhook", "dead-letters", added.stdout.split()[0], "-t", "acme", "-c", str(config)) == []
+    (listed,) = as_json("webhook", "list", "-t", "acme", "-c", str(config))
+    assert listed["url"] == "http://127.0.0.1:9/in" and "secret" not in listed
+
+
+def test_module_views_of_a_running_gateway_without_modules(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    """The trial: with `edge run` up and no module configured, `module list` and `module health` said "the
+    gateway is not running" (health exiting 4)."""
+    config = write_config(
+        tmp_path / "edge.toml", mqtt_port=mosquitto.port, modbus_port=free_port(), devices=1
+    )
+    gateway = subprocess.Popen(
+        [*EDGE, "run", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while edge("status", "-c", str(config)).returncode == 4:  # not live yet
+            assert gateway.poll() is None and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.3)
+        health = edge("module", "health", "-c", str(config), "--json")
+        assert health.returncode == 0 and json.loads(health.stdout) == [], health.stderr
+        assert "not running" not in health.stderr and "configures no module" in health.stderr
+        listed = edge("module", "list", "-c", str(config))
+        assert "not running" not in listed.stdout + listed.stderr
+        assert "configures no module" in listed.stdout + listed.stderr
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+        assert gateway.stderr is not None
+        gateway.stderr.close()

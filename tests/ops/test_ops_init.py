@@ -39,6 +39,8 @@ def test_init_then_check_then_run_serves_with_an_embedded_broker(tmp_path: Path)
         and (secrets / "mqtt.password").read_text()[:-1] not in text
     )
     assert text.count("\n#") > 10  # commented for the person who edits it
+    # the trial of 2026-12-07 logged in to the embedded broker with these and was refused: they say what for
+    assert "# username and password: the gateway's login at an external broker only." in text
 
     again = CliRunner().invoke(app, ["init", "-c", str(config)])
     assert again.exit_code == 1 and "refusing to replace" in again.output

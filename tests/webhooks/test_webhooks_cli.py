@@ -76,7 +76,7 @@ def test_manage_subscriptions_with_the_gateway_stopped(tmp_path: Path) -> None:
     secret = next(line for line in added.output.splitlines() if line.startswith("secret: ")).split()[1]
     assert sub_id.startswith("wh_") and secret.startswith("whsec_")
     listed = _edge("webhook", "list", "-t", "acme", "--json", "-c", config)
-    (row,) = [orjson.loads(line) for line in listed.output.splitlines()]
+    (row,) = orjson.loads(listed.output)  # one JSON array, as every list's --json
     assert row["url"] == "http://127.0.0.1:9/in" and row["sites"] == ["roof"] and row["state"] == "active"
     assert "whsec_" not in listed.output  # the secret is shown once, at creation
     assert "no webhook subscriptions" in _edge("webhook", "list", "-t", "globex", "-c", config).output

@@ -6,6 +6,7 @@ reaches back as far as retention keeps rows. A device of another tenant is simpl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
@@ -17,7 +18,8 @@ from edge.api.deps import ApiState, Caller, Operator, State, Viewer
 from edge.api.limits import body_limit
 from edge.api.live import PointValue
 from edge.api.problems import PROBLEM_RESPONSES, Problem
-from edge.devices.commands import CommandRejected, WriteRequest, parse_write_payload
+from edge.config.suggest import listing
+from edge.devices.commands import CommandRejected, WriteRequest, parse_write_payload, parse_write_priority
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.errors import UnknownTarget
 from edge.sdk.events import TELEMETRY, rfc3339
@@ -91,6 +93,11 @@ class WriteResult(BaseModel):
     value: Scalar | None
     ok: bool
     request_id: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="The device took the write with a remark (a BACnet error after applying it, with what it"
+        " holds).",
+    )
 
 
 def _devices(state: ApiState, caller: Caller) -> list[DeviceSpec]:
@@ -107,9 +114,16 @@ def _device(state: ApiState, caller: Caller, name: str) -> DeviceSpec:
 
 
 def _point(spec: DeviceSpec, name: str) -> PointConfig:
-    point = next((p for p in spec.points if p.name == name and p.publish), None)
+    published = [p for p in spec.points if p.publish]
+    point = next((p for p in published if p.name == name), None)
     if point is None:
-        raise Problem(404, f"device {spec.name!r} has no point {name!r}", device=spec.name, point=name)
+        points = listing(name, (p.name for p in published))
+        raise Problem(
+            404,
+            f"device {spec.name!r} has no point {name!r} (points of {spec.name}: {points})",
+            device=spec.name,
+            point=name,
+        )
     return point
 
 
@@ -319,7 +333,10 @@ async def write_point(
     spec = _device(state, caller, device)
     _point(spec, point)
     try:
-        value, request_id = parse_write_payload(await request.body())
+        # NaN and Infinity go on to the command path's check, which names the point's range
+        body = await request.body()
+        value, request_id = parse_write_payload(body, finite_only=False)
+        priority = parse_write_priority(body)
     except CommandRejected as exc:
         raise Problem(422, str(exc), device=device, point=point) from None
     if request_id is not None and len(request_id) > MAX_REQUEST_ID:
@@ -332,12 +349,21 @@ async def write_point(
     handler = state.services.commands()
     if handler is None:
         raise Problem(503, "the gateway is not accepting writes (it is starting or stopping)")
-    write = WriteRequest(caller.tenant, spec.site, spec.name, point, value, request_id)
+    write = WriteRequest(caller.tenant, spec.site, spec.name, point, value, request_id, priority)
     try:
         outcome = await handler.write(write)
     except UnknownTarget as exc:
         raise Problem(409, f"{exc} (the device is disabled)", device=device) from None
     if not outcome.ok:
         status = {"timeout": 504, "unreachable": 502}.get(outcome.failure or "", 422)
-        raise Problem(status, f"write refused: {outcome.reason}", device=device, point=point, value=value)
-    return WriteResult(device=device, point=point, value=value, ok=True, request_id=request_id)
+        finite = not isinstance(value, float) or math.isfinite(value)  # JSON has no NaN: the detail names it
+        raise Problem(
+            status,
+            f"write refused: {outcome.reason}",
+            device=device,
+            point=point,
+            value=value if finite else None,
+        )
+    return WriteResult(
+        device=device, point=point, value=value, ok=True, request_id=request_id, reason=outcome.reason
+    )

@@ -144,7 +144,11 @@ async def test_a_write_applied_then_answered_with_an_error_reports_what_the_devi
         sim.set_fault(
             1001, write_error=True
         )  # applies the write, then answers Error device/operational-problem
-        await session.write(point, 24.5)  # what the device holds is what was written: the write took effect
+        note = await session.write(point, 24.5)  # the device holds what was written: the write took effect
+        assert note == (  # and the user is told what the device answered and holds (trial of 2026-12-07)
+            "the device answered bacnet error device: operational-problem but holds the value written "
+            "(priority 9 holds 24.5, present value 24.5)"
+        )
         assert vav.priority_array("zone-temp-setpoint")[8] == 24.5 and vav.value("zone-temp-setpoint") == 24.5
         await session.write(point, None)  # relinquished, though answered with an error
         assert vav.priority_array("zone-temp-setpoint")[8] is None
@@ -199,6 +203,11 @@ async def test_edge_point_write_takes_a_priority(
     assert "vav-1.zone-temp-setpoint = 22.5: written" in written.output
     assert slots[9] == 22.5 and slots[7] is None  # priority 10, not the profile's 8
     assert applied.exit_code == 0, applied.output  # the device holds it: written, whatever it answered
+    assert (
+        "vav-1.zone-temp-setpoint = 23.5: written; the device answered bacnet error device: "
+        in applied.output
+    )
+    assert "operational-problem but holds the value written (priority 10 holds 23.5" in applied.output
     assert after_error == 23.5
     assert bad.exit_code == 1 and "priority 6" in bad.output and "reserved" in bad.output
     assert vav.priority_array("zone-temp-setpoint") == [None] * 16

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from drivers.bacnet import BacnetConnection, BacnetDriver, BacnetPoint, BacnetSession
+from drivers.bacnet.stack import bound_elsewhere
 from edge.config.loader import parse_profile
 from edge.sdk.drivers import DeviceSession, DeviceSpec, RawValue, SupportsDiscovery, SupportsPush
 from edge.sdk.errors import ConfigIssue, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
@@ -146,6 +147,35 @@ async def test_who_is_finds_every_simulated_device_with_its_identity(sim: HvacSi
     assert {d.profile_name for d in found} == {"sim-ahu", "sim-vav"}
     assert all(d.points == [] for d in found)  # points only for a chosen device
     assert any("I-Am: device 1001" in line for line in lines)
+    assert lines[-1] == (  # and the user is told how to get them (trial of 2026-12-07: "points 0", no hint)
+        "object lists not read, so no point maps proposed: add -t device=INSTANCE for one device's, "
+        "-t points=true for every device's"
+    )
+
+
+async def test_discovery_warns_when_a_running_gateway_shares_its_local_port(sim: HvacSimulator) -> None:
+    """The trial of 2026-12-07: discovery from the local address the running gateway uses found "no device"
+    (the two sockets share unicast answers at random), without a word of why."""
+    gateway_side = local()
+    port = int(gateway_side.rsplit(":", 1)[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gateway:  # bound as bacpypes3 binds
+        gateway.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        gateway.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        gateway.bind(("127.0.0.1", port))
+        lines: list[str] = []
+        await BacnetDriver().discover(
+            {"address": sim.ahu.address, "local": gateway_side, "timeout": 0.5}, lines.append
+        )
+    assert lines[0] == (
+        f"warning: another socket is bound to 127.0.0.1:{port} (a running gateway?): answers may reach it "
+        "instead of this discovery; stop it or discover from another local port"
+    )
+    lines.clear()
+    await until(lambda: not bound_elsewhere("127.0.0.1", port), 5, "the first discovery's socket closed")
+    await BacnetDriver().discover(
+        {"address": sim.ahu.address, "local": gateway_side, "timeout": 0.5}, lines.append
+    )
+    assert not any(line.startswith("warning") for line in lines)  # alone on it: no warning
 
 
 async def test_a_chosen_device_gets_a_proposed_point_map_with_units_and_states(
@@ -184,7 +214,7 @@ async def test_a_chosen_device_gets_a_proposed_point_map_with_units_and_states(
     assert points["supply-fan-enable"]["states"] == ["stop", "start"]
     assert any("described 30/30 objects" in line for line in lines)  # progress of the long part
     # the proposal, written as a profile the way `edge device discover --save-profiles` does, is a valid map
-    from edge.cli.device_cmd import write_profile
+    from edge.devices.commissioning import write_profile
 
     path = write_profile(tmp_path, "bacnet", found[0])
     assert path.name == "sim-ahu.toml"

@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 import pytest_asyncio
+from typer.testing import CliRunner
 
 from drivers.modbus import ModbusDriver
-from edge.cli.device_cmd import write_profile
+from edge.cli import app as edge_app
 from edge.config import load_config
 from edge.config.loader import parse_profile
+from edge.devices.commissioning import write_profile
 from edge.gateway import Gateway
 from edge.plugins import PluginRegistry
 from edge.sdk.drivers import DiscoveredDevice
@@ -166,3 +168,27 @@ def telemetry(messages: Messages, device: str) -> list[dict[str, Any]]:
 
 def results(messages: Messages, base: str) -> list[dict[str, Any]]:
     return [orjson.loads(p) for t, p, _ in messages if t == f"{base}/result"]
+
+
+async def test_saved_profiles_are_one_per_point_map_and_never_replace_a_reviewed_one(tmp_path: Path) -> None:
+    """The trial of 2026-12-07: `edge device discover --save-profiles` wrote each device's proposal over the file
+    of the same name, so a second run replaced a profile the user had reviewed and edited."""
+    folder = tmp_path / "profiles"
+    async with SunSpecSimulator(free_port(), {1: INVERTER, 2: INVERTER, 3: DER}) as sim:
+        args = ["device", "discover", "modbus", "-t", "host=127.0.0.1", "-t", f"port={sim.port}"]
+        args += ["-t", "units=1-3", "-t", "timeout=0.2", "--save-profiles", str(folder)]
+        first = await asyncio.to_thread(CliRunner().invoke, edge_app, args)
+        assert first.exit_code == 0, first.output
+        files = sorted(p.name for p in folder.iterdir())
+        assert files == ["sunspec-edgesim-sunspecsim-103-120-123.toml", "sunspec-edgesim-sunspecsim-701.toml"]
+        inverter = folder / files[0]
+        reviewed = inverter.read_text().replace('name = "inverter_three_phase.W"', 'name = "ac_power"')
+        inverter.write_text(reviewed)
+        der = (folder / files[1]).read_text()
+        again = await asyncio.to_thread(CliRunner().invoke, edge_app, args)
+    assert again.exit_code == 0, again.output
+    assert inverter.read_text() == reviewed  # the user's edit stays
+    assert (folder / "sunspec-edgesim-sunspecsim-103-120-123-2.toml").exists()  # the proposal beside it
+    assert (folder / files[1]).read_text() == der  # the same points as before: the file is left alone
+    assert len(list(folder.iterdir())) == 3
+    assert f"{inverter} holds other points (reviewed?): kept" in again.output

@@ -18,8 +18,8 @@ import orjson
 import pytest_asyncio
 
 from drivers.modbus import ModbusDriver, ModbusPoint
-from edge.cli.device_cmd import write_profile
 from edge.config import load_config
+from edge.devices.commissioning import write_profile
 from edge.gateway import Gateway
 from edge.plugins import PluginRegistry
 from simulators.sunspec_device import SunSpecSimulator, models_dir
