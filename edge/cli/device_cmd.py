@@ -15,7 +15,7 @@ from edge.config.suggest import listing
 from edge.devices.commissioning import CommissioningError, ProfileWriter
 from edge.devices.commissioning import add_device as add_to_config
 from edge.devices.commissioning import discover as discover_devices
-from edge.devices.polling import DevicePoller
+from edge.devices.polling import DevicePoller, reading_mode
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError, DeviceError
 
@@ -25,8 +25,9 @@ CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configu
 
 @app.command("list")
 def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
-    """Show every configured device with its driver, tenant, site, profile and point count."""
-    loaded, _ = load_or_exit(config)
+    """Show every configured device with its driver, tenant, site, profile, point count and how it is read
+    (mode "push": changes as the device reports them, COV or subscriptions; "poll": every poll interval)."""
+    loaded, registry = load_or_exit(config)
     rows = [
         {
             "device": d.name,
@@ -35,11 +36,13 @@ def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
             "site": d.site,
             "profile": d.profile,
             "points": len(d.points),
+            "mode": reading_mode(d, registry.driver(d.driver)),
+            "configured_mode": d.mode,
             "poll_interval": d.poll_interval,
         }
         for d in loaded.devices
     ]
-    columns = [Column(k, k) for k in ("device", "driver", "tenant", "site", "profile", "points")]
+    columns = [Column(k, k) for k in ("device", "driver", "tenant", "site", "profile", "points", "mode")]
     emit(rows, [*columns, Column("poll_interval", "poll (s)", lambda s: f"{s:g}")], as_json=as_json)
 
 
