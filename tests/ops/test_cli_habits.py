@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge.cli.device_cmd import shared_reason
 from edge.sdk.version import KERNEL_API_VERSION
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
@@ -105,6 +106,29 @@ def test_device_list_says_which_devices_push_and_which_are_polled(config: Path) 
     table = edge("device", "list", "-c", str(config)).stdout.splitlines()
     assert " push " in next(line for line in table if "vav-cov" in line)
     assert " poll " in next(line for line in table if "vav-polled" in line)
+
+
+def test_device_test_on_a_dead_device_says_the_shared_reason_once(tmp_path: Path, config: Path) -> None:
+    """Trial of 2026-12-07: a dead device repeated one long reason for each of its points."""
+    dead = write_config(tmp_path / "dead.toml", mqtt_port=free_port(), modbus_port=free_port(), devices=1)
+    table = edge("device", "test", "inv-01", "-c", str(dead))
+    points = as_json("device", "test", "inv-01", "-c", str(dead))
+    assert table.returncode == 1 and len(points) > 10
+    reason = points[0]["reason"]
+    assert reason.startswith("cannot connect to 127.0.0.1:") and all(p["reason"] == reason for p in points)
+    assert table.stdout.count(reason) == 1  # once, not once a row
+    assert f"all {len(points)} points: {reason}" in table.stdout
+    assert all(p["point"] in table.stdout for p in points) and table.stdout.count(" bad ") == len(points)
+    live = edge("device", "test", "inv-01", "-c", str(config))  # the simulator answers: no shared line
+    assert live.returncode == 0 and "points:" not in live.stdout
+
+
+def test_a_shared_reason_leaves_the_points_that_differ_their_own() -> None:
+    rows = [{"point": f"p{n}", "reason": "timed out"} for n in range(5)]
+    rows += [{"point": "p5", "reason": "illegal data address"}, {"point": "p6", "reason": None}]
+    assert shared_reason(rows) == ("timed out", 5)
+    assert shared_reason(rows[4:]) is None  # one point with each reason: each row says its own
+    assert shared_reason([{"point": "p", "reason": None}] * 3) is None
 
 
 def test_json_of_tenants_events_and_modules(config: Path) -> None:
