@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,7 +16,7 @@ from edge.config.suggest import listing
 from edge.devices.commissioning import CommissioningError, ProfileWriter
 from edge.devices.commissioning import add_device as add_to_config
 from edge.devices.commissioning import discover as discover_devices
-from edge.devices.polling import DevicePoller
+from edge.devices.polling import DevicePoller, reading_mode
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError, DeviceError
 
@@ -25,8 +26,9 @@ CONFIG = typer.Option(Path("edge.toml"), "--config", "-c", help="Gateway configu
 
 @app.command("list")
 def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
-    """Show every configured device with its driver, tenant, site, profile and point count."""
-    loaded, _ = load_or_exit(config)
+    """Show every configured device with its driver, tenant, site, profile, point count and how it is read
+    (mode "push": changes as the device reports them, COV or subscriptions; "poll": every poll interval)."""
+    loaded, registry = load_or_exit(config)
     rows = [
         {
             "device": d.name,
@@ -35,11 +37,13 @@ def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
             "site": d.site,
             "profile": d.profile,
             "points": len(d.points),
+            "mode": reading_mode(d, registry.driver(d.driver)),
+            "configured_mode": d.mode,
             "poll_interval": d.poll_interval,
         }
         for d in loaded.devices
     ]
-    columns = [Column(k, k) for k in ("device", "driver", "tenant", "site", "profile", "points")]
+    columns = [Column(k, k) for k in ("device", "driver", "tenant", "site", "profile", "points", "mode")]
     emit(rows, [*columns, Column("poll_interval", "poll (s)", lambda s: f"{s:g}")], as_json=as_json)
 
 
@@ -47,7 +51,9 @@ def list_devices(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
 def test_device(
     name: str = typer.Argument(..., help="Device name."), config: Path = CONFIG, as_json: bool = JSON_OPTION
 ) -> None:
-    """Read every point of one device once and print value, unit and quality (exit 1: a point is bad)."""
+    """Read every point of one device once and print value, unit and quality (exit 1: a point is bad).
+
+    A reason most points share (a dead device) is printed once below the table; --json keeps each point's."""
     setup_logging("WARNING")
     loaded, registry = load_or_exit(config)
     spec = loaded.device(name)
@@ -68,9 +74,36 @@ def test_device(
         for point, s in samples.items()
     ]
     columns = [Column(k, k) for k in ("point", "value", "unit", "quality", "raw", "reason")]
-    emit(rows, columns, as_json=as_json, title=f"{name} ({spec.driver})")
+    if as_json:  # complete: every point with its own reason
+        emit(rows, columns, as_json=True)
+    else:
+        _emit_with_shared_reason(rows, columns, f"{name} ({spec.driver})")
     if any(s["quality"] == "bad" for s in samples.values()):
         raise typer.Exit(1)
+
+
+def shared_reason(rows: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """The reason most points have, and how many, when more than half of them (and at least two) have it: a
+    dead device gives every point the same reason, which a table should say once, not once a row."""
+    counts = Counter(row["reason"] for row in rows if row.get("reason"))
+    if not counts:
+        return None
+    reason, count = counts.most_common(1)[0]
+    return (reason, count) if count >= 2 and count * 2 > len(rows) else None
+
+
+def _emit_with_shared_reason(rows: list[dict[str, Any]], columns: list[Column], title: str) -> None:
+    shared = shared_reason(rows)
+    if shared is None:
+        emit(rows, columns, as_json=False, title=title)
+        return
+    reason, count = shared
+    rest = [{**row, "reason": None} if row.get("reason") == reason else row for row in rows]
+    if not any(row.get("reason") for row in rest):  # nothing left to say per point
+        columns = [c for c in columns if c.key != "reason"]
+    emit(rest, columns, as_json=False, title=title)
+    share = f"all {count}" if count == len(rows) else f"{count} of {len(rows)}"
+    typer.echo(f"{share} points: {reason}")
 
 
 @app.command("discover")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -39,6 +39,17 @@ log = logging.getLogger(__name__)
 PUSH_COALESCE_WINDOW = 0.02  # seconds: pushed changes arriving together travel as one event
 
 StatusListener = Callable[[DeviceSpec, bool, str | None], None]
+
+
+def takes_push(session: DeviceSession, spec: DeviceSpec) -> TypeGuard[SupportsPush]:
+    """Whether the device's changes are taken as pushed (COV, subscriptions) rather than polled: its mode is
+    "auto" and the driver's session can push. A device that refuses at run time is then polled all the same."""
+    return spec.mode != "poll" and isinstance(session, SupportsPush)
+
+
+def reading_mode(spec: DeviceSpec, driver: Driver) -> str:
+    """ "push" or "poll", as the poller would read the device (creating a session does no I/O)."""
+    return "push" if takes_push(driver.session(spec), spec) else "poll"
 
 
 class EventSink(Protocol):
@@ -135,7 +146,7 @@ class DevicePoller:
     async def run(self) -> None:
         with tenant_scope(self.tenant), device_scope(self.spec.name):  # bound into every log line
             try:
-                if self.spec.mode != "poll" and isinstance(self._session, SupportsPush):
+                if takes_push(self._session, self.spec):
                     await self._run_push(self._session)
                 await self._run_polling()
             finally:

@@ -1,8 +1,8 @@
 """The console in a real browser: Debian's chromium, headless, driven by Selenium through /usr/bin/chromedriver.
 
 One gateway for the module and one browser for the session (tests/console/conftest.py): the Modbus
-inverter simulator gives acme inv-01 and globex inv-02, a SunSpec device simulator waits to be discovered,
-and the alarms module raises an alarm on inv-01 at once. `EDGE_CONSOLE_SCREENSHOTS=docs/console` saves a
+inverter simulator gives acme inv-01 and globex inv-02, the BACnet HVAC simulator's VAV box acme vav-1, a
+SunSpec device simulator waits to be discovered, and the alarms module raises an alarm on inv-01 at once. `EDGE_CONSOLE_SCREENSHOTS=docs/console` saves a
 PNG of each page (docs/console.md).
 """
 
@@ -20,10 +20,11 @@ from standardwebhooks.webhooks import Webhook
 from typer.testing import CliRunner
 
 from edge.cli import app
+from simulators.bacnet_hvac import HvacSimulator
 from simulators.webhook_receiver import WebhookReceiver
-from tests.api_harness import LocalGateway, local_gateway
+from tests.api_harness import LocalGateway, LoopThread, local_gateway
 from tests.console.conftest import BROWSER_NEEDED
-from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, wait_port
+from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, free_udp_port, wait_port
 
 pytestmark = BROWSER_NEEDED
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -43,7 +44,30 @@ rules = [{ id = "low-output", point = "ac_power", devices = "inv-01", low = 1e12
 allow_networks = ["127.0.0.1/32"]  # the test's receiver
 retry_initial = 0.1
 """
+HVAC_IP = "127.0.9.40"  # the simulated AHU; its VAV box is on .41
 SHOTS = os.environ.get("EDGE_CONSOLE_SCREENSHOTS")
+
+
+def _vav_device(hvac: HvacSimulator) -> str:
+    vav = hvac.vavs[0]
+    return (
+        f'\n[[devices]]\nname = "vav-1"\ndriver = "bacnet"\ntenant = "acme"\nsite = "roof"\nprofile = "vav"\n'
+        f'poll_interval = 0.3\ntimeout = 0.5\nmode = "poll"\nconnection = {{ address = "{vav.address}", '
+        f'device_instance = {vav.instance}, local_address = "127.0.0.1/8:{free_udp_port()}" }}\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def hvac() -> Iterator[HvacSimulator]:
+    """bacpypes3 devices on a loop of their own, as a separate controller would be."""
+    loop = LoopThread()
+    simulator = HvacSimulator(1, HVAC_IP, free_udp_port(HVAC_IP), update_interval=0.5)
+    loop.run(simulator.start())
+    try:
+        yield simulator
+    finally:
+        loop.run(simulator.stop())
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +85,9 @@ def meter_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) -> Iterator[LocalGateway]:
+def site(
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess, hvac: HvacSimulator
+) -> Iterator[LocalGateway]:
     with SimulatorProcess(free_port(), 2, ["--sim-time", "12:00"]) as sim:
         yield from local_gateway(
             tmp_path_factory.mktemp("console"),
@@ -69,7 +95,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, mosquitto: MosquittoProcess) 
             sim.port,
             (("alice", PASSWORD, "operator", "acme"), ("root", PASSWORD, "admin", None)),
             devices=2,
-            more_config=ALARMS,
+            more_config=ALARMS + _vav_device(hvac),
             entitlements=("alarms",),
         )
 
@@ -150,6 +176,31 @@ def test_live_values_history_and_a_confirmed_write(browser: WebDriver, site: Loc
     _wait(browser).until(EC.text_to_be_present_in_element((By.ID, "write-result"), "wrote 55 to power_limit"))
     value = (By.CSS_SELECTOR, 'tr[data-point="power_limit"] td.value')
     _wait(browser).until(EC.text_to_be_present_in_element(value, "55"))  # read back from the device
+
+
+def test_a_write_the_device_took_with_a_remark_shows_the_remark(
+    browser: WebDriver, site: LocalGateway, hvac: HvacSimulator
+) -> None:
+    """The VAV box applies the write, then answers an error: the result says so and what priority 8 holds."""
+    _open(browser, site, "device/vav-1")
+    value = (By.CSS_SELECTOR, 'tr[data-point="zone-temp-setpoint"] td.value')
+    _wait(browser).until(lambda b: b.find_element(*value).text not in ("", "—"))
+    hvac.set_fault("vav-1", write_error=True)
+    try:
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-point="zone-temp-setpoint"] button.write').click()
+        prompt = _wait(browser).until(EC.alert_is_present())
+        prompt.send_keys("23.5")
+        prompt.accept()
+        _confirm(browser)
+        result = (By.ID, "write-result")
+        _wait(browser).until(EC.text_to_be_present_in_element(result, "wrote 23.5 to zone-temp-setpoint"))
+        note = _wait(browser).until(EC.visibility_of_element_located((By.ID, "write-note"))).text
+    finally:
+        hvac.set_fault("vav-1", write_error=False)
+    assert note.startswith("; the device answered bacnet error device: operational-problem")
+    assert "but holds the value written (priority 8 holds 23.5" in note
+    assert hvac.vavs[0].priority_array("zone-temp-setpoint")[7] == 23.5  # the device did apply it
+    _wait(browser).until(EC.text_to_be_present_in_element(value, "23.5"))  # and it reads back
 
 
 def test_commissioning_a_discovered_device_until_its_values_arrive_live(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edge.cli.device_cmd import shared_reason
 from edge.sdk.version import KERNEL_API_VERSION
 from tests.e2e import write_config
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port
@@ -71,17 +72,63 @@ def test_json_of_device_list_and_test_carries_the_table_fields(config: Path) -> 
         "site": "roof",
         "profile": "sunspec-inverter",
         "points": devices[0]["points"],
+        "mode": "poll",  # Modbus cannot push
+        "configured_mode": "auto",
         "poll_interval": 0.2,
     }
     table = edge("device", "list", "-c", str(config)).stdout
-    for heading in ("device", "driver", "tenant", "site", "profile", "points", "poll (s)"):
+    for heading in ("device", "driver", "tenant", "site", "profile", "points", "mode", "poll (s)"):
         assert heading in table
     row = next(line for line in table.splitlines() if "inv-01" in line)
-    assert all(str(devices[0][k]) in row for k in ("driver", "tenant", "site", "profile", "points"))
+    assert all(str(devices[0][k]) in row for k in ("driver", "tenant", "site", "profile", "points", "mode"))
     points = as_json("device", "test", "inv-02", "-c", str(config))
     assert {tuple(p) for p in points} == {("point", "value", "unit", "quality", "raw", "reason")}
     by_name = {p["point"]: p for p in points}
     assert by_name["ac_power"]["quality"] == "good" and isinstance(by_name["ac_power"]["value"], int | float)
+
+
+def test_device_list_says_which_devices_push_and_which_are_polled(config: Path) -> None:
+    """BACnet takes COV where the mode is "auto" and polls with `mode = "poll"` (the trial's second controller)."""
+    with config.open("a") as f:
+        for name, mode in (("vav-cov", "auto"), ("vav-polled", "poll")):
+            f.write(
+                f'[[devices]]\nname = "{name}"\ndriver = "bacnet"\ntenant = "acme"\nsite = "roof"\n'
+                f'profile = "vav"\nmode = "{mode}"\n'
+                'connection = { address = "127.0.0.5", device_instance = 5005, local_address = "127.0.0.1/8:47809" }\n'
+            )
+    by_name = {d["device"]: d for d in as_json("device", "list", "-c", str(config))}
+    assert {n: (d["mode"], d["configured_mode"]) for n, d in by_name.items()} == {
+        "inv-01": ("poll", "auto"),
+        "inv-02": ("poll", "auto"),
+        "vav-cov": ("push", "auto"),
+        "vav-polled": ("poll", "poll"),
+    }
+    table = edge("device", "list", "-c", str(config)).stdout.splitlines()
+    assert " push " in next(line for line in table if "vav-cov" in line)
+    assert " poll " in next(line for line in table if "vav-polled" in line)
+
+
+def test_device_test_on_a_dead_device_says_the_shared_reason_once(tmp_path: Path, config: Path) -> None:
+    """Trial of 2026-12-07: a dead device repeated one long reason for each of its points."""
+    dead = write_config(tmp_path / "dead.toml", mqtt_port=free_port(), modbus_port=free_port(), devices=1)
+    table = edge("device", "test", "inv-01", "-c", str(dead))
+    points = as_json("device", "test", "inv-01", "-c", str(dead))
+    assert table.returncode == 1 and len(points) > 10
+    reason = points[0]["reason"]
+    assert reason.startswith("cannot connect to 127.0.0.1:") and all(p["reason"] == reason for p in points)
+    assert table.stdout.count(reason) == 1  # once, not once a row
+    assert f"all {len(points)} points: {reason}" in table.stdout
+    assert all(p["point"] in table.stdout for p in points) and table.stdout.count(" bad ") == len(points)
+    live = edge("device", "test", "inv-01", "-c", str(config))  # the simulator answers: no shared line
+    assert live.returncode == 0 and "points:" not in live.stdout
+
+
+def test_a_shared_reason_leaves_the_points_that_differ_their_own() -> None:
+    rows = [{"point": f"p{n}", "reason": "timed out"} for n in range(5)]
+    rows += [{"point": "p5", "reason": "illegal data address"}, {"point": "p6", "reason": None}]
+    assert shared_reason(rows) == ("timed out", 5)
+    assert shared_reason(rows[4:]) is None  # one point with each reason: each row says its own
+    assert shared_reason([{"point": "p", "reason": None}] * 3) is None
 
 
 def test_json_of_tenants_events_and_modules(config: Path) -> None:

@@ -190,8 +190,10 @@ async function writePoint(device, point, unit) {
   const result = h("p", { id: "write-result" });
   main.append(result);
   try {
-    await api("PUT", withTenant(`/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}/value`), { value });
+    const written = await api("PUT", withTenant(`/v1/devices/${encodeURIComponent(device)}/points/${encodeURIComponent(point)}/value`), { value });
     result.textContent = `wrote ${formatValue(value)} to ${point}`;
+    // taken with a remark (e.g. a BACnet error after applying it): the user sees what the device answered and holds
+    if (written && written.reason) result.append(h("span", { class: "uncertain", id: "write-note" }, `; ${written.reason}`));
   } catch (error) { result.replaceWith(failure(error)); }
 }
 
