@@ -6,11 +6,16 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from edge.bus import MqttBus, PublishRejected
 from edge.bus.mqtt_batch import PublishEncoder
-from tests.helpers import MosquittoProcess, MqttRecorder
+from edge.bus.publisher import LastValuePublisher
+from edge.bus.topics import Topics
+from edge.ops.stats import GatewayStats
+from edge.sdk.events import TELEMETRY, Event, make_event
+from tests.helpers import MosquittoProcess, MqttRecorder, until
 
 _ids = itertools.count()
 
@@ -96,3 +101,55 @@ async def test_batch_above_qos0_is_acknowledged_per_message(
     await asyncio.wait_for(await bus.publish_batch(messages, qos=1, retain=True), 5)
     assert (bus.stats.published, bus.stats.acked) == (20, 20)
     assert await asyncio.wait_for(await bus.publish_batch([], qos=0), 1) is None
+
+
+def _telemetry(device: str, values: dict[str, float], sequence: int) -> Event:
+    points = {name: {"value": v, "unit": "W", "quality": "good"} for name, v in values.items()}
+    return make_event(
+        type=TELEMETRY,
+        source="test",
+        subject=f"roof/{device}",
+        tenant="acme",
+        time=1_700_000_000.0 + sequence,
+        data={"site": "roof", "device": device, "points": points},
+        device=device,
+        sequence=sequence,
+    )
+
+
+async def test_point_topics_go_out_in_batches_and_come_back_after_a_broker_restart(
+    private_mosquitto: MosquittoProcess, request: pytest.FixtureRequest
+) -> None:
+    bus = MqttBus(
+        "127.0.0.1", private_mosquitto.port, f"lv-{next(_ids)}", reconnect_min=0.05, reconnect_max=0.2
+    )
+    topics = Topics(f"lv{next(_ids)}")
+    stats = GatewayStats()
+    points = LastValuePublisher(bus, topics, stats, qos=0, min_interval=0.05)
+    await bus.start()
+    assert await bus.wait_connected(5)
+    task = asyncio.create_task(points.run())
+    try:
+        values = {f"p{i:03d}": float(i) for i in range(600)}  # more than one republish batch
+        points.on_commit([_telemetry("inv-01", values, 1), _telemetry("inv-02", {"p000": 7.0}, 1)], 2)
+        expected = {topics.point("acme", "roof", "inv-01", n): v for n, v in values.items()}
+        expected[topics.point("acme", "roof", "inv-02", "p000")] = 7.0
+        await until(lambda: stats.point_updates_published >= len(expected), within=10)
+        assert bus.stats.published == bus.stats.acked == len(expected)
+
+        private_mosquitto.kill()  # no persistence: the broker forgets every retained message
+        private_mosquitto.start()
+        assert await until(lambda: bus.connected and bus.connection_generation == 2, within=10)
+        await until(lambda: stats.point_updates_published >= 2 * len(expected), within=10)
+        late = MqttRecorder(private_mosquitto.port, f"{topics.prefix}/acme/points/#")
+        try:
+            got = await asyncio.to_thread(late.wait_for, lambda m: len(m) >= len(expected), 10)
+        finally:
+            late.close()
+        assert {t: orjson.loads(p)["value"] for t, p, _ in got} == expected
+        assert all(retained for _, _, retained in got)
+        assert orjson.loads(got[0][1])["sequence"] == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bus.stop()
