@@ -28,7 +28,7 @@ __all__ = ["OutboxClock", "SqliteOutbox"]
 
 
 class SqliteOutbox(GroupCommitOutbox):
-    sole_writer = True  # the gateway holds the file's instance lock; tools only read it or move cursors
+    _sole_writer = True  # the gateway holds the file's instance lock; tools only read it or move cursors
 
     def __init__(
         self,

@@ -196,7 +196,7 @@ class GroupCommitOutbox(ABC):
 
     # ---- what a backend supplies -------------------------------------------------------------------------
 
-    sole_writer = False  # only this process appends to the store (a SQLite file; not a shared PostgreSQL)
+    _sole_writer = False  # only this process appends to the store (a SQLite file; not a shared PostgreSQL)
 
     @property
     @abstractmethod
@@ -602,7 +602,7 @@ class GroupCommitOutbox(ABC):
         clause, tenant = tenant_filter()
         # every row of the tenant is at or before the newest one this process committed (no other process
         # appends here): a consumer past it has nothing left, which the status asks about every second
-        last = self._tenant_last.get(tenant) if self.sole_writer else None
+        last = self._tenant_last.get(tenant) if self._sole_writer else None
         if last is not None and self._cursor_seen.get((consumer, tenant), 0) >= last:
             return 0
         position = await self.cursor(consumer)
