@@ -15,7 +15,7 @@ kept across a reconnect: the outbox replays what failed (at-least-once).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,7 @@ __all__ = [
     "InboundMessage",
     "MessageProperties",
     "PublishRejected",
+    "all_of",
 ]
 
 
@@ -114,9 +115,44 @@ class Bus(Protocol):
         """`message_id`: the event's id, for backends that drop a replayed duplicate (JetStream)."""
         ...
 
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes]], qos: int = 0, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Several (topic, payload) messages in order, as cheaply as the backend can (retained state); the
+        future resolves once every one is confirmed and fails as `publish`'s does."""
+        ...
+
     def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
         """`retain_as_published`: a message published retained keeps its retain flag also when delivered
         live (MQTT 5), so a consumer can refuse it; no effect where nothing is retained (NATS)."""
         ...
 
     def messages(self) -> AsyncIterator[InboundMessage]: ...
+
+
+def all_of(futures: Sequence[asyncio.Future[None]]) -> asyncio.Future[None]:
+    """One future for several publishes: done once all are, failed with the first failure (each outcome is
+    retrieved, so a failed one never warns on its own)."""
+    loop = asyncio.get_running_loop()
+    combined: asyncio.Future[None] = loop.create_future()
+    waiting = len(futures)
+    if not waiting:
+        combined.set_result(None)
+        return combined
+
+    def settle(future: asyncio.Future[None]) -> None:
+        nonlocal waiting
+        waiting -= 1
+        failure = None if future.cancelled() else future.exception()
+        if combined.done():
+            return
+        if future.cancelled():
+            combined.set_exception(BusDisconnected("publish cancelled"))
+        elif failure is not None:
+            combined.set_exception(failure)
+        elif waiting == 0:
+            combined.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(settle)
+    return combined

@@ -26,7 +26,7 @@ import contextlib
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -38,7 +38,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-from edge.bus.base import BusDisconnected, BusStats, InboundMessage, MessageProperties, PublishRejected
+from edge.bus.base import (
+    BusDisconnected,
+    BusStats,
+    InboundMessage,
+    MessageProperties,
+    PublishRejected,
+    all_of,
+)
 from edge.bus.topics import mqtt_topic, nats_subject
 from edge.sdk.backoff import Backoff
 
@@ -286,6 +293,12 @@ class NatsBus:
         except (nats.errors.Error, OSError) as exc:
             self._settle(token, BusDisconnected(f"NATS publish failed: {exc}"))
         return future
+
+    async def publish_batch(
+        self, messages: Sequence[tuple[str, bytes]], qos: int = 0, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """As `Bus.publish_batch`: each message is its own stream message, acknowledged on its own."""
+        return all_of([await self.publish(topic, payload, qos, retain) for topic, payload in messages])
 
     def subscribe(self, topic_filter: str, qos: int = 1, *, retain_as_published: bool = False) -> None:
         """Remember a subscription (an MQTT filter); made at once when connected, and on every connect.

@@ -7,7 +7,8 @@ connection simply means reading again from the cursor, so a broker restart loses
 `LastValuePublisher` keeps each point's latest value on its own retained topic. It is state, not history: it
 coalesces updates per point, publishes a point at most every `min_interval` seconds and only when its value or
 quality changed (or `refresh` seconds passed), and republishes everything after a reconnect, because a broker
-without persistence forgets retained messages when it restarts. With `per_device` (`bus.point_topic_mode =
+without persistence forgets retained messages when it restarts. A device's changed points go out as one
+`Bus.publish_batch` (on MQTT at QoS 0: one buffer of PUBLISH packets, one write). With `per_device` (`bus.point_topic_mode =
 "device"`) it keeps one retained message per device instead, holding every point's latest sample: one publish
 per device and interval rather than one per point, which is what bounds a busy gateway's CPU otherwise.
 """
@@ -37,9 +38,10 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
-# retained updates sent in one go before the flush yields to the loop: a flush of thousands of per-point messages
-# (~25 µs each) would otherwise hold events and polls back for tens of milliseconds
+# retained updates sent before the flush yields to the loop (between devices): a flush of thousands of per-point
+# messages would otherwise hold events and polls back
 _YIELD_EVERY = 64
+_RESEND_BATCH = 500  # retained messages per write when republishing after a reconnect
 
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
 
@@ -269,17 +271,17 @@ class LastValuePublisher:
         await asyncio.gather(*sent, return_exceptions=True)
 
     async def _flush(self) -> None:
-        resend, self._resend = self._resend, {}
-        for topic, payload in resend.items():
-            if not await self._send(topic, payload):
-                self._resend.update(resend)
+        resend, self._resend = list(self._resend.items()), {}
+        for start in range(0, len(resend), _RESEND_BATCH):
+            chunk = resend[start : start + _RESEND_BATCH]
+            if not await self._send(chunk):
+                for topic, payload in resend[start:]:  # a newer payload that arrived meanwhile stays
+                    self._resend.setdefault(topic, payload)
                 return
-            previous = self._published.get(topic)
-            self._published[topic] = (
-                time.monotonic(),
-                *(previous[1:3] if previous else (None, None)),
-                payload,
-            )
+            now = time.monotonic()
+            for topic, payload in chunk:
+                previous = self._published.get(topic)
+                self._published[topic] = (now, *(previous[1:3] if previous else (None, None)), payload)
         latest, self._latest = self._latest, {}
         now = time.monotonic()
         for (tenant, site, device), events in latest.items():
@@ -303,12 +305,13 @@ class LastValuePublisher:
         self, tenant: str, site: str, device: str, events: list[Event], now: float
     ) -> bool:
         """Publish what changed among one device's pending samples, newest first; False once disconnected."""
-        point_topic = self._topics.point
+        point_topic, published, refresh = self._topics.point, self._published, self._refresh
         several = len(events) > 1
         done: set[str] = set()
+        changed: list[tuple[str, Any, Any, bytes]] = []
         for event in reversed(events):
             assert event.data is not None
-            when = rfc3339(event.time)
+            when, sequence = rfc3339(event.time), event.sequence
             for name, sample in event.data["points"].items():
                 if several:  # a point in several events: only its newest sample counts
                     if name in done:
@@ -316,18 +319,17 @@ class LastValuePublisher:
                     done.add(name)
                 topic = point_topic(tenant, site, device, name)
                 value, quality = sample["value"], sample["quality"]
-                last = self._published.get(topic)
-                if (
-                    last is not None
-                    and last[1] == value
-                    and last[2] == quality
-                    and now - last[0] < self._refresh
-                ):
+                last = published.get(topic)
+                if last is not None and last[1] == value and last[2] == quality and now - last[0] < refresh:
                     continue
-                payload = orjson.dumps({**sample, "time": when, "sequence": event.sequence})
-                if not await self._send(topic, payload):
-                    return False
-                self._published[topic] = (now, value, quality, payload)
+                payload = orjson.dumps({**sample, "time": when, "sequence": sequence})
+                changed.append((topic, value, quality, payload))
+        if not changed:
+            return True
+        if not await self._send([(topic, payload) for topic, _, _, payload in changed]):
+            return False
+        for topic, value, quality, payload in changed:
+            published[topic] = (now, value, quality, payload)
         return True
 
     async def _flush_device_state(
@@ -352,19 +354,20 @@ class LastValuePublisher:
                 "points": points,
             }
         )
-        if not await self._send(topic, payload):
+        if not await self._send([(topic, payload)]):
             return False
         self._published[topic] = (now, points, None, payload)
         return True
 
-    async def _send(self, topic: str, payload: bytes) -> bool:
+    async def _send(self, messages: list[tuple[str, bytes]]) -> bool:
+        """Publish retained (topic, payload) messages in one batch (one write on MQTT at QoS 0)."""
         try:
-            future = await self._bus.publish(topic, payload, qos=self._qos, retain=True)
+            future = await self._bus.publish_batch(messages, qos=self._qos, retain=True)
         except BusDisconnected:
             return False  # the reconnect hook republishes everything
         future.add_done_callback(_ignore_outcome)
-        self._stats.point_updates_published += 1
-        self._sent_since_yield += 1
+        self._stats.point_updates_published += len(messages)
+        self._sent_since_yield += len(messages)
         return True
 
 

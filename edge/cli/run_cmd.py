@@ -158,7 +158,8 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
 
 def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
     """Replace the status file atomically: `edge status`, scripts and `edge bench` read it while the gateway runs."""
-    body = dataclasses.asdict(snapshot)
+    # shallow: orjson writes the nested dataclasses itself (asdict deep-copies every value, every second)
+    body = {field.name: getattr(snapshot, field.name) for field in dataclasses.fields(snapshot)}
     if health is not None:
         body["health"] = health.as_dict()
     body["log_level"] = logging.getLevelName(logging.getLogger().level)

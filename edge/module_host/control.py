@@ -217,6 +217,7 @@ class ModuleControl:
         if self._isolation is not None:
             await self._isolation.stop()
         await asyncio.to_thread(self.state.mark_stopped)
+        self.state.close()
 
 
 def _mtime(loaded: LoadedConfig) -> float:

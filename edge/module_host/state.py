@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
-from contextlib import closing as _closing
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,16 +74,32 @@ class ModuleSnapshot:
 class ModuleStateStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / FILE
+        # one connection, opened on first use and kept: the gateway reads the desired state every second, and
+        # opening the file (WAL mode, schema) costs ten times the read
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # callers come from the loop's executor threads
 
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(private_database(self.path), timeout=5.0, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.executescript(_SCHEMA)
-        return connection
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._db is None:
+                db = sqlite3.connect(
+                    private_database(self.path), timeout=5.0, isolation_level=None, check_same_thread=False
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                self._db = db
+            yield self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def set_desired(self, module: str, enabled: bool) -> Desired:
         desired = Desired(enabled, time.time())
-        with _closing(self._connect()) as db:
+        with self._connection() as db:
             db.execute(
                 "INSERT INTO desired VALUES (?, ?, ?) ON CONFLICT(module) DO UPDATE"
                 " SET enabled = excluded.enabled, changed = excluded.changed",
@@ -93,14 +110,14 @@ class ModuleStateStore:
     def desired(self) -> dict[str, Desired]:
         if not self.path.exists():
             return {}
-        with _closing(self._connect()) as db:
+        with self._connection() as db:
             rows = db.execute("SELECT module, enabled, changed FROM desired").fetchall()
         return {str(m): Desired(bool(e), float(c)) for m, e, c in rows}
 
     def write_snapshots(self, snapshots: Iterable[ModuleSnapshot]) -> None:
         now = time.time()
         rows = [(s.name, json.dumps({**asdict(s), "written": now}), now) for s in snapshots]
-        with _closing(self._connect()) as db, transaction(db, immediate=False):
+        with self._connection() as db, transaction(db, immediate=False):
             db.execute("DELETE FROM snapshot")
             db.executemany("INSERT INTO snapshot VALUES (?, ?, ?)", rows)
 
@@ -108,13 +125,13 @@ class ModuleStateStore:
         """The gateway stops: its snapshots stay as last words, no longer live."""
         snapshots = self.snapshots()
         rows = [(json.dumps({**asdict(s), "stopped": True}), s.name) for s in snapshots.values()]
-        with _closing(self._connect()) as db:
+        with self._connection() as db:
             db.executemany("UPDATE snapshot SET body = ? WHERE module = ?", rows)
 
     def snapshots(self) -> dict[str, ModuleSnapshot]:
         if not self.path.exists():
             return {}
-        with _closing(self._connect()) as db:
+        with self._connection() as db:
             rows = db.execute("SELECT module, body FROM snapshot").fetchall()
         return {str(m): _snapshot(json.loads(body)) for m, body in rows}
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -77,7 +77,9 @@ class HealthReport:
             "state": self.state,
             "live": self.live,
             "ready": self.ready,
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [
+                {"name": c.name, "ok": c.ok, "detail": c.detail, "scope": c.scope} for c in self.checks
+            ],  # asdict would deep-copy each string, every second
         }
 
     @classmethod

@@ -8,7 +8,6 @@ the health report to `status_file(data_dir)` every second (`write_status_file`),
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Set, Sized
@@ -171,7 +170,8 @@ class GatewayStatus:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for ctx in self._tenants:
             tenant = ctx.tenant_id
-            own = {name: dataclasses.asdict(c) for name, c in self._stats.quotas.get(tenant, {}).items()}
+            # counters hold only scalars: a shallow copy (asdict deep-copies every value, every second)
+            own = {name: dict(vars(c)) for name, c in self._stats.quotas.get(tenant, {}).items()}
             with tenant_scope(ctx):
                 _, used = self._outbox.usage()
                 policy = self._outbox.policy()

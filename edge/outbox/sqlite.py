@@ -28,6 +28,8 @@ __all__ = ["OutboxClock", "SqliteOutbox"]
 
 
 class SqliteOutbox(GroupCommitOutbox):
+    _sole_writer = True  # the gateway holds the file's instance lock; tools only read it or move cursors
+
     def __init__(
         self,
         path: Path,

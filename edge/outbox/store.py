@@ -171,6 +171,10 @@ class GroupCommitOutbox(ABC):
         self._listeners: list[CommitListener] = []
         self._wake_listeners: list[WakeListener] = []  # commits of other processes (backends that share)
         self._pending_cursors: dict[tuple[str, str], int] = {}
+        # What this process knows without a query, for `backlog` of a consumer that is caught up: the newest
+        # position it committed per tenant, and the furthest each (consumer, tenant) cursor was seen or moved
+        self._tenant_last: dict[str, int] = {}
+        self._cursor_seen: dict[tuple[str, str], int] = {}
         # (consumer, tenant) -> [last_success, last_failure, last_error, delivered], persisted with the cursors
         self._pending_status: dict[tuple[str, str], list[Any]] = {}
         self._policies = dict(retention or {})
@@ -191,6 +195,8 @@ class GroupCommitOutbox(ABC):
         self.last_position = 0
 
     # ---- what a backend supplies -------------------------------------------------------------------------
+
+    _sole_writer = False  # only this process appends to the store (a SQLite file; not a shared PostgreSQL)
 
     @property
     @abstractmethod
@@ -420,7 +426,9 @@ class GroupCommitOutbox(ABC):
         self.last_position = self._next_position - 1
         self.commits += 1
         self.committed_events += len(batch)
-        for offset, (_, waiter) in enumerate(batch):
+        tenant_last = self._tenant_last
+        for offset, (event, waiter) in enumerate(batch):
+            tenant_last[event.tenant] = first + offset
             if waiter is not None and not waiter.done():
                 waiter.set_result(first + offset)
         events = [e for e, _ in batch]
@@ -456,6 +464,8 @@ class GroupCommitOutbox(ABC):
         if position > self._pending_cursors.get(key, 0):
             self._pending_cursors[key] = position
             self._schedule_flush()
+        if position > self._cursor_seen.get(key, 0):
+            self._cursor_seen[key] = position
 
     def record_success(self, consumer: str, delivered: int) -> None:
         """A consumer delivered `delivered` events for the current tenant (shown by `edge sync status`)."""
@@ -509,7 +519,10 @@ class GroupCommitOutbox(ABC):
             f"SELECT position FROM cursors WHERE consumer = ? AND {clause}", (consumer, tenant)
         )
         stored = int(rows[0][0]) if rows else 0
-        return max(stored, pending or 0)
+        position = max(stored, pending or 0)
+        if position > self._cursor_seen.get((consumer, tenant), 0):
+            self._cursor_seen[(consumer, tenant)] = position
+        return position
 
     async def consumer_status(self, consumer: str) -> ConsumerStatus:
         clause, tenant = tenant_filter()
@@ -586,8 +599,13 @@ class GroupCommitOutbox(ABC):
         return [StoredEvent(*row) for row in await self._read(query, params)]
 
     async def backlog(self, consumer: str) -> int:
-        position = await self.cursor(consumer)
         clause, tenant = tenant_filter()
+        # every row of the tenant is at or before the newest one this process committed (no other process
+        # appends here): a consumer past it has nothing left, which the status asks about every second
+        last = self._tenant_last.get(tenant) if self._sole_writer else None
+        if last is not None and self._cursor_seen.get((consumer, tenant), 0) >= last:
+            return 0
+        position = await self.cursor(consumer)
         rows = await self._read(
             f"SELECT COUNT(*) FROM outbox WHERE {clause} AND position > ?", (tenant, position)
         )

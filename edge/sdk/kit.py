@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import orjson
@@ -74,6 +75,12 @@ class Sample:
         return self.quality == "good" and self.value is not None
 
 
+# Parsed telemetry of the last events, shared by the modules of this process: each domain module reads every
+# telemetry event, and parsing it once instead of once per module was a tenth of the building's gateway CPU.
+_PARSED: dict[tuple[bytes, str, str, float], Telemetry | None] = {}
+_PARSED_KEPT = 128  # ~1.7 s of the building's events: modules fed from memory read the same ones together
+
+
 @dataclass(frozen=True, slots=True)
 class Telemetry:
     event_id: str
@@ -81,13 +88,26 @@ class Telemetry:
     site: str
     device: str
     time: float
-    points: dict[str, Sample]
+    points: Mapping[str, Sample]  # read-only: the same parse is handed to every module
 
     @classmethod
     def from_event(cls, event: StoredEvent) -> Telemetry | None:
         """The event's samples, or None when it is not a well-formed telemetry event."""
         if event.type != TELEMETRY:
             return None
+        # the body itself is in the key (an adapted event has the same id and other bytes); the same bytes
+        # object reaches every module, so its hash is computed once
+        key = (event.body, event.id, event.tenant, event.time)
+        if key in _PARSED:
+            return _PARSED[key]
+        parsed = cls._parse(event)
+        if len(_PARSED) >= _PARSED_KEPT:
+            del _PARSED[next(iter(_PARSED))]  # the oldest
+        _PARSED[key] = parsed
+        return parsed
+
+    @classmethod
+    def _parse(cls, event: StoredEvent) -> Telemetry | None:
         data = orjson.loads(event.body).get("data")
         if not isinstance(data, dict) or not isinstance(data.get("points"), dict):
             return None
@@ -97,7 +117,14 @@ class Telemetry:
                 points[name] = Sample(
                     sample.get("value"), str(sample.get("quality", "bad")), sample.get("unit")
                 )
-        return cls(event.id, event.tenant, str(data.get("site")), str(data.get("device")), event.time, points)
+        return cls(
+            event.id,
+            event.tenant,
+            str(data.get("site")),
+            str(data.get("device")),
+            event.time,
+            MappingProxyType(points),
+        )
 
 
 def as_bool(value: Any) -> bool | None:

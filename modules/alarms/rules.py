@@ -12,7 +12,7 @@ active conditions) and is stored as JSON; `evaluate` returns the transitions to 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from modules.alarms.config import Rule
@@ -28,7 +28,8 @@ class Track:
     active: dict[str, float] = field(default_factory=dict)  # condition -> since when it was raised
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # copies of the two dicts, the rest is scalars: asdict deep-copies every value, per sample
+        return {**vars(self), "pending": dict(self.pending), "active": dict(self.active)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Track:

@@ -15,7 +15,7 @@ the open interval as `recovered_wh`, so nothing is lost and nothing is reported 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Source = Literal["auto", "power", "counter"]
@@ -59,7 +59,8 @@ class Track:
     low_since: float | None = None  # producing far below the site's peers since then
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # a copy of the list, the rest is scalars: asdict deep-copies every value, per sample
+        return {**vars(self), "methods": list(self.methods)}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Track:

@@ -124,6 +124,26 @@ async def test_cursors_are_per_tenant_and_persist(stores: Stores) -> None:
     await again.close()
 
 
+async def test_backlog_stays_exact_as_the_cursor_catches_up_and_new_rows_arrive(stores: Stores) -> None:
+    outbox = stores()
+    await outbox.open()
+    for i in range(1, 4):
+        await _append(outbox, _event("acme", "a", i))
+    last = await _append(outbox, durable=True, event=_event("acme", "a", 4))
+    await _append(outbox, durable=True, event=_event("globex", "g", 1))  # a later position, another tenant
+    with tenant_scope(ACME):
+        assert await outbox.backlog("mqtt") == 4  # never moved: counted in the store
+        outbox.set_cursor("mqtt", last - 1)
+        assert await outbox.backlog("mqtt") == 1
+        outbox.set_cursor("mqtt", last)
+        assert await outbox.backlog("mqtt") == 0  # on SQLite from what the store knows, without a query
+        await _append(outbox, durable=True, event=_event("acme", "a", 5))
+        assert await outbox.backlog("mqtt") == 1  # a newer row of the tenant: counted again
+    with tenant_scope(GLOBEX):
+        assert await outbox.backlog("mqtt") == 1
+    await outbox.close()
+
+
 async def test_group_commit_batches_many_events_per_transaction(stores: Stores) -> None:
     outbox = stores(commit_interval=0.02, commit_max_events=500)
     await outbox.open()
