@@ -2,8 +2,9 @@
 
 Each subscription of a module is, per tenant, a durable pull consumer `module_<name>_<n>` on the tenant's
 events stream (acknowledge-all: acking a batch's last message acknowledges the batch). What a module has not
-acknowledged is delivered again after `ack_wait`, or from the durable consumer's position after a restart,
-a crash or a kill -9 of the gateway: at-least-once, as from the outbox. The position a module sees on an
+acknowledged is delivered again after `ack_wait`, or, after a restart, a crash, a kill -9 of the gateway or a
+dropped connection, from the consumer's acknowledged floor (`_unacknowledged_start`): at-least-once, as from
+the outbox. The position a module sees on an
 event is the stream sequence. Filtering by type happens here (subjects do not carry the type); the events
 of other types are acknowledged with the batch.
 """
@@ -153,6 +154,29 @@ class JetStreamConsumer:
                 return batch
             self.ack(batch)  # nothing of ours in it: passed
 
+    async def _unacknowledged_start(self, js: Any, stream: str) -> int | None:
+        """Where the durable consumer must start again when it holds messages delivered but never acknowledged
+        (to a gateway killed mid-batch, or over a connection that dropped), else None.
+
+        Acknowledge-all would otherwise lose them: JetStream keeps them pending until `ack_wait`, delivers the
+        newer ones meanwhile, and the first ack of a newer batch acknowledges the pending ones with it, unread.
+        So the consumer is made again from its acknowledged floor: what was pending comes first (at-least-once)."""
+        try:
+            info = await js.consumer_info(stream, self._durable)
+        except nats.js.errors.NotFoundError:
+            return None
+        floor, delivered = info.ack_floor.stream_seq or 0, info.delivered.stream_seq or 0
+        if delivered <= floor:
+            return None
+        await js.delete_consumer(stream, self._durable)
+        log.info(
+            "JetStream consumer %s: %d message(s) delivered but not acknowledged; reading again from %d",
+            self._durable,
+            delivered - floor,
+            floor + 1,
+        )
+        return floor + 1
+
     def ack(self, batch: Batch) -> None:
         """Acknowledge the batch (and all before it); sent before the next fetch, awaited on exit."""
         msg = self._last.pop(batch.through, None)
@@ -176,20 +200,21 @@ class JetStreamConsumer:
             if not await self._bus.wait_connected(_RETRY * 5):
                 raise BusDisconnected("NATS bus not connected")
             streams = self._bus.streams
+            js = self._bus.client.jetstream()
+            stream = streams.events_stream(self._tenant)
+            restart_at = await self._unacknowledged_start(js, stream)
+            policy = DeliverPolicy.NEW if self._from_now else DeliverPolicy.ALL
             config = ConsumerConfig(
                 durable_name=self._durable,
                 ack_policy=AckPolicy.ALL,
                 ack_wait=_ACK_WAIT,
                 max_ack_pending=max(1000, self._max_batch * 4),
-                deliver_policy=DeliverPolicy.NEW if self._from_now else DeliverPolicy.ALL,
+                deliver_policy=policy if restart_at is None else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=restart_at,
                 filter_subject=streams.events_subjects(self._tenant),
             )
-            js = self._bus.client.jetstream()
             self._sub = await js.pull_subscribe(
-                streams.events_subjects(self._tenant),
-                durable=self._durable,
-                stream=streams.events_stream(self._tenant),
-                config=config,
+                streams.events_subjects(self._tenant), durable=self._durable, stream=stream, config=config
             )
             self._from_now = False
         return self._sub
