@@ -1,0 +1,45 @@
+"""The gateway's event-loop stalls in a bench's measured window, from `edge run --loop-probe` (edge.ops.loopprobe).
+
+A stall is a wake-up of the probe's sleeper later than its threshold (10 ms). For a window this gives how
+many there were, the worst ones with what ran in them, and the blame summed over all of them: milliseconds
+per callback (a task by its coroutine), per garbage-collector generation and outside any callback (select,
+the GIL, the OS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["loop_stalls"]
+
+
+def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict[str, Any]:
+    """Summary of the stalls in `window` (wall times) of the probe report at `path`."""
+    try:
+        report = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        return {"error": f"no loop probe report at {path}: {exc}"}
+    t0, t1 = window
+    stalls = [s for s in report["stalls"] if t0 <= s["at"] <= t1]
+    blame: dict[str, float] = {}
+    for stall in stalls:
+        for ran in stall["ran"]:
+            blame[ran["what"]] = blame.get(ran["what"], 0.0) + ran["ms"]
+        for gen, ms in stall["gc_ms"].items():
+            blame[f"gc generation {gen}"] = blame.get(f"gc generation {gen}", 0.0) + ms
+        blame["outside callbacks"] = blame.get("outside callbacks", 0.0) + stall["outside_callbacks_ms"]
+    late = sorted((s["late_ms"] for s in stalls), reverse=True)
+    return {
+        "stalls": len(stalls),
+        "over_20ms": sum(1 for ms in late if ms >= 20),
+        "over_50ms": sum(1 for ms in late if ms >= 50),
+        "worst_ms": late[:worst],
+        "stalled_ms": round(sum(late), 1),
+        "blame_ms": dict(sorted(((k, round(v, 1)) for k, v in blame.items()), key=lambda kv: -kv[1])[:12]),
+        "worst": sorted(stalls, key=lambda s: -s["late_ms"])[:worst],
+        "gc_run": report["gc"],
+        "callbacks_run": report["callbacks"],
+    }

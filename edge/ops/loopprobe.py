@@ -1,0 +1,227 @@
+"""Where the event loop's time goes when it stalls: a diagnostic for latency work (`edge run --loop-probe FILE`).
+
+Everything of the gateway shares one event loop, so an event waits behind whatever runs before it. Latency
+percentiles on a shared machine mix that with the host's preemption; this probe measures the loop itself:
+
+- **lag**: a task sleeping `interval` and measuring how late it wakes. Every wake-up later than `threshold`
+  is a *stall*, recorded with its wall time, so a bench can keep the stalls of its measured window.
+- **who ran**: each callback the loop runs (a task's step, a timer, an I/O callback) is timed; the last few
+  thousand are kept in a ring, and a stall lists the ones that ran inside it, grouped by name (a task by its
+  coroutine, since task names are mostly `Task-123`), with their count and time. Time not covered by callbacks
+  was spent outside them: in `select`, waiting for the GIL, or preempted by the OS.
+- **garbage collection**: every collection is timed by generation (`gc.callbacks`); a stall says how much of
+  it was the collector.
+- **where** (optional, `stacks=True`): a thread samples the loop thread's stack while one callback has run
+  longer than `threshold`, so a long callback names its line, not just its task.
+
+Timing a callback is a wrapper around `asyncio.Handle._run`: installed only while a probe runs (it costs
+~1 µs per callback), restored at `stop`. The report is JSON, written by `write` (at the gateway's stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["LoopProbe"]
+
+_RING = 8192  # callbacks remembered; at a few thousand callbacks/s that covers any stall worth reporting
+_MAX_STALLS = 5000  # stalls kept per report (a stuck loop must not grow the gateway's memory)
+_MAX_GC = 5000
+
+
+class LoopProbe:
+    """Measures the running loop's stalls and their causes until `stop`; `report()` gives what it saw."""
+
+    def __init__(self, *, interval: float = 0.005, threshold: float = 0.01, stacks: bool = True) -> None:
+        self.interval = interval
+        self.threshold = threshold
+        self._stacks = stacks
+        # (perf_counter at its end, seconds, callback, perf_counter at its start) of the latest callbacks
+        self._ring: deque[tuple[float, float, Any, float]] = deque(maxlen=_RING)
+        self._running: float | None = None  # perf_counter at the start of the callback running now
+        self._samples: dict[float, list[str]] = {}  # a callback's start -> stacks sampled while it ran long
+        self._gc_start = 0.0
+        self._gc: deque[tuple[float, float, int]] = deque(maxlen=_MAX_GC)  # (end, seconds, generation)
+        self.gc_totals: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        self.stalls: list[dict[str, Any]] = []
+        self.callbacks = 0
+        self._original: Callable[[asyncio.Handle], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop_thread = 0
+        self._started = 0.0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the timers on the running loop (call from inside it)."""
+        self._loop_thread = threading.get_ident()
+        self._started = time.time()
+        self._original = original = asyncio.Handle._run
+        ring, probe = self._ring, self
+
+        def timed(handle: asyncio.Handle) -> None:
+            started = time.perf_counter()
+            probe._running = started
+            try:
+                original(handle)
+            finally:
+                probe._running = None
+                end = time.perf_counter()
+                ring.append((end, end - started, getattr(handle, "_callback", None), started))
+                probe.callbacks += 1
+
+        asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
+        gc.callbacks.append(self._on_gc)
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="loop-probe")
+        if self._stacks:
+            self._sampler = threading.Thread(target=self._sample, name="loop-probe-sampler", daemon=True)
+            self._sampler.start()
+
+    def stop(self) -> None:
+        if self._original is not None:
+            asyncio.Handle._run = self._original  # type: ignore[method-assign,assignment]
+            self._original = None
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        if self._task is not None:
+            self._task.cancel()
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join(1.0)
+
+    def write(self, path: Path) -> None:
+        path.write_bytes(orjson.dumps(self.report(), option=orjson.OPT_INDENT_2))
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "started": self._started,
+            "interval_ms": self.interval * 1000,
+            "threshold_ms": self.threshold * 1000,
+            "callbacks": self.callbacks,
+            "gc": {
+                str(gen): {
+                    "collections": int(n),
+                    "total_ms": round(total * 1000, 1),
+                    "max_ms": round(top * 1000, 1),
+                }
+                for gen, (n, total, top) in self.gc_totals.items()
+            },
+            "stalls": self.stalls,
+        }
+
+    # ---- the lag watcher -------------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            wall = time.time()
+            await asyncio.sleep(self.interval)
+            woke = time.perf_counter()
+            late = woke - asked - self.interval
+            if late >= self.threshold and len(self.stalls) < _MAX_STALLS:
+                self.stalls.append(self._explain(wall + self.interval, asked + self.interval, woke, late))
+
+    def _explain(self, wall: float, due: float, woke: float, late: float) -> dict[str, Any]:
+        """What ran between `due` (when the watcher should have woken) and `woke` (perf_counter)."""
+        ran: dict[str, list[float]] = {}
+        stacks: dict[str, int] = {}
+        covered = 0.0
+        for end, took, callback, started in reversed(self._ring):
+            if end <= due:
+                break
+            inside = min(took, end - due)  # a callback that began before `due` counts from `due`
+            if inside <= 0:
+                continue
+            covered += inside
+            entry = ran.setdefault(_name(callback), [0, 0.0])
+            entry[0] += 1
+            entry[1] += inside
+            for stack in self._samples.pop(started, ()):
+                stacks[stack] = stacks.get(stack, 0) + 1
+        gc_ms = {0: 0.0, 1: 0.0, 2: 0.0}
+        for end, took, gen in reversed(self._gc):
+            if end <= due:
+                break
+            gc_ms[gen] += min(took, end - due) * 1000
+        top = sorted(ran.items(), key=lambda kv: -kv[1][1])
+        return {
+            "at": round(wall, 3),
+            "late_ms": round(late * 1000, 1),
+            "callbacks": sum(int(n) for n, _ in ran.values()),
+            "outside_callbacks_ms": round(max(0.0, (woke - due) - covered) * 1000, 1),
+            "gc_ms": {str(g): round(ms, 1) for g, ms in gc_ms.items() if ms >= 0.1},
+            "ran": [{"what": what, "n": int(n), "ms": round(s * 1000, 1)} for what, (n, s) in top[:8]],
+            "stacks": sorted(stacks.items(), key=lambda kv: -kv[1])[:5],
+        }
+
+    # ---- garbage collection ----------------------------------------------------------------------------------
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+            return
+        end = time.perf_counter()
+        took, gen = end - self._gc_start, info["generation"]
+        totals = self.gc_totals[gen]
+        totals[0] += 1
+        totals[1] += took
+        totals[2] = max(totals[2], took)
+        if threading.get_ident() == self._loop_thread:  # only the loop's own collections stall it
+            self._gc.append((end, took, gen))
+
+    # ---- the stack sampler -----------------------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            started = self._running
+            if started is None or time.perf_counter() - started < self.threshold:
+                continue
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is None or self._running != started:
+                continue
+            samples = self._samples.setdefault(started, [])
+            if len(samples) < 50:
+                samples.append(_stack(frame))
+            if len(self._samples) > _RING:  # callbacks sampled but never part of a stall
+                with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+                    self._samples.pop(next(iter(self._samples)))
+
+
+def _name(callback: Any) -> str:
+    """A callback as a reader would name it: a task by its coroutine, a function by its qualified name."""
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        coro = owner.get_coro()
+        return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+    target = getattr(callback, "func", callback)  # functools.partial
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
+
+
+def _stack(frame: Any) -> str:
+    """The innermost frames of the project's own code (and the very innermost frame), innermost first."""
+    frames: list[str] = []
+    leaf = True
+    while frame is not None and len(frames) < 6:
+        code = frame.f_code
+        path = code.co_filename
+        ours = "/site-packages/" not in path and "/lib/python" not in path
+        if ours or leaf:
+            short = "/".join(path.rsplit("/", 2)[-2:])
+            frames.append(f"{short}:{frame.f_lineno} {code.co_name}")
+        leaf = False
+        frame = frame.f_back
+    return " < ".join(frames)

@@ -1,0 +1,67 @@
+"""The loop probe (`edge run --loop-probe`): a stall is seen, timed, and blamed on what ran in it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from pathlib import Path
+
+import orjson
+
+from edge.ops.loopprobe import LoopProbe
+
+
+async def _hog(seconds: float) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 (on purpose: a callback that holds the loop)
+
+
+async def test_a_stall_names_the_task_and_line_that_held_the_loop(tmp_path: Path) -> None:
+    probe = LoopProbe(interval=0.005, threshold=0.02)
+    original = asyncio.Handle._run
+    probe.start()
+    try:
+        await asyncio.sleep(0.05)
+        await asyncio.create_task(_hog(0.12))
+        await asyncio.sleep(0.05)
+    finally:
+        probe.stop()
+    assert asyncio.Handle._run is original  # the timer is gone with the probe
+    stall = max(probe.stalls, key=lambda s: s["late_ms"])
+    assert 100 <= stall["late_ms"] < 1000
+    top = stall["ran"][0]
+    assert top["what"].endswith("_hog") and top["ms"] >= 100
+    assert any("test_loopprobe.py" in stack and "_hog" in stack for stack, _ in stall["stacks"])
+    probe.write(tmp_path / "probe.json")
+    report = orjson.loads((tmp_path / "probe.json").read_bytes())
+    assert report["stalls"] and report["callbacks"] > 10
+
+
+async def test_a_collection_inside_a_stall_is_counted_by_generation() -> None:
+    probe = LoopProbe(interval=0.005, threshold=0.005, stacks=False)
+    garbage = [[i, str(i)] for i in range(300_000)]  # live objects a full collection must visit
+    probe.start()
+    try:
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        gc.collect()
+        took = time.perf_counter() - started
+        await asyncio.sleep(0.02)
+    finally:
+        probe.stop()
+    assert len(garbage) == 300_000
+    assert probe.gc_totals[2][0] >= 1 and probe.gc_totals[2][1] > 0
+    if took >= 0.01:  # only then a stall must show it (a fast machine may collect under the threshold)
+        assert any(s["gc_ms"].get("2", 0) >= took * 1000 * 0.5 for s in probe.stalls)
+
+
+async def test_a_quiet_loop_has_no_stalls() -> None:
+    probe = LoopProbe(interval=0.005, threshold=0.25, stacks=False)
+    probe.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+    finally:
+        probe.stop()
+    assert probe.stalls == []
+    assert probe.callbacks >= 20
