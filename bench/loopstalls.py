@@ -42,4 +42,5 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         "worst": sorted(stalls, key=lambda s: -s["late_ms"])[:worst],
         "gc_run": report["gc"],
         "callbacks_run": report["callbacks"],
+        "gc_objects": report.get("gc_objects"),
     }

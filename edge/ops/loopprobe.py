@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import sys
 import threading
 import time
@@ -38,6 +39,8 @@ __all__ = ["LoopProbe"]
 _RING = 8192  # callbacks remembered; at a few thousand callbacks/s that covers any stall worth reporting
 _MAX_STALLS = 5000  # stalls kept per report (a stuck loop must not grow the gateway's memory)
 _MAX_GC = 5000
+_DEFAULT_TASK_NAME = re.compile(r"Task-\d+")
+_NUMBERS = re.compile(r"\d+")
 
 
 class LoopProbe:
@@ -73,6 +76,7 @@ class LoopProbe:
         ring, probe = self._ring, self
 
         def timed(handle: asyncio.Handle) -> None:
+            callback = getattr(handle, "_callback", None)  # read first: a cancelled handle forgets it
             started = time.perf_counter()
             probe._running = started
             try:
@@ -80,7 +84,7 @@ class LoopProbe:
             finally:
                 probe._running = None
                 end = time.perf_counter()
-                ring.append((end, end - started, getattr(handle, "_callback", None), started))
+                ring.append((end, end - started, callback, started))
                 probe.callbacks += 1
 
         asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
@@ -118,6 +122,11 @@ class LoopProbe:
                     "max_ms": round(top * 1000, 1),
                 }
                 for gen, (n, total, top) in self.gc_totals.items()
+            },
+            "gc_objects": {  # what a full collection visits (frozen objects are not visited)
+                "tracked": len(gc.get_objects()),
+                "frozen": gc.get_freeze_count(),
+                "thresholds": list(gc.get_threshold()),
             },
             "stalls": self.stalls,
         }
@@ -204,8 +213,11 @@ def _name(callback: Any) -> str:
     """A callback as a reader would name it: a task by its coroutine, a function by its qualified name."""
     owner = getattr(callback, "__self__", None)
     if isinstance(owner, asyncio.Task):
-        coro = owner.get_coro()
-        return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+        name = owner.get_name()
+        if _DEFAULT_TASK_NAME.fullmatch(name):
+            coro = owner.get_coro()
+            return f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+        return f"task {_NUMBERS.sub('N', name)}"  # poll-vic-017 and poll-vic-018 are one kind of work
     target = getattr(callback, "func", callback)  # functools.partial
     module = getattr(target, "__module__", None) or type(target).__module__
     return f"{module}.{getattr(target, '__qualname__', type(target).__name__)}"
