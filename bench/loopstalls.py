@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["loop_stalls"]
+__all__ = ["loop_stalls", "run_delay"]
 
 
 def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict[str, Any]:
@@ -38,9 +38,21 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         "over_50ms": sum(1 for ms in late if ms >= 50),
         "worst_ms": late[:worst],
         "stalled_ms": round(sum(late), 1),
+        # of the stalls' waits: the loop computing, and the loop ready to run with no core free (the host)
+        "stall_cpu_ms": round(sum(s.get("cpu_ms", 0.0) for s in stalls), 1),
+        "stall_no_core_ms": round(sum(s.get("no_core_ms", 0.0) for s in stalls), 1),
         "blame_ms": dict(sorted(((k, round(v, 1)) for k, v in blame.items()), key=lambda kv: -kv[1])[:12]),
         "worst": sorted(stalls, key=lambda s: -s["late_ms"])[:worst],
         "gc_run": report["gc"],
         "callbacks_run": report["callbacks"],
         "gc_objects": report.get("gc_objects"),
     }
+
+
+def run_delay(pid: int) -> float | None:
+    """Seconds the process's main thread (the gateway's event loop) has waited for a core so far; None off
+    Linux. Over a window, its growth is what the shared machine took from the loop."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None

@@ -42,7 +42,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.fleet import Device, Fleet
-from bench.loopstalls import loop_stalls
+from bench.loopstalls import loop_stalls, run_delay
 from bench.procs import BenchBroker, Children, free_port, wait_port
 from bench.report import machine_info, write_json
 from bench.runners import GatewayProcess, SubscriberProcess
@@ -222,10 +222,10 @@ def _measure(env: Env, step: Step | None, duration: float, name: str) -> dict[st
             load.start()
         probe.start()
         time.sleep(WARMUP)
-        t0, cpu0 = time.time(), gateway.cpu_seconds()
+        t0, cpu0, queued0 = time.time(), gateway.cpu_seconds(), run_delay(gateway.pid)
         probe.mark(t0)
         time.sleep(duration)
-        t1, cpu1 = time.time(), gateway.cpu_seconds()
+        t1, cpu1, queued1 = time.time(), gateway.cpu_seconds(), run_delay(gateway.pid)
         stop.set()
         status = gateway.status() or {}
         probe.join(5)
@@ -243,6 +243,8 @@ def _measure(env: Env, step: Step | None, duration: float, name: str) -> dict[st
             if fleet is not None:
                 fleet.stop()
     figures = _result(step, received, cloud.json(), probe, status, (t0, t1), (cpu1 - cpu0) / (t1 - t0), load)
+    if queued0 is not None and queued1 is not None:  # the machine's share: the loop ready, no core free
+        figures["loop_no_core_ms_per_s"] = round((queued1 - queued0) * 1000 / (t1 - t0), 1)
     if env.loop_probe:
         figures["loop"] = loop_stalls(probe_file, (t0, t1))
     figures["victim_cloud_gaps"] = cloud_after["gaps"] - cloud_before["gaps"]
@@ -504,6 +506,7 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "victim_events_per_s",
         "gateway_cpu_share",
         "machine_load_1m",
+        "loop_no_core_ms_per_s",
     ):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = round(statistics.median(values), 1) if values else None
@@ -523,13 +526,15 @@ def _line(m: dict[str, Any]) -> str:
     text = (
         f"victim p99 sample->MQTT {m['sample_to_mqtt_p99_ms']} ms, sample->cloud {m['sample_to_cloud_p99_ms']} ms,"
         f" API {m['api_p99_ms']} ms; {m['victim_events_per_s']} ev/s, gaps {m['victim_mqtt_gaps']},"
-        f" gateway CPU {m['gateway_cpu_share']} cores, machine load {m.get('machine_load_1m')}"
+        f" gateway CPU {m['gateway_cpu_share']} cores, machine load {m.get('machine_load_1m')},"
+        f" loop waited for a core {m.get('loop_no_core_ms_per_s')} ms/s"
     )
     loop = m.get("loop")
     if loop and "stalls" in loop:
         blame = ", ".join(f"{what} {ms:g}" for what, ms in list(loop["blame_ms"].items())[:4])
         text += (
             f"; loop stalls >=10 ms {loop['stalls']} (>=20: {loop['over_20ms']}), worst {loop['worst_ms'][:3]} ms,"
+            f" {loop['stalled_ms']} ms in all ({loop['stall_cpu_ms']} CPU, {loop['stall_no_core_ms']} no core),"
             f" blame ms: {blame}"
         )
     elif "loop_stalls" in m:

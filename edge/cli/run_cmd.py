@@ -20,6 +20,7 @@ from edge.config import LoadedConfig
 from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
 from edge.ops.health import HealthReport
+from edge.ops.heap import freeze_startup_heap
 from edge.ops.instance import AlreadyRunning
 from edge.ops.logs import install_level_signals
 from edge.ops.loopprobe import LoopProbe
@@ -136,6 +137,7 @@ async def _serve_until_stopped(
     install_level_signals(loop)
     gateway = Gateway(loaded, registry)
     await gateway.start()
+    freeze_startup_heap()  # garbage collections no longer stall the loop on what lives as long as the process
     notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
     path = status_file(loaded.data_dir)
     try:

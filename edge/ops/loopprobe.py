@@ -9,6 +9,9 @@ percentiles on a shared machine mix that with the host's preemption; this probe 
   thousand are kept in a ring, and a stall lists the ones that ran inside it, grouped by name (a task by its
   coroutine, since task names are mostly `Task-123`), with their count and time. Time not covered by callbacks
   was spent outside them: in `select`, waiting for the GIL, or preempted by the OS.
+- **CPU or not**: over each stall, the loop thread's CPU time and (Linux) the time it was ready to run but
+  had no core (`/proc/thread-self/schedstat`): on a shared machine, a stall of little CPU and much waiting for
+  a core is the host's doing, not the gateway's.
 - **garbage collection**: every collection is timed by generation (`gc.callbacks`); a stall says how much of
   it was the collector.
 - **where** (optional, `stacks=True`): a thread samples the loop thread's stack while one callback has run
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import re
 import sys
 import threading
@@ -54,9 +58,10 @@ class LoopProbe:
         self._ring: deque[tuple[float, float, Any, float]] = deque(maxlen=_RING)
         self._running: float | None = None  # perf_counter at the start of the callback running now
         self._samples: dict[float, list[str]] = {}  # a callback's start -> stacks sampled while it ran long
-        self._gc_start = 0.0
+        self._gc_start = self._gc_cpu = 0.0
         self._gc: deque[tuple[float, float, int]] = deque(maxlen=_MAX_GC)  # (end, seconds, generation)
-        self.gc_totals: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        # generation -> [collections, seconds, longest, objects collected, CPU seconds]
+        self.gc_totals: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0, 0.0] for g in (0, 1, 2)}
         self.stalls: list[dict[str, Any]] = []
         self.callbacks = 0
         self._original: Callable[[asyncio.Handle], None] | None = None
@@ -65,12 +70,15 @@ class LoopProbe:
         self._stop = threading.Event()
         self._loop_thread = 0
         self._started = 0.0
+        self._schedstat: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Install the timers on the running loop (call from inside it)."""
         self._loop_thread = threading.get_ident()
+        with contextlib.suppress(OSError):  # bound to the thread that opens it: the loop's
+            self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         self._started = time.time()
         self._original = original = asyncio.Handle._run
         ring, probe = self._ring, self
@@ -103,6 +111,9 @@ class LoopProbe:
         if self._task is not None:
             self._task.cancel()
         self._stop.set()
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
         if self._sampler is not None:
             self._sampler.join(1.0)
 
@@ -120,8 +131,10 @@ class LoopProbe:
                     "collections": int(n),
                     "total_ms": round(total * 1000, 1),
                     "max_ms": round(top * 1000, 1),
+                    "collected": int(collected),
+                    "cpu_ms": round(cpu * 1000, 1),
                 }
-                for gen, (n, total, top) in self.gc_totals.items()
+                for gen, (n, total, top, collected, cpu) in self.gc_totals.items()
             },
             "gc_objects": {  # what a full collection visits (frozen objects are not visited)
                 "tracked": len(gc.get_objects()),
@@ -135,13 +148,19 @@ class LoopProbe:
 
     async def _watch(self) -> None:
         while True:
-            asked = time.perf_counter()
+            asked, cpu, queued = time.perf_counter(), time.thread_time(), self._run_delay()
             wall = time.time()
             await asyncio.sleep(self.interval)
             woke = time.perf_counter()
             late = woke - asked - self.interval
             if late >= self.threshold and len(self.stalls) < _MAX_STALLS:
-                self.stalls.append(self._explain(wall + self.interval, asked + self.interval, woke, late))
+                stall = self._explain(wall + self.interval, asked + self.interval, woke, late)
+                # Over the whole wait (`interval` + `late`): the loop thread's CPU, and the time it was ready
+                # to run but waited for a core (the shared machine's doing, not the gateway's); the rest is
+                # idle in select or waiting for the GIL.
+                stall["cpu_ms"] = round((time.thread_time() - cpu) * 1000, 1)
+                stall["no_core_ms"] = round((self._run_delay() - queued) * 1000, 1)
+                self.stalls.append(stall)
 
     def _explain(self, wall: float, due: float, woke: float, late: float) -> dict[str, Any]:
         """What ran between `due` (when the watcher should have woken) and `woke` (perf_counter)."""
@@ -176,11 +195,17 @@ class LoopProbe:
             "stacks": sorted(stacks.items(), key=lambda kv: -kv[1])[:5],
         }
 
+    def _run_delay(self) -> float:
+        """Seconds the loop thread has spent runnable but waiting for a CPU (Linux schedstat; else 0)."""
+        if self._schedstat is None:
+            return 0.0
+        return int(os.pread(self._schedstat, 64, 0).split()[1]) / 1e9
+
     # ---- garbage collection ----------------------------------------------------------------------------------
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
             return
         end = time.perf_counter()
         took, gen = end - self._gc_start, info["generation"]
@@ -188,6 +213,8 @@ class LoopProbe:
         totals[0] += 1
         totals[1] += took
         totals[2] = max(totals[2], took)
+        totals[3] += info["collected"]
+        totals[4] += time.thread_time() - self._gc_cpu
         if threading.get_ident() == self._loop_thread:  # only the loop's own collections stall it
             self._gc.append((end, took, gen))
 

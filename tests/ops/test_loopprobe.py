@@ -29,6 +29,7 @@ async def test_a_stall_names_the_task_and_line_that_held_the_loop(tmp_path: Path
     assert asyncio.Handle._run is original  # the timer is gone with the probe
     stall = max(probe.stalls, key=lambda s: s["late_ms"])
     assert 100 <= stall["late_ms"] < 1000
+    assert stall["cpu_ms"] < stall["late_ms"] / 2  # a sleeping callback holds the loop without computing
     top = stall["ran"][0]
     assert top["what"].endswith("_hog") and top["ms"] >= 100
     assert any("test_loopprobe.py" in stack and "_hog" in stack for stack, _ in stall["stacks"])
@@ -65,3 +66,24 @@ async def test_a_quiet_loop_has_no_stalls() -> None:
         probe.stop()
     assert probe.stalls == []
     assert probe.callbacks >= 20
+
+
+async def _spin(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+async def test_a_computing_stall_shows_its_cpu_or_its_wait_for_a_core() -> None:
+    probe = LoopProbe(interval=0.005, threshold=0.02, stacks=False)
+    probe.start()
+    try:
+        await asyncio.sleep(0.02)
+        await asyncio.create_task(_spin(0.1))
+        await asyncio.sleep(0.02)
+    finally:
+        probe.stop()
+    stall = max(probe.stalls, key=lambda s: s["late_ms"])
+    assert stall["ran"][0]["what"].endswith("_spin")
+    # computed, or ready to compute but preempted by the machine's other processes: together, nearly all of it
+    assert stall["cpu_ms"] + stall["no_core_ms"] >= 0.8 * stall["late_ms"]
