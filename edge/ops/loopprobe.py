@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,7 @@ class LoopProbe:
         path.write_bytes(orjson.dumps(self.report(), option=orjson.OPT_INDENT_2))
 
     def report(self) -> dict[str, Any]:
+        tracked = gc.get_objects()
         return {
             "started": self._started,
             "interval_ms": self.interval * 1000,
@@ -137,7 +138,8 @@ class LoopProbe:
                 for gen, (n, total, top, collected, cpu) in self.gc_totals.items()
             },
             "gc_objects": {  # what a full collection visits (frozen objects are not visited)
-                "tracked": len(gc.get_objects()),
+                "tracked": len(tracked),
+                "types": dict(Counter(type(o).__qualname__ for o in tracked).most_common(15)),
                 "frozen": gc.get_freeze_count(),
                 "thresholds": list(gc.get_threshold()),
             },
