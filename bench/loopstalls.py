@@ -32,6 +32,12 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
             blame[f"gc generation {gen}"] = blame.get(f"gc generation {gen}", 0.0) + ms
         blame["outside callbacks"] = blame.get("outside callbacks", 0.0) + stall["outside_callbacks_ms"]
     late = sorted((s["late_ms"] for s in stalls), reverse=True)
+    busy: dict[str, float] = {}  # callback name -> ms in the window's whole seconds
+    seconds = [names for second, names in report.get("seconds", {}).items() if t0 <= int(second) < int(t1)]
+    for names in seconds:
+        for what, (_, ms) in names.items():
+            busy[what] = busy.get(what, 0.0) + ms
+    per_s = max(len(seconds), 1)
     return {
         "stalls": len(stalls),
         "over_20ms": sum(1 for ms in late if ms >= 20),
@@ -43,6 +49,11 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         "stall_no_core_ms": round(sum(s.get("no_core_ms", 0.0) for s in stalls), 1),
         "blame_ms": dict(sorted(((k, round(v, 1)) for k, v in blame.items()), key=lambda kv: -kv[1])[:12]),
         "worst": sorted(stalls, key=lambda s: -s["late_ms"])[:worst],
+        # where the loop's time went in the window, stalls or not: ms per second by callback
+        "busy_ms_per_s": round(sum(busy.values()) / per_s, 1),
+        "busy_by_name_ms_per_s": {
+            what: round(ms / per_s, 2) for what, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:15]
+        },
         "gc_run": report["gc"],
         "callbacks_run": report["callbacks"],
         "gc_objects": report.get("gc_objects"),

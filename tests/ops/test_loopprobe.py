@@ -87,3 +87,16 @@ async def test_a_computing_stall_shows_its_cpu_or_its_wait_for_a_core() -> None:
     assert stall["ran"][0]["what"].endswith("_spin")
     # computed, or ready to compute but preempted by the machine's other processes: together, nearly all of it
     assert stall["cpu_ms"] + stall["no_core_ms"] >= 0.8 * stall["late_ms"]
+
+
+async def test_the_loop_time_is_added_up_per_second_and_name() -> None:
+    probe = LoopProbe(interval=0.005, threshold=0.5, stacks=False)
+    probe.start()
+    try:
+        for _ in range(3):
+            await asyncio.create_task(_spin(0.01))
+    finally:
+        probe.stop()
+    seconds = probe.report()["seconds"]
+    spun = [took for names in seconds.values() for what, (n, took) in names.items() if what.endswith("_spin")]
+    assert 25 <= sum(spun) < 500  # three spins of 10 ms, in milliseconds
