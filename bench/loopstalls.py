@@ -55,6 +55,7 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
             what: round(ms / per_s, 2) for what, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:15]
         },
         "gc_run": report["gc"],
+        "full_collections": [c for c in report.get("full_collections", []) if t0 <= c["at"] <= t1],
         "callbacks_run": report["callbacks"],
         "gc_objects": report.get("gc_objects"),
     }

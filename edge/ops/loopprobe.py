@@ -46,6 +46,7 @@ __all__ = ["LoopProbe"]
 _RING = 16384  # callbacks remembered: more than run between two folds (0.5 s) at saturation (~4,000/s)
 _MAX_STALLS = 5000  # stalls kept per report (a stuck loop must not grow the gateway's memory)
 _MAX_GC = 5000
+_MAX_FULL = 1000
 _MAX_SECONDS = 3600  # seconds of per-name loop time kept
 _NUMBERS = re.compile(r"\d+")
 
@@ -62,6 +63,8 @@ class LoopProbe:
         self._running: float | None = None  # perf_counter at the start of the callback running now
         self._samples: dict[float, list[str]] = {}  # a callback's start -> stacks sampled while it ran long
         self._gc_start = self._gc_cpu = 0.0
+        self._gc_visits = 0
+        self.full_collections: list[dict[str, Any]] = []
         self._gc: deque[tuple[float, float, int]] = deque(maxlen=_MAX_GC)  # (end, seconds, generation)
         # generation -> [collections, seconds, longest, objects collected, CPU seconds]
         self.gc_totals: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0, 0.0] for g in (0, 1, 2)}
@@ -150,6 +153,7 @@ class LoopProbe:
                 "frozen": gc.get_freeze_count(),
                 "thresholds": list(gc.get_threshold()),
             },
+            "full_collections": self.full_collections,
             "stalls": self.stalls,
             "seconds": {
                 second: {what: [int(n), round(took * 1000, 2)] for what, (n, took) in names.items()}
@@ -234,6 +238,9 @@ class LoopProbe:
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if info["generation"] == 2 and len(self.full_collections) < _MAX_FULL:
+                # what it will visit (counting costs about as much as the collection: full ones only)
+                self._gc_visits = len(gc.get_objects(generation=2)) + sum(gc.get_count()[:1])
             self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
             return
         end = time.perf_counter()
@@ -243,7 +250,19 @@ class LoopProbe:
         totals[1] += took
         totals[2] = max(totals[2], took)
         totals[3] += info["collected"]
-        totals[4] += time.thread_time() - self._gc_cpu
+        cpu = time.thread_time() - self._gc_cpu
+        totals[4] += cpu
+        if gen == 2 and len(self.full_collections) < _MAX_FULL:
+            self.full_collections.append(
+                {
+                    "at": round(time.time(), 3),
+                    "ms": round(took * 1000, 1),
+                    "cpu_ms": round(cpu * 1000, 1),
+                    "objects": self._gc_visits,
+                    "collected": info["collected"],
+                    "loop_thread": threading.get_ident() == self._loop_thread,
+                }
+            )
         if threading.get_ident() == self._loop_thread:  # only the loop's own collections stall it
             self._gc.append((end, took, gen))
 
