@@ -8,6 +8,7 @@ the GIL, the OS).
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,12 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         blame["outside callbacks"] = blame.get("outside callbacks", 0.0) + stall["outside_callbacks_ms"]
     late = sorted((s["late_ms"] for s in stalls), reverse=True)
     busy: dict[str, float] = {}  # callback name -> ms in the window's whole seconds
+    longest: dict[str, list[float]] = {}  # callback name -> its longest single run in each second
     seconds = [names for second, names in report.get("seconds", {}).items() if t0 <= int(second) < int(t1)]
     for names in seconds:
-        for what, (_, ms) in names.items():
+        for what, (_, ms, top) in names.items():
             busy[what] = busy.get(what, 0.0) + ms
+            longest.setdefault(what, []).append(top)
     per_s = max(len(seconds), 1)
     return {
         "stalls": len(stalls),
@@ -53,6 +56,12 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         "busy_ms_per_s": round(sum(busy.values()) / per_s, 1),
         "busy_by_name_ms_per_s": {
             what: round(ms / per_s, 2) for what, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:15]
+        },
+        # who holds the loop longest at once: per name, the median over the window's seconds of its longest
+        # single run (one callback: a task's step between two awaits), and the longest of all
+        "longest_run_ms": {
+            what: [round(statistics.median(tops), 2), round(max(tops), 2)]
+            for what, tops in sorted(longest.items(), key=lambda kv: -statistics.median(kv[1]))[:12]
         },
         "gc_run": report["gc"],
         "full_collections": [c for c in report.get("full_collections", []) if t0 <= c["at"] <= t1],

@@ -69,7 +69,7 @@ class LoopProbe:
         # generation -> [collections, seconds, longest, objects collected, CPU seconds]
         self.gc_totals: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0, 0.0] for g in (0, 1, 2)}
         self.stalls: list[dict[str, Any]] = []
-        # wall second -> callback name -> [callbacks, seconds]: where the loop's time went, second by second
+        # wall second -> callback name -> [callbacks, seconds, longest]: where the loop's time went, per second
         self.seconds: dict[str, dict[str, list[float]]] = {}
         self._folded = 0.0  # perf_counter of the last fold
         self.callbacks = 0
@@ -156,7 +156,10 @@ class LoopProbe:
             "full_collections": self.full_collections,
             "stalls": self.stalls,
             "seconds": {
-                second: {what: [int(n), round(took * 1000, 2)] for what, (n, took) in names.items()}
+                second: {
+                    what: [int(n), round(took * 1000, 2), round(longest * 1000, 2)]
+                    for what, (n, took, longest) in names.items()
+                }
                 for second, names in self.seconds.items()
             },
         }
@@ -188,9 +191,10 @@ class LoopProbe:
             if end <= self._folded:
                 break
             second = self.seconds.setdefault(str(int(end + offset)), {})
-            entry = second.setdefault(_label(key), [0, 0.0])
+            entry = second.setdefault(_label(key), [0, 0.0, 0.0])
             entry[0] += 1
             entry[1] += took
+            entry[2] = max(entry[2], took)
         self._folded = now
         while len(self.seconds) > _MAX_SECONDS:
             self.seconds.pop(next(iter(self.seconds)))
