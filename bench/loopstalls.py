@@ -33,12 +33,12 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
             blame[f"gc generation {gen}"] = blame.get(f"gc generation {gen}", 0.0) + ms
         blame["outside callbacks"] = blame.get("outside callbacks", 0.0) + stall["outside_callbacks_ms"]
     late = sorted((s["late_ms"] for s in stalls), reverse=True)
-    busy: dict[str, float] = {}  # callback name -> ms in the window's whole seconds
-    longest: dict[str, list[float]] = {}  # callback name -> its longest single run in each second
+    busy: dict[str, float] = {}  # callback name -> CPU ms in the window's whole seconds
+    longest: dict[str, list[float]] = {}  # callback name -> its longest single run (CPU) in each second
     seconds = [names for second, names in report.get("seconds", {}).items() if t0 <= int(second) < int(t1)]
     for names in seconds:
-        for what, (_, ms, top) in names.items():
-            busy[what] = busy.get(what, 0.0) + ms
+        for what, (_, _, _, cpu, top) in names.items():
+            busy[what] = busy.get(what, 0.0) + cpu
             longest.setdefault(what, []).append(top)
     per_s = max(len(seconds), 1)
     return {
@@ -52,14 +52,15 @@ def loop_stalls(path: Path, window: tuple[float, float], worst: int = 5) -> dict
         "stall_no_core_ms": round(sum(s.get("no_core_ms", 0.0) for s in stalls), 1),
         "blame_ms": dict(sorted(((k, round(v, 1)) for k, v in blame.items()), key=lambda kv: -kv[1])[:12]),
         "worst": sorted(stalls, key=lambda s: -s["late_ms"])[:worst],
-        # where the loop's time went in the window, stalls or not: ms per second by callback
-        "busy_ms_per_s": round(sum(busy.values()) / per_s, 1),
-        "busy_by_name_ms_per_s": {
+        # where the loop's time went in the window, stalls or not: CPU ms per second by callback (CPU rather than
+        # wall time, which a loaded machine inflates with preemption)
+        "busy_cpu_ms_per_s": round(sum(busy.values()) / per_s, 1),
+        "busy_cpu_by_name_ms_per_s": {
             what: round(ms / per_s, 2) for what, ms in sorted(busy.items(), key=lambda kv: -kv[1])[:15]
         },
         # who holds the loop longest at once: per name, the median over the window's seconds of its longest
-        # single run (one callback: a task's step between two awaits), and the longest of all
-        "longest_run_ms": {
+        # single run in CPU ms (one callback: a task's step between two awaits), and the longest of all
+        "longest_run_cpu_ms": {
             what: [round(statistics.median(tops), 2), round(max(tops), 2)]
             for what, tops in sorted(longest.items(), key=lambda kv: -statistics.median(kv[1]))[:12]
         },

@@ -537,6 +537,8 @@ def _line(m: dict[str, Any]) -> str:
             f" {loop['stalled_ms']} ms in all ({loop['stall_cpu_ms']} CPU, {loop['stall_no_core_ms']} no core),"
             f" blame ms: {blame}"
         )
+        longest = ", ".join(f"{what} {ms[0]:g}" for what, ms in list(loop["longest_run_cpu_ms"].items())[:3])
+        text += f"; loop CPU {loop['busy_cpu_ms_per_s']} ms/s, longest single runs (CPU ms): {longest}"
     elif "loop_stalls" in m:
         text += f"; loop stalls >=10 ms {m['loop_stalls']}, >=20 ms {m['loop_over_20ms']}"
     return text

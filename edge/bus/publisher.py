@@ -31,7 +31,7 @@ from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
-from edge.sdk.ratelimit import FairScheduler
+from edge.sdk.ratelimit import FairScheduler, LoopSlice
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ MQTT_CONSUMER = "mqtt"
 _YIELD_EVERY = 64
 
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
+PUBLISH_SLICE = 0.001  # seconds a batch's publishing holds the loop before it lets other ready work run
 
 Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
 
@@ -170,8 +171,10 @@ class OutboxPublisher:
         """Publish a batch; True once every message is acknowledged, False to replay it after a reconnect."""
         tenant = rows[0].tenant
         pending = []
+        turns = LoopSlice(PUBLISH_SLICE)
         try:
             for row in rows:
+                await turns.tick()  # a large batch never holds back another tenant's events for long
                 topic = self._topics.events(tenant, row.subject)
                 published = self._bus.publish(
                     topic, row.body, qos=self._qos, message_id=row.id, properties=CLOUDEVENT_PROPERTIES

@@ -20,7 +20,7 @@ percentiles on a shared machine mix that with the host's preemption; this probe 
   longer than `threshold`, so a long callback names its line, not just its task.
 
 Timing a callback is a wrapper around `asyncio.Handle._run`: installed only while a probe runs (it costs
-~1 µs per callback), restored at `stop`. The report is JSON, written by `write` (at the gateway's stop).
+~2 µs per callback: clocks, wall and the thread's CPU), restored at `stop`. The report is JSON, written by `write` (at the gateway's stop).
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class LoopProbe:
         self.interval = interval
         self.threshold = threshold
         self._stacks = stacks
-        # (perf_counter at its end, seconds, its `_key`, perf_counter at its start) of the latest callbacks
-        self._ring: deque[tuple[float, float, str, float]] = deque(maxlen=_RING)
+        # (perf_counter at its end, seconds, its `_key`, perf_counter at its start, CPU seconds) of the latest
+        # callbacks
+        self._ring: deque[tuple[float, float, str, float, float]] = deque(maxlen=_RING)
         self._running: float | None = None  # perf_counter at the start of the callback running now
         self._samples: dict[float, list[str]] = {}  # a callback's start -> stacks sampled while it ran long
         self._gc_start = self._gc_cpu = 0.0
@@ -69,7 +70,8 @@ class LoopProbe:
         # generation -> [collections, seconds, longest, objects collected, CPU seconds]
         self.gc_totals: dict[int, list[float]] = {g: [0, 0.0, 0.0, 0, 0.0] for g in (0, 1, 2)}
         self.stalls: list[dict[str, Any]] = []
-        # wall second -> callback name -> [callbacks, seconds, longest]: where the loop's time went, per second
+        # wall second -> callback name -> [callbacks, seconds, longest, CPU seconds, longest CPU]: where the
+        # loop's time went, second by second (wall time includes preemption by the machine's other processes)
         self.seconds: dict[str, dict[str, list[float]]] = {}
         self._folded = 0.0  # perf_counter of the last fold
         self.callbacks = 0
@@ -90,10 +92,11 @@ class LoopProbe:
             self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         self._started = time.time()
         self._original = original = asyncio.Handle._run
-        ring, probe = self._ring, self
+        ring, probe, thread_time = self._ring, self, time.thread_time
 
         def timed(handle: asyncio.Handle) -> None:
             key = _key(getattr(handle, "_callback", None))  # read first: a cancelled handle forgets it
+            cpu = thread_time()
             started = time.perf_counter()
             probe._running = started
             try:
@@ -101,7 +104,7 @@ class LoopProbe:
             finally:
                 probe._running = None
                 end = time.perf_counter()
-                ring.append((end, end - started, key, started))
+                ring.append((end, end - started, key, started, thread_time() - cpu))
                 probe.callbacks += 1
 
         asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
@@ -157,8 +160,8 @@ class LoopProbe:
             "stalls": self.stalls,
             "seconds": {
                 second: {
-                    what: [int(n), round(took * 1000, 2), round(longest * 1000, 2)]
-                    for what, (n, took, longest) in names.items()
+                    what: [int(n), *(round(seconds * 1000, 2) for seconds in figures)]
+                    for what, (n, *figures) in names.items()
                 }
                 for second, names in self.seconds.items()
             },
@@ -187,14 +190,16 @@ class LoopProbe:
     def _fold(self, now: float) -> None:
         """Add the callbacks that ended since the last fold to the loop's time per second and per name."""
         offset = time.time() - now  # perf_counter -> wall clock
-        for end, took, key, _ in reversed(self._ring):
+        for end, took, key, _, cpu in reversed(self._ring):
             if end <= self._folded:
                 break
             second = self.seconds.setdefault(str(int(end + offset)), {})
-            entry = second.setdefault(_label(key), [0, 0.0, 0.0])
+            entry = second.setdefault(_label(key), [0, 0.0, 0.0, 0.0, 0.0])
             entry[0] += 1
             entry[1] += took
             entry[2] = max(entry[2], took)
+            entry[3] += cpu
+            entry[4] = max(entry[4], cpu)
         self._folded = now
         while len(self.seconds) > _MAX_SECONDS:
             self.seconds.pop(next(iter(self.seconds)))
@@ -204,7 +209,7 @@ class LoopProbe:
         ran: dict[str, list[float]] = {}
         stacks: dict[str, int] = {}
         covered = 0.0
-        for end, took, key, started in reversed(self._ring):
+        for end, took, key, started, _ in reversed(self._ring):
             if end <= due:
                 break
             inside = min(took, end - due)  # a callback that began before `due` counts from `due`
