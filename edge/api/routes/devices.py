@@ -121,7 +121,8 @@ def _info(state: ApiState, spec: DeviceSpec) -> dict[str, Any]:
         "tenant": spec.tenant,
         "driver": spec.driver,
         "profile": spec.profile,
-        "enabled": any(key[2] == spec.name for key in state.services.polled),
+        # a lookup, not a scan of every polled device for each device listed (device names are unique)
+        "enabled": (spec.tenant, spec.site, spec.name) in state.services.polled,
         "up": stats.up if stats else None,
         "last_error": stats.last_error if stats else None,
         "polls": stats.polls if stats else 0,
