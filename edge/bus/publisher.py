@@ -26,12 +26,13 @@ import orjson
 from edge.bus.access import SESSIONS_AWAY
 from edge.bus.base import Bus, BusDisconnected, MessageProperties
 from edge.bus.topics import Topics
+from edge.ops.slices import LoopSlice
 from edge.ops.stats import GatewayStats
 from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
-from edge.sdk.ratelimit import FairScheduler, LoopSlice
+from edge.sdk.ratelimit import FairScheduler
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 log = logging.getLogger(__name__)
