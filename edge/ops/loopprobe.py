@@ -7,8 +7,8 @@ percentiles on a shared machine mix that with the host's preemption; this probe 
   is a *stall*, recorded with its wall time, so a bench can keep the stalls of its measured window.
 - **who ran**: each callback the loop runs (a task's step, a timer, an I/O callback) is timed; the last few
   thousand are kept in a ring, and a stall lists the ones that ran inside it, grouped by name (a task by its
-  coroutine, since task names are mostly `Task-123`), with their count and time. Time not covered by callbacks
-  was spent outside them: in `select`, waiting for the GIL, or preempted by the OS.
+  name with numbers folded, or by its coroutine when it has the default `Task-123`), with count and time.
+  Time not covered by callbacks was spent outside them: in `select`, waiting for the GIL, or preempted.
 - **CPU or not**: over each stall, the loop thread's CPU time and (Linux) the time it was ready to run but
   had no core (`/proc/thread-self/schedstat`): on a shared machine, a stall of little CPU and much waiting for
   a core is the host's doing, not the gateway's.
@@ -20,7 +20,8 @@ percentiles on a shared machine mix that with the host's preemption; this probe 
   longer than `threshold`, so a long callback names its line, not just its task.
 
 Timing a callback is a wrapper around `asyncio.Handle._run`: installed only while a probe runs (it costs
-~2 µs per callback: clocks, wall and the thread's CPU), restored at `stop`. The report is JSON, written by `write` (at the gateway's stop).
+~2 µs per callback: the wall clock and the thread's CPU clock), restored at `stop`. The report is JSON,
+written by `write` at the gateway's stop.
 """
 
 from __future__ import annotations
