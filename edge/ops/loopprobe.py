@@ -16,8 +16,8 @@ percentiles on a shared machine mix that with the host's preemption; this probe 
   it was the collector.
 - **where the time goes**: every second, the callbacks' time is added up by name, so a bench can show the
   loop's busiest kinds of work in its window, stalls or not.
-- **where** (optional, `stacks=True`): a thread samples the loop thread's stack while one callback has run
-  longer than `threshold`, so a long callback names its line, not just its task.
+- **where** (optional, `stacks=True`): a thread looks every two thresholds and samples the loop thread's stack
+  while one callback has run longer than `threshold`, so a long callback names its line, not just its task.
 
 Timing a callback is a wrapper around `asyncio.Handle._run`: installed only while a probe runs (it costs
 ~2 µs per callback: the wall clock and the thread's CPU clock), restored at `stop`. The report is JSON,
@@ -279,7 +279,9 @@ class LoopProbe:
     # ---- the stack sampler -----------------------------------------------------------------------------------
 
     def _sample(self) -> None:
-        while not self._stop.wait(self.interval):
+        # Each look needs the GIL: while the loop computes, that forces a switch away from it (and, on a
+        # loaded machine, perhaps a wait for a core to get it back), so look every other threshold only.
+        while not self._stop.wait(2 * self.threshold):
             started = self._running
             if started is None or time.perf_counter() - started < self.threshold:
                 continue
