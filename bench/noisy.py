@@ -13,9 +13,13 @@ limit the attack pushes on acts, alternating; medians of each:
   sample -> cloud p99    the cloud simulator's stored time minus each event's sample time
   API p99                a client reading the victim's devices 5 times a second
 and what the victim lost: gaps in its devices' sequences at MQTT and at the cloud, and any of its own
-limits acting (it stays within them; the attacker's limits must never act on it).
+limits acting (it stays within them; the attacker's limits must never act on it). The gateway runs with
+`--loop-probe` (edge/ops/loopprobe.py, summed up by bench/loopstalls.py): each run also reports its event
+loop's stalls and what ran in them, the loop's CPU by task, and how long the loop waited for a core (the shared
+machine's share of the latency).
 
     python -m bench.noisy --duration 20 --repeat 3 --out bench-results/noisy
+    python -m bench.noisy --duration 20 --repeat 3 --saturation 1   # no ramp: step 1 as saturation
 """
 
 from __future__ import annotations
