@@ -13,9 +13,13 @@ limit the attack pushes on acts, alternating; medians of each:
   sample -> cloud p99    the cloud simulator's stored time minus each event's sample time
   API p99                a client reading the victim's devices 5 times a second
 and what the victim lost: gaps in its devices' sequences at MQTT and at the cloud, and any of its own
-limits acting (it stays within them; the attacker's limits must never act on it).
+limits acting (it stays within them; the attacker's limits must never act on it). The gateway runs with
+`--loop-probe` (edge/ops/loopprobe.py, summed up by bench/loopstalls.py): each run also reports its event
+loop's stalls and what ran in them, the loop's CPU by task, and how long the loop waited for a core (the shared
+machine's share of the latency).
 
     python -m bench.noisy --duration 20 --repeat 3 --out bench-results/noisy
+    python -m bench.noisy --duration 20 --repeat 3 --saturation 1   # no ramp: step 1 as saturation
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.fleet import Device, Fleet
+from bench.loopstalls import loop_stalls, run_delay
 from bench.procs import BenchBroker, Children, free_port, wait_port
 from bench.report import machine_info, write_json
 from bench.runners import GatewayProcess, SubscriberProcess
@@ -101,26 +106,36 @@ class Env:
     issuer: str
     receiver: str
     say: Any
+    loop_probe: bool = True
 
 
 def run(
-    out: Path, *, duration: float, repeat: int, steps: tuple[Step, ...] = STEPS, say: Any = print
+    out: Path,
+    *,
+    duration: float,
+    repeat: int,
+    steps: tuple[Step, ...] = STEPS,
+    saturation: int | None = None,
+    loop_probe: bool = True,
+    say: Any = print,
 ) -> dict[str, Any]:
     """The ramp (one run per step), then the victim alone and with the attacker at saturation, alternating
     (`repeat` pairs: the shared machine's load drifts, so a pair sees the same neighbours); medians compared.
-    Written to `out/results.json`."""
+    `saturation` names the step to take instead of ramping. Written to `out/results.json`."""
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine_info(), "duration": duration, "repeat": repeat}
     with Children() as children, _services(out, children) as env:
-        env.say = say
+        env.say, env.loop_probe = say, loop_probe
         ramp: list[dict[str, Any]] = []
-        for n, step in enumerate(steps):  # every step, heavier ones too: past saturation nothing may change
+        for n, step in enumerate(steps if saturation is None else ()):  # past saturation nothing may change
             r = _measure(env, step, duration, f"step-{n}")
             ramp.append(r)
             say(f"attacker {step.label()}: {_line(r)}; attacker limits acting: {r['attacker_limits_acting']}")
         results["ramp"] = ramp
         # saturation: the first step at which every limit the attack pushes on acts
         first = next((n for n, r in enumerate(ramp) if set(r["attacker_limits_acting"]) >= SATURATED), None)
+        if saturation is not None:
+            first = saturation
         saturated = steps[first if first is not None else len(steps) - 1]
         solo, loaded = [], []
         for n in range(repeat):
@@ -197,7 +212,8 @@ def _measure(env: Env, step: Step | None, duration: float, name: str) -> dict[st
     if step is not None:
         for n in range(step.webhooks):
             _cli("webhook", "add", f"{env.receiver}?n={n}", "-t", ATTACKER, "-c", str(config))
-    gateway = GatewayProcess(config, env.children)
+    probe_file = work / "loop-probe.json"
+    gateway = GatewayProcess(config, env.children, loop_probe=probe_file if env.loop_probe else None)
     subscriber = SubscriberProcess(work, env.broker.port, env.children, tenant=VICTIM)
     try:
         gateway.start()
@@ -210,10 +226,10 @@ def _measure(env: Env, step: Step | None, duration: float, name: str) -> dict[st
             load.start()
         probe.start()
         time.sleep(WARMUP)
-        t0, cpu0 = time.time(), gateway.cpu_seconds()
+        t0, cpu0, queued0 = time.time(), gateway.cpu_seconds(), run_delay(gateway.pid)
         probe.mark(t0)
         time.sleep(duration)
-        t1, cpu1 = time.time(), gateway.cpu_seconds()
+        t1, cpu1, queued1 = time.time(), gateway.cpu_seconds(), run_delay(gateway.pid)
         stop.set()
         status = gateway.status() or {}
         probe.join(5)
@@ -231,6 +247,10 @@ def _measure(env: Env, step: Step | None, duration: float, name: str) -> dict[st
             if fleet is not None:
                 fleet.stop()
     figures = _result(step, received, cloud.json(), probe, status, (t0, t1), (cpu1 - cpu0) / (t1 - t0), load)
+    if queued0 is not None and queued1 is not None:  # the machine's share: the loop ready, no core free
+        figures["loop_no_core_ms_per_s"] = round((queued1 - queued0) * 1000 / (t1 - t0), 1)
+    if env.loop_probe:
+        figures["loop"] = loop_stalls(probe_file, (t0, t1))
     figures["victim_cloud_gaps"] = cloud_after["gaps"] - cloud_before["gaps"]
     figures["victim_cloud_order_violations"] = (
         cloud_after["order_violations"] - cloud_before["order_violations"]
@@ -490,9 +510,15 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "victim_events_per_s",
         "gateway_cpu_share",
         "machine_load_1m",
+        "loop_no_core_ms_per_s",
     ):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = round(statistics.median(values), 1) if values else None
+    probed = [r["loop"] for r in runs if "stalls" in r.get("loop", {})]
+    if probed:
+        out["loop_stalls"] = statistics.median(p["stalls"] for p in probed)
+        out["loop_over_20ms"] = statistics.median(p["over_20ms"] for p in probed)
+        out["loop_worst_ms"] = statistics.median(p["worst_ms"][0] if p["worst_ms"] else 0.0 for p in probed)
     out["victim_mqtt_gaps"] = sum(r["victim_mqtt_gaps"] for r in runs)
     out["victim_cloud_gaps"] = sum(r["victim_cloud_gaps"] + r["victim_cloud_order_violations"] for r in runs)
     out["victim_api_failures"] = sum(r["victim_api_failures"] for r in runs)
@@ -501,11 +527,25 @@ def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _line(m: dict[str, Any]) -> str:
-    return (
+    text = (
         f"victim p99 sample->MQTT {m['sample_to_mqtt_p99_ms']} ms, sample->cloud {m['sample_to_cloud_p99_ms']} ms,"
         f" API {m['api_p99_ms']} ms; {m['victim_events_per_s']} ev/s, gaps {m['victim_mqtt_gaps']},"
-        f" gateway CPU {m['gateway_cpu_share']} cores, machine load {m.get('machine_load_1m')}"
+        f" gateway CPU {m['gateway_cpu_share']} cores, machine load {m.get('machine_load_1m')},"
+        f" loop waited for a core {m.get('loop_no_core_ms_per_s')} ms/s"
     )
+    loop = m.get("loop")
+    if loop and "stalls" in loop:
+        blame = ", ".join(f"{what} {ms:g}" for what, ms in list(loop["blame_ms"].items())[:4])
+        text += (
+            f"; loop stalls >=10 ms {loop['stalls']} (>=20: {loop['over_20ms']}), worst {loop['worst_ms'][:3]} ms,"
+            f" {loop['stalled_ms']} ms in all ({loop['stall_cpu_ms']} CPU, {loop['stall_no_core_ms']} no core),"
+            f" blame ms: {blame}"
+        )
+        longest = ", ".join(f"{what} {ms[0]:g}" for what, ms in list(loop["longest_run_cpu_ms"].items())[:3])
+        text += f"; loop CPU {loop['busy_cpu_ms_per_s']} ms/s, longest single runs (CPU ms): {longest}"
+    elif "loop_stalls" in m:
+        text += f"; loop stalls >=10 ms {m['loop_stalls']}, >=20 ms {m['loop_over_20ms']}"
+    return text
 
 
 def _verdict(solo: dict[str, Any], saturated: dict[str, Any]) -> dict[str, Any]:
@@ -541,13 +581,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("bench-results") / time.strftime("noisy-%Y%m%d-%H%M%S")
     )
+    parser.add_argument(
+        "--saturation",
+        type=int,
+        choices=range(len(STEPS)),
+        help="skip the ramp and take this step (0-based) as saturation (the ramp finds step 1)",
+    )
+    parser.add_argument(
+        "--no-loop-probe",
+        dest="loop_probe",
+        action="store_false",
+        help="run the gateway without `--loop-probe` (its stalls are then not reported)",
+    )
     args = parser.parse_args(argv)
 
     for tenant in (VICTIM, ATTACKER):  # the cloud simulator's demo credentials (never for anything real)
         os.environ[f"NOISY_{tenant.upper()}_SECRET"] = f"{tenant}-client-secret"
         os.environ[f"NOISY_{tenant.upper()}_HMAC"] = f"{tenant}-hmac-key"
     signal.signal(signal.SIGTERM, _interrupt)  # every child process is stopped, as with Ctrl-C
-    results = run(args.out.absolute(), duration=args.duration, repeat=args.repeat)
+    results = run(
+        args.out.absolute(),
+        duration=args.duration,
+        repeat=args.repeat,
+        saturation=args.saturation,
+        loop_probe=args.loop_probe,
+    )
     return 0 if results["verdict"]["pass"] else 1
 
 

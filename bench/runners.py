@@ -23,8 +23,9 @@ __all__ = ["GatewayProcess", "SubscriberProcess", "read_outbox"]
 class GatewayProcess:
     """`python -m edge.cli run -c CONFIG` as a child; its status file, CPU time and memory."""
 
-    def __init__(self, config: Path, children: Children) -> None:
+    def __init__(self, config: Path, children: Children, loop_probe: Path | None = None) -> None:
         self.config = config = config.absolute()
+        self.loop_probe = loop_probe  # `edge run --loop-probe`: the loop's stalls, written at the stop
         self.children = children
         self.data_dir = config.parent / "data"
         self.log = config.parent / "gateway.log"
@@ -40,6 +41,8 @@ class GatewayProcess:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "edge.cli", "run", "-c", str(self.config), "--log-level", "WARNING"]
+        if self.loop_probe is not None:
+            argv += ["--loop-probe", str(self.loop_probe.absolute())]
         self.proc = self.children.spawn(argv, log=self.log, cwd=self.config.parent)
         self._cpu = ProcessCpu([self.proc.pid])
         self._ps = psutil.Process(self.proc.pid)

@@ -62,7 +62,9 @@ class Caller:
         return self.context.tenant_id
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, and that hop (a thread
+    # wake-up, two GIL hand-overs, a wake-up of the loop) cost every request more than the lookup itself
     state: ApiState = request.app.state.api
     return state
 

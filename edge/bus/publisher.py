@@ -27,6 +27,7 @@ import orjson
 from edge.bus.access import SESSIONS_AWAY
 from edge.bus.base import Bus, BusDisconnected, MessageProperties
 from edge.bus.topics import Topics
+from edge.ops.slices import LoopSlice
 from edge.ops.stats import GatewayStats
 from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
@@ -44,6 +45,7 @@ _YIELD_EVERY = 64
 _RESEND_BATCH = 500  # retained messages per write when republishing after a reconnect
 
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them
+PUBLISH_SLICE = 0.001  # seconds a batch's publishing holds the loop before it lets other ready work run
 
 Pace = Callable[[str, int], Awaitable[None]]  # the tenant's MQTT limit (edge.ops.quotas.Quotas.publish)
 
@@ -172,8 +174,10 @@ class OutboxPublisher:
         """Publish a batch; True once every message is acknowledged, False to replay it after a reconnect."""
         tenant = rows[0].tenant
         pending = []
+        turns = LoopSlice(PUBLISH_SLICE)
         try:
             for row in rows:
+                await turns.tick()  # a large batch never holds back another tenant's events for long
                 topic = self._topics.events(tenant, row.subject)
                 published = self._bus.publish(
                     topic, row.body, qos=self._qos, message_id=row.id, properties=CLOUDEVENT_PROPERTIES

@@ -20,8 +20,10 @@ from edge.config import LoadedConfig
 from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
 from edge.ops.health import HealthReport
+from edge.ops.heap import freeze_startup_heap
 from edge.ops.instance import AlreadyRunning
 from edge.ops.logs import install_level_signals
+from edge.ops.loopprobe import LoopProbe
 from edge.ops.sdnotify import notify
 from edge.ops.status import StatusSnapshot, status_file, write_status_file
 from edge.outbox.migrations import SchemaTooNew
@@ -52,6 +54,13 @@ def run(
         help="Cluster mode: this instance's name (default: the host name); its data directory is "
         "{data_dir}/instances/NAME.",
     ),
+    loop_probe: Path | None = typer.Option(
+        None,
+        "--loop-probe",
+        envvar="EDGE_LOOP_PROBE",
+        help="Diagnostics: record the event loop's stalls (>= 10 ms), what ran in them and the garbage "
+        "collector's pauses; written to this JSON file at the stop (edge.ops.loopprobe).",
+    ),
 ) -> None:
     """Run the gateway until Ctrl-C or SIGTERM (in cluster mode, SIGTERM first hands its devices over)."""
     if log_format not in ("text", "kv", "json"):
@@ -76,14 +85,17 @@ def run(
     for issue in module_secret_issues(config):  # the module will not start; the gateway still collects data
         log.error("%s", issue)
     printer = StatusPrinter() if status else None
-    run_gateway(loaded, registry, printer)
+    run_gateway(loaded, registry, printer, loop_probe)
 
 
 def run_gateway(
-    loaded: LoadedConfig, registry: PluginRegistry, on_status: Callable[[StatusSnapshot], None] | None = None
+    loaded: LoadedConfig,
+    registry: PluginRegistry,
+    on_status: Callable[[StatusSnapshot], None] | None = None,
+    loop_probe: Path | None = None,
 ) -> None:
     try:
-        asyncio.run(_serve(loaded, registry, on_status))
+        asyncio.run(_serve(loaded, registry, on_status, loop_probe))
     except BrokerError as exc:  # no mosquitto, a port taken, its users' file gone: one line saying what to do
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
@@ -99,6 +111,23 @@ def run_gateway(
 
 
 async def _serve(
+    loaded: LoadedConfig,
+    registry: PluginRegistry,
+    on_status: Callable[[StatusSnapshot], None] | None,
+    loop_probe: Path | None = None,
+) -> None:
+    probe = LoopProbe() if loop_probe is not None else None
+    if probe is not None:
+        probe.start()
+    try:
+        await _serve_until_stopped(loaded, registry, on_status)
+    finally:
+        if probe is not None and loop_probe is not None:
+            probe.stop()
+            probe.write(loop_probe)
+
+
+async def _serve_until_stopped(
     loaded: LoadedConfig, registry: PluginRegistry, on_status: Callable[[StatusSnapshot], None] | None
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -108,6 +137,7 @@ async def _serve(
     install_level_signals(loop)
     gateway = Gateway(loaded, registry)
     await gateway.start()
+    freeze_startup_heap()  # garbage collections no longer stall the loop on what lives as long as the process
     notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
     path = status_file(loaded.data_dir)
     try:

@@ -190,3 +190,32 @@ def test_the_cli_prints_a_token_from_the_test_issuer_that_the_api_accepts(api: A
         assert http.get("/v1/tenants").status_code == 403  # an operator, not an admin
     refused = CliRunner().invoke(app, [*edge, "--tenant", "initech"])
     assert refused.exit_code == 1 and "refused client 'initech-viewer'" in refused.output
+
+
+def test_a_token_once_checked_is_still_refused_once_expired_or_its_key_is_gone(api: ApiGateway) -> None:
+    """Signatures already checked are remembered (a client sends the same token with every request), but
+    never past what a fresh check would refuse: the token's expiry, and the keys the issuer publishes now."""
+    config = OidcConfig(
+        issuer=api.issuer.issuer, audience="edge-gateway", allow_http=True, leeway=0, jwks_refresh_min=0
+    )
+    verifier = OidcVerifier(config)
+    short, old = api.token("acme", ttl=1), api.token("acme")
+
+    async def verify(token: str) -> dict[str, object]:
+        return await verifier.verify(token)
+
+    try:
+        assert api.loop.run(verify(short))["tenant"] == "acme"
+        assert api.loop.run(verify(old))["tenant"] == "acme"
+        assert api.loop.run(verify(old))["tenant"] == "acme"  # from memory: the same keys, not expired
+        time.sleep(2.1)
+        with pytest.raises(Problem) as expired:
+            api.loop.run(verify(short))
+        assert expired.value.status == 401 and "expired" in expired.value.detail
+        api.issuer.rotate(drop_old=True)  # the key that signed `old` is withdrawn
+        assert api.loop.run(verify(api.token("acme")))["tenant"] == "acme"  # new kid: keys fetched again
+        with pytest.raises(Problem) as withdrawn:
+            api.loop.run(verify(old))
+        assert withdrawn.value.status == 401 and "unknown key id" in withdrawn.value.detail
+    finally:
+        api.loop.run(verifier.aclose())

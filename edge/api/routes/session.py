@@ -50,7 +50,7 @@ def _info(state: ApiState, session: Session) -> SessionInfo:
     )  # fmt: skip
 
 
-def _current(request: Request, state: State) -> Session:
+async def _current(request: Request, state: State) -> Session:  # async: no worker thread (edge.api.deps)
     return session_of(state, request)
 
 
