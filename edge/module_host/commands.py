@@ -112,7 +112,10 @@ class ModuleCommands:
     ) -> str:
         """Queue a command for `module` on behalf of `tenant`; returns its request id once it is durable.
         Raises ModuleCommandRejected when the tenant, module or action is refused."""
-        payload = orjson.dumps({"args": dict(args or {}), **({"id": request_id} if request_id else {})})
+        try:
+            payload = orjson.dumps({"args": dict(args or {}), **({"id": request_id} if request_id else {})})
+        except TypeError as exc:  # e.g. an integer beyond 64 bits, which the command's JSON cannot carry
+            raise ModuleCommandRejected(tenant, module, action, f"'args' cannot be sent: {exc}") from None
         command = parse_payload(tenant, module, action, payload)
         return await self._enqueue(command)
 

@@ -286,3 +286,10 @@ def test_writes_get_the_command_paths_value_check_with_the_points_range(api: Api
         unknown = http.put("/v1/devices/inv-01/points/power_limt/value", json={"value": 1})
         assert unknown.status_code == 404, unknown.text
         assert "(points of inv-01: power_limit, " in unknown.json()["detail"], unknown.text  # closest first
+
+
+def test_a_module_command_whose_args_json_cannot_carry_is_refused_not_a_500(api: ApiGateway) -> None:
+    with api.client(api.token("acme", "operator")) as http:  # found by the API fuzz test: 2**64 in the args
+        refused = http.post("/v1/modules/solar/commands/report", json={"args": {"limit": 2**64}})
+        assert refused.status_code == 422, refused.text
+        assert "'args' cannot be sent: Integer exceeds 64-bit range" in refused.json()["detail"], refused.text
