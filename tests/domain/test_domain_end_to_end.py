@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from edge.cli import app as cli
 from edge.config import load_config
@@ -158,8 +158,17 @@ class Rig:
         return event
 
     async def cli(self, *args: str) -> tuple[int, str]:
-        result = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "-c", str(self.config)])
+        """Exit code and everything printed, stdout and stderr."""
+        result = await self._invoke(*args)
         return result.exit_code, result.output
+
+    async def cli_json(self, *args: str) -> tuple[int, Any]:
+        """Exit code and the JSON document on stdout (a warning on stderr is not part of it)."""
+        result = await self._invoke(*args)
+        return result.exit_code, orjson.loads(result.stdout) if result.exit_code == 0 else None
+
+    async def _invoke(self, *args: str) -> Result:
+        return await asyncio.to_thread(CliRunner().invoke, cli, [*args, "-c", str(self.config)])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["in_process", "isolated"])
@@ -217,8 +226,8 @@ async def test_solar_energy_is_booked_in_the_ledger_and_the_report_prints_it(rig
         assert "power" in interval["methods"]
     period = time.strftime("%Y-%m", time.gmtime())
     for _ in range(50):
-        code, out = await rig.cli("billing", "report", "--tenant", "acme", "--period", period, "--json")
-        rows = orjson.loads(out) if code == 0 else []
+        code, rows = await rig.cli_json("billing", "report", "--tenant", "acme", "--period", period, "--json")
+        rows = rows or []
         if rows and len(rows[0]["devices"]) == 4:
             break
         await asyncio.sleep(0.1)
