@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ from edge.sdk.tenancy import tenant_scope
 from simulators.bacnet_hvac import HvacSimulator
 from simulators.modbus_inverter import InverterSimulator
 from simulators.opcua_lift import LiftSimulator
-from tests.helpers import MosquittoProcess, MqttRecorder, free_port, until
+from tests.helpers import MosquittoProcess, MqttRecorder, free_port, free_udp_port, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,12 +47,6 @@ ENERGY, ASSET, ALARM, USAGE = (
 )
 HVAC_IP = "127.0.7.10"
 MODULES = ("solar", "billing", "lifts", "hvac", "alarms")
-
-
-def _udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _config(
@@ -81,7 +74,7 @@ def _config(
             f'profile = "lift"\npoll_interval = 30.0\ntimeout = 2.0\nconnection = {{ url = "{lifts.url}", '
             f'security = "None", node_variables = {{ lift = "Lift{lift}" }} }}'
         )
-    local = f"127.0.0.1/8:{_udp_port()}"
+    local = f"127.0.0.1/8:{free_udp_port()}"
     for device, profile in ((hvac.ahu, "ahu"), (hvac.vavs[0], "vav")):
         lines.append(
             f'[[devices]]\nname = "{device.name}"\ndriver = "bacnet"\ntenant = "acme"\nsite = "roof"\n'
@@ -178,7 +171,7 @@ async def rig(
     run_mode = str(request.param)
     inverters = InverterSimulator(5, free_port(), update_interval=0.1, sim_time="12:00")
     lifts = LiftSimulator(free_port(), 3, speed=9.0, door_time=0.1, dwell_time=0.2, auto=False)
-    hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
+    hvac = HvacSimulator(1, HVAC_IP, free_udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
     await asyncio.gather(inverters.start(), lifts.start(), hvac.start())
     path = tmp_path_factory.mktemp(f"domain-{run_mode}") / "edge.toml"
     path.write_text(_config(mosquitto, inverters.port, lifts, hvac, run_mode))
