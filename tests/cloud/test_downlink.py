@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,12 @@ def _write(tenant: str, device: str, value: float, **options: Any) -> dict[str, 
 
 
 def _tampered(token: str) -> str:
+    """The same message with its value changed and its signature kept (the id stays: a random id may hold "80")."""
     head, payload, signature = token.split(".")
-    body = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).replace(b"80", b"99")
-    return ".".join((head, base64.urlsafe_b64encode(body).rstrip(b"=").decode(), signature))
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["value"] = 99
+    tampered = json.dumps(body, separators=(",", ":")).encode()
+    return ".".join((head, base64.urlsafe_b64encode(tampered).rstrip(b"=").decode(), signature))
 
 
 async def test_commands_from_the_platform_run_through_the_command_path_and_forgeries_are_refused(
