@@ -46,8 +46,15 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+# pip takes ~6 s even when nothing is missing (it rebuilds the editable wheel): skip it while pyproject.toml is
+# the one the virtual environment was installed from.
+stamp=.venv/.edge-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python --version 2>&1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    echo "$wanted" > "$stamp"
+fi
 # The Node.js sidecar example proves the module gRPC contract outside Python (tests/module_host/test_sidecar.py).
 if command -v npm >/dev/null 2>&1 && [ ! -d examples/sidecar-node/node_modules ]; then
     echo "setup: installing the Node.js sidecar example's packages"

@@ -39,7 +39,7 @@ max_auth_failures = {max_auth_failures}
 issuer = "{issuer}"
 audience = "edge-gateway"
 allow_http = true
-jwks_refresh_min = 0.2
+jwks_refresh_min = 1.0  # long enough that a loaded machine sends a few requests inside one window (test_api_auth)
 jwks_cache = 300
 {oidc_settings}
 """

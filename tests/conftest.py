@@ -5,10 +5,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from bench.postgres import PostgresServer
 from tests.helpers import MosquittoProcess
 from tests.outbox_stores import Stores
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A run that selects the slow tests (`scripts/test.sh -m slow`) runs them in one process, unless the command
+    line asks for workers: they measure rates and timings, which workers sharing the cores would distort."""
+    args = config.invocation_params.args
+    asked = any(a in ("-n", "--numprocesses") or a.startswith(("-n", "--numprocesses=")) for a in args)
+    if not asked and _selects_slow(config.option.markexpr):
+        config.option.numprocesses = 0
+
+
+def _selects_slow(markexpr: str) -> bool:
+    return bool(markexpr) and Expression.compile(markexpr).evaluate(lambda name, **_: name == "slow")
 
 
 @pytest.fixture(scope="session")

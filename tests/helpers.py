@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -80,17 +82,43 @@ def _describe(predicate: Callable[..., object]) -> str:
     return source if len(source) <= 200 else f"{source[:197]}..."
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports the tests' servers listen on come from below the kernel's ephemeral range (32768-60999 here), where
+# no client socket is given a local port, and each pytest-xdist worker takes its own slice of it, so two
+# workers never pick the same port between the check and the server's bind. A cursor walks the slice from a
+# random start (another run on this machine starts elsewhere), so a process hands out a port once per lap.
+TEST_PORTS = range(20000, 32000)
+_cursor: dict[int, int] = {}
+
+
+def _worker_ports() -> range:
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = len(TEST_PORTS) // max(count, 1)
+    return TEST_PORTS[index * size : (index + 1) * size]
+
+
+def _free(kind: socket.SocketKind, host: str) -> int:
+    ports = _worker_ports()
+    for _ in range(len(ports)):  # bounded: one lap of the slice
+        at = _cursor.get(kind, random.randrange(len(ports)))
+        _cursor[kind] = (at + 1) % len(ports)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, ports[at]))
+            except OSError:  # in use, by another run or one of ours still in TIME_WAIT
+                continue
+            return ports[at]
+    raise OSError(f"no free port in {ports} on {host}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on, for a server a test starts."""
+    return _free(socket.SOCK_STREAM, host)
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A free UDP port on `host` (BACnet/IP peers on loopback need distinct ports: docs in simulators/)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return _free(socket.SOCK_DGRAM, host)
 
 
 def small_config(tmp_path: Path, gateway_id: str) -> Path:

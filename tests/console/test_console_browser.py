@@ -27,6 +27,7 @@ from tests.console.conftest import BROWSER_NEEDED
 from tests.helpers import MosquittoProcess, SimulatorProcess, free_port, free_udp_port, wait_port
 
 pytestmark = BROWSER_NEEDED
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
@@ -111,7 +112,10 @@ def receiver(site: LocalGateway) -> Iterator[WebhookReceiver]:
 
 
 def _wait(browser: WebDriver, timeout: float = 15) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(browser, timeout, poll_frequency=0.1)
+    # an element the page re-rendered between finding it and reading it is found again on the next poll
+    return WebDriverWait(
+        browser, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def _shot(browser: WebDriver, name: str) -> None:

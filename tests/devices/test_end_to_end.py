@@ -159,8 +159,8 @@ async def test_broker_restart_loses_nothing_that_was_stored(
         recorder = MqttRecorder(broker.port, "edge/+/events/#")
         # Everything stored while the broker was away is published once it is back.
         await asyncio.to_thread(recorder.wait_for, lambda m: len(m) > 0, 20)
+        # the gateway keeps polling: the backlog was empty once, a new poll may be in it by now
         await until(lambda: _drained(gateway), 20, "an empty backlog", step=0.1)
-        assert await gateway.backlog() == 0
     finally:
         await gateway.stop()
         recorder.close()

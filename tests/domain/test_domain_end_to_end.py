@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from edge.cli import app as cli
 from edge.config import load_config
@@ -36,7 +35,7 @@ from edge.sdk.tenancy import tenant_scope
 from simulators.bacnet_hvac import HvacSimulator
 from simulators.modbus_inverter import InverterSimulator
 from simulators.opcua_lift import LiftSimulator
-from tests.helpers import MosquittoProcess, MqttRecorder, free_port, until
+from tests.helpers import MosquittoProcess, MqttRecorder, free_port, free_udp_port, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,12 +47,6 @@ ENERGY, ASSET, ALARM, USAGE = (
 )
 HVAC_IP = "127.0.7.10"
 MODULES = ("solar", "billing", "lifts", "hvac", "alarms")
-
-
-def _udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _config(
@@ -81,7 +74,7 @@ def _config(
             f'profile = "lift"\npoll_interval = 30.0\ntimeout = 2.0\nconnection = {{ url = "{lifts.url}", '
             f'security = "None", node_variables = {{ lift = "Lift{lift}" }} }}'
         )
-    local = f"127.0.0.1/8:{_udp_port()}"
+    local = f"127.0.0.1/8:{free_udp_port()}"
     for device, profile in ((hvac.ahu, "ahu"), (hvac.vavs[0], "vav")):
         lines.append(
             f'[[devices]]\nname = "{device.name}"\ndriver = "bacnet"\ntenant = "acme"\nsite = "roof"\n'
@@ -158,8 +151,17 @@ class Rig:
         return event
 
     async def cli(self, *args: str) -> tuple[int, str]:
-        result = await asyncio.to_thread(CliRunner().invoke, cli, [*args, "-c", str(self.config)])
+        """Exit code and everything printed, stdout and stderr."""
+        result = await self._invoke(*args)
         return result.exit_code, result.output
+
+    async def cli_json(self, *args: str) -> tuple[int, Any]:
+        """Exit code and the JSON document on stdout (a warning on stderr is not part of it)."""
+        result = await self._invoke(*args)
+        return result.exit_code, orjson.loads(result.stdout) if result.exit_code == 0 else None
+
+    async def _invoke(self, *args: str) -> Result:
+        return await asyncio.to_thread(CliRunner().invoke, cli, [*args, "-c", str(self.config)])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["in_process", "isolated"])
@@ -169,7 +171,7 @@ async def rig(
     run_mode = str(request.param)
     inverters = InverterSimulator(5, free_port(), update_interval=0.1, sim_time="12:00")
     lifts = LiftSimulator(free_port(), 3, speed=9.0, door_time=0.1, dwell_time=0.2, auto=False)
-    hvac = HvacSimulator(1, HVAC_IP, _udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
+    hvac = HvacSimulator(1, HVAC_IP, free_udp_port(HVAC_IP), update_interval=0.2, time_scale=120.0)
     await asyncio.gather(inverters.start(), lifts.start(), hvac.start())
     path = tmp_path_factory.mktemp(f"domain-{run_mode}") / "edge.toml"
     path.write_text(_config(mosquitto, inverters.port, lifts, hvac, run_mode))
@@ -217,8 +219,8 @@ async def test_solar_energy_is_booked_in_the_ledger_and_the_report_prints_it(rig
         assert "power" in interval["methods"]
     period = time.strftime("%Y-%m", time.gmtime())
     for _ in range(50):
-        code, out = await rig.cli("billing", "report", "--tenant", "acme", "--period", period, "--json")
-        rows = orjson.loads(out) if code == 0 else []
+        code, rows = await rig.cli_json("billing", "report", "--tenant", "acme", "--period", period, "--json")
+        rows = rows or []
         if rows and len(rows[0]["devices"]) == 4:
             break
         await asyncio.sleep(0.1)

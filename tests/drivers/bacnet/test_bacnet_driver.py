@@ -25,19 +25,13 @@ from edge.sdk.drivers import DeviceSession, DeviceSpec, RawValue, SupportsDiscov
 from edge.sdk.errors import ConfigIssue, DeviceUnreachable, SubscriptionUnsupported, WriteRejected
 from edge.sdk.points import PointFault, Qualified, Quality
 from simulators.bacnet_hvac import HvacSimulator
-from tests.helpers import until
+from tests.helpers import free_udp_port, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BASE_IP = "127.0.5.10"
 AHU, VAV1, VAV2 = 1000, 1001, 1002
 TIMEOUT = 0.5
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def local() -> str:
