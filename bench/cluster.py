@@ -15,6 +15,7 @@ handover) before the next kill. One JSON object is printed: every kill's figures
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import subprocess
 import sys
@@ -211,6 +212,9 @@ def failover(args: argparse.Namespace) -> dict[str, Any]:
 
 def demo(args: argparse.Namespace) -> None:
     """Three instances on one configuration until Ctrl-C, with the commands to watch them."""
+    # Ctrl-C must stop it whatever it inherited: a parent that ignores SIGINT (a background job of a script,
+    # a test runner's worker process) would otherwise leave the demo running with its instances stopped
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timings = {
         "lease_ttl": args.lease_ttl,
         "renew_interval": args.renew_interval,
