@@ -208,13 +208,15 @@ class ClusterMember:
         except _LOST as exc:
             self._lost_contact(exc)
             return
+        # before the deadline moves on: a lost device must not look owned while the stops below are awaited
+        lost = self._forget_lost(held)
         if time.monotonic() - started < config.renew_deadline:
             self._valid_until = started + config.renew_deadline
         if self._in_contact is False:
             log.info("cluster: contact with PostgreSQL restored")
         self._in_contact = True
         self.last_tick = time.monotonic()
-        await self._drop_lost(held)
+        await self._stop_lost(*lost)
         live = [m.instance for m in members if m.alive and not m.draining]
         if self._draining:
             live = [m for m in live if m != self.instance]
@@ -288,15 +290,23 @@ class ClusterMember:
             async with asyncio.timeout(self.config.renew_interval):
                 await self._store.release(kind, name, self.token, sequence)
 
-    async def _drop_lost(self, held: Mapping[tuple[Kind, str], int]) -> None:
-        """Stop whatever PostgreSQL no longer lists as ours (expired and taken while we were away)."""
-        for device in [d for d in self.devices if ("device", d) not in held]:
-            log.warning("cluster: lease of device %s was lost; stopped polling it", device)
+    def _forget_lost(self, held: Mapping[tuple[Kind, str], int]) -> tuple[list[str], list[str]]:
+        """Whatever PostgreSQL no longer lists as ours (expired and taken while we were away), no longer owned
+        from this instant, all at once: `owns` must not answer yes for one while another's stop is awaited."""
+        devices = [d for d in self.devices if ("device", d) not in held]
+        tenants = [t for t in self.leading if ("leader", t) not in held]
+        for device in devices:
             self.devices.pop(device)
-            await self._holder.stop_device(device)
-        for tenant in [t for t in self.leading if ("leader", t) not in held]:
-            log.warning("cluster: leadership of tenant %s was lost", tenant)
+        for tenant in tenants:
             self.leading.pop(tenant)
+        return devices, tenants
+
+    async def _stop_lost(self, devices: list[str], tenants: list[str]) -> None:
+        for device in devices:
+            log.warning("cluster: lease of device %s was lost; stopped polling it", device)
+            await self._holder.stop_device(device)
+        for tenant in tenants:
+            log.warning("cluster: leadership of tenant %s was lost", tenant)
             await self._holder.stop_leading(tenant)
 
     async def _expire_strays(self, held: Mapping[tuple[Kind, str], int]) -> None:
