@@ -288,3 +288,33 @@ async def _members(store: LeaseStore) -> bool:
         return bool(await store.members())
     except psycopg.errors.UndefinedTable:
         return False
+
+
+async def test_leases_lost_together_stop_being_owned_together(
+    cluster: Callable[..., Instance], postgres: PostgresServer
+) -> None:
+    """Several leases found lost at one renewal: none of those devices is written again, even while the
+    poller stops are awaited one after another (the deadline moving on first made the others look owned)."""
+    a = cluster("a")
+    await until(lambda: set(a.member.devices) == set(DEVICES), within=10)
+    stop_device = a.recorder.stop_device
+
+    async def slow_stop(name: str) -> int | None:  # a poller finishing its last read
+        await asyncio.sleep(0.3)
+        return await stop_device(name)
+
+    a.recorder.stop_device = slow_stop  # type: ignore[method-assign]
+    taken = DEVICES[:4]
+    db = await connect(postgres.dsn(), postgres.password, 5)
+    async with db.transaction():  # another instance's now, as after an expiry and a claim elsewhere
+        await db.execute(
+            "UPDATE edge_cluster.leases SET token = 'elsewhere', owner = 'z', expires_at = now() + interval '1 hour'"
+            " WHERE cluster = %s AND kind = 'device' AND name = ANY(%s)",
+            (cluster.name, taken),  # type: ignore[attr-defined]
+        )
+    lost_at = time.monotonic()
+    await db.close()
+    await until(lambda: not set(taken) & set(a.member.devices), within=CONFIG.renew_interval * 4)
+    await asyncio.sleep(0.3 * len(taken))  # every slow stop done
+    late = [e for e in cluster.events if e.device in taken and e.when > lost_at + CONFIG.renew_interval * 2]  # type: ignore[attr-defined]
+    assert late == [], f"written after their leases were lost: {late}"
