@@ -329,8 +329,13 @@ async def run(name: str, factory: Callable[[], Any], manifest_toml: str) -> int:
             log.error("module %s does not implement on_init/on_enable/on_disable/on_health_check", name)
             return 2
         await context.store.open()
-        await module.on_init(context)
-        await module.on_enable()
+        try:
+            await module.on_init(context)
+            await module.on_enable()
+        except Exception as exc:  # a crash at start: exit at once (the store's thread would keep us alive)
+            log.error("module %s failed to start: %s", name, exc, exc_info=exc)
+            await context.store.close()
+            return 1
         counters = {"handled": 0, "errors": 0}
 
         def count_error() -> None:

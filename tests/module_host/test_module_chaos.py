@@ -167,7 +167,8 @@ async def test_a_module_that_crashes_at_every_start_opens_its_circuit_and_its_ne
     await kernel.isolation.start("crashy", {}, crashy, env=ENV, limits=limits)
     supervisor = kernel.isolation.supervisors["crashy"]
     producer = asyncio.create_task(_produce(kernel, total))
-    await until(lambda: supervisor.state is RunState.CIRCUIT_OPEN, within=60.0, what="circuit open")
+    # each crash ends its process at once: three launches, not three 15 s health timeouts (~47 s before)
+    await until(lambda: supervisor.state is RunState.CIRCUIT_OPEN, within=25.0, what="circuit open")
     await producer
     assert supervisor.launches == 3  # and no more
     await asyncio.sleep(0.5)
