@@ -253,7 +253,9 @@ async def test_a_large_backlog_of_one_tenant_does_not_starve_another_tenants_fre
     arrived = sim.tenants["globex"].arrived
     latencies = sorted(arrived[e.id] - e.time for e in fresh)
     assert acme_done_when_globex_done < len(backlog)  # globex was served while acme still had a backlog
-    assert latencies[-1] < 0.5, latencies[-5:]  # linger 50 ms + at most one acme upload in flight
+    # linger 50 ms + at most one acme upload in flight, with room for a loaded 2-core box; starved, it would
+    # wait for the whole backlog (20,000 events at 20 ms per upload: seconds)
+    assert latencies[-1] < 1.0, latencies[-5:]
     assert in_order(sim, "acme") and in_order(sim, "globex")
 
 
