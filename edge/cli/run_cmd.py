@@ -139,7 +139,7 @@ async def _serve_until_stopped(
     await gateway.start()
     freeze_startup_heap()  # garbage collections no longer stall the loop on what lives as long as the process
     notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
-    path = status_file(loaded.data_dir)
+    status = StatusFile(status_file(loaded.data_dir))
     try:
         while not stop.is_set():
             try:
@@ -147,7 +147,7 @@ async def _serve_until_stopped(
             except TimeoutError:
                 snapshot = await gateway.status()
                 health = await gateway.health.check()
-                write_status(path, snapshot, health)
+                status.write(snapshot, health)
                 if health.live:  # systemd restarts a gateway that stops feeding its watchdog
                     notify("WATCHDOG=1", f"STATUS={health.state}")
                 if on_status is not None:
@@ -194,6 +194,30 @@ def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | No
         body["health"] = health.as_dict()
     body["log_level"] = logging.getLevelName(logging.getLogger().level)
     write_status_file(path, body)
+
+
+class StatusFile:
+    """The status file, rewritten every second. A write that fails (data disk full, read-only remount) is
+    logged when it starts and when it ends, never raised: the gateway goes on polling and storing what it can,
+    and its health report already says why storage fails."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.failing_since: float | None = None
+
+    def write(self, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
+        try:
+            write_status(self.path, snapshot, health)
+        except OSError as exc:
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                log.error("cannot write the status file %s: %s; retrying every second", self.path, exc)
+            return
+        if self.failing_since is not None:
+            log.warning(
+                "status file %s written again after %.0f s", self.path, time.monotonic() - self.failing_since
+            )
+            self.failing_since = None
 
 
 class StatusPrinter:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -216,8 +217,15 @@ class ModuleControl:
     async def stop(self) -> None:
         if self._isolation is not None:
             await self._isolation.stop()
-        await asyncio.to_thread(self.state.mark_stopped)
-        self.state.close()
+        try:
+            await asyncio.to_thread(self.state.mark_stopped)
+        except (
+            sqlite3.Error,
+            OSError,
+        ) as exc:  # a full disk must not keep the rest of the gateway from stopping
+            log.warning("could not record the modules as stopped in %s: %s", self.state.path, exc)
+        finally:
+            self.state.close()
 
 
 def _mtime(loaded: LoadedConfig) -> float:

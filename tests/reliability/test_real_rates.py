@@ -1,7 +1,7 @@
-"""The fault tests at a site's rate (reliability plan T01, T03, T07, T24 module kill; issue 22): five Modbus
-bank simulators (their own processes) offer 5,000 events/s to the real gateway process, uploading to the
+"""The fault tests at a site's rate (reliability plan T01, T03, T06, T07, T10, T24 module kill; issue 22): five
+Modbus bank simulators (their own processes) offer 5,000 events/s to the real gateway process, uploading to the
 cloud simulator, while the gateway is killed with SIGKILL, its isolated uplink module is killed, the broker
-is killed and the cloud is unreachable. Nothing the gateway acked may be lost; recovery times are measured
+is killed, the cloud is unreachable, the data disk fills up and the wall clock steps. Nothing the gateway acked may be lost; recovery times are measured
 and printed (docs/reliability.md, "At 5,000 events/s"). Slow: `scripts/test.sh -m slow`.
 """
 
@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tests.helpers import MosquittoProcess, until
-from tests.reliability.harness import Banks, Rig, integrity_ok
+from tests.reliability.harness import LIBFAKETIME, Banks, DiskFull, Rig, integrity_ok
 from tests.reliability.test_gateway_faults import assert_clean
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -27,13 +27,15 @@ UPLINK = {"batch_size": 500, "linger": 0.05}
 
 
 def _stored(rig: Rig) -> tuple[float, int]:
+    """The gateway's uptime (monotonic, so a wall-clock step does not bend it) and events stored so far."""
     assert rig.gateway is not None
     status = rig.gateway.status() or {}
-    return float(status.get("time", time.time())), int(status.get("events_stored", 0))
+    return float(status.get("uptime", 0.0)), int(status.get("events_stored", 0))
 
 
 async def _ingest_rate(rig: Rig, seconds: float = 4.0) -> float:
-    """Events/s the gateway stored over `seconds` (from its status file, rewritten every second)."""
+    """Events/s the gateway stored over `seconds` (from its status file, rewritten every second; 0 if the
+    gateway restarted meanwhile)."""
     t0, n0 = _stored(rig)
     await asyncio.sleep(seconds)
     t1, n1 = _stored(rig)
@@ -191,3 +193,85 @@ async def test_t03_cloud_down_at_5000_events_per_s_then_drained_with_nothing_los
         )
         assert backlog > 10_000
     assert_clean(rig, "T03 at rate")
+
+
+async def _stored_by_ledger(rig: Rig, seconds: float) -> float:
+    """Events/s the outbox file gained over `seconds`, counted from the file itself (the status file lives
+    on the same disk, so it goes stale while the disk is full)."""
+    assert rig.ledger is not None
+    before, t0 = rig.outbox_total(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (rig.outbox_total() - before) / (time.monotonic() - t0)
+
+
+async def test_t06_data_disk_full_at_rate_slows_ingest_and_loses_nothing_acked(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    if not DiskFull.available(tmp_path / "probe"):
+        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); see docs/reliability.md")
+    disk = DiskFull(tmp_path / "data", 256 << 20)  # the gateway's whole data directory
+    disk.mount()
+    try:
+        async with Rig(tmp_path, mosquitto.port, banks=RATE, sync=UPLINK) as rig:
+            assert rig.gateway is not None
+            await _started(rig)
+            await until(lambda: rig.cloud.unique() > 0, 60, "the first upload")
+            rate = await _ingest_rate(rig)
+            disk.fill()
+            full = [await _stored_by_ledger(rig, 2.0) for _ in range(4)]  # 8 s with no byte free
+            assert rig.gateway.alive(), rig.gateway.output()
+            disk.free()
+            freed, freed_wall = time.monotonic(), time.time()
+            await until(lambda: _status_fresh(rig, after=freed_wall), 30, "a status file again")
+            status_back = time.monotonic() - freed
+            after = await _ingest_rate(rig)
+            await rig.drained(240)
+            log = rig.gateway.log.read_text(errors="replace")
+            _report(
+                "T06 data disk full 8 s at rate",
+                {
+                    "ingest ev/s before": round(rate),
+                    "stored ev/s while full (per 2 s)": [round(r) for r in full],
+                    "commit failures logged": log.count("outbox commit of"),
+                    "freed->status written again s": round(status_back, 2),
+                    "ingest ev/s after": round(after),
+                },
+            )
+            assert rig.gateway.alive(), rig.gateway.output()
+            assert status_back <= 5.0
+            assert after >= 0.5 * rate
+            assert integrity_ok(rig.gateway.data / "outbox.db") == "ok"
+        assert_clean(rig, "T06 at rate")
+    finally:
+        disk.umount()
+
+
+def _status_fresh(rig: Rig, after: float) -> bool:
+    assert rig.gateway is not None
+    status = rig.gateway.status() or {}
+    return float(status.get("time", 0.0)) >= after
+
+
+@pytest.mark.skipif(
+    not LIBFAKETIME.exists(), reason="libfaketime not installed (apt-get install libfaketime)"
+)
+async def test_t10_wall_clock_steps_at_rate_lose_nothing_and_stall_nothing(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with Rig(tmp_path, mosquitto.port, banks=RATE, sync=UPLINK) as rig:
+        assert rig.gateway is not None and rig.ledger is not None
+        rig.start_gateway(faketime=True)
+        await rig.wait_running(30)
+        await until(lambda: rig.cloud.unique() > 0, 60, "the first upload")
+        rates = []
+        for offset in (0, -3600, 3600, 0):  # true time, back an hour, forward an hour, true time again
+            rig.set_clock(offset)
+            await asyncio.sleep(1.2)  # faketime re-reads its file each second
+            rates.append(await _ingest_rate(rig, 3.0))
+            rig.ledger.sample()
+        await rig.drained(240)
+        assert rig.gateway.alive(), rig.gateway.output()
+        _report("T10 clock steps at rate", {"stored ev/s at 0, -1 h, +1 h, 0": [round(r) for r in rates]})
+        # a wall-clock timer would stall for the hour or fire in a burst; monotonic ones keep their pace
+        assert min(rates) >= 0.5 * max(rates) > 0
+    assert_clean(rig, "T10 at rate")
