@@ -158,50 +158,49 @@ class MbapClient(asyncio.Protocol):
 
     # fc 1-4 and 5, 6, 16: plain functions returning the coroutine, one frame less per request.
     def read_coils(self, address: int, *, count: int = 1, device_id: int = 1) -> Coroutine[Any, Any, Reply]:
-        return self._send(_request(1, address, count, device_id, self._next_tid()), device_id, 1)
+        return self._send(device_id, 1, address, count)
 
     def read_discrete_inputs(
         self, address: int, *, count: int = 1, device_id: int = 1
     ) -> Coroutine[Any, Any, Reply]:
-        return self._send(_request(2, address, count, device_id, self._next_tid()), device_id, 2)
+        return self._send(device_id, 2, address, count)
 
     def read_holding_registers(
         self, address: int, *, count: int = 1, device_id: int = 1
     ) -> Coroutine[Any, Any, Reply]:
-        return self._send(_request(3, address, count, device_id, self._next_tid()), device_id, 3)
+        return self._send(device_id, 3, address, count)
 
     def read_input_registers(
         self, address: int, *, count: int = 1, device_id: int = 1
     ) -> Coroutine[Any, Any, Reply]:
-        return self._send(_request(4, address, count, device_id, self._next_tid()), device_id, 4)
+        return self._send(device_id, 4, address, count)
 
     def write_coil(self, address: int, value: bool, *, device_id: int = 1) -> Coroutine[Any, Any, Reply]:
-        frame = _request(5, address, _COIL_ON if value else 0, device_id, self._next_tid())
-        return self._send(frame, device_id, 5)
+        return self._send(device_id, 5, address, _COIL_ON if value else 0)
 
     def write_register(self, address: int, value: int, *, device_id: int = 1) -> Coroutine[Any, Any, Reply]:
-        return self._send(_request(6, address, value, device_id, self._next_tid()), device_id, 6)
+        return self._send(device_id, 6, address, value)
 
     def write_registers(
         self, address: int, values: list[int], *, device_id: int = 1
     ) -> Coroutine[Any, Any, Reply]:
-        count = len(values)
-        head = _WRITE_MULTIPLE.pack(
-            self._next_tid(), 0, 7 + 2 * count, device_id, 16, address, count, 2 * count
-        )
-        return self._send(head + struct.pack(f">{count}H", *values), device_id, 16)
+        return self._send(device_id, 16, address, len(values), values)
 
-    def _next_tid(self) -> int:
-        self._tid = self._tid % 0xFFFF + 1  # 1..65535, never 0
-        return self._tid
-
-    async def _send(self, frame: bytes, unit: int, fc: int) -> Reply:
-        """Send one request and wait for its answer, at most `timeout` seconds."""
+    async def _send(self, unit: int, fc: int, address: int, value: int, values: Sequence[int] = ()) -> Reply:
+        """Send one request (fc 1-6: address and count or value; fc 16: address, count and `values`) and wait
+        for its answer, at most `timeout` seconds."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionException("not connected")
         if self._waiter is not None:
             raise RuntimeError("MbapClient: a request is already in flight (the caller serialises requests)")
+        tid = self._tid = self._tid % 0xFFFF + 1  # 1..65535, never 0; taken only once the request can go
+        if fc == 16:
+            size = 2 * value
+            head = _WRITE_MULTIPLE.pack(tid, 0, 7 + size, unit, 16, address, value, size)
+            frame = head + struct.pack(f">{value}H", *values)
+        else:
+            frame = _REQUEST.pack(tid, 0, 6, unit, fc, address, value)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Reply] = loop.create_future()
         self._waiter, self._unit, self._fc = waiter, unit, fc
@@ -307,8 +306,3 @@ class MbapClient(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
-
-
-def _request(fc: int, address: int, value: int, unit: int, tid: int) -> bytes:
-    """A request of function code 1-6: address, then count (reads) or value (writes)."""
-    return _REQUEST.pack(tid, 0, 6, unit, fc, address, value)
