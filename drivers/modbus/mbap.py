@@ -3,8 +3,9 @@
 Why it exists: pymodbus' `AsyncModbusTcpClient` spends about twice the CPU of the request and answer themselves
 on each read (its transaction manager, framer, trace hooks and log calls): a 50-register read costs it 86.8 µs of
 CPU, this client 41.6 µs, bare asyncio streams 39.4 µs (`python -m bench.modbus_client`, drivers/modbus/README.md).
-At a site's rate that was the largest per-poll cost left. This client builds a read request with one `struct` call and decodes the answer straight
-into a tuple of registers or a list of bits. Serial lines, RTU/ASCII over TCP and discovery keep pymodbus.
+At a site's rate that was the largest per-poll cost left. This client builds a read request with one `struct`
+call and decodes the answer straight into a tuple of registers or a list of bits. Serial lines, RTU/ASCII over
+TCP and discovery keep pymodbus.
 
 It has the small surface the session uses of a pymodbus client (`ModbusClient` below: connect, connected,
 close, read_*, write_*), its replies answer `isError()`, `exception_code`, `registers` and `bits`, and its
