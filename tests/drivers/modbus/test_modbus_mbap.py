@@ -24,7 +24,10 @@ from edge.sdk.points import PointFault
 from tests.helpers import free_port
 
 TIMEOUT = 0.3
-PROMPT = 0.15  # a dropped connection is noticed at once, not after the timeout
+# "at once": a dropped connection is noticed well before the timeout of a patient client, with room for a
+# loaded test box
+PATIENT = 3.0
+PROMPT = 1.0
 
 Request = tuple[int, int, bytes]  # transaction id, unit id, PDU
 Script = Callable[[Request], list[bytes]]  # the chunks to send back, each written (and drained) on its own
@@ -106,6 +109,14 @@ async def device() -> AsyncIterator[RawDevice]:
 @pytest.fixture
 async def client(device: RawDevice) -> AsyncIterator[MbapClient]:
     c = MbapClient("127.0.0.1", device.port, TIMEOUT)
+    assert await c.connect()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def patient(device: RawDevice) -> AsyncIterator[MbapClient]:
+    c = MbapClient("127.0.0.1", device.port, PATIENT)
     assert await c.connect()
     yield c
     c.close()
@@ -207,8 +218,9 @@ BROKEN_HEADERS = {
 
 @pytest.mark.parametrize("case", sorted(BROKEN_HEADERS))
 async def test_an_unframeable_answer_closes_the_connection_at_once(
-    client: MbapClient, device: RawDevice, case: str
+    patient: MbapClient, device: RawDevice, case: str
 ) -> None:
+    client = patient
     device.script = lambda request: [BROKEN_HEADERS[case](request)]
     started = time.monotonic()
     with pytest.raises(ModbusIOException, match="not a Modbus TCP frame; connection closed"):
@@ -262,7 +274,8 @@ async def test_exception_responses_and_broadcast_unit(client: MbapClient, device
     assert tuple((await client.read_holding_registers(0, count=1, device_id=0)).registers) == (9,)
 
 
-async def test_a_peer_closing_mid_request_fails_it_at_once(client: MbapClient, device: RawDevice) -> None:
+async def test_a_peer_closing_mid_request_fails_it_at_once(patient: MbapClient, device: RawDevice) -> None:
+    client = patient
     device.script = lambda request: []
     request = asyncio.ensure_future(client.read_holding_registers(0, count=1))
     await asyncio.sleep(0.05)
@@ -283,7 +296,7 @@ async def test_connect_to_a_closed_port_is_false() -> None:
 # The session on top: what a user sees of such devices.
 
 
-def _spec(port: int) -> DeviceSpec:
+def _spec(port: int, timeout: float = TIMEOUT) -> DeviceSpec:
     return DeviceSpec(
         name="raw",
         tenant="t1",
@@ -292,14 +305,14 @@ def _spec(port: int) -> DeviceSpec:
         connection=ModbusConnection(host="127.0.0.1", port=port),
         points=(ModbusPoint(name="a", address=0), ModbusPoint(name="b", address=100)),
         poll_interval=1.0,
-        timeout=TIMEOUT,
+        timeout=timeout,
         profile="test",
     )
 
 
 async def test_session_reports_garbage_as_connection_lost_without_waiting(device: RawDevice) -> None:
     driver = ModbusDriver()
-    spec = _spec(device.port)
+    spec = _spec(device.port, PATIENT)
     session = driver.session(spec)
     await session.connect()
     try:
