@@ -1,13 +1,18 @@
 """The Modbus driver plug-in (TCP, RTU, ASCII, RTU/ASCII over TCP) and its per-device session (the only module
 here that does I/O).
 
+A plain Modbus TCP device gets its own connection through the lean MBAP client (`drivers.modbus.mbap`: half
+the CPU of pymodbus' per read); serial lines and serial device servers (RTU/ASCII over TCP) go through
+pymodbus' clients, shared per line (`drivers.modbus.lines`). Both offer the same small surface
+(`mbap.ModbusClient`) and raise pymodbus' public exception types, so the session treats them alike.
+
 The session sends one request at a time on its connection (pymodbus 3.16's server answers one request per
 TCP read, so pipelining loses requests; on a serial line, or behind a serial device server, every device
-shares the line's lock) and turns
-pymodbus' *returned* errors into typed ones: exception responses and timeouts become a `PointFault` for the
-points of that request; a lost connection, or a device that answered no request at all, raises
-`DeviceUnreachable`. pymodbus' own reconnect and retries are off: the kernel's poller owns reconnecting with
-backoff and calls `connect()` again.
+shares the line's lock) and turns the client's *returned* errors into typed ones: exception responses,
+timeouts and malformed answers become a `PointFault` for the points of that request; a lost connection (or
+one closed because its byte stream could no longer be framed), or a device that answered no request at all,
+raises `DeviceUnreachable`. Neither client reconnects or retries by itself: the kernel's poller owns
+reconnecting with backoff and calls `connect()` again.
 
 A coalesced block answered with exception 2 (illegal data address) is split in halves until the refused
 addresses are found; the session remembers them (`adaptive.Learned`) and later cycles read around them.
@@ -22,9 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.pdu import ModbusPDU
 
 from drivers.modbus.adaptive import AdjustedPlan, Learned, adjust_requests, split_request
 from drivers.modbus.config import WRITABLE_TABLES, ModbusConnection, ModbusPoint, Table
@@ -39,7 +42,8 @@ from drivers.modbus.errors import (
     fault_for,
     quiet_pymodbus_logging,
 )
-from drivers.modbus.lines import Line, LineError, LineRegistry, describe, open_client
+from drivers.modbus.lines import Line, LineError, LineRegistry, describe
+from drivers.modbus.mbap import MbapClient, ModbusClient, ModbusReply
 from drivers.modbus.planner import ModbusPlan, ReadRequest, plan_reads
 from edge.sdk import (
     DeviceSpec,
@@ -52,7 +56,7 @@ from edge.sdk import (
     WriteRejected,
 )
 
-Reader = Callable[..., Awaitable[ModbusPDU]]
+Reader = Callable[..., Awaitable[ModbusReply]]
 
 
 class ModbusDriver:
@@ -113,7 +117,7 @@ class ModbusSession:
         self._timeout = device.timeout
         self._lines = lines if lines is not None else LineRegistry()
         self._line: Line | None = None
-        self._client: ModbusBaseClient | None = None
+        self._client: ModbusClient | None = None
         self._lock = asyncio.Lock()
         self._gap = 0.0
         self._readers: dict[Table, Reader] = {}
@@ -130,7 +134,7 @@ class ModbusSession:
         """(Re)open the connection, or join the shared line; raises `DeviceUnreachable`."""
         await self.close()
         conn = self._connection
-        client: ModbusBaseClient
+        client: ModbusClient
         if conn.is_shared_line:
             try:
                 line = await self._lines.acquire(conn, self._timeout)
@@ -138,8 +142,8 @@ class ModbusSession:
                 raise DeviceUnreachable(self._device, str(exc)) from exc
             self._line, client, self._lock, self._gap = line, line.client, line.lock, line.gap
         else:
-            client = open_client(conn, self._timeout)
-            if not await client.connect():  # pymodbus catches OSError and timeouts and returns False
+            client = MbapClient(conn.host, int(conn.port), self._timeout)
+            if not await client.connect():  # refused, unreachable or timed out: False, as pymodbus does
                 client.close()
                 raise DeviceUnreachable(
                     self._device,
@@ -255,7 +259,7 @@ class ModbusSession:
             self.learned = self.learned.with_cut(request.table, right.start)
         return False
 
-    async def _transact(self, request: ReadRequest) -> ModbusPDU | PointFault:
+    async def _transact(self, request: ReadRequest) -> ModbusReply | PointFault:
         """One read request under the line's lock; a timeout or garbled answer comes back as a fault."""
         client = self._client_or_raise()
         try:
@@ -269,7 +273,8 @@ class ModbusSession:
                     if self._gap:
                         await asyncio.sleep(self._gap)
         except ModbusIOException as exc:
-            if not client.connected:  # pymodbus closes the socket after repeated timeouts
+            # pymodbus closes the socket after repeated timeouts, the MBAP client when framing is lost
+            if not client.connected:
                 raise DeviceUnreachable(self._device, "connection lost") from exc
             return TIMEOUT if "No response" in exc.string else PointFault(f"bad response: {exc.string}")
         except ConnectionException as exc:
@@ -355,20 +360,20 @@ class ModbusSession:
         elif client is not None:
             client.close()
 
-    async def _rejoin(self, client: ModbusBaseClient) -> None:
+    async def _rejoin(self, client: ModbusClient) -> None:
         """Reopen a device server's shared connection that pymodbus closed after another unit's timeouts, so
         one silent unit id does not take its neighbours down. Called under the line's lock."""
         if self._line is not None and not client.connected and not await client.connect():
             raise DeviceUnreachable(self._device, f"cannot reconnect to {describe(self._connection)}")
 
-    def _client_or_raise(self) -> ModbusBaseClient:
+    def _client_or_raise(self) -> ModbusClient:
         client = self._client
         if client is None or (self._line is None and not client.connected):
             raise DeviceUnreachable(self._device, "not connected")
         return client
 
 
-def _decode_into(request: ReadRequest, response: ModbusPDU, out: list[RawValue]) -> None:
+def _decode_into(request: ReadRequest, response: ModbusReply, out: list[RawValue]) -> None:
     block = response.bits if request.is_bit else response.registers
     if len(block) < request.count:
         request.fault_into(out, PointFault(f"short response: {len(block)} of {request.count} values"))
