@@ -274,8 +274,11 @@ class ModbusSession:
                         await asyncio.sleep(self._gap)
         except ModbusIOException as exc:
             # pymodbus closes the socket after repeated timeouts, the MBAP client when framing is lost
-            if not client.connected:
-                raise DeviceUnreachable(self._device, "connection lost") from exc
+            if not client.connected:  # the MBAP client says why it could no longer frame the stream
+                cause = (
+                    "" if "No response" in exc.string else f" ({exc.string.removeprefix('[Input/Output] ')})"
+                )
+                raise DeviceUnreachable(self._device, f"connection lost{cause}") from exc
             return TIMEOUT if "No response" in exc.string else PointFault(f"bad response: {exc.string}")
         except ConnectionException as exc:
             raise DeviceUnreachable(self._device, "connection lost") from exc

@@ -318,7 +318,9 @@ async def test_session_reports_garbage_as_connection_lost_without_waiting(device
     try:
         device.script = lambda request: [b"HTTP/1.1 400 Bad Request\r\n\r\n"]
         started = time.monotonic()
-        with pytest.raises(DeviceUnreachable, match="connection lost"):
+        with pytest.raises(
+            DeviceUnreachable, match=r"connection lost \(protocol id .*not a Modbus TCP frame"
+        ):
             await session.read(driver.compile(spec))
         assert time.monotonic() - started < PROMPT
         assert not session.connected
