@@ -1,36 +1,41 @@
-"""A default gateway process for tests/ops/test_lean_imports.py: what `edge run` imports, then the gateway
-started from CONFIG until one poll of each device is stored; prints the loaded top-level packages (JSON).
+"""`edge run -c CONFIG` in this process, for tests/ops/test_lean_imports.py: once the gateway stored an event of
+each device (its status file says so), the loaded top-level packages are printed (JSON) and the process stops
+itself with SIGTERM, as systemd would.
 
     python -m tests.ops.lean_gateway_child CONFIG"""
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import orjson
 
-import edge.cli  # noqa: F401  (`edge run` builds the whole command tree first)
-from edge.cli.common import load_or_exit
-from edge.gateway import Gateway
+from edge.cli import main
+from edge.ops.status import status_file
 
 
-async def main(config: Path) -> None:
-    loaded, registry = load_or_exit(config)
-    gateway = Gateway(loaded, registry)
-    await gateway.start()
-    try:
-        deadline = time.monotonic() + 30
-        while (await gateway.status()).events_stored < len(loaded.devices) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        status = await gateway.status()
-        loaded_packages = sorted({name.partition(".")[0] for name in sys.modules})
-        print(orjson.dumps({"events_stored": status.events_stored, "packages": loaded_packages}).decode())
-    finally:
-        await gateway.stop()
+def _report_then_stop(status: Path, devices: int) -> None:
+    deadline = time.monotonic() + 30
+    stored = 0
+    while stored < devices and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            stored = int(orjson.loads(status.read_bytes()).get("events_stored", 0))
+        except (OSError, orjson.JSONDecodeError):
+            continue
+    packages = sorted({name.partition(".")[0] for name in list(sys.modules)})
+    print(orjson.dumps({"events_stored": stored, "packages": packages}).decode(), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+    config = Path(sys.argv[1])
+    status = status_file(config.parent / "data")
+    threading.Thread(target=_report_then_stop, args=(status, int(sys.argv[2])), daemon=True).start()
+    sys.argv = ["edge", "run", "-c", str(config), "--log-level", "WARNING"]
+    main()

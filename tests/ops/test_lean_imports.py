@@ -1,5 +1,5 @@
-"""A gateway loads only what its configuration uses (docs/performance.md, "Memory."): the default one (SQLite,
-embedded Mosquitto, Modbus devices, an in-process module, API off) never imports the PostgreSQL client, NATS,
+"""A gateway loads only what its configuration uses (docs/performance.md, "Memory."): `edge run` of the default
+configuration (SQLite, embedded Mosquitto, Modbus devices, an in-process module, API off) never imports the PostgreSQL client, NATS,
 gRPC and protobuf, the API stack or the drivers no device uses. Each costs RSS in every gateway process
 (psycopg alone ~9 MB, the isolated modules' gRPC stack ~13 MB)."""
 
@@ -25,6 +25,8 @@ NOT_CONFIGURED = {
     "starlette": "[api] enabled",
     "bacpypes3": "a BACnet device",
     "asyncua": "an OPC UA device",
+    "authlib": "cloud sync or a platform downlink (OAuth2)",
+    "tomlkit": "the commands that edit the configuration file",
 }
 
 
@@ -78,6 +80,7 @@ def test_the_default_gateway_loads_no_backend_it_does_not_use(tmp_path: Path) ->
                 "-m",
                 "tests.ops.lean_gateway_child",
                 str(_config(tmp_path, free_port(), modbus)),
+                "1",
             ],
             capture_output=True,
             timeout=90,
