@@ -1,7 +1,7 @@
 """A gateway loads only what its configuration uses (docs/performance.md, "Memory."): `edge run` of the default
 configuration (SQLite, embedded Mosquitto, Modbus devices, an in-process module, API off) never imports the PostgreSQL client, NATS,
 gRPC and protobuf, the API stack or the drivers no device uses. Each costs RSS in every gateway process
-(psycopg alone ~9 MB, the isolated modules' gRPC stack ~13 MB)."""
+(psycopg alone ~9 MB, the isolated modules' gRPC stack ~13 MB, cryptography ~10 MB)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ NOT_CONFIGURED = {
     "bacpypes3": "a BACnet device",
     "asyncua": "an OPC UA device",
     "authlib": "cloud sync or a platform downlink (OAuth2)",
+    "cryptography": "making certificates, OPC UA security, signed downlink commands",
     "tomlkit": "the commands that edit the configuration file",
 }
 
