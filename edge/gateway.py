@@ -29,7 +29,6 @@ from edge.bus.homeassistant import HomeAssistantDiscovery
 from edge.bus.mqtt import MqttBus, Will
 from edge.bus.publisher import MQTT_CONSUMER, LastValuePublisher, OutboxPublisher
 from edge.bus.topics import Topics
-from edge.cluster import ClusterMember
 from edge.cluster.devices import ClusterDevices, FencedSink, event_spacing
 from edge.cluster.fence import LeaseFence, fence_store
 from edge.config import LoadedConfig
@@ -64,6 +63,7 @@ def enabled_devices(loaded: LoadedConfig) -> list[DeviceSpec]:
 
 if TYPE_CHECKING:
     from edge.api import ApiServer
+    from edge.cluster.member import ClusterMember
     from edge.downlink import Downlink
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,8 @@ class Gateway:
 
     async def _join_cluster(self) -> None:
         """Cluster mode (edge/cluster): devices start and stop as this instance takes and gives up leases."""
+        from edge.cluster.member import ClusterMember  # psycopg loads only in cluster mode
+
         assert self.instance is not None
         holder = ClusterDevices(
             self.pollers,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.bus.tls import BrokerCertificates, broker_cert_dir
+from edge.bus.tls_files import BrokerCertificates, broker_cert_dir
 from edge.config.models import BusConfig, ListenerConfig
 
 __all__ = [

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge.bus.tls_files import BrokerCertificates, broker_cert_dir
 from edge.sdk.certs import default_dns_names, write_private_file
 
 __all__ = [
@@ -44,20 +45,6 @@ _CLOCK_SKEW: Final = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
-class BrokerCertificates:
-    ca: Path
-    ca_key: Path
-    server: Path
-    server_key: Path
-
-    @classmethod
-    def at(cls, directory: Path) -> BrokerCertificates:
-        return cls(
-            directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key"
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Expiry:
     path: Path
     not_after: datetime.datetime
@@ -66,10 +53,6 @@ class Expiry:
     @property
     def warning(self) -> bool:
         return self.days_left < EXPIRY_WARNING_DAYS
-
-
-def broker_cert_dir(data_dir: Path) -> Path:
-    return data_dir / "certs" / "broker"
 
 
 def write_broker_certificates(

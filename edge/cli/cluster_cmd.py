@@ -1,4 +1,7 @@
-"""`edge cluster status|drain|undrain`: members, device ownership and tenant leaders, read from PostgreSQL."""
+"""`edge cluster status|drain|undrain`: members, device ownership and tenant leaders, read from PostgreSQL.
+
+edge.cluster.status (psycopg) is imported in the commands: every `edge` command, `edge run` among them, loads
+this module to build the command tree."""
 
 from __future__ import annotations
 
@@ -6,15 +9,16 @@ import asyncio
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 import typer
 
 from edge.cli.common import load_or_exit
 from edge.cli.output import JSON_OPTION, Column, emit
-from edge.cluster.status import ClusterStatus, cluster_status, set_draining
 from edge.config.models import ClusterConfig
+
+if TYPE_CHECKING:
+    from edge.cluster.status import ClusterStatus
 
 app = typer.Typer(no_args_is_help=True, help="Cluster mode: members, device leases and tenant leaders.")
 
@@ -32,6 +36,8 @@ def _cluster(config: Path) -> tuple[ClusterConfig, str, tuple[str, str | None]]:
 
 
 def _ask(work: Coroutine[Any, Any, T]) -> T:
+    import psycopg
+
     try:
         return asyncio.run(work)
     except (OSError, psycopg.Error, TimeoutError) as exc:
@@ -42,6 +48,8 @@ def _ask(work: Coroutine[Any, Any, T]) -> T:
 @app.command("status")
 def status(config: Path = CONFIG, as_json: bool = JSON_OPTION) -> None:
     """Members (alive, draining), how many devices each owns, and which instance leads each tenant."""
+    from edge.cluster.status import cluster_status
+
     _, name, database = _cluster(config)
     state: ClusterStatus = _ask(cluster_status(*database, name))
     now = datetime.now(UTC)
@@ -102,6 +110,8 @@ def drain(
     config: Path = CONFIG,
 ) -> None:
     """Move an instance's devices and leaderships to the others (before stopping it for an upgrade)."""
+    from edge.cluster.status import set_draining
+
     cluster, name, database = _cluster(config)
     if not _ask(set_draining(*database, name, instance, True)):
         typer.echo(f"no member {instance!r} in cluster {name!r}", err=True)
@@ -112,6 +122,8 @@ def drain(
 @app.command("undrain")
 def undrain(instance: str = typer.Argument(...), config: Path = CONFIG) -> None:
     """Put a drained instance back in service (it takes its share of devices again)."""
+    from edge.cluster.status import set_draining
+
     _, name, database = _cluster(config)
     if not _ask(set_draining(*database, name, instance, False)):
         typer.echo(f"no member {instance!r} in cluster {name!r}", err=True)

@@ -15,7 +15,7 @@ import typer
 
 from edge.bus.broker import BrokerError
 from edge.cli.common import load_or_exit, module_secret_issues, setup_logging
-from edge.cluster import InstanceTaken
+from edge.cluster.errors import InstanceTaken
 from edge.config import LoadedConfig
 from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
@@ -26,8 +26,8 @@ from edge.ops.logs import install_level_signals
 from edge.ops.loopprobe import LoopProbe
 from edge.ops.sdnotify import notify
 from edge.ops.status import StatusSnapshot, status_file, write_status_file
+from edge.outbox import StorageUnavailable
 from edge.outbox.migrations import SchemaTooNew
-from edge.outbox.postgres import StorageUnavailable
 from edge.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)

@@ -15,17 +15,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg.rows import dict_row
 
+from edge.cluster.errors import InstanceTaken
 from edge.cluster.schema import DDL, SCHEMA
-from edge.sdk.errors import EdgeError
 
 __all__ = ["Claim", "InstanceTaken", "LeaseRow", "LeaseStore", "Member"]
 
 Kind = Literal["device", "leader"]
 Connection = psycopg.AsyncConnection[Any]
-
-
-class InstanceTaken(EdgeError):
-    """Another live process already runs under this instance name."""
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from edge.module_host.state import Desired, ModuleSnapshot, ModuleStateStore
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError
 
-if TYPE_CHECKING:
-    from edge.module_host.supervisor import Isolation, Supervisor
+if TYPE_CHECKING:  # the supervisor loads grpc, protobuf and psutil (~10 MB): only once a module runs isolated
+    from edge.module_host.supervisor import Isolation, Limits, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,9 @@ class ModuleControl:
     async def _start(self, module: ModuleConfig) -> HostedModule | None:
         for listener in self.on_module_start:
             listener(module.name)
-        from edge.module_host.supervisor import Limits, runner_command
-
-        limits = Limits(
-            memory_bytes=module.limits.memory,
-            cpu_percent=module.limits.cpu_percent,
-            health_timeout=module.limits.health_timeout,
-            handler_timeout=module.limits.handler_timeout,
-            max_crashes=module.limits.max_crashes,
-        )
         if module.command is not None:  # a sidecar: its manifest comes when it registers
             return await self.isolation().start(
-                module.name, module.config, module.command, env=module.env, limits=limits
+                module.name, module.config, module.command, env=module.env, limits=_limits(module)
             )
         plugin = self._registry.module(module.name)
         if plugin is None:
@@ -113,13 +104,15 @@ class ModuleControl:
             )
             return None
         if (module.run_mode or plugin.manifest.run_mode) == "isolated":
+            from edge.module_host.supervisor import runner_command
+
             return await self.isolation().start(
                 module.name,
                 module.config,
                 runner_command(module.name),
                 manifest=plugin.manifest,
                 env=module.env,
-                limits=limits,
+                limits=_limits(module),
             )
         return await self._host.start(module.name, plugin, module.config)
 
@@ -233,3 +226,16 @@ def _mtime(loaded: LoadedConfig) -> float:
         return loaded.path.stat().st_mtime_ns / 1e9
     except OSError:
         return 0.0
+
+
+def _limits(module: ModuleConfig) -> Limits:
+    """An isolated module's or sidecar's limits; imports the supervisor, so only for those."""
+    from edge.module_host.supervisor import Limits
+
+    return Limits(
+        memory_bytes=module.limits.memory,
+        cpu_percent=module.limits.cpu_percent,
+        health_timeout=module.limits.health_timeout,
+        handler_timeout=module.limits.handler_timeout,
+        max_crashes=module.limits.max_crashes,
+    )

@@ -38,7 +38,7 @@ import orjson
 
 from edge.bus.access import AccessStore
 from edge.bus.broker import persistence_file
-from edge.bus.tls import broker_cert_dir
+from edge.bus.tls_files import broker_cert_dir
 from edge.ops.firstrun import IDENTITY_DIR, SECRETS_DIR
 from edge.ops.instance import AlreadyRunning, InstanceLock
 from edge.outbox.migrations import SCHEMA_VERSION, backup_database

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from edge.sdk.errors import OutboxFull
+from edge.sdk.errors import EdgeError, OutboxFull
 from edge.sdk.events import Event, StoredEvent
 
 if TYPE_CHECKING:
@@ -29,9 +29,15 @@ __all__ = [
     "OutboxFull",
     "OutboxStore",
     "RetentionPolicy",
+    "StorageUnavailable",
     "StoredEvent",
     "WakeListener",
 ]
+
+
+class StorageUnavailable(EdgeError):
+    """The outbox's database cannot be reached when the gateway starts (`edge run` exits 7). Defined here, not in
+    postgres.py, so `edge run` catches it without loading psycopg."""
 
 
 @dataclass(frozen=True, slots=True)

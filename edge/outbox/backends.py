@@ -12,20 +12,24 @@
 Everything above builds its outbox here and sees only `edge.outbox.OutboxStore`; `open_inspector` gives the
 CLI the same view of the storage without a running gateway; `module_store` is an in-process module's state on
 the same backend.
+
+The PostgreSQL modules are imported where that backend is chosen: psycopg (with its own libpq, ~9 MB of RSS)
+is never loaded by a gateway on SQLite, the default.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config.models import GatewayConfig, PostgresConfig, StorageConfig, TenantConfig
 from edge.outbox import OutboxStore
 from edge.outbox.inspect import OutboxInspector
-from edge.outbox.pg_module_store import PostgresModuleStore
-from edge.outbox.postgres import PgPlace, PostgresInspector, PostgresOutbox, pg_identifier
 from edge.outbox.router import dedicated_path, routed, tiered_outbox
 from edge.sdk.store import ModuleStore, StateStore, module_store_path
+
+if TYPE_CHECKING:
+    from edge.outbox.postgres import PgPlace
 
 __all__ = ["build_outbox", "module_store", "open_inspector", "pg_place"]
 
@@ -48,6 +52,8 @@ def build_outbox(config: GatewayConfig, data_dir: Path, **overrides: Any) -> Out
             synchronous=storage.synchronous,
             **options,
         )
+    from edge.outbox.postgres import PostgresOutbox
+
     shared = PostgresOutbox(pg_place(storage), retention=retention, **options)
     apart = {
         t.id: PostgresOutbox(pg_place(storage, t), retention={t.id: retention[t.id]}, **options)
@@ -59,6 +65,8 @@ def build_outbox(config: GatewayConfig, data_dir: Path, **overrides: Any) -> Out
 
 def pg_place(storage: StorageConfig, tenant: TenantConfig | None = None) -> PgPlace:
     """Where the tenant's rows are on PostgreSQL (`tenant` None or shared: the shared tables)."""
+    from edge.outbox.postgres import PgPlace, pg_identifier
+
     pg: PostgresConfig | None = storage.postgresql
     if pg is None:
         raise ValueError("storage.postgresql is not configured")
@@ -79,6 +87,8 @@ def open_inspector(
     storage = config.storage
     tenants = {t.id: t for t in config.tenants}
     if storage.backend == "postgresql":
+        from edge.outbox.postgres import PostgresInspector
+
         return PostgresInspector(pg_place(storage, tenants.get(tenant or "")), writable=writable)
     entry = tenants.get(tenant or "")
     path = (
@@ -97,6 +107,8 @@ def module_store(
     (an `isolated` module's process never gets the database's credentials: it keeps its file). A read-only
     SQLite store whose file does not exist yet raises FileNotFoundError (the module never ran)."""
     if config.storage.backend == "postgresql" and not isolated:
+        from edge.outbox.pg_module_store import PostgresModuleStore
+
         return PostgresModuleStore(pg_place(config.storage), module, readonly=readonly)
     path = module_store_path(data_dir, module)
     if readonly and not path.exists():

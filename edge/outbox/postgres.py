@@ -34,13 +34,12 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from edge.outbox import Dropped
+from edge.outbox import Dropped, StorageUnavailable
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.pg_schema import POSTGRES, migrate
 from edge.outbox.schema import tenant_filter
 from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, Row, StoreOptions
 from edge.sdk.backoff import Backoff
-from edge.sdk.errors import EdgeError
 from edge.version import __version__
 
 __all__ = [
@@ -61,10 +60,6 @@ _MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently: two tenants 
 _COLUMNS = "position, id, tenant, type, subject, device, sequence, time, enqueued, body"
 
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
-
-
-class StorageUnavailable(EdgeError):
-    """The outbox's database cannot be reached when the gateway starts (`edge run` exits 7)."""
 
 
 class _CursorTransaction:

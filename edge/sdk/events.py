@@ -270,7 +270,16 @@ def make_event(
     if sequence is not None:
         envelope["sequence"] = f"{sequence:0{SEQUENCE_DIGITS}d}"
     envelope["data"] = data
-    return Event(event_id, tenant, type, subject, device, sequence, time, orjson.dumps(envelope), data)
+    return Event(
+        event_id, tenant, type, subject, device, sequence, time, _compact(orjson.dumps(envelope)), data
+    )
+
+
+def _compact(encoded: bytes) -> bytes:
+    """A copy of orjson's output in a block of its own size. orjson (3.13) returns bytes in the buffer it wrote
+    into, grown by doubling and never shrunk: a 2 KB event holds 16 KB. An event's bytes live on in the commit
+    hand-over, the consumers' batches and the modules' parse cache, so the copy (a memcpy) is worth it."""
+    return bytes(memoryview(encoded))
 
 
 class CloudEventEnvelope(BaseModel):

@@ -8,6 +8,9 @@ which opens the store of a loaded configuration.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from edge.config import LoadedConfig
 from edge.outbox.backends import open_inspector, pg_place
 from edge.outbox.inspect import OutboxInspector
@@ -22,7 +25,9 @@ from edge.webhooks.store import (
     SubscriptionNotFound,
     WebhookStore,
 )
-from edge.webhooks.tables import PostgresTable
+
+if TYPE_CHECKING:
+    from edge.webhooks.pg_table import PostgresTable
 
 __all__ = [
     "CreatedSubscription",
@@ -58,14 +63,14 @@ def open_store(loaded: LoadedConfig) -> WebhookStore:
 
     file = loaded.data_dir / config.storage.path
     tenants = {t.id: t for t in config.tenants}
-    table = (
-        PostgresTable(lambda tenant: pg_place(config.storage, tenants.get(tenant)), legacy=file)
-        if config.storage.backend == "postgresql"
-        else file
-    )
+    table: PostgresTable | Path = file
+    if config.storage.backend == "postgresql":
+        from edge.webhooks.pg_table import PostgresTable  # psycopg loads only for a PostgreSQL outbox
+
+        table = PostgresTable(lambda tenant: pg_place(config.storage, tenants.get(tenant)), legacy=file)
 
     def outbox() -> OutboxInspector:
-        if isinstance(table, PostgresTable):
+        if not isinstance(table, Path):
             table.ready()  # `edge webhook add` before any gateway ran: the place and its outbox created
         tenant = current_tenant().tenant_id
         return open_inspector(config, loaded.data_dir, tenant=tenant, writable=True)
