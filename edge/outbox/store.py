@@ -380,7 +380,7 @@ class GroupCommitOutbox(ABC):
         except Exception as exc:  # disk full, I/O error, locked file, server gone: keep the batch, try again
             self.commit_failures += 1
             log.error("outbox commit of %d events failed: %r; retrying until it succeeds", len(batch), exc)
-        backoff = Backoff(0.1, 5.0)
+        backoff = Backoff(0.1, 1.0)  # producers are held meanwhile: resume within a second once space returns
         while True:
             await asyncio.sleep(backoff.next_delay())
             try:

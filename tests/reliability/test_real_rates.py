@@ -1,8 +1,10 @@
-"""The fault tests at a site's rate (reliability plan T01, T03, T06, T07, T10, T24 module kill; issue 22): five
-Modbus bank simulators (their own processes) offer 5,000 events/s to the real gateway process, uploading to the
-cloud simulator, while the gateway is killed with SIGKILL, its isolated uplink module is killed, the broker
-is killed, the cloud is unreachable, the data disk fills up and the wall clock steps. Nothing the gateway acked may be lost; recovery times are measured
-and printed (docs/reliability.md, "At 5,000 events/s"). Slow: `scripts/test.sh -m slow`.
+"""The fault tests at a site's rate (reliability plan T01, T03, T06, T07, T10, T24 module kill; issue 22): six
+Modbus bank simulators (their own processes) offer 6,000 events/s to the real gateway process, which stores
+5,000-5,900 of them a second on a quiet 2-core box with the simulators, broker and cloud beside it. It uploads
+to the cloud simulator while it is killed with SIGKILL, its isolated uplink module is killed, the broker is
+killed, the cloud is unreachable, its data disk fills up and its wall clock steps. Nothing the gateway acked
+may be lost; recovery times are measured and printed (docs/reliability.md, "At a site's rate").
+Slow: `scripts/test.sh -m slow`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tests.reliability.test_gateway_faults import assert_clean
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-RATE = Banks(processes=5, devices=20, registers=10, poll_interval=0.02)  # 5,000 events/s offered
+RATE = Banks(processes=6, devices=20, registers=10, poll_interval=0.02)  # 6,000 events/s offered
 UPLINK = {"batch_size": 500, "linger": 0.05}
 
 
@@ -224,6 +226,9 @@ async def test_t06_data_disk_full_at_rate_slows_ingest_and_loses_nothing_acked(
             freed, freed_wall = time.monotonic(), time.time()
             await until(lambda: _status_fresh(rig, after=freed_wall), 30, "a status file again")
             status_back = time.monotonic() - freed
+            stalled_at = rig.outbox_total()
+            await until(lambda: rig.outbox_total() > stalled_at + 1000, 30, "events stored again", step=0.1)
+            storing_back = time.monotonic() - freed
             after = await _ingest_rate(rig)
             await rig.drained(240)
             log = rig.gateway.log.read_text(errors="replace")
@@ -234,11 +239,12 @@ async def test_t06_data_disk_full_at_rate_slows_ingest_and_loses_nothing_acked(
                     "stored ev/s while full (per 2 s)": [round(r) for r in full],
                     "commit failures logged": log.count("outbox commit of"),
                     "freed->status written again s": round(status_back, 2),
+                    "freed->1,000 more events stored s": round(storing_back, 2),
                     "ingest ev/s after": round(after),
                 },
             )
             assert rig.gateway.alive(), rig.gateway.output()
-            assert status_back <= 5.0
+            assert status_back <= 5.0 and storing_back <= 5.0
             assert after >= 0.5 * rate
             assert integrity_ok(rig.gateway.data / "outbox.db") == "ok"
         assert_clean(rig, "T06 at rate")
