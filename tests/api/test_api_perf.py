@@ -54,6 +54,8 @@ def gateway_process(
     path.write_text(path.read_text().replace('id = "gw-test"', 'id = "gw-perf"'))
     with path.open("a") as f:
         f.write(api_section(issuer.issuer, port))
+        # this measures the API's capacity, not the tenant's request limit (50/s by default: tests/ops/test_quotas.py)
+        f.write("\n[limits]\napi_rate = 100000\napi_burst = 100000\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "run", "-c", str(path), "--log-level", "WARNING"]
     )
@@ -92,6 +94,7 @@ def test_latest_values_of_1000_points(gateway_process: str, issuer: OidcIssuer) 
     q = statistics.quantiles(alone, n=100)
     print(f"\nGET /v1/points (1000 points), one client: p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
     latencies: list[float] = []
+    refused: list[str] = []  # a thread's assertion would only warn: what went wrong is asserted below
     clients, seconds = 4, 5.0
 
     def hammer() -> None:
@@ -101,7 +104,8 @@ def test_latest_values_of_1000_points(gateway_process: str, issuer: OidcIssuer) 
                 started = time.perf_counter()
                 answer = http.get("/v1/points")
                 latencies.append(time.perf_counter() - started)
-                assert answer.status_code == 200 and len(answer.content) > 100_000
+                if answer.status_code != 200 or len(answer.content) <= 100_000:
+                    refused.append(f"{answer.status_code}: {answer.text[:200]}")
 
     threads = [threading.Thread(target=hammer) for _ in range(clients)]
     for t in threads:
@@ -113,6 +117,7 @@ def test_latest_values_of_1000_points(gateway_process: str, issuer: OidcIssuer) 
         f"\nGET /v1/points (1000 points, {clients} keep-alive clients, gateway polling 50 devices): "
         f"{len(latencies) / seconds:.0f} requests/s, p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
     )
+    assert refused == []
     assert len(latencies) / seconds > 5
 
 
