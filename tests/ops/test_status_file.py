@@ -39,12 +39,8 @@ def _snapshot(stored: int) -> StatusSnapshot:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[DiskFull]:
-    if not DiskFull.available(tmp_path / "probe"):
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); see docs/reliability.md")
-    disk = DiskFull(tmp_path / "disk", 1 << 20)
-    disk.mount()
-    yield disk
-    disk.umount()
+    with DiskFull.mounted(tmp_path / "disk", 1 << 20) as disk:
+        yield disk
 
 
 def test_a_full_data_disk_makes_the_status_stale_not_the_gateway_stop(

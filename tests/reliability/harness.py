@@ -26,13 +26,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
+import pytest
 import tomlkit
 
 from simulators.cloud import CloudSimulator, Credentials
@@ -226,6 +227,19 @@ class DiskFull:
 
     def free(self) -> None:
         self.ballast.unlink(missing_ok=True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def mounted(cls, path: Path, size: int) -> Iterator[DiskFull]:
+        """A tmpfs of `size` bytes at `path` for the block; the test is skipped where mounts are refused."""
+        if not cls.available(path.parent / "probe"):
+            pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); see docs/reliability.md")
+        disk = cls(path, size)
+        disk.mount()
+        try:
+            yield disk
+        finally:
+            disk.umount()
 
 
 # ------------------------------------------------------------------------------------------ the ledger

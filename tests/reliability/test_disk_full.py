@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,9 @@ TENANT = TenantContext("acme")
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if not DiskFull.available(tmp_path / "probe"):
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); see docs/reliability.md")
-    disk = DiskFull(tmp_path / "disk", 8 << 20)
-    disk.mount()
-    yield disk
-    disk.umount()
+def small_disk(tmp_path: Path) -> Iterator[DiskFull]:
+    with DiskFull.mounted(tmp_path / "disk", 8 << 20) as disk:
+        yield disk
 
 
 async def test_t06_disk_full_keeps_appended_events_and_resumes_when_space_returns(

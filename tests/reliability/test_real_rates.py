@@ -209,11 +209,8 @@ async def _stored_by_ledger(rig: Rig, seconds: float) -> float:
 async def test_t06_data_disk_full_at_rate_slows_ingest_and_loses_nothing_acked(
     tmp_path: Path, mosquitto: MosquittoProcess
 ) -> None:
-    if not DiskFull.available(tmp_path / "probe"):
-        pytest.skip("cannot mount a tmpfs here (needs CAP_SYS_ADMIN); see docs/reliability.md")
-    disk = DiskFull(tmp_path / "data", 256 << 20)  # the gateway's whole data directory
-    disk.mount()
-    try:
+    # the gateway's whole data directory
+    with DiskFull.mounted(tmp_path / "data", 256 << 20) as disk:
         async with Rig(tmp_path, mosquitto.port, banks=RATE, sync=UPLINK) as rig:
             assert rig.gateway is not None
             await _started(rig)
@@ -248,8 +245,6 @@ async def test_t06_data_disk_full_at_rate_slows_ingest_and_loses_nothing_acked(
             assert after >= 0.5 * rate
             assert integrity_ok(rig.gateway.data / "outbox.db") == "ok"
         assert_clean(rig, "T06 at rate")
-    finally:
-        disk.umount()
 
 
 def _status_fresh(rig: Rig, after: float) -> bool:
