@@ -8,6 +8,7 @@ docs/performance.md), and profiled with wall-clock stacks:
     python -m bench.hotpath --interval 1 --repeat 3 --against /work/base  # base and this tree, interleaved
     python -m bench.hotpath --interval 1 --profile prof/ --how wall       # py-spy stacks of the window
     python -m bench.hotpath --set bus.point_topic_mode=device --point-default report_deadband=0
+    python -m bench.hotpath --building-part +modules --profile prof/ --how cpu   # a step of the building
 
 `--against TREE` runs the gateway (and the simulators) from another checkout by putting it first on the
 children's PYTHONPATH; the harness itself stays this tree's. `--profile DIR` attaches py-spy (when
@@ -37,7 +38,7 @@ import psutil
 import bench.harness
 from bench.harness import BenchEnv, measure
 from bench.procs import BenchBroker, Children
-from bench.scenarios import DeviceGroup, Load, Scenario
+from bench.scenarios import DeviceGroup, Load, Scenario, building_parts
 
 __all__ = ["hotpath_load", "main"]
 
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--no-point-topics", action="store_true", help="[bus] point_topics = false")
+    parser.add_argument(
+        "--building-part",
+        choices=[load.label for load in building_parts().loads],
+        help="measure (and profile) this step of `edge bench building-parts` instead of the Modbus bank",
+    )
     parser.add_argument("--against", help="another source tree, run interleaved with this one")
     parser.add_argument("--profile", type=Path, help="directory for py-spy collapsed stacks")
     parser.add_argument(
@@ -233,6 +239,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     _with_settings(args.set, args.point_default)
     load = hotpath_load(args.interval, args.devices, args.registers, not args.no_point_topics)
+    if args.building_part:
+        load = next(part for part in building_parts().loads if part.label == args.building_part)
     sc = Scenario("hotpath", "per-poll hot path", (load,), warmup=5.0, duration=args.duration)
     trees: dict[str, str | None] = {"this": None}
     if args.against:
