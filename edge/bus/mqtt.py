@@ -43,6 +43,7 @@ from edge.bus.base import (
 )
 from edge.bus.mqtt_batch import PublishEncoder
 from edge.sdk.backoff import Backoff
+from edge.sdk.grid import sleep_until_next_tick
 
 __all__ = ["MqttBus", "Will"]
 
@@ -479,7 +480,7 @@ class MqttBus:
 
     async def _misc_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await sleep_until_next_tick(1.0)  # with the gateway's other periodic work (edge.sdk.grid)
             if not self._connecting and self._client.socket() is not None:
                 self._client.loop_misc()
 

@@ -33,6 +33,7 @@ from edge.outbox import OutboxStore
 from edge.outbox.consumer import DurableConsumer
 from edge.sdk.drivers import DeviceSpec
 from edge.sdk.events import TELEMETRY, Event, rfc3339
+from edge.sdk.grid import sleep_until_next_tick
 from edge.sdk.ratelimit import FairScheduler
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -259,10 +260,13 @@ class LastValuePublisher:
     async def run(self) -> None:
         while True:
             await self._wake.wait()
+            if self._min_interval > 0:
+                # Coalesce: whatever arrives until the next tick of the interval is examined once, then. The
+                # tick is the gateway's periodic work's, half a second off the poll grid (edge.sdk.grid): the
+                # poll round's events go out before its retained updates, which cost no wakeup of their own.
+                await sleep_until_next_tick(self._min_interval)
             self._wake.clear()
             await self._flush()
-            # Coalesce: whatever arrives during the next interval is examined once, at its end.
-            await asyncio.sleep(self._min_interval)
 
     async def drain(self) -> None:
         """At a clean stop, once the pollers stopped and `run` was cancelled: send what is pending at once, above

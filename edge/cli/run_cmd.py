@@ -29,6 +29,7 @@ from edge.ops.status import StatusSnapshot, status_file, write_status_file
 from edge.outbox import StorageUnavailable
 from edge.outbox.migrations import SchemaTooNew
 from edge.plugins import PluginRegistry
+from edge.sdk.grid import housekeeping_tick
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,9 @@ async def _serve_until_stopped(
     status = StatusFile(status_file(loaded.data_dir))
     try:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), 1.0)
+            try:  # every second, with the gateway's other periodic work (edge.sdk.grid)
+                async with asyncio.timeout_at(housekeeping_tick(loop.time(), 1.0)):
+                    await stop.wait()
             except TimeoutError:
                 snapshot = await gateway.status()
                 health = await gateway.health.check()

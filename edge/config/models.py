@@ -357,7 +357,10 @@ class BusConfig(_Strict):
         "all its points' latest values (one publish per device instead of one per point).",
     )
     point_min_interval: float = Field(
-        default=1.0, ge=0.0, description="At most one retained update per point in this many seconds."
+        default=1.0,
+        ge=0.0,
+        description="At most one retained update per point in this many seconds: pending updates are sent on "
+        "the ticks of this interval, with the gateway's periodic work.",
     )
     max_queued_messages: int = Field(
         default=100_000, ge=1000, description="Per client: QoS 1 messages queued for an offline session."

@@ -26,6 +26,7 @@ from edge.module_host.host import HostedModule, ModuleHost, ModuleState
 from edge.module_host.state import Desired, ModuleSnapshot, ModuleStateStore
 from edge.plugins import PluginRegistry
 from edge.sdk.errors import ConfigError
+from edge.sdk.grid import sleep_until_next_tick
 
 if TYPE_CHECKING:  # the supervisor loads grpc, protobuf and psutil (~10 MB): only once a module runs isolated
     from edge.module_host.supervisor import Isolation, Limits, Supervisor
@@ -63,6 +64,7 @@ class ModuleControl:
         self.platform_decides: set[str] = set()
         self.on_module_start: list[Callable[[str], None]] = []  # the entitlement service asks again
         self._written: tuple[list[ModuleSnapshot] | None, float] = (None, 0.0)  # last snapshots written, when
+        self._desired_stamp: tuple[int, ...] | None = None  # the state file as `reconcile` last read it
 
     async def start(self) -> None:
         desired = await asyncio.to_thread(self.state.desired)
@@ -122,9 +124,15 @@ class ModuleControl:
             await self.reconcile()
             await self.snapshot()
             await self._follow_config()
-            await asyncio.sleep(RECONCILE_INTERVAL)
+            await sleep_until_next_tick(RECONCILE_INTERVAL)
 
     async def reconcile(self) -> None:
+        # Operators change the desired state from another process (`edge module enable|disable`); the file is
+        # read (a thread hop, every second) only when it changed since the last read.
+        stamp = self.state.stamp() if self._configs else None
+        if stamp is None or stamp == self._desired_stamp:
+            return
+        self._desired_stamp = stamp
         desired: dict[str, Desired] = await asyncio.to_thread(self.state.desired)
         for name, wanted in desired.items():
             module = self._configs.get(name)

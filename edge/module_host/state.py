@@ -107,6 +107,18 @@ class ModuleStateStore:
             )
         return desired
 
+    def stamp(self) -> tuple[int, ...]:
+        """Changes whenever the file does (a commit writes its WAL, a checkpoint the file): cheap enough to
+        ask every second on the event loop. Empty while the file does not exist."""
+        stamp: list[int] = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            stamp += (info.st_ino, info.st_size, info.st_mtime_ns)
+        return tuple(stamp)
+
     def desired(self) -> dict[str, Desired]:
         if not self.path.exists():
             return {}

@@ -22,12 +22,12 @@ count is what was removed before every consumer had acknowledged it, an upper bo
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 
 from edge.outbox import Dropped, OutboxStore
 from edge.sdk.events import OUTBOX_DROPPED, make_event, rfc3339
+from edge.sdk.grid import sleep_until_next_tick
 from edge.sdk.tenancy import TenantContext, current_tenant, tenant_scope
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Retention:
     async def run(self) -> None:
         while True:
             await self.sweep()
-            await asyncio.sleep(self._interval)
+            await sleep_until_next_tick(self._interval)
 
     async def sweep(self) -> dict[str, list[tuple[str, Dropped]]]:
         """One pass over every tenant; returns what was dropped or refused, per tenant and reason."""

@@ -9,6 +9,7 @@ only writer (the data directory's instance lock), so positions are numbered in m
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from edge.outbox.sqlite_thread import SqliteThread
 from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, OutboxClock, Row, StoreOptions
 from edge.sdk.transaction import transaction
 from edge.version import __version__
+
+_ROWS_PER_STATEMENT = 200  # ten values a row: well within SQLite's 32,766 bound variables (since 3.32)
 
 __all__ = ["OutboxClock", "SqliteOutbox"]
 
@@ -103,15 +106,34 @@ def _commit_rows(db: sqlite3.Connection, first: int, batch: CommitBatch) -> None
     pending cursors and status, in one transaction (deferred: the writer is the file's only writer)."""
     with transaction(db, immediate=False):
         if batch.rows:
-            db.executemany(sql.INSERT, [(first + offset, *row) for offset, row in enumerate(batch.rows)])
+            _insert_many(db, sql.INSERT, [(first + offset, *row) for offset, row in enumerate(batch.rows)])
         if batch.sequences:
-            db.executemany(sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in batch.sequences.items()])
+            _insert_many(db, sql.UPSERT_SEQUENCE, [(t, d, s) for (t, d), s in batch.sequences.items()])
         if batch.usage:
-            db.executemany(sql.ADD_USAGE, [(t, n, b) for t, (n, b) in batch.usage.items()])
+            _insert_many(db, sql.ADD_USAGE, [(t, n, b) for t, (n, b) in batch.usage.items()])
         if batch.cursors:
-            db.executemany(sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in batch.cursors.items()])
+            _insert_many(db, sql.UPSERT_CURSOR, [(c, t, p) for (c, t), p in batch.cursors.items()])
         if batch.status:
-            db.executemany(sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in batch.status.items()])
+            _insert_many(db, sql.UPSERT_STATUS, [(c, t, *v) for (c, t), v in batch.status.items()])
+
+
+def _insert_many(db: sqlite3.Connection, statement: str, rows: Sequence[Sequence[object]]) -> None:
+    """`executemany` as multi-row INSERTs (an upsert's conflicts are still handled row by row).
+
+    sqlite3 lets go of the GIL for every statement step. Row by row, a commit on this thread while the event
+    loop is busy (the poll round that made the rows) took the GIL back once per row, each time a wakeup of both
+    threads; one step per chunk of rows takes it back once."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        db.execute(_multi_row(statement, len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_row(statement: str, count: int) -> str:
+    """`INSERT ... VALUES (?, ?) ...` with `count` groups of values instead of one."""
+    head, _, tail = statement.partition(" VALUES (")
+    group, _, rest = tail.partition(")")
+    return f"{head} VALUES {','.join([f'({group})'] * count)}{rest}"
 
 
 def _execute_many(db: sqlite3.Connection, query: str, params: Sequence[Sequence[object]]) -> int:

@@ -59,8 +59,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # seconds after a consumer moved its cursor before the writer persists it on its own; a commit within that
-# time carries it (at 1 s polls, the next poll's commit), so an idle second costs no transaction of its own
-_CURSOR_FLUSH_INTERVAL = 1.0
+# time carries it (at 1 s polls, the next poll's commit: half a second of margin, or the two race and the flush
+# costs a transaction and a wakeup of its own), so an idle second costs no transaction of its own
+_CURSOR_FLUSH_INTERVAL = 1.5
 DELETE_CHUNK = 10_000  # rows per retention transaction: the writer is never blocked for long
 
 Row = tuple[Any, ...]
@@ -487,11 +488,15 @@ class GroupCommitOutbox(ABC):
     def _take_pending(self) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], list[Any]]]:
         cursors, self._pending_cursors = self._pending_cursors, {}
         status, self._pending_status = self._pending_status, {}
+        if self._flush_timer is not None:  # this commit carries them: the next move starts a new wait
+            self._flush_timer.cancel()
+            self._flush_timer = None
         return cursors, status
 
     def _restore_pending(
         self, cursors: dict[tuple[str, str], int], status: dict[tuple[str, str], list[Any]]
     ) -> None:
+        self._schedule_flush()  # the commit that was to carry them failed
         for key, position in cursors.items():  # keep them for the next commit
             self._pending_cursors[key] = max(position, self._pending_cursors.get(key, 0))
         for key, (ok, failed, error, delivered) in status.items():

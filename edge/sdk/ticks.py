@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from edge.sdk.grid import sleep_until_next_tick
 from edge.sdk.modules import TickHandler
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
@@ -77,7 +78,7 @@ class TenantTicks:
     async def _run(self, tenant: TenantContext, tick: Tick) -> None:
         with tenant_scope(tenant):
             while True:
-                await asyncio.sleep(tick.interval)
+                await sleep_until_next_tick(tick.interval)  # with the gateway's other periodic work
                 try:
                     await tick.fn(time.time())
                 except Exception:  # one bad tick never stops a module's time-based checks

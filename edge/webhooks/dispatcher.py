@@ -24,6 +24,7 @@ import httpx
 
 from edge.module_host.batches import run_batch_consumer
 from edge.outbox import OutboxStore
+from edge.sdk.grid import sleep_until_next_tick
 from edge.sdk.tenancy import TenantContext, tenant_scope
 from edge.webhooks.delivery import Deliverer, DeliveryPolicy, DeliveryStats
 from edge.webhooks.guard import DestinationPolicy, GuardedTransport
@@ -72,13 +73,9 @@ class WebhookDispatcher:
 
     async def sync(self) -> None:
         """Match the running consumers to the stored subscriptions (called at start and periodically)."""
-        wanted: dict[str, Subscription] = {}
-        for ctx in self._tenants.values():
-            if not self.runs_here(ctx.tenant_id):
-                continue
-            with tenant_scope(ctx):
-                subs = await asyncio.to_thread(self._store.list)
-            wanted.update((s.id, s) for s in subs)
+        here = [ctx for ctx in self._tenants.values() if self.runs_here(ctx.tenant_id)]
+        # every tenant's list in one thread hop: this runs every second (see edge.sdk.grid on wakeups)
+        wanted = {s.id: s for s in await asyncio.to_thread(self._list_subscriptions, here)}
         for sub_id in [s for s in self._held if s not in wanted]:
             await self._stop(sub_id)
             tenant = self._held.pop(sub_id)
@@ -96,11 +93,19 @@ class WebhookDispatcher:
             if running is None and sub.state == "active":
                 await self._start(sub)
 
+    def _list_subscriptions(self, tenants: Iterable[TenantContext]) -> list[Subscription]:
+        """The stored subscriptions of `tenants` (blocking: on a worker thread)."""
+        found: list[Subscription] = []
+        for ctx in tenants:
+            with tenant_scope(ctx):
+                found += self._store.list()
+        return found
+
     async def run(self) -> None:
         """Reload subscriptions every `reload_interval` seconds, until cancelled."""
         try:
             while True:
-                await asyncio.sleep(self._reload)
+                await sleep_until_next_tick(self._reload)
                 await self.sync()
         finally:
             for sub_id in list(self._running):

@@ -24,6 +24,7 @@ NOT_REEXPORTED = (
     "edge.sdk.runner",
     "edge.sdk.transaction",
     "edge.sdk.ticks",
+    "edge.sdk.grid",
     "edge.sdk.ratelimit",
     "edge.sdk.proto",
 )  # imported by their full name
@@ -160,6 +161,13 @@ PINNED: dict[str, tuple[str, ...]] = {
         "deprecation_of",
     ),
     "edge.sdk.ticks": ("TenantTicks", "Tick"),
+    "edge.sdk.grid": (
+        "HOUSEKEEPING_PHASE",
+        "housekeeping_tick",
+        "next_tick",
+        "sleep_until",
+        "sleep_until_next_tick",
+    ),
     "edge.sdk.runner": ("IsolatedContext", "main", "run"),
     "edge.sdk.store": ("ModuleStore", "ModuleStoreError", "StateStore", "module_store_path"),
     "edge.sdk.tenancy": ("TenantContext", "current_tenant", "maybe_tenant", "tenant_scope"),
