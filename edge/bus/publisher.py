@@ -40,9 +40,10 @@ from edge.sdk.tenancy import TenantContext, tenant_scope
 log = logging.getLogger(__name__)
 
 MQTT_CONSUMER = "mqtt"
-# retained updates sent before the flush yields to the loop (between devices): a flush of thousands of per-point
-# messages would otherwise hold events and polls back
-_YIELD_EVERY = 64
+# retained updates sent before the flush yields to the loop (between devices): a flush of tens of thousands of
+# per-point messages would otherwise hold events and polls back. The flush runs on the housekeeping tick, off the
+# poll grid (edge.sdk.grid), so a second's worth at 1 s polls goes out in one pass and one write
+_YIELD_EVERY = 2000
 _RESEND_BATCH = 500  # retained messages per write when republishing after a reconnect
 
 PUBLISH_SLOTS = 2  # tenants' batches in flight at once; more tenants take weighted-fair turns for them

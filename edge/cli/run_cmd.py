@@ -25,7 +25,7 @@ from edge.ops.instance import AlreadyRunning
 from edge.ops.logs import install_level_signals
 from edge.ops.loopprobe import LoopProbe
 from edge.ops.sdnotify import notify
-from edge.ops.status import StatusSnapshot, status_file, write_status_file
+from edge.ops.status import STATUS_INTERVAL, StatusSnapshot, status_file, write_status_file
 from edge.outbox import StorageUnavailable
 from edge.outbox.migrations import SchemaTooNew
 from edge.plugins import PluginRegistry
@@ -47,7 +47,7 @@ def run(
         "INFO", help="DEBUG, INFO, WARNING or ERROR (SIGUSR1: DEBUG, SIGUSR2: back)."
     ),
     log_format: str = typer.Option("text", help="text, kv (key=value) or json."),
-    status: bool = typer.Option(False, "--status", help="Print a live status line every second."),
+    status: bool = typer.Option(False, "--status", help="Print a live status line every two seconds."),
     instance: str | None = typer.Option(
         None,
         "--instance",
@@ -143,8 +143,8 @@ async def _serve_until_stopped(
     status = StatusFile(status_file(loaded.data_dir))
     try:
         while not stop.is_set():
-            try:  # every second, with the gateway's other periodic work (edge.sdk.grid)
-                async with asyncio.timeout_at(housekeeping_tick(loop.time(), 1.0)):
+            try:  # with the gateway's other periodic work (edge.sdk.grid)
+                async with asyncio.timeout_at(housekeeping_tick(loop.time(), STATUS_INTERVAL)):
                     await stop.wait()
             except TimeoutError:
                 snapshot = await gateway.status()
@@ -199,7 +199,7 @@ def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | No
 
 
 class StatusFile:
-    """The status file, rewritten every second. A write that fails (data disk full, read-only remount) is
+    """The status file, rewritten every `STATUS_INTERVAL` seconds. A write that fails (data disk full, read-only remount) is
     logged when it starts and when it ends, never raised: the gateway goes on polling and storing what it can,
     and its health report already says why storage fails."""
 
@@ -213,7 +213,12 @@ class StatusFile:
         except OSError as exc:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
-                log.error("cannot write the status file %s: %s; retrying every second", self.path, exc)
+                log.error(
+                    "cannot write the status file %s: %s; retrying every %g s",
+                    self.path,
+                    exc,
+                    STATUS_INTERVAL,
+                )
             return
         if self.failing_since is not None:
             log.warning(

@@ -1,4 +1,4 @@
-"""`edge status`: the running gateway's health as a table, from the status file it rewrites every second.
+"""`edge status`: the running gateway's health as a table, from the status file it rewrites every two seconds.
 
 Exit codes (for scripts and monitoring):
   0  ok: live, ready, every device and module healthy
@@ -29,7 +29,7 @@ from edge.ops.health import HealthReport
 from edge.ops.status import status_file
 
 EXIT_OK, EXIT_DEGRADED, EXIT_NOT_READY, EXIT_NOT_LIVE = 0, 1, 3, 4
-STALE_AFTER = 10.0  # seconds; the gateway rewrites the file every second
+STALE_AFTER = 10.0  # seconds; the gateway rewrites the file every STATUS_INTERVAL (2 s)
 
 
 def status(

@@ -8,7 +8,7 @@
 - degraded: ready, but some device is down or some module reports a problem (shown, not restarted for).
 
 `HealthMonitor` is handed the parts it checks (by edge.gateway), not the gateway; `edge status` reads the same
-report from the status file the gateway rewrites every second (edge.ops.status).
+report from the status file the gateway rewrites every two seconds (edge.ops.status).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gateway's status: one snapshot of its counters and backlogs, and the status file it is written to.
 
 `GatewayStatus` computes the snapshot from the parts that count (stats, outbox, bus); `edge run` writes it with
-the health report to `status_file(data_dir)` every second (`write_status_file`), where `edge status`,
+the health report to `status_file(data_dir)` every `STATUS_INTERVAL` seconds (`write_status_file`), where `edge status`,
 `edge sync status` and the benchmarks read it, and the REST API serves it at `/v1/status`.
 """
 
@@ -24,6 +24,7 @@ from edge.outbox import RetentionPolicy
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = [
+    "STATUS_INTERVAL",
     "DownlinkStatus",
     "GatewayStatus",
     "StatusSnapshot",
@@ -33,8 +34,14 @@ __all__ = [
 ]
 
 
+# Seconds between two rewrites of the status file (and of `edge run --status`'s line). Each rewrite is a rename
+# over the old file, which ext4 makes start writing the new file's data out at once: twice as often cost the
+# gateway 7 % of its CPU at 1 s polls (docs/performance.md), and wears a gateway's flash for nothing.
+STATUS_INTERVAL = 2.0
+
+
 def status_file(data_dir: Path) -> Path:
-    """The status file of the gateway using `data_dir`: rewritten every second while it runs."""
+    """The status file of the gateway using `data_dir`: rewritten every `STATUS_INTERVAL` s while it runs."""
     return data_dir / "status.json"
 
 
@@ -170,7 +177,7 @@ class GatewayStatus:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for ctx in self._tenants:
             tenant = ctx.tenant_id
-            # counters hold only scalars: a shallow copy (asdict deep-copies every value, every second)
+            # counters hold only scalars: a shallow copy (asdict deep-copies every value, every time)
             own = {name: dict(vars(c)) for name, c in self._stats.quotas.get(tenant, {}).items()}
             with tenant_scope(ctx):
                 _, used = self._outbox.usage()

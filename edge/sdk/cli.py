@@ -60,7 +60,7 @@ class ConfiguredGateway:
         self.outbox_path = (
             loaded.data_dir / loaded.config.storage.path
         )  # the SQLite outbox's file (backend sqlite)
-        self.status_file = status_file(loaded.data_dir)  # rewritten every second while the gateway runs
+        self.status_file = status_file(loaded.data_dir)  # rewritten every 2 s while the gateway runs
         self.tenants: dict[str, TenantContext] = loaded.tenant_contexts()  # in the file's order
         self._loaded = loaded
 
