@@ -13,7 +13,7 @@ import functools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, Unpack, cast
 
 from edge.ops.files import private_database
 from edge.outbox import Dropped
@@ -21,7 +21,15 @@ from edge.outbox import schema as sql
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.migrations import migrate
 from edge.outbox.sqlite_thread import SqliteThread
-from edge.outbox.store import DELETE_CHUNK, CommitBatch, GroupCommitOutbox, OutboxClock, Row, StoreOptions
+from edge.outbox.store import (
+    DELETE_CHUNK,
+    CommitBatch,
+    GroupCommitOutbox,
+    OutboxClock,
+    Row,
+    StoreOptions,
+    first_since_search,
+)
 from edge.sdk.transaction import transaction
 from edge.version import __version__
 
@@ -97,6 +105,10 @@ class SqliteOutbox(GroupCommitOutbox):
         assert self._reader is not None, "outbox is not open"
         return await self._reader.rows(query, params)
 
+    async def _search_first_since(self, query: str, tenant: str, enqueued: float) -> int | None:
+        assert self._reader is not None, "outbox is not open"
+        return await self._reader.call(_first_since, query, tenant, enqueued, self.last_position)
+
 
 # ---- transactions, run whole on the writer's thread ----------------------------------------------------
 
@@ -134,6 +146,21 @@ def _multi_row(statement: str, count: int) -> str:
     head, _, tail = statement.partition(" VALUES (")
     group, _, rest = tail.partition(")")
     return f"{head} VALUES {','.join([f'({group})'] * count)}{rest}"
+
+
+def _first_since(
+    db: sqlite3.Connection, query: str, tenant: str, enqueued: float, last_position: int
+) -> int | None:
+    """`first_since_search` whole, in one read transaction (every probe sees the same rows)."""
+    search = first_since_search(enqueued, last_position)
+    with transaction(db, immediate=False):
+        try:
+            position = next(search)
+            while True:
+                row = db.execute(query, (tenant, position)).fetchone()
+                position = search.send((int(row[0]), float(row[1])) if row else None)
+        except StopIteration as done:
+            return cast(int | None, done.value)
 
 
 def _execute_many(db: sqlite3.Connection, query: str, params: Sequence[Sequence[object]]) -> int:

@@ -32,9 +32,9 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, cast
 
 from edge.outbox import CommitListener, ConsumerStatus, DeadLetter, Dropped, RetentionPolicy, WakeListener
 from edge.outbox.fair_queue import TenantQueue
@@ -147,6 +147,25 @@ class StoreOptions(TypedDict, total=False):
     queue_size: int  # appended, not yet committed events before `append` waits (back-pressure)
     retention: dict[str, RetentionPolicy] | None  # tenant -> its limits
     clock: Callable[[], float] | None  # the outbox clock (tests); default OutboxClock
+
+
+def first_since_search(
+    enqueued: float, last_position: int
+) -> Generator[int, tuple[int, float] | None, int | None]:
+    """The binary search behind `first_position_since`, apart from how rows are read: it yields a position and is
+    sent the first row at or after it, (position, enqueued) or None; it returns the answer."""
+    first = yield 0
+    if first is None or first[1] >= enqueued:
+        return first[0] if first else None
+    low, high = first[0], last_position + 1  # the row at `low` is older; the answer is after it
+    while high - low > 1:
+        row = yield (low + high) // 2
+        if row is None or row[1] >= enqueued:
+            high = (low + high) // 2
+        else:
+            low = row[0]
+    row = yield high
+    return row[0] if row is not None and row[1] >= enqueued else None
 
 
 class GroupCommitOutbox(ABC):
@@ -722,26 +741,20 @@ class GroupCommitOutbox(ABC):
         Rows are stored in time order (the outbox clock never goes back), so this is a binary search of
         point lookups: a few milliseconds however long the backlog, instead of a scan of every old row."""
         clause, tenant = tenant_filter()
+        query = f"SELECT position, enqueued FROM outbox WHERE {clause} AND position >= ? ORDER BY position LIMIT 1"
+        return await self._search_first_since(query, tenant, enqueued)
 
-        async def first_from(position: int) -> tuple[int, float] | None:
-            rows = await self._read(
-                f"SELECT position, enqueued FROM outbox WHERE {clause} AND position >= ? ORDER BY position LIMIT 1",
-                (tenant, position),
-            )
-            return (int(rows[0][0]), float(rows[0][1])) if rows else None
-
-        first = await first_from(0)
-        if first is None or first[1] >= enqueued:
-            return first[0] if first else None
-        low, high = first[0], self.last_position + 1  # the row at `low` is older; the answer is after it
-        while high - low > 1:
-            row = await first_from((low + high) // 2)
-            if row is None or row[1] >= enqueued:
-                high = (low + high) // 2
-            else:
-                low = row[0]
-        row = await first_from(high)
-        return row[0] if row is not None and row[1] >= enqueued else None
+    async def _search_first_since(self, query: str, tenant: str, enqueued: float) -> int | None:
+        """`first_since_search` with one read per probe; a backend that can run the search whole where its
+        rows are (SQLite, on its reader thread) does it in one step: retention asks every few seconds."""
+        search = first_since_search(enqueued, self.last_position)
+        try:
+            position = next(search)
+            while True:
+                rows = await self._read(query, (tenant, position))
+                position = search.send((int(rows[0][0]), float(rows[0][1])) if rows else None)
+        except StopIteration as done:
+            return cast(int | None, done.value)
 
     async def position_freeing(self, nbytes: int) -> int | None:
         """The smallest position such that deleting the tenant's rows up to it frees at least `nbytes`."""
