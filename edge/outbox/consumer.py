@@ -41,6 +41,7 @@ from typing import Protocol, Self
 
 from edge.outbox import CommitListener, WakeListener
 from edge.sdk.events import Event, StoredEvent
+from edge.sdk.grid import housekeeping_tick
 from edge.sdk.tenancy import TenantContext, tenant_scope
 
 __all__ = ["Batch", "ConsumerOutbox", "DurableConsumer"]
@@ -222,7 +223,7 @@ class DurableConsumer:
                 return batch
             if batch.through > self._position:  # nothing of ours up to there: move on, retention may free it
                 self.ack(batch)
-            if not await self._sleep(self._idle):
+            if not await self._sleep(self._idle_wait()):
                 # no commit heard for a whole `idle`: look in SQLite itself, in case one went unheard
                 self._lose_track()
             if self._yield_idle:
@@ -344,6 +345,13 @@ class DurableConsumer:
             if remaining <= 0:
                 return Batch(events, position, passed)
             await self._sleep(remaining)
+
+    def _idle_wait(self) -> float:
+        """Seconds to wait for a commit before looking on its own: about `idle`, ending on the housekeeping
+        grid (edge.sdk.grid). Every idle consumer then looks in the same wakeup as the gateway's other periodic
+        work; and at polls of the same period its wait no longer races the next poll round's commit."""
+        now = asyncio.get_running_loop().time()
+        return housekeeping_tick(now + self._idle / 2, self._idle) - now
 
     async def _sleep(self, seconds: float) -> bool:
         """Wait for a commit of the tenant (True) or `seconds` (False); the flag was cleared before the last
