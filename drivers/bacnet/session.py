@@ -449,35 +449,46 @@ class BacnetSession:
             await stack.call(lambda: stack.app.request(cancel), self._timeout, 0)
 
     async def _pump(self, plan: BacnetPlan, receiver: PushReceiver, last: dict[int, RawValue]) -> None:
-        """Turn queued COV notifications into changed point values."""
+        """Turn queued COV notifications into changed point values: the notifications that arrived together
+        (several objects of the device changing at once) are handed over as one change."""
         by_index = {t.index: t for t in plan.targets}
+        queue = self._notifications
         while True:
-            apdu = await self._notifications.get()
-            object_id = apdu.monitoredObjectIdentifier
-            object_key = _object_key(object_id)
-            try:
-                values = dict(decode_notification(object_id[0], pv) for pv in apdu.listOfValues)
-            except (ValueError, TypeError) as exc:
-                log.warning(
-                    "device %s: undecodable COV notification for %s: %s", self._device, object_id, exc
-                )
-                continue
-            flags = status_flags(values.get(int(STATUS_FLAGS)))
-            reliability = None
-            if flags is not None and flags[1]:
-                reliability = await self._reliability_of(object_id)
             changes: dict[int, RawValue] = {}
-            for index in plan.cov_feeds.get(object_key, ()):
-                target = by_index[index]
-                if int(target.property_id) not in values:
-                    continue
-                raw = decode(values[int(target.property_id)], target)
-                if target.with_status:
-                    raw = qualify(raw, flags, reliability)
-                if last.get(index) != raw or type(last.get(index)) is not type(raw):
-                    changes[index] = last[index] = raw
+            await self._apply_notification(await queue.get(), plan, by_index, last, changes)
+            while not queue.empty():
+                await self._apply_notification(queue.get_nowait(), plan, by_index, last, changes)
             if changes:
                 receiver.values(changes)
+
+    async def _apply_notification(
+        self,
+        apdu: Any,
+        plan: BacnetPlan,
+        by_index: dict[int, Target],
+        last: dict[int, RawValue],
+        changes: dict[int, RawValue],
+    ) -> None:
+        """Put the points of one COV notification that changed into `changes` (and `last`)."""
+        object_id = apdu.monitoredObjectIdentifier
+        try:
+            values = dict(decode_notification(object_id[0], pv) for pv in apdu.listOfValues)
+        except (ValueError, TypeError) as exc:
+            log.warning("device %s: undecodable COV notification for %s: %s", self._device, object_id, exc)
+            return
+        flags = status_flags(values.get(int(STATUS_FLAGS)))
+        reliability = None
+        if flags is not None and flags[1]:
+            reliability = await self._reliability_of(object_id)
+        for index in plan.cov_feeds.get(_object_key(object_id), ()):
+            target = by_index[index]
+            if int(target.property_id) not in values:
+                continue
+            raw = decode(values[int(target.property_id)], target)
+            if target.with_status:
+                raw = qualify(raw, flags, reliability)
+            if last.get(index) != raw or type(last.get(index)) is not type(raw):
+                changes[index] = last[index] = raw
 
     async def _reliability_of(self, object_id: ObjectIdentifier) -> str | None:
         try:

@@ -125,7 +125,11 @@ class OpcuaConnection(BaseModel):
     )
     max_notifications_per_publish: int = Field(default=10_000, ge=0, description="0: no limit.")
     watchdog_interval: float = Field(
-        default=1.0, gt=0.0, le=60.0, description="Seconds between asyncua's server-state probes."
+        default=5.0,
+        gt=0.0,
+        le=60.0,
+        description="Seconds between asyncua's server-state probes (a read each); while subscribed, the "
+        "session's keep-alive watchdog notices a silent server sooner.",
     )
     max_message_size: int = Field(
         default=16 * 1024 * 1024,

@@ -57,6 +57,8 @@ _HINTS: dict[str, str] = {
     "BadSecurityPolicyRejected": "the server does not accept this security policy",
 }
 
+_STALE_CHECK_INTERVAL = 3600.0  # seconds; see open_client
+
 LostCallback = Callable[[Exception], Coroutine[Any, Any, None]]
 
 
@@ -85,6 +87,10 @@ async def open_client(
 ) -> Client:
     """A connected client with an active session, or `DeviceUnreachable` saying why not."""
     client = Client(conn.url, timeout=request_timeout, watchdog_intervall=conn.watchdog_interval)
+    # The session subscribes on `client.uaclient`, not through `Client.create_subscription`, so asyncua's own
+    # stale-subscription check (a wake-up every 0.5 s per client) never has one to check: the session's
+    # keep-alive watchdog does that job. asyncua has no public setting for its period (a test pins the name).
+    client._stale_check_interval = _STALE_CHECK_INTERVAL
     client.name = client.description = APPLICATION_NAME
     client.product_uri = PRODUCT_URI
     client.session_timeout = round(conn.session_timeout * 1000)

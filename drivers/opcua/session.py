@@ -231,12 +231,15 @@ class OpcuaSession:
                     self._lost(generation, f"subscription ended: {status_name(code)}")
 
     async def _keepalive_watchdog(self, generation: int, limit: float) -> None:
+        # wake when the limit would be reached since the last publish, not on a short fixed period: while
+        # publishes arrive it wakes once per `limit` (each wake-up costs CPU), and it still notices a silence
+        # the moment it exceeds the limit
         while generation == self._generation:
-            await asyncio.sleep(min(limit / 4, 1.0))
             silent = time.monotonic() - self._last_publish
             if silent > limit:
                 self._lost(generation, f"no publish response or keep-alive for {silent:.1f} s")
                 return
+            await asyncio.sleep(limit - silent + 0.01)
 
     def _lost(self, generation: int, reason: str) -> None:
         """Tell the kernel once per connection that the feed is gone."""

@@ -82,6 +82,9 @@ class BatchConsumer:
         self._failing = False
         self._retries = 0
         self._next_replay_check = 0.0
+        # Only this consumer makes its dead letters, and a replay can only be asked for letters that exist:
+        # while it has none (looked up once at start), there is nothing to look for every `_REPLAY_CHECK`.
+        self._may_have_dead_letters = True
 
     async def run(self) -> None:
         sub = self._sub
@@ -96,6 +99,7 @@ class BatchConsumer:
             yield_idle=True,  # look for dead letters to replay while idle too
         )
         with tenant_scope(self._tenant):
+            self._may_have_dead_letters = bool(await self._outbox.dead_letters(self._consumer, 1))
             async with events:
                 async for batch in events:
                     await self._replay_dead_letters()
@@ -164,6 +168,7 @@ class BatchConsumer:
         if len(dead) < len(rejected):
             log.warning("module %s rejected positions outside its batch; ignored", self._hosted.name)
         if dead:
+            self._may_have_dead_letters = True
             await self._outbox.dead_letter(self._consumer, dead)
             self._hosted.dead_lettered += len(dead)
             log.warning(
@@ -179,7 +184,7 @@ class BatchConsumer:
     async def _replay_dead_letters(self) -> None:
         """Offer again what an operator asked to replay (`edge sync replay-dead-letters`)."""
         now = time.monotonic()
-        if now < self._next_replay_check:
+        if now < self._next_replay_check or not self._may_have_dead_letters:
             return
         self._next_replay_check = now + _REPLAY_CHECK
         letters = await self._outbox.dead_letters(self._consumer, self._sub.max_batch, replay_only=True)

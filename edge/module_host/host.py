@@ -345,7 +345,7 @@ class ModuleHost:
                 log.error("module %s failed to disable: %s", hosted.name, exc)
             hosted.state = ModuleState.DISABLED
         if hosted.context is not None:
-            await hosted.context.store.close()  # an open aiosqlite thread would keep the process alive
+            await hosted.context.store.close()  # its file and connection, and any call still queued
 
     async def stop(self) -> None:
         for name in list(self.modules):

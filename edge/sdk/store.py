@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
-import aiosqlite
 import orjson
 
 from edge.sdk.errors import EdgeError
 from edge.sdk.tenancy import current_tenant
-from edge.sdk.transaction import async_transaction, finish_even_if_cancelled
+from edge.sdk.transaction import finish_even_if_cancelled, transaction
 
 __all__ = ["ModuleStore", "ModuleStoreError", "StateStore", "module_store_path"]
 
@@ -104,7 +105,10 @@ def _tenant() -> str:
 
 
 class ModuleStore(StateStore):
-    """Tenant-scoped key-value storage of one module (see the module docstring)."""
+    """Tenant-scoped key-value storage of one module (see the module docstring).
+
+    Every call is one hop to the store thread that all module stores of the process share (`_on_store_thread`):
+    a whole `apply` transaction, or a query with its fetch. Calls run in the order they were made."""
 
     def __init__(
         self, path: Path, module: str, *, readonly: bool = False, once_ttl: float = ONCE_TTL
@@ -113,28 +117,34 @@ class ModuleStore(StateStore):
         self.module = module
         self._readonly = readonly
         self._once_ttl = once_ttl
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()  # one transaction at a time on the single connection
+        self._db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        try:
-            if self._readonly:
-                uri = f"file:{self.path}?mode=ro"
-                self._db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-                return
+        if not self._readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=10.0)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.executescript(_SCHEMA)
-            await self._db.execute("DELETE FROM applied WHERE at < ?", (time.time() - self._once_ttl,))
+        try:
+            self._db = await _on_store_thread(self._connect)
         except sqlite3.Error as exc:
             raise ModuleStoreError(self.module, f"{self.path}: {exc}") from exc
 
+    def _connect(self) -> sqlite3.Connection:
+        if self._readonly:
+            return _connect(f"file:{self.path}?mode=ro", uri=True, busy_timeout=5.0)
+        db = _connect(str(self.path), uri=False, busy_timeout=10.0)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute("DELETE FROM applied WHERE at < ?", (time.time() - self._once_ttl,))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            await _on_store_thread(db.close)
 
     async def __aenter__(self) -> ModuleStore:
         await self.open()
@@ -143,27 +153,24 @@ class ModuleStore(StateStore):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _conn(self) -> aiosqlite.Connection:
+    def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise ModuleStoreError(self.module, "the store is not open")
         return self._db
 
+    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return await _on_store_thread(_fetchall, self._conn(), query, params)
+
     async def get(self, key: str) -> Any | None:
-        tenant = _tenant()
-        async with self._conn().execute(
-            "SELECT value FROM kv WHERE tenant = ? AND key = ?", (tenant, key)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else orjson.loads(row[0])
+        rows = await self._rows("SELECT value FROM kv WHERE tenant = ? AND key = ?", (_tenant(), key))
+        return None if not rows else orjson.loads(rows[0][0])
 
     async def items(self, prefix: str = "") -> list[tuple[str, Any]]:
         """Every (key, value) of the current tenant whose key starts with `prefix`, in key order."""
-        tenant = _tenant()
-        async with self._conn().execute(
+        rows = await self._rows(
             "SELECT key, value FROM kv WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key",
-            (tenant, len(prefix), prefix),
-        ) as cursor:
-            rows = await cursor.fetchall()
+            (_tenant(), len(prefix), prefix),
+        )
         return [(str(key), orjson.loads(value)) for key, value in rows]
 
     async def apply(
@@ -175,48 +182,75 @@ class ModuleStore(StateStore):
             encoded = [(tenant, key, orjson.dumps(value), now) for key, value in puts.items()]
         except TypeError as exc:
             raise ModuleStoreError(self.module, f"value is not JSON: {exc}") from exc
-        db = self._conn()
-        async with self._lock:
-            # aiosqlite runs each statement in its own thread: a cancelled await could otherwise leave the
-            # connection inside a transaction, or a half-known outcome
-            return await finish_even_if_cancelled(self._transaction(db, tenant, encoded, deletes, once, now))
-
-    async def _transaction(
-        self,
-        db: aiosqlite.Connection,
-        tenant: str,
-        encoded: list[tuple[str, str, bytes, float]],
-        deletes: Sequence[str],
-        once: str | None,
-        now: float,
-    ) -> bool:
-        try:
-            async with async_transaction(db):
-                if once is not None:
-                    cursor = await db.execute(
-                        "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
-                        (tenant, once, now),
-                    )
-                    if cursor.rowcount == 0:
-                        raise _AppliedBefore
-                if encoded:
-                    await db.executemany(
-                        "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-                        encoded,
-                    )
-                if deletes:
-                    await db.executemany(
-                        "DELETE FROM kv WHERE tenant = ? AND key = ?", [(tenant, key) for key in deletes]
-                    )
-        except _AppliedBefore:  # rolled back: nothing of this call is written
-            return False
-        return True
+        removed = [(tenant, key) for key in deletes]
+        applying = _on_store_thread(_apply, self._conn(), tenant, encoded, removed, once, now)
+        # once handed to the thread the transaction runs to its end: a cancelled caller re-raises only then,
+        # and the next call (queued behind it) sees its outcome
+        return await finish_even_if_cancelled(applying)
 
     async def applied(self, once: str) -> bool:
         """Whether `once` was applied before, for the current tenant."""
-        tenant = _tenant()
-        async with self._conn().execute(
-            "SELECT 1 FROM applied WHERE tenant = ? AND once_key = ?", (tenant, once)
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        rows = await self._rows("SELECT 1 FROM applied WHERE tenant = ? AND once_key = ?", (_tenant(), once))
+        return bool(rows)
+
+
+T = TypeVar("T")
+
+# The one thread on which every module store of the process runs its SQLite calls. aiosqlite gave each store a
+# thread of its own and hopped to it and back for every statement: one `apply` was four or five hops (BEGIN, the
+# `once` insert, the puts, COMMIT), each a wake-up of two threads and a GIL hand-over, which on a small VM costs
+# more CPU than the statements. Here a call hands the thread one whole function of its connection (a
+# transaction, a query with its fetch): one hop per call, and the stores of all modules share the thread, so
+# calls of several stores arriving together run in one wake-up. Calls run one at a time in the order they were
+# made (no lock needed); a connection is created, used and closed only there. A call waiting on a busy file
+# (another process writing the same store, up to the busy timeout) delays the other stores' calls too.
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()  # event loops of several threads may open stores
+
+
+async def _on_store_thread(fn: Callable[..., T], *args: Any) -> T:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="module-stores")
+    return await asyncio.get_running_loop().run_in_executor(_executor, fn, *args)
+
+
+def _connect(path: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
+    """A connection for the store thread (made there): autocommit, transactions are explicit."""
+    return sqlite3.connect(path, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+
+
+def _fetchall(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return db.execute(query, params).fetchall()
+
+
+def _apply(
+    db: sqlite3.Connection,
+    tenant: str,
+    encoded: list[tuple[str, str, bytes, float]],
+    removed: list[tuple[str, str]],
+    once: str | None,
+    now: float,
+) -> bool:
+    """`ModuleStore.apply` as one transaction, on the store thread."""
+    try:
+        with transaction(db):
+            if once is not None:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO applied (tenant, once_key, at) VALUES (?, ?, ?)",
+                    (tenant, once, now),
+                )
+                if cursor.rowcount == 0:
+                    raise _AppliedBefore
+            if encoded:
+                db.executemany(
+                    "INSERT INTO kv (tenant, key, value, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+                    encoded,
+                )
+            if removed:
+                db.executemany("DELETE FROM kv WHERE tenant = ? AND key = ?", removed)
+    except _AppliedBefore:  # rolled back: nothing of this call is written
+        return False
+    return True

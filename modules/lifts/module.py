@@ -74,6 +74,7 @@ class Lifts:
 
     async def _tick(self, now: float) -> None:
         async with self._lock():
+            changed: dict[str, Any] = {}
             for key, track in (await self._tenant_tracks()).items():
                 await self._check(key, track, now)
                 if (
@@ -81,7 +82,9 @@ class Lifts:
                     and now - track.period_start >= self._config.report_interval
                 ):
                     await self._report(key, track, now)
-                await self._context.store.put(key, track.to_json())
+                changed[key] = track.to_json()
+            if changed:
+                await self._context.store.apply(changed)  # every lift in one transaction
 
     async def _check(self, key: str, track: LiftTrack, now: float) -> None:
         _, site, device = key.split("/", 2)
