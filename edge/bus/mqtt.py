@@ -218,7 +218,7 @@ class MqttBus:
         self._closing = False  # we sent DISCONNECT ourselves
         self._connecting = False  # paho.connect() is running in the executor: hands off the client
         self._want_writer = False  # mirrors paho's "socket registered for write" flag
-        self._cork = False  # the connection is TCP (plain or TLS): its writes are corked (`_on_writable`)
+        self._cork: int | None = None  # TCP_CORK on a TCP connection (plain or TLS): see `_on_writable`
         self._session: _Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Future[None] | None = None
@@ -430,7 +430,7 @@ class MqttBus:
             # paho sends each packet with its own send(): without this, Nagle plus delayed ACKs stall
             # small back-to-back packets (PUBLISH, PUBACK) for ~40 ms now and then.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._cork = _CORK is not None
+            self._cork = _CORK
         self._loop.add_reader(sock, self._on_readable)
         if self._want_writer:
             self._loop.add_writer(sock, self._on_writable)
@@ -662,18 +662,19 @@ class MqttBus:
                 return
 
     def _on_writable(self) -> None:
-        sock = self._client.socket() if self._cork else None
-        if not isinstance(sock, socket.socket) or _CORK is None:
+        cork = self._cork
+        sock = self._client.socket() if cork is not None else None
+        if cork is None or not isinstance(sock, socket.socket):
             self._client.loop_write()
             return
         # What is queued goes out in as few segments as the kernel can make: paho sends each packet with its
         # own send(), and each segment wakes the broker, a wakeup whose CPU the sender pays too on a small box.
-        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
         try:
             self._client.loop_write()
         finally:
             with contextlib.suppress(OSError):  # loop_write may have closed a broken connection
-                sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 0)
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any

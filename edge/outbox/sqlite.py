@@ -20,7 +20,6 @@ from edge.outbox import Dropped
 from edge.outbox import schema as sql
 from edge.outbox.inspect import OutboxInspector
 from edge.outbox.migrations import migrate
-from edge.outbox.sqlite_thread import SqliteThread
 from edge.outbox.store import (
     DELETE_CHUNK,
     CommitBatch,
@@ -30,6 +29,7 @@ from edge.outbox.store import (
     StoreOptions,
     first_since_search,
 )
+from edge.sdk.sqlite_thread import SqliteThread
 from edge.sdk.transaction import transaction
 from edge.version import __version__
 

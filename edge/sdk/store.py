@@ -15,18 +15,16 @@ seconds (pruned when the store opens), far longer than any redelivery window of 
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import orjson
 
 from edge.sdk.errors import EdgeError
+from edge.sdk.sqlite_thread import SqliteThread
 from edge.sdk.tenancy import current_tenant
 from edge.sdk.transaction import finish_even_if_cancelled, transaction
 
@@ -107,8 +105,9 @@ def _tenant() -> str:
 class ModuleStore(StateStore):
     """Tenant-scoped key-value storage of one module (see the module docstring).
 
-    Every call is one hop to the store thread that all module stores of the process share (`_on_store_thread`):
-    a whole `apply` transaction, or a query with its fetch. Calls run in the order they were made."""
+    Every call is one hop to the SQLite thread that all module stores of the process share (`STORE_THREAD`):
+    a whole `apply` transaction, or a query with its fetch, and calls of several modules' stores arriving
+    together run in one wake-up. Calls run in the order they were made."""
 
     def __init__(
         self, path: Path, module: str, *, readonly: bool = False, once_ttl: float = ONCE_TTL
@@ -117,34 +116,33 @@ class ModuleStore(StateStore):
         self.module = module
         self._readonly = readonly
         self._once_ttl = once_ttl
-        self._db: sqlite3.Connection | None = None
+        self._db: SqliteThread | None = None
 
     async def open(self) -> None:
-        if not self._readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = SqliteThread.shared(STORE_THREAD)
         try:
-            self._db = await _on_store_thread(self._connect)
+            if self._readonly:
+                await db.open(f"file:{self.path}?mode=ro", uri=True, busy_timeout=5.0)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                await db.open(
+                    self.path,
+                    busy_timeout=10.0,
+                    pragmas=("journal_mode=WAL", "synchronous=FULL"),
+                    setup=self._create_schema,
+                )
         except sqlite3.Error as exc:
             raise ModuleStoreError(self.module, f"{self.path}: {exc}") from exc
+        self._db = db
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._readonly:
-            return _connect(f"file:{self.path}?mode=ro", uri=True, busy_timeout=5.0)
-        db = _connect(str(self.path), uri=False, busy_timeout=10.0)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            db.execute("DELETE FROM applied WHERE at < ?", (time.time() - self._once_ttl,))
-        except BaseException:
-            db.close()
-            raise
-        return db
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        db.executescript(_SCHEMA)
+        db.execute("DELETE FROM applied WHERE at < ?", (time.time() - self._once_ttl,))
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
-            await _on_store_thread(db.close)
+            await db.close()
 
     async def __aenter__(self) -> ModuleStore:
         await self.open()
@@ -153,21 +151,18 @@ class ModuleStore(StateStore):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> SqliteThread:
         if self._db is None:
             raise ModuleStoreError(self.module, "the store is not open")
         return self._db
 
-    async def _rows(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return await _on_store_thread(_fetchall, self._conn(), query, params)
-
     async def get(self, key: str) -> Any | None:
-        rows = await self._rows("SELECT value FROM kv WHERE tenant = ? AND key = ?", (_tenant(), key))
+        rows = await self._conn().rows("SELECT value FROM kv WHERE tenant = ? AND key = ?", (_tenant(), key))
         return None if not rows else orjson.loads(rows[0][0])
 
     async def items(self, prefix: str = "") -> list[tuple[str, Any]]:
         """Every (key, value) of the current tenant whose key starts with `prefix`, in key order."""
-        rows = await self._rows(
+        rows = await self._conn().rows(
             "SELECT key, value FROM kv WHERE tenant = ? AND substr(key, 1, ?) = ? ORDER BY key",
             (_tenant(), len(prefix), prefix),
         )
@@ -183,46 +178,22 @@ class ModuleStore(StateStore):
         except TypeError as exc:
             raise ModuleStoreError(self.module, f"value is not JSON: {exc}") from exc
         removed = [(tenant, key) for key in deletes]
-        applying = _on_store_thread(_apply, self._conn(), tenant, encoded, removed, once, now)
+        applying = self._conn().call(_apply, tenant, encoded, removed, once, now)
         # once handed to the thread the transaction runs to its end: a cancelled caller re-raises only then,
         # and the next call (queued behind it) sees its outcome
         return await finish_even_if_cancelled(applying)
 
     async def applied(self, once: str) -> bool:
         """Whether `once` was applied before, for the current tenant."""
-        rows = await self._rows("SELECT 1 FROM applied WHERE tenant = ? AND once_key = ?", (_tenant(), once))
+        rows = await self._conn().rows(
+            "SELECT 1 FROM applied WHERE tenant = ? AND once_key = ?", (_tenant(), once)
+        )
         return bool(rows)
 
 
-T = TypeVar("T")
-
-# The one thread on which every module store of the process runs its SQLite calls. aiosqlite gave each store a
-# thread of its own and hopped to it and back for every statement: one `apply` was four or five hops (BEGIN, the
-# `once` insert, the puts, COMMIT), each a wake-up of two threads and a GIL hand-over, which on a small VM costs
-# more CPU than the statements. Here a call hands the thread one whole function of its connection (a
-# transaction, a query with its fetch): one hop per call, and the stores of all modules share the thread, so
-# calls of several stores arriving together run in one wake-up. Calls run one at a time in the order they were
-# made (no lock needed); a connection is created, used and closed only there. A call waiting on a busy file
-# (another process writing the same store, up to the busy timeout) delays the other stores' calls too.
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()  # event loops of several threads may open stores
-
-
-async def _on_store_thread(fn: Callable[..., T], *args: Any) -> T:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="module-stores")
-    return await asyncio.get_running_loop().run_in_executor(_executor, fn, *args)
-
-
-def _connect(path: str, *, uri: bool, busy_timeout: float) -> sqlite3.Connection:
-    """A connection for the store thread (made there): autocommit, transactions are explicit."""
-    return sqlite3.connect(path, uri=uri, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-
-
-def _fetchall(db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    return db.execute(query, params).fetchall()
+# The module stores' shared SQLite thread (see edge.sdk.sqlite_thread): a call waiting on a busy file (another
+# process writing the same store, up to the busy timeout) delays the other stores' calls too.
+STORE_THREAD = "module-stores"
 
 
 def _apply(
