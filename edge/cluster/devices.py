@@ -42,7 +42,8 @@ class FencedSink:
         self._owns = owns
         self.refused = 0
 
-    def _allowed(self, event: Event) -> bool:
+    def accepts(self) -> bool:
+        """Whether events of the device may be stored now; the poller asks before numbering a poll's events."""
         if self._owns(self._device):
             return True
         self.refused += 1
@@ -53,11 +54,11 @@ class FencedSink:
         return False
 
     async def append(self, event: Event) -> None:
-        if self._allowed(event):
+        if self.accepts():
             await self._outbox.append(event)
 
     async def append_durable(self, event: Event) -> int:
-        if self._allowed(event):
+        if self.accepts():
             return await self._outbox.append_durable(event)
         return 0
 

@@ -62,6 +62,13 @@ class _DurableSink(Protocol):
     async def append_durable(self, event: Event) -> int: ...
 
 
+@runtime_checkable
+class _GatedSink(Protocol):
+    """A sink that may refuse a device's events for a while (cluster mode: `edge.cluster.devices.FencedSink`)."""
+
+    def accepts(self) -> bool: ...
+
+
 class _PushFeed:
     """Receives a pushing driver's changes between two events (the `PushReceiver` the driver sees)."""
 
@@ -109,6 +116,7 @@ class DevicePoller:
         self.tenant = tenant
         self._driver = driver
         self._sink = sink
+        self._accepting = sink.accepts if isinstance(sink, _GatedSink) else None
         self._plan: Any = driver.compile(spec)
         self._session: DeviceSession = driver.session(spec)
         self._normalizer = DeviceNormalizer(spec.name, self._plan.points)
@@ -208,6 +216,11 @@ class DevicePoller:
         await self._emit(points, sample_time, error)
 
     async def _emit(self, points: dict[str, dict[str, Any]], sample_time: float, error: str | None) -> None:
+        if self._accepting is not None and not self._accepting():
+            # The sink would refuse this poll's events (cluster: the lease lapsed for a moment). Numbering them
+            # anyway would leave a gap in the device's sequence that no status report explains; the poll is
+            # dropped whole, as if not made, and the status it observed is judged again by the next one.
+            return
         status_change = self._account(points, error)
         if status_change is not None:
             await self._sink.append(self.status_event(*status_change, at=sample_time))

@@ -89,6 +89,48 @@ async def test_a_down_device_is_told_once_then_nothing_until_it_recovers(tmp_pat
     assert "check the unit id (connection.unit_id = 1)" in reason
 
 
+class Gated(Recorded):
+    """A sink that refuses events while `open` is False, as a cluster instance's does while its lease lapses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = True
+        self.refused = 0
+
+    def accepts(self) -> bool:
+        self.refused += not self.open
+        return self.open
+
+    async def append(self, event: Event) -> None:
+        if self.open:
+            self.events.append(event)
+
+
+async def test_polls_a_sink_refuses_leave_no_gap_in_the_devices_sequence(tmp_path: Path) -> None:
+    port = free_port()
+    async with InverterSimulator(1, port, sim_time="12:00", update_interval=3600) as sim:
+        assert sim is not None
+        poller, _ = poller_for(tmp_path, port)
+        gated = Gated()
+        poller._sink = gated  # the same poller, fed to a gated sink (poller_for builds an ungated one)
+        poller._accepting = gated.accepts
+        task = asyncio.create_task(poller.run())
+        try:
+            await until(lambda: gated.kinds().count("poll") >= 2, 10, "two polls")
+            gated.open = False
+            await until(lambda: gated.refused >= 3, 10, "three refused polls")
+            gated.open = True
+            stored = len(gated.events)
+            await until(lambda: len(gated.events) >= stored + 2, 10, "polls after the sink accepts again")
+        finally:
+            poller.request_stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    sequences = [e.sequence for e in gated.events]
+    assert sequences == list(range(1, len(sequences) + 1)), sequences
+
+
 async def test_a_wrong_unit_id_suggests_checking_it(tmp_path: Path) -> None:
     port = free_port()
     async with InverterSimulator(2, port, sim_time="12:00", update_interval=3600) as sim:
