@@ -210,12 +210,14 @@ class MqttRecorder:
         )
         if login is not None:
             self._client.username_pw_set(*login)
-        self._client.on_connect = lambda c, u, f, rc, p: (c.subscribe(topic, qos=1), self._connected.set())
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        # ready once the broker confirmed the subscription: a message published after __init__ reaches it
+        self._client.on_subscribe = lambda c, u, mid, codes, p: self._connected.set()
         self._client.on_message = self._on_message
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
         if not self._connected.wait(10):
-            raise TimeoutError("recorder could not connect")
+            raise TimeoutError("recorder could not connect and subscribe")
 
     def _on_message(self, client: object, userdata: object, msg: object) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge.bus import BusDisconnected, InboundMessage, MqttBus, PublishRejected, Will
-from tests.helpers import MosquittoProcess, until
+from tests.helpers import MosquittoProcess, MqttRecorder, until
 
 ROOT = Path(__file__).resolve().parents[2]
 _ids = itertools.count()
@@ -109,6 +109,38 @@ async def test_publish_future_resolves_only_on_puback(
         assert not future.done()
     await asyncio.wait_for(future, 5)
     assert pub.stats.acked == 1
+
+
+async def test_each_pubacks_reason_reaches_its_publish(
+    tmp_path: Path, make_bus: MakeBus, request: pytest.FixtureRequest
+) -> None:
+    """A broker's PUBACK says success (delivered), success with "no matching subscribers", or a refusal: each
+    publish learns its own, whether the ack is short (decoded by the bus) or carries a reason (by paho)."""
+    broker = MosquittoProcess(tmp_path)
+    (tmp_path / "acl").write_text("topic readwrite open/#\n")
+    # started as root, Mosquitto would read the ACL as its own user, which cannot enter the test's folder
+    broker.conf.write_text(broker.conf.read_text() + f"acl_file {tmp_path / 'acl'}\nuser root\n")
+    broker.start()
+    try:
+        pub = make_bus(broker.port)
+        await _started(pub)
+        listener = MqttRecorder(broker.port, "open/heard")
+        try:
+            heard = await pub.publish("open/heard", b"1", qos=1)
+            unheard = await pub.publish("open/unheard", b"2", qos=1)
+            denied = await pub.publish("closed/x", b"3", qos=1)
+            await asyncio.wait_for(heard, 5)
+            await asyncio.wait_for(unheard, 5)
+            with pytest.raises(PublishRejected, match="Not authorized"):
+                await asyncio.wait_for(denied, 5)
+            got = await asyncio.to_thread(listener.wait_for, lambda m: len(m) >= 1, 5)
+        finally:
+            listener.close()
+        assert [(t, p) for t, p, _ in got] == [("open/heard", b"1")]
+        assert (pub.stats.published, pub.stats.acked, pub.stats.rejected) == (3, 2, 1)
+        assert pub.inflight == 0
+    finally:
+        broker.kill()
 
 
 async def test_qos0_future_resolves_once_written(mosquitto: MosquittoProcess, make_bus: MakeBus) -> None:
