@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def _selects_slow(markexpr: str) -> bool:
     return bool(markexpr) and Expression.compile(markexpr).evaluate(lambda name, **_: name == "slow")
+
+
+# The gateway runs on uvloop (edge/ops/eventloop.py), in-process tests on asyncio's own loop. The code that
+# drives sockets through the loop itself, the MQTT bus (add_reader/add_writer around paho) and the Modbus
+# client (a Protocol on the loop's transports), is tested on both.
+BOTH_LOOPS = ("tests.bus.test_bus_mqtt", "tests.drivers.modbus.test_modbus_mbap")
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    module = getattr(item, "module", None)
+    if module is None or module.__name__ not in BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop}  # what pytest-asyncio does without this hook
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

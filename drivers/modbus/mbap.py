@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
@@ -234,8 +234,8 @@ class MbapClient(asyncio.Protocol):
 
     # asyncio.Protocol callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport, self._rest = transport, b""
+        # a stream transport (uvloop's are not subclasses of asyncio.Transport)
+        self._transport, self._rest = cast(asyncio.Transport, transport), b""
 
     def connection_lost(self, exc: Exception | None) -> None:
         transport = self._transport

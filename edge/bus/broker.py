@@ -36,8 +36,9 @@ from edge.bus.access import AccessError, AccessStore
 from edge.bus.broker_process import (
     BrokerAccount,
     broker_account,
+    broker_environment,
+    enter,
     file_owner,
-    launch_options,
     prepare_broker_dir,
     write_private,
 )
@@ -254,8 +255,8 @@ class EmbeddedBroker:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 start_new_session=True,  # Ctrl-C reaches the gateway, which then stops the broker in order
-                preexec_fn=_die_with_parent(),  # runs after the change of user: the signal survives it
-                **launch_options(self.data_dir, self._account),
+                env=broker_environment(),
+                preexec_fn=_child_hook(self.data_dir, self._account),
             )
         self._proc = proc
         self.pid_path.write_text(f"{proc.pid}\n")
@@ -382,18 +383,20 @@ def _persistence_config(persistence: Persistence | None) -> str:
     )
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook giving mosquitto SIGTERM when the gateway dies, even by SIGKILL (Linux
-    PR_SET_PDEATHSIG); its own session keeps it from Ctrl-C, so nothing else would stop it (reliability T01)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
-    parent = os.getpid()
+def _child_hook(broker_dir: Path, account: BrokerAccount | None) -> Callable[[], None]:
+    """The mosquitto child's preexec hook: its directory and account (`enter`), then a parent-death signal
+    giving mosquitto SIGTERM when the gateway dies, even by SIGKILL (Linux PR_SET_PDEATHSIG); its own session
+    keeps it from Ctrl-C, so nothing else would stop it (reliability T01). In that order: the kernel clears the
+    parent-death signal on a change of credentials."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    parent = os.getpid()  # both looked up before the fork: the child only calls them
 
     def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the gateway died between fork and prctl
-            os._exit(1)
+        enter(broker_dir, account)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:  # the gateway died between fork and prctl
+                os._exit(1)
 
     return hook
 

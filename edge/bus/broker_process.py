@@ -19,14 +19,14 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 __all__ = [
     "BrokerAccount",
     "broker_account",
     "broker_environment",
+    "enter",
     "file_owner",
-    "launch_options",
     "prepare_broker_dir",
     "write_private",
 ]
@@ -63,14 +63,16 @@ def broker_environment(source: dict[str, str] | None = None) -> dict[str, str]:
     return kept
 
 
-def launch_options(broker_dir: Path, account: BrokerAccount | None) -> dict[str, Any]:
-    """Keyword arguments for `create_subprocess_exec`: working directory, environment and, as root, the
-    account. The child changes directory first (still root), then its groups and user; a `preexec_fn` runs
-    after that, so a parent-death signal it sets survives (the kernel clears it on a credential change)."""
-    options: dict[str, Any] = {"cwd": str(broker_dir), "env": broker_environment()}
+def enter(broker_dir: Path, account: BrokerAccount | None) -> None:
+    """In the broker's child process, before exec: change to its directory (still root: the folders above it
+    may be closed to the broker's account), then, as root, drop every group and take the account's group and
+    user. Done in the child's own hook, not with `create_subprocess_exec(cwd=, user=, group=, extra_groups=)`:
+    uvloop's loop (edge/ops/eventloop.py) takes no account and changes directory only after the hook."""
+    os.chdir(broker_dir)
     if account is not None:
-        options |= {"user": account.uid, "group": account.gid, "extra_groups": []}
-    return options
+        os.setgroups([])
+        os.setgid(account.gid)
+        os.setuid(account.uid)
 
 
 def prepare_broker_dir(broker_dir: Path, listed: list[Path], account: BrokerAccount | None) -> None:

@@ -19,6 +19,7 @@ from edge.cluster.errors import InstanceTaken
 from edge.config import LoadedConfig
 from edge.config.history import recover_interrupted
 from edge.gateway import Gateway
+from edge.ops.eventloop import loop_factory, loop_name
 from edge.ops.health import HealthReport
 from edge.ops.heap import freeze_startup_heap
 from edge.ops.instance import AlreadyRunning
@@ -60,7 +61,8 @@ def run(
         "--loop-probe",
         envvar="EDGE_LOOP_PROBE",
         help="Diagnostics: record the event loop's stalls (>= 10 ms), what ran in them and the garbage "
-        "collector's pauses; written to this JSON file at the stop (edge.ops.loopprobe).",
+        "collector's pauses; written to this JSON file at the stop (edge.ops.loopprobe). Runs the gateway on asyncio's "
+        "own event loop, whose callbacks the probe times.",
     ),
 ) -> None:
     """Run the gateway until Ctrl-C or SIGTERM (in cluster mode, SIGTERM first hands its devices over)."""
@@ -96,7 +98,10 @@ def run_gateway(
     loop_probe: Path | None = None,
 ) -> None:
     try:
-        asyncio.run(_serve(loaded, registry, on_status, loop_probe))
+        # the probe times asyncio's own callbacks (asyncio.Handle), which uvloop does not run
+        choice = "asyncio" if loop_probe is not None else loaded.config.gateway.event_loop
+        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+            runner.run(_serve(loaded, registry, on_status, loop_probe))
     except BrokerError as exc:  # no mosquitto, a port taken, its users' file gone: one line saying what to do
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_BROKER) from None
@@ -140,7 +145,7 @@ async def _serve_until_stopped(
     await gateway.start()
     freeze_startup_heap()  # garbage collections no longer stall the loop on what lives as long as the process
     notify("READY=1", f"STATUS=gateway {loaded.config.gateway.id} started")
-    status = StatusFile(status_file(loaded.data_dir))
+    status = StatusFile(status_file(loaded.data_dir), loop_name(loop))
     try:
         while not stop.is_set():
             try:  # with the gateway's other periodic work (edge.sdk.grid)
@@ -188,13 +193,17 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
     return chain
 
 
-def write_status(path: Path, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
+def write_status(
+    path: Path, snapshot: StatusSnapshot, health: HealthReport | None = None, event_loop: str | None = None
+) -> None:
     """Replace the status file atomically: `edge status`, scripts and `edge bench` read it while the gateway runs."""
     # shallow: orjson writes the nested dataclasses itself (asdict deep-copies every value, every second)
     body = {field.name: getattr(snapshot, field.name) for field in dataclasses.fields(snapshot)}
     if health is not None:
         body["health"] = health.as_dict()
     body["log_level"] = logging.getLevelName(logging.getLogger().level)
+    if event_loop is not None:
+        body["event_loop"] = event_loop
     write_status_file(path, body)
 
 
@@ -203,13 +212,14 @@ class StatusFile:
     logged when it starts and when it ends, never raised: the gateway goes on polling and storing what it can,
     and its health report already says why storage fails."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, event_loop: str | None = None) -> None:
         self.path = path
+        self.event_loop = event_loop  # "uvloop" or "asyncio" (edge.ops.eventloop)
         self.failing_since: float | None = None
 
     def write(self, snapshot: StatusSnapshot, health: HealthReport | None = None) -> None:
         try:
-            write_status(self.path, snapshot, health)
+            write_status(self.path, snapshot, health, self.event_loop)
         except OSError as exc:
             if self.failing_since is None:
                 self.failing_since = time.monotonic()

@@ -166,7 +166,8 @@ def _print_table(body: dict[str, Any], report: HealthReport, age: float, stale: 
     typer.echo(f"gateway pid {body.get('pid')}: {state}; status written {age:.1f} s ago")
     typer.echo(
         f"uptime {float(body.get('uptime', 0)):.0f} s, devices up {body.get('devices_up')}/{body.get('devices')},"
-        f" backlog {body.get('backlog')}, log level {body.get('log_level', '?')}"
+        f" backlog {body.get('backlog')}, log level {body.get('log_level', '?')},"
+        f" event loop {body.get('event_loop', '?')}"
     )
     rows = [(c.name, "ok" if c.ok else "FAIL", c.scope, c.detail) for c in report.checks]
     widths = [max(len(r[i]) for r in [("CHECK", "STATE", "AFFECTS", ""), *rows]) for i in range(3)]

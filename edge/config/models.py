@@ -32,6 +32,11 @@ class GatewaySection(_Strict):
     id: Name
     name: str = ""
     data_dir: str = Field(default="var", description="Outbox, broker state and logs; relative to the file.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The asyncio event loop the gateway runs on: uvloop (less CPU per point; asyncio's own loop"
+        " when uvloop is not installed) or asyncio's own (edge/ops/eventloop.py).",
+    )
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

@@ -81,7 +81,9 @@ def test_unknown_tenant_site_and_driver_are_all_reported(tmp_path: Path, registr
 
 def test_unknown_field_is_refused(tmp_path: Path, registry: PluginRegistry) -> None:
     issues = _issues(_write(tmp_path, VALID.replace('id = "gw1"', 'id = "gw1"\npoll = 3')), registry)
-    assert any("gateway.poll: unknown key 'poll' (keys here: id, name, data_dir)" in i for i in issues)
+    assert any(
+        "gateway.poll: unknown key 'poll' (keys here: id, name, data_dir, event_loop)" in i for i in issues
+    )
 
 
 def test_toml_syntax_error_names_the_file(tmp_path: Path, registry: PluginRegistry) -> None:

@@ -72,6 +72,7 @@ def test_status_exit_codes_follow_the_gateway_and_no_secret_leaks(
         for check in ("loop", "storage", "broker", "driver:modbus"):
             assert f"\n{check} " in shown and "FAIL" not in shown, shown
         assert "2/2 devices up" in shown
+        assert "event loop uvloop" in shown  # the gateway's default loop (edge/ops/eventloop.py)
         notes = _datagrams(systemd)
         assert notes[0].startswith("READY=1") and any(n.startswith("WATCHDOG=1\nSTATUS=ok") for n in notes)
 

@@ -347,7 +347,8 @@ async def test_a_silent_device_costs_its_own_timeout_and_does_not_delay_others(s
     assert caught.value.device == "vav-2"
     # one request, sent twice (the message counts the tries); the upper bound leaves room for a loaded machine
     assert 2 * TIMEOUT * 0.9 <= silent_cost < 2 * TIMEOUT * 3
-    assert max(during) < 0.2, (baseline, during)  # far below the silent device's 1 s
+    # below one try of the silent device (0.5 s), let alone its two: a loaded test box has stretched a read to 0.27 s
+    assert max(during) < 0.4, (baseline, during)
     assert sorted(during)[len(during) // 2] < 4 * sorted(baseline)[len(baseline) // 2] + 0.01
 
 
