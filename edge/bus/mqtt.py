@@ -104,7 +104,7 @@ class _Client(paho.Client):
     PUBACK that says success and carries no properties (2 bytes, or 3 or 4 with zeros in MQTT 5, what brokers
     send) completes with shared constant ones; anything else goes to paho as before. It relies on paho's
     `_in_packet`, `_out_messages`, `_out_message_mutex` and `_do_on_publish` (paho-mqtt 2.x, pinned below 3;
-    tests/bus/test_bus_mqtt.py checks they exist and that a paho subscriber sees what was acknowledged)."""
+    tests/bus/test_bus_mqtt.py checks that each PUBACK's reason reaches its publish, with a paho subscriber)."""
 
     def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
         packet: bytes | bytearray = self._in_packet["packet"]

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.ops.eventloop import EventLoopChoice
 from edge.outbox import RetentionPolicy
 from edge.sdk.points import Name
 
@@ -32,7 +33,7 @@ class GatewaySection(_Strict):
     id: Name
     name: str = ""
     data_dir: str = Field(default="var", description="Outbox, broker state and logs; relative to the file.")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
+    event_loop: EventLoopChoice = Field(
         default="uvloop",
         description="The asyncio event loop the gateway runs on: uvloop (less CPU per point; asyncio's own loop"
         " when uvloop is not installed) or asyncio's own (edge/ops/eventloop.py).",
